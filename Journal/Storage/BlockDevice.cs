@@ -1,0 +1,187 @@
+namespace Journal.Storage;
+
+/// <summary>
+/// A sector-addressed block device: the only way the journal and the snapshot store touch storage.
+/// Every crash test substitutes a device that records, drops, reorders or tears writes.
+/// </summary>
+/// <remarks>
+/// Contract shared by all devices:
+/// <list type="bullet">
+/// <item>Offsets are in 512-byte sectors; buffer lengths are whole sectors.</item>
+/// <item>A write that has returned is visible to later reads, but is durable only after a later
+/// <see cref="Flush"/> has returned. A crash may lose, reorder or tear (at sector granularity) any write
+/// not yet covered by a flush; it never loses a flushed write.</item>
+/// <item>Reads and writes of disjoint ranges may run concurrently from many threads.</item>
+/// <item>I/O errors surface as <see cref="BlockDeviceException"/> naming the device and the sector.</item>
+/// </list>
+/// The public methods validate arguments and count operations, then call the <c>*Core</c> methods.
+/// </remarks>
+public abstract class BlockDevice : IDisposable
+{
+    /// <summary>Bytes in one sector.</summary>
+    public const int SectorSize = 512;
+
+    /// <summary>log2(<see cref="SectorSize"/>).</summary>
+    public const int SectorShift = 9;
+
+    private long _reads, _writes, _bytesRead, _bytesWritten, _flushes;
+    private int _disposed;
+
+    /// <summary>A name for error messages: the file path for file devices, a label otherwise.</summary>
+    public abstract string Name { get; }
+
+    /// <summary>Current size in sectors.</summary>
+    public abstract long SectorCount { get; }
+
+    /// <summary>Current size in bytes.</summary>
+    public long Length => SectorCount << SectorShift;
+
+    /// <summary>True when writes are refused.</summary>
+    public virtual bool IsReadOnly => false;
+
+    /// <summary>Counters of the operations issued through this device object.</summary>
+    public DeviceCounters Counters => new(
+        Interlocked.Read(ref _reads), Interlocked.Read(ref _bytesRead),
+        Interlocked.Read(ref _writes), Interlocked.Read(ref _bytesWritten),
+        Interlocked.Read(ref _flushes));
+
+    /// <summary>Reads whole sectors starting at <paramref name="sector"/>.</summary>
+    public void Read(long sector, Span<byte> buffer)
+    {
+        CheckRange(sector, buffer.Length);
+        ReadCore(sector, buffer);
+        Interlocked.Increment(ref _reads);
+        Interlocked.Add(ref _bytesRead, buffer.Length);
+    }
+
+    /// <summary>Writes whole sectors starting at <paramref name="sector"/>. Not durable until <see cref="Flush"/>.</summary>
+    public void Write(long sector, ReadOnlySpan<byte> data)
+    {
+        CheckWritable();
+        CheckRange(sector, data.Length);
+        WriteCore(sector, data);
+        Interlocked.Increment(ref _writes);
+        Interlocked.Add(ref _bytesWritten, data.Length);
+    }
+
+    /// <summary>Makes every write that returned before this call durable.</summary>
+    public void Flush()
+    {
+        ThrowIfDisposed();
+        FlushCore();
+        Interlocked.Increment(ref _flushes);
+    }
+
+    /// <summary>Asynchronous <see cref="Read"/>.</summary>
+    public async ValueTask ReadAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        CheckRange(sector, buffer.Length);
+        await ReadCoreAsync(sector, buffer, cancellationToken).ConfigureAwait(false);
+        Interlocked.Increment(ref _reads);
+        Interlocked.Add(ref _bytesRead, buffer.Length);
+    }
+
+    /// <summary>Asynchronous <see cref="Write"/>.</summary>
+    public async ValueTask WriteAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
+    {
+        CheckWritable();
+        CheckRange(sector, data.Length);
+        await WriteCoreAsync(sector, data, cancellationToken).ConfigureAwait(false);
+        Interlocked.Increment(ref _writes);
+        Interlocked.Add(ref _bytesWritten, data.Length);
+    }
+
+    /// <summary>Asynchronous <see cref="Flush"/>.</summary>
+    public async ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfDisposed();
+        await FlushCoreAsync(cancellationToken).ConfigureAwait(false);
+        Interlocked.Increment(ref _flushes);
+    }
+
+    /// <summary>
+    /// Grows the device to at least <paramref name="sectorCount"/> sectors. The new sectors read as zeros and are
+    /// really written (not sparse, not merely reserved); the new size is durable after the next <see cref="Flush"/>.
+    /// Never shrinks.
+    /// </summary>
+    public void Extend(long sectorCount)
+    {
+        CheckWritable();
+        if (sectorCount > SectorCount) ExtendCore(sectorCount);
+    }
+
+    /// <summary>Device-specific read.</summary>
+    protected abstract void ReadCore(long sector, Span<byte> buffer);
+
+    /// <summary>Device-specific write.</summary>
+    protected abstract void WriteCore(long sector, ReadOnlySpan<byte> data);
+
+    /// <summary>Device-specific flush.</summary>
+    protected abstract void FlushCore();
+
+    /// <summary>Device-specific growth (zero-filled, written).</summary>
+    protected abstract void ExtendCore(long sectorCount);
+
+    /// <summary>Device-specific asynchronous read; runs the synchronous one by default.</summary>
+    protected virtual ValueTask ReadCoreAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        ReadCore(sector, buffer.Span);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Device-specific asynchronous write; runs the synchronous one by default.</summary>
+    protected virtual ValueTask WriteCoreAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        WriteCore(sector, data.Span);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Device-specific asynchronous flush; runs the synchronous one by default.</summary>
+    protected virtual ValueTask FlushCoreAsync(CancellationToken cancellationToken)
+    {
+        FlushCore();
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Throws <see cref="ArgumentException"/> for a misaligned buffer, <see cref="BlockDeviceException"/> past the end.</summary>
+    protected void CheckRange(long sector, int length)
+    {
+        ThrowIfDisposed();
+        if ((length & (SectorSize - 1)) != 0)
+            throw new ArgumentException($"{Name}: I/O length {length} is not a whole number of {SectorSize}-byte sectors.");
+        if (sector < 0 || sector + (length >> SectorShift) > SectorCount)
+            throw new BlockDeviceException(Name, sector,
+                $"I/O of {length >> SectorShift} sectors at sector {sector} is beyond the end of the device ({SectorCount} sectors)");
+    }
+
+    private void CheckWritable()
+    {
+        ThrowIfDisposed();
+        if (IsReadOnly) throw new BlockDeviceException(Name, 0, "device is read-only");
+    }
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> after <see cref="Dispose()"/>.</summary>
+    protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+
+    /// <summary>Releases the device. Unflushed writes are not made durable.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        Dispose(true);
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Releases resources.</summary>
+    protected virtual void Dispose(bool disposing) { }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{GetType().Name}({Name}, {SectorCount} sectors)";
+}
+
+/// <summary>Operation counts of a <see cref="BlockDevice"/>.</summary>
+/// <param name="Reads">Read calls.</param>
+/// <param name="BytesRead">Bytes read.</param>
+/// <param name="Writes">Write calls.</param>
+/// <param name="BytesWritten">Bytes written.</param>
+/// <param name="Flushes">Flush calls.</param>
+public readonly record struct DeviceCounters(long Reads, long BytesRead, long Writes, long BytesWritten, long Flushes);
