@@ -30,7 +30,8 @@ internal sealed class CilContext
     internal int RegionCount;                // regions after the checkpoint header (item headers included)
     internal long PayloadBytes;              // bytes of those regions
 
-    internal readonly byte[] Header;         // the checkpoint header region (pool or emergency reserve)
+    internal readonly byte[] Header;         // the checkpoint header region
+    internal readonly bool HeaderPooled;     // Header came from the pool or the emergency reserve (give it back)
     internal readonly HeaderRegionList HeaderRegion;
 
     internal Lsn StartLsn, CommitLsn;
@@ -40,9 +41,10 @@ internal sealed class CilContext
     internal readonly TaskCompletionSource CommitWritten = new(TaskCreationOptions.RunContinuationsAsynchronously);
     internal readonly TaskCompletionSource Durable = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public CilContext(byte[] header)
+    public CilContext(byte[] header, bool pooled)
     {
         Header = header;
+        HeaderPooled = pooled;
         HeaderRegion = new HeaderRegionList(header);
     }
 

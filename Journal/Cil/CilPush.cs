@@ -106,7 +106,7 @@ internal sealed partial class CommittedItemList
         if (header is not null)
         {
             if (t is not null) _spare = t; // still being prepared: it will serve the next switch
-            return new CilContext(header);
+            return new CilContext(header, pooled: true);
         }
         // Every push slot is out, which needs MaxPushesInFlight emergency pushes still completing; the spare is our
         // only way forward, so wait for it (it waits for the pool, which those completions refill).
@@ -119,8 +119,8 @@ internal sealed partial class CommittedItemList
         while (true)
         {
             var header = _pool.TryRent(CheckpointHeader.Size);
-            if (header is not null) return new CilContext(header);
-            if (_shutdown is not null || _stopping) return new CilContext(new byte[CheckpointHeader.Size]);
+            if (header is not null) return new CilContext(header, pooled: true);
+            if (_shutdown is not null || _stopping) return new CilContext(new byte[CheckpointHeader.Size], pooled: false);
             // Why we wait: the pool is at its budget or the allocator failed; completions return buffers.
             _pool.WaitForReturnAsync().Wait(10);
         }
@@ -218,7 +218,7 @@ internal sealed partial class CommittedItemList
             ReleaseVector(v);
             v = next;
         }
-        _pool.Return(ctx.Header);
+        if (ctx.HeaderPooled) _pool.Return(ctx.Header);
     }
 
     // ---------------------------------------------------------------------------------------------------------------

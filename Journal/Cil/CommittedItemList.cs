@@ -76,7 +76,7 @@ internal sealed partial class CommittedItemList
         long logBytes = (long)sink.LogBlocks * 512;
         _soft = options.EffectiveSoftLimit(logBytes);
         _hard = options.EffectiveHardLimit(logBytes);
-        _current = new CilContext(new byte[CheckpointHeader.Size]) { Sequence = Math.Max(1, firstSequence) };
+        _current = new CilContext(new byte[CheckpointHeader.Size], pooled: false) { Sequence = Math.Max(1, firstSequence) };
     }
 
     internal void Attach(ActiveItemList ail)
