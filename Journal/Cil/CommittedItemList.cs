@@ -236,8 +236,9 @@ internal sealed partial class CommittedItemList
             catch (Exception e)
             {
                 // A half-formatted vector may be on the list: nothing more may be written.
-                Shutdown(new JournalException($"journal shut down: formatting a log item failed: {e.Message}", e));
-                throw;
+                var err = new JournalException($"journal shut down: formatting a log item failed: {e.Message}", e);
+                Shutdown(err);
+                throw err;
             }
 
             Interlocked.Add(ref ctx.SpaceUsed, dCost);
