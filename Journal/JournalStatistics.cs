@@ -14,13 +14,14 @@ namespace Journal;
 /// <param name="HardLimitWaits">Commits that waited at the hard CIL limit.</param>
 /// <param name="SpaceWaits">Reservations that waited for log space.</param>
 /// <param name="MemoryWaits">Commits that waited for pool memory.</param>
+/// <param name="ReservationOverruns">Commits whose transaction reserved less log space than its items needed (the rest was taken without waiting).</param>
 /// <param name="CurrentSequence">Sequence of the checkpoint now collecting commits.</param>
 /// <param name="DurableSequence">Highest sequence whose checkpoint is durable (every lower one is too).</param>
 /// <param name="AilItems">Items in the AIL now.</param>
 /// <param name="ReservedLogBytes">Log space reserved now by open transactions and unwritten checkpoints.</param>
 public readonly record struct JournalStatistics(
     long Commits, long ItemsCommitted, long Relogs, long Pushes, long Checkpoints, long CheckpointBytes, long Forces,
-    long AilWriteBacks, long AilFlushes, long TailMoves, long HardLimitWaits, long SpaceWaits, long MemoryWaits,
+    long AilWriteBacks, long AilFlushes, long TailMoves, long HardLimitWaits, long SpaceWaits, long MemoryWaits, long ReservationOverruns,
     ulong CurrentSequence, ulong DurableSequence, long AilItems, long ReservedLogBytes);
 
 /// <summary>Memory use of a <see cref="MetadataJournal"/>'s pool.</summary>

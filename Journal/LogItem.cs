@@ -72,9 +72,11 @@ public abstract class LogItem
     /// <summary>
     /// Writes the item's current state to its home location, stamped as reflecting <paramref name="lsn"/>; the AIL
     /// flushes <see cref="HomeDevice"/> afterwards. Called by the AIL, never concurrently for one item, with the
-    /// item unpinned at the time of the call. Implementations take the item's lock (the one modifiers hold from change
-    /// to commit) and return <see langword="false"/> without writing if the item <see cref="IsPinned"/> by then (it was
-    /// committed again); the AIL retries it later.
+    /// item unpinned at the time of the call. Implementations <i>try</i> to take the item's lock (the one modifiers
+    /// hold from change to commit) without waiting for it, and return <see langword="false"/> without writing if it is
+    /// held, or if the item <see cref="IsPinned"/> once they hold it (it was committed again); the AIL retries such
+    /// items later. Never wait for the item's lock here: its holder may be waiting for log space that only this
+    /// write-back can free.
     /// </summary>
     /// <returns>True if the home copy was written.</returns>
     public abstract ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken);

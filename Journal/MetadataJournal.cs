@@ -118,8 +118,10 @@ public sealed class MetadataJournal : IAsyncDisposable
 
     /// <summary>
     /// Starts a transaction holding <paramref name="reserveBytes"/> of log space (see <see cref="EstimateLogBytes"/>).
-    /// Waits, and never fails, while the log is full: the AIL moves the tail and the reservation proceeds. If the
-    /// items need more at commit, the commit reserves the rest.
+    /// Waits, and never fails, while the log is full: the AIL moves the tail and the reservation proceeds. Call it
+    /// before taking the locks of the items you will change, and reserve enough: a commit that needs more takes the
+    /// rest from the log's headroom without waiting (counted in <see cref="JournalStatistics.ReservationOverruns"/>),
+    /// because it may run under item locks that the AIL needs.
     /// </summary>
     /// <exception cref="JournalArgumentException">The reservation is larger than half the log.</exception>
     /// <exception cref="JournalException">The journal is closed or shut down after an error.</exception>
@@ -184,7 +186,7 @@ public sealed class MetadataJournal : IAsyncDisposable
         Interlocked.Read(ref _counters.Pushes), Interlocked.Read(ref _counters.Checkpoints), Interlocked.Read(ref _counters.CheckpointBytes),
         Interlocked.Read(ref _counters.Forces), Interlocked.Read(ref _counters.AilWriteBacks), Interlocked.Read(ref _counters.AilFlushes),
         Interlocked.Read(ref _counters.TailMoves), Interlocked.Read(ref _counters.HardLimitWaits), Interlocked.Read(ref _counters.SpaceWaits),
-        Interlocked.Read(ref _counters.MemoryWaits), Cil.CurrentSequence, Cil.DurableSequence, Ail.Count, Space.Outstanding);
+        Interlocked.Read(ref _counters.MemoryWaits), Interlocked.Read(ref _counters.ReservationOverruns), Cil.CurrentSequence, Cil.DurableSequence, Ail.Count, Space.Outstanding);
 
     /// <summary>Memory use of the journal's pool and emergency reserve.</summary>
     public MemoryStatistics MemoryStatistics => new(

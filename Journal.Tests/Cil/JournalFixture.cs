@@ -24,7 +24,7 @@ public static class JournalFixture
     /// <summary>Sets the item's version (and optionally size) and commits it in a transaction of its own.</summary>
     public static async ValueTask<ulong> CommitAsync(MetadataJournal j, TestItem item, long version, int? size = null)
     {
-        using var tx = await j.BeginTransactionAsync(0);
+        using var tx = await j.BeginTransactionAsync(Reserve(j, item, size));
         lock (item.Lock)
         {
             item.SetVersion(version, size);
@@ -35,7 +35,7 @@ public static class JournalFixture
 
     public static ulong Commit(MetadataJournal j, TestItem item, long version, int? size = null)
     {
-        using var tx = j.BeginTransactionAsync(0).AsTask().GetAwaiter().GetResult();
+        using var tx = j.BeginTransactionAsync(Reserve(j, item, size)).AsTask().GetAwaiter().GetResult();
         lock (item.Lock)
         {
             item.SetVersion(version, size);
@@ -43,6 +43,10 @@ public static class JournalFixture
             return tx.Commit();
         }
     }
+
+    /// <summary>What a commit of <paramref name="item"/> at <paramref name="size"/> needs (reserved before its lock is taken).</summary>
+    public static int Reserve(MetadataJournal j, TestItem item, int? size) =>
+        (int)j.EstimateLogBytes(new LogItemSize(item.Regions, Math.Max(8, size ?? item.State.Length)));
 
     /// <summary>Recovered checkpoints of a crash image: (start LSN, sequence, items (id, version)).</summary>
     public static List<(Lsn Start, ulong Sequence, List<(ulong Id, long Version, int Length)> Items)> Checkpoints(MemoryLogSink.CrashImage image)

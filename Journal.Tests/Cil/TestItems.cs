@@ -124,11 +124,16 @@ public sealed class TestItem : LogItem
 
     public override ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken)
     {
-        lock (Lock)
+        if (!Monitor.TryEnter(Lock)) return ValueTask.FromResult(false); // busy: the AIL retries later
+        try
         {
             if (IsPinned || RefuseWriteBack) return ValueTask.FromResult(false);
             Home.Write(ItemId, (byte[])State.Clone(), lsn);
             Interlocked.Increment(ref WriteBacks);
+        }
+        finally
+        {
+            Monitor.Exit(Lock);
         }
         return ValueTask.FromResult(true);
     }

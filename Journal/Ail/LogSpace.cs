@@ -10,8 +10,9 @@ namespace Journal.Ail;
 /// and is granted as the tail moves or reservations are released; it never fails for lack of space.
 /// </summary>
 /// <remarks>
-/// <para>Capacity is the log size minus headroom (1/16 of the log, at least 8 KiB) for the log's own record headers,
-/// block padding and unmount record.</para>
+/// <para>Capacity is the log size minus headroom (1/8 of the log, at least 16 KiB) for the log's own record headers,
+/// block padding, the unmount record and commits that reserved too little (they take the rest without waiting, see
+/// <see cref="ReserveWithoutWaiting"/>).</para>
 /// <para>Locking: <c>_lock</c> protects the waiter queue and serialises grants (so a newcomer cannot overtake a
 /// waiter). <see cref="Release"/> is lock-free unless someone waits. Nothing is awaited under the lock. When a waiter
 /// queues, the pressure callback pushes the AIL (to move the tail) and the CIL (whose reservations only turn into
@@ -34,7 +35,7 @@ internal sealed class LogSpace
         _sink = sink;
         _counters = counters;
         long log = (long)sink.LogBlocks * 512;
-        Capacity = log - Math.Max(8192, log / 16);
+        Capacity = log - Math.Max(16384, log / 8);
         MaxReservation = Capacity / 2;
     }
 
@@ -59,23 +60,36 @@ internal sealed class LogSpace
     /// <summary>Sets what to do when a reservation must wait (push the AIL and the CIL).</summary>
     public void SetPressureCallback(Action pressure) => _pressure = pressure;
 
-    /// <summary>Reserves at once if it fits and nobody waits; allocates nothing.</summary>
+    /// <summary>
+    /// Reserves at once if it fits and nobody waits; allocates nothing. A reservation of 0 succeeds unless the log is
+    /// overcommitted (free space below zero) or someone waits.
+    /// </summary>
     public bool TryReserve(long bytes)
     {
-        if (bytes <= 0) return true;
+        if (bytes < 0) bytes = 0;
         if (Volatile.Read(ref _waiterCount) != 0) return false;
         lock (_lock)
         {
-            if (_waiters.Count != 0 || Free < bytes) return false;
-            Interlocked.Add(ref _outstanding, bytes);
+            if (_waiters.Count != 0 || Free < bytes || Free < 0) return false;
+            if (bytes != 0) Interlocked.Add(ref _outstanding, bytes);
             return true;
         }
+    }
+
+    /// <summary>
+    /// Reserves at once even if that overcommits the log (eating into the headroom). For commits that reserved too
+    /// little: they may hold item locks, so they must not wait. Later reservations wait until the log is no longer
+    /// overcommitted.
+    /// </summary>
+    public void ReserveWithoutWaiting(long bytes)
+    {
+        if (bytes > 0) Interlocked.Add(ref _outstanding, bytes);
     }
 
     /// <summary>Reserves <paramref name="bytes"/>, waiting (without limit) for space.</summary>
     public async ValueTask ReserveAsync(long bytes, CancellationToken cancellationToken)
     {
-        if (bytes <= 0) return;
+        if (bytes < 0) bytes = 0;
         if (bytes > MaxReservation)
             throw new JournalArgumentException($"log reservation of {bytes} bytes is larger than the {MaxReservation}-byte maximum for this log ({_sink.LogBlocks} blocks)");
         if (_failed is not null) throw _failed;
@@ -129,7 +143,7 @@ internal sealed class LogSpace
         List<Waiter>? granted = null;
         lock (_lock)
         {
-            while (_waiters.First is { } first && Free >= first.Value.Bytes)
+            while (_waiters.First is { } first && Free >= first.Value.Bytes && Free >= 0)
             {
                 Interlocked.Add(ref _outstanding, first.Value.Bytes);
                 first.Value.Granted = true;

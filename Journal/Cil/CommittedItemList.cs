@@ -25,7 +25,8 @@ namespace Journal.Cil;
 /// <para><b>Commit path.</b> (1) Outside any lock: size each item (<see cref="LogItem.GetLogSize"/>), take its shadow
 /// vector and make sure it can hold that size (renting a bigger one from the pool if not; this may wait for memory or,
 /// after <see cref="JournalOptions.EmergencyAfter"/>, use the emergency reserve), and make sure the transaction's log
-/// reservation covers the worst case (topping it up may wait for log space). (2) Shared lock: for each item, if its
+/// reservation covers the worst case (an under-reserved transaction takes the rest at once, without waiting: the caller
+/// may hold item locks the AIL needs to move the tail). (2) Shared lock: for each item, if its
 /// active vector belongs to the current context and can hold the new size, format over it in place (a relog costs
 /// nothing new); otherwise format into the shadow and make it the active vector. Move the vector to the tail of the
 /// context's list, pin the item if it is new to the context, account the space difference and take that much of the
@@ -160,8 +161,10 @@ internal sealed partial class CommittedItemList
 
         if (needed > tx.Reserved)
         {
-            long more = needed - tx.Reserved;
-            if (!_space.TryReserve(more)) await _space.ReserveAsync(more, cancellationToken).ConfigureAwait(false);
+            // Under-reserved: take the rest at once, from the log's headroom if need be. Never wait here: the caller
+            // may hold item locks, and the AIL must be able to write items home for the tail (and space) to move.
+            _space.ReserveWithoutWaiting(needed - tx.Reserved);
+            Interlocked.Increment(ref _counters.ReservationOverruns);
             tx.Reserved = needed;
         }
     }

@@ -4,5 +4,5 @@ namespace Journal.Cil;
 internal sealed class JournalCounters
 {
     public long Commits, ItemsCommitted, Relogs, Pushes, Checkpoints, CheckpointBytes, Forces;
-    public long AilWriteBacks, AilFlushes, TailMoves, HardLimitWaits, SpaceWaits, MemoryWaits;
+    public long AilWriteBacks, AilFlushes, TailMoves, HardLimitWaits, SpaceWaits, MemoryWaits, ReservationOverruns;
 }
