@@ -18,8 +18,20 @@ public class MemoryBlockDeviceTests
     }
 
     [Fact]
-    public void An_image_that_is_not_whole_sectors_is_refused() =>
+    public void Wrap_uses_the_callers_array_as_storage()
+    {
+        byte[] image = Patterns.Sectors(2, 1);
+        using var dev = MemoryBlockDevice.Wrap(image, "wrapped");
+        dev.Write(1, Patterns.Sectors(1, 60));
+        Assert.Equal(Patterns.Sectors(1, 60), image[512..]);
+    }
+
+    [Fact]
+    public void An_image_that_is_not_whole_sectors_is_refused()
+    {
         Assert.Throws<ArgumentException>(() => MemoryBlockDevice.FromImage(new byte[100]));
+        Assert.Throws<ArgumentException>(() => MemoryBlockDevice.Wrap(new byte[513]));
+    }
 
     [Fact]
     public void Extend_keeps_content_and_zero_fills()

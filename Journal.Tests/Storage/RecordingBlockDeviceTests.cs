@@ -238,6 +238,37 @@ public class RecordingBlockDeviceTests
     }
 
     [Fact]
+    public void Images_rebuilt_into_a_reused_buffer_equal_fresh_ones()
+    {
+        var log = new WriteLog();
+        using var dev = new RecordingBlockDevice(new MemoryBlockDevice(32), log, "dev");
+        var random = new Random(9);
+        for (int i = 0; i < 60; i++)
+        {
+            int len = random.Next(1, 5);
+            dev.Write(random.Next(0, 32 - len), Patterns.Random(random, len));
+            if (i % 7 == 0) dev.Flush();
+            if (i == 30) dev.Extend(40);
+        }
+        byte[]? buffer = null;
+        int reused = 0;
+        foreach (CrashState s in log.CrashStates(new CrashStateOptions { MaxVariantsPerPoint = 5 }))
+        {
+            byte[]? before = buffer;
+            s.Image(dev.DeviceId, ref buffer);
+            if (ReferenceEquals(before, buffer)) reused++;
+            Assert.Equal(s.Image(dev.DeviceId), buffer);
+            using MemoryBlockDevice mounted = MemoryBlockDevice.Wrap(buffer, "dev");
+            var first = new byte[512];
+            mounted.Read(0, first);
+            Assert.True(Patterns.SectorEquals(buffer, 0, first));
+        }
+        Assert.True(reused > 10, $"the buffer was reused only {reused} times");
+        log.ImageAt(dev.DeviceId, 5, ref buffer);
+        Assert.Equal(log.ImageAt(dev.DeviceId, 5), buffer);
+    }
+
+    [Fact]
     public void Reads_pass_through_and_the_initial_image_is_captured()
     {
         var log = new WriteLog();

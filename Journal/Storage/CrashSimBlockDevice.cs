@@ -33,7 +33,7 @@ public sealed class CrashSimBlockDevice : BlockDevice
         ArgumentNullException.ThrowIfNull(name);
         _name = name;
         _current = image;
-        _durable = (byte[])image.Clone();
+        _durable = ImageCopy.Of(image);
     }
 
     /// <summary>Creates a device whose durable (and current) content is a copy of <paramref name="image"/>.</summary>
@@ -61,13 +61,13 @@ public sealed class CrashSimBlockDevice : BlockDevice
     public int PendingCount { get { lock (_lock) return _pending.Count; } }
 
     /// <summary>A copy of the current image (what reads see; equals a crash that kept every write in order).</summary>
-    public byte[] ToArray() { lock (_lock) return (byte[])_current.Clone(); }
+    public byte[] ToArray() { lock (_lock) return ImageCopy.Of(_current); }
 
     /// <summary>The image a crash that kept every unflushed write, in order, would leave: the current image.</summary>
     public byte[] CrashImageKeepingAll() => ToArray();
 
     /// <summary>The image a crash that lost every unflushed write would leave: the durable image.</summary>
-    public byte[] CrashImageLosingAll() { lock (_lock) return (byte[])_durable.Clone(); }
+    public byte[] CrashImageLosingAll() { lock (_lock) return ImageCopy.Of(_durable); }
 
     /// <summary>The image a crash now could leave, chosen by <paramref name="seed"/> (see the class remarks).</summary>
     public byte[] CrashImage(int seed) => CrashImage(new Random(seed), out _);
@@ -107,7 +107,7 @@ public sealed class CrashSimBlockDevice : BlockDevice
             ThrowIfDisposed();
             byte[] image = BuildCrashImage(new Random(seed), out string description);
             _current = image;
-            _durable = (byte[])image.Clone();
+            _durable = ImageCopy.Of(image);
             _pending.Clear();
             return description;
         }

@@ -42,7 +42,7 @@ public sealed class CrashState
     /// <summary>The variant at this point: 0 keeps every issued write; 1 (if anything was in flight) loses them all.</summary>
     public int Variant { get; }
 
-    /// <summary>True when every write in flight was kept whole, in order (the state <see cref="WriteLog.ImageAt"/> gives).</summary>
+    /// <summary>True when every write in flight was kept whole, in order (the state <see cref="WriteLog.ImageAt(int, int)"/> gives).</summary>
     public bool KeepsEverything => _fates.All(f => f == Fate.Kept) && _order is null;
 
     /// <summary>Log positions of the writes and growths in flight at the point (all devices), increasing.</summary>
@@ -83,8 +83,20 @@ public sealed class CrashState
     /// </summary>
     public byte[] Image(int deviceId)
     {
+        byte[]? image = null;
+        Image(deviceId, ref image);
+        return image;
+    }
+
+    /// <summary>
+    /// <see cref="Image(int)"/> into a caller-owned buffer, reused when its length matches and replaced otherwise
+    /// (pair with <see cref="MemoryBlockDevice.Wrap"/> to mount thousands of states without allocating each one).
+    /// </summary>
+    public void Image(int deviceId, [System.Diagnostics.CodeAnalysis.NotNull] ref byte[]? buffer)
+    {
         CheckDevice(deviceId);
-        byte[] image = _log.ImageAt(deviceId, _durableBefore[deviceId]);
+        _log.ImageAt(deviceId, _durableBefore[deviceId], ref buffer);
+        byte[] image = buffer;
 
         IEnumerable<int> order = _order ?? Enumerable.Range(0, _inFlight.Length);
         long size = image.Length;
@@ -109,14 +121,14 @@ public sealed class CrashState
                     data.AsSpan(s << BlockDevice.SectorShift, BlockDevice.SectorSize).CopyTo(image.AsSpan((int)at));
             }
         }
-        return image;
+        buffer = image;
     }
 
-    /// <summary><see cref="Image"/> as a <see cref="MemoryBlockDevice"/> named after the device.</summary>
+    /// <summary><see cref="Image(int)"/> as a <see cref="MemoryBlockDevice"/> named after the device.</summary>
     public MemoryBlockDevice Device(int deviceId)
     {
         byte[] image = Image(deviceId);
-        return MemoryBlockDevice.Adopt(image, _log.Devices[deviceId].Name);
+        return MemoryBlockDevice.Wrap(image, _log.Devices[deviceId].Name);
     }
 
     /// <summary>What this state is: the point, the variant, and the fate of every in-flight write.</summary>

@@ -39,9 +39,14 @@ public sealed class MemoryBlockDevice : BlockDevice
         return new MemoryBlockDevice(image.ToArray(), name);
     }
 
-    /// <summary>Creates a device that takes ownership of <paramref name="image"/> without copying it.</summary>
-    internal static MemoryBlockDevice Adopt(byte[] image, string name)
+    /// <summary>
+    /// Creates a device whose storage is <paramref name="image"/> itself, not a copy: writes change the array (until a
+    /// growth replaces it with a bigger one). Lets a test reuse one buffer across many rebuilt images.
+    /// </summary>
+    public static MemoryBlockDevice Wrap(byte[] image, string name = "memory")
     {
+        ArgumentNullException.ThrowIfNull(image);
+        ArgumentNullException.ThrowIfNull(name);
         CheckImage(image.Length, name);
         return new MemoryBlockDevice(image, name);
     }
@@ -71,7 +76,7 @@ public sealed class MemoryBlockDevice : BlockDevice
     {
         ThrowIfDisposed();
         _lock.EnterReadLock();
-        try { return (byte[])_data.Clone(); }
+        try { return ImageCopy.Of(_data); }
         finally { _lock.ExitReadLock(); }
     }
 

@@ -6,7 +6,7 @@ namespace Journal.Storage;
 /// the states a crash at each point could leave.
 /// </summary>
 /// <remarks>
-/// <para>Points: position <c>p</c> means "entries 0..p-1 had completed". <see cref="ImageAt"/> applies every write
+/// <para>Points: position <c>p</c> means "entries 0..p-1 had completed". <see cref="ImageAt(int, int)"/> applies every write
 /// and growth of the device before <c>p</c>, in order: the state if the crash kept everything issued.</para>
 /// <para>Crash model at point p, for each device D: writes of D before the newest of D's flushes recorded before p
 /// (precisely: before that flush's <see cref="WriteLogEntry.DurableBefore"/>) are durable and always present. D's
@@ -17,7 +17,7 @@ namespace Journal.Storage;
 /// writes, thinned by half when full), so rebuilding states in log order costs one image copy plus the writes
 /// replayed since the previous state.</para>
 /// <para>Locking: <c>_lock</c> (a monitor) protects the entry list, the per-device indexes, cursors and checkpoints.
-/// Recording devices take it briefly to append; <see cref="ImageAt"/> holds it while it copies and replays. Nothing
+/// Recording devices take it briefly to append; <see cref="ImageAt(int, int)"/> holds it while it copies and replays. Nothing
 /// waits while holding it, and it is never held across a call into a device.</para>
 /// </remarks>
 public sealed class WriteLog
@@ -154,6 +154,17 @@ public sealed class WriteLog
     /// </summary>
     public byte[] ImageAt(int deviceId, int entryIndex)
     {
+        byte[]? image = null;
+        ImageAt(deviceId, entryIndex, ref image);
+        return image;
+    }
+
+    /// <summary>
+    /// <see cref="ImageAt(int, int)"/> into a caller-owned buffer, reused when its length matches the image's and
+    /// replaced otherwise (so a loop over crash states need not allocate a new image each time).
+    /// </summary>
+    public void ImageAt(int deviceId, int entryIndex, [System.Diagnostics.CodeAnalysis.NotNull] ref byte[]? buffer)
+    {
         lock (_lock)
         {
             Track t = GetTrack(deviceId);
@@ -161,17 +172,18 @@ public sealed class WriteLog
                 throw new ArgumentOutOfRangeException(nameof(entryIndex), entryIndex, $"log position outside 0..{_entries.Count}");
             int target = LowerBound(t.Changes, entryIndex);
             MoveCursor(t, target);
-            return (byte[])t.Cursor!.Clone();
+            if (buffer is null || buffer.Length != t.Cursor!.Length) buffer = GC.AllocateUninitializedArray<byte>(t.Cursor!.Length);
+            t.Cursor.CopyTo(buffer, 0);
         }
     }
 
-    /// <summary><see cref="ImageAt"/> as a <see cref="MemoryBlockDevice"/> named after the device.</summary>
+    /// <summary><see cref="ImageAt(int, int)"/> as a <see cref="MemoryBlockDevice"/> named after the device.</summary>
     public MemoryBlockDevice DeviceAt(int deviceId, int entryIndex)
     {
         byte[] image = ImageAt(deviceId, entryIndex);
         string name;
         lock (_lock) name = _tracks[deviceId].Info.Name;
-        return MemoryBlockDevice.Adopt(image, name);
+        return MemoryBlockDevice.Wrap(image, name);
     }
 
     /// <summary>The entries (write or extend) of the device at positions [from, to), in log order.</summary>
@@ -196,8 +208,8 @@ public sealed class WriteLog
             int best = -1;
             for (int i = 0; i < t.Checkpoints.Count; i++)
                 if (t.Checkpoints[i].Pos <= target) best = i;
-            if (best >= 0) { t.Cursor = (byte[])t.Checkpoints[best].Image.Clone(); t.CursorPos = t.Checkpoints[best].Pos; }
-            else { t.Cursor = (byte[])t.Initial.Clone(); t.CursorPos = 0; }
+            if (best >= 0) { t.Cursor = ImageCopy.Of(t.Checkpoints[best].Image); t.CursorPos = t.Checkpoints[best].Pos; }
+            else { t.Cursor = ImageCopy.Of(t.Initial); t.CursorPos = 0; }
             t.ReplayedSinceCheckpoint = 0;
         }
         while (t.CursorPos < target)
@@ -216,7 +228,7 @@ public sealed class WriteLog
         // Checkpoints stay ordered by position: when the cursor replays a stretch it has covered before, the
         // checkpoints already taken there serve.
         if (t.Checkpoints.Count > 0 && t.Checkpoints[^1].Pos >= t.CursorPos) return;
-        t.Checkpoints.Add((t.CursorPos, (byte[])t.Cursor!.Clone()));
+        t.Checkpoints.Add((t.CursorPos, ImageCopy.Of(t.Cursor!)));
         if (t.Checkpoints.Count > MaxCheckpoints)
         {
             // Thin out: keep every other one and space future ones twice as far apart.
@@ -244,7 +256,7 @@ public sealed class WriteLog
     /// then (when anything is in flight) the state that loses every write in flight, then deterministic variants that
     /// keep a prefix of the in-flight writes and tear the next one, or keep a random subset, tear one, and apply the
     /// survivors in a shuffled order. See <see cref="CrashStateOptions"/> for the points and the caps.
-    /// Images are built lazily by <see cref="CrashState.Image"/>.
+    /// Images are built lazily by <see cref="CrashState.Image(int)"/>.
     /// </summary>
     public IEnumerable<CrashState> CrashStates(CrashStateOptions? options = null)
     {
