@@ -108,7 +108,7 @@ public sealed class AilTests
         await Task.Delay(50);
         Assert.False(waiting.IsCompleted);
 
-        foreach (var it in items) lock (it.Lock) it.RefuseWriteBack = false;
+        foreach (var it in items) it.RefuseWriteBack = false;
         using var tx = await waiting.WaitAsync(Watchdog); // the AIL writes back, moves the tail, grants
         Assert.Equal(50_000, tx.ReservedBytes);
         Assert.True(j.Statistics.TailMoves >= 1);

@@ -25,22 +25,42 @@ public static class JournalFixture
     public static async ValueTask<ulong> CommitAsync(MetadataJournal j, TestItem item, long version, int? size = null)
     {
         using var tx = await j.BeginTransactionAsync(Reserve(j, item, size));
-        lock (item.Lock)
+        await item.Lock.WaitAsync();
+        try
         {
             item.SetVersion(version, size);
             tx.AddItem(item);
-            return tx.Commit();
+            return await tx.CommitAsync();
+        }
+        finally
+        {
+            item.Lock.Release();
         }
     }
 
     public static ulong Commit(MetadataJournal j, TestItem item, long version, int? size = null)
     {
         using var tx = j.BeginTransactionAsync(Reserve(j, item, size)).AsTask().GetAwaiter().GetResult();
-        lock (item.Lock)
+        item.Lock.Wait();
+        try
         {
             item.SetVersion(version, size);
             tx.AddItem(item);
             return tx.Commit();
+        }
+        finally
+        {
+            item.Lock.Release();
+        }
+    }
+
+    /// <summary>Awaits <paramref name="task"/> under the watchdog; on timeout fails with the journal's state.</summary>
+    public static async Task Within(this Task task, MetadataJournal j, TimeSpan? limit = null)
+    {
+        try { await task.WaitAsync(limit ?? Watchdog); }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"watchdog: {j.Statistics} {j.MemoryStatistics} free={j.Space.Free} push: {j.Cil.DescribeState()}");
         }
     }
 

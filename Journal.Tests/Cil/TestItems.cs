@@ -85,11 +85,12 @@ public sealed class TestHome : IItemRecoveryHandler
 public sealed class TestItem : LogItem
 {
     public readonly TestHome Home;
-    public readonly object Lock = new();
+    /// <summary>The item's lock: held from change to commit; write-back only tries it.</summary>
+    public readonly SemaphoreSlim Lock = new(1, 1);
+    public volatile bool RefuseWriteBack;
     public byte[] State;
     public int Regions = 1;
     public long WriteBacks;
-    public bool RefuseWriteBack;
 
     public TestItem(TestHome home, ulong id, int size = 64) : base(TestHome.ItemType, id)
     {
@@ -124,7 +125,7 @@ public sealed class TestItem : LogItem
 
     public override ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken)
     {
-        if (!Monitor.TryEnter(Lock)) return ValueTask.FromResult(false); // busy: the AIL retries later
+        if (!Lock.Wait(0)) return ValueTask.FromResult(false); // busy: the AIL retries later
         try
         {
             if (IsPinned || RefuseWriteBack) return ValueTask.FromResult(false);
@@ -133,7 +134,7 @@ public sealed class TestItem : LogItem
         }
         finally
         {
-            Monitor.Exit(Lock);
+            Lock.Release();
         }
         return ValueTask.FromResult(true);
     }

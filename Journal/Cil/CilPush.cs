@@ -75,7 +75,7 @@ internal sealed partial class CommittedItemList
                     // Why we wait: at most MaxPushesInFlight checkpoints are written at once; a slot frees when one
                     // has written its commit record.
                     await _pushSlots.WaitAsync().ConfigureAwait(false);
-                    var next = TakeSpare();
+                    var next = await TakeSpareAsync().ConfigureAwait(false);
                     var old = Switch(next);
                     if (old is null)
                     {
@@ -83,7 +83,7 @@ internal sealed partial class CommittedItemList
                         _pushSlots.Release();
                         break;
                     }
-                    _spare = Task.Run(PrepareSpare);
+                    _spare ??= PrepareSpareAsync(); // one preparation at a time
                     _lastCompletion = WriteCheckpointAsync(old);
                 }
             }
@@ -97,7 +97,7 @@ internal sealed partial class CommittedItemList
     }
 
     /// <summary>The next context: the prepared spare, or one built around an emergency push slot.</summary>
-    private CilContext TakeSpare()
+    private async ValueTask<CilContext> TakeSpareAsync()
     {
         var t = _spare;
         _spare = null;
@@ -105,24 +105,25 @@ internal sealed partial class CommittedItemList
         var header = _pool.Reserve.TryTakePush(CheckpointHeader.Size);
         if (header is not null)
         {
-            if (t is not null) _spare = t; // still being prepared: it will serve the next switch
+            _spare = t; // still being prepared (allocator failing or stalled): it will serve a later switch
             return new CilContext(header, pooled: true);
         }
         // Every push slot is out, which needs MaxPushesInFlight emergency pushes still completing; the spare is our
         // only way forward, so wait for it (it waits for the pool, which those completions refill).
-        return (t ?? Task.Run(PrepareSpare)).GetAwaiter().GetResult();
+        return await (t ?? PrepareSpareAsync()).ConfigureAwait(false);
     }
 
     /// <summary>Builds a context whose header buffer comes from the pool (may wait for memory). Never under a lock.</summary>
-    private CilContext PrepareSpare()
+    private async Task<CilContext> PrepareSpareAsync()
     {
+        await Task.Yield(); // the allocator may stall: never on the push loop's own path
         while (true)
         {
             var header = _pool.TryRent(CheckpointHeader.Size);
             if (header is not null) return new CilContext(header, pooled: true);
             if (_shutdown is not null || _stopping) return new CilContext(new byte[CheckpointHeader.Size], pooled: false);
             // Why we wait: the pool is at its budget or the allocator failed; completions return buffers.
-            _pool.WaitForReturnAsync().Wait(10);
+            await Task.WhenAny(_pool.WaitForReturnAsync(), Task.Delay(10)).ConfigureAwait(false);
         }
     }
 
@@ -312,6 +313,16 @@ internal sealed partial class CommittedItemList
         _pushSignal.Set();
     }
 
+    /// <summary>A one-line description of the push machinery, for diagnosing hangs in tests.</summary>
+    internal string DescribeState()
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.Append($"target={Volatile.Read(ref _pushTarget)} durable={DurableSequence} slots={_pushSlots.CurrentCount} spare={(_spare is null ? "none" : _spare.Status.ToString())} stopping={_stopping} loop={_pushLoop.Status} throttled={Volatile.Read(ref _throttleTcs) is not null}");
+        for (var c = Volatile.Read(ref _current); c is not null; c = c.Previous)
+            sb.Append($" | {c} started={c.StartWritten.Task.Status} committed={c.CommitWritten.Task.Status} durable={c.Durable.Task.Status}");
+        return sb.ToString();
+    }
+
     public void ThrowIfShutdown()
     {
         var e = Volatile.Read(ref _shutdown);
@@ -325,5 +336,15 @@ internal sealed partial class CommittedItemList
         _pushSignal.Set();
         try { await _pushLoop.ConfigureAwait(false); } catch { /* reported through Shutdown */ }
         try { await _lastCompletion.ConfigureAwait(false); } catch { /* reported through Shutdown */ }
+        // Give back the header buffers of the (empty) current context and of the spare.
+        var cur = Volatile.Read(ref _current);
+        if (cur.IsEmpty && cur.HeaderPooled) _pool.Return(cur.Header);
+        var spare = _spare;
+        _spare = null;
+        if (spare is not null)
+        {
+            var ctx = await spare.ConfigureAwait(false);
+            if (ctx.HeaderPooled) _pool.Return(ctx.Header);
+        }
     }
 }
