@@ -47,6 +47,9 @@ public sealed class MemoryLogSink : ILogSink
     /// <summary>When set, flushes wait for it (a slow device).</summary>
     public Task? FlushGate { get; set; }
 
+    /// <summary>Called after every flush, under the log's lock, with the durable position (see <see cref="ImageAt"/>).</summary>
+    public Action<long>? OnFlushed { get; set; }
+
     /// <summary>Called for every commit op written (tid, commit LSN), in the order written.</summary>
     public Action<uint, Lsn>? OnCommitWritten { get; set; }
 
@@ -165,6 +168,7 @@ public sealed class MemoryLogSink : ILogSink
             Interlocked.Increment(ref Flushes);
             if (target > _durable) _durable = target;
             _flushInFlight = null;
+            OnFlushed?.Invoke(_durable);
         }
     }
 
@@ -195,6 +199,12 @@ public sealed class MemoryLogSink : ILogSink
     public CrashImage Crash()
     {
         lock (_lock) return new CrashImage(LogBlocks, _bufferSize, _records.Where(r => r.Position <= _durable).ToList());
+    }
+
+    /// <summary>The crash image as of a flush that made <paramref name="durablePosition"/> durable.</summary>
+    public CrashImage ImageAt(long durablePosition)
+    {
+        lock (_lock) return new CrashImage(LogBlocks, _bufferSize, _records.Where(r => r.Position <= durablePosition).ToList());
     }
 
     /// <summary>Every record submitted so far treated as durable (a clean state to recover from).</summary>

@@ -46,9 +46,21 @@ public sealed class TestHome : IItemRecoveryHandler
         return h;
     }
 
+    /// <summary>Called after every flush of the home device with a copy of the durable copies.</summary>
+    public Action<Dictionary<ulong, (byte[] Data, Lsn Lsn)>>? OnFlushed { get; set; }
+
     private void FlushAll()
     {
         foreach (var (k, v) in _written) _durable[k] = v;
+        OnFlushed?.Invoke(new Dictionary<ulong, (byte[] Data, Lsn Lsn)>(_durable));
+    }
+
+    /// <summary>A home holding exactly <paramref name="durable"/> (a crash state).</summary>
+    public static TestHome FromDurable(IReadOnlyDictionary<ulong, (byte[] Data, Lsn Lsn)> durable)
+    {
+        var h = new TestHome();
+        foreach (var (k, v) in durable) { h._written[k] = v; h._durable[k] = v; }
+        return h;
     }
 
     public Lsn GetHomeLsn(ulong itemId) => _written.TryGetValue(itemId, out var v) ? v.Lsn : Lsn.Zero;
