@@ -37,6 +37,9 @@ internal sealed class TestMemoryDevice : BlockDevice
 
     public byte[] Image() { lock (_lock) return (byte[])_data.Clone(); }
 
+    /// <summary>Operations recorded so far.</summary>
+    public int RecordingCount { get { lock (_lock) return Recording?.Count ?? 0; } }
+
     protected override void ReadCore(long sector, Span<byte> buffer)
     {
         lock (_lock) _data.AsSpan((int)(sector * SectorSize), buffer.Length).CopyTo(buffer);
