@@ -3,9 +3,9 @@ using Journal.Storage;
 namespace Journal.Tests.Log;
 
 /// <summary>
-/// A plain in-memory device for the log tests. Optionally records every write and flush in order so a test can
-/// rebuild the image as of any point (see <see cref="RecordedImage"/>). Writes are applied at once; a write can be
-/// held back by <see cref="WriteGate"/> to make completions arrive out of order.
+/// An in-memory device for the log tests whose asynchronous writes and flushes can be held back
+/// (<see cref="WriteGate"/>, <see cref="FlushGate"/>) so completions arrive late and out of order, and which can fail
+/// writes and flushes on demand.
 /// </summary>
 internal sealed class TestMemoryDevice : BlockDevice
 {
@@ -19,9 +19,6 @@ internal sealed class TestMemoryDevice : BlockDevice
     public override string Name { get; }
 
     public override long SectorCount { get { lock (_lock) return _data.Length / SectorSize; } }
-
-    /// <summary>When set, every write and flush is appended here (in the order they reach the device).</summary>
-    public List<DeviceOp>? Recording { get; set; }
 
     /// <summary>When set, awaited before each asynchronous write is applied (receives the sector).</summary>
     public Func<long, Task>? WriteGate { get; set; }
@@ -37,8 +34,6 @@ internal sealed class TestMemoryDevice : BlockDevice
 
     public byte[] Image() { lock (_lock) return (byte[])_data.Clone(); }
 
-    /// <summary>Operations recorded so far.</summary>
-    public int RecordingCount { get { lock (_lock) return Recording?.Count ?? 0; } }
 
     protected override void ReadCore(long sector, Span<byte> buffer)
     {
@@ -51,7 +46,6 @@ internal sealed class TestMemoryDevice : BlockDevice
         lock (_lock)
         {
             data.CopyTo(_data.AsSpan((int)(sector * SectorSize)));
-            Recording?.Add(new DeviceOp(false, sector, data.ToArray()));
         }
     }
 
@@ -64,7 +58,6 @@ internal sealed class TestMemoryDevice : BlockDevice
     protected override void FlushCore()
     {
         if (FailFlush) throw new BlockDeviceException(Name, 0, "injected flush error");
-        lock (_lock) Recording?.Add(new DeviceOp(true, 0, null));
     }
 
     protected override async ValueTask FlushCoreAsync(CancellationToken cancellationToken)
@@ -79,33 +72,3 @@ internal sealed class TestMemoryDevice : BlockDevice
     }
 }
 
-/// <summary>One recorded device operation: a write (sector and data) or a flush.</summary>
-internal sealed record DeviceOp(bool IsFlush, long Sector, byte[]? Data);
-
-/// <summary>Rebuilds device images from a base image and a recorded operation list.</summary>
-internal static class RecordedImage
-{
-    /// <summary>
-    /// The image after the first <paramref name="count"/> operations, where each sector written after the last flush
-    /// among them survives only if <paramref name="keepUnflushed"/> says so (null: all survive). Flushed writes always survive.
-    /// </summary>
-    public static byte[] Build(byte[] baseImage, IReadOnlyList<DeviceOp> ops, int count, Func<int, long, bool>? keepUnflushed = null)
-    {
-        var img = (byte[])baseImage.Clone();
-        int lastFlush = -1;
-        for (int i = 0; i < count; i++) if (ops[i].IsFlush) lastFlush = i;
-        for (int i = 0; i < count; i++)
-        {
-            var op = ops[i];
-            if (op.IsFlush) continue;
-            int sectors = op.Data!.Length / BlockDevice.SectorSize;
-            for (int s = 0; s < sectors; s++)
-            {
-                if (i > lastFlush && keepUnflushed is not null && !keepUnflushed(i, op.Sector + s)) continue;
-                op.Data.AsSpan(s * BlockDevice.SectorSize, BlockDevice.SectorSize)
-                    .CopyTo(img.AsSpan((int)((op.Sector + s) * BlockDevice.SectorSize)));
-            }
-        }
-        return img;
-    }
-}
