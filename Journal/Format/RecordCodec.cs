@@ -96,6 +96,8 @@ internal static class RecordCodec
             return new("unmount record has a payload", "0", h.Length.ToString(CultureInfo.InvariantCulture));
         if (h.TailLsn > h.Lsn || h.TailLsn.Block >= logBlocks)
             return new("record tail LSN out of range", "<= " + h.Lsn, h.TailLsn.ToString());
+        if (h.DurableLsn >= h.Lsn || (!h.DurableLsn.IsZero && h.DurableLsn.Block >= logBlocks))
+            return new("record durable LSN out of range", "< " + h.Lsn, h.DurableLsn.ToString());
         if (h.PreviousBlock != LogFormat.NoPreviousBlock && h.PreviousBlock >= logBlocks)
             return new("previous-record block out of range", "< " + logBlocks.ToString(CultureInfo.InvariantCulture), h.PreviousBlock.ToString(CultureInfo.InvariantCulture));
         return null;

@@ -23,7 +23,8 @@ namespace Journal.Format;
 ///     36    4 op count       ops in the payload
 ///     40    4 prev block     block of the previous record's header, 0xFFFFFFFF for none
 ///     44    4 log blocks     size of the log in blocks (a record read from a log of another size is refused)
-///     48   16 reserved       zero
+///     48    8 durable lsn    the LSN of the last record the writer knew to be durable when it sealed this one
+///     56    8 reserved       zero
 ///     64  448 displaced[112] displaced[i] = the original first 4 bytes of payload block i (unused entries zero)
 /// </code>
 /// Every payload block has its first 4 bytes overwritten with <see cref="Cycle"/> on disk; the reader puts the
@@ -40,8 +41,11 @@ public struct RecordHeader
     /// <summary>Offset of the displaced words.</summary>
     public const int DisplacedOffset = LogFormat.RecordHeaderFixedSize;
 
-    /// <summary>Bytes of the reserved field at offset 48.</summary>
-    public const int ReservedSize = 16;
+    /// <summary>Offset of the reserved field.</summary>
+    public const int ReservedOffset = 56;
+
+    /// <summary>Bytes of the reserved field.</summary>
+    public const int ReservedSize = 8;
 
     /// <summary>The magic (<see cref="LogFormat.RecordMagic"/>).</summary>
     public uint Magic { get; set; }
@@ -76,7 +80,14 @@ public struct RecordHeader
     /// <summary>Size of the log in blocks.</summary>
     public uint LogBlocks { get; set; }
 
-    /// <summary>True when the 16 reserved bytes at offset 48 were all zero when read (always written zero).</summary>
+    /// <summary>
+    /// The LSN of the last record that was durable when this record was sealed. A record that is damaged although a
+    /// later good record names it (or a later one) here was on stable storage: the damage is corruption, not a torn
+    /// write.
+    /// </summary>
+    public Lsn DurableLsn { get; set; }
+
+    /// <summary>True when the reserved bytes were all zero when read (always written zero).</summary>
     public bool ReservedIsZero { get; set; }
 
     /// <summary>The displaced first words of the payload blocks.</summary>
@@ -104,6 +115,7 @@ public struct RecordHeader
         BinaryPrimitives.WriteUInt32LittleEndian(block[36..], OpCount);
         BinaryPrimitives.WriteUInt32LittleEndian(block[40..], PreviousBlock);
         BinaryPrimitives.WriteUInt32LittleEndian(block[44..], LogBlocks);
+        BinaryPrimitives.WriteUInt64LittleEndian(block[48..], DurableLsn.Value);
         for (int i = 0; i < LogFormat.MaxPayloadBlocks; i++)
             BinaryPrimitives.WriteUInt32LittleEndian(block[(DisplacedOffset + 4 * i)..], Displaced[i]);
     }
@@ -124,7 +136,8 @@ public struct RecordHeader
             OpCount = BinaryPrimitives.ReadUInt32LittleEndian(block[36..]),
             PreviousBlock = BinaryPrimitives.ReadUInt32LittleEndian(block[40..]),
             LogBlocks = BinaryPrimitives.ReadUInt32LittleEndian(block[44..]),
-            ReservedIsZero = !block.Slice(48, ReservedSize).ContainsAnyExcept((byte)0),
+            DurableLsn = Lsn.FromValue(BinaryPrimitives.ReadUInt64LittleEndian(block[48..])),
+            ReservedIsZero = !block.Slice(ReservedOffset, ReservedSize).ContainsAnyExcept((byte)0),
         };
         for (int i = 0; i < LogFormat.MaxPayloadBlocks; i++)
             h.Displaced[i] = BinaryPrimitives.ReadUInt32LittleEndian(block[(DisplacedOffset + 4 * i)..]);
@@ -157,7 +170,7 @@ public struct RecordHeader
             $"record magic=0x{Magic:x8} cycle={Cycle} version={Version} kind={KindText(Kind)} len={Length} lsn={Lsn} tail={TailLsn} ");
         sb.Append(CultureInfo.InvariantCulture,
             $"crc=0x{Crc:x8} ops={OpCount} prev={(PreviousBlock == LogFormat.NoPreviousBlock ? "none" : PreviousBlock.ToString(CultureInfo.InvariantCulture))} ");
-        sb.Append(CultureInfo.InvariantCulture, $"logblocks={LogBlocks} reserved={(ReservedIsZero ? "0" : "nonzero")} displaced=[");
+        sb.Append(CultureInfo.InvariantCulture, $"logblocks={LogBlocks} durable={DurableLsn} reserved={(ReservedIsZero ? "0" : "nonzero")} displaced=[");
         int used = Math.Min(PayloadBlocks, LogFormat.MaxPayloadBlocks);
         for (int i = 0; i < used; i++)
         {

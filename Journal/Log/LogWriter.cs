@@ -413,6 +413,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
             OpCount = (uint)ic.OpCount,
             PreviousBlock = _prevBlock,
             LogBlocks = _n,
+            DurableLsn = _durableLsn,
         };
         _prevBlock = ic.Lsn.Block;
         _headAbs = ic.StartAbs + ic.Blocks;

@@ -20,7 +20,7 @@ namespace Journal.Recovery;
 /// corruption.</item>
 /// <item><b>Holes.</b> Scan the W blocks before the candidate. Each must carry the cycle of its pass (blocks before
 /// block 0 of the candidate's pass belong to the previous pass). The first block that does not is a hole left by a
-/// lost or torn write: the head moves back to it. Blocks past the head are ignored whatever they hold.</item>
+/// lost or torn write: the head moves back to it. Blocks past the head are never replayed (but see rule 9).</item>
 /// <item><b>No record.</b> If no header block (first word = magic) lies within one maximal record before the head,
 /// the region is not a log (never formatted, or destroyed): <see cref="CorruptionException"/>.</item>
 /// <item><b>Partial last record.</b> If the last header before the head describes a record that runs past the head,
@@ -36,6 +36,10 @@ namespace Journal.Recovery;
 /// name the previous one in its previous-block field. A bad record within W blocks of the stamp head is a torn write:
 /// the head moves back to it and recovery restarts at rule 3 (the new last record may carry an older tail). A bad
 /// record before that is corruption, reported with its block, LSN, expected and found values.</item>
+/// <item><b>Torn or corrupt.</b> Whenever rules 2, 4, 5 or 8 cut the log short, the blocks past the cut (up to the
+/// in-flight window) are searched for good records of the same pass. Each record carries the LSN the writer knew to
+/// be durable when it sealed it; if one of them is at or past the cut, the cut-off part had been on stable storage
+/// and cannot be a torn write: corruption.</item>
 /// <item><b>Reassembly.</b> Ops are grouped by transaction id. A start op opens a transaction (a second start of an open
 /// id drops the first as incomplete); region ops append to it, pieces flagged continue / was-continued / end are
 /// joined into one region; the commit op completes it. Ops of an id with no open transaction (its start lies before
@@ -70,7 +74,7 @@ public static class LogRecovery
 
         public RecoveryResult Run(out List<RecoveredTransaction> delivered)
         {
-            long stampHead = FindStampHead();              // rules 1, 2
+            long stampHead = FindStampHead(out long candidate);   // rules 1, 2
             long tornFrom = stampHead - _w;                // records starting here or later may be torn
             long head = stampHead;
             bool torn = false;
@@ -104,6 +108,7 @@ public static class LogRecovery
                 // Rule 7: clean log.
                 if (last.Kind == RecordKind.Unmount)
                 {
+                    CheckCutNotAttested(head, Math.Max(stampHead, candidate));
                     delivered = new List<RecoveredTransaction>();
                     return Result(last, head, head, clean: true, records: 1, 0, torn, stampHead, 0, 1);
                 }
@@ -133,8 +138,9 @@ public static class LogRecovery
                     pos += r.Blocks;
                 }
                 if (badAt >= 0) { head = badAt; torn = true; continue; }
+                CheckCutNotAttested(head, Math.Max(stampHead, candidate));
 
-                // Rules 9, 10.
+                // Rules 10, 11.
                 var (transactions, dropped, maxTid) = Reassemble(records);
                 delivered = transactions;
                 uint nextTid = maxTid == uint.MaxValue ? 1 : maxTid + 1;
@@ -161,14 +167,13 @@ public static class LogRecovery
             };
 
         /// <summary>Rules 1 and 2: the absolute block of the first block not written in the current pass.</summary>
-        private long FindStampHead()
+        private long FindStampHead(out long candidate)
         {
             uint c0 = reader.BlockCycle(0);
             uint cl = reader.BlockCycle(_n - 1);
             if (c0 > LogFormat.MaxCycle || cl > LogFormat.MaxCycle)
                 throw new CorruptionException(Name, c0 > LogFormat.MaxCycle ? 0 : _n - 1, Lsn.Zero, "block cycle stamp out of range",
                     $"<= {LogFormat.MaxCycle}", Math.Max(c0, cl).ToString(CultureInfo.InvariantCulture));
-            long candidate;
             if (c0 == cl)
             {
                 candidate = (long)c0 * _n + _n;
@@ -224,6 +229,31 @@ public static class LogRecovery
             reader.ReadBlocks(abs % _n, block);
             var h = RecordHeader.Read(block);
             return h.Length <= LogFormat.MaxPayloadBytes && abs + h.RecordBlocks > head;
+        }
+
+        /// <summary>
+        /// Rule 9: blocks from <paramref name="head"/> on were cut off as a torn write. If a good record written
+        /// later (found by its header within the in-flight window past the cut) says the log was durable at or past
+        /// the cut, the cut-off part had been on stable storage: that is corruption.
+        /// </summary>
+        private void CheckCutNotAttested(long head, long seenUpTo)
+        {
+            if (seenUpTo <= head) return;
+            var block = new byte[LogFormat.BlockSize];
+            long end = head + _w + LogFormat.MaxRecordBlocks;
+            for (long abs = head; abs < end; abs++)
+            {
+                ct.ThrowIfCancellationRequested();
+                reader.ReadBlocks(abs % _n, block);
+                if (!RecordCodec.IsHeaderBlock(block)) continue;
+                if (!reader.TryReadRecord(abs, out var later, out _)) continue;
+                var durable = later!.Header.DurableLsn;
+                if (durable.IsZero || reader.Abs(durable) < head) continue;
+                var at = reader.ToLsn(head);
+                string why = reader.TryReadRecord(head, out _, out var p) ? "the log ends early" : p!.Problem;
+                throw new CorruptionException(Name, at.Block, at,
+                    $"damaged record ({why}) although the later record {later.Lsn} shows the log was durable up to {durable}");
+            }
         }
 
         private (List<RecoveredTransaction>, int Dropped, uint MaxTid) Reassemble(List<LogRecord> records)
