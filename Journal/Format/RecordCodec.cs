@@ -32,7 +32,7 @@ internal static class RecordCodec
             BinaryPrimitives.WriteUInt32LittleEndian(b, header.Cycle);
         }
         header.Crc = 0;
-        header.ReservedIsZero = true;
+        header.ReservedNonZero = false;
         header.Write(record);
         header.Crc = ComputeCrc(record[..(blocks * LogFormat.BlockSize)]);
         BinaryPrimitives.WriteUInt32LittleEndian(record[RecordHeader.CrcOffset..], header.Crc);
@@ -88,7 +88,7 @@ internal static class RecordCodec
             return new("record length too large", "<= " + LogFormat.MaxPayloadBytes.ToString(CultureInfo.InvariantCulture), h.Length.ToString(CultureInfo.InvariantCulture));
         if (expected.Block + (uint)h.RecordBlocks > logBlocks)
             return new("record runs past the end of the log", "<= " + logBlocks.ToString(CultureInfo.InvariantCulture), (expected.Block + (uint)h.RecordBlocks).ToString(CultureInfo.InvariantCulture));
-        if (!h.ReservedIsZero || !h.UnusedDisplacedAreZero())
+        if (h.ReservedNonZero || !h.UnusedDisplacedAreZero())
             return new("reserved header bytes are not zero");
         if (h.Kind != RecordKind.Data && h.OpCount != 0)
             return new("record of this kind carries ops", "0", h.OpCount.ToString(CultureInfo.InvariantCulture));

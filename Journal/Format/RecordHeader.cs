@@ -87,8 +87,8 @@ public struct RecordHeader
     /// </summary>
     public Lsn DurableLsn { get; set; }
 
-    /// <summary>True when the reserved bytes were all zero when read (always written zero).</summary>
-    public bool ReservedIsZero { get; set; }
+    /// <summary>True when a reserved byte was not zero when read (they are always written zero).</summary>
+    public bool ReservedNonZero { get; set; }
 
     /// <summary>The displaced first words of the payload blocks.</summary>
     public DisplacedWords Displaced;
@@ -137,7 +137,7 @@ public struct RecordHeader
             PreviousBlock = BinaryPrimitives.ReadUInt32LittleEndian(block[40..]),
             LogBlocks = BinaryPrimitives.ReadUInt32LittleEndian(block[44..]),
             DurableLsn = Lsn.FromValue(BinaryPrimitives.ReadUInt64LittleEndian(block[48..])),
-            ReservedIsZero = !block.Slice(ReservedOffset, ReservedSize).ContainsAnyExcept((byte)0),
+            ReservedNonZero = block.Slice(ReservedOffset, ReservedSize).ContainsAnyExcept((byte)0),
         };
         for (int i = 0; i < LogFormat.MaxPayloadBlocks; i++)
             h.Displaced[i] = BinaryPrimitives.ReadUInt32LittleEndian(block[(DisplacedOffset + 4 * i)..]);
@@ -170,7 +170,7 @@ public struct RecordHeader
             $"record magic=0x{Magic:x8} cycle={Cycle} version={Version} kind={KindText(Kind)} len={Length} lsn={Lsn} tail={TailLsn} ");
         sb.Append(CultureInfo.InvariantCulture,
             $"crc=0x{Crc:x8} ops={OpCount} prev={(PreviousBlock == LogFormat.NoPreviousBlock ? "none" : PreviousBlock.ToString(CultureInfo.InvariantCulture))} ");
-        sb.Append(CultureInfo.InvariantCulture, $"logblocks={LogBlocks} durable={DurableLsn} reserved={(ReservedIsZero ? "0" : "nonzero")} displaced=[");
+        sb.Append(CultureInfo.InvariantCulture, $"logblocks={LogBlocks} durable={DurableLsn} reserved={(ReservedNonZero ? "nonzero" : "0")} displaced=[");
         int used = Math.Min(PayloadBlocks, LogFormat.MaxPayloadBlocks);
         for (int i = 0; i < used; i++)
         {
