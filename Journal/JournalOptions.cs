@@ -1,5 +1,7 @@
 using System.Globalization;
 using System.Text;
+using Journal.Format;
+using Journal.Log;
 using Journal.Memory;
 
 namespace Journal;
@@ -11,13 +13,16 @@ namespace Journal;
 /// </summary>
 public sealed class JournalOptions
 {
-    /// <summary>Size of the on-disk log in bytes (a multiple of 512, at least 64 KiB). Default 16 MiB.</summary>
+    /// <summary>
+    /// Size to give the on-disk log, in bytes (a multiple of 512, at least 64 KiB). Default 16 MiB. Callers that create
+    /// the log's region use it; a journal on an existing region uses the region's own size.
+    /// </summary>
     public long LogSizeBytes { get; init; } = 16L << 20;
 
-    /// <summary>Number of in-core log buffers (2 to 64). Default 8.</summary>
+    /// <summary>Number of in-core log buffers (2 to 16). Default 8.</summary>
     public int LogBufferCount { get; init; } = 8;
 
-    /// <summary>Size of one in-core log buffer in bytes (a power of two from 4 KiB to 1 MiB). Default 32 KiB.</summary>
+    /// <summary>Payload bytes of one in-core log buffer, i.e. of one log record (a multiple of 512 from 512 to 57344). Default 32 KiB.</summary>
     public int LogBufferSize { get; init; } = 32 << 10;
 
     /// <summary>
@@ -53,6 +58,9 @@ public sealed class JournalOptions
     /// <summary>Where the pool gets fresh buffers; null for the garbage-collected heap. Tests inject failures here.</summary>
     public IBufferAllocator? Allocator { get; init; }
 
+    /// <summary>The log writer settings these options imply.</summary>
+    public LogWriterOptions ToLogWriterOptions() => new() { IclogCount = LogBufferCount, IclogSize = LogBufferSize };
+
     /// <summary>The soft limit for a log of <paramref name="logBytes"/> bytes.</summary>
     public long EffectiveSoftLimit(long logBytes) => CilSoftLimitBytes ?? logBytes / 8;
 
@@ -68,12 +76,13 @@ public sealed class JournalOptions
         static JournalArgumentException Bad(string what) => new("journal options: " + what);
         if (LogSizeBytes < 64 << 10 || LogSizeBytes % 512 != 0)
             throw Bad($"LogSizeBytes {LogSizeBytes} must be a multiple of 512 and at least 65536");
-        if (LogBufferCount is < 2 or > 64)
-            throw Bad($"LogBufferCount {LogBufferCount} must be between 2 and 64");
-        if (LogBufferSize is < 4096 or > 1 << 20 || (LogBufferSize & (LogBufferSize - 1)) != 0)
-            throw Bad($"LogBufferSize {LogBufferSize} must be a power of two from 4096 to 1048576");
-        if ((long)LogBufferCount * LogBufferSize > logBytes / 2)
-            throw Bad($"LogBufferCount x LogBufferSize ({(long)LogBufferCount * LogBufferSize}) must be at most half the log ({logBytes} bytes)");
+        if (LogBufferCount is < LogWriterOptions.MinIclogCount or > LogWriterOptions.MaxIclogCount)
+            throw Bad($"LogBufferCount {LogBufferCount} must be between {LogWriterOptions.MinIclogCount} and {LogWriterOptions.MaxIclogCount}");
+        if (LogBufferSize is < LogWriterOptions.MinIclogSize or > LogWriterOptions.MaxIclogSize || LogBufferSize % 512 != 0)
+            throw Bad($"LogBufferSize {LogBufferSize} must be a multiple of 512 from {LogWriterOptions.MinIclogSize} to {LogWriterOptions.MaxIclogSize}");
+        long inFlight = (long)LogBufferCount * (LogBufferSize + 512);
+        if (inFlight > Math.Min(logBytes / 2, (long)LogFormat.MaxInFlightBlocks * 512))
+            throw Bad($"LogBufferCount x (LogBufferSize + 512) ({inFlight}) must be at most half the log ({logBytes / 2} bytes) and at most {LogFormat.MaxInFlightBlocks * 512}");
         long soft = EffectiveSoftLimit(logBytes), hard = EffectiveHardLimit(logBytes);
         if (soft <= 0 || soft > logBytes / 2)
             throw Bad($"CilSoftLimitBytes {soft} must be positive and at most half the log ({logBytes / 2})");

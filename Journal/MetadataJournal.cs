@@ -32,11 +32,11 @@ public sealed class MetadataJournal : IAsyncDisposable
     private readonly BoundedBufferPool _pool;
     private readonly JournalCounters _counters = new();
     private readonly ObjectPool<Transaction> _transactions;
-    private readonly Func<ValueTask>? _closeLog;
+    private readonly Func<bool, ValueTask>? _closeLog; // argument: clean (write the unmount record)
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _state;
 
-    private MetadataJournal(ILogSink log, JournalOptions options, ulong firstSequence, Func<ValueTask>? closeLog)
+    private MetadataJournal(ILogSink log, JournalOptions options, ulong firstSequence, Func<bool, ValueTask>? closeLog)
     {
         _log = log;
         Options = options;
@@ -64,7 +64,64 @@ public sealed class MetadataJournal : IAsyncDisposable
     public ILogSink Log => _log;
 
     /// <summary>
-    /// Starts a journal on a freshly formatted (empty) log. The log must stay open until <see cref="CloseAsync"/>.
+    /// Formats <paramref name="region"/> as an empty log (everything it held is lost) and starts a journal on it.
+    /// <see cref="CloseAsync"/> writes the log's unmount record and closes the log writer; the device stays open.
+    /// </summary>
+    /// <exception cref="JournalArgumentException">Bad options or a bad region (one line naming the device).</exception>
+    public static MetadataJournal Create(LogRegion region, JournalOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        region.Validate();
+        options.Validate(region.Bytes);
+        var writerOptions = options.ToLogWriterOptions();
+        writerOptions.Validate(region.BlockCount, region.Name);
+        LogWriter.Format(region);
+        var writer = LogWriter.Open(region, writerOptions);
+        return new MetadataJournal(writer, options, 1, CloseWriter(writer));
+    }
+
+    /// <summary>
+    /// Recovers the log in <paramref name="region"/> and starts a journal on it. Recovery validates the log (a torn
+    /// write at its head is cut off; damage before it is refused with <see cref="Recovery.CorruptionException"/>), then
+    /// replays every complete checkpoint, in order, into the handler registered for each item's type, skipping copies
+    /// at or below the LSN an item's home copy reflects; then every handler's
+    /// <see cref="IItemRecoveryHandler.Complete"/> runs; only then is the log opened for writing. A cleanly closed log
+    /// replays nothing. Sequences continue after the last recovered checkpoint.
+    /// </summary>
+    /// <exception cref="Recovery.CorruptionException">The log is damaged (one line: device, block, LSN, expected, found).</exception>
+    /// <exception cref="JournalException">A checkpoint holds an item type with no handler.</exception>
+    public static MetadataJournal Open(LogRegion region, JournalOptions options, IReadOnlyDictionary<ushort, IItemRecoveryHandler> handlers)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handlers);
+        region.Validate();
+        options.Validate(region.Bytes);
+        var writerOptions = options.ToLogWriterOptions();
+        writerOptions.Validate(region.BlockCount, region.Name);
+        Recovery.RecoveryResult? result = null;
+        LogWriter? writer = null;
+        return Open(region.Name, options, handlers,
+            deliver => result = Recovery.LogRecovery.Recover(region, t => deliver(t.StartLsn, t.Regions)),
+            () => writer = LogWriter.Open(region, result!, writerOptions),
+            clean => CloseWriter(writer!)(clean));
+    }
+
+    private static Func<bool, ValueTask> CloseWriter(LogWriter writer) => async clean =>
+    {
+        try
+        {
+            // The unmount record says "nothing to replay": only when every item is home.
+            if (clean) await writer.WriteUnmountAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            await writer.DisposeAsync().ConfigureAwait(false);
+        }
+    };
+
+    /// <summary>
+    /// Starts a journal on a log sink that is already open and empty (a <see cref="LogWriter"/> you opened yourself,
+    /// or a test double). The sink stays yours: <see cref="CloseAsync"/> does not close it.
     /// </summary>
     /// <exception cref="JournalArgumentException">Bad options.</exception>
     public static MetadataJournal Create(ILogSink log, JournalOptions options)
@@ -82,7 +139,7 @@ public sealed class MetadataJournal : IAsyncDisposable
     /// called to open the log for writing.
     /// </summary>
     internal static MetadataJournal Open(string logName, JournalOptions options, IReadOnlyDictionary<ushort, IItemRecoveryHandler> handlers,
-        Action<Action<Lsn, IReadOnlyList<ReadOnlyMemory<byte>>>> recover, Func<ILogSink> openLog, Func<ValueTask>? closeLog = null)
+        Action<Action<Lsn, IReadOnlyList<ReadOnlyMemory<byte>>>> recover, Func<ILogSink> openLog, Func<bool, ValueTask>? closeLog = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(handlers);
@@ -195,8 +252,9 @@ public sealed class MetadataJournal : IAsyncDisposable
 
     /// <summary>
     /// Closes the journal cleanly: forces everything committed, writes every item home through the AIL, flushes,
-    /// moves the tail to the head and closes the log (which writes its unmount record). Call it after the last
-    /// transaction has finished. Calling it again waits for the first close.
+    /// moves the tail to the head and closes the log, writing its unmount record if every item went home (a journal
+    /// shut down by an error closes without it, so the next open replays). Call it after the last transaction has
+    /// finished. Calling it again waits for the first close.
     /// </summary>
     public async ValueTask CloseAsync()
     {
@@ -224,7 +282,7 @@ public sealed class MetadataJournal : IAsyncDisposable
             await Ail.StopAsync().ConfigureAwait(false);
             try
             {
-                if (_closeLog is not null) await _closeLog().ConfigureAwait(false);
+                if (_closeLog is not null) await _closeLog(Cil.ShutdownError is null && Ail.Count == 0).ConfigureAwait(false);
             }
             finally
             {

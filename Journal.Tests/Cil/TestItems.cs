@@ -5,11 +5,24 @@ using Journal.Storage;
 
 namespace Journal.Tests.Cil;
 
+/// <summary>Where a <see cref="TestItem"/> is written home.</summary>
+public interface ITestHome : IItemRecoveryHandler
+{
+    /// <summary>Writes the home copy of <paramref name="id"/> (durable after <see cref="Device"/> is flushed).</summary>
+    void Write(ulong id, byte[] data, Lsn lsn);
+
+    /// <summary>The device flushed after write-backs.</summary>
+    BlockDevice Device { get; }
+
+    /// <summary>The home copy now, if any.</summary>
+    bool TryGet(ulong id, out byte[] data, out Lsn lsn);
+}
+
 /// <summary>
 /// A home location for test items: written copies become durable when its device is flushed; a crash keeps only the
 /// durable ones. Also the recovery handler for the items it holds.
 /// </summary>
-public sealed class TestHome : IItemRecoveryHandler
+public sealed class TestHome : ITestHome
 {
     public const ushort ItemType = 7;
 
@@ -96,7 +109,7 @@ public sealed class TestHome : IItemRecoveryHandler
 /// </summary>
 public sealed class TestItem : LogItem
 {
-    public readonly TestHome Home;
+    public readonly ITestHome Home;
     /// <summary>The item's lock: held from change to commit; write-back only tries it.</summary>
     public readonly SemaphoreSlim Lock = new(1, 1);
     public volatile bool RefuseWriteBack;
@@ -104,7 +117,7 @@ public sealed class TestItem : LogItem
     public int Regions = 1;
     public long WriteBacks;
 
-    public TestItem(TestHome home, ulong id, int size = 64) : base(TestHome.ItemType, id)
+    public TestItem(ITestHome home, ulong id, int size = 64) : base(TestHome.ItemType, id)
     {
         Home = home;
         State = new byte[Math.Max(8, size)];
