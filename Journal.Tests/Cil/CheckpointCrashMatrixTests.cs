@@ -59,6 +59,7 @@ public sealed class CheckpointCrashMatrixTests
                     await j.ForceAsync(seq);
                     lock (events) events.Add(new ForceReturned(seq));
                 }
+                if (w == 0 && i % 50 == 49) await j.WriteBackAsync(); // write-back interleaved with commits, for sure
             }
         })).ToArray();
         await Task.WhenAll(tasks).Within(j, TimeSpan.FromSeconds(120));

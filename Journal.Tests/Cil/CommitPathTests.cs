@@ -29,53 +29,6 @@ public sealed class CommitPathTests
     }
 
     [Fact]
-    public async Task CommittingThread_AllocatesNothing_WhileHoldingTheContextLock()
-    {
-        var (j, _) = Create(8192);
-        j.Cil.MeasureLockAllocations = true;
-        var home = new TestHome();
-        var items = Enumerable.Range(0, 16).Select(i => new TestItem(home, (ulong)i) { Regions = 1 + i % 4 }).ToArray();
-        var rnd = new Random(5);
-        const int commits = 6000;
-        for (int i = 0; i < commits; i++)
-        {
-            var item = items[i % items.Length];
-            // Sizes grow and shrink: a sawtooth plus noise, 16 B .. ~3 KiB.
-            int size = 16 + (i * 37 % 3000) + rnd.Next(64);
-            Commit(j, item, i, size);
-            if (i % 250 == 0) await j.ForceAllAsync().AsTask().WaitAsync(Watchdog);
-        }
-        await j.ForceAllAsync().AsTask().WaitAsync(Watchdog);
-        var stats = j.Statistics;
-        Assert.True(j.Cil.LockedSections >= commits, $"only {j.Cil.LockedSections} locked sections measured");
-        Assert.True(stats.Pushes >= 20, $"only {stats.Pushes} pushes");
-        Assert.True(stats.Relogs > commits / 2, $"only {stats.Relogs} relogs");
-        Assert.Equal(0, j.Cil.LockAllocatedBytes);
-        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
-    }
-
-    [Fact]
-    public async Task ConcurrentCommitters_AllocateNothing_WhileHoldingTheContextLock()
-    {
-        var (j, _) = Create(8192);
-        j.Cil.MeasureLockAllocations = true;
-        var home = new TestHome();
-        var tasks = Enumerable.Range(0, 4).Select(t => Task.Run(async () =>
-        {
-            var items = Enumerable.Range(0, 8).Select(i => new TestItem(home, (ulong)(t * 100 + i)) { Regions = 1 + i % 3 }).ToArray();
-            for (int i = 0; i < 2000; i++)
-            {
-                Commit(j, items[i % items.Length], i, 16 + (i * 53 % 1500));
-                if (i % 300 == 0) await j.ForceAllAsync();
-            }
-        })).ToArray();
-        await Task.WhenAll(tasks).WaitAsync(Watchdog);
-        Assert.True(j.Cil.LockedSections >= 8000);
-        Assert.Equal(0, j.Cil.LockAllocatedBytes);
-        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
-    }
-
-    [Fact]
     public async Task RelogWithinOneCheckpoint_OverwritesInPlace_AndCostsOneItem()
     {
         var (j, sink) = Create();
@@ -244,4 +197,78 @@ public sealed class CommitPathTests
         public override void FormatLog(LogVectorWriter writer) => writer.AddRegion(20);
         public override ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken) => ValueTask.FromResult(true);
     }
+}
+
+/// <summary>
+/// The zero-allocation rule of the context lock. These run alone (not in parallel with other test classes) and measure
+/// a second pass of their workload only: GC.GetAllocatedBytesForCurrentThread counts what the runtime does on the
+/// calling thread too (the JIT compiling a method the first time it runs, allocation-context bookkeeping while other
+/// threads allocate heavily), which is not the commit path allocating.
+/// </summary>
+[Collection(AllocationMeasurement.Name)]
+public sealed class ContextLockAllocationTests
+{
+    [Fact]
+    public async Task CommittingThread_AllocatesNothing_WhileHoldingTheContextLock()
+    {
+        var (j, _) = Create(8192);
+        var home = new TestHome();
+        var items = Enumerable.Range(0, 16).Select(i => new TestItem(home, (ulong)i) { Regions = 1 + i % 4 }).ToArray();
+        const int commits = 6000;
+        async Task Pass()
+        {
+            var rnd = new Random(5);
+            for (int i = 0; i < commits; i++)
+            {
+                var item = items[i % items.Length];
+                // Sizes grow and shrink: a sawtooth plus noise, 16 B .. ~3 KiB.
+                int size = 16 + (i * 37 % 3000) + rnd.Next(64);
+                Commit(j, item, i, size);
+                if (i % 250 == 0) await j.ForceAllAsync().AsTask().WaitAsync(Watchdog);
+            }
+            await j.ForceAllAsync().AsTask().WaitAsync(Watchdog);
+        }
+        await Pass();
+        long pushes = j.Statistics.Pushes, relogs = j.Statistics.Relogs;
+        j.Cil.MeasureLockAllocations = true;
+        await Pass();
+        j.Cil.MeasureLockAllocations = false;
+        var stats = j.Statistics;
+        Assert.True(j.Cil.LockedSections >= commits, $"only {j.Cil.LockedSections} locked sections measured");
+        Assert.True(stats.Pushes - pushes >= 20, $"only {stats.Pushes - pushes} pushes");
+        Assert.True(stats.Relogs - relogs > commits / 2, $"only {stats.Relogs - relogs} relogs");
+        Assert.Equal(0, j.Cil.LockAllocatedBytes);
+        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
+    }
+
+    [Fact]
+    public async Task ConcurrentCommitters_AllocateNothing_WhileHoldingTheContextLock()
+    {
+        var (j, _) = Create(8192);
+        var home = new TestHome();
+        var items = Enumerable.Range(0, 4).Select(t => Enumerable.Range(0, 8).Select(i => new TestItem(home, (ulong)(t * 100 + i)) { Regions = 1 + i % 3 }).ToArray()).ToArray();
+        Task Pass() => Task.WhenAll(Enumerable.Range(0, 4).Select(t => Task.Run(async () =>
+        {
+            for (int i = 0; i < 2000; i++)
+            {
+                Commit(j, items[t][i % 8], i, 16 + (i * 53 % 1500));
+                if (i % 300 == 0) await j.ForceAllAsync();
+            }
+        })));
+        await Pass().WaitAsync(Watchdog);
+        j.Cil.MeasureLockAllocations = true;
+        await Pass().WaitAsync(Watchdog);
+        j.Cil.MeasureLockAllocations = false;
+        Assert.True(j.Cil.LockedSections >= 8000);
+        Assert.Equal(0, j.Cil.LockAllocatedBytes);
+        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
+    }
+
+}
+
+/// <summary>Tests that measure allocations run alone: no other test class runs beside them.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class AllocationMeasurement
+{
+    public const string Name = "allocation measurement";
 }

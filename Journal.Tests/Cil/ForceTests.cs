@@ -50,18 +50,15 @@ public sealed class ForceTests
             return seq;
         })).ToArray();
         // Every committer has committed and is waiting on a force while the device's first flush is stalled.
-        // Wait until every context is switched out and its commit record written (only the flushes are stalled).
-        await WaitUntil(() =>
-        {
-            var st = j.Statistics;
-            return st.Commits == committers && st.Forces == committers && j.Cil.Current.IsEmpty && st.Checkpoints == st.Pushes;
-        });
+        // Every committer has committed and waits on a force while the first checkpoint's flush is stalled.
+        await WaitUntil(() => j.Statistics.Commits == committers && j.Statistics.Forces == committers);
         flushGate.SetResult();
         var seqs = await Task.WhenAll(tasks).WaitAsync(Watchdog);
         Assert.All(seqs, s => Assert.True(s <= j.DurableSequence));
-        // One flush for the checkpoint stalled at first, one for everything written meanwhile, however many
-        // checkpoints that was.
-        Assert.True(sink.Flushes <= 2, $"{sink.Flushes} flushes for {committers} forces over {j.Statistics.Checkpoints} checkpoints");
+        // The commits that arrived during the stalled flush went out together: a handful of checkpoints and
+        // flushes for 64 forces.
+        var st = j.Statistics;
+        Assert.True(sink.Flushes <= 3 && st.Checkpoints <= 3, $"{sink.Flushes} flushes and {st.Checkpoints} checkpoints for {committers} forces");
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
     }
 

@@ -64,6 +64,7 @@ public sealed class RecordingCrashMatrixTests
                         await j.ForceAsync(seq);
                         wlog.Mark($"forced {seq}");
                     }
+                    if (w == 0 && i % 50 == 49) await j.WriteBackAsync(); // write-back interleaved with commits, for sure
                 }
             })).ToArray();
             await Task.WhenAll(tasks).Within(j, TimeSpan.FromSeconds(120));

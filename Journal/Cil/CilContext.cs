@@ -10,7 +10,7 @@ namespace Journal.Cil;
 /// <remarks>
 /// <para>The list is of <see cref="LogVector"/>s, not items: an item can be in two contexts at once (its old vector in
 /// the context being pushed, its new one in the current context), and each context owns exactly the vectors on its
-/// list. <see cref="ListLock"/> (a spin lock, allocation-free) serialises committers relinking vectors while they all
+/// list. <see cref="ListLock"/> (a spin lock, allocation-free even when contended) serialises committers relinking vectors while they all
 /// hold the context lock shared; it is held only for a few pointer updates.</para>
 /// <para>The counters are updated with interlocked operations by committers and are final once the context is
 /// switched out (the exclusive lock waits for every committer to leave).</para>
@@ -21,7 +21,7 @@ internal sealed class CilContext
     internal CilContext? Previous;           // the context switched out before this one, until this one completes
 
     internal LogVector? Head, Tail;
-    internal SpinLock ListLock = new(enableThreadOwnerTracking: false);
+    internal ListSpinLock ListLock;
 
     internal long SpaceUsed;                 // log cost of the vectors on the list (what the CIL limits compare)
     internal long Reserved;                  // log space taken from transactions: SpaceUsed + context overhead

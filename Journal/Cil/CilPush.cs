@@ -5,7 +5,9 @@ namespace Journal.Cil;
 // The push and force paths of the CIL.
 //
 // Push (one background loop, PushLoopAsync):
-//   1. Wait for a request (soft limit, hard limit, force, memory or log-space pressure).
+//   1. Wait for a request (soft limit, hard limit, force, memory or log-space pressure). If the previous checkpoint
+//      is fully written and only waits for its device flush, wait for that first: commits arriving meanwhile gather
+//      into one checkpoint for the next flush (group commit at the checkpoint level).
 //   2. Outside the lock, take the spare context prepared after the previous switch. If the pool could not provide
 //      one in time (allocator failing or stalling), build it around a push slot of the emergency reserve: the push
 //      never waits for the allocator.
@@ -72,6 +74,15 @@ internal sealed partial class CommittedItemList
                 {
                     var cur = Volatile.Read(ref _current);
                     if ((ulong)Volatile.Read(ref _pushTarget) < cur.Sequence || cur.IsEmpty) break;
+                    // Why we wait: the previous checkpoint is written and only waits for its device flush. Commits
+                    // arriving meanwhile gather in the current context and go out as one checkpoint when that flush
+                    // completes (the next flush could not start earlier anyway), instead of as many tiny ones.
+                    var prev = cur.Previous;
+                    if (prev is not null && prev.CommitWritten.Task.IsCompletedSuccessfully && !prev.Durable.Task.IsCompleted)
+                    {
+                        try { await prev.Durable.Task.ConfigureAwait(false); } catch { /* reported through Shutdown */ }
+                        continue;
+                    }
                     // Why we wait: at most MaxPushesInFlight checkpoints are written at once; a slot frees when one
                     // has written its commit record.
                     await _pushSlots.WaitAsync().ConfigureAwait(false);

@@ -279,47 +279,28 @@ internal sealed partial class CommittedItemList
 
     private static void Append(CilContext ctx, LogVector v)
     {
-        bool taken = false;
-        try
-        {
-            ctx.ListLock.Enter(ref taken);
-            LinkTail(ctx, v);
-        }
-        finally
-        {
-            if (taken) ctx.ListLock.Exit(useMemoryBarrier: false);
-        }
+        ctx.ListLock.Enter();
+        LinkTail(ctx, v);
+        ctx.ListLock.Exit();
     }
 
     private static void MoveToTail(CilContext ctx, LogVector v)
     {
-        bool taken = false;
-        try
+        ctx.ListLock.Enter();
+        if (ctx.Tail != v)
         {
-            ctx.ListLock.Enter(ref taken);
-            if (ctx.Tail == v) return;
             Unlink(ctx, v);
             LinkTail(ctx, v);
         }
-        finally
-        {
-            if (taken) ctx.ListLock.Exit(useMemoryBarrier: false);
-        }
+        ctx.ListLock.Exit();
     }
 
     private static void Replace(CilContext ctx, LogVector old, LogVector v)
     {
-        bool taken = false;
-        try
-        {
-            ctx.ListLock.Enter(ref taken);
-            Unlink(ctx, old);
-            LinkTail(ctx, v);
-        }
-        finally
-        {
-            if (taken) ctx.ListLock.Exit(useMemoryBarrier: false);
-        }
+        ctx.ListLock.Enter();
+        Unlink(ctx, old);
+        LinkTail(ctx, v);
+        ctx.ListLock.Exit();
     }
 
     private static void LinkTail(CilContext ctx, LogVector v)
