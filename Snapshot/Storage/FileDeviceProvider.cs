@@ -9,9 +9,9 @@ internal sealed class FileDeviceProvider : IDeviceProvider
 
     public const string LockFileName = "store.lock";
 
-    public BlockDevice Create(string path, long sectors) => StoreFileDevice.Create(path, sectors);
+    public BlockDevice Create(string path, long sectors) => FileBlockDevice.Create(path, sectors);
 
-    public BlockDevice Open(string path) => StoreFileDevice.Open(path);
+    public BlockDevice Open(string path) => FileBlockDevice.Open(path);
 
     public bool Exists(string path) => File.Exists(path);
 
