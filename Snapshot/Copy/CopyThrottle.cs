@@ -11,7 +11,7 @@ namespace Snapshot.Copy;
 /// completion path (copy done, exception committed) only calls <see cref="Release"/>, which takes nothing but this
 /// class's own lock; snapshot create and delete never touch the throttle. So no waiter ever holds something a
 /// releaser or a snapshot create/delete needs.</para>
-/// <para>Locking: <c>_lock</c> protects the counters and the FIFO of waiters. It is a leaf: held for a few
+/// <para>Locking: <c>_lock</c> protects the counters and the list of waiters. It is a leaf: held for a few
 /// instructions, nothing else is taken under it, and waiters are woken after it is released.</para>
 /// <para>A request for more slots than the bound is granted when nothing is in flight, so a writer that needs a copy
 /// for every one of many snapshots always makes progress even with a small bound.</para>
@@ -51,7 +51,7 @@ internal sealed class CopyThrottle
         if (slots <= 0) return true;
         lock (_lock)
         {
-            if (_waiters.Count > 0 || !Fits(slots)) return false; // FIFO: do not overtake a waiter
+            if (!Fits(slots)) return false;
             _inFlight += slots;
             if (_inFlight > _peak) _peak = _inFlight;
             return true;
@@ -66,7 +66,9 @@ internal sealed class CopyThrottle
     {
         lock (_lock)
         {
-            if (_waiters.Count == 0 && Fits(slots)) return Task.CompletedTask;
+            if (Fits(slots)) return Task.CompletedTask;
+            // Enqueued only while something is in flight (an empty throttle fits any request), so a later
+            // Release is certain to look at this waiter again.
             Interlocked.Increment(ref _waits);
             var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             _waiters.AddLast((slots, tcs));
@@ -74,7 +76,13 @@ internal sealed class CopyThrottle
         }
     }
 
-    /// <summary>Gives back <paramref name="slots"/> slots and wakes the waiters (in FIFO order) that now fit.</summary>
+    /// <summary>Gives back <paramref name="slots"/> slots and wakes every waiter whose request now fits.</summary>
+    /// <remarks>
+    /// Every waiter is checked against the count after the release, not against a plan of who will take what: a woken
+    /// waiter may find it needs nothing any more (another writer copied its chunk) and take no slots, so a plan would
+    /// strand the waiters behind it with nothing in flight to wake them. A waiter that loses the race after waking
+    /// waits again; it only waits while something is in flight, whose release wakes it once more.
+    /// </remarks>
     public void Release(int slots)
     {
         if (slots <= 0) return;
@@ -83,14 +91,15 @@ internal sealed class CopyThrottle
         {
             _inFlight -= slots;
             if (_inFlight < 0) throw new InvalidOperationException("copy throttle released more slots than were taken");
-            // Wake waiters in order while the room they need (on top of those already woken) fits. A woken waiter
-            // retries from scratch; if it loses a race it simply waits again.
-            long planned = _inFlight;
-            while (_waiters.First is { } first && (planned == 0 || planned + first.Value.Slots <= _bound))
+            for (var node = _waiters.First; node is not null;)
             {
-                planned += first.Value.Slots;
-                (wake ??= new()).Add(first.Value.Tcs);
-                _waiters.RemoveFirst();
+                var next = node.Next;
+                if (Fits(node.Value.Slots))
+                {
+                    (wake ??= new()).Add(node.Value.Tcs);
+                    _waiters.Remove(node);
+                }
+                node = next;
             }
         }
         if (wake is not null) foreach (var t in wake) t.TrySetResult();
