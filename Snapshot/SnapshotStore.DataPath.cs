@@ -20,7 +20,8 @@ namespace Snapshot;
 /// exceptions.</item>
 /// <item>Run the copy job (<see cref="CopyEngine"/>): read the origin chunk once, write it to every COW chunk, flush
 /// the COW files, commit the exceptions (durably), then move them to the complete tables, wake anyone waiting on them
-/// and give back the throttle slots. Back to 1.</item>
+/// and give back the throttle slots. Look again, still inside the gate (so no snapshot is created between the copy
+/// and the write it protects).</item>
 /// <item>With no copy needed: if snapshot reads of c that started before its exceptions existed are still reading the
 /// origin, wait for them (back to 1); else write the origin and return.</item>
 /// </list>
@@ -125,76 +126,79 @@ public sealed partial class SnapshotStore
             await _gate.EnterSharedAsync().ConfigureAwait(false);
             try
             {
-                CopyJob? job = null;
-                List<SnapshotState>? full = null;
-                lock (_stateLock)
+                while (true) // within one hold of the gate: after our own copies, look again without letting a snapshot in between
                 {
-                    int need = 0;
-                    foreach (var s in _snapshots)
+                    CopyJob? job = null;
+                    List<SnapshotState>? full = null;
+                    lock (_stateLock)
                     {
-                        if (!s.IsValid || s.Complete.Contains(chunk)) continue;
-                        if (s.Pending.TryGetValue(chunk, out var pe)) { wait = pe.WaitTask; break; }
-                        need++;
-                    }
-                    if (wait is null && need > 0)
-                    {
-                        if (!_throttle.TryAcquire(need))
+                        int need = 0;
+                        foreach (var s in _snapshots)
                         {
-                            wantSlots = need;
+                            if (!s.IsValid || s.Complete.Contains(chunk)) continue;
+                            if (s.Pending.TryGetValue(chunk, out var pe)) { wait = pe.WaitTask; break; }
+                            need++;
                         }
-                        else
+                        if (wait is null && need > 0)
                         {
-                            job = _jobPool.Rent();
-                            job.OldChunk = chunk;
-                            job.Slots = need;
-                            foreach (var s in _snapshots)
+                            if (!_throttle.TryAcquire(need))
                             {
-                                if (!s.IsValid || s.Complete.Contains(chunk)) continue;
-                                if (!s.Store!.TryAllocate(out ulong newChunk))
+                                wantSlots = need;
+                            }
+                            else
+                            {
+                                job = _jobPool.Rent();
+                                job.OldChunk = chunk;
+                                job.Slots = need;
+                                foreach (var s in _snapshots)
                                 {
-                                    (full ??= []).Add(s);
-                                    continue;
+                                    if (!s.IsValid || s.Complete.Contains(chunk)) continue;
+                                    if (!s.Store!.TryAllocate(out ulong newChunk))
+                                    {
+                                        (full ??= []).Add(s);
+                                        continue;
+                                    }
+                                    var pe = _pendingPool.Rent();
+                                    pe.Snapshot = s;
+                                    pe.OldChunk = chunk;
+                                    pe.NewChunk = newChunk;
+                                    s.Pending.Add(chunk, pe);
+                                    job.Pending.Add(pe);
                                 }
-                                var pe = _pendingPool.Rent();
-                                pe.Snapshot = s;
-                                pe.OldChunk = chunk;
-                                pe.NewChunk = newChunk;
-                                s.Pending.Add(chunk, pe);
-                                job.Pending.Add(pe);
-                            }
-                            if (job.Pending.Count < need)
-                            {
-                                _throttle.Release(need - job.Pending.Count);
-                                job.Slots = job.Pending.Count;
-                            }
-                            if (job.Pending.Count == 0)
-                            {
-                                job.Reset();
-                                _jobPool.Return(job);
-                                job = null;
+                                if (job.Pending.Count < need)
+                                {
+                                    _throttle.Release(need - job.Pending.Count);
+                                    job.Slots = job.Pending.Count;
+                                }
+                                if (job.Pending.Count == 0)
+                                {
+                                    job.Reset();
+                                    _jobPool.Return(job);
+                                    job = null;
+                                }
                             }
                         }
+                        if (wait is null && job is null && wantSlots == 0 && full is null
+                            && _tracked.TryGetValue(chunk, out var tracked) && tracked.Readers > 0)
+                        {
+                            tracked.Waiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                            wait = tracked.Waiters.Task;
+                        }
                     }
-                    if (wait is null && job is null && wantSlots == 0 && full is null
-                        && _tracked.TryGetValue(chunk, out var tracked) && tracked.Readers > 0)
+                    if (full is not null)
                     {
-                        tracked.Waiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                        wait = tracked.Waiters.Task;
+                        foreach (var s in full) await InvalidateAsync(s, InvalidReasonCode.CowFull).ConfigureAwait(false);
+                        if (job is null) continue; // look again (the full snapshots are skipped now)
                     }
+                    if (wait is not null || wantSlots > 0) break; // leave the gate, wait at the top
+                    if (job is not null)
+                    {
+                        await _engine.RunOriginCopyAsync(job, cancellationToken).ConfigureAwait(false);
+                        continue; // look again: the copies are complete now
+                    }
+                    await _origin.WriteAsync(sector, data, cancellationToken).ConfigureAwait(false);
+                    return;
                 }
-                if (full is not null)
-                {
-                    foreach (var s in full) await InvalidateAsync(s, InvalidReasonCode.CowFull).ConfigureAwait(false);
-                    if (job is null) continue; // look again (the full snapshots are skipped now)
-                }
-                if (wait is not null || wantSlots > 0) continue;
-                if (job is not null)
-                {
-                    await _engine.RunOriginCopyAsync(job, cancellationToken).ConfigureAwait(false);
-                    continue; // look again: the copies are complete now
-                }
-                await _origin.WriteAsync(sector, data, cancellationToken).ConfigureAwait(false);
-                return;
             }
             finally
             {

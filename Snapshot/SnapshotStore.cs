@@ -129,6 +129,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     internal BoundedPool<CopyJob> JobPool => _jobPool;
     internal object StateLock => _stateLock;
     internal BlockDevice OriginDevice => _origin;
+    internal int GateSharedHolders => _gate.SharedHolders;
 
     /// <summary>
     /// Creates a store in <paramref name="folder"/> (created if needed; it must not already hold a store). Options are
