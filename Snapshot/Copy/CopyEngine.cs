@@ -163,7 +163,7 @@ internal sealed class CopyEngine
         {
             await s.Store!.FlushDataAsync(cancellationToken).ConfigureAwait(false);
             if (!s.IsValid) return; // invalidated meanwhile (COW full elsewhere): do not commit
-            await s.Store.CommitAsync(pe.OldChunk, pe.NewChunk, cancellationToken).ConfigureAwait(false);
+            await s.Store!.CommitAsync(pe.OldChunk, pe.NewChunk, cancellationToken).ConfigureAwait(false);
             pe.Committed = true;
         }
         catch (IOException) { pe.Failed = true; }
