@@ -103,7 +103,37 @@ public sealed partial class SnapshotStore
         await Task.WhenAll(running).ConfigureAwait(false);
     }
 
-    private async ValueTask OriginWriteChunkAsync(ulong chunk, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    /// <summary>
+    /// Starts an origin write of at most one chunk and returns once it is <i>admitted</i> — past the copy throttle, its
+    /// copies (if any) started — together with the task of its completion. A producer that awaits admission but not
+    /// completion behaves like a page-cache flush issuing writes: with the bound on it is held at the bound; with the
+    /// bound off nothing holds it. Used by the write-storm benchmark.
+    /// </summary>
+    internal Task SubmitOriginWrite(long sector, ReadOnlyMemory<byte> data, out Task completion)
+    {
+        ThrowIfClosed();
+        if (((sector + (data.Length >> BlockDevice.SectorShift) - 1) >> _layout.ChunkShift) != sector >> _layout.ChunkShift)
+            throw new ArgumentException("a submitted write must stay within one chunk", nameof(data));
+        var admitted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        completion = OriginWriteChunkAsync((ulong)(sector >> _layout.ChunkShift), sector, data, CancellationToken.None, admitted).AsTask();
+        return admitted.Task;
+    }
+
+    private async ValueTask OriginWriteChunkAsync(ulong chunk, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken,
+        TaskCompletionSource? admitted = null)
+    {
+        try
+        {
+            await OriginWriteChunkCoreAsync(chunk, sector, data, cancellationToken, admitted).ConfigureAwait(false);
+        }
+        finally
+        {
+            admitted?.TrySetResult();
+        }
+    }
+
+    private async ValueTask OriginWriteChunkCoreAsync(ulong chunk, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken,
+        TaskCompletionSource? admitted)
     {
         int wantSlots = 0;
         Task? wait = null;
@@ -191,6 +221,7 @@ public sealed partial class SnapshotStore
                         if (job is null) continue; // look again (the full snapshots are skipped now)
                     }
                     if (wait is not null || wantSlots > 0) break; // leave the gate, wait at the top
+                    admitted?.TrySetResult();
                     if (job is not null)
                     {
                         await _engine.RunOriginCopyAsync(job, cancellationToken).ConfigureAwait(false);

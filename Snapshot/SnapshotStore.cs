@@ -5,6 +5,7 @@ using Snapshot.Copy;
 using Snapshot.Exceptions;
 using Snapshot.Format;
 using Snapshot.Memory;
+using Snapshot.Metadata;
 using Snapshot.Storage;
 using Snapshot.Sync;
 
@@ -72,8 +73,16 @@ public sealed partial class SnapshotStore : IAsyncDisposable
 
     private int _closed;
 
+    // The metadata journal (null only while the store is being opened). Persistent snapshots in journal mode commit
+    // their exceptions through it; its AIL writes the area segments home into the COW files.
+    private MetadataJournal? _journal;
+
+    // Exception stores of deleted snapshots: their COW files are removed, but their devices stay open until the
+    // journal is closed, because the AIL may be writing one of their segments at the moment of the delete.
+    private readonly List<ExceptionStore> _graveyard = new();
+
     private SnapshotStore(string folder, StoreOptions options, IDisposable folderLock, BlockDevice origin, BlockDevice sb,
-        BlockDevice log, Superblock superblock, bool logClean)
+        BlockDevice log, Superblock superblock)
     {
         Folder = folder;
         _options = options;
@@ -83,7 +92,6 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         _sbDevice = sb;
         _logDevice = log;
         _superblock = superblock;
-        LogClean = logClean;
         _layout = new CowLayout(superblock.ChunkSectors);
         _originFlush = new GroupFlush(ct => _origin.FlushAsync(ct));
         _originVolume = new OriginVolume(this, superblock.OriginSectors);
@@ -105,7 +113,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     public int ChunkSectors => _superblock.ChunkSectors;
 
     /// <summary>True when the journal was clean at open: the last close was clean and nothing was replayed.</summary>
-    public bool LogClean { get; }
+    public bool LogClean { get; private set; } = true;
 
     /// <summary>The origin volume.</summary>
     public StoreVolume Origin => _originVolume;
@@ -128,8 +136,25 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     internal BoundedPool<PendingException> PendingPool => _pendingPool;
     internal BoundedPool<CopyJob> JobPool => _jobPool;
     internal object StateLock => _stateLock;
+    internal MetadataJournal? Journal => _journal;
+    private MetadataJournal? JournalForStores => _options.MetadataMode == MetadataMode.Journal ? _journal : null;
     internal BlockDevice OriginDevice => _origin;
     internal int GateSharedHolders => _gate.SharedHolders;
+
+    /// <summary>Operations issued to the journal's log device since open.</summary>
+    internal DeviceCounters LogDeviceCounters => _logDevice.Counters;
+
+    /// <summary>Bytes written to every snapshot's COW file since open (data, metadata, headers).</summary>
+    internal long CowBytesWritten
+    {
+        get
+        {
+            lock (_stateLock) return _snapshots.Sum(s => s.Store?.Cow.Counters.BytesWritten ?? 0) + _graveyard.Sum(g => g.Cow.Counters.BytesWritten);
+        }
+    }
+
+    /// <summary>Copy jobs run and chunk copies written since open.</summary>
+    internal (long Jobs, long ChunksCopied) CopyCounters => (_engine.Jobs, _engine.ChunksCopied);
 
     /// <summary>
     /// Creates a store in <paramref name="folder"/> (created if needed; it must not already hold a store). Options are
@@ -156,12 +181,13 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             created.Add(origin);
             var log = provider.Create(Path.Combine(folder, JournalFileName), options.LogBlocks);
             created.Add(log);
-            log.Flush();
             var sbDev = provider.Create(sbPath, Superblock.FileSectors);
             created.Add(sbDev);
             var sb = new Superblock(1, options.OriginSectors, options.ChunkSectors, 1, []);
             await sb.WriteAsync(sbDev, cancellationToken).ConfigureAwait(false);
-            return new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb, logClean: true);
+            var store = new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb);
+            store._journal = StoreJournal.Create(log);
+            return store;
         }
         catch
         {
@@ -198,17 +224,30 @@ public sealed partial class SnapshotStore : IAsyncDisposable
                 throw new JournalException($"{origin.Name}: origin is {origin.SectorCount} sectors, the superblock says {sb.OriginSectors}");
             var log = provider.Open(Path.Combine(folder, JournalFileName));
             opened.Add(log);
-            store = new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb, logClean: true);
+            store = new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb);
+            store.OpenJournal();
             await store.LoadSnapshotsAsync(cancellationToken).ConfigureAwait(false);
             return store;
         }
         catch
         {
+            if (store?._journal is { } j) await j.CloseAsync().ConfigureAwait(false);
             if (store is not null) store.DisposeSnapshotStores();
             foreach (var d in opened) d.Dispose();
             folderLock.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Recovers the journal, replaying logged metadata segments into the COW files the superblock lists.</summary>
+    private void OpenJournal()
+    {
+        var valid = _superblock.Snapshots
+            .Where(r => r.Kind == SnapshotKindCode.Persistent && r.State == SnapshotStateCode.Valid)
+            .ToDictionary(r => r.Id, r => CowPathOf(r.Name));
+        using var handler = new AreaRecoveryHandler(_provider, _layout, id => valid.GetValueOrDefault(id));
+        _journal = StoreJournal.Open(_logDevice, new Dictionary<ushort, IItemRecoveryHandler> { [AreaSegmentItem.Type] = handler }, out long replayed);
+        LogClean = replayed == 0;
     }
 
     private async ValueTask LoadSnapshotsAsync(CancellationToken cancellationToken)
@@ -243,7 +282,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             if (!st.IsValid) continue; // an invalid snapshot is never read again; its COW file stays as it is
             if (!_provider.Exists(st.CowPath))
                 throw new JournalException($"{st.CowPath}: COW file of snapshot '{st.Name}' is missing");
-            var store = PersistentExceptionStore.Open(_provider, st.CowPath, _layout, rec.CowSectors, GrowthSectors, rec.Id, out var header);
+            var store = PersistentExceptionStore.Open(_provider, st.CowPath, _layout, rec.CowSectors, GrowthSectors, rec.Id, out var header, JournalForStores);
             st.Store = store;
             if (!header.IsValid)
             {
@@ -365,7 +404,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             st.Volume = new SnapshotVolume(this, st, OriginSectors);
             if (options.Persistent)
             {
-                st.Store = PersistentExceptionStore.Create(_provider, path, _layout, cowSectors, GrowthSectors, id);
+                st.Store = PersistentExceptionStore.Create(_provider, path, _layout, cowSectors, GrowthSectors, id, JournalForStores);
             }
             else
             {
@@ -410,7 +449,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable
                 st.Deleted = true;
             }
             await WriteSuperblockAsync(cancellationToken).ConfigureAwait(false);
-            st.Store?.Dispose();
+            if (st.Store is PersistentExceptionStore ps) ps.MarkDeleted();
+            if (st.Store is not null) lock (_stateLock) _graveyard.Add(st.Store);
             _provider.Delete(st.CowPath);
         }
         finally
@@ -484,6 +524,12 @@ public sealed partial class SnapshotStore : IAsyncDisposable
                 await s.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
             }
             await _origin.FlushAsync(cancellationToken).ConfigureAwait(false);
+            // Writes every metadata segment home (the AIL flushes the COW files) and marks the log clean.
+            if (_journal is not null)
+            {
+                await PersistentExceptionStore.KickerFor(_journal).DrainAsync().ConfigureAwait(false);
+                await _journal.CloseAsync().ConfigureAwait(false);
+            }
             DisposeSnapshotStores();
             foreach (var s in snaps)
                 if (s.Kind == SnapshotKind.Transient) _provider.Delete(s.CowPath);
@@ -501,8 +547,15 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     private void DisposeSnapshotStores()
     {
         SnapshotState[] snaps;
-        lock (_stateLock) snaps = _snapshots;
+        ExceptionStore[] dead;
+        lock (_stateLock)
+        {
+            snaps = _snapshots;
+            dead = _graveyard.ToArray();
+            _graveyard.Clear();
+        }
         foreach (var s in snaps) s.Store?.Dispose();
+        foreach (var d in dead) d.Dispose();
     }
 
     /// <summary>Same as <see cref="CloseAsync"/>.</summary>

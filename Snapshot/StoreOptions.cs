@@ -48,7 +48,7 @@ public sealed class StoreOptions
     internal IDeviceProvider DeviceProvider { get; init; } = FileDeviceProvider.Instance;
 
     /// <summary>How persistent exception metadata is committed.</summary>
-    internal MetadataMode MetadataMode { get; init; } = MetadataMode.DirectArea;
+    internal MetadataMode MetadataMode { get; init; } = MetadataMode.Journal;
 
     /// <summary>Checks the chunk size alone; throws <see cref="JournalArgumentException"/> naming <paramref name="where"/>.</summary>
     public static void ValidateChunkSectors(long chunkSectors, string where)
@@ -69,8 +69,8 @@ public sealed class StoreOptions
             throw new JournalArgumentException($"{where}: origin size {OriginSectors} sectors is invalid: it must be at least one chunk ({ChunkSectors} sectors)");
         if (OriginSectors % ChunkSectors != 0)
             throw new JournalArgumentException($"{where}: origin size {OriginSectors} sectors is not a whole number of {ChunkSectors}-sector chunks");
-        if (LogBlocks < 64)
-            throw new JournalArgumentException($"{where}: log size {LogBlocks} blocks is too small: at least 64 blocks");
+        if (LogBlocks < Metadata.StoreJournal.MinLogBlocks)
+            throw new JournalArgumentException($"{where}: log size {LogBlocks} blocks is too small: at least {Metadata.StoreJournal.MinLogBlocks} blocks (1 MiB)");
         ValidateForOpen(where);
     }
 

@@ -212,13 +212,14 @@ public class DataPathTests
     [Fact]
     public async Task When_an_origin_write_returns_the_old_data_and_its_exception_are_durable()
     {
-        // Crash-simulating COW devices: whatever was not flushed is lost. After each origin write returns, a crash
-        // that loses everything unflushed must still leave the old data reachable through the COW metadata.
+        // The COW file and the journal log are crash-simulating devices. After each origin write returns, a crash that
+        // loses everything not flushed on them must still leave the old data reachable: the store reopened on those
+        // images (replaying the journal) reads the old data through the snapshot.
         var p = new TestDeviceProvider();
         var crashDevs = new Dictionary<string, CrashSimBlockDevice>();
         p.Wrap = (path, d) =>
         {
-            if (!path.EndsWith(".cow", StringComparison.Ordinal)) return d;
+            if (!path.EndsWith(".cow", StringComparison.Ordinal) && !path.EndsWith(".log", StringComparison.Ordinal)) return d;
             var c = new CrashSimBlockDevice(d.SectorCount, path);
             var buf = new byte[d.Length];
             d.Read(0, buf);
@@ -230,15 +231,19 @@ public class DataPathTests
         await using var store = await CreateMemoryStoreAsync(p, 8 * 40);
         await WriteAsync(store.Origin, 0, Pattern(0, 8 * 40, 1));
         await store.CreateSnapshotAsync("s");
-        var cow = crashDevs[store.CowPathOf("s")];
-        for (int c = 0; c < 20; c++)
+        for (int c = 0; c < 12; c++)
         {
             await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 2));
-            var image = cow.CrashImageLosingAll();
-            var dm = DmCow.Read(image);
-            Assert.Equal(c + 1, dm.Exceptions.Count);
-            foreach (var (o, n) in dm.Exceptions)
-                Assert.Equal(Pattern((long)o * 8, 8, 1), image.AsSpan((int)(n * 8 * 512), 8 * 512).ToArray());
+            var crashed = new TestDeviceProvider();
+            foreach (var path in p.Paths)
+            {
+                byte[] image = crashDevs.TryGetValue(path, out var cd) ? cd.CrashImageLosingAll() : p.Backing(path).ToArray();
+                crashed.Replace(path, MemoryBlockDevice.FromImage(image, path));
+            }
+            await using var after = await SnapshotStore.OpenAsync(Folder, crashed.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
+            Assert.False(after.LogClean);
+            Assert.Equal(Pattern(0, 8 * (c + 1), 1), await ReadAsync(after.GetSnapshot("s"), 0, 8 * (c + 1)));
+            Assert.Equal(c + 1, after.GetStatus().Snapshots.Single().Exceptions);
         }
     }
 }

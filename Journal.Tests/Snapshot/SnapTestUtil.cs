@@ -38,7 +38,7 @@ internal static class SnapTestUtil
     public static async Task<SnapshotStore> CreateMemoryStoreAsync(TestDeviceProvider p, long originSectors, int chunkSectors = 8,
         int maxInFlight = StoreOptions.DefaultMaxInFlightCopies, bool writeThrough = false)
     {
-        var o = p.Options(new StoreOptions { OriginSectors = originSectors, ChunkSectors = chunkSectors, MaxInFlightCopies = maxInFlight, WriteThrough = writeThrough, CowGrowthBytes = 1 << 20 });
+        var o = p.Options(new StoreOptions { OriginSectors = originSectors, ChunkSectors = chunkSectors, MaxInFlightCopies = maxInFlight, WriteThrough = writeThrough, CowGrowthBytes = 1 << 20, LogBlocks = 2048 });
         return await SnapshotStore.CreateAsync(Folder, o).AsTask().WaitAsync(Watchdog);
     }
 

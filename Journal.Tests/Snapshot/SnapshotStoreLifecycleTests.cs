@@ -34,7 +34,7 @@ public class SnapshotStoreLifecycleTests
         string folder = Path.Combine(Path.GetTempPath(), "snaptest-" + Guid.NewGuid().ToString("N"));
         try
         {
-            await using var store = await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 64, LogBlocks = 256 });
+            await using var store = await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 64, LogBlocks = 2048 });
             var e = await Assert.ThrowsAsync<StoreInUseException>(() => SnapshotStore.OpenAsync(folder).AsTask().WaitAsync(Watchdog));
             Assert.Contains("in use", e.Message);
             Assert.Contains(folder, e.Message);

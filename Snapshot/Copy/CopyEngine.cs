@@ -161,8 +161,8 @@ internal sealed class CopyEngine
         var s = pe.Snapshot!;
         try
         {
-            await s.Store!.FlushDataAsync(cancellationToken).ConfigureAwait(false);
             if (!s.IsValid) return; // invalidated meanwhile (COW full elsewhere): do not commit
+            // Flushes the data, then commits the exception; durable when it returns (batched with concurrent commits).
             await s.Store!.CommitAsync(pe.OldChunk, pe.NewChunk, cancellationToken).ConfigureAwait(false);
             pe.Committed = true;
         }

@@ -15,8 +15,9 @@ internal readonly record struct StoreUsage(long SectorsAllocated, long TotalSect
 /// </summary>
 /// <remarks>
 /// Order of a copy-on-write, which every caller follows: allocate (<see cref="TryAllocate"/>, under the store's state
-/// lock), <see cref="EnsureCapacityAsync"/>, write the data into the chunk, <see cref="FlushDataAsync"/> (the data is
-/// durable before any metadata can point at it), then <see cref="CommitAsync"/> (durable when it returns).
+/// lock), <see cref="EnsureCapacityAsync"/>, write the data into the chunk, then <see cref="CommitAsync"/>, which flushes
+/// the COW file before it commits (the data is durable before any metadata can point at it) and returns when both are
+/// durable.
 /// Locking: <c>_growLock</c> serialises file growth only (an async mutex held across the zero-fill; takes nothing
 /// else). Allocation state has its own leaf lock in the subclasses.
 /// </remarks>
@@ -92,7 +93,10 @@ internal abstract class ExceptionStore : IDisposable
     /// <summary>Makes every COW write that returned before the call durable (shared among concurrent callers).</summary>
     public ValueTask FlushDataAsync(CancellationToken cancellationToken = default) => _dataFlush.FlushAsync(cancellationToken);
 
-    /// <summary>Commits exception <paramref name="oldChunk"/> -> <paramref name="newChunk"/>; durable when it returns.</summary>
+    /// <summary>
+    /// Makes the data written to <paramref name="newChunk"/> durable, then commits exception <paramref name="oldChunk"/>
+    /// -> <paramref name="newChunk"/>; both are durable when it returns. Concurrent commits are batched.
+    /// </summary>
     public abstract ValueTask CommitAsync(ulong oldChunk, ulong newChunk, CancellationToken cancellationToken = default);
 
     /// <summary>Marks the store invalid on disk (persistent: header valid = 0) and stops metadata writes. Best effort on I/O errors.</summary>

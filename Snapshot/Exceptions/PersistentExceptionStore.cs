@@ -2,7 +2,9 @@ using System.Buffers.Binary;
 using Journal.Format;
 using Journal.Recovery;
 using Journal.Storage;
+using Journal;
 using Snapshot.Format;
+using Snapshot.Metadata;
 using Snapshot.Storage;
 using Snapshot.Sync;
 
@@ -22,10 +24,17 @@ namespace Snapshot.Exceptions;
 /// </code>
 /// <para>An area that is full is followed by the next one; the file always extends past the area after a full one,
 /// so a reader that walks areas until a terminator never reads past the end.</para>
-/// <para><b>Commit</b>: in <see cref="MetadataMode.DirectArea"/> mode (the dm-snapshot scheme) a commit appends the
-/// entry to the in-memory area and then rewrites the changed sectors of the area and flushes (concurrent commits share
-/// one area write and one flush). The caller has already made the data durable, so an entry never points at data
-/// that is not on disk.</para>
+/// <para><b>Commit</b>, journal mode (the default): the entry is appended to the current metadata-area segment
+/// (<see cref="AreaSegmentItem"/>, at most 4 KiB of entries) and the segment is committed through the store's journal;
+/// the commit returns after the journal force (shared among concurrent commits). The journal's AIL later writes the
+/// segment home into the area and stamps its home-LSN slot in chunk 0. Direct mode (<see cref="MetadataMode.DirectArea"/>,
+/// the dm-snapshot scheme): the commit rewrites the area chunk and flushes (concurrent commits share one area write and
+/// one flush; for chunks over 64 KiB only the changed sectors are written). Either way the caller has already made the data durable, so an entry never points
+/// at data that is not on disk.</para>
+/// <para><b>Home-LSN slots</b>: chunk 0 holds, after the header, slots <c>{ le64 segment + 1, le64 LSN }</c>; segment
+/// g uses slot <c>g % slots</c>. A slot is written only after the segment's entries are durable, so it never claims
+/// more than the home holds; a segment whose slot was reused by a later one has no home LSN and is replayed in full,
+/// which rewrites identical bytes.</para>
 /// <para><b>Open</b>: the areas are read in order until the terminator; every entry is checked (new chunk inside the
 /// file, not a metadata chunk, not used twice; old chunk inside the origin). The next free chunk is one past the
 /// highest new chunk; data chunks below it that no entry uses (allocated for copies that never committed) go back on
@@ -38,7 +47,9 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     private readonly object _metaLock = new();
     private readonly SemaphoreSlim _headerLock = new(1, 1);
     private readonly byte[] _chunk0;        // header and home-LSN slots, whole sectors
-    private readonly GroupFlush _areaWriter; // direct mode: one round = write changed area sectors + flush
+    private readonly GroupFlush _commitRounds; // one commit round at a time (see CommitRoundAsync)
+    private readonly object _queueLock = new(); // leaf: protects _queue
+    private List<DiskException> _queue = new(); // exceptions whose data is written, waiting for a commit round
     private readonly Dictionary<long, MetadataArea> _areas = new(); // areas with entries not yet home, and the current one
     private MetadataArea _current;
     private ulong _nextFree = CowLayout.FirstDataChunk;
@@ -46,14 +57,85 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     private volatile bool _invalid;
     private long _committed;
 
-    private PersistentExceptionStore(BlockDevice cow, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId)
+    // Journal mode: the segment entries are appended to now, and the segments not yet known to be home.
+    private readonly MetadataJournal? _journal;
+    private AreaSegmentItem? _segment;
+    private readonly List<AreaSegmentItem> _liveSegments = new();
+    private long _nextEntry; // global index of the next entry (area * epa + index in area)
+    private readonly WriteBackKicker? _kicker;
+
+    // One kicker per journal, shared by every store committing through it.
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<MetadataJournal, WriteBackKicker> Kickers = new();
+
+    /// <summary>The write-back kicker of <paramref name="journal"/>.</summary>
+    public static WriteBackKicker KickerFor(MetadataJournal journal) => Kickers.GetValue(journal, j => new WriteBackKicker(j));
+
+    private PersistentExceptionStore(BlockDevice cow, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, MetadataJournal? journal)
         : base(cow, layout, totalSectors, growthSectors)
     {
         SnapshotId = snapshotId;
+        _journal = journal;
+        if (journal is not null) _kicker = KickerFor(journal);
+        SegmentEntries = SegmentEntriesFor(layout);
         _chunk0 = new byte[(CowHeader.UsedBytes(layout.ChunkSectors) + BlockDevice.SectorSize - 1) / BlockDevice.SectorSize * BlockDevice.SectorSize];
-        _areaWriter = new GroupFlush(WriteAreasHomeAsync);
+        _commitRounds = new GroupFlush(CommitRoundAsync);
         _current = NewArea(0);
         _areas[0] = _current;
+        if (journal is not null) _segment = NewSegment(0, null, 0);
+    }
+
+    /// <summary>Entries in one logged segment of an area: 256 (4 KiB), or the whole area when it is smaller.</summary>
+    public static int SegmentEntriesFor(CowLayout layout) => (int)Math.Min(layout.ExceptionsPerArea, 256);
+
+    /// <summary>Entries in one logged segment.</summary>
+    public int SegmentEntries { get; }
+
+    /// <summary>Segments in one area.</summary>
+    public long SegmentsPerArea => Layout.ExceptionsPerArea / SegmentEntries;
+
+    /// <summary>First sector of segment <paramref name="segment"/>'s home (its slice of its area chunk).</summary>
+    public long SegmentHomeSector(long segment) =>
+        Layout.ChunkToSector(Layout.AreaChunk(segment / SegmentsPerArea)) + segment % SegmentsPerArea * SegmentEntries * DiskException.Size / BlockDevice.SectorSize;
+
+    /// <summary>Home-LSN slots in chunk 0.</summary>
+    public int SlotCount => CowHeader.SlotsFor(Layout.ChunkSectors);
+
+    /// <summary>Byte offset in chunk 0 of the home-LSN slot used by <paramref name="segment"/>.</summary>
+    public static int SlotOffset(long segment, int slots) => CowHeader.SlotsOffset + (int)(segment % slots) * 16;
+
+    private AreaSegmentItem NewSegment(long segment, DiskException[]? preload, int count)
+    {
+        var item = new AreaSegmentItem(this, segment, SegmentEntries);
+        if (preload is not null) Array.Copy(preload, item.Entries, count);
+        item.Count = item.HomeCount = count;
+        _liveSegments.Add(item);
+        return item;
+    }
+
+    /// <summary>Stops every segment of this store from writing home (the snapshot was deleted).</summary>
+    public void MarkDeleted()
+    {
+        lock (_metaLock)
+            foreach (var seg in _liveSegments) seg.Dead = true;
+    }
+
+    /// <summary>Records in chunk 0 that segment <paramref name="segment"/>'s home reflects <paramref name="lsn"/> (one sector write, not flushed).</summary>
+    public async ValueTask StampHomeLsnAsync(long segment, Lsn lsn, CancellationToken cancellationToken)
+    {
+        // Waiting for an invalidation or another stamp; the holder takes nothing else.
+        await _headerLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            int off = SlotOffset(segment, SlotCount);
+            BinaryPrimitives.WriteUInt64LittleEndian(_chunk0.AsSpan(off), (ulong)segment + 1);
+            BinaryPrimitives.WriteUInt64LittleEndian(_chunk0.AsSpan(off + 8), lsn.Value);
+            int sector = off / BlockDevice.SectorSize;
+            await Cow.WriteAsync(sector, _chunk0.AsMemory(sector * BlockDevice.SectorSize, BlockDevice.SectorSize), cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _headerLock.Release();
+        }
     }
 
     /// <summary>The snapshot id recorded in the header.</summary>
@@ -73,13 +155,13 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     public static long MinimumSectors(int chunkSectors) => 2L * chunkSectors;
 
     /// <summary>Creates a new COW file: header (valid) and a zeroed first area, flushed.</summary>
-    public static PersistentExceptionStore Create(IDeviceProvider provider, string path, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId)
+    public static PersistentExceptionStore Create(IDeviceProvider provider, string path, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, MetadataJournal? journal = null)
     {
         long total = totalSectors / layout.ChunkSectors * layout.ChunkSectors;
         long initial = Math.Min(total, Math.Max(growthSectors, 3L * layout.ChunkSectors));
         initial = Math.Max(initial, MinimumSectors(layout.ChunkSectors));
         var dev = provider.Create(path, initial);
-        var s = new PersistentExceptionStore(dev, layout, totalSectors, growthSectors, snapshotId);
+        var s = new PersistentExceptionStore(dev, layout, totalSectors, growthSectors, snapshotId, journal);
         try
         {
             CowHeader.New(layout.ChunkSectors, snapshotId).Write(s._chunk0);
@@ -95,10 +177,10 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     }
 
     /// <summary>Opens an existing COW file and reads its header; call <see cref="Load"/> next if it is valid.</summary>
-    public static PersistentExceptionStore Open(IDeviceProvider provider, string path, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, out CowHeader header)
+    public static PersistentExceptionStore Open(IDeviceProvider provider, string path, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, out CowHeader header, MetadataJournal? journal = null)
     {
         var dev = provider.Open(path);
-        var s = new PersistentExceptionStore(dev, layout, totalSectors, growthSectors, snapshotId);
+        var s = new PersistentExceptionStore(dev, layout, totalSectors, growthSectors, snapshotId, journal);
         try
         {
             if (dev.SectorCount < MinimumSectors(layout.ChunkSectors))
@@ -172,6 +254,15 @@ internal sealed class PersistentExceptionStore : ExceptionStore
             _areas.Clear();
             _current = current;
             _areas[current.Index] = current;
+            _nextEntry = current.Index * epa + current.Count;
+            if (_journal is not null)
+            {
+                _liveSegments.Clear();
+                long seg = _nextEntry / SegmentEntries;
+                int first = (int)(seg % SegmentsPerArea) * SegmentEntries;
+                int inSeg = (int)(_nextEntry % SegmentEntries);
+                _segment = NewSegment(seg, current.Entries.AsSpan(first, Math.Min(inSeg, Math.Max(0, current.Count - first))).ToArray(), inSeg);
+            }
             _nextFree = maxNew == 0 ? CowLayout.FirstDataChunk : Layout.SkipMetadata(maxNew + 1);
             _holes.Clear();
             for (ulong c = _nextFree; c-- > CowLayout.FirstDataChunk;)
@@ -183,7 +274,9 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     public int HoleCount { get { lock (_metaLock) return _holes.Count; } }
 
     /// <summary>The area entries are appended to now.</summary>
-    public long CurrentArea { get { lock (_metaLock) return _current.Index; } }
+    public long CurrentArea { get { lock (_metaLock) return CurrentAreaLocked; } }
+
+    private long CurrentAreaLocked => _journal is null ? _current.Index : _nextEntry / Layout.ExceptionsPerArea;
 
     protected override ulong LastChunkNeeded(ulong chunk)
     {
@@ -221,15 +314,15 @@ internal sealed class PersistentExceptionStore : ExceptionStore
         {
             lock (_metaLock)
                 return new StoreUsage(((long)_nextFree - _holes.Count) * Layout.ChunkSectors, TotalSectors,
-                    (_current.Index + 1 + CowLayout.HeaderChunks) * Layout.ChunkSectors);
+                    (CurrentAreaLocked + 1 + CowLayout.HeaderChunks) * Layout.ChunkSectors);
         }
     }
 
     /// <summary>Appends the entry to the current area (moving to the next area when it fills). Returns the area used.</summary>
-    private MetadataArea AppendLocked(ulong oldChunk, ulong newChunk)
+    private MetadataArea AppendLocked(DiskException e)
     {
         var area = _current;
-        area.Append(new DiskException(oldChunk, newChunk));
+        area.Append(e);
         if (area.IsFull)
         {
             _current = NewArea(area.Index + 1);
@@ -241,12 +334,93 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     public override async ValueTask CommitAsync(ulong oldChunk, ulong newChunk, CancellationToken cancellationToken = default)
     {
         if (_invalid) return;
-        lock (_metaLock) AppendLocked(oldChunk, newChunk);
+        lock (_queueLock) _queue.Add(new DiskException(oldChunk, newChunk));
+        // A round that starts after this call takes our entry: waiting for it (it waits for nothing we hold).
+        await _commitRounds.FlushAsync(cancellationToken).ConfigureAwait(false);
         Interlocked.Increment(ref _committed);
-        await _areaWriter.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>One direct-mode round: write the changed sectors of every area with entries not yet home, then flush.</summary>
+    /// <summary>Commit rounds run (each makes a batch of exceptions durable together).</summary>
+    public long CommitRounds => _commitRounds.Rounds;
+
+    /// <summary>
+    /// One commit round: take every queued exception; flush the COW file (their data was written before they were
+    /// queued, so it is durable before any metadata points at it); then commit them all — journal mode: append them to
+    /// the segments (holding each segment's lock from append to commit), one transaction, commit, force; direct mode:
+    /// append them to the areas and rewrite the areas, flush.
+    /// </summary>
+    private async ValueTask CommitRoundAsync(CancellationToken cancellationToken)
+    {
+        List<DiskException> batch;
+        lock (_queueLock)
+        {
+            batch = _queue;
+            _queue = new List<DiskException>();
+        }
+        if (batch.Count == 0) return;
+        await Cow.FlushAsync(cancellationToken).ConfigureAwait(false);
+        if (_invalid) return;
+        if (_journal is null)
+        {
+            lock (_metaLock) foreach (var e in batch) AppendLocked(e);
+            await WriteAreasHomeAsync(cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        await CommitThroughJournalAsync(_journal, batch, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Journal commit of a batch: reserve log space holding nothing (enough for every segment the batch can touch, each
+    /// entirely dirty); then, segment by segment, take its lock, append, join it; commit; release; force.
+    /// Rounds of one store never overlap, so the segment locks only ever contend with the AIL, which just tries them.
+    /// </summary>
+    private async ValueTask CommitThroughJournalAsync(MetadataJournal journal, List<DiskException> batch, CancellationToken cancellationToken)
+    {
+        int maxSegments = 1 + (batch.Count + SegmentEntries - 1) / SegmentEntries;
+        int reserve = maxSegments * (int)journal.EstimateLogBytes(new LogItemSize(1, SegmentLogHeader.Size + SegmentEntries * DiskException.Size));
+        ulong sequence;
+        bool kick = false;
+        var held = new List<AreaSegmentItem>(2);
+        using (var tx = await journal.BeginTransactionAsync(reserve, cancellationToken).ConfigureAwait(false))
+        {
+            try
+            {
+                int i = 0;
+                while (i < batch.Count)
+                {
+                    AreaSegmentItem seg;
+                    lock (_metaLock) seg = _segment!;
+                    // Waiting only for an AIL write-back of this segment in progress (it takes nothing we hold).
+                    await seg.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+                    held.Add(seg);
+                    while (i < batch.Count && !seg.IsFull) seg.Entries[seg.Count++] = batch[i++];
+                    if (seg.IsFull)
+                    {
+                        lock (_metaLock)
+                        {
+                            _liveSegments.RemoveAll(x => x != seg && x.HomeCount == x.Entries.Length);
+                            _segment = NewSegment(seg.Segment + 1, null, 0);
+                        }
+                    }
+                    tx.AddItem(seg);
+                }
+                lock (_metaLock) _nextEntry += batch.Count;
+                sequence = await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
+                foreach (var seg in held) kick |= seg.Count - seg.HomeCount >= WriteBackKicker.DirtyThreshold;
+            }
+            finally
+            {
+                foreach (var seg in held) seg.Lock.Release();
+            }
+        }
+        await journal.ForceAsync(sequence, cancellationToken).ConfigureAwait(false);
+        if (kick) _kicker!.Request();
+    }
+
+    /// <summary>Largest area rewritten whole by a direct-mode commit.</summary>
+    private const int WholeAreaWriteLimit = 64 * 1024;
+
+    /// <summary>Direct mode: write every area with entries not yet home, then flush.</summary>
     private async ValueTask WriteAreasHomeAsync(CancellationToken cancellationToken)
     {
         List<(long Sector, byte[] Data)> writes = [];
@@ -257,9 +431,11 @@ internal sealed class PersistentExceptionStore : ExceptionStore
             {
                 if (area.HomeCount < area.Count)
                 {
+                    // Like dm-snapshot, rewrite the whole area chunk (only the changed sectors for chunks over 64 KiB).
                     const int perSector = BlockDevice.SectorSize / DiskException.Size;
-                    int firstSector = area.HomeCount / perSector;
-                    int endSector = (area.Count + perSector - 1) / perSector;
+                    bool whole = Layout.ChunkBytes <= WholeAreaWriteLimit;
+                    int firstSector = whole ? 0 : area.HomeCount / perSector;
+                    int endSector = whole ? Layout.ChunkSectors : (area.Count + perSector - 1) / perSector;
                     var data = new byte[(endSector - firstSector) * BlockDevice.SectorSize];
                     area.Format(firstSector * perSector, area.Count, data);
                     writes.Add((Layout.ChunkToSector(area.Chunk) + firstSector, data));
@@ -292,8 +468,8 @@ internal sealed class PersistentExceptionStore : ExceptionStore
 
     public override async ValueTask CloseAsync(CancellationToken cancellationToken = default)
     {
-        if (_invalid) return;
-        await _areaWriter.FlushAsync(cancellationToken).ConfigureAwait(false);
+        if (_invalid || _journal is not null) return; // journal mode: the journal's close writes the segments home
+        await _commitRounds.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
     public override void Dispose()
