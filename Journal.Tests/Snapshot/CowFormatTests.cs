@@ -14,6 +14,7 @@ public class CowFormatTests
         Assert.Equal(16, DiskException.Size);
         Assert.Equal(128, CowHeader.Size);
         Assert.Equal(96, SnapshotRecord.Size);
+        Assert.Equal(16, SegmentLogHeader.Size);
         Assert.Equal(8192, Superblock.CopyBytes);
         Assert.True(Superblock.HeaderBytes + Superblock.MaxSnapshots * SnapshotRecord.Size <= Superblock.CopyBytes);
         Assert.Equal(24, CowHeader.SlotsFor(1));
@@ -100,11 +101,13 @@ public class CowFormatTests
         Assert.DoesNotContain(258UL, got);
     }
 
-    [Fact]
-    public async Task Cleanly_closed_cow_file_reads_back_as_dm_snapshot_would()
+    [Theory]
+    [InlineData(MetadataMode.Journal)]
+    [InlineData(MetadataMode.DirectArea)]
+    internal async Task Cleanly_closed_cow_file_reads_back_as_dm_snapshot_would(MetadataMode mode)
     {
         var p = new TestDeviceProvider();
-        var store = await CreateMemoryStoreAsync(p, 8 * 600);
+        var store = await SnapshotStore.CreateAsync(Folder, p.Options(new StoreOptions { OriginSectors = 8 * 600, LogBlocks = 2048, MetadataMode = mode }));
         var snap = await store.CreateSnapshotAsync("s");
         // 300 first writes: more than one area (256 entries per area with 4 KiB chunks).
         for (int c = 0; c < 300; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 1));

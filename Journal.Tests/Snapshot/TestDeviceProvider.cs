@@ -39,6 +39,7 @@ internal sealed class TestDeviceProvider : IDeviceProvider
         CowGrowthBytes = o?.CowGrowthBytes ?? (1 << 20),
         PoolReserve = o?.PoolReserve ?? 16,
         DeviceProvider = this,
+        MetadataMode = o?.MetadataMode ?? MetadataMode.Journal,
     };
 
     public BlockDevice Create(string path, long sectors)
