@@ -32,12 +32,22 @@ internal static class BenchCommon
         Description = "Print the results as one JSON object on standard output.",
     };
 
-    /// <summary>Runs the command line; maps the project's errors to one line and exit code 2.</summary>
+    /// <summary>
+    /// Runs the command line: usage errors print one line each and exit 64; the project's errors and I/O errors print
+    /// one line and exit 2.
+    /// </summary>
     public static async Task<int> InvokeAsync(RootCommand root, string[] args)
     {
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            foreach (var e in parsed.Errors) Console.Error.WriteLine($"journal-bench: {e.Message}");
+            Console.Error.WriteLine("journal-bench: see journal-bench --help");
+            return 64;
+        }
         try
         {
-            return await root.Parse(args).InvokeAsync().ConfigureAwait(false);
+            return await parsed.InvokeAsync().ConfigureAwait(false);
         }
         catch (Exception e) when (e is JournalException or IOException or UnauthorizedAccessException)
         {
