@@ -175,10 +175,16 @@ public class LogWriterTests
             var l = await w.WriteTransactionAsync(w.AllocateTransactionId(), [Payload(17, i, 50)]).Within();
             later.Add(w.ForceAsync(l).AsTask());
         }
-        Assert.False(f0.IsCompleted);
-        Assert.All(later, t => Assert.False(t.IsCompleted));
-        Assert.Equal(1, w.Statistics.Records);   // the ten wait in the open buffer while the first flush runs
-        firstFlush.SetResult();
+        try
+        {
+            Assert.False(f0.IsCompleted);
+            Assert.All(later, t => Assert.False(t.IsCompleted));
+            Assert.Equal(1, w.Statistics.Records);   // the ten wait in the open buffer while the first flush runs
+        }
+        finally
+        {
+            firstFlush.TrySetResult();
+        }
         await Task.WhenAll(later.Append(f0)).WaitAsync(Watchdog);
         var s = w.Statistics;
         Assert.Equal(2, s.Records);
@@ -210,22 +216,33 @@ public class LogWriterTests
             }
         }
         await using var w = LogWriter.Open(region, SmallOptions);
-        uint t1 = w.AllocateTransactionId(), t2 = w.AllocateTransactionId();
-        var l1 = await w.WriteTransactionAsync(t1, [Payload(7, 0, 100)]).Within();
-        var f1 = w.ForceAsync(l1).AsTask();
-        var l2 = await w.WriteTransactionAsync(t2, [Payload(7, 1, 100)]).Within();
-        var f2 = w.ForceAsync(l2).AsTask();
-        Assert.True(l2 > l1);
-        // Let the second record's write finish first.
-        Gate(region.StartSector + l2.Block).SetResult();
-        await Task.Delay(50);
-        Assert.False(f2.IsCompleted);
-        Assert.False(f1.IsCompleted);
-        Assert.True(w.DurableLsn < l1);
-        Gate(firstSector).SetResult();
-        await f1.WaitAsync(Watchdog);
-        await f2.WaitAsync(Watchdog);
-        Assert.True(w.DurableLsn >= l2);
+        try
+        {
+            // A region of two and a bit buffers: the first two records are sealed full and written at once.
+            uint tid = w.AllocateTransactionId();
+            var l1 = await w.WriteAsync(tid, [Payload(7, 0, 4500)], start: true).Within();
+            var l2 = new Lsn(1, 6);
+            Assert.Equal(new Lsn(1, 1), l1);
+            Assert.Equal(2, w.Statistics.Records);
+            var f2 = w.ForceAsync(l2).AsTask();
+            var f1 = w.ForceAsync(l1).AsTask();
+            // Let the second record's write finish first.
+            Gate(region.StartSector + l2.Block).SetResult();
+            await Task.Delay(50);
+            Assert.False(f2.IsCompleted);
+            Assert.False(f1.IsCompleted);
+            Assert.True(w.DurableLsn < l1);
+            Gate(firstSector).SetResult();
+            await f1.WaitAsync(Watchdog);
+            await f2.WaitAsync(Watchdog);
+            Assert.True(w.DurableLsn >= l2);
+        }
+        finally
+        {
+            // Let every held write finish so closing the writer cannot wait for ever after a failed assertion.
+            dev.WriteGate = null;
+            lock (gates) foreach (var g in gates.Values) g.TrySetResult();
+        }
     }
 
     [Fact]

@@ -559,7 +559,13 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         if (_activeIndex >= 0 && _ring[_activeIndex].ForcePending) Seal(_ring[_activeIndex], toSubmit);
     }
 
-    /// <inheritdoc/>
+    /// <summary>
+    /// Returns once the record at <paramref name="lsn"/> and every earlier record are on stable storage (written, then
+    /// covered by a device flush). An LSN at or below <see cref="DurableLsn"/> returns at once and does no I/O; an LSN
+    /// past everything written forces everything written so far. If the record is still being filled it is sealed and
+    /// written now, or, while an earlier record is still in flight, as soon as that one is durable, so that the
+    /// transactions and forces arriving meanwhile share its write and flush. Concurrent forces share flushes.
+    /// </summary>
     public ValueTask ForceAsync(Lsn lsn, CancellationToken cancellationToken = default)
     {
         var toSubmit = SubmitList();
@@ -680,6 +686,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
             long left = _n - _headAbs % _n;
             long need = left == 1 ? 1 + _options.MaxRecordBlocks : _options.MaxRecordBlocks;
             if (_activeIndex >= 0 || _tailAbs + _n - _headAbs >= need) return Task.CompletedTask;
+            // The caller waits for log space: the next MoveTail (or a shutdown) completes this.
             _tailMoved ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             return _tailMoved.Task.WaitAsync(cancellationToken);
         }
