@@ -19,7 +19,7 @@ internal static class DemoCommand
         {
             folder, json,
         };
-        command.SetAction(r => Demo.RunAsync(console, r.GetValue(folder), r.GetValue(json)));
+        command.SetAction(r => Demo.DemoRunner.RunAsync(console, r.GetValue(folder), r.GetValue(json)));
         return command;
     }
 }

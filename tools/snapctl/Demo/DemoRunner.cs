@@ -1,9 +1,9 @@
 using Journal.Tools;
 
-namespace SnapCtl;
+namespace SnapCtl.Demo;
 
 /// <summary>The demo: the main job end to end in a scratch folder.</summary>
-internal static class Demo
+internal static class DemoRunner
 {
     public static Task<int> RunAsync(ToolConsole console, string? folder, bool json)
     {
