@@ -1,0 +1,300 @@
+using Journal.Storage;
+
+namespace Journal.Tests.Storage;
+
+public class RecordingBlockDeviceTests
+{
+    // Crash states enumerated per test; raise for a longer campaign.
+    private static readonly int CrashStatesCap =
+        int.TryParse(Environment.GetEnvironmentVariable("JOURNAL_CRASH_STATES"), out int n) && n > 0 ? n : 1500;
+
+    [Fact]
+    public void ImageAt_each_flush_equals_what_the_inner_device_held_then()
+    {
+        var log = new WriteLog();
+        var inner = MemoryBlockDevice.FromImage(Patterns.Sectors(128, 3), "inner");
+        using var dev = new RecordingBlockDevice(inner, log, "dev");
+        var random = new Random(7);
+        var snapshots = new List<(int Point, byte[] Image)> { (log.Count, inner.ToArray()) };
+        for (int i = 0; i < 400; i++)
+        {
+            int len = random.Next(1, 17);
+            dev.Write(random.Next(0, 128 - len), Patterns.Random(random, len));
+            if (random.Next(8) == 0)
+            {
+                dev.Flush();
+                snapshots.Add((log.Count, inner.ToArray()));
+            }
+        }
+        Assert.True(snapshots.Count > 20);
+        foreach (var (point, image) in snapshots)
+            Assert.True(image.AsSpan().SequenceEqual(log.ImageAt(dev.DeviceId, point)), $"image at point {point}");
+        Assert.Equal(inner.ToArray(), log.ImageAt(dev.DeviceId, log.Count));
+    }
+
+    [Fact]
+    public void ImageAt_any_point_in_any_order_equals_a_plain_replay()
+    {
+        // Enough data (several MiB through a 64 KiB device) for checkpoints to be taken and thinned.
+        var log = new WriteLog();
+        using var dev = new RecordingBlockDevice(new MemoryBlockDevice(128), log, "dev");
+        var random = new Random(11);
+        for (int i = 0; i < 1200; i++)
+        {
+            int len = random.Next(1, 17);
+            dev.Write(random.Next(0, 128 - len), Patterns.Random(random, len));
+            if (i % 100 == 0) dev.Extend(dev.SectorCount + 1);
+            if (i % 37 == 0) dev.Flush();
+        }
+        IReadOnlyList<WriteLogEntry> entries = log.Entries;
+        var replay = new List<byte[]> { new byte[128 * 512] };
+        foreach (WriteLogEntry e in entries)
+        {
+            byte[] next = (byte[])replay[^1].Clone();
+            if (e.Kind == WriteLogEntryKind.Extend) Array.Resize(ref next, (int)e.NewSectorCount * 512);
+            if (e.Kind == WriteLogEntryKind.Write) e.Data.Span.CopyTo(next.AsSpan((int)e.Sector * 512));
+            replay.Add(next);
+        }
+        var order = Enumerable.Range(0, entries.Count + 1).ToArray();
+        random.Shuffle(order);
+        foreach (int p in order.Take(300).Concat(Enumerable.Range(0, entries.Count + 1).Reverse().Take(50)))
+            Assert.True(replay[p].AsSpan().SequenceEqual(log.ImageAt(dev.DeviceId, p)), $"image at point {p}");
+    }
+
+    [Fact]
+    public void Devices_sharing_a_log_are_recorded_in_one_order_and_flushes_are_per_device()
+    {
+        var log = new WriteLog();
+        using var a = new RecordingBlockDevice(new MemoryBlockDevice(16, "a"), log);
+        using var b = new RecordingBlockDevice(new MemoryBlockDevice(16, "b"), log);
+        a.Write(0, Patterns.Sectors(1, 1));     // #0
+        b.Write(0, Patterns.Sectors(1, 2));     // #1
+        int mark = log.Mark("between");         // #2
+        a.Flush();                              // #3: makes #0 durable, not #1
+        b.Write(1, Patterns.Sectors(1, 3));     // #4
+        a.Write(1, Patterns.Sectors(1, 4));     // #5
+
+        IReadOnlyList<WriteLogEntry> e = log.Entries;
+        Assert.Equal([a.DeviceId, b.DeviceId, -1, a.DeviceId, b.DeviceId, a.DeviceId], e.Select(x => x.DeviceId));
+        Assert.Equal([WriteLogEntryKind.Write, WriteLogEntryKind.Write, WriteLogEntryKind.Mark, WriteLogEntryKind.Flush,
+            WriteLogEntryKind.Write, WriteLogEntryKind.Write], e.Select(x => x.Kind));
+        Assert.Equal(2, mark);
+        Assert.Equal(["a", "b"], log.Devices.Select(d => d.Name));
+        Assert.Equal(3, log.DurableBefore(a.DeviceId, 4));
+        Assert.Equal(0, log.DurableBefore(b.DeviceId, 4));
+
+        // Just after a's flush: a's write is durable in every state; b's is in flight and some state loses it.
+        var states = log.CrashStates(new CrashStateOptions { MaxVariantsPerPoint = 8 }).Where(s => s.Point == 4).ToList();
+        Assert.NotEmpty(states);
+        Assert.All(states, s => Assert.True(Patterns.SectorEquals(s.Image(a.DeviceId), 0, Patterns.Sectors(1, 1)), s.Description));
+        Assert.All(states, s => Assert.Equal([1], s.InFlight));
+        Assert.Contains(states, s => Patterns.SectorEquals(s.Image(b.DeviceId), 0, new byte[512]));
+        Assert.Contains(states, s => Patterns.SectorEquals(s.Image(b.DeviceId), 0, Patterns.Sectors(1, 2)));
+    }
+
+    [Fact]
+    public void Crash_states_differ_from_the_full_image_only_in_sectors_in_flight_and_never_lose_flushed_data()
+    {
+        var log = new WriteLog();
+        using var journal = new RecordingBlockDevice(new MemoryBlockDevice(256, "log"), log);
+        using var data = new RecordingBlockDevice(MemoryBlockDevice.FromImage(Patterns.Sectors(64, 9), "data"), log);
+        var random = new Random(5);
+        for (int i = 0; i < 600; i++)
+        {
+            RecordingBlockDevice d = random.Next(3) == 0 ? data : journal;
+            int len = random.Next(1, 9);
+            d.Write(random.Next(0, (int)d.SectorCount - len), Patterns.Random(random, len));
+            if (random.Next(10) == 0) d.Flush();
+        }
+
+        int states = 0, torn = 0, differing = 0;
+        foreach (CrashState s in log.CrashStates(new CrashStateOptions { Seed = 1, MaxVariantsPerPoint = 6 }).Take(CrashStatesCap))
+        {
+            states++;
+            if (s.Torn.Count > 0) torn++;
+            foreach (RecordingBlockDevice d in new[] { journal, data })
+            {
+                byte[] full = log.ImageAt(d.DeviceId, s.Point);
+                byte[] durable = log.ImageAt(d.DeviceId, s.DurableBefore(d.DeviceId));
+                byte[] image = s.Image(d.DeviceId);
+                Assert.Equal(full.Length, image.Length);
+                var inFlight = s.InFlight.Select(i => log[i]).Where(x => x.DeviceId == d.DeviceId).ToList();
+                for (long sector = 0; sector < d.SectorCount; sector++)
+                {
+                    var writers = inFlight.Where(w => sector >= w.Sector && sector < w.Sector + w.SectorCount).ToList();
+                    if (writers.Count == 0)
+                    {
+                        Assert.True(Patterns.SectorEquals(image, sector, Patterns.Sector(full, sector)),
+                            $"{d.Name} sector {sector} changed though nothing was in flight there: {s}");
+                        continue;
+                    }
+                    bool ok = Patterns.SectorEquals(image, sector, Patterns.Sector(durable, sector))
+                        || writers.Any(w => Patterns.SectorEquals(image, sector, w.Data.Span.Slice((int)(sector - w.Sector) * 512, 512)));
+                    Assert.True(ok, $"{d.Name} sector {sector} holds data neither durable nor in flight: {s}");
+                }
+                if (!s.KeepsEverything && !image.AsSpan().SequenceEqual(full)) differing++;
+            }
+            if (s.KeepsEverything)
+                Assert.Equal(log.ImageAt(journal.DeviceId, s.Point), s.Image(journal.DeviceId));
+        }
+        Assert.True(states >= 300, $"only {states} crash states");
+        Assert.True(torn > 50, $"only {torn} states tear a write");
+        Assert.True(differing > 50, $"only {differing} device images differ from the keep-everything image");
+    }
+
+    [Fact]
+    public void A_torn_write_keeps_exactly_the_sectors_its_state_names()
+    {
+        var log = new WriteLog();
+        using var dev = new RecordingBlockDevice(new MemoryBlockDevice(32), log, "dev");
+        dev.Flush();
+        byte[] big = Patterns.Sectors(16, 40);
+        dev.Write(8, big);
+        var tornStates = log.CrashStates(new CrashStateOptions { MaxVariantsPerPoint = 10 }).Where(s => s.Torn.Count > 0).ToList();
+        Assert.NotEmpty(tornStates);
+        foreach (CrashState s in tornStates)
+        {
+            IReadOnlyList<bool> kept = s.TornSectorsKept(1);
+            Assert.Contains(true, kept);
+            Assert.Contains(false, kept);
+            byte[] image = s.Image(dev.DeviceId);
+            for (int i = 0; i < 16; i++)
+                Assert.Equal(kept[i], Patterns.SectorEquals(image, 8 + i, big.AsSpan(i * 512, 512)));
+        }
+    }
+
+    [Fact]
+    public void Crash_states_are_reproducible_from_the_seed()
+    {
+        var log = new WriteLog();
+        using var dev = new RecordingBlockDevice(new MemoryBlockDevice(64), log, "dev");
+        var random = new Random(3);
+        for (int i = 0; i < 100; i++)
+        {
+            int len = random.Next(1, 9);
+            dev.Write(random.Next(0, 64 - len), Patterns.Random(random, len));
+            if (i % 9 == 0) dev.Flush();
+        }
+        string Run(int seed) => string.Join("\n", log.CrashStates(new CrashStateOptions { Seed = seed })
+            .Select(s => s.Description + Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(s.Image(dev.DeviceId)))));
+        Assert.Equal(Run(1), Run(1));
+        Assert.NotEqual(Run(1), Run(2));
+    }
+
+    [Fact]
+    public void Points_are_around_flushes_variants_are_capped_and_points_can_be_thinned()
+    {
+        var log = new WriteLog();
+        using var dev = new RecordingBlockDevice(new MemoryBlockDevice(64), log, "dev");
+        for (int i = 0; i < 40; i++)
+        {
+            dev.Write(i, Patterns.Sectors(2, i));
+            if (i % 10 == 9) dev.Flush();
+        }
+        // Flushes at #10, #21, #32, #43; the log ends at 44.
+        var points = log.CrashStates().Select(s => s.Point).Distinct().ToList();
+        Assert.Equal([10, 11, 21, 22, 32, 33, 43, 44], points);
+        Assert.All(log.CrashStates(new CrashStateOptions { MaxVariantsPerPoint = 3 }).GroupBy(s => s.Point),
+            g => Assert.InRange(g.Count(), 1, 3));
+        Assert.Equal(45, log.CrashStates(new CrashStateOptions { EveryEntry = true, MaxVariantsPerPoint = 1 }).Count());
+        Assert.Equal([10, 22, 44], log.CrashStates(new CrashStateOptions { MaxPoints = 3, MaxVariantsPerPoint = 1 }).Select(s => s.Point));
+        // Right after a flush nothing of that device is in flight: one state only.
+        Assert.Single(log.CrashStates(new CrashStateOptions { FirstPoint = 11, LastPoint = 11 }));
+    }
+
+    [Fact]
+    public void A_write_that_races_with_a_flush_is_not_made_durable_by_it()
+    {
+        var log = new WriteLog();
+        RecordingBlockDevice? outer = null;
+        var inner = new HookDevice(new MemoryBlockDevice(8), onFlush: () => outer!.Write(5, Patterns.Sectors(1, 55)));
+        using var dev = outer = new RecordingBlockDevice(inner, log, "dev");
+        dev.Write(1, Patterns.Sectors(1, 11));   // #0 completes before the flush is issued
+        dev.Flush();                            // #1 is the racing write, #2 the flush
+        Assert.Equal(WriteLogEntryKind.Flush, log[2].Kind);
+        Assert.Equal(1, log[2].DurableBefore);
+        var states = log.CrashStates(new CrashStateOptions { FirstPoint = 3, MaxVariantsPerPoint = 4 }).ToList();
+        Assert.All(states, s => Assert.True(Patterns.SectorEquals(s.Image(dev.DeviceId), 1, Patterns.Sectors(1, 11))));
+        Assert.All(states, s => Assert.Equal([1], s.InFlight));
+        Assert.Contains(states, s => Patterns.SectorEquals(s.Image(dev.DeviceId), 5, new byte[512]));
+    }
+
+    [Fact]
+    public void Growth_is_recorded_and_an_unflushed_growth_may_be_lost()
+    {
+        var log = new WriteLog();
+        using var dev = new RecordingBlockDevice(new MemoryBlockDevice(8), log, "dev");
+        dev.Flush();
+        dev.Extend(12);
+        dev.Write(10, Patterns.Sectors(1, 1));
+        Assert.Equal(12 * 512, log.ImageAt(dev.DeviceId, log.Count).Length);
+        Assert.Equal(8 * 512, log.ImageAt(dev.DeviceId, 1).Length);
+        var sizes = log.CrashStates(new CrashStateOptions { MaxVariantsPerPoint = 4 }).Where(s => s.Point == log.Count)
+            .Select(s => s.Image(dev.DeviceId).Length / 512).ToHashSet();
+        Assert.Equal(new HashSet<int> { 8, 12 }, sizes);
+        using MemoryBlockDevice rebuilt = log.DeviceAt(dev.DeviceId, log.Count);
+        Assert.Equal(12, rebuilt.SectorCount);
+        Assert.Equal("dev", rebuilt.Name);
+    }
+
+    [Fact]
+    public void Images_rebuilt_into_a_reused_buffer_equal_fresh_ones()
+    {
+        var log = new WriteLog();
+        using var dev = new RecordingBlockDevice(new MemoryBlockDevice(32), log, "dev");
+        var random = new Random(9);
+        for (int i = 0; i < 60; i++)
+        {
+            int len = random.Next(1, 5);
+            dev.Write(random.Next(0, 32 - len), Patterns.Random(random, len));
+            if (i % 7 == 0) dev.Flush();
+            if (i == 30) dev.Extend(40);
+        }
+        byte[]? buffer = null;
+        int reused = 0;
+        foreach (CrashState s in log.CrashStates(new CrashStateOptions { MaxVariantsPerPoint = 5 }))
+        {
+            byte[]? before = buffer;
+            s.Image(dev.DeviceId, ref buffer);
+            if (ReferenceEquals(before, buffer)) reused++;
+            Assert.Equal(s.Image(dev.DeviceId), buffer);
+            using MemoryBlockDevice mounted = MemoryBlockDevice.Wrap(buffer, "dev");
+            var first = new byte[512];
+            mounted.Read(0, first);
+            Assert.True(Patterns.SectorEquals(buffer, 0, first));
+        }
+        Assert.True(reused > 10, $"the buffer was reused only {reused} times");
+        log.ImageAt(dev.DeviceId, 5, ref buffer);
+        Assert.Equal(log.ImageAt(dev.DeviceId, 5), buffer);
+    }
+
+    [Fact]
+    public void Reads_pass_through_and_the_initial_image_is_captured()
+    {
+        var log = new WriteLog();
+        byte[] initial = Patterns.Sectors(4, 8);
+        using var dev = new RecordingBlockDevice(MemoryBlockDevice.FromImage(initial, "m"), log);
+        var buf = new byte[2048];
+        dev.Read(0, buf);
+        Assert.Equal(initial, buf);
+        Assert.Equal(0, log.Count);
+        Assert.Equal(initial, log.ImageAt(dev.DeviceId, 0));
+        Assert.Equal("m", dev.Name);
+    }
+
+    /// <summary>Passes through to an inner device, running a hook inside each flush.</summary>
+    private sealed class HookDevice(BlockDevice inner, Action onFlush) : BlockDevice
+    {
+        private bool _inHook;
+        public override string Name => inner.Name;
+        public override long SectorCount => inner.SectorCount;
+        protected override void ReadCore(long sector, Span<byte> buffer) => inner.Read(sector, buffer);
+        protected override void WriteCore(long sector, ReadOnlySpan<byte> data) => inner.Write(sector, data);
+        protected override void ExtendCore(long sectorCount) => inner.Extend(sectorCount);
+        protected override void FlushCore()
+        {
+            if (!_inHook) { _inHook = true; onFlush(); _inHook = false; }
+            inner.Flush();
+        }
+    }
+}

@@ -1,0 +1,19 @@
+namespace Journal.Storage;
+
+/// <summary>The operations a <see cref="FaultRule"/> applies to.</summary>
+[Flags]
+public enum FaultOps
+{
+    /// <summary>None.</summary>
+    None = 0,
+    /// <summary>Reads.</summary>
+    Read = 1,
+    /// <summary>Writes.</summary>
+    Write = 2,
+    /// <summary>Flushes (they have no sector; a flush rule matches whatever its range).</summary>
+    Flush = 4,
+    /// <summary>Reads and writes.</summary>
+    ReadWrite = Read | Write,
+    /// <summary>Reads, writes and flushes.</summary>
+    All = Read | Write | Flush,
+}

@@ -1,0 +1,341 @@
+using Microsoft.Win32.SafeHandles;
+
+namespace Journal.Storage;
+
+/// <summary>
+/// A block device on a regular file, through <see cref="RandomAccess"/> on a <see cref="SafeFileHandle"/>.
+/// </summary>
+/// <remarks>
+/// <list type="bullet">
+/// <item>The file is always fully written: <see cref="Create"/> and <see cref="BlockDevice.Extend"/> write zeros in
+/// <see cref="ZeroFillStep"/> pieces instead of leaving holes or merely reserving space, because a later
+/// fdatasync after overwriting written blocks is much cheaper than after filling fresh ones (the file system has no
+/// allocation metadata left to flush).</item>
+/// <item><see cref="BlockDevice.Flush"/> is fdatasync on Linux (<see cref="RandomAccess.FlushToDisk"/> elsewhere):
+/// the data and the file size are durable when it returns.</item>
+/// <item>With <c>lockExclusive</c> the file is opened with <see cref="FileShare.None"/> and, on Linux, an exclusive
+/// non-blocking flock; a second opener (another process, or another handle in this one) is refused at once with
+/// <see cref="DeviceOpenError.InUse"/>. The lock goes with the handle when the device is disposed.</item>
+/// <item>I/O errors become <see cref="BlockDeviceException"/> naming the file and the sector; no space left becomes
+/// <see cref="DeviceFullException"/>.</item>
+/// </list>
+/// Locking: <c>_extendLock</c> serialises growth (who: <see cref="BlockDevice.Extend"/> only); reads and writes take
+/// no lock (disjoint ranges are the caller's business; the handle is safe for concurrent positional I/O).
+/// </remarks>
+public sealed class FileBlockDevice : BlockDevice
+{
+    /// <summary>Bytes written per step when zero-filling a new file or a growth.</summary>
+    public const int ZeroFillStep = 1 << 20;
+
+    private static readonly byte[] s_zeros = new byte[ZeroFillStep];
+
+    private readonly SafeFileHandle _handle;
+    private readonly bool _readOnly;
+    private readonly object _extendLock = new();
+    private long _sectors;
+
+    private FileBlockDevice(SafeFileHandle handle, string path, long sectors, bool readOnly, bool locked)
+    {
+        _handle = handle;
+        Path = path;
+        _sectors = sectors;
+        _readOnly = readOnly;
+        IsLockedExclusive = locked;
+    }
+
+    /// <summary>The full path of the file.</summary>
+    public string Path { get; }
+
+    /// <summary>True when this device holds the file's exclusive lock.</summary>
+    public bool IsLockedExclusive { get; }
+
+    /// <inheritdoc/>
+    public override string Name => Path;
+
+    /// <inheritdoc/>
+    public override long SectorCount => Volatile.Read(ref _sectors);
+
+    /// <inheritdoc/>
+    public override bool IsReadOnly => _readOnly;
+
+    /// <summary>
+    /// Creates a new device file of <paramref name="sectors"/> sectors, fully written with zeros, and makes it
+    /// durable (the data, the size, and the name in its directory). Refuses a path that already exists.
+    /// On failure the partial file is removed.
+    /// </summary>
+    /// <exception cref="DeviceOpenException">The path exists, is a directory, or its directory is missing or not writable.</exception>
+    /// <exception cref="DeviceFullException">The file system ran out of space while zero-filling.</exception>
+    /// <exception cref="BlockDeviceException">Another I/O error while zero-filling or flushing.</exception>
+    public static FileBlockDevice Create(string path, long sectors, bool lockExclusive = false, FileOptions options = FileOptions.None)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = System.IO.Path.GetFullPath(path);
+        if (sectors < 0)
+            throw new JournalArgumentException($"{full}: device size {sectors} sectors is negative");
+        if (Directory.Exists(full))
+            throw new DeviceOpenException(full, DeviceOpenError.IsDirectory, "is a directory, not a device file");
+        if (File.Exists(full))
+            throw new DeviceOpenException(full, DeviceOpenError.AlreadyExists, "already exists; refusing to overwrite it");
+        string directory = System.IO.Path.GetDirectoryName(full) ?? full;
+        if (!Directory.Exists(directory))
+            throw new DeviceOpenException(full, DeviceOpenError.Missing, $"directory {directory} does not exist");
+
+        SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(full, FileMode.CreateNew, FileAccess.ReadWrite,
+                lockExclusive ? FileShare.None : FileShare.ReadWrite, options);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw File.Exists(full)
+                ? new DeviceOpenException(full, DeviceOpenError.AlreadyExists, "already exists; refusing to overwrite it", e)
+                : Translate(full, e);
+        }
+
+        FileBlockDevice? device = null;
+        try
+        {
+            if (lockExclusive) TakeLock(full, handle);
+            device = new FileBlockDevice(handle, full, 0, readOnly: false, locked: lockExclusive);
+            device.ZeroFill(0, sectors);
+            device.SyncData();
+            int errno = NativeFile.SyncDirectory(directory);
+            if (errno != 0)
+                throw new BlockDeviceException(full, 0, $"fsync of directory {directory} failed: {NativeFile.Describe(errno)}");
+            return device;
+        }
+        catch
+        {
+            if (device is not null) device.Dispose(); else handle.Dispose();
+            try { File.Delete(full); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Opens an existing device file. Its length must be a whole number of 512-byte sectors.
+    /// </summary>
+    /// <param name="path">The file.</param>
+    /// <param name="readOnly">Open for reading only; writes, flushes of data and growth are refused.</param>
+    /// <param name="lockExclusive">Take the file's exclusive lock; fail at once with <see cref="DeviceOpenError.InUse"/> if it is held.</param>
+    /// <param name="options">Extra <see cref="FileOptions"/> for the handle (e.g. <see cref="FileOptions.WriteThrough"/>).</param>
+    /// <exception cref="DeviceOpenException">Missing, a directory, bad length, in use, or access denied.</exception>
+    public static FileBlockDevice Open(string path, bool readOnly = false, bool lockExclusive = false, FileOptions options = FileOptions.None)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = System.IO.Path.GetFullPath(path);
+        if (Directory.Exists(full))
+            throw new DeviceOpenException(full, DeviceOpenError.IsDirectory, "is a directory, not a device file");
+        if (!File.Exists(full))
+            throw new DeviceOpenException(full, DeviceOpenError.Missing, "no such file");
+
+        SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(full, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite,
+                lockExclusive ? FileShare.None : FileShare.ReadWrite, options);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw Translate(full, e);
+        }
+
+        try
+        {
+            if (lockExclusive) TakeLock(full, handle);
+            long length = RandomAccess.GetLength(handle);
+            if ((length & (SectorSize - 1)) != 0)
+                throw new DeviceOpenException(full, DeviceOpenError.BadLength,
+                    $"length {length} bytes is not a multiple of the {SectorSize}-byte sector size");
+            return new FileBlockDevice(handle, full, length >> SectorShift, readOnly, lockExclusive);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    private static void TakeLock(string path, SafeFileHandle handle)
+    {
+        int errno = NativeFile.LockExclusive(handle);
+        if (errno == NativeFile.EWOULDBLOCK)
+            throw new DeviceOpenException(path, DeviceOpenError.InUse, "in use: another process or handle holds its exclusive lock");
+        if (errno != 0)
+            throw new DeviceOpenException(path, DeviceOpenError.Other, $"cannot lock: {NativeFile.Describe(errno)}");
+    }
+
+    private static DeviceOpenException Translate(string path, Exception e) => e switch
+    {
+        FileNotFoundException or DirectoryNotFoundException => new(path, DeviceOpenError.Missing, "no such file", e),
+        UnauthorizedAccessException => new(path, DeviceOpenError.AccessDenied, "permission denied", e),
+        IOException io when IsSharingViolation(io) =>
+            new(path, DeviceOpenError.InUse, "in use: another process or handle holds its exclusive lock", e),
+        _ => new(path, DeviceOpenError.Other, OneLine(e.Message), e),
+    };
+
+    // EWOULDBLOCK from flock on Linux; ERROR_SHARING_VIOLATION / ERROR_LOCK_VIOLATION on Windows.
+    private static bool IsSharingViolation(IOException e) =>
+        e.HResult == NativeFile.EWOULDBLOCK || e.HResult == unchecked((int)0x80070020) || e.HResult == unchecked((int)0x80070021);
+
+    private static bool IsOutOfSpace(IOException e) =>
+        e.HResult == NativeFile.ENOSPC || e.HResult == unchecked((int)0x80070070) || e.HResult == unchecked((int)0x80070027);
+
+    private static string OneLine(string s) => s.ReplaceLineEndings(" ");
+
+    private BlockDeviceException IoError(string op, long sector, int sectors, IOException e) =>
+        IsOutOfSpace(e)
+            ? new DeviceFullException(Path, sector, $"no space left on device: {op} of {sectors} sectors at sector {sector} failed", e)
+            : new BlockDeviceException(Path, sector, $"{op} of {sectors} sectors at sector {sector} failed: {OneLine(e.Message)}", e);
+
+    private BlockDeviceException ShortRead(long sector, int sectors, long at) =>
+        new(Path, sector, $"read of {sectors} sectors at sector {sector} hit the end of the file at byte {at} (file truncated underneath the device?)");
+
+    /// <inheritdoc/>
+    protected override void ReadCore(long sector, Span<byte> buffer)
+    {
+        long offset = sector << SectorShift;
+        int done = 0;
+        try
+        {
+            while (done < buffer.Length)
+            {
+                int n = RandomAccess.Read(_handle, buffer[done..], offset + done);
+                if (n <= 0) throw ShortRead(sector, buffer.Length >> SectorShift, offset + done);
+                done += n;
+            }
+        }
+        catch (IOException e) when (e is not BlockDeviceException)
+        {
+            throw IoError("read", sector, buffer.Length >> SectorShift, e);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override async ValueTask ReadCoreAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        long offset = sector << SectorShift;
+        int done = 0;
+        try
+        {
+            while (done < buffer.Length)
+            {
+                int n = await RandomAccess.ReadAsync(_handle, buffer[done..], offset + done, cancellationToken).ConfigureAwait(false);
+                if (n <= 0) throw ShortRead(sector, buffer.Length >> SectorShift, offset + done);
+                done += n;
+            }
+        }
+        catch (IOException e) when (e is not BlockDeviceException)
+        {
+            throw IoError("read", sector, buffer.Length >> SectorShift, e);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void WriteCore(long sector, ReadOnlySpan<byte> data)
+    {
+        try
+        {
+            RandomAccess.Write(_handle, data, sector << SectorShift);
+        }
+        catch (IOException e)
+        {
+            throw IoError("write", sector, data.Length >> SectorShift, e);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override async ValueTask WriteCoreAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await RandomAccess.WriteAsync(_handle, data, sector << SectorShift, cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            throw IoError("write", sector, data.Length >> SectorShift, e);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void FlushCore()
+    {
+        if (_readOnly) return;
+        SyncData();
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>The flush blocks a thread-pool thread, not the caller's.</remarks>
+    protected override ValueTask FlushCoreAsync(CancellationToken cancellationToken)
+    {
+        if (_readOnly) return ValueTask.CompletedTask;
+        return new ValueTask(Task.Run(SyncData, cancellationToken));
+    }
+
+    private void SyncData()
+    {
+        int errno;
+        try
+        {
+            errno = NativeFile.DataSync(_handle);
+        }
+        catch (IOException e)
+        {
+            throw new BlockDeviceException(Path, 0, $"flush failed: {OneLine(e.Message)}", e);
+        }
+        if (errno == NativeFile.ENOSPC)
+            throw new DeviceFullException(Path, 0, $"no space left on device: fdatasync failed: {NativeFile.Describe(errno)}");
+        if (errno != 0)
+            throw new BlockDeviceException(Path, 0, $"fdatasync failed: {NativeFile.Describe(errno)}");
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// Appends zeros in <see cref="ZeroFillStep"/> writes. If the file system fills up part way, the file is cut back
+    /// to its old length and <see cref="DeviceFullException"/> is thrown.
+    /// </remarks>
+    protected override void ExtendCore(long sectorCount)
+    {
+        lock (_extendLock)
+        {
+            long old = SectorCount;
+            if (sectorCount <= old) return;
+            try
+            {
+                ZeroFill(old, sectorCount);
+            }
+            catch (BlockDeviceException)
+            {
+                try { RandomAccess.SetLength(_handle, old << SectorShift); } catch (IOException) { }
+                throw;
+            }
+        }
+    }
+
+    // Writes zeros over [from, to) sectors, then publishes the new size.
+    private void ZeroFill(long from, long to)
+    {
+        long offset = from << SectorShift, end = to << SectorShift;
+        while (offset < end)
+        {
+            int n = (int)Math.Min(ZeroFillStep, end - offset);
+            try
+            {
+                RandomAccess.Write(_handle, s_zeros.AsSpan(0, n), offset);
+            }
+            catch (IOException e)
+            {
+                throw IoError("zero-fill", offset >> SectorShift, n >> SectorShift, e);
+            }
+            offset += n;
+        }
+        Volatile.Write(ref _sectors, to);
+    }
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _handle.Dispose();
+    }
+}

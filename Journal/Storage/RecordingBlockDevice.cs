@@ -1,0 +1,112 @@
+namespace Journal.Storage;
+
+/// <summary>
+/// Passes every operation to an inner device and records each completed write (sector and a copy of the data),
+/// growth and flush in a <see cref="WriteLog"/>, which several recording devices may share (one global order
+/// across, e.g., an origin, its COW files and a journal log). Like dm-log-writes.
+/// </summary>
+/// <remarks>
+/// The inner device's content is captured when recording begins (the device's initial image in the log). A write is
+/// recorded after the inner write returns; a flush records, when it returns, the log position at which it was
+/// issued, so writes that raced with it are not counted as made durable by it. Failed operations are not recorded.
+/// Reads are passed through unrecorded.
+/// </remarks>
+public sealed class RecordingBlockDevice : BlockDevice
+{
+    private readonly bool _leaveOpen;
+    private readonly string _name;
+
+    /// <summary>
+    /// Wraps <paramref name="inner"/>, reads its whole content as the initial image and registers it in
+    /// <paramref name="log"/> under <paramref name="name"/> (default: the inner device's name).
+    /// </summary>
+    /// <param name="inner">The device to pass operations to.</param>
+    /// <param name="log">The log to record into (may be shared with other recording devices).</param>
+    /// <param name="name">The name in the log and in error messages.</param>
+    /// <param name="leaveOpen">Do not dispose <paramref name="inner"/> with this device.</param>
+    public RecordingBlockDevice(BlockDevice inner, WriteLog log, string? name = null, bool leaveOpen = false)
+    {
+        ArgumentNullException.ThrowIfNull(inner);
+        ArgumentNullException.ThrowIfNull(log);
+        Inner = inner;
+        Log = log;
+        _name = name ?? inner.Name;
+        _leaveOpen = leaveOpen;
+
+        var initial = new byte[checked((int)inner.Length)];
+        const int Step = 1 << 20;
+        for (int offset = 0; offset < initial.Length; offset += Step)
+            inner.Read(offset >> SectorShift, initial.AsSpan(offset, Math.Min(Step, initial.Length - offset)));
+        DeviceId = log.Register(_name, initial);
+    }
+
+    /// <summary>The wrapped device.</summary>
+    public BlockDevice Inner { get; }
+
+    /// <summary>The log this device records into.</summary>
+    public WriteLog Log { get; }
+
+    /// <summary>This device's id in <see cref="Log"/>.</summary>
+    public int DeviceId { get; }
+
+    /// <inheritdoc/>
+    public override string Name => _name;
+
+    /// <inheritdoc/>
+    public override long SectorCount => Inner.SectorCount;
+
+    /// <inheritdoc/>
+    public override bool IsReadOnly => Inner.IsReadOnly;
+
+    /// <inheritdoc/>
+    protected override void ReadCore(long sector, Span<byte> buffer) => Inner.Read(sector, buffer);
+
+    /// <inheritdoc/>
+    protected override ValueTask ReadCoreAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken) =>
+        Inner.ReadAsync(sector, buffer, cancellationToken);
+
+    /// <inheritdoc/>
+    protected override void WriteCore(long sector, ReadOnlySpan<byte> data)
+    {
+        byte[] copy = data.ToArray();
+        Inner.Write(sector, copy);
+        Log.RecordWrite(DeviceId, sector, copy);
+    }
+
+    /// <inheritdoc/>
+    protected override async ValueTask WriteCoreAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        byte[] copy = data.ToArray();
+        await Inner.WriteAsync(sector, copy, cancellationToken).ConfigureAwait(false);
+        Log.RecordWrite(DeviceId, sector, copy);
+    }
+
+    /// <inheritdoc/>
+    protected override void FlushCore()
+    {
+        int issuedAt = Log.Count;
+        Inner.Flush();
+        Log.RecordFlush(DeviceId, issuedAt);
+    }
+
+    /// <inheritdoc/>
+    protected override async ValueTask FlushCoreAsync(CancellationToken cancellationToken)
+    {
+        int issuedAt = Log.Count;
+        await Inner.FlushAsync(cancellationToken).ConfigureAwait(false);
+        Log.RecordFlush(DeviceId, issuedAt);
+    }
+
+    /// <inheritdoc/>
+    protected override void ExtendCore(long sectorCount)
+    {
+        Inner.Extend(sectorCount);
+        Log.RecordExtend(DeviceId, Inner.SectorCount);
+    }
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing && !_leaveOpen) Inner.Dispose();
+    }
+}
