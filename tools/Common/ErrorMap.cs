@@ -10,6 +10,7 @@ namespace Journal.Tools;
 /// <list type="number">
 /// <item><see cref="ToolException"/>: its own code and message.</item>
 /// <item><see cref="JournalArgumentException"/> (an invalid value the library refused): 64.</item>
+/// <item><see cref="DeviceOpenException"/> for a missing file, a directory or access denied: 66.</item>
 /// <item><see cref="CorruptionException"/>, other <see cref="JournalException"/>s, <see cref="BlockDeviceException"/>: 2.</item>
 /// <item><see cref="FileNotFoundException"/>, <see cref="DirectoryNotFoundException"/>: 66, "&lt;path&gt;: not found".</item>
 /// <item><see cref="UnauthorizedAccessException"/>: 66 (unreadable).</item>
@@ -33,6 +34,8 @@ internal static class ErrorMap
                 return (t.ExitCode, t.Message, false);
             case JournalArgumentException a:
                 return (ExitCodes.Usage, OneLine(a.Message), false);
+            case DeviceOpenException { Error: DeviceOpenError.Missing or DeviceOpenError.IsDirectory or DeviceOpenError.AccessDenied } d:
+                return (ExitCodes.NoInput, OneLine(d.Message), false);
             case JournalException j:
                 return (ExitCodes.Failure, OneLine(j.Message), false);
             case BlockDeviceException b:
