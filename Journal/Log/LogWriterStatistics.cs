@@ -1,0 +1,26 @@
+using System.Globalization;
+
+namespace Journal.Log;
+
+/// <summary>Counts kept by a <see cref="LogWriter"/> since it was opened.</summary>
+/// <param name="Records">Records written (data, pad and unmount).</param>
+/// <param name="PadRecords">Pad records written to skip the last block before the end of the log.</param>
+/// <param name="Ops">Ops written (start, region pieces, commit).</param>
+/// <param name="PayloadBytes">Payload bytes written (op headers and data).</param>
+/// <param name="BytesWritten">Bytes written to the device for records (whole blocks, headers included).</param>
+/// <param name="Flushes">Device flushes issued; each makes every record written before it durable.</param>
+/// <param name="Forces">Calls to force the log.</param>
+/// <param name="ForcesWithoutIo">Forces of an LSN that was already durable (no I/O, no wait).</param>
+/// <param name="ForceWaits">Forces that had to wait for a write and a flush.</param>
+/// <param name="BufferWaits">Times a writer waited for a free in-core log buffer.</param>
+/// <param name="SpaceWaits">Times a writer waited for the tail to move because the log was full.</param>
+/// <param name="TransactionIds">Transaction ids handed out.</param>
+public readonly record struct LogWriterStatistics(
+    long Records, long PadRecords, long Ops, long PayloadBytes, long BytesWritten, long Flushes,
+    long Forces, long ForcesWithoutIo, long ForceWaits, long BufferWaits, long SpaceWaits, long TransactionIds)
+{
+    /// <inheritdoc/>
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+        $"records={Records} pads={PadRecords} ops={Ops} payload={PayloadBytes} written={BytesWritten} flushes={Flushes} " +
+        $"forces={Forces} (no-io {ForcesWithoutIo}, waited {ForceWaits}) buffer-waits={BufferWaits} space-waits={SpaceWaits} tids={TransactionIds}");
+}
