@@ -1,0 +1,39 @@
+using Journal.Memory;
+
+namespace Journal.Tests.Memory;
+
+/// <summary>An allocator whose behaviour the test switches: normal, failing, or stalling until released.</summary>
+public sealed class FlakyAllocator : IBufferAllocator
+{
+    public enum Mode { Normal, Fail, Stall }
+
+    private readonly ManualResetEventSlim _stallReleased = new(true);
+    private volatile Mode _mode;
+    public long Allocations, Failures, Stalls;
+
+    public Mode Current => _mode;
+
+    public void Set(Mode mode)
+    {
+        if (mode == Mode.Stall) _stallReleased.Reset();
+        _mode = mode;
+        if (mode != Mode.Stall) _stallReleased.Set();
+    }
+
+    public byte[]? TryAllocate(int length)
+    {
+        switch (_mode)
+        {
+            case Mode.Fail:
+                Interlocked.Increment(ref Failures);
+                return null;
+            case Mode.Stall:
+                Interlocked.Increment(ref Stalls);
+                // A stalled allocation: blocks its caller (never under a journal lock) until memory "returns".
+                if (!_stallReleased.Wait(TimeSpan.FromSeconds(60))) return null;
+                break;
+        }
+        Interlocked.Increment(ref Allocations);
+        return new byte[length];
+    }
+}

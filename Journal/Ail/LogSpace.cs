@@ -1,0 +1,178 @@
+using Journal.Cil;
+using Journal.Log;
+
+namespace Journal.Ail;
+
+/// <summary>
+/// Log-space reservations (the grant head). Free space is the log's capacity minus the bytes between its tail and
+/// head (<see cref="ILogSink.UsedBytes"/>) minus what is reserved and not yet written: open transactions'
+/// reservations and the reservations checkpoints took from them. A reservation that does not fit waits, in FIFO order,
+/// and is granted as the tail moves or reservations are released; it never fails for lack of space.
+/// </summary>
+/// <remarks>
+/// <para>Capacity is the log size minus headroom (1/8 of the log, at least 16 KiB) for the log's own record headers,
+/// block padding, the unmount record and commits that reserved too little (they take the rest without waiting, see
+/// <see cref="ReserveWithoutWaiting"/>).</para>
+/// <para>Locking: <c>_lock</c> protects the waiter queue and serialises grants (so a newcomer cannot overtake a
+/// waiter). <see cref="Release"/> is lock-free unless someone waits. Nothing is awaited under the lock. When a waiter
+/// queues, the pressure callback pushes the AIL (to move the tail) and the CIL (whose reservations only turn into
+/// written, then reclaimable, log once pushed); a waiter re-checks every 100 ms and pushes again, so a missed wake-up
+/// costs latency, never liveness.</para>
+/// </remarks>
+internal sealed class LogSpace
+{
+    private readonly ILogSink _sink;
+    private readonly JournalCounters _counters;
+    private readonly object _lock = new();
+    private readonly LinkedList<Waiter> _waiters = new();
+    private long _outstanding;
+    private int _waiterCount;
+    private Exception? _failed;
+    private Action _pressure = static () => { };
+
+    public LogSpace(ILogSink sink, JournalCounters counters)
+    {
+        _sink = sink;
+        _counters = counters;
+        long log = (long)sink.LogBlocks * 512;
+        Capacity = log - Math.Max(16384, log / 8);
+        MaxReservation = Capacity / 2;
+    }
+
+    /// <summary>Bytes that may be between tail and head plus reserved.</summary>
+    public long Capacity { get; }
+
+    /// <summary>The largest single reservation.</summary>
+    public long MaxReservation { get; }
+
+    /// <summary>Reserved and not yet written.</summary>
+    public long Outstanding => Interlocked.Read(ref _outstanding);
+
+    /// <summary>Free log space now.</summary>
+    public long Free => Capacity - _sink.UsedBytes - Outstanding;
+
+    /// <summary>True when a reservation waits.</summary>
+    public bool HasWaiters => Volatile.Read(ref _waiterCount) != 0;
+
+    /// <summary>Space in use or reserved, as a fraction of capacity.</summary>
+    public double Fullness => (double)(_sink.UsedBytes + Outstanding) / Capacity;
+
+    /// <summary>Sets what to do when a reservation must wait (push the AIL and the CIL).</summary>
+    public void SetPressureCallback(Action pressure) => _pressure = pressure;
+
+    /// <summary>
+    /// Reserves at once if it fits and nobody waits; allocates nothing. A reservation of 0 succeeds unless the log is
+    /// overcommitted (free space below zero) or someone waits.
+    /// </summary>
+    public bool TryReserve(long bytes)
+    {
+        if (bytes < 0) bytes = 0;
+        if (Volatile.Read(ref _waiterCount) != 0) return false;
+        lock (_lock)
+        {
+            if (_waiters.Count != 0 || Free < bytes || Free < 0) return false;
+            if (bytes != 0) Interlocked.Add(ref _outstanding, bytes);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Reserves at once even if that overcommits the log (eating into the headroom). For commits that reserved too
+    /// little: they may hold item locks, so they must not wait. Later reservations wait until the log is no longer
+    /// overcommitted.
+    /// </summary>
+    public void ReserveWithoutWaiting(long bytes)
+    {
+        if (bytes > 0) Interlocked.Add(ref _outstanding, bytes);
+    }
+
+    /// <summary>Reserves <paramref name="bytes"/>, waiting (without limit) for space.</summary>
+    public async ValueTask ReserveAsync(long bytes, CancellationToken cancellationToken)
+    {
+        if (bytes < 0) bytes = 0;
+        if (bytes > MaxReservation)
+            throw new JournalArgumentException($"log reservation of {bytes} bytes is larger than the {MaxReservation}-byte maximum for this log ({_sink.LogBlocks} blocks)");
+        if (_failed is not null) throw _failed;
+        if (TryReserve(bytes)) return;
+        Interlocked.Increment(ref _counters.SpaceWaits);
+        var w = new Waiter(bytes);
+        LinkedListNode<Waiter> node;
+        lock (_lock)
+        {
+            node = _waiters.AddLast(w);
+            _waiterCount++;
+        }
+        Kick();
+        try
+        {
+            while (!w.Done.Task.IsCompleted)
+            {
+                _pressure();
+                // Why we wait: the log is full; the AIL moving the tail, or a reservation being released, grants us.
+                try { await w.Done.Task.WaitAsync(TimeSpan.FromMilliseconds(100), cancellationToken).ConfigureAwait(false); }
+                catch (TimeoutException) { Kick(); }
+            }
+            await w.Done.Task.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            bool granted;
+            lock (_lock)
+            {
+                granted = w.Granted;
+                if (!granted && node.List is not null) { _waiters.Remove(node); _waiterCount--; }
+            }
+            if (granted) Release(bytes);
+            Kick();
+            throw;
+        }
+    }
+
+    /// <summary>Gives reserved space back (written to the log, or not needed).</summary>
+    public void Release(long bytes)
+    {
+        if (bytes == 0) return;
+        Interlocked.Add(ref _outstanding, -bytes);
+        if (Volatile.Read(ref _waiterCount) != 0) Kick();
+    }
+
+    /// <summary>Grants waiting reservations, in order, while they fit.</summary>
+    public void Kick()
+    {
+        if (Volatile.Read(ref _waiterCount) == 0) return;
+        List<Waiter>? granted = null;
+        lock (_lock)
+        {
+            while (_waiters.First is { } first && Free >= first.Value.Bytes && Free >= 0)
+            {
+                Interlocked.Add(ref _outstanding, first.Value.Bytes);
+                first.Value.Granted = true;
+                _waiters.RemoveFirst();
+                _waiterCount--;
+                (granted ??= new()).Add(first.Value);
+            }
+        }
+        if (granted is not null) foreach (var w in granted) w.Done.TrySetResult();
+    }
+
+    /// <summary>Fails every waiter and later reservation (the journal shut down).</summary>
+    public void Fail(Exception error)
+    {
+        List<Waiter> all;
+        lock (_lock)
+        {
+            _failed = error;
+            all = [.. _waiters];
+            _waiters.Clear();
+            _waiterCount = 0;
+        }
+        foreach (var w in all) w.Done.TrySetException(error);
+    }
+
+    private sealed class Waiter(long bytes)
+    {
+        public readonly long Bytes = bytes;
+        public bool Granted;
+        public readonly TaskCompletionSource Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+}

@@ -1,0 +1,65 @@
+using Journal.Format;
+
+namespace Journal.Cil;
+
+/// <summary>
+/// One CIL context: the items committed since the last push, in commit order, which become one checkpoint. While
+/// current it collects commits (under the shared context lock); once switched out it is owned by its push, which
+/// writes it, waits for it to be durable, moves its items into the AIL and frees its vectors.
+/// </summary>
+/// <remarks>
+/// <para>The list is of <see cref="LogVector"/>s, not items: an item can be in two contexts at once (its old vector in
+/// the context being pushed, its new one in the current context), and each context owns exactly the vectors on its
+/// list. <see cref="ListLock"/> (a spin lock, allocation-free) serialises committers relinking vectors while they all
+/// hold the context lock shared; it is held only for a few pointer updates.</para>
+/// <para>The counters are updated with interlocked operations by committers and are final once the context is
+/// switched out (the exclusive lock waits for every committer to leave).</para>
+/// </remarks>
+internal sealed class CilContext
+{
+    internal ulong Sequence;
+    internal CilContext? Previous;           // the context switched out before this one, until this one completes
+
+    internal LogVector? Head, Tail;
+    internal SpinLock ListLock = new(enableThreadOwnerTracking: false);
+
+    internal long SpaceUsed;                 // log cost of the vectors on the list (what the CIL limits compare)
+    internal long Reserved;                  // log space taken from transactions: SpaceUsed + context overhead
+    internal int OverheadPaid;               // 1 once a committer paid the checkpoint's fixed overhead
+    internal int ItemCount;
+    internal int RegionCount;                // regions after the checkpoint header (item headers included)
+    internal long PayloadBytes;              // bytes of those regions
+
+    internal readonly byte[] Header;         // the checkpoint header region
+    internal readonly bool HeaderPooled;     // Header came from the pool or the emergency reserve (give it back)
+    internal readonly HeaderRegionList HeaderRegion;
+
+    internal Lsn StartLsn, CommitLsn;
+    internal Lsn TailBound;                  // the log head when the push registered with the AIL: the tail may not pass it
+
+    internal readonly TaskCompletionSource StartWritten = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    internal readonly TaskCompletionSource CommitWritten = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    internal readonly TaskCompletionSource Durable = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public CilContext(byte[] header, bool pooled)
+    {
+        Header = header;
+        HeaderPooled = pooled;
+        HeaderRegion = new HeaderRegionList(header);
+    }
+
+    public bool IsEmpty => Volatile.Read(ref ItemCount) == 0;
+
+    public override string ToString() =>
+        $"context {Sequence}: {ItemCount} items, {RegionCount} regions, {PayloadBytes} bytes, space {SpaceUsed}, start {StartLsn}, commit {CommitLsn}";
+
+    /// <summary>The checkpoint header as a one-region list for the log sink (preallocated with the context).</summary>
+    internal sealed class HeaderRegionList(byte[] header) : IReadOnlyList<ReadOnlyMemory<byte>>
+    {
+        public ReadOnlyMemory<byte> this[int index] =>
+            index == 0 ? new ReadOnlyMemory<byte>(header, 0, CheckpointHeader.Size) : throw new ArgumentOutOfRangeException(nameof(index));
+        public int Count => 1;
+        public IEnumerator<ReadOnlyMemory<byte>> GetEnumerator() { yield return this[0]; }
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+}

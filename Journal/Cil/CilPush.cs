@@ -1,0 +1,350 @@
+using Journal.Memory;
+
+namespace Journal.Cil;
+
+// The push and force paths of the CIL.
+//
+// Push (one background loop, PushLoopAsync):
+//   1. Wait for a request (soft limit, hard limit, force, memory or log-space pressure).
+//   2. Outside the lock, take the spare context prepared after the previous switch. If the pool could not provide
+//      one in time (allocator failing or stalling), build it around a push slot of the emergency reserve: the push
+//      never waits for the allocator.
+//   3. Take the context lock EXCLUSIVE, make the spare current (sequence + 1), detach the old context, release.
+//      Nothing else happens under the exclusive lock. Wake committers throttled at the hard limit.
+//   4. Outside the lock (WriteCheckpointAsync, up to MaxPushesInFlight at once): register the checkpoint with the
+//      AIL (the tail may not pass the log head as of now), wait for the previous checkpoint's start record, write the
+//      checkpoint header and each vector in list (= commit) order as one log transaction, wait for the previous
+//      checkpoint's commit record, write this commit record. Commit records therefore reach the log in sequence
+//      order. The vectors and the header are memory the old context already owns; the region lists are the vectors
+//      themselves.
+//   5. Release the checkpoint's log reservation (the log now accounts those bytes), force the commit LSN (concurrent
+//      forces share one device flush), wait for the previous checkpoint to complete, then move the items into the AIL
+//      at the start LSN, unpin them, free the vectors and the header, and mark the sequence durable.
+//
+// Force (ForceAsync): a sequence at or below the durable sequence returns at once (no I/O). Otherwise find its
+// context: if it is the current one and empty, force the one before; else request a push up to it and wait for its
+// Durable task. Many forcers of one sequence wait on one task and one device flush.
+internal sealed partial class CommittedItemList
+{
+    /// <summary>Checkpoints being written at once (their vectors are held until each completes).</summary>
+    public const int MaxPushesInFlight = EmergencyReserve.PushSlots;
+
+    private readonly AsyncSignal _pushSignal = new();
+    private readonly SemaphoreSlim _pushSlots = new(MaxPushesInFlight, MaxPushesInFlight);
+    private long _pushTarget;                 // highest sequence someone asked to push
+    private ulong _durableSeq;                // every sequence at or below it is durable
+    private Task _pushLoop = Task.CompletedTask;
+    private Task<CilContext>? _spare;         // next context, prepared outside the lock after each switch
+    private Task _lastCompletion = Task.CompletedTask;
+    private volatile bool _stopping;
+    private Exception? _shutdown;
+
+    // Throttle at the hard limit. _throttleLock protects _throttleTcs only; waiters check their condition and register
+    // under it, wakers change the condition first and then swap the task out under it, so no wake-up is lost.
+    private readonly object _throttleLock = new();
+    private TaskCompletionSource? _throttleTcs;
+
+    /// <summary>Every sequence at or below this one is durable.</summary>
+    public ulong DurableSequence => Volatile.Read(ref _durableSeq);
+
+    /// <summary>The error that shut the journal down, if any.</summary>
+    public Exception? ShutdownError => Volatile.Read(ref _shutdown);
+
+    internal void SetDurableSequence(ulong seq) => _durableSeq = seq;
+
+    /// <summary>Asks the push loop to push every context up to <paramref name="sequence"/>.</summary>
+    public void RequestPush(ulong sequence)
+    {
+        long s = (long)sequence, cur;
+        while ((cur = Volatile.Read(ref _pushTarget)) < s && Interlocked.CompareExchange(ref _pushTarget, s, cur) != cur) { }
+        _pushSignal.Set();
+    }
+
+    private async Task PushLoopAsync()
+    {
+        while (true)
+        {
+            await _pushSignal.WaitAsync().ConfigureAwait(false);
+            if (_shutdown is not null) return;
+            try
+            {
+                while (true)
+                {
+                    var cur = Volatile.Read(ref _current);
+                    if ((ulong)Volatile.Read(ref _pushTarget) < cur.Sequence || cur.IsEmpty) break;
+                    // Why we wait: at most MaxPushesInFlight checkpoints are written at once; a slot frees when one
+                    // has written its commit record.
+                    await _pushSlots.WaitAsync().ConfigureAwait(false);
+                    var next = await TakeSpareAsync().ConfigureAwait(false);
+                    var old = Switch(next);
+                    if (old is null)
+                    {
+                        _spare = Task.FromResult(next);
+                        _pushSlots.Release();
+                        break;
+                    }
+                    _spare ??= PrepareSpareAsync(); // one preparation at a time
+                    _lastCompletion = WriteCheckpointAsync(old);
+                }
+            }
+            catch (Exception e)
+            {
+                Shutdown(e);
+                return;
+            }
+            if (_stopping) return;
+        }
+    }
+
+    /// <summary>The next context: the prepared spare, or one built around an emergency push slot.</summary>
+    private async ValueTask<CilContext> TakeSpareAsync()
+    {
+        var t = _spare;
+        _spare = null;
+        if (t is not null && t.IsCompletedSuccessfully) return t.Result;
+        var header = _pool.Reserve.TryTakePush(CheckpointHeader.Size);
+        if (header is not null)
+        {
+            _spare = t; // still being prepared (allocator failing or stalled): it will serve a later switch
+            return new CilContext(header, pooled: true);
+        }
+        // Every push slot is out, which needs MaxPushesInFlight emergency pushes still completing; the spare is our
+        // only way forward, so wait for it (it waits for the pool, which those completions refill).
+        return await (t ?? PrepareSpareAsync()).ConfigureAwait(false);
+    }
+
+    /// <summary>Builds a context whose header buffer comes from the pool (may wait for memory). Never under a lock.</summary>
+    private async Task<CilContext> PrepareSpareAsync()
+    {
+        await Task.Yield(); // the allocator may stall: never on the push loop's own path
+        while (true)
+        {
+            var header = _pool.TryRent(CheckpointHeader.Size);
+            if (header is not null) return new CilContext(header, pooled: true);
+            if (_shutdown is not null || _stopping) return new CilContext(new byte[CheckpointHeader.Size], pooled: false);
+            // Why we wait: the pool is at its budget or the allocator failed; completions return buffers.
+            await Task.WhenAny(_pool.WaitForReturnAsync(), Task.Delay(10)).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Step 3 of a push: the exclusive section. Returns the detached context, or null if it was empty.</summary>
+    private CilContext? Switch(CilContext next)
+    {
+        CilContext old;
+        _ctxLock.EnterWriteLock();
+        long allocated = MeasureLockAllocations ? GC.GetAllocatedBytesForCurrentThread() : 0;
+        try
+        {
+            old = _current;
+            if (old.IsEmpty) return null;
+            next.Sequence = old.Sequence + 1;
+            next.Previous = old;
+            Volatile.Write(ref _current, next);
+        }
+        finally
+        {
+            if (MeasureLockAllocations)
+            {
+                Interlocked.Add(ref LockAllocatedBytes, GC.GetAllocatedBytesForCurrentThread() - allocated);
+                Interlocked.Increment(ref LockedSections);
+            }
+            _ctxLock.ExitWriteLock();
+        }
+        Interlocked.Increment(ref _counters.Pushes);
+        WakeThrottled();
+        return old;
+    }
+
+    /// <summary>Steps 4 and 5 of a push, for one detached context.</summary>
+    private async Task WriteCheckpointAsync(CilContext ctx)
+    {
+        bool slotHeld = true;
+        try
+        {
+            _ail.RegisterInFlight(ctx);
+            var prev = ctx.Previous;
+            if (prev is not null) await prev.StartWritten.Task.ConfigureAwait(false);
+            ThrowIfShutdown();
+
+            new CheckpointHeader(ctx.Sequence, (uint)ctx.ItemCount, (uint)ctx.RegionCount, (ulong)ctx.PayloadBytes).Write(ctx.Header);
+            uint tid = _sink.AllocateTransactionId();
+            ctx.StartLsn = await _sink.WriteAsync(tid, ctx.HeaderRegion, start: true).ConfigureAwait(false);
+            ctx.StartWritten.TrySetResult();
+            for (var v = ctx.Head; v is not null; v = v.Next)
+                await _sink.WriteAsync(tid, v, start: false).ConfigureAwait(false);
+
+            // Commit records in sequence order.
+            if (prev is not null) await prev.CommitWritten.Task.ConfigureAwait(false);
+            ThrowIfShutdown();
+            ctx.CommitLsn = await _sink.WriteCommitAsync(tid).ConfigureAwait(false);
+            ctx.CommitWritten.TrySetResult();
+            Interlocked.Increment(ref _counters.Checkpoints);
+            Interlocked.Add(ref _counters.CheckpointBytes, CheckpointHeader.Size + ctx.PayloadBytes);
+
+            // The log accounts these bytes now (they are between its tail and head).
+            _space.Release(Interlocked.Exchange(ref ctx.Reserved, 0));
+            _pushSlots.Release();
+            slotHeld = false;
+
+            await _sink.ForceAsync(ctx.CommitLsn).ConfigureAwait(false);
+            if (prev is not null) await prev.Durable.Task.ConfigureAwait(false);
+
+            _ail.InsertCheckpoint(ctx);
+            FreeVectors(ctx);
+            Volatile.Write(ref _durableSeq, ctx.Sequence);
+            ctx.Previous = null;
+            ctx.Durable.TrySetResult();
+            _ail.CheckpointCompleted();
+        }
+        catch (Exception e)
+        {
+            if (slotHeld) _pushSlots.Release();
+            var err = e as JournalException ?? new JournalException($"journal shut down: writing checkpoint {ctx.Sequence} failed: {e.Message}", e);
+            Shutdown(err);
+            ctx.StartWritten.TrySetException(err);
+            ctx.CommitWritten.TrySetException(err);
+            ctx.Durable.TrySetException(err);
+        }
+    }
+
+    private void FreeVectors(CilContext ctx)
+    {
+        var v = ctx.Head;
+        ctx.Head = ctx.Tail = null;
+        while (v is not null)
+        {
+            var next = v.Next;
+            var item = v.Item;
+            if (item is not null) Interlocked.CompareExchange(ref item.Active, null, v);
+            ReleaseVector(v);
+            v = next;
+        }
+        if (ctx.HeaderPooled) _pool.Return(ctx.Header);
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Force
+    // ---------------------------------------------------------------------------------------------------------------
+
+    /// <summary>Completes once checkpoint <paramref name="sequence"/> and every earlier one are durable.</summary>
+    public async ValueTask ForceAsync(ulong sequence, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            if (sequence <= Volatile.Read(ref _durableSeq)) return;
+            ThrowIfShutdown();
+            var cur = Volatile.Read(ref _current);
+            if (sequence > cur.Sequence)
+                throw new ArgumentOutOfRangeException(nameof(sequence), sequence, $"checkpoint sequence {sequence} has not been issued yet (current is {cur.Sequence})");
+            CilContext? ctx = cur;
+            while (ctx is not null && ctx.Sequence > sequence) ctx = ctx.Previous;
+            if (ctx is null || ctx.Sequence != sequence) continue; // completed meanwhile: re-check the durable sequence
+            if (ReferenceEquals(ctx, cur) && cur.IsEmpty)
+            {
+                // Nothing was committed into it: everything committed so far is in the sequences before it.
+                sequence--;
+                continue;
+            }
+            Interlocked.Increment(ref _counters.Forces);
+            RequestPush(sequence);
+            // Why we wait: the push writes the context and forces its commit record; Durable completes then.
+            await ctx.Durable.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            return;
+        }
+    }
+
+    /// <summary>Forces everything committed so far; returns the sequence that is now durable.</summary>
+    public async ValueTask<ulong> ForceAllAsync(CancellationToken cancellationToken)
+    {
+        var cur = Volatile.Read(ref _current);
+        ulong seq = cur.IsEmpty ? cur.Sequence - 1 : cur.Sequence;
+        if (seq == 0 || seq <= Volatile.Read(ref _durableSeq)) return Math.Max(seq, 0);
+        await ForceAsync(seq, cancellationToken).ConfigureAwait(false);
+        return seq;
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Hard-limit throttle
+    // ---------------------------------------------------------------------------------------------------------------
+
+    private async ValueTask ThrottleAsync(CilContext ctx)
+    {
+        Interlocked.Increment(ref _counters.HardLimitWaits);
+        while (true)
+        {
+            Task t;
+            lock (_throttleLock)
+            {
+                if (!ReferenceEquals(Volatile.Read(ref _current), ctx) || Volatile.Read(ref ctx.SpaceUsed) < _hard || _shutdown is not null)
+                    return;
+                _throttleTcs ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                t = _throttleTcs.Task;
+            }
+            RequestPush(ctx.Sequence);
+            // Why we wait: the context is over the hard limit; the push switching it out (or a relog shrinking it
+            // below the limit) wakes us.
+            await t.ConfigureAwait(false);
+        }
+    }
+
+    private void WakeThrottled()
+    {
+        TaskCompletionSource? t;
+        lock (_throttleLock)
+        {
+            t = _throttleTcs;
+            _throttleTcs = null;
+        }
+        t?.TrySetResult();
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Shutdown and stop
+    // ---------------------------------------------------------------------------------------------------------------
+
+    /// <summary>Stops the journal after an unrecoverable error: later calls fail with it; waiters are released.</summary>
+    public void Shutdown(Exception error)
+    {
+        if (Interlocked.CompareExchange(ref _shutdown, error, null) is not null) return;
+        WakeThrottled();
+        var err = error as JournalException ?? new JournalException($"journal shut down: {error.Message}", error);
+        for (var c = Volatile.Read(ref _current); c is not null; c = c.Previous) c.Durable.TrySetException(err);
+        _space.Fail(err);
+        _pushSignal.Set();
+    }
+
+    /// <summary>A one-line description of the push machinery, for diagnosing hangs in tests.</summary>
+    internal string DescribeState()
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.Append($"target={Volatile.Read(ref _pushTarget)} durable={DurableSequence} slots={_pushSlots.CurrentCount} spare={(_spare is null ? "none" : _spare.Status.ToString())} stopping={_stopping} loop={_pushLoop.Status} throttled={Volatile.Read(ref _throttleTcs) is not null}");
+        for (var c = Volatile.Read(ref _current); c is not null; c = c.Previous)
+            sb.Append($" | {c} started={c.StartWritten.Task.Status} committed={c.CommitWritten.Task.Status} durable={c.Durable.Task.Status}");
+        return sb.ToString();
+    }
+
+    public void ThrowIfShutdown()
+    {
+        var e = Volatile.Read(ref _shutdown);
+        if (e is not null) throw e as JournalException ?? new JournalException($"journal shut down: {e.Message}", e);
+    }
+
+    /// <summary>Stops the push loop after the last checkpoint completed.</summary>
+    public async Task StopAsync()
+    {
+        _stopping = true;
+        _pushSignal.Set();
+        try { await _pushLoop.ConfigureAwait(false); } catch { /* reported through Shutdown */ }
+        try { await _lastCompletion.ConfigureAwait(false); } catch { /* reported through Shutdown */ }
+        // Give back the header buffers of the (empty) current context and of the spare.
+        var cur = Volatile.Read(ref _current);
+        if (cur.IsEmpty && cur.HeaderPooled) _pool.Return(cur.Header);
+        var spare = _spare;
+        _spare = null;
+        if (spare is not null)
+        {
+            var ctx = await spare.ConfigureAwait(false);
+            if (ctx.HeaderPooled) _pool.Return(ctx.Header);
+        }
+    }
+}

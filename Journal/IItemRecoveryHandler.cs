@@ -1,0 +1,34 @@
+using Journal.Format;
+
+namespace Journal;
+
+/// <summary>
+/// Replays logged copies of one item type during <see cref="MetadataJournal"/> recovery. Register one handler per
+/// <see cref="LogItem.ItemType"/>; a checkpoint holding a type with no handler stops recovery with a clear error.
+/// </summary>
+/// <remarks>
+/// Replay is idempotent: an item's home copy carries the LSN it reflects (the LSN passed to
+/// <see cref="LogItem.WriteBackAsync"/> when it was written home, or to <see cref="Apply"/> when it was replayed).
+/// A logged copy from a checkpoint at or below that LSN is skipped, so replaying a log twice, or replaying a log whose
+/// items were partly written home, gives the same result.
+/// </remarks>
+public interface IItemRecoveryHandler
+{
+    /// <summary>The LSN the home copy of item <paramref name="itemId"/> reflects; <see cref="Lsn.Zero"/> if it has none.</summary>
+    Lsn GetHomeLsn(ulong itemId);
+
+    /// <summary>
+    /// Applies the copy of item <paramref name="itemId"/> logged in the checkpoint that starts at
+    /// <paramref name="checkpointLsn"/> to its home copy, and stamps the home copy with <paramref name="checkpointLsn"/>.
+    /// The regions are exactly those the item's <see cref="LogItem.FormatLog"/> wrote. The memory is valid only during
+    /// the call. Called in checkpoint order; only when <paramref name="checkpointLsn"/> is above
+    /// <see cref="GetHomeLsn"/>.
+    /// </summary>
+    void Apply(ulong itemId, Lsn checkpointLsn, IReadOnlyList<ReadOnlyMemory<byte>> regions);
+
+    /// <summary>
+    /// Called once after the last checkpoint is replayed, before the log is opened for writing: make every home copy
+    /// changed by <see cref="Apply"/> durable (the log tail may move past the replayed checkpoints afterwards).
+    /// </summary>
+    void Complete() { }
+}

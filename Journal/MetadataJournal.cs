@@ -1,0 +1,317 @@
+using Journal.Ail;
+using Journal.Cil;
+using Journal.Format;
+using Journal.Log;
+using Journal.Memory;
+using Microsoft.Extensions.ObjectPool;
+
+namespace Journal;
+
+/// <summary>
+/// A crash-safe metadata journal in the style of XFS delayed logging: transactions commit log items into an in-memory
+/// committed-item list (CIL); a background push writes the list as one checkpoint into the on-disk log; a log force
+/// waits until a checkpoint is durable (concurrent forces share one device flush); the active item list (AIL) writes
+/// items home and moves the log tail. See docs/journal.md for the paths and their locking rules.
+/// </summary>
+/// <remarks>
+/// Typical use:
+/// <code>
+/// using (var tx = await journal.BeginTransactionAsync(journal.EstimateLogBytes(item.GetLogSize())))
+/// {
+///     lock (item) { item.Change(); tx.AddItem(item); seq = tx.Commit(); }
+/// }
+/// await journal.ForceAsync(seq);   // durable now
+/// </code>
+/// All members are safe to call from many threads at once.
+/// </remarks>
+public sealed class MetadataJournal : IAsyncDisposable
+{
+    private const int StateOpen = 0, StateClosing = 1, StateClosed = 2;
+
+    private readonly ILogSink _log;
+    private readonly BoundedBufferPool _pool;
+    private readonly JournalCounters _counters = new();
+    private readonly ObjectPool<Transaction> _transactions;
+    private readonly Func<bool, ValueTask>? _closeLog; // argument: clean (write the unmount record)
+    private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _state;
+
+    private MetadataJournal(ILogSink log, JournalOptions options, ulong firstSequence, Func<bool, ValueTask>? closeLog)
+    {
+        _log = log;
+        Options = options;
+        _closeLog = closeLog;
+        _pool = new BoundedBufferPool(options.MemoryBudgetBytes, options.EmergencyReserveBytes, options.EmergencyBufferBytes, options.Allocator);
+        Space = new LogSpace(log, _counters);
+        Cil = new CommittedItemList(log, options, _pool, new LogCostModel(log), Space, _counters, firstSequence);
+        Cil.SetDurableSequence(firstSequence - 1);
+        Ail = new ActiveItemList(log, Cil, Space, _counters);
+        Space.SetPressureCallback(OnSpacePressure);
+        _transactions = new DefaultObjectPool<Transaction>(new TransactionPolicy(), 1024);
+        Cil.Attach(Ail);
+        Ail.Start();
+    }
+
+    internal CommittedItemList Cil { get; }
+    internal ActiveItemList Ail { get; }
+    internal LogSpace Space { get; }
+    internal BoundedBufferPool Pool => _pool;
+
+    /// <summary>The options this journal runs with.</summary>
+    public JournalOptions Options { get; }
+
+    /// <summary>The log this journal writes.</summary>
+    public ILogSink Log => _log;
+
+    /// <summary>
+    /// Formats <paramref name="region"/> as an empty log (everything it held is lost) and starts a journal on it.
+    /// <see cref="CloseAsync"/> writes the log's unmount record and closes the log writer; the device stays open.
+    /// </summary>
+    /// <exception cref="JournalArgumentException">Bad options or a bad region (one line naming the device).</exception>
+    public static MetadataJournal Create(LogRegion region, JournalOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        region.Validate();
+        options.Validate(region.Bytes);
+        var writerOptions = options.ToLogWriterOptions();
+        writerOptions.Validate(region.BlockCount, region.Name);
+        LogWriter.Format(region);
+        var writer = LogWriter.Open(region, writerOptions);
+        return new MetadataJournal(writer, options, 1, CloseWriter(writer));
+    }
+
+    /// <summary>
+    /// Recovers the log in <paramref name="region"/> and starts a journal on it. Recovery validates the log (a torn
+    /// write at its head is cut off; damage before it is refused with <see cref="Recovery.CorruptionException"/>), then
+    /// replays every complete checkpoint, in order, into the handler registered for each item's type, skipping copies
+    /// at or below the LSN an item's home copy reflects; then every handler's
+    /// <see cref="IItemRecoveryHandler.Complete"/> runs; only then is the log opened for writing. A cleanly closed log
+    /// replays nothing. Sequences continue after the last recovered checkpoint.
+    /// </summary>
+    /// <exception cref="Recovery.CorruptionException">The log is damaged (one line: device, block, LSN, expected, found).</exception>
+    /// <exception cref="JournalException">A checkpoint holds an item type with no handler.</exception>
+    public static MetadataJournal Open(LogRegion region, JournalOptions options, IReadOnlyDictionary<ushort, IItemRecoveryHandler> handlers)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handlers);
+        region.Validate();
+        options.Validate(region.Bytes);
+        var writerOptions = options.ToLogWriterOptions();
+        writerOptions.Validate(region.BlockCount, region.Name);
+        Recovery.RecoveryResult? result = null;
+        LogWriter? writer = null;
+        return Open(region.Name, options, handlers,
+            deliver => result = Recovery.LogRecovery.Recover(region, t => deliver(t.StartLsn, t.Regions)),
+            () => writer = LogWriter.Open(region, result!, writerOptions),
+            clean => CloseWriter(writer!)(clean));
+    }
+
+    private static Func<bool, ValueTask> CloseWriter(LogWriter writer) => async clean =>
+    {
+        try
+        {
+            // The unmount record says "nothing to replay": only when every item is home.
+            if (clean) await writer.WriteUnmountAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            await writer.DisposeAsync().ConfigureAwait(false);
+        }
+    };
+
+    /// <summary>
+    /// Starts a journal on a log sink that is already open and empty (a <see cref="LogWriter"/> you opened yourself,
+    /// or a test double). The sink stays yours: <see cref="CloseAsync"/> does not close it.
+    /// </summary>
+    /// <exception cref="JournalArgumentException">Bad options.</exception>
+    public static MetadataJournal Create(ILogSink log, JournalOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(log);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate((long)log.LogBlocks * 512);
+        return new MetadataJournal(log, options, 1, null);
+    }
+
+    /// <summary>
+    /// Recovers and starts a journal: <paramref name="recover"/> is called with a callback that must be invoked for
+    /// every complete log transaction found, in commit order, with its start LSN and regions; the checkpoints are
+    /// replayed into <paramref name="handlers"/>, their completion hooks run, and only then is <paramref name="openLog"/>
+    /// called to open the log for writing.
+    /// </summary>
+    internal static MetadataJournal Open(string logName, JournalOptions options, IReadOnlyDictionary<ushort, IItemRecoveryHandler> handlers,
+        Action<Action<Lsn, IReadOnlyList<ReadOnlyMemory<byte>>>> recover, Func<ILogSink> openLog, Func<bool, ValueTask>? closeLog = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handlers);
+        options.Validate();
+        var replay = new CheckpointReplay(logName, handlers);
+        recover(replay.Deliver);
+        replay.Complete();
+        var log = openLog();
+        options.Validate((long)log.LogBlocks * 512);
+        var j = new MetadataJournal(log, options, replay.LastSequence + 1, closeLog)
+        {
+            RecoveredCheckpoints = replay.Checkpoints,
+            RecoveredItemsApplied = replay.ItemsApplied,
+            RecoveredItemsSkipped = replay.ItemsSkipped,
+        };
+        return j;
+    }
+
+    /// <summary>Checkpoints found in the log when it was opened.</summary>
+    public long RecoveredCheckpoints { get; private init; }
+
+    /// <summary>Logged item copies applied by recovery.</summary>
+    public long RecoveredItemsApplied { get; private init; }
+
+    /// <summary>Logged item copies recovery skipped because the home copy was as new or newer.</summary>
+    public long RecoveredItemsSkipped { get; private init; }
+
+    /// <summary>
+    /// Log bytes to reserve for committing one item of <paramref name="size"/> in a transaction of its own (the item,
+    /// its header and a checkpoint's fixed overhead). Sum the item parts for several items.
+    /// </summary>
+    public long EstimateLogBytes(LogItemSize size) => Cil.CostModel.ItemCost(size) + Cil.CostModel.ContextOverhead;
+
+    /// <summary>
+    /// Starts a transaction holding <paramref name="reserveBytes"/> of log space (see <see cref="EstimateLogBytes"/>).
+    /// Waits, and never fails, while the log is full: the AIL moves the tail and the reservation proceeds. Call it
+    /// before taking the locks of the items you will change, and reserve enough: a commit that needs more takes the
+    /// rest from the log's headroom without waiting (counted in <see cref="JournalStatistics.ReservationOverruns"/>),
+    /// because it may run under item locks that the AIL needs.
+    /// </summary>
+    /// <exception cref="JournalArgumentException">The reservation is larger than half the log.</exception>
+    /// <exception cref="JournalException">The journal is closed or shut down after an error.</exception>
+    public ValueTask<Transaction> BeginTransactionAsync(int reserveBytes, CancellationToken cancellationToken = default)
+    {
+        ThrowIfNotOpen();
+        if (reserveBytes < 0) throw new JournalArgumentException($"reservation of {reserveBytes} bytes is negative");
+        if (Space.TryReserve(reserveBytes)) return new ValueTask<Transaction>(RentTransaction(reserveBytes));
+        return BeginSlowAsync(reserveBytes, cancellationToken);
+    }
+
+    private async ValueTask<Transaction> BeginSlowAsync(int reserveBytes, CancellationToken cancellationToken)
+    {
+        await Space.ReserveAsync(reserveBytes, cancellationToken).ConfigureAwait(false);
+        return RentTransaction(reserveBytes);
+    }
+
+    private Transaction RentTransaction(long reserved)
+    {
+        var tx = _transactions.Get();
+        tx.Start(this, reserved);
+        return tx;
+    }
+
+    internal void ReturnTransaction(Transaction tx) => _transactions.Return(tx);
+
+    /// <summary>The sequence of the checkpoint collecting commits now.</summary>
+    public ulong CurrentSequence => Cil.CurrentSequence;
+
+    /// <summary>Every checkpoint at or below this sequence is durable.</summary>
+    public ulong DurableSequence => Cil.DurableSequence;
+
+    /// <summary>
+    /// Completes once checkpoint <paramref name="sequence"/> (as returned by <see cref="Transaction.Commit"/>) and every
+    /// earlier one are on stable storage. A sequence already durable returns at once without I/O; concurrent forces
+    /// share one device flush.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The sequence has not been issued yet.</exception>
+    public ValueTask ForceAsync(ulong sequence, CancellationToken cancellationToken = default)
+    {
+        if (sequence <= Cil.DurableSequence) return ValueTask.CompletedTask;
+        return Cil.ForceAsync(sequence, cancellationToken);
+    }
+
+    /// <summary>Makes everything committed so far durable; returns the sequence that is now durable.</summary>
+    public ValueTask<ulong> ForceAllAsync(CancellationToken cancellationToken = default) => Cil.ForceAllAsync(cancellationToken);
+
+    /// <summary>
+    /// Writes home every item whose checkpoint is durable (not pinned), flushes their devices and moves the log tail.
+    /// Returns the number of items written. Does not force the log first (call <see cref="ForceAllAsync"/> for that).
+    /// </summary>
+    public async ValueTask<long> WriteBackAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfNotOpen();
+        long n = await Ail.WriteBackAllAsync(cancellationToken).ConfigureAwait(false);
+        return n;
+    }
+
+    /// <summary>Counters since the journal was created or opened.</summary>
+    public JournalStatistics Statistics => new(
+        Interlocked.Read(ref _counters.Commits), Interlocked.Read(ref _counters.ItemsCommitted), Interlocked.Read(ref _counters.Relogs),
+        Interlocked.Read(ref _counters.Pushes), Interlocked.Read(ref _counters.Checkpoints), Interlocked.Read(ref _counters.CheckpointBytes),
+        Interlocked.Read(ref _counters.Forces), Interlocked.Read(ref _counters.AilWriteBacks), Interlocked.Read(ref _counters.AilFlushes),
+        Interlocked.Read(ref _counters.TailMoves), Interlocked.Read(ref _counters.HardLimitWaits), Interlocked.Read(ref _counters.SpaceWaits),
+        Interlocked.Read(ref _counters.MemoryWaits), Interlocked.Read(ref _counters.ReservationOverruns), Cil.CurrentSequence, Cil.DurableSequence, Ail.Count, Space.Outstanding);
+
+    /// <summary>Memory use of the journal's pool and emergency reserve.</summary>
+    public MemoryStatistics MemoryStatistics => new(
+        _pool.BudgetBytes, _pool.CurrentBytes, _pool.PeakBytes, _pool.Failures,
+        _pool.Reserve.Current, _pool.Reserve.Max, _pool.Reserve.Total);
+
+    /// <summary>
+    /// Closes the journal cleanly: forces everything committed, writes every item home through the AIL, flushes,
+    /// moves the tail to the head and closes the log, writing its unmount record if every item went home (a journal
+    /// shut down by an error closes without it, so the next open replays). Call it after the last transaction has
+    /// finished. Calling it again waits for the first close.
+    /// </summary>
+    public async ValueTask CloseAsync()
+    {
+        if (Interlocked.CompareExchange(ref _state, StateClosing, StateOpen) != StateOpen)
+        {
+            await _closed.Task.ConfigureAwait(false);
+            return;
+        }
+        try
+        {
+            if (Cil.ShutdownError is null)
+            {
+                await Cil.ForceAllAsync(CancellationToken.None).ConfigureAwait(false);
+                for (int i = 0; i < 100 && Ail.Count > 0; i++)
+                {
+                    await Ail.WriteBackAllAsync(CancellationToken.None).ConfigureAwait(false);
+                    if (Ail.Count > 0) await Task.Delay(10).ConfigureAwait(false); // busy items: retry shortly
+                }
+                Ail.UpdateTail();
+            }
+        }
+        finally
+        {
+            await Cil.StopAsync().ConfigureAwait(false);
+            await Ail.StopAsync().ConfigureAwait(false);
+            try
+            {
+                if (_closeLog is not null) await _closeLog(Cil.ShutdownError is null && Ail.Count == 0).ConfigureAwait(false);
+            }
+            finally
+            {
+                Volatile.Write(ref _state, StateClosed);
+                _closed.TrySetResult();
+            }
+        }
+        Cil.ThrowIfShutdown();
+    }
+
+    /// <summary>Same as <see cref="CloseAsync"/>.</summary>
+    public ValueTask DisposeAsync() => CloseAsync();
+
+    private void ThrowIfNotOpen()
+    {
+        if (Volatile.Read(ref _state) != StateOpen) throw new JournalException("journal is closed");
+        Cil.ThrowIfShutdown();
+    }
+
+    private void OnSpacePressure()
+    {
+        Ail.RequestPush();
+        var cur = Cil.Current;
+        if (!cur.IsEmpty) Cil.RequestPush(cur.Sequence);
+    }
+
+    private sealed class TransactionPolicy : PooledObjectPolicy<Transaction>
+    {
+        public override Transaction Create() => new();
+        public override bool Return(Transaction obj) => true;
+    }
+}
