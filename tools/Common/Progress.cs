@@ -34,4 +34,13 @@ internal static class ProgressBar
             if (task is not null) task.Value = Math.Min(value, task.MaxValue);
         }
     }
+
+    /// <summary>Runs <paramref name="work"/> of unknown length under a spinner (on a terminal only).</summary>
+    public static async Task<T> SpinAsync<T>(ToolConsole console, string title, Func<Task<T>> work)
+    {
+        if (!console.IsTerminal) return await work().ConfigureAwait(false);
+        T result = default!;
+        await AnsiConsole.Status().StartAsync(Markup.Escape(title), async _ => result = await work().ConfigureAwait(false)).ConfigureAwait(false);
+        return result;
+    }
 }

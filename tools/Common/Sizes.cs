@@ -79,6 +79,10 @@ internal static class Sizes
         return bytes.ToString(CultureInfo.InvariantCulture);
     }
 
+    /// <summary>An exact unit when that reads well ("4K", "64M"), otherwise a rounded one ("64.3 MiB").</summary>
+    public static string Friendly(long bytes) =>
+        bytes < (1L << 20) || bytes % (1L << 20) == 0 ? Format(bytes) : Human(bytes);
+
     /// <summary>Formats a byte count for people ("1.5 MiB").</summary>
     public static string Human(double bytes)
     {

@@ -1,9 +1,15 @@
 using System.CommandLine;
+using System.Globalization;
+using Journal.Recovery;
 using Journal.Tools;
 
 namespace JReplay;
 
-/// <summary><c>jreplay check &lt;path&gt;</c>: exit 0 when the log is clean, 1 when it needs replay, 2 when corrupt.</summary>
+/// <summary>
+/// <c>jreplay check &lt;path&gt; [--json]</c>: recovery's validation, read-only. Exit 0 when the log is clean, 1 when
+/// it needs replay (the last close was not clean), 2 when it is corrupt (one line naming the file, block, LSN and
+/// what is wrong).
+/// </summary>
 internal static class CheckCommand
 {
     public static Command Create(ToolConsole console)
@@ -18,7 +24,56 @@ internal static class CheckCommand
     private static int Run(ToolConsole console, string path, bool json)
     {
         using var input = LogInput.Open(path, writable: false);
-        _ = json;
-        return ExitCodes.Failure;
+        LogAnalysis analysis;
+        try
+        {
+            analysis = LogAnalysis.Run(input);
+        }
+        catch (CorruptionException e) when (json)
+        {
+            JsonOutput.Write(console.Out, new { Path = path, Log = input.LogPath, Status = "corrupt", Error = e.Message, e.Block, Lsn = e.Lsn.ToString() });
+            throw;
+        }
+        var r = analysis.Recovery;
+        if (json)
+        {
+            JsonOutput.Write(console.Out, new
+            {
+                Path = path,
+                Log = input.LogPath,
+                Status = r.Clean ? "clean" : "needs_replay",
+                LogBlocks = r.LogBlocks,
+                HeadLsn = r.HeadLsn.ToString(),
+                TailLsn = r.TailLsn.ToString(),
+                NextLsn = r.NextLsn.ToString(),
+                r.Clean,
+                Records = r.RecordsScanned,
+                Checkpoints = analysis.Checkpoints.Count,
+                analysis.Items,
+                TornHead = r.TornHeadTruncated,
+                r.DiscardedBlocks,
+                IncompleteDropped = r.IncompleteTransactionsDropped,
+            });
+        }
+        else
+        {
+            console.Out.WriteLine(Describe(input.LogPath, analysis));
+        }
+        return r.Clean ? ExitCodes.Success : ExitCodes.WorkToDo;
+    }
+
+    /// <summary>One line: clean, or what a replay would do.</summary>
+    public static string Describe(string log, LogAnalysis analysis)
+    {
+        var r = analysis.Recovery;
+        if (r.Clean)
+            return string.Create(CultureInfo.InvariantCulture, $"{log}: clean (head {r.HeadLsn}, {r.LogBlocks} blocks)");
+        string range = analysis.Checkpoints.Count > 0
+            ? string.Create(CultureInfo.InvariantCulture, $" (sequences {analysis.Checkpoints[0].Sequence}..{analysis.Checkpoints[^1].Sequence})")
+            : "";
+        string torn = r.TornHeadTruncated ? string.Create(CultureInfo.InvariantCulture, $"; torn head: {r.DiscardedBlocks} blocks discarded") : "";
+        string dropped = r.IncompleteTransactionsDropped > 0 ? string.Create(CultureInfo.InvariantCulture, $"; {r.IncompleteTransactionsDropped} incomplete transactions dropped") : "";
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{log}: needs replay: {analysis.Checkpoints.Count} checkpoints{range}, {analysis.Items} item copies in {r.RecordsScanned} records from tail {r.TailLsn} to head {r.HeadLsn}{torn}{dropped}");
     }
 }

@@ -48,5 +48,9 @@ internal static class StoreCommands
     }
 
     /// <summary>The store folder must exist and be a folder.</summary>
-    public static void RequireStore(string store) => InputPaths.RequireDirectory(store, "a snapshot store folder");
+    public static void RequireStore(string store)
+    {
+        InputPaths.RequireDirectory(store, "a snapshot store folder");
+        if (!File.Exists(Path.Combine(store, "store.sb"))) throw new InputException($"{store}: not a snapshot store (no store.sb)");
+    }
 }
