@@ -11,7 +11,7 @@ namespace Journal.Tools;
 /// <list type="bullet">
 /// <item>Parse errors (unknown option, missing argument, bad value): the errors, then the command's usage, on
 /// stderr; exit 64.</item>
-/// <item>A <see cref="UsageException"/> from an action: the message and a pointer to <c>--help</c>; exit 64.</item>
+/// <item>A <see cref="UsageException"/> from an action (a value the parser could not judge alone): one line; exit 64.</item>
 /// <item>Any other exception: <see cref="ErrorMap"/>.</item>
 /// </list>
 /// </summary>
@@ -74,18 +74,15 @@ internal static class Cli
         catch (Exception e)
         {
             try { console.Out.Flush(); } catch (IOException) { }
-            return Report(e, parsed, console);
+            return Report(e, console);
         }
     }
 
-    private static int Report(Exception e, ParseResult parsed, ToolConsole console)
+    private static int Report(Exception e, ToolConsole console)
     {
-        var (code, message, unexpected) = ErrorMap.Map(e);
+        var (code, message, _) = ErrorMap.Map(e);
         console.Error.WriteLine($"{console.Name}: {message}");
-        if (code == ExitCodes.Usage)
-            console.Error.WriteLine($"Run '{CommandPath(parsed.CommandResult.Command)} --help' for usage.");
         if (ErrorMap.Debug) console.Error.WriteLine(ErrorMap.Unwrap(e).ToString());
-        _ = unexpected;
         console.Error.Flush();
         return code;
     }
