@@ -97,8 +97,8 @@ public class JReplayTests
         Assert.Equal(0, r.ExitCode);
         var lines = r.Stdout.Split('\n').Where(l => l.Contains("cow-segment")).ToArray();
         Assert.Equal(2, lines.Length);
-        Assert.Contains($"cow-segment id {(1UL << 40) | 5}  regions 1  bytes 64  snapshot 1 segment 5: entries 0..2", lines[0]);
-        Assert.Contains("snapshot 1 segment 5: entries 3..5", lines[1]);
+        Assert.Contains($"cow-segment id {(1UL << 40) | 5}  regions 1  bytes 64  snapshot id 1 segment 5: entries 0..2", lines[0]);
+        Assert.Contains("snapshot id 1 segment 5: entries 3..5", lines[1]);
         Assert.Contains("item cow-segment id", ToolRunner.JReplay("print", dir["dirty.log"]).Stdout);
     }
 

@@ -13,7 +13,7 @@ internal sealed record LogAnalysis(RecoveryResult Recovery, IReadOnlyList<Checkp
     {
         var transactions = new List<RecoveredTransaction>();
         var result = LogRecovery.Recover(input.Region, transactions.Add);
-        var checkpoints = transactions.Select(t => JReplay.Checkpoints.Decode(input.LogPath, t)).ToArray();
+        var checkpoints = transactions.Select(t => JReplay.Checkpoints.Decode(input.LogPath, t, input.SnapshotNames)).ToArray();
         return new LogAnalysis(result, checkpoints);
     }
 

@@ -1,6 +1,8 @@
 using Journal.Format;
 using Journal.Storage;
 using Journal.Tools;
+using Snapshot;
+using Snapshot.Format;
 
 namespace JReplay;
 
@@ -11,8 +13,9 @@ namespace JReplay;
 /// </summary>
 internal sealed class LogInput : IDisposable
 {
-    private LogInput(string path, string logPath, bool isStore, FileBlockDevice device)
+    private LogInput(string path, string logPath, bool isStore, FileBlockDevice device, IReadOnlyDictionary<ulong, string>? snapshotNames)
     {
+        SnapshotNames = snapshotNames;
         Path = path;
         LogPath = logPath;
         IsStore = isStore;
@@ -32,6 +35,9 @@ internal sealed class LogInput : IDisposable
     /// <summary>The log file's device (read-only unless opened writable).</summary>
     public FileBlockDevice Device { get; }
 
+    /// <summary>Snapshot names by id, from the store's superblock (null for a bare log or an unreadable superblock).</summary>
+    public IReadOnlyDictionary<ulong, string>? SnapshotNames { get; }
+
     /// <summary>The log: the whole file.</summary>
     public LogRegion Region { get; }
 
@@ -43,9 +49,9 @@ internal sealed class LogInput : IDisposable
         string logPath = path;
         if (isStore)
         {
-            if (!File.Exists(System.IO.Path.Combine(path, StoreFiles.Superblock)))
-                throw new InputException($"{path}: is a directory but not a snapshot store (no {StoreFiles.Superblock})");
-            logPath = System.IO.Path.Combine(path, StoreFiles.Journal);
+            if (!File.Exists(System.IO.Path.Combine(path, SnapshotStore.SuperblockFileName)))
+                throw new InputException($"{path}: is a directory but not a snapshot store (no {SnapshotStore.SuperblockFileName})");
+            logPath = System.IO.Path.Combine(path, SnapshotStore.JournalFileName);
             if (!File.Exists(logPath)) throw new InputException($"{logPath}: not found: the store has no journal");
         }
         InputPaths.RequireFile(logPath);
@@ -55,19 +61,26 @@ internal sealed class LogInput : IDisposable
             throw new ToolException(ExitCodes.Failure,
                 $"{logPath}: {length} bytes is too small to be a journal log (a log has at least {LogFormat.MinLogBlocks} blocks, {minimum} bytes)");
         var device = FileBlockDevice.Open(logPath, readOnly: !writable);
-        return new LogInput(path, logPath, isStore, device);
+        return new LogInput(path, logPath, isStore, device, isStore ? ReadSnapshotNames(path) : null);
+    }
+
+    /// <summary>
+    /// Snapshot names by id from the store superblock, only to label items in print; the superblock is the store's
+    /// business, so an unreadable one just leaves items labelled by id.
+    /// </summary>
+    private static Dictionary<ulong, string>? ReadSnapshotNames(string folder)
+    {
+        try
+        {
+            using var sb = FileBlockDevice.Open(System.IO.Path.Combine(folder, SnapshotStore.SuperblockFileName), readOnly: true);
+            return Superblock.Read(sb).Snapshots.ToDictionary(r => r.Id, r => r.Name);
+        }
+        catch (Exception e) when (e is Journal.JournalException or IOException)
+        {
+            return null;
+        }
     }
 
     /// <inheritdoc/>
     public void Dispose() => Device.Dispose();
-}
-
-/// <summary>The files of a snapshot store folder that jreplay looks for.</summary>
-internal static class StoreFiles
-{
-    /// <summary>The store superblock: its presence makes a folder a store.</summary>
-    public const string Superblock = "store.sb";
-
-    /// <summary>The store's shared metadata journal.</summary>
-    public const string Journal = "journal.log";
 }

@@ -1,6 +1,10 @@
+using System.Buffers.Binary;
+using System.Globalization;
 using Journal.Cil;
 using Journal.Format;
 using Journal.Recovery;
+using Snapshot.Format;
+using Snapshot.Metadata;
 
 namespace JReplay;
 
@@ -23,7 +27,7 @@ internal sealed record CheckpointInfo(ulong Sequence, uint TransactionId, Lsn St
 /// </summary>
 internal static class Checkpoints
 {
-    public static CheckpointInfo Decode(string file, RecoveredTransaction t)
+    public static CheckpointInfo Decode(string file, RecoveredTransaction t, IReadOnlyDictionary<ulong, string>? snapshotNames)
     {
         var regions = t.Regions;
         CorruptionException Corrupt(string problem, string? expected = null, string? actual = null) =>
@@ -54,7 +58,7 @@ internal static class Checkpoints
                     item.RegionCount.ToString(), (regions.Count - r - 1).ToString());
             long bytes = 0;
             for (int k = 0; k < item.RegionCount; k++) bytes += regions[r + 1 + k].Length;
-            string? detail = ItemTypes.Describe(item.ItemType, item.ItemId, item.RegionCount > 0 ? regions[r + 1].Span : default);
+            string? detail = ItemTypes.Describe(item.ItemType, item.ItemId, item.RegionCount > 0 ? regions[r + 1].Span : default, snapshotNames);
             items.Add(new ItemInfo(item.ItemType, ItemTypes.Name(item.ItemType), item.ItemId, item.RegionCount, bytes, detail));
             r += 1 + item.RegionCount;
         }
@@ -70,32 +74,32 @@ internal static class Checkpoints
 /// </summary>
 /// <remarks>
 /// <list type="bullet">
-/// <item><c>0x534e</c> <c>cow-segment</c>: a segment (at most 256 entries) of a snapshot's COW metadata area. Item id =
-/// snapshot id &lt;&lt; 40 | segment number. One region: a 16-byte header (le32 magic 0x72416e53, le32 first entry,
-/// le32 entry count, le32 zero) followed by the entries (le64 old chunk, le64 new chunk) logged.</item>
+/// <item><c>0x534e</c> <c>cow-segment</c>: a segment of a snapshot's COW metadata area (see docs/snapshot.md). Item id =
+/// snapshot id &lt;&lt; 40 | segment number. One region: a 16-byte header (magic "SnAr", first entry, entry count)
+/// followed by the entries logged.</item>
 /// </list>
 /// </remarks>
 internal static class ItemTypes
 {
     /// <summary>The snapshot store's COW metadata segment.</summary>
-    public const ushort CowSegment = 0x534e;
-
-    private const uint SegmentMagic = 0x72416e53;
+    public const ushort CowSegment = AreaSegmentItem.Type;
 
     private static readonly Dictionary<ushort, string> Names = new() { [CowSegment] = "cow-segment" };
 
-    /// <summary>What an item says, for known types; null otherwise.</summary>
-    public static string? Describe(ushort type, ulong id, ReadOnlySpan<byte> firstRegion)
+    /// <summary>What an item says, for known types; null otherwise. Snapshot ids are named when <paramref name="snapshotNames"/> knows them.</summary>
+    public static string? Describe(ushort type, ulong id, ReadOnlySpan<byte> firstRegion, IReadOnlyDictionary<ulong, string>? snapshotNames = null)
     {
         if (type != CowSegment) return null;
-        var s = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"snapshot {id >> 40} segment {id & ((1UL << 40) - 1)}");
-        if (firstRegion.Length >= 16 && System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(firstRegion) == SegmentMagic)
+        ulong snapshot = id >> AreaSegmentItem.SegmentBits, segment = id & ((1UL << AreaSegmentItem.SegmentBits) - 1);
+        string who = snapshotNames is not null && snapshotNames.TryGetValue(snapshot, out var name)
+            ? $"snapshot {name} (id {snapshot})"
+            : $"snapshot id {snapshot}";
+        var s = string.Create(CultureInfo.InvariantCulture, $"{who} segment {segment}");
+        if (firstRegion.Length >= SegmentLogHeader.Size && BinaryPrimitives.ReadUInt32LittleEndian(firstRegion) == SegmentLogHeader.Magic)
         {
-            uint first = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(firstRegion[4..]);
-            uint count = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(firstRegion[8..]);
-            s += count == 0
-                ? ": no entries"
-                : string.Create(System.Globalization.CultureInfo.InvariantCulture, $": entries {first}..{first + count - 1}");
+            uint first = BinaryPrimitives.ReadUInt32LittleEndian(firstRegion[4..]);
+            uint count = BinaryPrimitives.ReadUInt32LittleEndian(firstRegion[8..]);
+            s += count == 0 ? ": no entries" : string.Create(CultureInfo.InvariantCulture, $": entries {first}..{first + count - 1}");
         }
         return s;
     }
@@ -106,7 +110,7 @@ internal static class ItemTypes
     /// <summary>Parses a type given as a number or a known name.</summary>
     public static bool TryParse(string text, out ushort type)
     {
-        if (ushort.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out type)) return true;
+        if (ushort.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out type)) return true;
         foreach (var (k, v) in Names)
             if (string.Equals(v, text, StringComparison.OrdinalIgnoreCase)) { type = k; return true; }
         return false;

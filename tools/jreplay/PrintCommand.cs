@@ -187,15 +187,17 @@ internal sealed class PrintDocument
         if (d.Length >= CheckpointHeader.Size && BinaryPrimitives.ReadUInt32LittleEndian(d) == CheckpointHeader.MagicValue)
         {
             var h = CheckpointHeader.Read(d);
-            return string.Create(CultureInfo.InvariantCulture, $"checkpoint {h.Sequence}: {h.ItemCount} items, {h.RegionCount} regions, {h.PayloadBytes} bytes");
+            return string.Create(CultureInfo.InvariantCulture, $"checkpoint {h.Sequence}: {Count(h.ItemCount, "item")}, {Count(h.RegionCount, "region")}, {h.PayloadBytes} bytes");
         }
         if (d.Length >= ItemHeader.FixedSize && BinaryPrimitives.ReadUInt32LittleEndian(d) == ItemHeader.MagicValue)
         {
             var i = ItemHeader.Read(d);
-            return string.Create(CultureInfo.InvariantCulture, $"item {ItemTypes.Name(i.ItemType)} id {i.ItemId}, {i.RegionCount} region{(i.RegionCount == 1 ? "" : "s")}");
+            return string.Create(CultureInfo.InvariantCulture, $"item {ItemTypes.Name(i.ItemType)} id {i.ItemId}, {Count(i.RegionCount, "region")}");
         }
         return "region";
     }
+
+    private static string Count(long n, string noun) => string.Create(CultureInfo.InvariantCulture, $"{n} {noun}{(n == 1 ? "" : "s")}");
 
     public void WriteText(TextWriter w, bool withRecords)
     {
