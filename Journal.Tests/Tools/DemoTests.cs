@@ -70,7 +70,11 @@ public class DemoTests
         var old = new DateTime(2020, 1, 1, 0, 0, 0, DateTimeKind.Utc);
         foreach (var f in Directory.GetFiles(store)) File.SetLastWriteTimeUtc(f, old);
         var files = Directory.GetFiles(store).ToDictionary(f => f, File.ReadAllBytes);
-        Assert.Equal(1, ToolRunner.JReplay("check", store, "--json").ExitCode);
+        var checkJson = ToolRunner.JReplay("check", store, "--json");
+        Assert.Equal(1, checkJson.ExitCode);
+        int checkpoints;
+        using (var doc = JsonDocument.Parse(checkJson.Stdout)) checkpoints = doc.RootElement.GetProperty("checkpoints").GetInt32();
+        Assert.True(checkpoints > 0, "the crash leaves checkpoints to replay");
         var print = ToolRunner.JReplay("print", store);
         Assert.True(print.ExitCode == 0, print.ToString());
         Assert.Contains("cow-segment", print.Stdout);
@@ -87,7 +91,8 @@ public class DemoTests
 
         var replay = ToolRunner.JReplay("replay", store);
         Assert.True(replay.ExitCode == 0, replay.ToString());
-        Assert.Contains("replayed", replay.Stdout);
+        Assert.Contains($"replayed {checkpoints} checkpoints from tail ", replay.Stdout);
+        Assert.Contains("the store was closed cleanly", replay.Stdout);
         Assert.Equal(0, ToolRunner.JReplay("check", store).ExitCode);
 
         var again = ToolRunner.JReplay("replay", store);

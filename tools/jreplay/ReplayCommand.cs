@@ -47,7 +47,7 @@ internal static class ReplayCommand
         if (!isStore)
             throw new UsageException($"{path}: a bare log file can be checked, printed and dry-run; replay needs its store folder, where the items' home locations are");
 
-        await ProgressBar.SpinAsync(console, $"replaying {logPath}", () => StoreReplay.RunAsync(path)).ConfigureAwait(false);
+        var replayed = await ProgressBar.SpinAsync(console, $"replaying {logPath}", () => StoreReplay.RunAsync(path)).ConfigureAwait(false);
 
         using (var input = LogInput.Open(path, writable: false))
         {
@@ -56,12 +56,13 @@ internal static class ReplayCommand
                 throw new ToolException(ExitCodes.Failure, $"{logPath}: still not clean after replay (head {after.Recovery.HeadLsn})");
         }
         string done = string.Create(CultureInfo.InvariantCulture,
-            $"{logPath}: replayed {before.Checkpoints.Count} checkpoints ({before.Items} item copies) from tail {r.TailLsn} to head {r.HeadLsn}; the store was closed cleanly");
-        Report(console, json, path, logPath, dryRun, replayed: true, before, done);
+            $"{logPath}: replayed {replayed.Checkpoints} checkpoints from tail {r.TailLsn} to head {r.HeadLsn}: {replayed.Applied} item copies applied, {replayed.Skipped} already home; the store was closed cleanly");
+        Report(console, json, path, logPath, dryRun, replayed: true, before, done, replayed);
         return ExitCodes.Success;
     }
 
-    private static void Report(ToolConsole console, bool json, string path, string log, bool dryRun, bool replayed, LogAnalysis a, string text)
+    private static void Report(ToolConsole console, bool json, string path, string log, bool dryRun, bool replayed, LogAnalysis a, string text,
+        StoreReplay.Counts? counts = null)
     {
         if (!json)
         {
@@ -77,6 +78,8 @@ internal static class ReplayCommand
             Replayed = replayed,
             Checkpoints = a.Recovery.Clean ? 0 : a.Checkpoints.Count,
             Items = a.Recovery.Clean ? 0 : a.Items,
+            ItemsApplied = counts?.Applied,
+            ItemsSkipped = counts?.Skipped,
             TailLsn = a.Recovery.TailLsn.ToString(),
             HeadLsn = a.Recovery.HeadLsn.ToString(),
             Message = text,
@@ -87,10 +90,20 @@ internal static class ReplayCommand
 /// <summary>Replays a store's journal in place: opening the store replays it, closing it cleanly marks the log clean.</summary>
 internal static class StoreReplay
 {
-    public static async Task<int> RunAsync(string folder)
+    /// <summary>What the store's recovery did: checkpoints replayed, item copies applied and skipped (already home).</summary>
+    public sealed record Counts(long Checkpoints, long Applied, long Skipped);
+
+    public static async Task<Counts> RunAsync(string folder)
     {
         var store = await SnapshotStore.OpenAsync(folder).ConfigureAwait(false);
-        await store.CloseAsync().ConfigureAwait(false);
-        return 0;
+        try
+        {
+            var j = store.Journal;
+            return new Counts(j?.RecoveredCheckpoints ?? 0, j?.RecoveredItemsApplied ?? 0, j?.RecoveredItemsSkipped ?? 0);
+        }
+        finally
+        {
+            await store.CloseAsync().ConfigureAwait(false);
+        }
     }
 }
