@@ -19,7 +19,7 @@ namespace Snapshot;
 /// <remarks>
 /// <para>Folder layout: <c>origin.img</c> (the origin), <c>journal.log</c> (the metadata journal),
 /// <c>&lt;name&gt;.cow</c> (one per snapshot), <c>store.sb</c> (superblock: geometry and snapshot list, two copies
-/// written alternately), <c>store.lock</c> (held exclusively while open: one opener at a time).</para>
+/// written alternately; the home of the superblock log item, whose changes are committed through the journal), <c>store.lock</c> (held exclusively while open: one opener at a time).</para>
 /// <para>Every member is safe to call from many threads. I/O never blocks snapshot creation or deletion for longer
 /// than the I/O in flight takes (they quiesce I/O: it finishes, new I/O waits, none is lost).</para>
 /// </remarks>
