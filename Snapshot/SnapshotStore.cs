@@ -343,6 +343,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     /// <summary>
     /// Commits the superblock with the current snapshot list through the journal and forces it: when this returns the
     /// change is durable in the log (the AIL writes <c>store.sb</c> later). Caller holds the gate (shared or exclusive).
+    /// Cancellation applies only while waiting for log space and the item: once committed, the change is forced whatever
+    /// happens (a caller that gave up could otherwise undo in memory what the log already holds).
     /// </summary>
     internal async ValueTask CommitSuperblockAsync(CancellationToken cancellationToken = default)
     {
@@ -370,7 +372,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
                 _sbItem.Lock.Release();
             }
         }
-        await journal.ForceAsync(sequence, cancellationToken).ConfigureAwait(false);
+        await journal.ForceAsync(sequence, CancellationToken.None).ConfigureAwait(false);
     }
 
     /// <summary>The superblock log item (tests inspect its home writes).</summary>
