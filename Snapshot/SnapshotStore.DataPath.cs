@@ -1,3 +1,4 @@
+using Journal;
 using Journal.Storage;
 using Snapshot.Copy;
 using Snapshot.Exceptions;
@@ -404,8 +405,8 @@ public sealed partial class SnapshotStore
             {
                 try { if (st.Store is not null) await st.Store.InvalidateAsync().ConfigureAwait(false); }
                 catch (IOException) { }
-                try { await WriteSuperblockAsync().ConfigureAwait(false); }
-                catch (IOException) { }
+                try { await CommitSuperblockAsync().ConfigureAwait(false); }
+                catch (Exception e) when (e is IOException or JournalException or ObjectDisposedException or InvalidOperationException) { }
             });
             return st.Invalidation;
         }

@@ -19,7 +19,7 @@ namespace Snapshot;
 /// <remarks>
 /// <para>Folder layout: <c>origin.img</c> (the origin), <c>journal.log</c> (the metadata journal),
 /// <c>&lt;name&gt;.cow</c> (one per snapshot), <c>store.sb</c> (superblock: geometry and snapshot list, two copies
-/// written alternately), <c>store.lock</c> (held exclusively while open: one opener at a time).</para>
+/// written alternately; the home of the superblock log item, whose changes are committed through the journal), <c>store.lock</c> (held exclusively while open: one opener at a time).</para>
 /// <para>Every member is safe to call from many threads. I/O never blocks snapshot creation or deletion for longer
 /// than the I/O in flight takes (they quiesce I/O: it finishes, new I/O waits, none is lost).</para>
 /// </remarks>
@@ -67,9 +67,10 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     private readonly Dictionary<ulong, TrackedChunk> _tracked = new();
     private Superblock _superblock;
 
-    // _sbLock serialises superblock writes (an async mutex held across the write and flush). Taken inside the gate
-    // (shared or exclusive), never the other way round; takes nothing else but _stateLock briefly.
-    private readonly SemaphoreSlim _sbLock = new(1, 1);
+    // The superblock as a journal log item; its home is store.sb. Its Lock serialises superblock changes from the change
+    // to the end of the commit (see CommitSuperblockAsync): taken inside the gate (shared or exclusive), after the
+    // transaction's log space is reserved, never the other way round; takes nothing else but _stateLock briefly.
+    private SuperblockItem _sbItem;
 
     private int _closed;
 
@@ -92,6 +93,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         _sbDevice = sb;
         _logDevice = log;
         _superblock = superblock;
+        _sbItem = new SuperblockItem(sb, superblock);
         _layout = new CowLayout(superblock.ChunkSectors);
         _originFlush = new GroupFlush(ct => _origin.FlushAsync(ct));
         _originVolume = new OriginVolume(this, superblock.OriginSectors);
@@ -239,15 +241,36 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         }
     }
 
-    /// <summary>Recovers the journal, replaying logged metadata segments into the COW files the superblock lists.</summary>
+    /// <summary>
+    /// Recovers the journal in two passes. First the superblock pass: the logged copies of the superblock item newer
+    /// than the home copy's LSN replace the superblock read from <c>store.sb</c> (the newest wins). Then the full replay:
+    /// logged metadata segments are applied to the COW files of the snapshots that superblock lists as valid and
+    /// persistent, and the superblock, if it changed, is written home before the log opens for writing.
+    /// </summary>
+    /// <remarks>
+    /// A segment is logged only after the commit of the superblock item naming its snapshot, and snapshot ids are never
+    /// reused, so a segment whose snapshot the replayed superblock lists belongs to a snapshot the superblock knew at
+    /// that point of the log; the segments of a snapshot deleted within the replayed part (even one created there too)
+    /// are skipped, and its COW file, if any, is removed by the cleanup that follows.
+    /// </remarks>
     private void OpenJournal()
     {
+        var sbHandler = new SuperblockRecoveryHandler(_sbDevice, _superblock);
+        StoreJournal.ReplaySuperblock(_logDevice, sbHandler);
+        lock (_stateLock) _superblock = sbHandler.Current;
         var valid = _superblock.Snapshots
             .Where(r => r.Kind == SnapshotKindCode.Persistent && r.State == SnapshotStateCode.Valid)
             .ToDictionary(r => r.Id, r => CowPathOf(r.Name));
         using var handler = new AreaRecoveryHandler(_provider, _layout, id => valid.GetValueOrDefault(id));
-        _journal = StoreJournal.Open(_logDevice, new Dictionary<ushort, IItemRecoveryHandler> { [AreaSegmentItem.Type] = handler }, out long replayed);
+        _journal = StoreJournal.Open(_logDevice, new Dictionary<ushort, IItemRecoveryHandler>
+        {
+            [AreaSegmentItem.Type] = handler,
+            [SuperblockItem.Type] = sbHandler,
+        }, out long replayed);
         LogClean = replayed == 0;
+        // Complete() wrote the replayed superblock home (when a logged copy was applied): the item starts from it.
+        lock (_stateLock) _superblock = sbHandler.Current;
+        _sbItem = new SuperblockItem(_sbDevice, _superblock);
     }
 
     private async ValueTask LoadSnapshotsAsync(CancellationToken cancellationToken)
@@ -303,7 +326,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         var owned = new HashSet<string>(states.Select(s => Path.GetFullPath(s.CowPath)), StringComparer.Ordinal);
         foreach (var f in _provider.List(Folder, CowExtension))
             if (!owned.Contains(Path.GetFullPath(f))) _provider.Delete(f);
-        if (rewrite) await WriteSuperblockAsync(cancellationToken).ConfigureAwait(false);
+        if (rewrite) await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private long GrowthSectors => Math.Max(_options.CowGrowthBytes / BlockDevice.SectorSize, 2048);
@@ -317,30 +340,43 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         _ => "invalid",
     };
 
-    /// <summary>Writes the superblock from the current snapshot list (generation + 1). Caller holds the gate (shared or exclusive).</summary>
-    internal async ValueTask WriteSuperblockAsync(CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Commits the superblock with the current snapshot list through the journal and forces it: when this returns the
+    /// change is durable in the log (the AIL writes <c>store.sb</c> later). Caller holds the gate (shared or exclusive).
+    /// Cancellation applies only while waiting for log space and the item: once committed, the change is forced whatever
+    /// happens (a caller that gave up could otherwise undo in memory what the log already holds).
+    /// </summary>
+    internal async ValueTask CommitSuperblockAsync(CancellationToken cancellationToken = default)
     {
-        // Waiting for another superblock write; its holder takes nothing but the state lock briefly.
-        await _sbLock.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
+        var journal = _journal ?? throw new InvalidOperationException("the journal is not open");
+        ulong sequence;
+        // Log space first, holding nothing: the AIL may need to write the superblock item home to free it.
+        using (var tx = await journal.BeginTransactionAsync(SuperblockItem.ReserveBytes(journal), cancellationToken).ConfigureAwait(false))
         {
-            Superblock next;
-            lock (_stateLock)
+            // Waiting for another superblock change to finish its commit (its holder waits for nothing we hold).
+            await _sbItem.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
             {
-                next = _superblock with
+                Superblock next;
+                lock (_stateLock)
                 {
-                    Generation = _superblock.Generation + 1,
-                    Snapshots = _snapshots.Select(s => s.ToRecord()).ToArray(),
-                };
+                    next = _superblock with { Snapshots = _snapshots.Select(s => s.ToRecord()).ToArray() };
+                    _superblock = next;
+                }
+                _sbItem.Set(next);
+                tx.AddItem(_sbItem);
+                sequence = await tx.CommitAsync(CancellationToken.None).ConfigureAwait(false);
             }
-            await next.WriteAsync(_sbDevice, cancellationToken).ConfigureAwait(false);
-            lock (_stateLock) _superblock = next;
+            finally
+            {
+                _sbItem.Lock.Release();
+            }
         }
-        finally
-        {
-            _sbLock.Release();
-        }
+        await journal.ForceAsync(sequence, CancellationToken.None).ConfigureAwait(false);
     }
+
+    /// <summary>The superblock log item (tests inspect its home writes).</summary>
+    internal SuperblockItem SuperblockLogItem => _sbItem;
 
     /// <summary>
     /// Validates a snapshot name: 1 to 64 bytes of UTF-8, letters, digits, '.', '_' and '-' only, not starting with
@@ -414,7 +450,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             lock (_stateLock) _snapshots = [.. _snapshots, st];
             try
             {
-                await WriteSuperblockAsync(cancellationToken).ConfigureAwait(false);
+                await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
             }
             catch
             {
@@ -448,7 +484,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
                 _snapshots = _snapshots.Where(s => s != st).ToArray();
                 st.Deleted = true;
             }
-            await WriteSuperblockAsync(cancellationToken).ConfigureAwait(false);
+            await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
             if (st.Store is PersistentExceptionStore ps) ps.MarkDeleted();
             if (st.Store is not null) lock (_stateLock) _graveyard.Add(st.Store);
             _provider.Delete(st.CowPath);

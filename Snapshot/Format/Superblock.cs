@@ -11,9 +11,10 @@ namespace Snapshot.Format;
 /// The file holds two copies, A at sector 0 and B at sector 16, each <see cref="CopyBytes"/> (8 KiB) long. A write
 /// goes to the copy not holding the current generation, with generation + 1, then the file is flushed; so a torn or
 /// lost write leaves the other copy intact. Reading takes the copy with a good checksum and the higher generation.
-/// The superblock changes only when a snapshot is created, deleted or invalidated, and it is read before the journal
-/// is replayed (it says which COW files exist and which snapshot id each holds), so it is written atomically rather than
-/// journaled.
+/// The superblock changes only when a snapshot is created, deleted or invalidated. Those changes are committed through
+/// the metadata journal as a log item (<see cref="Snapshot.Metadata.SuperblockItem"/>, whose logged copy is
+/// <see cref="ToLogBytes"/>); this file is the item's home, written by the journal's write-back with the LSN of the
+/// checkpoint it reflects in <c>home_lsn</c>, so replay skips logged copies the home already holds.
 /// <code>
 /// offset size field (of one copy)
 ///      0    4 le32 magic          0x4253534a ("JSSB")
@@ -25,7 +26,8 @@ namespace Snapshot.Format;
 ///     32    8 le64 next_snapshot_id
 ///     40    4 le32 reserved       0
 ///     44    4 le32 crc32c         of the whole 8 KiB copy with this field as zero
-///     48   16 zero
+///     48    8 le64 home_lsn       LSN of the checkpoint whose superblock item this copy reflects; 0 = none
+///     56    8 zero
 ///     64 96*n snapshot records (SnapshotRecord)
 /// </code>
 /// </remarks>
@@ -39,6 +41,40 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
     public const int HeaderBytes = 64;
     public const int MaxSnapshots = 64;
 
+    /// <summary>Most bytes of a logged copy (<see cref="ToLogBytes"/>): the header and 64 snapshot records.</summary>
+    public const int MaxLogBytes = HeaderBytes + MaxSnapshots * SnapshotRecord.Size;
+
+    /// <summary>LSN (raw value) of the checkpoint whose superblock item this copy reflects; 0 = none.</summary>
+    public ulong HomeLsn { get; init; }
+
+    /// <summary>Bytes of the logged copy: the header and the snapshot records (the rest of a copy is zero).</summary>
+    public int LogBytes => HeaderBytes + Snapshots.Count * SnapshotRecord.Size;
+
+    /// <summary>
+    /// The logged copy: the first <see cref="LogBytes"/> bytes of <see cref="ToBytes"/> (its checksum covers the whole
+    /// 8 KiB copy, whose remaining bytes are zero), so replay validates it exactly as it validates a home copy.
+    /// </summary>
+    public void ToLogBytes(Span<byte> destination) => ToBytes().AsSpan(0, LogBytes).CopyTo(destination);
+
+    /// <summary>Parses a logged copy (<see cref="ToLogBytes"/>); null (with the reason) if it is not a good copy.</summary>
+    public static Superblock? TryParseLogged(ReadOnlySpan<byte> logged, string file, out string? problem)
+    {
+        if (logged.Length < HeaderBytes || logged.Length > MaxLogBytes || (logged.Length - HeaderBytes) % SnapshotRecord.Size != 0)
+        {
+            problem = $"logged superblock is {logged.Length} bytes, expected {HeaderBytes} + {SnapshotRecord.Size} per snapshot";
+            return null;
+        }
+        var copy = new byte[CopyBytes];
+        logged.CopyTo(copy);
+        var sb = TryParse(copy, file, out problem);
+        if (sb is not null && sb.LogBytes != logged.Length)
+        {
+            problem = $"logged superblock is {logged.Length} bytes for {sb.Snapshots.Count} snapshots";
+            return null;
+        }
+        return sb;
+    }
+
     /// <summary>Serialises one copy.</summary>
     public byte[] ToBytes()
     {
@@ -51,6 +87,7 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
         BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(24), ChunkSectors);
         BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(28), Snapshots.Count);
         BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(32), NextSnapshotId);
+        BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(48), HomeLsn);
         for (int i = 0; i < Snapshots.Count; i++) Snapshots[i].Write(b.AsSpan(HeaderBytes + i * SnapshotRecord.Size));
         BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(44), Crc32C.Compute(b));
         return b;
@@ -74,7 +111,10 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
         var list = new List<SnapshotRecord>(count);
         for (int i = 0; i < count; i++) list.Add(SnapshotRecord.Read(b.Slice(HeaderBytes + i * SnapshotRecord.Size), file, i));
         return new Superblock(BinaryPrimitives.ReadUInt64LittleEndian(b[8..]), BinaryPrimitives.ReadInt64LittleEndian(b[16..]),
-            BinaryPrimitives.ReadInt32LittleEndian(b[24..]), BinaryPrimitives.ReadUInt64LittleEndian(b[32..]), list);
+            BinaryPrimitives.ReadInt32LittleEndian(b[24..]), BinaryPrimitives.ReadUInt64LittleEndian(b[32..]), list)
+        {
+            HomeLsn = BinaryPrimitives.ReadUInt64LittleEndian(b[48..]),
+        };
     }
 
     /// <summary>Reads both copies from <paramref name="device"/> and returns the newest good one.</summary>
@@ -101,7 +141,14 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
         await device.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>Synchronous <see cref="WriteAsync"/> (used by recovery, which runs before the store starts).</summary>
+    public void Write(BlockDevice device)
+    {
+        device.Write((long)(Generation % 2) * CopySectors, ToBytes());
+        device.Flush();
+    }
+
     /// <inheritdoc/>
     public override string ToString() =>
-        $"Superblock(generation {Generation}, origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, next id {NextSnapshotId}, snapshots [{string.Join(", ", Snapshots)}])";
+        $"Superblock(generation {Generation}, home LSN {Journal.Format.Lsn.FromValue(HomeLsn)}, origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, next id {NextSnapshotId}, snapshots [{string.Join(", ", Snapshots)}])";
 }

@@ -15,8 +15,8 @@ namespace Snapshot.Metadata;
 /// <remarks>
 /// Recovery cases, per logged segment copy:
 /// <list type="number">
-/// <item>The snapshot is not a valid persistent snapshot in the superblock (deleted, invalid, transient, or its COW
-/// file is gone): the copy is skipped (home LSN reported as above every LSN).</item>
+/// <item>The snapshot is not a valid persistent snapshot in the superblock as replayed from the log (the store's
+/// superblock pass runs first: deleted, invalid, transient, or its COW file is gone): the copy is skipped (home LSN reported as above every LSN).</item>
 /// <item>The COW header is marked invalid: skipped the same way.</item>
 /// <item>The segment's home-LSN slot names this segment with an LSN at or above the copy's: the journal skips it.</item>
 /// <item>Otherwise the entries are written at their fixed positions in the area (read-modify-write of whole sectors);

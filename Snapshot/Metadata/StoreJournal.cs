@@ -1,5 +1,7 @@
 using Journal;
+using Journal.Cil;
 using Journal.Format;
+using Journal.Recovery;
 using Journal.Storage;
 
 namespace Snapshot.Metadata;
@@ -32,6 +34,29 @@ internal static class StoreJournal
         var journal = MetadataJournal.Open(Region(log), Options((uint)log.SectorCount), handlers);
         replayed = journal.RecoveredCheckpoints;
         return journal;
+    }
+
+    /// <summary>
+    /// The superblock pass of recovery: reads the log (writing nothing) and replays only the superblock item's copies
+    /// into <paramref name="superblock"/>, without its completion hook; every other item is skipped. It runs before the
+    /// full replay so that the metadata segments are applied against the snapshot list as the log leaves it.
+    /// </summary>
+    public static void ReplaySuperblock(BlockDevice log, SuperblockRecoveryHandler superblock)
+    {
+        var region = Region(log);
+        var skip = new SkipAllHandler();
+        var replay = new CheckpointReplay(region.Name, new Dictionary<ushort, IItemRecoveryHandler>
+        {
+            [SuperblockItem.Type] = superblock,
+            [AreaSegmentItem.Type] = skip,
+        });
+        LogRecovery.Recover(region, t => replay.Deliver(t.StartLsn, t.Regions));
+    }
+
+    private sealed class SkipAllHandler : IItemRecoveryHandler
+    {
+        public Lsn GetHomeLsn(ulong itemId) => SkipAll;
+        public void Apply(ulong itemId, Lsn checkpointLsn, IReadOnlyList<ReadOnlyMemory<byte>> regions) { }
     }
 
     /// <summary>An LSN above every real one: a home copy claiming it makes recovery skip every logged copy.</summary>
