@@ -103,12 +103,25 @@ public class JReplayTests
     }
 
     [Fact]
+    public async Task Print_decodes_the_logged_store_superblock()
+    {
+        using var dir = new TempFolder();
+        await TestLogs.CreateAsync(dir["dirty.log"], checkpoints: 2, withSuperblock: true);
+        var r = ToolRunner.JReplay("print", dir["dirty.log"], "--item-type", "superblock");
+        Assert.Equal(0, r.ExitCode);
+        var lines = r.Stdout.Split('\n').Where(l => l.Contains("superblock id 0")).ToArray();
+        Assert.Equal(2, lines.Length);
+        Assert.EndsWith("generation 1: 1 snapshot (s1)", lines[0]);
+        Assert.EndsWith("generation 2: 2 snapshots (s1, s2)", lines[1]);
+    }
+
+    [Fact]
     public void An_unknown_item_type_name_is_a_usage_error()
     {
         using var dir = new TempFolder();
         var r = ToolRunner.JReplay("print", dir["x.log"], "--item-type", "nonsense");
         Assert.Equal(64, r.ExitCode);
-        Assert.Contains("--item-type: 'nonsense' is not an item type (a number 0-65535 or one of cow-segment)", r.Stderr);
+        Assert.Contains("--item-type: 'nonsense' is not an item type (a number 0-65535 or one of cow-segment, superblock)", r.Stderr);
     }
 
     [Fact]

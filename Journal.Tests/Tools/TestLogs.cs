@@ -3,6 +3,7 @@ using Journal.Cil;
 using Journal.Format;
 using Journal.Log;
 using Journal.Storage;
+using Snapshot.Format;
 
 namespace Journal.Tests.Tools;
 
@@ -15,12 +16,16 @@ public static class TestLogs
     /// <summary>The snapshot store's COW metadata segment item type.</summary>
     public const ushort CowSegmentType = 0x534e;
 
+    /// <summary>The snapshot store's superblock item type.</summary>
+    public const ushort SuperblockType = 0x5342;
+
     /// <summary>
     /// Creates a formatted log of <paramref name="blocks"/> blocks at <paramref name="path"/> holding
     /// <paramref name="checkpoints"/> checkpoints (checkpoint i has i items of <see cref="ItemType"/>, plus one item of
     /// type 9), each forced to disk before the next is written; with <paramref name="clean"/> an unmount record follows, as after a clean close.
     /// </summary>
-    public static async Task CreateAsync(string path, uint blocks = 1024, int checkpoints = 3, bool clean = false, bool withSegment = false)
+    public static async Task CreateAsync(string path, uint blocks = 1024, int checkpoints = 3, bool clean = false, bool withSegment = false,
+        bool withSuperblock = false)
     {
         using var device = FileBlockDevice.Create(path, blocks);
         var region = LogRegion.WholeDevice(device);
@@ -33,6 +38,7 @@ public static class TestLogs
             for (int i = 0; i < c; i++) items.Add((ItemType, (ulong)(100 * c + i), Fill(300 + 40 * i, (byte)c)));
             items.Add((9, 9, Fill(64, 0x99)));
             if (withSegment) items.Add((CowSegmentType, (1UL << 40) | 5, Segment(first: 3 * (uint)(c - 1), count: 3)));
+            if (withSuperblock) items.Add((SuperblockType, 0, StoreSuperblock(generation: (ulong)c, snapshots: c)));
             ulong payload = 0;
             var body = new List<ReadOnlyMemory<byte>>();
             foreach (var (type, id, data) in items)
@@ -67,6 +73,18 @@ public static class TestLogs
             BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan((int)(16 + 16 * i)), 100 + first + i);
             BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan((int)(24 + 16 * i)), 2 + first + i);
         }
+        return b;
+    }
+
+    /// <summary>A logged store superblock with snapshots s1..s<paramref name="snapshots"/>.</summary>
+    private static byte[] StoreSuperblock(ulong generation, int snapshots)
+    {
+        var records = Enumerable.Range(1, snapshots)
+            .Select(i => new SnapshotRecord((ulong)i, 4096, SnapshotKindCode.Persistent, SnapshotStateCode.Valid, InvalidReasonCode.None, $"s{i}"))
+            .ToArray();
+        var sb = new Superblock(generation, 2048, 8, (ulong)snapshots + 1, records);
+        var b = new byte[sb.LogBytes];
+        sb.ToLogBytes(b);
         return b;
     }
 

@@ -77,6 +77,8 @@ internal static class Checkpoints
 /// <item><c>0x534e</c> <c>cow-segment</c>: a segment of a snapshot's COW metadata area (see docs/snapshot.md). Item id =
 /// snapshot id &lt;&lt; 40 | segment number. One region: a 16-byte header (magic "SnAr", first entry, entry count)
 /// followed by the entries logged.</item>
+/// <item><c>0x5342</c> <c>superblock</c>: the store superblock (geometry and snapshot list), id 0. One region: the
+/// superblock's header and snapshot records.</item>
 /// </list>
 /// </remarks>
 internal static class ItemTypes
@@ -84,11 +86,15 @@ internal static class ItemTypes
     /// <summary>The snapshot store's COW metadata segment.</summary>
     public const ushort CowSegment = AreaSegmentItem.Type;
 
-    private static readonly Dictionary<ushort, string> Names = new() { [CowSegment] = "cow-segment" };
+    /// <summary>The snapshot store's superblock.</summary>
+    public const ushort StoreSuperblock = SuperblockItem.Type;
+
+    private static readonly Dictionary<ushort, string> Names = new() { [CowSegment] = "cow-segment", [StoreSuperblock] = "superblock" };
 
     /// <summary>What an item says, for known types; null otherwise. Snapshot ids are named when <paramref name="snapshotNames"/> knows them.</summary>
     public static string? Describe(ushort type, ulong id, ReadOnlySpan<byte> firstRegion, IReadOnlyDictionary<ulong, string>? snapshotNames = null)
     {
+        if (type == StoreSuperblock) return DescribeSuperblock(firstRegion);
         if (type != CowSegment) return null;
         ulong snapshot = id >> AreaSegmentItem.SegmentBits, segment = id & ((1UL << AreaSegmentItem.SegmentBits) - 1);
         string who = snapshotNames is not null && snapshotNames.TryGetValue(snapshot, out var name)
@@ -102,6 +108,16 @@ internal static class ItemTypes
             s += count == 0 ? ": no entries" : string.Create(CultureInfo.InvariantCulture, $": entries {first}..{first + count - 1}");
         }
         return s;
+    }
+
+    /// <summary>"generation 7: 3 snapshots (snap-1, snap-2, scratch)", or why the logged copy does not parse.</summary>
+    private static string DescribeSuperblock(ReadOnlySpan<byte> logged)
+    {
+        var sb = Superblock.TryParseLogged(logged, "superblock", out string? problem);
+        if (sb is null) return $"not a superblock: {problem}";
+        string names = sb.Snapshots.Count == 0 ? "" : " (" + string.Join(", ", sb.Snapshots.Select(r => r.Name)) + ")";
+        return string.Create(CultureInfo.InvariantCulture,
+            $"generation {sb.Generation}: {sb.Snapshots.Count} snapshot{(sb.Snapshots.Count == 1 ? "" : "s")}{names}");
     }
 
     /// <summary>The name of <paramref name="type"/>, or "type N".</summary>
