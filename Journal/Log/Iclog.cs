@@ -49,6 +49,7 @@ internal sealed class Iclog
     public RecordKind Kind;
     public int Blocks;           // record blocks, set when sealed
     public RecordHeader Header;  // set when sealed
+    public bool ForcePending;    // a force waits for this active buffer: seal it as soon as an earlier buffer is durable
 
     public int Free => CapacityBytes - Used;
 

@@ -232,12 +232,14 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     public ValueTask<Lsn> WriteAsync(uint tid, IReadOnlyList<ReadOnlyMemory<byte>> regions, bool start, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(regions);
-        return WriteOpsAsync(tid, regions, start, commit: false, cancellationToken);
+        return FirstLsn(WriteOpsAsync(tid, regions, start, commit: false, cancellationToken));
     }
 
     /// <inheritdoc/>
     public ValueTask<Lsn> WriteCommitAsync(uint tid, CancellationToken cancellationToken = default) =>
-        WriteOpsAsync(tid, Array.Empty<ReadOnlyMemory<byte>>(), start: false, commit: true, cancellationToken);
+        FirstLsn(WriteOpsAsync(tid, Array.Empty<ReadOnlyMemory<byte>>(), start: false, commit: true, cancellationToken));
+
+    private static async ValueTask<Lsn> FirstLsn(ValueTask<(Lsn First, Lsn Last)> write) => (await write.ConfigureAwait(false)).First;
 
     /// <summary>
     /// Writes a whole transaction (start op, <paramref name="regions"/>, commit op) and returns the LSN of the record
@@ -246,28 +248,37 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     public ValueTask<Lsn> WriteTransactionAsync(uint tid, IReadOnlyList<ReadOnlyMemory<byte>> regions, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(regions);
-        return WriteTransactionCoreAsync(tid, regions, cancellationToken);
+        return LastLsn(WriteOpsAsync(tid, regions, start: true, commit: true, cancellationToken));
     }
 
-    private async ValueTask<Lsn> WriteTransactionCoreAsync(uint tid, IReadOnlyList<ReadOnlyMemory<byte>> regions, CancellationToken ct)
+    private static async ValueTask<Lsn> LastLsn(ValueTask<(Lsn First, Lsn Last)> write) => (await write.ConfigureAwait(false)).Last;
+
+    /// <summary>
+    /// Per-thread list of buffers sealed under the lock and submitted right after it is released (always empty between
+    /// uses, never carried across an await), so the write path allocates no list.
+    /// </summary>
+    [ThreadStatic] private static List<Iclog>? t_toSubmit;
+
+    private List<Iclog> SubmitList()
     {
-        await WriteOpsAsync(tid, regions, start: true, commit: false, ct).ConfigureAwait(false);
-        return await WriteOpsAsync(tid, Array.Empty<ReadOnlyMemory<byte>>(), start: false, commit: true, ct).ConfigureAwait(false);
+        var list = t_toSubmit ??= new List<Iclog>(LogWriterOptions.MaxIclogCount + 2);
+        if (list.Capacity < _ring.Length + 2) list.Capacity = _ring.Length + 2;
+        return list;
     }
 
     /// <summary>
     /// Copies ops into buffers: the start op (if <paramref name="start"/>), the regions (split at record boundaries),
-    /// the commit op (if <paramref name="commit"/>). Returns the LSN of the record holding the first op.
+    /// the commit op (if <paramref name="commit"/>). Returns the LSNs of the records holding the first and the last op.
     /// </summary>
-    private async ValueTask<Lsn> WriteOpsAsync(uint tid, IReadOnlyList<ReadOnlyMemory<byte>> regions, bool start, bool commit, CancellationToken ct)
+    private async ValueTask<(Lsn First, Lsn Last)> WriteOpsAsync(uint tid, IReadOnlyList<ReadOnlyMemory<byte>> regions, bool start, bool commit, CancellationToken ct)
     {
-        // Allocated before taking the lock, sized so adding under the lock never grows it.
-        var toSubmit = new List<Iclog>(_ring.Length + 1);
         var cursor = new OpCursor(start, regions.Count, commit);
-        Lsn first = Lsn.Zero;
+        Lsn first = Lsn.Zero, last = Lsn.Zero;
         while (true)
         {
             Task? wait = null;
+            // Sized before taking the lock so adding under it never grows it; emptied by Submit before any await.
+            var toSubmit = SubmitList();
             try
             {
                 lock (_lock)
@@ -283,6 +294,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
                             continue;
                         }
                         if (first.IsZero) first = ic.Lsn;
+                        last = ic.Lsn;
                         if (ic.Free < OpHeader.Size + 1) Seal(ic, toSubmit);
                     }
                 }
@@ -291,7 +303,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
             {
                 Submit(toSubmit); // sealed buffers always go out, even when this call fails
             }
-            if (wait is null) return first;
+            if (wait is null) return (first, last);
             // Wait for a buffer to become free or for the tail to move (the reason is counted in ActiveOrActivate).
             await wait.WaitAsync(ct).ConfigureAwait(false);
         }
@@ -382,6 +394,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
             ic.Lsn = ToLsn(_headAbs);
             ic.Used = 0;
             ic.OpCount = 0;
+            ic.ForcePending = false;
             ic.Kind = left == 1 ? RecordKind.Pad : RecordKind.Data;
             ic.CapacityBytes = (int)(need - 1) * LogFormat.BlockSize;
             _activeIndex = _nextIndex;
@@ -426,11 +439,19 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         toSubmit.Add(ic);
     }
 
-    /// <summary>Starts the sync task of every sealed buffer. Never under the lock.</summary>
+    /// <summary>
+    /// Starts the sync task of every sealed buffer, in LSN order. Never under the lock. A sync task may run inline
+    /// (synchronous devices) and seal and submit more through the same per-thread list, so each buffer is taken off
+    /// the list before its task starts.
+    /// </summary>
     private void Submit(List<Iclog> toSubmit)
     {
-        foreach (var ic in toSubmit) _ = SyncAsync(ic);
-        toSubmit.Clear();
+        while (toSubmit.Count > 0)
+        {
+            var ic = toSubmit[0];
+            toSubmit.RemoveAt(0);
+            _ = SyncAsync(ic);
+        }
     }
 
     /// <summary>
@@ -495,18 +516,24 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
                 lock (_lock) _flushRunning = false;
                 throw;
             }
+            var toSubmit = SubmitList();
             lock (_lock)
             {
                 _flushes++;
                 foreach (var ic in _ring)
                     if (ic.State == IclogState.Flushing) ic.State = IclogState.Durable;
-                AdvanceDurable();
+                AdvanceDurable(toSubmit);
             }
+            // A buffer a force was waiting for goes out now; its write lands before the next round of this loop.
+            Submit(toSubmit);
         }
     }
 
-    /// <summary>Frees durable buffers in ring order and completes the forces they satisfy. Under the lock.</summary>
-    private void AdvanceDurable()
+    /// <summary>
+    /// Frees durable buffers in ring order, completes the forces they satisfy, and seals the active buffer if a force
+    /// is waiting for it (adding it to <paramref name="toSubmit"/>). Under the lock.
+    /// </summary>
+    private void AdvanceDurable(List<Iclog> toSubmit)
     {
         bool freed = false;
         while (_busyCount > 0)
@@ -529,39 +556,61 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
             }
         }
         if (_bufferFreed is not null) { _bufferFreed.TrySetResult(); _bufferFreed = null; }
+        if (_activeIndex >= 0 && _ring[_activeIndex].ForcePending) Seal(_ring[_activeIndex], toSubmit);
     }
 
-    /// <inheritdoc/>
+    /// <summary>
+    /// Returns once the record at <paramref name="lsn"/> and every earlier record are on stable storage (written, then
+    /// covered by a device flush). An LSN at or below <see cref="DurableLsn"/> returns at once and does no I/O; an LSN
+    /// past everything written forces everything written so far. If the record is still being filled it is sealed and
+    /// written now, or, while an earlier record is still in flight, as soon as that one is durable, so that the
+    /// transactions and forces arriving meanwhile share its write and flush. Concurrent forces share flushes.
+    /// </summary>
     public ValueTask ForceAsync(Lsn lsn, CancellationToken cancellationToken = default)
     {
-        var toSubmit = new List<Iclog>(2);
-        Task wait;
-        lock (_lock)
+        var toSubmit = SubmitList();
+        Task? wait = null;
+        try
         {
-            ThrowIfUnusable();
-            _forces++;
-            if (lsn <= _durableLsn)
+            lock (_lock)
             {
-                _forcesNoIo++;
-                return ValueTask.CompletedTask;
+                ThrowIfUnusable();
+                _forces++;
+                if (lsn <= _durableLsn)
+                {
+                    _forcesNoIo++;
+                    return ValueTask.CompletedTask;
+                }
+                Lsn? pending = null;
+                if (_activeIndex >= 0)
+                {
+                    var a = _ring[_activeIndex];
+                    if (a.Lsn <= lsn && a.Used > 0)
+                    {
+                        // Group commit: while an earlier buffer is still on its way to disk, leave this one open so the
+                        // writers and forces arriving meanwhile share its write and flush; it is sealed as soon as an
+                        // earlier buffer becomes durable (AdvanceDurable). With nothing in flight, seal it now.
+                        if (_busyCount > 1) { a.ForcePending = true; pending = a.Lsn; }
+                        else Seal(a, toSubmit);
+                    }
+                }
+                var highest = pending ?? _lastSealedLsn;
+                var target = lsn < highest ? lsn : highest;
+                if (target <= _durableLsn)
+                {
+                    _forcesNoIo++;
+                    return ValueTask.CompletedTask;
+                }
+                _forceWaits++;
+                var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                _forceWaiters.Add((target, tcs));
+                wait = tcs.Task;
             }
-            if (_activeIndex >= 0)
-            {
-                var a = _ring[_activeIndex];
-                if (a.Lsn <= lsn && a.Used > 0) Seal(a, toSubmit);
-            }
-            var target = lsn < _lastSealedLsn ? lsn : _lastSealedLsn;
-            if (target <= _durableLsn)
-            {
-                _forcesNoIo++;
-                return ValueTask.CompletedTask;
-            }
-            _forceWaits++;
-            var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            _forceWaiters.Add((target, tcs));
-            wait = tcs.Task;
         }
-        Submit(toSubmit);
+        finally
+        {
+            Submit(toSubmit);
+        }
         // Wait for the record at `target` and all before it to be written and flushed.
         return new ValueTask(wait.WaitAsync(cancellationToken));
     }
@@ -577,11 +626,11 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     /// </summary>
     public async ValueTask<Lsn> WriteUnmountAsync(CancellationToken cancellationToken = default)
     {
-        var toSubmit = new List<Iclog>(_ring.Length + 2);
         Lsn lsn = Lsn.Zero;
         while (true)
         {
             Task? wait;
+            var toSubmit = SubmitList();
             try
             {
                 lock (_lock)
@@ -637,6 +686,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
             long left = _n - _headAbs % _n;
             long need = left == 1 ? 1 + _options.MaxRecordBlocks : _options.MaxRecordBlocks;
             if (_activeIndex >= 0 || _tailAbs + _n - _headAbs >= need) return Task.CompletedTask;
+            // The caller waits for log space: the next MoveTail (or a shutdown) completes this.
             _tailMoved ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             return _tailMoved.Task.WaitAsync(cancellationToken);
         }

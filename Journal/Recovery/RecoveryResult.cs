@@ -3,47 +3,49 @@ using Journal.Format;
 
 namespace Journal.Recovery;
 
-/// <summary>What <see cref="LogRecovery.Recover"/> found: where the log's live part is and what was replayed.</summary>
+/// <summary>What <see cref="LogRecovery.Recover"/> found: where the log's live part is and what was replayed. Only recovery creates one.</summary>
 public sealed class RecoveryResult
 {
+    internal RecoveryResult() { }
+
     /// <summary>The log that was recovered.</summary>
-    public required LogRegion Region { get; init; }
+    public LogRegion Region { get; internal init; }
 
     /// <summary>Size of the log in blocks.</summary>
     public uint LogBlocks => Region.BlockCount;
 
     /// <summary>The LSN of the last valid record (the head record).</summary>
-    public required Lsn HeadLsn { get; init; }
+    public Lsn HeadLsn { get; internal init; }
 
     /// <summary>
     /// The oldest LSN still needed: the tail recorded in the head record, or <see cref="NextLsn"/> for a clean log
     /// (nothing is needed).
     /// </summary>
-    public required Lsn TailLsn { get; init; }
+    public Lsn TailLsn { get; internal init; }
 
     /// <summary>Where the next record goes: the cycle and block just after the head record.</summary>
-    public required Lsn NextLsn { get; init; }
+    public Lsn NextLsn { get; internal init; }
 
     /// <summary>True when the head record is an unmount record: the log was shut down cleanly, nothing to replay.</summary>
-    public required bool Clean { get; init; }
+    public bool Clean { get; internal init; }
 
     /// <summary>Records read and validated between the tail and the head (pads and the unmount record included).</summary>
-    public required int RecordsScanned { get; init; }
+    public int RecordsScanned { get; internal init; }
 
     /// <summary>Complete transactions handed to the delivery callback.</summary>
-    public required int TransactionsDelivered { get; init; }
+    public int TransactionsDelivered { get; internal init; }
 
     /// <summary>True when records or blocks past the last valid record were found and discarded as a torn write.</summary>
-    public required bool TornHeadTruncated { get; init; }
+    public bool TornHeadTruncated { get; internal init; }
 
     /// <summary>Blocks written in the last pass but discarded behind the head (torn or partial records).</summary>
-    public required long DiscardedBlocks { get; init; }
+    public long DiscardedBlocks { get; internal init; }
 
     /// <summary>Transactions seen without a commit (or whose start lies before the tail); never delivered.</summary>
-    public required int IncompleteTransactionsDropped { get; init; }
+    public int IncompleteTransactionsDropped { get; internal init; }
 
     /// <summary>A transaction id above every id seen in the live log; a writer hands out ids from here.</summary>
-    public required uint NextTransactionId { get; init; }
+    public uint NextTransactionId { get; internal init; }
 
     /// <summary>
     /// Absolute block (cycle * log blocks + block) up to which blocks past the head may hold leftovers of lost writes;

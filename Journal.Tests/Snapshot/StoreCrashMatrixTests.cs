@@ -1,0 +1,183 @@
+using Journal.Storage;
+using Snapshot;
+using static Journal.Tests.Snapshot.SnapTestUtil;
+
+namespace Journal.Tests.Snapshot;
+
+/// <summary>
+/// Crash matrix over the whole store: every device (origin, superblock, journal log, COW files) is a recording device
+/// sharing one write log; a workload of origin writes, snapshot writes, snapshot creation and deletion runs with
+/// write-through; then, for crash states at every flush point (and torn/partial variants of the writes in flight), the
+/// store is reopened (replaying the journal) and checked: every acknowledged write is visible, every snapshot reads
+/// exactly its point-in-time data plus its own acknowledged writes, and nothing else is possible but the one write in
+/// flight. Size knob: <c>JOURNAL_SNAP_CRASH_STATES</c> (default 240 states).
+/// </summary>
+public class StoreCrashMatrixTests
+{
+    private static int States => int.TryParse(Environment.GetEnvironmentVariable("JOURNAL_SNAP_CRASH_STATES"), out int n) && n > 0 ? n : 240;
+
+    private const int OriginSectors = 8 * 48;
+
+    private enum Kind { OriginWrite, SnapshotWrite, Create, Delete }
+
+    private sealed record Op(Kind Kind, string? Snapshot, long Sector, byte[]? Data, int Start, int Ack, byte[]? Base);
+
+    [Theory]
+    [InlineData(1, 8)]
+    [InlineData(2, 16)]
+    public async Task After_a_crash_anywhere_acknowledged_writes_and_point_in_time_contents_survive(int seed, int chunkSectors)
+    {
+        var log = new WriteLog();
+        var p = new TestDeviceProvider { Log = log };
+        var r = new Random(seed);
+        var o = p.Options(new StoreOptions { OriginSectors = OriginSectors, ChunkSectors = chunkSectors, WriteThrough = true, CowGrowthBytes = 1 << 20, LogBlocks = 2048 });
+        var store = await SnapshotStore.CreateAsync(Folder, o).AsTask().WaitAsync(Watchdog);
+        int created = log.Mark("store created");
+        var ops = new List<Op>();
+        var origin = new byte[OriginSectors * 512];
+
+        async Task OriginWrite(long sector, byte[] data)
+        {
+            int start = log.Mark($"origin write {sector}+{data.Length / 512} start");
+            await WriteAsync(store.Origin, sector, data);
+            int ack = log.Mark("ack");
+            data.CopyTo(origin, sector * 512);
+            ops.Add(new Op(Kind.OriginWrite, null, sector, data, start, ack, null));
+        }
+
+        for (long s = 0; s < OriginSectors; s += 64) await OriginWrite(s, Rand(r, 64));
+        var live = new List<string>();
+        int names = 0;
+        for (int i = 0; i < 60; i++)
+        {
+            // Now and then the journal writes the metadata segments home (the AIL's job), so crash states cover
+            // segments partly home, home-LSN slots, and replay over newer home copies.
+            if (i % 7 == 6) await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
+            int pick = r.Next(100);
+            if ((i == 2 || pick < 8) && live.Count < 3)
+            {
+                string name = $"s{names++}";
+                int start = log.Mark($"create {name} start");
+                await store.CreateSnapshotAsync(name).AsTask().WaitAsync(Watchdog);
+                ops.Add(new Op(Kind.Create, name, 0, null, start, log.Mark("ack"), (byte[])origin.Clone()));
+                live.Add(name);
+            }
+            else if (pick < 11 && live.Count > 1)
+            {
+                string name = live[0];
+                int start = log.Mark($"delete {name} start");
+                await store.DeleteSnapshotAsync(name).AsTask().WaitAsync(Watchdog);
+                ops.Add(new Op(Kind.Delete, name, 0, null, start, log.Mark("ack"), null));
+                live.RemoveAt(0);
+            }
+            else if (pick < 35 && live.Count > 0)
+            {
+                string name = live[r.Next(live.Count)];
+                int len = r.Next(3) == 0 ? chunkSectors : 1 + r.Next(12);
+                long sector = r.Next(3) == 0 ? r.Next(OriginSectors / chunkSectors) * (long)chunkSectors : r.Next(OriginSectors - len + 1);
+                if (sector + len > OriginSectors) continue;
+                var data = Rand(r, len);
+                int start = log.Mark($"snapshot {name} write {sector}+{len} start");
+                await WriteAsync(store.GetSnapshot(name), sector, data);
+                ops.Add(new Op(Kind.SnapshotWrite, name, sector, data, start, log.Mark("ack"), null));
+            }
+            else
+            {
+                int len = 1 + r.Next(20);
+                long sector = r.Next(OriginSectors - len + 1);
+                await OriginWrite(sector, Rand(r, len));
+            }
+        }
+        // The process dies here: no close. Every device's fate is decided by the crash state.
+        int checkedStates = 0;
+        foreach (var state in log.CrashStates(new CrashStateOptions { Seed = seed, FirstPoint = created + 1, MaxPoints = Math.Max(1, States / 3), MaxVariantsPerPoint = 3 }))
+        {
+            await CheckStateAsync(state, log, p, ops, seed);
+            checkedStates++;
+        }
+        Assert.True(checkedStates >= Math.Min(States / 3, 20), $"only {checkedStates} crash states checked");
+    }
+
+    private static byte[] Rand(Random r, int sectors)
+    {
+        var b = new byte[sectors * 512];
+        r.NextBytes(b);
+        return b;
+    }
+
+    private static async Task CheckStateAsync(CrashState state, WriteLog log, TestDeviceProvider recorded, IReadOnlyList<Op> ops, int seed)
+    {
+        int point = state.Point;
+        var p = new TestDeviceProvider();
+        foreach (var dev in log.Devices)
+        {
+            bool deleted = recorded.Deletions.Any(d => d.Path == dev.Name && d.Position < point);
+            if (dev.RegisteredAt > point || deleted) continue;
+            // A recreated path (same name, new device) is the later registration.
+            var later = log.Devices.Where(x => x.Name == dev.Name && x.RegisteredAt > dev.RegisteredAt && x.RegisteredAt <= point);
+            if (later.Any()) continue;
+            p.Replace(dev.Name, state.Device(dev.Id));
+        }
+        string where = $"seed {seed}, {state.Description}";
+        SnapshotStore store;
+        try
+        {
+            store = await SnapshotStore.OpenAsync(Folder, p.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
+        }
+        catch (Exception e)
+        {
+            throw new Xunit.Sdk.XunitException($"open failed at {where}: {e.Message}");
+        }
+        try
+        {
+            // The origin: each sector holds its last acknowledged value, or the value of the write in flight.
+            var originGot = await ReadAsync(store.Origin, 0, OriginSectors);
+            var baseImage = new byte[OriginSectors * 512];
+            CheckVolume("origin", originGot, baseImage, ops.Where(o => o.Kind == Kind.OriginWrite), point, where);
+
+            var present = store.GetStatus().Snapshots.ToDictionary(s => s.Name);
+            foreach (var create in ops.Where(o => o.Kind == Kind.Create && o.Start < point))
+            {
+                string name = create.Snapshot!;
+                var delete = ops.FirstOrDefault(o => o.Kind == Kind.Delete && o.Snapshot == name);
+                bool mustExist = create.Ack < point && (delete is null || delete.Start >= point);
+                bool mustNotExist = delete is not null && delete.Ack < point;
+                bool exists = present.ContainsKey(name);
+                if (mustExist && !exists) throw new Xunit.Sdk.XunitException($"snapshot {name} (created, acknowledged) is missing at {where}");
+                if (mustNotExist && exists) throw new Xunit.Sdk.XunitException($"snapshot {name} (deleted, acknowledged) is back at {where}");
+                if (!exists) continue;
+                Assert.True(present[name].IsValid, $"snapshot {name} invalid ({present[name].InvalidReason}) at {where}");
+                var got = await ReadAsync(store.GetSnapshot(name), 0, OriginSectors);
+                CheckVolume(name, got, create.Base!, ops.Where(o => o.Kind == Kind.SnapshotWrite && o.Snapshot == name), point, where);
+            }
+            foreach (var name in present.Keys)
+                Assert.True(ops.Any(o => o.Kind == Kind.Create && o.Snapshot == name && o.Start < point), $"snapshot {name} exists before it was created at {where}");
+        }
+        finally
+        {
+            await store.CloseAsync().AsTask().WaitAsync(Watchdog);
+        }
+    }
+
+    /// <summary>Each sector must hold its last value acknowledged before the crash point, or a value of a write in flight at it.</summary>
+    private static void CheckVolume(string volume, byte[] got, byte[] baseImage, IEnumerable<Op> writes, int point, string where)
+    {
+        int sectors = got.Length / 512;
+        var definite = (byte[])baseImage.Clone();
+        var maybe = new List<Op>();
+        foreach (var w in writes)
+        {
+            if (w.Ack < point) w.Data!.CopyTo(definite, w.Sector * 512);
+            else if (w.Start < point) maybe.Add(w);
+        }
+        for (int s = 0; s < sectors; s++)
+        {
+            var g = got.AsSpan(s * 512, 512);
+            if (g.SequenceEqual(definite.AsSpan(s * 512, 512))) continue;
+            bool ok = false;
+            foreach (var w in maybe)
+                if (s >= w.Sector && s < w.Sector + w.Data!.Length / 512 && g.SequenceEqual(w.Data.AsSpan((int)(s - w.Sector) * 512, 512))) ok = true;
+            if (!ok) throw new Xunit.Sdk.XunitException($"{volume} sector {s} holds neither its acknowledged data nor a write in flight at {where}");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+using Journal.Storage;
+using Snapshot;
+using Snapshot.Copy;
+using Snapshot.Memory;
+using static Journal.Tests.Snapshot.SnapTestUtil;
+
+namespace Journal.Tests.Snapshot;
+
+/// <summary>
+/// The in-flight copy bound and the deadlock an early version of it caused (a writer waiting on the bound while holding
+/// a lock that the completion path or snapshot creation needed). Loop count knob: <c>JOURNAL_SNAP_DEADLOCK_LOOPS</c>
+/// (default 8).
+/// </summary>
+public class ThrottleTests
+{
+    private static int Loops => int.TryParse(Environment.GetEnvironmentVariable("JOURNAL_SNAP_DEADLOCK_LOOPS"), out int n) && n > 0 ? n : 8;
+
+    /// <summary>A COW device whose writes yield and sometimes sleep, so copies stay in flight and writers pile up at the bound.</summary>
+    private sealed class SlowDevice(BlockDevice inner, int seed) : BlockDevice
+    {
+        private readonly Random _r = new(seed);
+        public override string Name => inner.Name;
+        public override long SectorCount => inner.SectorCount;
+        protected override void ReadCore(long sector, Span<byte> buffer) => inner.Read(sector, buffer);
+        protected override void WriteCore(long sector, ReadOnlySpan<byte> data) => inner.Write(sector, data);
+        protected override void FlushCore() => inner.Flush();
+        protected override void ExtendCore(long sectorCount) => inner.Extend(sectorCount);
+        protected override async ValueTask WriteCoreAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+        {
+            int d;
+            lock (_r) d = _r.Next(4);
+            if (d == 0) await Task.Delay(1, cancellationToken).ConfigureAwait(false);
+            else await Task.Yield();
+            inner.Write(sector, data.Span);
+        }
+    }
+
+    [Fact]
+    public async Task Writers_held_at_the_bound_while_snapshots_are_created_and_deleted_never_deadlock()
+    {
+        for (int loop = 0; loop < Loops; loop++)
+        {
+            var p = new TestDeviceProvider();
+            p.Wrap = (path, d) => path.EndsWith(".cow", StringComparison.Ordinal) ? new SlowDevice(d, loop * 97 + path.Length) : d;
+            const int Bound = 4;
+            var store = await CreateMemoryStoreAsync(p, 8 * 512, maxInFlight: Bound);
+            await store.CreateSnapshotAsync("base");
+            var stop = new CancellationTokenSource();
+            // 24 writers, each keeps writing chunks no snapshot has yet (every write needs copies).
+            var writers = Enumerable.Range(0, 24).Select(w => Task.Run(async () =>
+            {
+                var r = new Random(loop * 1000 + w);
+                int n = 0;
+                while (!stop.IsCancellationRequested || n < 10)
+                {
+                    long chunk = r.Next(512);
+                    await store.Origin.WriteAsync(chunk * 8 + r.Next(8), Pattern(chunk, 1, w)).ConfigureAwait(false);
+                    n++;
+                }
+                return n;
+            })).ToArray();
+            // Meanwhile: create and delete snapshots (they quiesce I/O) while copies complete.
+            var admin = Task.Run(async () =>
+            {
+                // At most three snapshots at once, so every write needs at most three copies (below the bound).
+                for (int i = 0; i < 6; i++)
+                {
+                    await store.CreateSnapshotAsync($"t{i}").ConfigureAwait(false);
+                    await Task.Delay(2).ConfigureAwait(false);
+                    if (i > 0) await store.DeleteSnapshotAsync($"t{i - 1}").ConfigureAwait(false);
+                }
+            });
+            // The watchdog: a hang anywhere fails the test instead of stalling the run.
+            await admin.WaitAsync(Watchdog);
+            stop.Cancel();
+            var done = await Task.WhenAll(writers).WaitAsync(Watchdog);
+            Assert.All(done, n => Assert.True(n >= 10));
+            var status = store.GetStatus();
+            Assert.True(status.ThrottleWaits > 0 || loop > 0, "the writers never reached the bound: the test did not test it");
+            Assert.True(status.PeakCopiesInFlight <= Bound, $"peak {status.PeakCopiesInFlight} copies in flight over the bound {Bound}");
+            Assert.Equal(0, status.CopiesInFlight);
+            Assert.Equal(0, status.PendingPool.InUse);
+            Assert.Equal(0, status.PendingPool.EmergencyTotal);
+            await store.CloseAsync().AsTask().WaitAsync(Watchdog);
+        }
+    }
+
+    [Fact]
+    public async Task A_writer_waiting_at_the_bound_holds_nothing_so_snapshot_creation_proceeds_as_copies_complete()
+    {
+        var p = new TestDeviceProvider();
+        var gates = new List<GatedDevice>();
+        p.Wrap = (path, d) =>
+        {
+            if (!path.EndsWith(".cow", StringComparison.Ordinal)) return d;
+            var g = new GatedDevice(d);
+            lock (gates) gates.Add(g);
+            return g;
+        };
+        var store = await CreateMemoryStoreAsync(p, 8 * 64, maxInFlight: 1);
+        await store.CreateSnapshotAsync("s");
+        var gate = gates.Single();
+        gate.Close();
+        // Writer A takes the only slot and its copy is held in flight.
+        var a = store.Origin.WriteAsync(0, Pattern(0, 8, 1)).AsTask();
+        while (gate.HeldWrites == 0) await Task.Delay(1).WaitAsync(Watchdog);
+        // Writers B and C need copies of other chunks: they wait at the bound.
+        var b = store.Origin.WriteAsync(8, Pattern(8, 8, 1)).AsTask();
+        var c = store.Origin.WriteAsync(16, Pattern(16, 8, 1)).AsTask();
+        while (store.Throttle.Waiting < 2) await Task.Delay(1).WaitAsync(Watchdog);
+        // While they wait they hold nothing: only A (running its copy) is inside the I/O gate.
+        Assert.Equal(1, store.GateSharedHolders);
+        Assert.Equal(1, store.GetStatus().PendingPool.InUse);
+        // Snapshot creation queues behind A's copy only; releasing the copy lets everything finish.
+        var create = store.CreateSnapshotAsync("t").AsTask();
+        await Task.Delay(10);
+        Assert.False(create.IsCompleted);
+        gate.Open();
+        await Task.WhenAll(a, b, c, create).WaitAsync(Watchdog);
+        // The creation got the gate before the woken writers came back (writer preference): "t" has A's write and
+        // not B's or C's, which were copied into both snapshots.
+        var t = store.GetSnapshot("t");
+        Assert.Equal(Pattern(0, 8, 1), await ReadAsync(t, 0, 8));
+        Assert.Equal(new byte[16 * 512], await ReadAsync(t, 8, 16));
+        Assert.Equal(Pattern(8, 8, 1), await ReadAsync(store.Origin, 8, 8));
+        Assert.Equal(new byte[8 * 512], await ReadAsync(store.GetSnapshot("s"), 8, 8));
+        Assert.True(store.GetStatus().ThrottleWaits >= 2);
+        await store.CloseAsync();
+    }
+
+    [Fact]
+    public async Task Throttle_grants_in_bound_requests_and_an_oversized_one_when_idle()
+    {
+        var t = new CopyThrottle(4);
+        Assert.True(t.TryAcquire(3));
+        Assert.False(t.TryAcquire(2));
+        var w = t.WaitForRoomAsync(2);
+        Assert.False(w.IsCompleted);
+        t.Release(1);
+        await w.WaitAsync(Watchdog);
+        Assert.True(t.TryAcquire(2));
+        Assert.Equal(4, t.InFlight);
+        Assert.False(t.TryAcquire(8));
+        var big = t.WaitForRoomAsync(8);
+        var small = t.WaitForRoomAsync(1);
+        t.Release(2);
+        await small.WaitAsync(Watchdog);     // 2 + 1 fits
+        Assert.False(big.IsCompleted);
+        t.Release(2);
+        await big.WaitAsync(Watchdog);       // nothing in flight: any request fits
+        Assert.True(t.TryAcquire(8));
+        Assert.Equal(8, t.Peak);
+        t.Release(8);
+        Assert.Equal(0, t.InFlight);
+        Assert.Throws<InvalidOperationException>(() => t.Release(1));
+        var unlimited = new CopyThrottle(0);
+        Assert.True(unlimited.TryAcquire(100000));
+        Assert.Equal(int.MaxValue, unlimited.Bound);
+    }
+
+    [Fact]
+    public void Pool_hands_out_reserve_then_fresh_emergency_objects_and_counts_them()
+    {
+        int made = 0;
+        var pool = new BoundedPool<object>("test", budget: 2, reserve: 1, () => { made++; return new object(); });
+        Assert.Equal(1, made); // the reserve is preallocated
+        var xs = Enumerable.Range(0, 4).Select(_ => pool.Rent()).ToList();
+        var s = pool.Statistics;
+        Assert.Equal(4, s.InUse);
+        Assert.Equal(4, s.PeakInUse);
+        Assert.Equal(2, s.Emergency);
+        Assert.Equal(2, s.PeakEmergency);
+        Assert.Equal(2, s.EmergencyTotal);
+        Assert.Equal(4, made); // 1 reserve + 2 pooled + 1 fresh emergency
+        foreach (var x in xs) pool.Return(x);
+        s = pool.Statistics;
+        Assert.Equal(0, s.InUse);
+        Assert.Equal(0, s.Emergency);
+        Assert.Equal(2, s.PeakEmergency);
+        var again = Enumerable.Range(0, 3).Select(_ => pool.Rent()).ToList();
+        Assert.Equal(4, made); // pooled objects and the refilled reserve are reused
+        foreach (var x in again) pool.Return(x);
+        Assert.Throws<InvalidOperationException>(() => pool.Return(new object()));
+    }
+}

@@ -1,0 +1,120 @@
+namespace Snapshot.Exceptions;
+
+/// <summary>
+/// The complete-exception table of one snapshot: origin chunk -> COW chunk, as a hash table of consecutive runs.
+/// A run maps old chunks <c>Old .. Old+Count-1</c> to new chunks <c>New .. New+Count-1</c>; inserting an exception
+/// adjacent to a run (in both old and new chunk numbers) extends the run instead of adding an entry, so a sequential
+/// copy of N chunks costs about N/256 entries. Runs never cross a group of <see cref="GroupSize"/> old chunks and are
+/// hashed by group, so a lookup probes one short chain.
+/// </summary>
+/// <remarks>Not thread-safe: the store's state lock protects it.</remarks>
+internal sealed class ExceptionTable
+{
+    /// <summary>log2 of the run group: runs cover at most 256 consecutive chunks.</summary>
+    public const int ConsecutiveBits = 8;
+
+    /// <summary>Old chunks in one group.</summary>
+    public const int GroupSize = 1 << ConsecutiveBits;
+
+    private struct Run
+    {
+        public ulong Old;
+        public ulong New;
+        public int Count;
+        public int Next; // next run in the bucket chain, -1 ends
+    }
+
+    private Run[] _runs = new Run[16];
+    private int _runCount;
+    private int[] _buckets = NewBuckets(16);
+    private long _count;
+
+    private static int[] NewBuckets(int n)
+    {
+        var b = new int[n];
+        Array.Fill(b, -1);
+        return b;
+    }
+
+    /// <summary>Exceptions in the table.</summary>
+    public long Count => _count;
+
+    /// <summary>Runs (table entries) used to hold them.</summary>
+    public int RunCount => _runCount;
+
+    private int Bucket(ulong old) => (int)(((old >> ConsecutiveBits) * 0x9E3779B97F4A7C15UL) >> 32) & (_buckets.Length - 1);
+
+    /// <summary>Finds the COW chunk holding origin chunk <paramref name="old"/>.</summary>
+    public bool TryLookup(ulong old, out ulong newChunk)
+    {
+        for (int i = _buckets[Bucket(old)]; i >= 0; i = _runs[i].Next)
+        {
+            ref Run r = ref _runs[i];
+            if (old >= r.Old && old < r.Old + (ulong)r.Count)
+            {
+                newChunk = r.New + (old - r.Old);
+                return true;
+            }
+        }
+        newChunk = 0;
+        return false;
+    }
+
+    /// <summary>True when <paramref name="old"/> has an exception.</summary>
+    public bool Contains(ulong old) => TryLookup(old, out _);
+
+    /// <summary>Adds an exception; an existing exception for the same old chunk is a bug and throws.</summary>
+    public void Insert(ulong old, ulong newChunk)
+    {
+        if (TryLookup(old, out ulong existing))
+            throw new InvalidOperationException($"exception table: chunk {old} already maps to {existing}, cannot map it to {newChunk}");
+        _count++;
+        ulong group = old >> ConsecutiveBits;
+        for (int i = _buckets[Bucket(old)]; i >= 0; i = _runs[i].Next)
+        {
+            ref Run r = ref _runs[i];
+            if (r.Old >> ConsecutiveBits != group || r.Count >= GroupSize) continue;
+            if (old == r.Old + (ulong)r.Count && newChunk == r.New + (ulong)r.Count)
+            {
+                r.Count++;
+                return;
+            }
+            if (old + 1 == r.Old && newChunk + 1 == r.New)
+            {
+                r.Old = old;
+                r.New = newChunk;
+                r.Count++;
+                return;
+            }
+        }
+        if (_runCount == _runs.Length) Array.Resize(ref _runs, _runs.Length * 2);
+        if (_runCount >= _buckets.Length * 2) Rehash(_buckets.Length * 4);
+        int b = Bucket(old);
+        _runs[_runCount] = new Run { Old = old, New = newChunk, Count = 1, Next = _buckets[b] };
+        _buckets[b] = _runCount++;
+    }
+
+    private void Rehash(int buckets)
+    {
+        _buckets = NewBuckets(buckets);
+        for (int i = 0; i < _runCount; i++)
+        {
+            int b = Bucket(_runs[i].Old);
+            _runs[i].Next = _buckets[b];
+            _buckets[b] = i;
+        }
+    }
+
+    /// <summary>Every exception, ordered by old chunk (for tests and tools).</summary>
+    public List<(ulong Old, ulong New)> ToList()
+    {
+        var list = new List<(ulong, ulong)>((int)Math.Min(_count, int.MaxValue));
+        for (int i = 0; i < _runCount; i++)
+            for (int k = 0; k < _runs[i].Count; k++) list.Add((_runs[i].Old + (ulong)k, _runs[i].New + (ulong)k));
+        list.Sort();
+        return list;
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"ExceptionTable({_count} exceptions in {_runCount} runs, {_buckets.Length} buckets)";
+}

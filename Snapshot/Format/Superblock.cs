@@ -1,0 +1,154 @@
+using System.Buffers.Binary;
+using Journal.Format;
+using Journal.Storage;
+
+namespace Snapshot.Format;
+
+/// <summary>
+/// The store superblock, file <c>store.sb</c>: the store's geometry and its list of snapshots.
+/// </summary>
+/// <remarks>
+/// The file holds two copies, A at sector 0 and B at sector 16, each <see cref="CopyBytes"/> (8 KiB) long. A write
+/// goes to the copy not holding the current generation, with generation + 1, then the file is flushed; so a torn or
+/// lost write leaves the other copy intact. Reading takes the copy with a good checksum and the higher generation.
+/// The superblock changes only when a snapshot is created, deleted or invalidated. Those changes are committed through
+/// the metadata journal as a log item (<see cref="Snapshot.Metadata.SuperblockItem"/>, whose logged copy is
+/// <see cref="ToLogBytes"/>); this file is the item's home, written by the journal's write-back with the LSN of the
+/// checkpoint it reflects in <c>home_lsn</c>, so replay skips logged copies the home already holds.
+/// <code>
+/// offset size field (of one copy)
+///      0    4 le32 magic          0x4253534a ("JSSB")
+///      4    4 le32 version        1
+///      8    8 le64 generation     +1 on every write
+///     16    8 le64 origin_sectors
+///     24    4 le32 chunk_sectors
+///     28    4 le32 snapshot_count at most 64
+///     32    8 le64 next_snapshot_id
+///     40    4 le32 reserved       0
+///     44    4 le32 crc32c         of the whole 8 KiB copy with this field as zero
+///     48    8 le64 home_lsn       LSN of the checkpoint whose superblock item this copy reflects; 0 = none
+///     56    8 zero
+///     64 96*n snapshot records (SnapshotRecord)
+/// </code>
+/// </remarks>
+internal sealed record Superblock(ulong Generation, long OriginSectors, int ChunkSectors, ulong NextSnapshotId, IReadOnlyList<SnapshotRecord> Snapshots)
+{
+    public const uint Magic = 0x4253534a;
+    public const uint Version = 1;
+    public const int CopyBytes = 8192;
+    public const int CopySectors = CopyBytes / BlockDevice.SectorSize;
+    public const int FileSectors = 2 * CopySectors;
+    public const int HeaderBytes = 64;
+    public const int MaxSnapshots = 64;
+
+    /// <summary>Most bytes of a logged copy (<see cref="ToLogBytes"/>): the header and 64 snapshot records.</summary>
+    public const int MaxLogBytes = HeaderBytes + MaxSnapshots * SnapshotRecord.Size;
+
+    /// <summary>LSN (raw value) of the checkpoint whose superblock item this copy reflects; 0 = none.</summary>
+    public ulong HomeLsn { get; init; }
+
+    /// <summary>Bytes of the logged copy: the header and the snapshot records (the rest of a copy is zero).</summary>
+    public int LogBytes => HeaderBytes + Snapshots.Count * SnapshotRecord.Size;
+
+    /// <summary>
+    /// The logged copy: the first <see cref="LogBytes"/> bytes of <see cref="ToBytes"/> (its checksum covers the whole
+    /// 8 KiB copy, whose remaining bytes are zero), so replay validates it exactly as it validates a home copy.
+    /// </summary>
+    public void ToLogBytes(Span<byte> destination) => ToBytes().AsSpan(0, LogBytes).CopyTo(destination);
+
+    /// <summary>Parses a logged copy (<see cref="ToLogBytes"/>); null (with the reason) if it is not a good copy.</summary>
+    public static Superblock? TryParseLogged(ReadOnlySpan<byte> logged, string file, out string? problem)
+    {
+        if (logged.Length < HeaderBytes || logged.Length > MaxLogBytes || (logged.Length - HeaderBytes) % SnapshotRecord.Size != 0)
+        {
+            problem = $"logged superblock is {logged.Length} bytes, expected {HeaderBytes} + {SnapshotRecord.Size} per snapshot";
+            return null;
+        }
+        var copy = new byte[CopyBytes];
+        logged.CopyTo(copy);
+        var sb = TryParse(copy, file, out problem);
+        if (sb is not null && sb.LogBytes != logged.Length)
+        {
+            problem = $"logged superblock is {logged.Length} bytes for {sb.Snapshots.Count} snapshots";
+            return null;
+        }
+        return sb;
+    }
+
+    /// <summary>Serialises one copy.</summary>
+    public byte[] ToBytes()
+    {
+        if (Snapshots.Count > MaxSnapshots) throw new InvalidOperationException($"too many snapshots ({Snapshots.Count})");
+        var b = new byte[CopyBytes];
+        BinaryPrimitives.WriteUInt32LittleEndian(b, Magic);
+        BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(4), Version);
+        BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(8), Generation);
+        BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(16), OriginSectors);
+        BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(24), ChunkSectors);
+        BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(28), Snapshots.Count);
+        BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(32), NextSnapshotId);
+        BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(48), HomeLsn);
+        for (int i = 0; i < Snapshots.Count; i++) Snapshots[i].Write(b.AsSpan(HeaderBytes + i * SnapshotRecord.Size));
+        BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(44), Crc32C.Compute(b));
+        return b;
+    }
+
+    /// <summary>Parses one copy; returns null (with the reason) if it is not a good copy.</summary>
+    public static Superblock? TryParse(ReadOnlySpan<byte> b, string file, out string? problem)
+    {
+        problem = null;
+        uint magic = BinaryPrimitives.ReadUInt32LittleEndian(b);
+        if (magic != Magic) { problem = $"magic 0x{magic:x8}, expected 0x{Magic:x8}"; return null; }
+        uint stored = BinaryPrimitives.ReadUInt32LittleEndian(b[44..]);
+        var tmp = b[..CopyBytes].ToArray();
+        BinaryPrimitives.WriteUInt32LittleEndian(tmp.AsSpan(44), 0);
+        uint crc = Crc32C.Compute(tmp);
+        if (crc != stored) { problem = $"checksum 0x{stored:x8}, computed 0x{crc:x8}"; return null; }
+        uint version = BinaryPrimitives.ReadUInt32LittleEndian(b[4..]);
+        if (version != Version) { problem = $"version {version}, expected {Version}"; return null; }
+        int count = BinaryPrimitives.ReadInt32LittleEndian(b[28..]);
+        if (count is < 0 or > MaxSnapshots) { problem = $"snapshot count {count}"; return null; }
+        var list = new List<SnapshotRecord>(count);
+        for (int i = 0; i < count; i++) list.Add(SnapshotRecord.Read(b.Slice(HeaderBytes + i * SnapshotRecord.Size), file, i));
+        return new Superblock(BinaryPrimitives.ReadUInt64LittleEndian(b[8..]), BinaryPrimitives.ReadInt64LittleEndian(b[16..]),
+            BinaryPrimitives.ReadInt32LittleEndian(b[24..]), BinaryPrimitives.ReadUInt64LittleEndian(b[32..]), list)
+        {
+            HomeLsn = BinaryPrimitives.ReadUInt64LittleEndian(b[48..]),
+        };
+    }
+
+    /// <summary>Reads both copies from <paramref name="device"/> and returns the newest good one.</summary>
+    public static Superblock Read(BlockDevice device)
+    {
+        if (device.SectorCount < FileSectors)
+            throw new Journal.JournalException($"{device.Name}: superblock file is {device.SectorCount} sectors, expected {FileSectors}");
+        var buf = new byte[FileSectors * BlockDevice.SectorSize];
+        device.Read(0, buf);
+        var a = TryParse(buf.AsSpan(0, CopyBytes), device.Name, out string? pa);
+        var b = TryParse(buf.AsSpan(CopyBytes, CopyBytes), device.Name, out string? pb);
+        if (a is null && b is null)
+            throw new Journal.JournalException($"{device.Name}: no valid superblock copy (copy A at sector 0: {pa}; copy B at sector {CopySectors}: {pb})");
+        if (a is null) return b!;
+        if (b is null) return a;
+        return a.Generation >= b.Generation ? a : b;
+    }
+
+    /// <summary>Writes this superblock as generation <see cref="Generation"/> into the copy that generation selects, and flushes.</summary>
+    public async ValueTask WriteAsync(BlockDevice device, CancellationToken cancellationToken)
+    {
+        long sector = (long)(Generation % 2) * CopySectors;
+        await device.WriteAsync(sector, ToBytes(), cancellationToken).ConfigureAwait(false);
+        await device.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Synchronous <see cref="WriteAsync"/> (used by recovery, which runs before the store starts).</summary>
+    public void Write(BlockDevice device)
+    {
+        device.Write((long)(Generation % 2) * CopySectors, ToBytes());
+        device.Flush();
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() =>
+        $"Superblock(generation {Generation}, home LSN {Journal.Format.Lsn.FromValue(HomeLsn)}, origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, next id {NextSnapshotId}, snapshots [{string.Join(", ", Snapshots)}])";
+}

@@ -1,0 +1,61 @@
+using Snapshot.Exceptions;
+using Snapshot.Format;
+
+namespace Snapshot;
+
+/// <summary>
+/// Everything the store keeps about one snapshot: its exception store, complete and pending tables, and validity.
+/// </summary>
+/// <remarks>
+/// The tables and <see cref="InvalidReason"/> are protected by the store's state lock (<c>SnapshotStore._stateLock</c>).
+/// </remarks>
+internal sealed class SnapshotState
+{
+    public SnapshotState(string name, ulong id, SnapshotKind kind, long cowSectors, string cowPath)
+    {
+        Name = name;
+        Id = id;
+        Kind = kind;
+        CowSectors = cowSectors;
+        CowPath = cowPath;
+    }
+
+    public string Name { get; }
+    public ulong Id { get; }
+    public SnapshotKind Kind { get; }
+    public long CowSectors { get; }
+    public string CowPath { get; }
+
+    /// <summary>The exception store; null when the snapshot is invalid and its COW file is not open (e.g. transient after close).</summary>
+    public ExceptionStore? Store;
+
+    /// <summary>Complete exceptions.</summary>
+    public readonly ExceptionTable Complete = new();
+
+    /// <summary>Pending exceptions (copy and commit in flight), keyed by old chunk.</summary>
+    public readonly Dictionary<ulong, PendingException> Pending = new();
+
+    /// <summary>Null while valid; else why it is invalid.</summary>
+    public string? InvalidReason;
+
+    /// <summary>The on-disk reason code matching <see cref="InvalidReason"/>.</summary>
+    public InvalidReasonCode InvalidCode;
+
+    /// <summary>The invalidation's I/O (header and superblock), started once; later callers await the same task.</summary>
+    public Task? Invalidation;
+
+    /// <summary>The public handle.</summary>
+    public StoreVolume? Volume;
+
+    /// <summary>True once deleted (the handle refuses I/O).</summary>
+    public bool Deleted;
+
+    public bool IsValid => InvalidReason is null;
+
+    public SnapshotRecord ToRecord() => new(Id, CowSectors,
+        Kind == SnapshotKind.Persistent ? SnapshotKindCode.Persistent : SnapshotKindCode.Transient,
+        IsValid ? SnapshotStateCode.Valid : SnapshotStateCode.Invalid, InvalidCode, Name);
+
+    /// <inheritdoc/>
+    public override string ToString() => $"SnapshotState({Name}, id {Id}, {Kind}, {(IsValid ? "valid" : "invalid: " + InvalidReason)}, {Complete}, {Pending.Count} pending)";
+}

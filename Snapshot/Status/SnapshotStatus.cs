@@ -1,0 +1,40 @@
+using System.Globalization;
+
+namespace Snapshot;
+
+/// <summary>Kind of snapshot.</summary>
+public enum SnapshotKind
+{
+    /// <summary>Survives close and crash; COW file in the dm-snapshot persistent format.</summary>
+    Persistent,
+
+    /// <summary>Exceptions only in memory; gone when the store is closed.</summary>
+    Transient,
+}
+
+/// <summary>
+/// Status of one snapshot, like <c>dmsetup status</c> of a snapshot target:
+/// <c>&lt;sectors_allocated&gt;/&lt;total_sectors&gt; &lt;metadata_sectors&gt;</c>, or <c>Invalid</c>.
+/// </summary>
+/// <param name="Name">The snapshot's name.</param>
+/// <param name="Kind">Persistent or transient.</param>
+/// <param name="IsValid">False once invalidated (COW full, I/O error, or a transient snapshot after close).</param>
+/// <param name="SectorsAllocated">Sectors of the COW file in use (header, metadata areas and data chunks).</param>
+/// <param name="TotalSectors">The COW file's configured size in sectors.</param>
+/// <param name="MetadataSectors">Sectors of header and metadata areas.</param>
+/// <param name="Exceptions">Complete exceptions (chunks held in the COW file).</param>
+/// <param name="InvalidReason">Why the snapshot is invalid, or null.</param>
+public sealed record SnapshotStatus(string Name, SnapshotKind Kind, bool IsValid, long SectorsAllocated, long TotalSectors,
+    long MetadataSectors, long Exceptions, string? InvalidReason)
+{
+    /// <summary>The dmsetup-style status word: <c>Invalid</c> or <c>Valid</c>.</summary>
+    public string Status => IsValid ? "Valid" : "Invalid";
+
+    /// <summary>The dmsetup status text: <c>allocated/total metadata</c>, or <c>Invalid</c>.</summary>
+    public string DmStatus => IsValid
+        ? string.Create(CultureInfo.InvariantCulture, $"{SectorsAllocated}/{TotalSectors} {MetadataSectors}")
+        : "Invalid";
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Name}: {DmStatus}";
+}

@@ -1,0 +1,91 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace Snapshot;
+
+/// <summary>Status of a whole store: geometry, every snapshot, the log, the copy engine and its pools.</summary>
+/// <param name="Folder">The store folder.</param>
+/// <param name="OriginSectors">Size of the origin in sectors.</param>
+/// <param name="ChunkSectors">Chunk size in sectors.</param>
+/// <param name="LogClean">True when the journal was clean at open (the last close was clean; nothing was replayed).</param>
+/// <param name="Snapshots">Every snapshot, in creation order.</param>
+/// <param name="CopyBound">The in-flight copy bound (0 = unlimited).</param>
+/// <param name="CopiesInFlight">Copies in flight now.</param>
+/// <param name="PeakCopiesInFlight">Most copies in flight at once since open.</param>
+/// <param name="ThrottleWaits">Times a writer waited for the copy bound.</param>
+/// <param name="PendingPool">The pending-exception pool.</param>
+/// <param name="CopyJobPool">The copy-job pool.</param>
+public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSectors, bool LogClean,
+    IReadOnlyList<SnapshotStatus> Snapshots, int CopyBound, int CopiesInFlight, int PeakCopiesInFlight, long ThrottleWaits,
+    PoolStatistics PendingPool, PoolStatistics CopyJobPool)
+{
+    /// <summary>
+    /// The status as one JSON object. Field names: <c>folder</c>, <c>origin_sectors</c>, <c>chunk_sectors</c>,
+    /// <c>log_clean</c>, <c>snapshots[]</c> (<c>name</c>, <c>kind</c>, <c>status</c>, <c>sectors_allocated</c>,
+    /// <c>total_sectors</c>, <c>metadata_sectors</c>, <c>exceptions</c>, <c>invalid_reason</c>), <c>copy_bound</c>,
+    /// <c>copies_in_flight</c>, <c>peak_copies_in_flight</c>, <c>throttle_waits</c>, <c>pools[]</c> (<c>name</c>,
+    /// <c>budget</c>, <c>reserve</c>, <c>in_use</c>, <c>peak_in_use</c>, <c>emergency</c>, <c>peak_emergency</c>,
+    /// <c>emergency_total</c>).
+    /// </summary>
+    public string ToJson(bool indented = false)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = indented }))
+        {
+            w.WriteStartObject();
+            w.WriteString("folder", Folder);
+            w.WriteNumber("origin_sectors", OriginSectors);
+            w.WriteNumber("chunk_sectors", ChunkSectors);
+            w.WriteBoolean("log_clean", LogClean);
+            w.WriteStartArray("snapshots");
+            foreach (var s in Snapshots)
+            {
+                w.WriteStartObject();
+                w.WriteString("name", s.Name);
+                w.WriteString("kind", s.Kind == SnapshotKind.Persistent ? "persistent" : "transient");
+                w.WriteString("status", s.IsValid ? s.DmStatus : "Invalid");
+                w.WriteNumber("sectors_allocated", s.SectorsAllocated);
+                w.WriteNumber("total_sectors", s.TotalSectors);
+                w.WriteNumber("metadata_sectors", s.MetadataSectors);
+                w.WriteNumber("exceptions", s.Exceptions);
+                if (s.InvalidReason is null) w.WriteNull("invalid_reason"); else w.WriteString("invalid_reason", s.InvalidReason);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteNumber("copy_bound", CopyBound);
+            w.WriteNumber("copies_in_flight", CopiesInFlight);
+            w.WriteNumber("peak_copies_in_flight", PeakCopiesInFlight);
+            w.WriteNumber("throttle_waits", ThrottleWaits);
+            w.WriteStartArray("pools");
+            foreach (var p in new[] { PendingPool, CopyJobPool })
+            {
+                w.WriteStartObject();
+                w.WriteString("name", p.Name);
+                w.WriteNumber("budget", p.Budget);
+                w.WriteNumber("reserve", p.Reserve);
+                w.WriteNumber("in_use", p.InUse);
+                w.WriteNumber("peak_in_use", p.PeakInUse);
+                w.WriteNumber("emergency", p.Emergency);
+                w.WriteNumber("peak_emergency", p.PeakEmergency);
+                w.WriteNumber("emergency_total", p.EmergencyTotal);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(ms.ToArray());
+    }
+
+    /// <summary>A human-readable multi-line summary (one line per snapshot in dmsetup form).</summary>
+    public override string ToString()
+    {
+        var sb = new StringBuilder();
+        sb.Append(CultureInfo.InvariantCulture, $"store {Folder}: origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {(LogClean ? "clean" : "replayed")}\n");
+        foreach (var s in Snapshots) sb.Append(CultureInfo.InvariantCulture, $"  {s.Name} ({(s.Kind == SnapshotKind.Persistent ? "P" : "N")}): {s.DmStatus}{(s.InvalidReason is null ? "" : $" ({s.InvalidReason})")}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"  copies in flight {CopiesInFlight} (peak {PeakCopiesInFlight}, bound {(CopyBound == 0 ? "unlimited" : CopyBound.ToString(CultureInfo.InvariantCulture))}, waits {ThrottleWaits})\n");
+        sb.Append("  ").Append(PendingPool).Append('\n');
+        sb.Append("  ").Append(CopyJobPool).Append('\n');
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,101 @@
+using Journal;
+using Snapshot.Storage;
+
+namespace Snapshot;
+
+/// <summary>
+/// Options of a snapshot store. <see cref="OriginSectors"/>, <see cref="ChunkSectors"/> and <see cref="LogBlocks"/>
+/// are used when the store is created and are read from the store afterwards; the others apply to each open.
+/// </summary>
+public sealed class StoreOptions
+{
+    /// <summary>Default chunk size: 8 sectors (4 KiB).</summary>
+    public const int DefaultChunkSectors = 8;
+
+    /// <summary>Largest chunk size: 2^21 sectors (1 GiB).</summary>
+    public const int MaxChunkSectors = 1 << 21;
+
+    /// <summary>Default bound on copy-on-write copies in flight.</summary>
+    public const int DefaultMaxInFlightCopies = 2048;
+
+    /// <summary>Size of the origin image in 512-byte sectors (creation only; must be a whole number of chunks and at least one chunk).</summary>
+    public long OriginSectors { get; init; }
+
+    /// <summary>Chunk size in sectors: a power of two from 1 to 2^21 (creation only).</summary>
+    public int ChunkSectors { get; init; } = DefaultChunkSectors;
+
+    /// <summary>Size of the shared metadata journal in 512-byte blocks (creation only). Default 32768 (16 MiB).</summary>
+    public uint LogBlocks { get; init; } = 32768;
+
+    /// <summary>Most copy-on-write copies in flight; 0 means unlimited. Default 2048.</summary>
+    public int MaxInFlightCopies { get; init; } = DefaultMaxInFlightCopies;
+
+    /// <summary>
+    /// When true, every origin and snapshot write is durable when it returns (the store flushes the device it wrote,
+    /// sharing flushes among concurrent writers). When false (default), a write is durable after a later
+    /// <see cref="SnapshotStore.FlushAsync"/> or <see cref="SnapshotStore.CloseAsync"/>. The copy-on-write guarantee does
+    /// not depend on this: when an origin write returns, the data it displaced is always durable in every snapshot.
+    /// </summary>
+    public bool WriteThrough { get; init; }
+
+    /// <summary>COW files grow in steps of this many bytes of zeros (at least 1 MiB, rounded up to whole chunks). Default 4 MiB.</summary>
+    public long CowGrowthBytes { get; init; } = 4 << 20;
+
+    /// <summary>Pending exceptions and copy jobs kept in a preallocated emergency reserve. Default 16.</summary>
+    public int PoolReserve { get; init; } = 16;
+
+    /// <summary>Where devices come from (tests substitute memory or recording devices).</summary>
+    internal IDeviceProvider DeviceProvider { get; init; } = FileDeviceProvider.Instance;
+
+    /// <summary>How persistent exception metadata is committed.</summary>
+    internal MetadataMode MetadataMode { get; init; } = MetadataMode.Journal;
+
+    /// <summary>Checks the chunk size alone; throws <see cref="JournalArgumentException"/> naming <paramref name="where"/>.</summary>
+    public static void ValidateChunkSectors(long chunkSectors, string where)
+    {
+        if (chunkSectors <= 0)
+            throw new JournalArgumentException($"{where}: chunk size {chunkSectors} sectors is invalid: it must be a power of two from 1 to {MaxChunkSectors} sectors");
+        if ((chunkSectors & (chunkSectors - 1)) != 0)
+            throw new JournalArgumentException($"{where}: chunk size {chunkSectors} sectors is not a power of two");
+        if (chunkSectors > MaxChunkSectors)
+            throw new JournalArgumentException($"{where}: chunk size {chunkSectors} sectors is too large: at most {MaxChunkSectors} sectors (2^21)");
+    }
+
+    /// <summary>Checks every option for creating a store; throws <see cref="JournalArgumentException"/> naming <paramref name="where"/>.</summary>
+    public void ValidateForCreate(string where)
+    {
+        ValidateChunkSectors(ChunkSectors, where);
+        if (OriginSectors <= 0)
+            throw new JournalArgumentException($"{where}: origin size {OriginSectors} sectors is invalid: it must be at least one chunk ({ChunkSectors} sectors)");
+        if (OriginSectors % ChunkSectors != 0)
+            throw new JournalArgumentException($"{where}: origin size {OriginSectors} sectors is not a whole number of {ChunkSectors}-sector chunks");
+        if (LogBlocks < Metadata.StoreJournal.MinLogBlocks)
+            throw new JournalArgumentException($"{where}: log size {LogBlocks} blocks is too small: at least {Metadata.StoreJournal.MinLogBlocks} blocks (1 MiB)");
+        ValidateForOpen(where);
+    }
+
+    /// <summary>Checks the options that apply to each open.</summary>
+    public void ValidateForOpen(string where)
+    {
+        if (MaxInFlightCopies < 0)
+            throw new JournalArgumentException($"{where}: in-flight copy bound {MaxInFlightCopies} is negative (0 means unlimited)");
+        if (CowGrowthBytes < (1 << 20))
+            throw new JournalArgumentException($"{where}: COW growth step {CowGrowthBytes} bytes is too small: at least 1 MiB");
+        if (PoolReserve < 0)
+            throw new JournalArgumentException($"{where}: pool reserve {PoolReserve} is negative");
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() =>
+        $"StoreOptions(origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {LogBlocks} blocks, in-flight copies {(MaxInFlightCopies == 0 ? "unlimited" : MaxInFlightCopies)}, write-through {WriteThrough}, COW growth {CowGrowthBytes} bytes, pool reserve {PoolReserve})";
+}
+
+/// <summary>How persistent exception metadata reaches disk.</summary>
+internal enum MetadataMode
+{
+    /// <summary>Through the store's metadata journal; areas are written home by the journal's write-back.</summary>
+    Journal,
+
+    /// <summary>The dm-snapshot scheme: every commit rewrites the area in the COW file and flushes (no journal).</summary>
+    DirectArea,
+}

@@ -1,0 +1,39 @@
+using System.CommandLine;
+using Journal.Tools;
+
+namespace SnapCtl.Commands;
+
+/// <summary><c>snapctl snapshot create|delete</c>.</summary>
+internal static class SnapshotCommand
+{
+    public static Command Create(ToolConsole console)
+    {
+        var command = new Command("snapshot", "Create or delete snapshots of the origin.");
+        command.Subcommands.Add(CreateCreate(console));
+        command.Subcommands.Add(CreateDelete(console));
+        return command;
+    }
+
+    private static Command CreateCreate(ToolConsole console)
+    {
+        var store = CommonOptions.Path("store", "The store folder.");
+        var name = CommonOptions.Name("name", "The new snapshot's name.");
+        var cowSize = CommonOptions.Size("--cow-size", "Size of the snapshot's COW file (default: the origin size plus its metadata).");
+        var transient = new Option<bool>("--transient") { Description = "Keep the snapshot in memory only (it does not survive a close)." };
+        var command = new Command("create", "Take a point-in-time snapshot of the origin.") { store, name, cowSize, transient };
+        command.SetAction(r => StoreCommands.CreateSnapshotAsync(console,
+            r.GetValue(store)!, r.GetValue(name)!,
+            r.GetResult(cowSize) is { Implicit: false } ? r.GetValue(cowSize) : null,
+            r.GetValue(transient)));
+        return command;
+    }
+
+    private static Command CreateDelete(ToolConsole console)
+    {
+        var store = CommonOptions.Path("store", "The store folder.");
+        var name = CommonOptions.Name("name", "The snapshot to delete.");
+        var command = new Command("delete", "Delete a snapshot and its COW file.") { store, name };
+        command.SetAction(r => StoreCommands.DeleteSnapshotAsync(console, r.GetValue(store)!, r.GetValue(name)!));
+        return command;
+    }
+}

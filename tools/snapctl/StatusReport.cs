@@ -1,0 +1,39 @@
+using System.Globalization;
+using Snapshot;
+
+namespace SnapCtl;
+
+/// <summary>
+/// <c>snapctl status</c> output. Text: one line for the origin and one per snapshot, in the form of
+/// <c>dmsetup status</c> (<c>name: start length target status</c>). JSON: the fields below, snake_case.
+/// </summary>
+internal sealed record StatusReport(
+    string Store, StatusReport.OriginInfo Origin, StatusReport.LogInfo Log, IReadOnlyList<StatusReport.SnapshotInfo> Snapshots,
+    StatusReport.CopyInfo Copies)
+{
+    public sealed record OriginInfo(long Sectors, int ChunkSectors);
+    public sealed record LogInfo(bool Clean);
+    public sealed record SnapshotInfo(string Name, string Kind, string Status, bool Valid, long SectorsAllocated, long TotalSectors,
+        long MetadataSectors, long Exceptions, string? InvalidReason);
+    public sealed record CopyInfo(int Bound, int InFlight, int PeakInFlight, long ThrottleWaits);
+
+    public static StatusReport From(StoreStatus s) => new(
+        s.Folder,
+        new OriginInfo(s.OriginSectors, s.ChunkSectors),
+        new LogInfo(s.LogClean),
+        s.Snapshots.Select(x => new SnapshotInfo(x.Name, x.Kind == SnapshotKind.Persistent ? "persistent" : "transient", x.DmStatus, x.IsValid,
+            x.SectorsAllocated, x.TotalSectors, x.MetadataSectors, x.Exceptions, x.InvalidReason)).ToArray(),
+        new CopyInfo(s.CopyBound, s.CopiesInFlight, s.PeakCopiesInFlight, s.ThrottleWaits));
+
+    /// <summary>dmsetup-style lines: the origin, then each snapshot.</summary>
+    public static IEnumerable<string> Lines(StoreStatus s)
+    {
+        yield return string.Create(CultureInfo.InvariantCulture, $"origin: 0 {s.OriginSectors} snapshot-origin");
+        foreach (var x in s.Snapshots)
+        {
+            string line = string.Create(CultureInfo.InvariantCulture, $"{x.Name}: 0 {s.OriginSectors} snapshot {x.DmStatus}");
+            if (x.InvalidReason is not null) line += $" ({x.InvalidReason})";
+            yield return line;
+        }
+    }
+}

@@ -1,0 +1,195 @@
+using System.Globalization;
+using Journal.Storage;
+using Journal.Tools;
+using Snapshot;
+
+namespace SnapCtl;
+
+/// <summary>
+/// The bodies of the store commands: each opens the store (which replays its journal first if the last close was
+/// not clean), does one thing, and closes it cleanly, so the store is consistent on disk between commands.
+/// </summary>
+internal static class StoreCommands
+{
+    private const int Sector = BlockDevice.SectorSize;
+    private const int IoBytes = 1 << 20;
+
+    /// <summary>The log size <c>init</c> picks when none is given: 1/32 of the origin, from 2 MiB to 128 MiB.</summary>
+    public static long DefaultLogBytes(long originBytes) => Math.Clamp(originBytes / 32, 2L << 20, 128L << 20) / Sector * Sector;
+
+    public static async Task<int> InitAsync(ToolConsole console, string store, long originSize, long chunkSize, long? logSize)
+    {
+        RequireSectors("--origin-size", originSize);
+        RequireSectors("--chunk-size", chunkSize);
+        long logBytes = logSize ?? DefaultLogBytes(originSize);
+        RequireSectors("--log-size", logBytes);
+        if (File.Exists(store)) throw new ToolException(ExitCodes.Failure, $"{store}: exists and is a file, not a folder");
+        if (chunkSize / Sector > StoreOptions.MaxChunkSectors || !long.IsPow2(chunkSize / Sector))
+            throw new UsageException($"--chunk-size: {Sizes.Format(chunkSize)} is not a power of two from 512 bytes to {Sizes.Format((long)StoreOptions.MaxChunkSectors * Sector)}");
+        if (logBytes / Sector > uint.MaxValue) throw new UsageException($"--log-size: {Sizes.Format(logBytes)} is too large");
+
+        var options = new StoreOptions
+        {
+            OriginSectors = originSize / Sector,
+            ChunkSectors = (int)(chunkSize / Sector),
+            LogBlocks = (uint)(logBytes / Sector),
+        };
+        var s = await SnapshotStore.CreateAsync(store, options).ConfigureAwait(false);
+        await s.CloseAsync().ConfigureAwait(false);
+        console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"created store {store}: origin {Sizes.Format(originSize)} ({options.OriginSectors} sectors), chunk {Sizes.Format(chunkSize)} ({options.ChunkSectors} sectors), log {Sizes.Format(logBytes)} ({options.LogBlocks} blocks)"));
+        return ExitCodes.Success;
+    }
+
+    public static async Task<int> CreateSnapshotAsync(ToolConsole console, string store, string name, long? cowSize, bool transient)
+    {
+        if (cowSize is { } c) RequireSectors("--cow-size", c);
+        await using var s = await OpenAsync(console, store).ConfigureAwait(false);
+        var options = new SnapshotOptions { Persistent = !transient, CowSectors = cowSize / Sector };
+        await s.CreateSnapshotAsync(name, options).ConfigureAwait(false);
+        var status = s.GetStatus().Snapshots.Single(x => x.Name == name);
+        await s.CloseAsync().ConfigureAwait(false);
+        console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"created snapshot {name}: {(transient ? "transient" : "persistent")}, COW {Sizes.Friendly(status.TotalSectors * Sector)} ({status.TotalSectors} sectors)"));
+        if (transient)
+            console.Error.WriteLine($"{console.Name}: note: a transient snapshot keeps its contents only while the store stays open; from now on '{name}' reports Invalid");
+        return ExitCodes.Success;
+    }
+
+    public static async Task<int> DeleteSnapshotAsync(ToolConsole console, string store, string name)
+    {
+        await using var s = await OpenAsync(console, store).ConfigureAwait(false);
+        RequireSnapshot(s, store, name);
+        await s.DeleteSnapshotAsync(name).ConfigureAwait(false);
+        await s.CloseAsync().ConfigureAwait(false);
+        console.Out.WriteLine($"deleted snapshot {name}");
+        return ExitCodes.Success;
+    }
+
+    public static async Task<int> WriteAsync(ToolConsole console, string store, string? snapshot, long offset, int? pattern, long length, string? input)
+    {
+        RequireSectors("--offset", offset);
+        if (input is not null)
+        {
+            InputPaths.RequireFile(input);
+            length = new FileInfo(input).Length;
+            if (length % Sector != 0)
+                throw new UsageException($"--input: {input} is {length} bytes, not a whole number of {Sector}-byte sectors");
+        }
+        else
+        {
+            RequireSectors("--length", length);
+        }
+        if (length == 0) throw new UsageException(input is null ? "--length: nothing to write (0 bytes)" : $"--input: {input} is empty");
+
+        await using var s = await OpenAsync(console, store).ConfigureAwait(false);
+        var volume = snapshot is null ? s.Origin : RequireSnapshot(s, store, snapshot);
+        RequireInside(volume, offset, length);
+
+        await using var source = input is null ? null : new FileStream(input, FileMode.Open, FileAccess.Read, FileShare.Read, IoBytes, FileOptions.SequentialScan);
+        var buffer = new byte[(int)Math.Min(IoBytes, length)];
+        if (pattern is { } p) buffer.AsSpan().Fill((byte)p);
+        for (long done = 0; done < length;)
+        {
+            int n = (int)Math.Min(buffer.Length, length - done);
+            if (source is not null) await source.ReadExactlyAsync(buffer.AsMemory(0, n)).ConfigureAwait(false);
+            await volume.WriteAsync((offset + done) / Sector, buffer.AsMemory(0, n)).ConfigureAwait(false);
+            done += n;
+        }
+        await s.FlushAsync().ConfigureAwait(false);
+        await s.CloseAsync().ConfigureAwait(false);
+        console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"wrote {length} bytes at offset {offset} to {volume.Name} (durable)"));
+        return ExitCodes.Success;
+    }
+
+    public static async Task<int> ReadAsync(ToolConsole console, string store, string? snapshot, long offset, long length, string? output)
+    {
+        RequireSectors("--offset", offset);
+        RequireSectors("--length", length);
+        await using var s = await OpenAsync(console, store).ConfigureAwait(false);
+        var volume = snapshot is null ? s.Origin : RequireSnapshot(s, store, snapshot);
+        RequireInside(volume, offset, length);
+
+        Stream destination;
+        try
+        {
+            destination = output is null ? console.OpenRawOutput() : new FileStream(output, FileMode.Create, FileAccess.Write, FileShare.Read, IoBytes);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ToolException(ExitCodes.Failure, $"{output}: cannot be written: {ErrorMap.OneLine(e.Message)}", e);
+        }
+        try
+        {
+            var buffer = new byte[(int)Math.Min(IoBytes, Math.Max(length, Sector))];
+            for (long done = 0; done < length;)
+            {
+                int n = (int)Math.Min(buffer.Length, length - done);
+                await volume.ReadAsync((offset + done) / Sector, buffer.AsMemory(0, n)).ConfigureAwait(false);
+                await destination.WriteAsync(buffer.AsMemory(0, n)).ConfigureAwait(false);
+                done += n;
+            }
+            await destination.FlushAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            if (output is not null) await destination.DisposeAsync().ConfigureAwait(false);
+        }
+        await s.CloseAsync().ConfigureAwait(false);
+        return ExitCodes.Success;
+    }
+
+    public static async Task<int> StatusAsync(ToolConsole console, string store, bool json)
+    {
+        await using var s = await OpenAsync(console, store).ConfigureAwait(false);
+        var status = s.GetStatus();
+        await s.CloseAsync().ConfigureAwait(false);
+        if (json)
+        {
+            JsonOutput.Write(console.Out, StatusReport.From(status));
+            return ExitCodes.Success;
+        }
+        foreach (var line in StatusReport.Lines(status)) console.Out.WriteLine(line);
+        return ExitCodes.Success;
+    }
+
+    /// <summary>
+    /// Opens the store after checking the folder; says on stderr when the journal had to be replayed.
+    /// </summary>
+    public static async Task<SnapshotStore> OpenAsync(ToolConsole console, string store)
+    {
+        RequireStore(store);
+        var s = await SnapshotStore.OpenAsync(store).ConfigureAwait(false);
+        if (!s.LogClean)
+            console.Error.WriteLine($"{console.Name}: {store}: the last close was not clean; the journal was replayed");
+        return s;
+    }
+
+    /// <summary>The store folder must exist, be a folder, and hold a store superblock.</summary>
+    public static void RequireStore(string store)
+    {
+        InputPaths.RequireDirectory(store, "a snapshot store folder");
+        string sb = Path.Combine(store, SnapshotStore.SuperblockFileName);
+        if (!File.Exists(sb)) throw new InputException($"{store}: not a snapshot store (no {SnapshotStore.SuperblockFileName})");
+        InputPaths.RequireReadable(sb);
+    }
+
+    /// <summary>The snapshot named <paramref name="name"/>; a missing one is a missing input (exit 66).</summary>
+    private static StoreVolume RequireSnapshot(SnapshotStore s, string store, string name) =>
+        s.Snapshots.FirstOrDefault(v => v.Name == name) ?? throw new InputException($"{store}: no snapshot named '{name}'");
+
+    private static void RequireSectors(string option, long bytes)
+    {
+        if (bytes % Sector != 0)
+            throw new UsageException($"{option}: {bytes} bytes is not a whole number of {Sector}-byte sectors");
+    }
+
+    private static void RequireInside(StoreVolume volume, long offset, long length)
+    {
+        long size = volume.SectorCount * Sector;
+        if (offset + length > size)
+            throw new UsageException(string.Create(CultureInfo.InvariantCulture,
+                $"{length} bytes at offset {offset} go past the end of {volume.Name} ({size} bytes)"));
+    }
+}
