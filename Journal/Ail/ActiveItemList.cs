@@ -93,6 +93,7 @@ internal sealed class ActiveItemList
     /// <summary>Called after each checkpoint completes: starts write-back if log space is getting short.</summary>
     public void CheckpointCompleted()
     {
+        _space.RefreshUsed();
         if (_space.HasWaiters || _space.Fullness > 0.75) RequestPush();
     }
 
@@ -265,6 +266,7 @@ internal sealed class ActiveItemList
         if (moved)
         {
             Interlocked.Increment(ref _counters.TailMoves);
+            _space.RefreshUsed();
             _space.Kick();
         }
     }

@@ -13,8 +13,10 @@ namespace Journal.Ail;
 /// <para>Capacity is the log size minus headroom (1/8 of the log, at least 16 KiB) for the log's own record headers,
 /// block padding, the unmount record and commits that reserved too little (they take the rest without waiting, see
 /// <see cref="ReserveWithoutWaiting"/>).</para>
-/// <para>Locking: <c>_lock</c> protects the waiter queue and serialises grants (so a newcomer cannot overtake a
-/// waiter). <see cref="Release"/> is lock-free unless someone waits. Nothing is awaited under the lock. When a waiter
+/// <para>Locking: <c>_lock</c> protects the waiter queue and serialises grants to waiters. <see cref="TryReserve"/>
+/// and <see cref="Release"/> are lock-free (a compare-and-swap on the outstanding bytes; the log's used bytes are read
+/// from a copy refreshed at the points listed on <see cref="RefreshUsed"/>), and send callers to the queue whenever
+/// someone waits. Nothing is awaited under the lock. When a waiter
 /// queues, the pressure callback pushes the AIL (to move the tail) and the CIL (whose reservations only turn into
 /// written, then reclaimable, log once pushed); a waiter re-checks every 100 ms and pushes again, so a missed wake-up
 /// costs latency, never liveness.</para>
@@ -26,6 +28,7 @@ internal sealed class LogSpace
     private readonly object _lock = new();
     private readonly LinkedList<Waiter> _waiters = new();
     private long _outstanding;
+    private long _used;                      // the log's UsedBytes as of the last RefreshUsed
     private int _waiterCount;
     private Exception? _failed;
     private Action _pressure = static () => { };
@@ -37,6 +40,7 @@ internal sealed class LogSpace
         long log = (long)sink.LogBlocks * 512;
         Capacity = log - Math.Max(16384, log / 8);
         MaxReservation = Capacity / 2;
+        RefreshUsed();
     }
 
     /// <summary>Bytes that may be between tail and head plus reserved.</summary>
@@ -48,8 +52,15 @@ internal sealed class LogSpace
     /// <summary>Reserved and not yet written.</summary>
     public long Outstanding => Interlocked.Read(ref _outstanding);
 
-    /// <summary>Free log space now.</summary>
-    public long Free => Capacity - _sink.UsedBytes - Outstanding;
+    /// <summary>Free log space as of the last <see cref="RefreshUsed"/>.</summary>
+    public long Free => Capacity - Volatile.Read(ref _used) - Outstanding;
+
+    /// <summary>
+    /// Re-reads the log's used bytes. Called after a checkpoint is written (before its reservation is released, so
+    /// the bytes are never counted as free in between), after the tail moves, and on every slow path. Between
+    /// refreshes the copy can only be high (the tail moved: conservative) or low by what a reservation still covers.
+    /// </summary>
+    public void RefreshUsed() => Volatile.Write(ref _used, _sink.UsedBytes);
 
     /// <summary>True when a reservation waits.</summary>
     public bool HasWaiters => Volatile.Read(ref _waiterCount) != 0;
@@ -67,12 +78,15 @@ internal sealed class LogSpace
     public bool TryReserve(long bytes)
     {
         if (bytes < 0) bytes = 0;
-        if (Volatile.Read(ref _waiterCount) != 0) return false;
-        lock (_lock)
+        // Lock-free: a compare-and-swap on the outstanding bytes. Nobody may overtake a waiter, so any waiter sends
+        // the caller to the queue (a waiter that queues concurrently is at worst overtaken once).
+        while (true)
         {
-            if (_waiters.Count != 0 || Free < bytes || Free < 0) return false;
-            if (bytes != 0) Interlocked.Add(ref _outstanding, bytes);
-            return true;
+            if (Volatile.Read(ref _waiterCount) != 0) return false;
+            long o = Interlocked.Read(ref _outstanding);
+            long free = Capacity - Volatile.Read(ref _used) - o;
+            if (free < bytes || free < 0) return false;
+            if (bytes == 0 || Interlocked.CompareExchange(ref _outstanding, o + bytes, o) == o) return true;
         }
     }
 
@@ -93,6 +107,7 @@ internal sealed class LogSpace
         if (bytes > MaxReservation)
             throw new JournalArgumentException($"log reservation of {bytes} bytes is larger than the {MaxReservation}-byte maximum for this log ({_sink.LogBlocks} blocks)");
         if (_failed is not null) throw _failed;
+        RefreshUsed();
         if (TryReserve(bytes)) return;
         Interlocked.Increment(ref _counters.SpaceWaits);
         var w = new Waiter(bytes);
@@ -141,6 +156,7 @@ internal sealed class LogSpace
     {
         if (Volatile.Read(ref _waiterCount) == 0) return;
         List<Waiter>? granted = null;
+        RefreshUsed();
         lock (_lock)
         {
             while (_waiters.First is { } first && Free >= first.Value.Bytes && Free >= 0)

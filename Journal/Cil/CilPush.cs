@@ -193,6 +193,7 @@ internal sealed partial class CommittedItemList
             Interlocked.Add(ref _counters.CheckpointBytes, CheckpointHeader.Size + ctx.PayloadBytes);
 
             // The log accounts these bytes now (they are between its tail and head).
+            _space.RefreshUsed();
             _space.Release(Interlocked.Exchange(ref ctx.Reserved, 0));
             _pushSlots.Release();
             slotHeld = false;

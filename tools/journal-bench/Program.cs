@@ -7,4 +7,7 @@ var root = new RootCommand("Benchmarks of the journal and the snapshot store. Ea
 root.Subcommands.Add(LogBenchmark.CreateCommand());
 root.Subcommands.Add(CowBenchmark.CreateCommand());
 root.Subcommands.Add(StormBenchmark.CreateCommand());
+root.Subcommands.Add(CommitBenchmark.CreateCommand());
+root.Subcommands.Add(RelogBenchmark.CreateCommand());
+root.Subcommands.Add(InsertBenchmark.CreateCommand());
 return await BenchCommon.InvokeAsync(root, args);

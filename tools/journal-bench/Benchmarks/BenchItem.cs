@@ -20,21 +20,18 @@ internal sealed class BenchItem(ulong id, int size) : LogItem(1, id)
     public override ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken) => ValueTask.FromResult(true);
 }
 
-/// <summary>Temporary files for one benchmark run, deleted afterwards.</summary>
-internal sealed class BenchFiles : IDisposable
+/// <summary>Parsing of comma-separated counts such as <c>1,4,16,64</c>.</summary>
+internal static class CountList
 {
-    public BenchFiles(string name)
+    /// <summary>Parses positive integers up to <paramref name="max"/>; null if the text is not such a list.</summary>
+    public static int[]? Parse(string text, int max)
     {
-        Folder = Path.Combine(Path.GetTempPath(), $"journal-bench-{name}-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(Folder);
-    }
-
-    public string Folder { get; }
-
-    public string File(string name) => Path.Combine(Folder, name);
-
-    public void Dispose()
-    {
-        try { Directory.Delete(Folder, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length == 0) return null;
+        var list = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!int.TryParse(parts[i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out list[i]) || list[i] < 1 || list[i] > max)
+                return null;
+        return list;
     }
 }

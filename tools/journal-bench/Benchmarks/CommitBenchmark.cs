@@ -1,122 +1,169 @@
+using System.CommandLine;
 using System.Diagnostics;
-using System.Text.Json.Serialization;
+using System.Text.Json.Nodes;
 using Journal;
 using Journal.Format;
 using Journal.Storage;
 using Microsoft.Win32.SafeHandles;
+using static JournalBench.BenchCommon;
 
 namespace JournalBench.Benchmarks;
 
 /// <summary>
 /// <c>journal-bench commit --committers 1,4,16,64</c>: each committer commits one item of 64..256 bytes and forces it,
-/// in a loop; durable commits per second through the journal (log file in the temp folder, group commit), against a
-/// baseline in the same run that appends the same bytes to a plain file and fdatasyncs after every commit.
+/// in a loop: durable commits per second through the journal (log file in the system temporary folder; concurrent
+/// forces share checkpoints and device flushes), against a baseline measured in the same run that appends the same
+/// bytes (a 16-byte record header and the item) to a preallocated file and fdatasyncs after every commit.
 /// </summary>
 internal static class CommitBenchmark
 {
-    public sealed record Row(
-        [property: JsonPropertyName("committers")] int Committers,
-        [property: JsonPropertyName("commits")] long Commits,
-        [property: JsonPropertyName("commits_per_s")] double CommitsPerS,
-        [property: JsonPropertyName("baseline_commits")] long BaselineCommits,
-        [property: JsonPropertyName("baseline_commits_per_s")] double BaselineCommitsPerS,
-        [property: JsonPropertyName("ratio")] double Ratio,
-        [property: JsonPropertyName("device_flushes")] long DeviceFlushes,
-        [property: JsonPropertyName("checkpoints")] long Checkpoints);
-
-    public sealed record Report(
-        [property: JsonPropertyName("benchmark")] string Benchmark,
-        [property: JsonPropertyName("seconds")] double Seconds,
-        [property: JsonPropertyName("results")] IReadOnlyList<Row> Results);
-
-    public static async Task<Report> RunAsync(IReadOnlyList<int> committers, double seconds, Action<string>? progress = null)
+    private sealed record Row(int Committers, long Commits, double Seconds, long Flushes, long Checkpoints, long BaselineCommits, double BaselineSeconds)
     {
-        var rows = new List<Row>();
-        foreach (int c in committers)
-        {
-            progress?.Invoke($"commit: {c} committers, journal");
-            var (commits, flushes, checkpoints, jt) = await JournalAsync(c, seconds);
-            progress?.Invoke($"commit: {c} committers, baseline");
-            var (baseline, bt) = await BaselineAsync(c, seconds);
-            double cps = commits / jt, bps = baseline / bt;
-            rows.Add(new Row(c, commits, Math.Round(cps, 1), baseline, Math.Round(bps, 1), Math.Round(cps / bps, 2), flushes, checkpoints));
-        }
-        return new Report("commit", seconds, rows);
+        public double Rate => Commits / Seconds;
+        public double BaselineRate => BaselineCommits / BaselineSeconds;
+        public double Ratio => Rate / BaselineRate;
     }
 
-    private static async Task<(long Commits, long Flushes, long Checkpoints, double Seconds)> JournalAsync(int committers, double seconds)
+    public static Command CreateCommand()
     {
-        using var files = new BenchFiles("commit");
-        const uint blocks = 64 * 2048; // 64 MiB log
-        using var dev = FileBlockDevice.Create(files.File("log"), blocks);
-        var j = MetadataJournal.Create(new LogRegion(dev, 0, blocks), new JournalOptions { LogSizeBytes = blocks * 512L });
-        long flushesBefore = dev.Counters.Flushes;
+        var seconds = SecondsOption(2);
+        var json = JsonOption();
+        var committers = new Option<string>("--committers") { Description = "Comma-separated committer counts.", DefaultValueFactory = _ => "1,4,16,64" };
+        var logMib = new Option<int>("--log-mib") { Description = "Size of the log file in MiB.", DefaultValueFactory = _ => 64 };
+        var cmd = new Command("commit", "Durable commits/s (commit one 64..256 B item and force it, per committer) against append + fdatasync per commit.")
+        {
+            committers, seconds, logMib, json,
+        };
+        cmd.SetAction(async (pr, ct) =>
+        {
+            double s = pr.GetValue(seconds);
+            int mib = pr.GetValue(logMib);
+            if (CheckBudget(s, null) is { } err) return UsageError(err);
+            if (CountList.Parse(pr.GetValue(committers)!, 4096) is not { } counts) return UsageError("--committers must be a comma-separated list of counts in 1..4096");
+            if (mib is < 4 or > 4096) return UsageError("--log-mib must be in 4..4096");
+            var rows = new List<Row>();
+            foreach (int c in counts) rows.Add(await RunOneAsync(c, s, mib, ct).ConfigureAwait(false));
+            ProgressDone();
+            if (pr.GetValue(json)) PrintJson(ToJson(rows, s, mib));
+            else Print(rows, s);
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static async Task<Row> RunOneAsync(int committers, double seconds, int logMib, CancellationToken ct)
+    {
+        using var logFile = new TempFile("commit-log");
+        using var baseFile = new TempFile("commit-baseline");
+        long bytes = (long)logMib << 20;
+        using var dev = FileBlockDevice.Create(logFile.Path, bytes / BlockDevice.SectorSize);
+        var region = LogRegion.WholeDevice(dev);
+        var journal = MetadataJournal.Create(region, new JournalOptions { LogSizeBytes = region.Bytes });
+        await Journal(journal, 1, 0.2, ct).ConfigureAwait(false); // warm-up
+        long flushes0 = dev.Counters.Flushes, checkpoints0 = journal.Statistics.Checkpoints;
+        Progress($"commit: {committers} committers, journal");
+        var (commits, elapsed) = await Journal(journal, committers, seconds, ct).ConfigureAwait(false);
+        long flushes = dev.Counters.Flushes - flushes0, checkpoints = journal.Statistics.Checkpoints - checkpoints0;
+        await journal.CloseAsync().ConfigureAwait(false);
+
+        Progress($"commit: {committers} committers, baseline");
+        var (baseline, baseElapsed) = await Baseline(baseFile.Path, bytes, committers, seconds).ConfigureAwait(false);
+        return new Row(committers, commits, elapsed, flushes, checkpoints, baseline, baseElapsed);
+    }
+
+    private static async Task<(long Commits, double Seconds)> Journal(MetadataJournal journal, int committers, double seconds, CancellationToken ct)
+    {
         long total = 0;
+        var limit = TimeSpan.FromSeconds(seconds);
         var sw = Stopwatch.StartNew();
-        var deadline = TimeSpan.FromSeconds(seconds);
         var tasks = Enumerable.Range(0, committers).Select(i => Task.Run(async () =>
         {
             var rnd = new Random(i);
             var item = new BenchItem((ulong)i, 64);
             long n = 0;
-            while (sw.Elapsed < deadline)
+            while (sw.Elapsed < limit && !ct.IsCancellationRequested)
             {
                 item.Resize(64 + rnd.Next(193));
                 rnd.NextBytes(item.State);
-                using var tx = await j.BeginTransactionAsync((int)j.EstimateLogBytes(item.GetLogSize()));
-                tx.AddItem(item);
-                ulong seq = tx.Commit();
-                await j.ForceAsync(seq);
-                n++;
-            }
-            Interlocked.Add(ref total, n);
-        })).ToArray();
-        await Task.WhenAll(tasks);
-        double elapsed = sw.Elapsed.TotalSeconds;
-        long flushes = dev.Counters.Flushes - flushesBefore;
-        long checkpoints = j.Statistics.Checkpoints;
-        await j.CloseAsync();
-        return (total, flushes, checkpoints, elapsed);
-    }
-
-    private static async Task<(long Commits, double Seconds)> BaselineAsync(int committers, double seconds)
-    {
-        using var files = new BenchFiles("commit-baseline");
-        using SafeFileHandle handle = File.OpenHandle(files.File("wal"), FileMode.CreateNew, FileAccess.ReadWrite);
-        object appendLock = new();
-        long end = 0, total = 0;
-        var sw = Stopwatch.StartNew();
-        var deadline = TimeSpan.FromSeconds(seconds);
-        var tasks = Enumerable.Range(0, committers).Select(i => Task.Run(() =>
-        {
-            var rnd = new Random(i);
-            long n = 0;
-            var buf = new byte[256 + 16];
-            while (sw.Elapsed < deadline)
-            {
-                int len = 16 + 64 + rnd.Next(193); // a small record header and the item
-                rnd.NextBytes(buf.AsSpan(0, len));
-                lock (appendLock)
+                ulong seq;
+                using (var tx = await journal.BeginTransactionAsync((int)journal.EstimateLogBytes(item.GetLogSize()), ct).ConfigureAwait(false))
                 {
-                    RandomAccess.Write(handle, buf.AsSpan(0, len), end);
-                    end += len;
+                    tx.AddItem(item);
+                    seq = tx.Commit();
                 }
-                int rc = NativeFile.DataSync(handle);
-                if (rc != 0) throw new IOException($"fdatasync failed: {NativeFile.Describe(rc)}");
+                await journal.ForceAsync(seq, ct).ConfigureAwait(false);
                 n++;
             }
             Interlocked.Add(ref total, n);
-        })).ToArray();
-        await Task.WhenAll(tasks);
+        }, ct)).ToArray();
+        await Task.WhenAll(tasks).ConfigureAwait(false);
         return (total, sw.Elapsed.TotalSeconds);
     }
 
-    public static string Table(Report r)
+    /// <summary>Each committer appends its record (under a lock that assigns the offset) and fdatasyncs the file.</summary>
+    private static async Task<(long Commits, double Seconds)> Baseline(string path, long bytes, int committers, double seconds)
     {
-        var sb = new System.Text.StringBuilder();
-        sb.AppendLine($"{"committers",10} {"commits/s",12} {"baseline/s",12} {"ratio",8} {"flushes",9} {"checkpoints",12}");
-        foreach (var row in r.Results)
-            sb.AppendLine($"{row.Committers,10} {row.CommitsPerS,12:F0} {row.BaselineCommitsPerS,12:F0} {row.Ratio,8:F2} {row.DeviceFlushes,9} {row.Checkpoints,12}");
-        return sb.ToString();
+        using (FileBlockDevice.Create(path, bytes / BlockDevice.SectorSize)) { } // preallocated and zero-filled, like the log
+        using SafeFileHandle handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
+        object appendLock = new();
+        long end = 0, total = 0;
+        var limit = TimeSpan.FromSeconds(seconds);
+        var sw = Stopwatch.StartNew();
+        var tasks = Enumerable.Range(0, committers).Select(i => Task.Run(() =>
+        {
+            var rnd = new Random(i);
+            var record = new byte[16 + 256];
+            long n = 0;
+            while (sw.Elapsed < limit)
+            {
+                int len = 16 + 64 + rnd.Next(193);
+                rnd.NextBytes(record.AsSpan(0, len));
+                lock (appendLock)
+                {
+                    if (end + len > bytes) end = 0;
+                    RandomAccess.Write(handle, record.AsSpan(0, len), end);
+                    end += len;
+                }
+                int errno = NativeFile.DataSync(handle);
+                if (errno != 0) throw new IOException($"{path}: fdatasync failed: {NativeFile.Describe(errno)}");
+                n++;
+            }
+            Interlocked.Add(ref total, n);
+        })).ToArray();
+        await Task.WhenAll(tasks).ConfigureAwait(false);
+        return (total, sw.Elapsed.TotalSeconds);
+    }
+
+    private static void Print(List<Row> rows, double seconds)
+    {
+        Console.Out.WriteLine($"journal-bench commit: commit one 64..256 B item and force it, per committer, {seconds} s per case");
+        Console.Out.Write(Table(
+            ["committers", "commits/s", "baseline/s", "ratio", "device flushes", "checkpoints"],
+            rows.Select(r => (IReadOnlyList<string>)[r.Committers.ToString(), F(r.Rate), F(r.BaselineRate), F(r.Ratio, 2), r.Flushes.ToString(), r.Checkpoints.ToString()])));
+    }
+
+    private static JsonObject ToJson(List<Row> rows, double seconds, int logMib)
+    {
+        var results = new JsonArray();
+        foreach (var r in rows)
+            results.Add(new JsonObject
+            {
+                ["committers"] = r.Committers,
+                ["commits"] = r.Commits,
+                ["seconds"] = Math.Round(r.Seconds, 4),
+                ["commits_per_s"] = Math.Round(r.Rate, 1),
+                ["baseline_commits"] = r.BaselineCommits,
+                ["baseline_commits_per_s"] = Math.Round(r.BaselineRate, 1),
+                ["ratio"] = Math.Round(r.Ratio, 3),
+                ["device_flushes"] = r.Flushes,
+                ["checkpoints"] = r.Checkpoints,
+            });
+        return new JsonObject
+        {
+            ["benchmark"] = "commit",
+            ["settings"] = new JsonObject { ["seconds"] = seconds, ["logMib"] = logMib },
+            ["machine"] = Machine(),
+            ["results"] = results,
+        };
     }
 }
