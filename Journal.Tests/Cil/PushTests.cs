@@ -25,30 +25,55 @@ public sealed class PushTests
     [Fact]
     public async Task CommitRecords_OfOverlappingPushes_ReachTheLogInSequenceOrder()
     {
-        var (j, sink) = Create();
+        var sink = new MemoryLogSink(4096, 8192);
+        var j = MetadataJournal.Create(sink, SmallOptions(4096, b => { b.Soft = 16 << 10; b.Hard = 32 << 10; }));
         var home = new TestHome();
         var commits = new List<(uint Tid, Journal.Format.Lsn Lsn)>();
         sink.OnCommitWritten = (tid, lsn) => { lock (commits) commits.Add((tid, lsn)); };
         var gate = new TaskCompletionSource();
         sink.WriteGate = gate.Task;
-        var forces = new List<Task>();
         for (int k = 0; k < 3; k++)
         {
-            // Each checkpoint gets a different number of items, so their writes take different times.
-            for (int i = 0; i <= 5 * (2 - k); i++) Commit(j, new TestItem(home, (ulong)(k * 100 + i)), k, 128);
+            // Each checkpoint gets a different number of items, so their writes take different times; a committer
+            // over the hard limit makes the push switch although the previous checkpoint is still stalled.
+            for (int i = 0; i < 5 * (2 - k); i++) Commit(j, new TestItem(home, (ulong)(k * 100 + i)), k, 128);
             ulong seq = j.CurrentSequence;
-            forces.Add(j.ForceAsync(seq).AsTask());
-            await WaitUntil(() => j.CurrentSequence == seq + 1);
+            await Task.Run(() => Commit(j, new TestItem(home, (ulong)(k * 100 + 99)), k, 40_000)).WaitAsync(Watchdog);
+            Assert.Equal(seq + 1, j.CurrentSequence);
         }
         // Three checkpoints switched out, all stalled in the log: release them together.
         gate.SetResult();
-        await Task.WhenAll(forces).WaitAsync(Watchdog);
+        await j.ForceAllAsync().AsTask().WaitAsync(Watchdog);
         var cps = Checkpoints(sink.Crash());
         Assert.Equal([1UL, 2UL, 3UL], cps.Select(c => c.Sequence));
         Assert.Equal([11, 6, 1], cps.Select(c => c.Items.Count));
         Assert.Equal(3, commits.Count);
         Assert.True(commits[0].Lsn <= commits[1].Lsn && commits[1].Lsn <= commits[2].Lsn);
         Assert.True(cps[0].Start <= cps[1].Start && cps[1].Start <= cps[2].Start);
+        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
+    }
+
+    [Fact]
+    public async Task ForcedPushes_WaitForThePreviousCheckpoint_SoConcurrentCommitsGoOutTogether()
+    {
+        var (j, sink) = Create();
+        var home = new TestHome();
+        var gate = new TaskCompletionSource();
+        sink.FlushGate = gate.Task;
+        ulong s1 = Commit(j, new TestItem(home, 1), 1);
+        var f1 = j.ForceAsync(s1).AsTask();
+        await WaitUntil(() => j.CurrentSequence == s1 + 1);
+        // While checkpoint 1 waits for its flush, forced commits gather in the next context instead of being pushed
+        // one by one.
+        var forces = new List<Task>();
+        for (int i = 2; i <= 10; i++) forces.Add(j.ForceAsync(Commit(j, new TestItem(home, (ulong)i), 1)).AsTask());
+        await Task.Delay(50);
+        Assert.Equal(s1 + 1, j.CurrentSequence);
+        Assert.Equal(9, j.Cil.Current.ItemCount);
+        gate.SetResult();
+        await Task.WhenAll(forces).WaitAsync(Watchdog);
+        await f1.WaitAsync(Watchdog);
+        Assert.Equal(2, j.Statistics.Checkpoints);
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
     }
 
@@ -61,13 +86,14 @@ public sealed class PushTests
         var gate = new TaskCompletionSource();
         sink.WriteGate = gate.Task;
         await FillPushSlots(j, home);
+        long waits = j.Statistics.HardLimitWaits;
 
         // The push cannot switch now (every push slot is busy), so crossing the hard limit must block.
         var big = Enumerable.Range(0, 3).Select(i => new TestItem(home, (ulong)(500 + i))).ToArray();
         Commit(j, big[0], 1, 30_000);
         Commit(j, big[1], 1, 30_000);
         var blocked = Task.Run(() => Commit(j, big[2], 1, 30_000));
-        await WaitUntil(() => j.Statistics.HardLimitWaits == 1);
+        await WaitUntil(() => j.Statistics.HardLimitWaits == waits + 1);
         Assert.False(blocked.IsCompleted);
 
         gate.SetResult(); // slots free up, the push switches, the committer is woken
@@ -85,12 +111,13 @@ public sealed class PushTests
         var gate = new TaskCompletionSource();
         sink.WriteGate = gate.Task;
         await FillPushSlots(j, home);
+        long waits = j.Statistics.HardLimitWaits;
 
         var y = new TestItem(home, 600);
         var x = new TestItem(home, 601);
         Commit(j, y, 1, 50_000);
         var blocked = Task.Run(() => Commit(j, x, 1, 20_000));
-        await WaitUntil(() => j.Statistics.HardLimitWaits == 1);
+        await WaitUntil(() => j.Statistics.HardLimitWaits == waits + 1);
         Assert.False(blocked.IsCompleted);
 
         Commit(j, y, 2, 1000); // space goes backwards, below the hard limit
@@ -122,14 +149,19 @@ public sealed class PushTests
         }
     }
 
-    /// <summary>Switches out <see cref="Journal.Cil.CommittedItemList.MaxPushesInFlight"/> one-item contexts (the log is gated).</summary>
+    /// <summary>
+    /// Switches out <see cref="Journal.Cil.CommittedItemList.MaxPushesInFlight"/> contexts while the log is gated: each
+    /// holds one item larger than the hard limit, so its committer is throttled, which makes the push switch although
+    /// the previous checkpoint is stalled.
+    /// </summary>
     internal static async Task FillPushSlots(MetadataJournal j, TestHome home)
     {
         for (int k = 0; k < Journal.Cil.CommittedItemList.MaxPushesInFlight; k++)
         {
-            ulong seq = Commit(j, new TestItem(home, (ulong)(1000 + k)), 1, 64);
-            _ = j.ForceAsync(seq).AsTask();
-            await WaitUntil(() => j.CurrentSequence == seq + 1);
+            ulong seq = j.CurrentSequence;
+            int size = (int)j.Cil.HardLimit + 1000;
+            await Task.Run(() => Commit(j, new TestItem(home, (ulong)(1000 + k)), 1, size)).WaitAsync(Watchdog);
+            Assert.Equal(seq + 1, j.CurrentSequence);
         }
     }
 }

@@ -30,6 +30,7 @@ internal sealed class CilContext
     internal int RegionCount;                // regions after the checkpoint header (item headers included)
     internal long PayloadBytes;              // bytes of those regions
 
+    internal readonly CheckpointRegionList Regions; // the whole checkpoint as one region list for the log
     internal readonly byte[] Header;         // the checkpoint header region
     internal readonly bool HeaderPooled;     // Header came from the pool or the emergency reserve (give it back)
     internal readonly HeaderRegionList HeaderRegion;
@@ -46,12 +47,50 @@ internal sealed class CilContext
         Header = header;
         HeaderPooled = pooled;
         HeaderRegion = new HeaderRegionList(header);
+        Regions = new CheckpointRegionList(this);
     }
 
     public bool IsEmpty => Volatile.Read(ref ItemCount) == 0;
 
     public override string ToString() =>
         $"context {Sequence}: {ItemCount} items, {RegionCount} regions, {PayloadBytes} bytes, space {SpaceUsed}, start {StartLsn}, commit {CommitLsn}";
+
+    /// <summary>
+    /// The whole checkpoint as one region list for the log sink, preallocated with the context: element 0 is the
+    /// checkpoint header, then each vector's regions (its item header, then the item's regions) in list order. Read
+    /// only after the context is switched out. Sequential access (what the log does) is O(1) per element; it keeps a
+    /// cursor (vector, index within it) and restarts from the head for an earlier index.
+    /// </summary>
+    internal sealed class CheckpointRegionList(CilContext ctx) : IReadOnlyList<ReadOnlyMemory<byte>>
+    {
+        private LogVector? _vector;
+        private int _index, _within;      // element _index is region _within of _vector
+
+        public int Count => 1 + ctx.RegionCount;
+
+        public ReadOnlyMemory<byte> this[int index]
+        {
+            get
+            {
+                if ((uint)index >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(index));
+                if (index == 0) return new ReadOnlyMemory<byte>(ctx.Header, 0, CheckpointHeader.Size);
+                if (_vector is null || index < _index) { _vector = ctx.Head; _index = 1; _within = 0; }
+                while (_index < index)
+                {
+                    _index++;
+                    if (++_within == _vector!.Count) { _vector = _vector.Next; _within = 0; }
+                }
+                return _vector![_within];
+            }
+        }
+
+        public IEnumerator<ReadOnlyMemory<byte>> GetEnumerator()
+        {
+            for (int i = 0; i < Count; i++) yield return this[i];
+        }
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
 
     /// <summary>The checkpoint header as a one-region list for the log sink (preallocated with the context).</summary>
     internal sealed class HeaderRegionList(byte[] header) : IReadOnlyList<ReadOnlyMemory<byte>>

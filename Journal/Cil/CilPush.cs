@@ -6,19 +6,19 @@ namespace Journal.Cil;
 //
 // Push (one background loop, PushLoopAsync):
 //   1. Wait for a request (soft limit, hard limit, force, memory or log-space pressure). If the previous checkpoint
-//      is fully written and only waits for its device flush, wait for that first: commits arriving meanwhile gather
-//      into one checkpoint for the next flush (group commit at the checkpoint level).
+//      is not durable yet, wait for that first (unless committers are throttled at the hard limit): commits arriving
+//      meanwhile gather into one checkpoint for the next flush (group commit at the checkpoint level).
 //   2. Outside the lock, take the spare context prepared after the previous switch. If the pool could not provide
 //      one in time (allocator failing or stalling), build it around a push slot of the emergency reserve: the push
 //      never waits for the allocator.
 //   3. Take the context lock EXCLUSIVE, make the spare current (sequence + 1), detach the old context, release.
 //      Nothing else happens under the exclusive lock. Wake committers throttled at the hard limit.
-//   4. Outside the lock (WriteCheckpointAsync, up to MaxPushesInFlight at once): register the checkpoint with the
-//      AIL (the tail may not pass the log head as of now), wait for the previous checkpoint's start record, write the
-//      checkpoint header and each vector in list (= commit) order as one log transaction, wait for the previous
+//   4. Outside the lock (WriteCheckpointAsync, up to MaxPushesInFlight at once when committers are throttled): register
+//      the checkpoint with the AIL (the tail may not pass the log head as of now), wait for the previous checkpoint's
+//      start record, write the checkpoint header and each vector in list (= commit) order as one log transaction (one
+//      call: the region list is preallocated with the context and walks its vectors), wait for the previous
 //      checkpoint's commit record, write this commit record. Commit records therefore reach the log in sequence
-//      order. The vectors and the header are memory the old context already owns; the region lists are the vectors
-//      themselves.
+//      order. The vectors, the header and the region list are memory the old context already owns.
 //   5. Release the checkpoint's log reservation (the log now accounts those bytes), force the commit LSN (concurrent
 //      forces share one device flush), wait for the previous checkpoint to complete, then move the items into the AIL
 //      at the start LSN, unpin them, free the vectors and the header, and mark the sequence durable.
@@ -32,6 +32,7 @@ internal sealed partial class CommittedItemList
     public const int MaxPushesInFlight = EmergencyReserve.PushSlots;
 
     private readonly AsyncSignal _pushSignal = new();
+    private readonly AsyncSignal _throttled = new();   // set when a committer starts waiting at the hard limit
     private readonly SemaphoreSlim _pushSlots = new(MaxPushesInFlight, MaxPushesInFlight);
     private long _pushTarget;                 // highest sequence someone asked to push
     private ulong _durableSeq;                // every sequence at or below it is durable
@@ -74,13 +75,14 @@ internal sealed partial class CommittedItemList
                 {
                     var cur = Volatile.Read(ref _current);
                     if ((ulong)Volatile.Read(ref _pushTarget) < cur.Sequence || cur.IsEmpty) break;
-                    // Why we wait: the previous checkpoint is written and only waits for its device flush. Commits
-                    // arriving meanwhile gather in the current context and go out as one checkpoint when that flush
-                    // completes (the next flush could not start earlier anyway), instead of as many tiny ones.
+                    // Why we wait: the previous checkpoint is not durable yet. Commits arriving meanwhile gather in
+                    // the current context and go out as one checkpoint when it is (its flush must finish before the
+                    // next one can start anyway), instead of as many tiny ones. Committers throttled at the hard limit
+                    // end the wait at once: then pushes overlap (their commit records still go out in order).
                     var prev = cur.Previous;
-                    if (prev is not null && prev.CommitWritten.Task.IsCompletedSuccessfully && !prev.Durable.Task.IsCompleted)
+                    if (prev is not null && !prev.Durable.Task.IsCompleted && Volatile.Read(ref _throttleTcs) is null)
                     {
-                        try { await prev.Durable.Task.ConfigureAwait(false); } catch { /* reported through Shutdown */ }
+                        await Task.WhenAny(prev.Durable.Task, _throttled.WaitAsync()).ConfigureAwait(false);
                         continue;
                     }
                     // Why we wait: at most MaxPushesInFlight checkpoints are written at once; a slot frees when one
@@ -179,10 +181,9 @@ internal sealed partial class CommittedItemList
 
             new CheckpointHeader(ctx.Sequence, (uint)ctx.ItemCount, (uint)ctx.RegionCount, (ulong)ctx.PayloadBytes).Write(ctx.Header);
             uint tid = _sink.AllocateTransactionId();
-            ctx.StartLsn = await _sink.WriteAsync(tid, ctx.HeaderRegion, start: true).ConfigureAwait(false);
+            // One write for the whole checkpoint: the header, then every vector's regions in list (commit) order.
+            ctx.StartLsn = await _sink.WriteAsync(tid, ctx.Regions, start: true).ConfigureAwait(false);
             ctx.StartWritten.TrySetResult();
-            for (var v = ctx.Head; v is not null; v = v.Next)
-                await _sink.WriteAsync(tid, v, start: false).ConfigureAwait(false);
 
             // Commit records in sequence order.
             if (prev is not null) await prev.CommitWritten.Task.ConfigureAwait(false);
@@ -260,7 +261,8 @@ internal sealed partial class CommittedItemList
             Interlocked.Increment(ref _counters.Forces);
             RequestPush(sequence);
             // Why we wait: the push writes the context and forces its commit record; Durable completes then.
-            await ctx.Durable.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            if (cancellationToken.CanBeCanceled) await ctx.Durable.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            else await ctx.Durable.Task.ConfigureAwait(false);
             return;
         }
     }
@@ -292,6 +294,7 @@ internal sealed partial class CommittedItemList
                 _throttleTcs ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 t = _throttleTcs.Task;
             }
+            _throttled.Set();
             RequestPush(ctx.Sequence);
             // Why we wait: the context is over the hard limit; the push switching it out (or a relog shrinking it
             // below the limit) wakes us.

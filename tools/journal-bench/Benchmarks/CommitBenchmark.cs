@@ -86,12 +86,12 @@ internal static class CommitBenchmark
                 item.Resize(64 + rnd.Next(193));
                 rnd.NextBytes(item.State);
                 ulong seq;
-                using (var tx = await journal.BeginTransactionAsync((int)journal.EstimateLogBytes(item.GetLogSize()), ct).ConfigureAwait(false))
+                using (var tx = await journal.BeginTransactionAsync((int)journal.EstimateLogBytes(item.GetLogSize())).ConfigureAwait(false))
                 {
                     tx.AddItem(item);
                     seq = tx.Commit();
                 }
-                await journal.ForceAsync(seq, ct).ConfigureAwait(false);
+                await journal.ForceAsync(seq).ConfigureAwait(false);
                 n++;
             }
             Interlocked.Add(ref total, n);
