@@ -19,10 +19,11 @@ namespace Journal;
 /// <param name="DurableSequence">Highest sequence whose checkpoint is durable (every lower one is too).</param>
 /// <param name="AilItems">Items in the AIL now.</param>
 /// <param name="ReservedLogBytes">Log space reserved now by open transactions and unwritten checkpoints.</param>
+/// <param name="LogBytesWritten">Bytes the log writer wrote to the device (records, padding); 0 when the log is not a <see cref="Log.LogWriter"/>.</param>
 public readonly record struct JournalStatistics(
     long Commits, long ItemsCommitted, long Relogs, long Pushes, long Checkpoints, long CheckpointBytes, long Forces,
     long AilWriteBacks, long AilFlushes, long TailMoves, long HardLimitWaits, long SpaceWaits, long MemoryWaits, long ReservationOverruns,
-    ulong CurrentSequence, ulong DurableSequence, long AilItems, long ReservedLogBytes);
+    ulong CurrentSequence, ulong DurableSequence, long AilItems, long ReservedLogBytes, long LogBytesWritten);
 
 /// <summary>Memory use of a <see cref="MetadataJournal"/>'s pool.</summary>
 /// <param name="BudgetBytes">The configured budget.</param>

@@ -97,6 +97,7 @@ public sealed class LogIntegrationTests
         ulong seq = await CommitAsync(j, new TestItem(new TestHome(), 1), 1);
         await j.ForceAsync(seq).AsTask().WaitAsync(Watchdog);
         var before = logDev.Counters;
+        Assert.True(j.Statistics.LogBytesWritten > 0);
         for (int i = 0; i < 50; i++) await j.ForceAsync(seq);
         Assert.Equal(seq, await j.ForceAllAsync());
         Assert.Equal(before, logDev.Counters);
