@@ -67,8 +67,9 @@ public sealed class Transaction : IDisposable
 
     /// <summary>
     /// Commits the joined items into the current checkpoint and returns its sequence (pass it to
-    /// <see cref="MetadataJournal.ForceAsync"/> to wait until the changes are durable). Blocks if the journal must wait
-    /// for memory, log space or the hard CIL limit.
+    /// <see cref="MetadataJournal.ForceAsync"/> to wait until the changes are durable). Blocks the calling thread if the
+    /// journal must wait for memory or the hard CIL limit; from asynchronous code prefer <see cref="CommitAsync"/>
+    /// (many threads blocked here can starve the thread pool the push runs on).
     /// </summary>
     public ulong Commit()
     {
