@@ -133,6 +133,18 @@ public sealed partial class SnapshotStore
         }
     }
 
+    /// <summary>
+    /// The one place a write waits. The caller holds nothing: no lock, not the I/O gate, no copy slot. So neither the
+    /// copy completion path nor snapshot creation can be stuck behind a waiting writer (the deadlock of throttling
+    /// while holding a lock). Waits for <paramref name="wantSlots"/> slots of room under the in-flight copy bound
+    /// (none when 0), then for <paramref name="wait"/> (a pending exception or a copy) when there is one.
+    /// </summary>
+    private async ValueTask WaitHoldingNothingAsync(int wantSlots, Task? wait, CancellationToken cancellationToken)
+    {
+        if (wantSlots > 0) await _throttle.WaitForRoomAsync(wantSlots).WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (wait is not null) await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
     private async ValueTask OriginWriteChunkCoreAsync(ulong chunk, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken,
         TaskCompletionSource? admitted)
     {
@@ -140,19 +152,11 @@ public sealed partial class SnapshotStore
         Task? wait = null;
         while (true)
         {
-            // Every wait happens here, at the top, holding nothing.
-            if (wantSlots > 0)
-            {
-                // Over the in-flight copy bound: wait for copies to complete.
-                await _throttle.WaitForRoomAsync(wantSlots).WaitAsync(cancellationToken).ConfigureAwait(false);
-                wantSlots = 0;
-            }
-            if (wait is not null)
-            {
-                // Another writer's pending exception for this chunk, or snapshot reads of the old data.
-                await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
-                wait = null;
-            }
+            // Every wait happens here, at the top, holding nothing. What is waited for: room under the in-flight
+            // copy bound, another writer's pending exception for this chunk, or snapshot reads of the old data.
+            await WaitHoldingNothingAsync(wantSlots, wait, cancellationToken).ConfigureAwait(false);
+            wantSlots = 0;
+            wait = null;
             ThrowIfClosed();
             await _gate.EnterSharedAsync().ConfigureAwait(false);
             try
@@ -308,18 +312,11 @@ public sealed partial class SnapshotStore
         bool fullChunk = data.Length == _layout.ChunkBytes;
         while (true)
         {
-            if (wantSlots > 0)
-            {
-                // Over the in-flight copy bound (a partial write copies the rest of the chunk). Nothing is held.
-                await _throttle.WaitForRoomAsync(wantSlots).WaitAsync(cancellationToken).ConfigureAwait(false);
-                wantSlots = 0;
-            }
-            if (wait is not null)
-            {
-                // The chunk is being copied into this snapshot. Nothing is held.
-                await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
-                wait = null;
-            }
+            // Every wait happens here, holding nothing: room under the in-flight copy bound (a partial write copies
+            // the rest of the chunk), or the copy of this chunk into this snapshot.
+            await WaitHoldingNothingAsync(wantSlots, wait, cancellationToken).ConfigureAwait(false);
+            wantSlots = 0;
+            wait = null;
             ThrowIfClosed();
             await _gate.EnterSharedAsync().ConfigureAwait(false);
             try
