@@ -20,10 +20,13 @@ namespace Journal;
 /// <param name="AilItems">Items in the AIL now.</param>
 /// <param name="ReservedLogBytes">Log space reserved now by open transactions and unwritten checkpoints.</param>
 /// <param name="LogBytesWritten">Bytes the log writer wrote to the device (records, padding); 0 when the log is not a <see cref="Log.LogWriter"/>.</param>
+/// <param name="Gathers">Pushes that held the current context open for the committers the previous checkpoint's completion woke (<see cref="JournalOptions.CheckpointGatherWindow"/>).</param>
+/// <param name="GatherTimeouts">Of those, the ones that ended because the window passed before the committers were back.</param>
 public readonly record struct JournalStatistics(
     long Commits, long ItemsCommitted, long Relogs, long Pushes, long Checkpoints, long CheckpointBytes, long Forces,
     long AilWriteBacks, long AilFlushes, long TailMoves, long HardLimitWaits, long SpaceWaits, long MemoryWaits, long ReservationOverruns,
-    ulong CurrentSequence, ulong DurableSequence, long AilItems, long ReservedLogBytes, long LogBytesWritten);
+    ulong CurrentSequence, ulong DurableSequence, long AilItems, long ReservedLogBytes, long LogBytesWritten,
+    long Gathers, long GatherTimeouts);
 
 /// <summary>Memory use of a <see cref="MetadataJournal"/>'s pool.</summary>
 /// <param name="BudgetBytes">The configured budget.</param>

@@ -244,7 +244,8 @@ public sealed class MetadataJournal : IAsyncDisposable
         Interlocked.Read(ref _counters.Forces), Interlocked.Read(ref _counters.AilWriteBacks), Interlocked.Read(ref _counters.AilFlushes),
         Interlocked.Read(ref _counters.TailMoves), Interlocked.Read(ref _counters.HardLimitWaits), Interlocked.Read(ref _counters.SpaceWaits),
         Interlocked.Read(ref _counters.MemoryWaits), Interlocked.Read(ref _counters.ReservationOverruns), Cil.CurrentSequence, Cil.DurableSequence, Ail.Count, Space.Outstanding,
-        _log is LogWriter w ? w.Statistics.BytesWritten : 0);
+        _log is LogWriter w ? w.Statistics.BytesWritten : 0,
+        Interlocked.Read(ref _counters.Gathers), Interlocked.Read(ref _counters.GatherTimeouts));
 
     /// <summary>Memory use of the journal's pool and emergency reserve.</summary>
     public MemoryStatistics MemoryStatistics => new(

@@ -62,6 +62,78 @@ public sealed class ForceTests
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
     }
 
+    /// <summary>Each of <paramref name="committers"/> commits its own item and forces it, <paramref name="rounds"/> times.</summary>
+    private static Task ForceLoops(MetadataJournal j, int committers, int rounds) =>
+        Task.WhenAll(Enumerable.Range(0, committers).Select(i => Task.Run(async () =>
+        {
+            var item = new TestItem(new TestHome(), (ulong)i);
+            for (int r = 1; r <= rounds; r++) await j.ForceAsync(await CommitAsync(j, item, r, 64 + r % 100));
+        })));
+
+    [Fact]
+    public async Task CommittersWokenByACheckpoint_CommitIntoTheNextOneTogether()
+    {
+        // A slow disk (1 ms a flush) and committers that force every commit: each checkpoint's completion wakes its
+        // committers, and the push keeps the next context open until they are back, so one flush carries them all
+        // instead of the first few (the rest then wait for one more flush each round).
+        const int committers = 16, rounds = 40;
+        var (j, sink) = Create(8192, SmallOptions(8192, b => b.GatherWindow = TimeSpan.FromMilliseconds(10)));
+        sink.FlushDelay = TimeSpan.FromMilliseconds(1);
+        await ForceLoops(j, committers, rounds).Within(j);
+        var st = j.Statistics;
+        double perCheckpoint = (double)st.Commits / st.Checkpoints;
+        Assert.True(st.Gathers > 0, st.ToString());
+        Assert.True(perCheckpoint >= committers * 0.6, $"{perCheckpoint:F1} commits per checkpoint for {committers} committers: {st}");
+        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
+    }
+
+    [Fact]
+    public async Task GatherWindowOfZero_SwitchesAtOnce()
+    {
+        var (j, sink) = Create(8192, SmallOptions(8192, b => b.GatherWindow = TimeSpan.Zero));
+        sink.FlushDelay = TimeSpan.FromMilliseconds(1);
+        await ForceLoops(j, 16, 10).Within(j);
+        Assert.Equal(0, j.Statistics.Gathers);
+        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
+    }
+
+    [Fact]
+    public async Task ALoneCommitter_IsNeverHeldForTheWindow()
+    {
+        // The one forcer of each checkpoint is back as soon as it commits again: every gather ends on its count, none
+        // waits out the (long) window.
+        var (j, sink) = Create(8192, SmallOptions(8192, b => b.GatherWindow = TimeSpan.FromMilliseconds(10)));
+        await ForceLoops(j, 1, 300).Within(j);
+        Assert.Equal(0, j.Statistics.GatherTimeouts);
+        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
+    }
+
+    [Fact]
+    public async Task ForcersThatDoNotComeBack_HoldTheNextCheckpointNoLongerThanTheWindow()
+    {
+        // 16 committers force one checkpoint together, then only one goes on, while other work keeps the thread pool
+        // busy (so the push cannot tell that nobody else is coming). The push expects 16 back, sees one, and switches
+        // when the window has passed: the lone committer's force completes, and the wait is counted as a timeout.
+        var (j, sink) = Create(8192, SmallOptions(8192, b => b.GatherWindow = TimeSpan.FromMilliseconds(5)));
+        await ForceLoops(j, 16, 1).Within(j);
+        using var stop = new CancellationTokenSource();
+        var busy = Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested) await Task.Yield();
+        })).ToArray();
+        try
+        {
+            await ForceLoops(j, 1, 3).Within(j);
+        }
+        finally
+        {
+            stop.Cancel();
+            await Task.WhenAll(busy);
+        }
+        Assert.InRange(j.Statistics.GatherTimeouts, 1, 3);
+        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
+    }
+
     [Fact]
     public async Task ForceAll_MakesEverythingCommittedDurable_AndReturnsItsSequence()
     {

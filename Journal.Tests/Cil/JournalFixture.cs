@@ -99,6 +99,7 @@ public sealed class JournalOptionsBuilder
     public int EmergencyBuffer = 16 << 10;
     public TimeSpan EmergencyAfter = TimeSpan.FromMilliseconds(50);
     public Journal.Memory.IBufferAllocator? Allocator;
+    public TimeSpan GatherWindow = new JournalOptions().CheckpointGatherWindow;
 
     public JournalOptions Build() => new()
     {
@@ -112,5 +113,6 @@ public sealed class JournalOptionsBuilder
         EmergencyBufferBytes = EmergencyBuffer,
         EmergencyAfter = EmergencyAfter,
         Allocator = Allocator,
+        CheckpointGatherWindow = GatherWindow,
     };
 }

@@ -27,6 +27,9 @@ internal sealed class CilContext
     internal long Reserved;                  // log space taken from transactions: SpaceUsed + context overhead
     internal int OverheadPaid;               // 1 once a committer paid the checkpoint's fixed overhead
     internal int ItemCount;
+    internal int Forcers;                    // ForceAsync calls that waited for this context (the gather expects them back)
+    internal bool Gathered;                  // the push already gave this context its gather window (push loop only)
+    internal long DurableTimestamp;          // Stopwatch timestamp of Durable's completion
     internal int RegionCount;                // regions after the checkpoint header (item headers included)
     internal long PayloadBytes;              // bytes of those regions
 

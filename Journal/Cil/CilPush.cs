@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Journal.Memory;
 
 namespace Journal.Cil;
@@ -7,7 +8,9 @@ namespace Journal.Cil;
 // Push (one background loop, PushLoopAsync):
 //   1. Wait for a request (soft limit, hard limit, force, memory or log-space pressure). If the previous checkpoint
 //      is not durable yet, wait for that first (unless committers are throttled at the hard limit): commits arriving
-//      meanwhile gather into one checkpoint for the next flush (group commit at the checkpoint level).
+//      meanwhile gather into one checkpoint for the next flush (group commit at the checkpoint level). If it became
+//      durable moments ago, give the committers its completion woke a short, bounded window to commit again
+//      (GatherAsync), so they share the next flush instead of waiting for the one after.
 //   2. Outside the lock, take the spare context prepared after the previous switch. If the pool could not provide
 //      one in time (allocator failing or stalling), build it around a push slot of the emergency reserve: the push
 //      never waits for the allocator.
@@ -80,10 +83,19 @@ internal sealed partial class CommittedItemList
                     // next one can start anyway), instead of as many tiny ones. Committers throttled at the hard limit
                     // end the wait at once: then pushes overlap (their commit records still go out in order).
                     var prev = cur.Previous;
-                    if (prev is not null && !prev.Durable.Task.IsCompleted && Volatile.Read(ref _throttleTcs) is null)
+                    if (prev is not null && Volatile.Read(ref _throttleTcs) is null)
                     {
-                        await Task.WhenAny(prev.Durable.Task, _throttled.WaitAsync()).ConfigureAwait(false);
-                        continue;
+                        if (!prev.Durable.Task.IsCompleted)
+                        {
+                            await Task.WhenAny(prev.Durable.Task, _throttled.WaitAsync()).ConfigureAwait(false);
+                            continue;
+                        }
+                        if (!cur.Gathered)
+                        {
+                            cur.Gathered = true;
+                            await GatherAsync(cur, prev).ConfigureAwait(false);
+                            continue;
+                        }
                     }
                     // Why we wait: at most MaxPushesInFlight checkpoints are written at once; a slot frees when one
                     // has written its commit record.
@@ -106,6 +118,41 @@ internal sealed partial class CommittedItemList
                 return;
             }
             if (_stopping) return;
+        }
+    }
+
+    /// <summary>
+    /// The gather window of step 1. The forcers of <paramref name="prev"/> were woken when it became durable, and a
+    /// committer that forces in a loop commits again at once; on a machine with few cores they come back one after
+    /// another over tens of microseconds. Switching at the first arrival would send a checkpoint holding a few of them
+    /// and leave the rest to wait for it and for one more flush; waiting for them lets one flush carry them all.
+    /// </summary>
+    /// <remarks>
+    /// Why we wait, and why it ends: the wait yields the thread (the woken committers run on it) and never sleeps or
+    /// blocks. It ends as soon as as many forcers as <paramref name="prev"/> had wait on <paramref name="cur"/>, when
+    /// the thread pool has had nothing queued for two looks in a row (everyone woken has run), or when
+    /// <see cref="JournalOptions.CheckpointGatherWindow"/> has passed since <paramref name="prev"/> became durable,
+    /// whichever comes first. A completion older than the window gathers nothing: nobody is on the way. A window of 0
+    /// turns gathering off.
+    /// </remarks>
+    private async ValueTask GatherAsync(CilContext cur, CilContext prev)
+    {
+        long window = _gatherWindowTicks;
+        if (window <= 0) return;
+        long deadline = prev.DurableTimestamp + window;
+        int expected = prev.Forcers, idle = 0;
+        bool counted = false;
+        while (Volatile.Read(ref cur.Forcers) < expected && !_stopping)
+        {
+            if (Stopwatch.GetTimestamp() >= deadline)
+            {
+                if (counted) Interlocked.Increment(ref _counters.GatherTimeouts);
+                return;
+            }
+            if (ThreadPool.PendingWorkItemCount == 0) { if (++idle == 2) return; }
+            else idle = 0;
+            if (!counted) { counted = true; Interlocked.Increment(ref _counters.Gathers); }
+            await Task.Yield();
         }
     }
 
@@ -206,6 +253,7 @@ internal sealed partial class CommittedItemList
             FreeVectors(ctx);
             Volatile.Write(ref _durableSeq, ctx.Sequence);
             ctx.Previous = null;
+            ctx.DurableTimestamp = Stopwatch.GetTimestamp();
             ctx.Durable.TrySetResult();
             _ail.CheckpointCompleted();
         }
@@ -259,6 +307,7 @@ internal sealed partial class CommittedItemList
                 continue;
             }
             Interlocked.Increment(ref _counters.Forces);
+            Interlocked.Increment(ref ctx.Forcers);
             RequestPush(sequence);
             // Why we wait: the push writes the context and forces its commit record; Durable completes then.
             if (cancellationToken.CanBeCanceled) await ctx.Durable.Task.WaitAsync(cancellationToken).ConfigureAwait(false);

@@ -58,6 +58,7 @@ internal sealed partial class CommittedItemList
     private readonly LogSpace _space;
     private readonly JournalCounters _counters;
     private readonly long _soft, _hard;
+    private readonly long _gatherWindowTicks;   // JournalOptions.CheckpointGatherWindow in Stopwatch ticks
     private ActiveItemList _ail = null!;
 
     /// <summary>When set, bytes allocated by threads inside locked sections are added to <see cref="LockAllocatedBytes"/>.</summary>
@@ -76,6 +77,7 @@ internal sealed partial class CommittedItemList
         _counters = counters;
         long logBytes = (long)sink.LogBlocks * 512;
         _soft = options.EffectiveSoftLimit(logBytes);
+        _gatherWindowTicks = (long)(options.CheckpointGatherWindow.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
         _hard = options.EffectiveHardLimit(logBytes);
         _current = new CilContext(new byte[CheckpointHeader.Size], pooled: false) { Sequence = Math.Max(1, firstSequence) };
     }

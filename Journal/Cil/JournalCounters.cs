@@ -5,4 +5,5 @@ internal sealed class JournalCounters
 {
     public long Commits, ItemsCommitted, Relogs, Pushes, Checkpoints, CheckpointBytes, Forces;
     public long AilWriteBacks, AilFlushes, TailMoves, HardLimitWaits, SpaceWaits, MemoryWaits, ReservationOverruns;
+    public long Gathers, GatherTimeouts;
 }

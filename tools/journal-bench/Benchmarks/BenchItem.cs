@@ -23,14 +23,14 @@ internal sealed class BenchItem(ulong id, int size) : LogItem(1, id)
 /// <summary>Parsing of comma-separated counts such as <c>1,4,16,64</c>.</summary>
 internal static class CountList
 {
-    /// <summary>Parses positive integers up to <paramref name="max"/>; null if the text is not such a list.</summary>
-    public static int[]? Parse(string text, int max)
+    /// <summary>Parses integers from <paramref name="min"/> to <paramref name="max"/>; null if the text is not such a list.</summary>
+    public static int[]? Parse(string text, int max, int min = 1)
     {
         var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
         if (parts.Length == 0) return null;
         var list = new int[parts.Length];
         for (int i = 0; i < parts.Length; i++)
-            if (!int.TryParse(parts[i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out list[i]) || list[i] < 1 || list[i] > max)
+            if (!int.TryParse(parts[i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out list[i]) || list[i] < min || list[i] > max)
                 return null;
         return list;
     }

@@ -17,11 +17,12 @@ namespace JournalBench.Benchmarks;
 /// </summary>
 internal static class CommitBenchmark
 {
-    private sealed record Row(int Committers, long Commits, double Seconds, long Flushes, long Checkpoints, long BaselineCommits, double BaselineSeconds)
+    private sealed record Row(int Committers, int GatherMicros, long Commits, double Seconds, long Flushes, long Checkpoints, long BaselineCommits, double BaselineSeconds, double CpuSeconds)
     {
         public double Rate => Commits / Seconds;
         public double BaselineRate => BaselineCommits / BaselineSeconds;
         public double Ratio => Rate / BaselineRate;
+        public double CpuMicrosPerCommit => CpuSeconds * 1e6 / Commits;
     }
 
     public static Command CreateCommand()
@@ -29,10 +30,11 @@ internal static class CommitBenchmark
         var seconds = SecondsOption(2);
         var json = JsonOption();
         var committers = new Option<string>("--committers") { Description = "Comma-separated committer counts.", DefaultValueFactory = _ => "1,4,16,64" };
+        var gather = new Option<string>("--gather-us") { Description = "Comma-separated checkpoint gather windows in µs (JournalOptions.CheckpointGatherWindow; 0 = off), each run for every committer count.", DefaultValueFactory = _ => "200" };
         var logMib = new Option<int>("--log-mib") { Description = "Size of the log file in MiB.", DefaultValueFactory = _ => 64 };
         var cmd = new Command("commit", "Durable commits/s (commit one 64..256 B item and force it, per committer) against append + fdatasync per commit.")
         {
-            committers, seconds, logMib, json,
+            committers, gather, seconds, logMib, json,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -41,8 +43,11 @@ internal static class CommitBenchmark
             if (CheckBudget(s, null) is { } err) return UsageError(err);
             if (CountList.Parse(pr.GetValue(committers)!, 4096) is not { } counts) return UsageError("--committers must be a comma-separated list of counts in 1..4096");
             if (mib is < 4 or > 4096) return UsageError("--log-mib must be in 4..4096");
+            if (CountList.Parse(pr.GetValue(gather)!, 10000, min: 0) is not { } windows) return UsageError("--gather-us must be a comma-separated list of windows in 0..10000");
             var rows = new List<Row>();
-            foreach (int c in counts) rows.Add(await RunOneAsync(c, s, mib, ct).ConfigureAwait(false));
+            foreach (int c in counts)
+                foreach (int w in windows)
+                    rows.Add(await RunOneAsync(c, w, s, mib, ct).ConfigureAwait(false));
             ProgressDone();
             if (pr.GetValue(json)) PrintJson(ToJson(rows, s, mib));
             else Print(rows, s);
@@ -51,24 +56,26 @@ internal static class CommitBenchmark
         return cmd;
     }
 
-    private static async Task<Row> RunOneAsync(int committers, double seconds, int logMib, CancellationToken ct)
+    private static async Task<Row> RunOneAsync(int committers, int gatherMicros, double seconds, int logMib, CancellationToken ct)
     {
         using var logFile = new TempFile("commit-log");
         using var baseFile = new TempFile("commit-baseline");
         long bytes = (long)logMib << 20;
         using var dev = FileBlockDevice.Create(logFile.Path, bytes / BlockDevice.SectorSize);
         var region = LogRegion.WholeDevice(dev);
-        var journal = MetadataJournal.Create(region, new JournalOptions { LogSizeBytes = region.Bytes });
+        var journal = MetadataJournal.Create(region, new JournalOptions { LogSizeBytes = region.Bytes, CheckpointGatherWindow = TimeSpan.FromMicroseconds(gatherMicros) });
         await Journal(journal, 1, 0.2, ct).ConfigureAwait(false); // warm-up
         long flushes0 = dev.Counters.Flushes, checkpoints0 = journal.Statistics.Checkpoints;
-        Progress($"commit: {committers} committers, journal");
+        Progress($"commit: {committers} committers, gather {gatherMicros} µs, journal");
+        var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
         var (commits, elapsed) = await Journal(journal, committers, seconds, ct).ConfigureAwait(false);
+        double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds;
         long flushes = dev.Counters.Flushes - flushes0, checkpoints = journal.Statistics.Checkpoints - checkpoints0;
         await journal.CloseAsync().ConfigureAwait(false);
 
         Progress($"commit: {committers} committers, baseline");
         var (baseline, baseElapsed) = await Baseline(baseFile.Path, bytes, committers, seconds).ConfigureAwait(false);
-        return new Row(committers, commits, elapsed, flushes, checkpoints, baseline, baseElapsed);
+        return new Row(committers, gatherMicros, commits, elapsed, flushes, checkpoints, baseline, baseElapsed, cpu);
     }
 
     private static async Task<(long Commits, double Seconds)> Journal(MetadataJournal journal, int committers, double seconds, CancellationToken ct)
@@ -78,7 +85,7 @@ internal static class CommitBenchmark
         var sw = Stopwatch.StartNew();
         var tasks = Enumerable.Range(0, committers).Select(i => Task.Run(async () =>
         {
-            var rnd = new Random(i);
+            var rnd = new Random(); // unseeded: the fast generator (a seeded Random fills bytes one at a time)
             var item = new BenchItem((ulong)i, 64);
             long n = 0;
             while (sw.Elapsed < limit && !ct.IsCancellationRequested)
@@ -111,7 +118,7 @@ internal static class CommitBenchmark
         var sw = Stopwatch.StartNew();
         var tasks = Enumerable.Range(0, committers).Select(i => Task.Run(() =>
         {
-            var rnd = new Random(i);
+            var rnd = new Random(); // unseeded: the fast generator (a seeded Random fills bytes one at a time)
             var record = new byte[16 + 256];
             long n = 0;
             while (sw.Elapsed < limit)
@@ -138,8 +145,8 @@ internal static class CommitBenchmark
     {
         Console.Out.WriteLine($"journal-bench commit: commit one 64..256 B item and force it, per committer, {seconds} s per case");
         Console.Out.Write(Table(
-            ["committers", "commits/s", "baseline/s", "ratio", "device flushes", "checkpoints"],
-            rows.Select(r => (IReadOnlyList<string>)[r.Committers.ToString(), F(r.Rate), F(r.BaselineRate), F(r.Ratio, 2), r.Flushes.ToString(), r.Checkpoints.ToString()])));
+            ["committers", "gather µs", "commits/s", "baseline/s", "ratio", "device flushes", "checkpoints", "commits/flush", "cpu µs/commit"],
+            rows.Select(r => (IReadOnlyList<string>)[r.Committers.ToString(), r.GatherMicros.ToString(), F(r.Rate), F(r.BaselineRate), F(r.Ratio, 2), r.Flushes.ToString(), r.Checkpoints.ToString(), F((double)r.Commits / Math.Max(1, r.Flushes), 1), F(r.CpuMicrosPerCommit, 2)])));
     }
 
     private static JsonObject ToJson(List<Row> rows, double seconds, int logMib)
@@ -149,6 +156,7 @@ internal static class CommitBenchmark
             results.Add(new JsonObject
             {
                 ["committers"] = r.Committers,
+                ["gather_us"] = r.GatherMicros,
                 ["commits"] = r.Commits,
                 ["seconds"] = Math.Round(r.Seconds, 4),
                 ["commits_per_s"] = Math.Round(r.Rate, 1),
@@ -157,6 +165,7 @@ internal static class CommitBenchmark
                 ["ratio"] = Math.Round(r.Ratio, 3),
                 ["device_flushes"] = r.Flushes,
                 ["checkpoints"] = r.Checkpoints,
+                ["cpu_seconds"] = Math.Round(r.CpuSeconds, 3),
             });
         return new JsonObject
         {
