@@ -111,26 +111,28 @@ public sealed class ForceTests
     [Fact]
     public async Task ForcersThatDoNotComeBack_HoldTheNextCheckpointNoLongerThanTheWindow()
     {
-        // 16 committers force one checkpoint together, then only one goes on, while other work keeps the thread pool
-        // busy (so the push cannot tell that nobody else is coming). The push expects 16 back, sees one, and switches
-        // when the window has passed: the lone committer's force completes, and the wait is counted as a timeout.
+        // 16 committers force one checkpoint whose flush is held; a 17th commits into the next context and forces it.
+        // Then the flush goes through and the 16 stop. The push expects 16 back and sees one; the thread pool is made
+        // to look busy, so the push cannot tell that nobody else is coming. It must switch when the window has passed
+        // (if it did not, the 17th force would never complete and the watchdog would fail the test).
         var (j, sink) = Create(8192, SmallOptions(8192, b => b.GatherWindow = TimeSpan.FromMilliseconds(5)));
-        await ForceLoops(j, 16, 1).Within(j);
-        using var stop = new CancellationTokenSource();
-        var busy = Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested) await Task.Yield();
-        })).ToArray();
-        try
-        {
-            await ForceLoops(j, 1, 3).Within(j);
-        }
-        finally
-        {
-            stop.Cancel();
-            await Task.WhenAll(busy);
-        }
-        Assert.InRange(j.Statistics.GatherTimeouts, 1, 3);
+        j.Cil.NothingQueued = static () => false;
+        var gate = new TaskCompletionSource();
+        sink.FlushGate = gate.Task;
+        var home = new TestHome();
+        // Commit first, then force: all 16 are in one checkpoint.
+        var seqs = Enumerable.Range(0, 16).Select(i => Commit(j, new TestItem(home, (ulong)i), 1)).ToArray();
+        Assert.All(seqs, s => Assert.Equal(seqs[0], s));
+        var sixteen = seqs.Select(s => Task.Run(async () => await j.ForceAsync(s))).ToArray();
+        await WaitUntil(() => j.Statistics.Forces == 16);
+        ulong seq = await CommitAsync(j, new TestItem(home, 16), 1);
+        var lone = j.ForceAsync(seq).AsTask();
+        await WaitUntil(() => j.Statistics.Forces == 17);
+        sink.FlushGate = null;
+        gate.SetResult();
+        await Task.WhenAll(sixteen).Within(j);
+        await lone.Within(j);
+        Assert.Equal(1, j.Statistics.GatherTimeouts);
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
     }
 

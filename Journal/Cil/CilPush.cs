@@ -149,12 +149,15 @@ internal sealed partial class CommittedItemList
                 if (counted) Interlocked.Increment(ref _counters.GatherTimeouts);
                 return;
             }
-            if (ThreadPool.PendingWorkItemCount == 0) { if (++idle == 2) return; }
+            if (NothingQueued()) { if (++idle == 2) return; }
             else idle = 0;
             if (!counted) { counted = true; Interlocked.Increment(ref _counters.Gathers); }
             await Task.Yield();
         }
     }
+
+    /// <summary>Whether the thread pool has nothing queued (the gather's "everyone woken has run"); tests replace it.</summary>
+    internal Func<bool> NothingQueued = static () => ThreadPool.PendingWorkItemCount == 0;
 
     /// <summary>The next context: the prepared spare, or one built around an emergency push slot.</summary>
     private async ValueTask<CilContext> TakeSpareAsync()
