@@ -59,7 +59,7 @@ public sealed class JournalOptions
     /// How long after a checkpoint becomes durable the push keeps the next context open for the committers that
     /// checkpoint's completion woke, so that they commit into it and share its flush (see docs/journal.md, "Gathering").
     /// The push yields its thread meanwhile and stops early once they are all back or nothing else is runnable, so the
-    /// window bounds the latency added, not the latency taken. 0 (no gathering) to 10 ms. Default 200 µs.
+    /// window bounds the latency added, not the latency taken. 0 (no gathering) to 1 s. Default 200 µs.
     /// </summary>
     public TimeSpan CheckpointGatherWindow { get; init; } = TimeSpan.FromMicroseconds(200);
 
@@ -104,8 +104,8 @@ public sealed class JournalOptions
             throw Bad($"EmergencyBufferBytes {EmergencyBufferBytes} must be from 64 to 1048576 and at most EmergencyReserveBytes ({EmergencyReserveBytes})");
         if (EmergencyAfter < TimeSpan.Zero || EmergencyAfter > TimeSpan.FromSeconds(10))
             throw Bad($"EmergencyAfter {EmergencyAfter} must be between 0 and 10 seconds");
-        if (CheckpointGatherWindow < TimeSpan.Zero || CheckpointGatherWindow > TimeSpan.FromMilliseconds(10))
-            throw Bad($"CheckpointGatherWindow {CheckpointGatherWindow.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)} µs must be between 0 and 10 ms");
+        if (CheckpointGatherWindow < TimeSpan.Zero || CheckpointGatherWindow > TimeSpan.FromSeconds(1))
+            throw Bad($"CheckpointGatherWindow {CheckpointGatherWindow.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)} µs must be between 0 and 1 s");
         return this;
     }
 

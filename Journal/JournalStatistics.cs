@@ -36,6 +36,10 @@ public readonly record struct JournalStatistics(
 /// <param name="EmergencyCurrent">Emergency buffers out now.</param>
 /// <param name="EmergencyMax">The most emergency buffers ever out at once.</param>
 /// <param name="EmergencyTotal">Emergency buffers ever handed out.</param>
+/// <param name="LogBuffersHeld">In-core log buffers the log writer holds now: its reserve, plus those rented from the pool (counted in <paramref name="PoolCurrentBytes"/>); 0 when the log is not a <see cref="Log.LogWriter"/>.</param>
+/// <param name="LogBuffersReserved">Of those, the ones it holds from open to close (outside the budget, like the emergency reserve).</param>
+/// <param name="LogBufferRentFailures">Times the pool could not lend the log writer a buffer (it went on with those it held).</param>
 public readonly record struct MemoryStatistics(
     long BudgetBytes, long PoolCurrentBytes, long PoolPeakBytes, long PoolFailures,
-    long EmergencyCurrent, long EmergencyMax, long EmergencyTotal);
+    long EmergencyCurrent, long EmergencyMax, long EmergencyTotal,
+    long LogBuffersHeld, long LogBuffersReserved, long LogBufferRentFailures);

@@ -36,12 +36,12 @@ public sealed class MetadataJournal : IAsyncDisposable
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _state;
 
-    private MetadataJournal(ILogSink log, JournalOptions options, ulong firstSequence, Func<bool, ValueTask>? closeLog)
+    private MetadataJournal(ILogSink log, JournalOptions options, ulong firstSequence, Func<bool, ValueTask>? closeLog, BoundedBufferPool? pool = null)
     {
         _log = log;
         Options = options;
         _closeLog = closeLog;
-        _pool = new BoundedBufferPool(options.MemoryBudgetBytes, options.EmergencyReserveBytes, options.EmergencyBufferBytes, options.Allocator);
+        _pool = pool ?? CreatePool(options);
         Space = new LogSpace(log, _counters);
         Cil = new CommittedItemList(log, options, _pool, new LogCostModel(log), Space, _counters, firstSequence);
         Cil.SetDurableSequence(firstSequence - 1);
@@ -51,6 +51,11 @@ public sealed class MetadataJournal : IAsyncDisposable
         Cil.Attach(Ail);
         Ail.Start();
     }
+
+    /// <summary>The journal's budgeted pool: log vectors, checkpoint headers and the log writer's rented buffers.</summary>
+    private static BoundedBufferPool CreatePool(JournalOptions options) =>
+        new(options.MemoryBudgetBytes, options.EmergencyReserveBytes, options.EmergencyBufferBytes, options.Allocator,
+            exactBufferBytes: options.ToLogWriterOptions().BufferBytes);
 
     internal CommittedItemList Cil { get; }
     internal ActiveItemList Ail { get; }
@@ -76,8 +81,9 @@ public sealed class MetadataJournal : IAsyncDisposable
         var writerOptions = options.ToLogWriterOptions();
         writerOptions.Validate(region.BlockCount, region.Name);
         LogWriter.Format(region);
-        var writer = LogWriter.Open(region, writerOptions);
-        return new MetadataJournal(writer, options, 1, CloseWriter(writer));
+        var pool = CreatePool(options);
+        var writer = LogWriter.Open(region, Recovery.LogRecovery.Recover(region), writerOptions, pool);
+        return new MetadataJournal(writer, options, 1, CloseWriter(writer), pool);
     }
 
     /// <summary>
@@ -100,10 +106,11 @@ public sealed class MetadataJournal : IAsyncDisposable
         writerOptions.Validate(region.BlockCount, region.Name);
         Recovery.RecoveryResult? result = null;
         LogWriter? writer = null;
+        var pool = CreatePool(options);
         return Open(region.Name, options, handlers,
             deliver => result = Recovery.LogRecovery.Recover(region, t => deliver(t.StartLsn, t.Regions)),
-            () => writer = LogWriter.Open(region, result!, writerOptions),
-            clean => CloseWriter(writer!)(clean));
+            () => writer = LogWriter.Open(region, result!, writerOptions, pool),
+            clean => CloseWriter(writer!)(clean), pool);
     }
 
     private static Func<bool, ValueTask> CloseWriter(LogWriter writer) => async clean =>
@@ -139,7 +146,8 @@ public sealed class MetadataJournal : IAsyncDisposable
     /// called to open the log for writing.
     /// </summary>
     internal static MetadataJournal Open(string logName, JournalOptions options, IReadOnlyDictionary<ushort, IItemRecoveryHandler> handlers,
-        Action<Action<Lsn, IReadOnlyList<ReadOnlyMemory<byte>>>> recover, Func<ILogSink> openLog, Func<bool, ValueTask>? closeLog = null)
+        Action<Action<Lsn, IReadOnlyList<ReadOnlyMemory<byte>>>> recover, Func<ILogSink> openLog, Func<bool, ValueTask>? closeLog = null,
+        BoundedBufferPool? pool = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(handlers);
@@ -149,7 +157,7 @@ public sealed class MetadataJournal : IAsyncDisposable
         replay.Complete();
         var log = openLog();
         options.Validate((long)log.LogBlocks * 512);
-        var j = new MetadataJournal(log, options, replay.LastSequence + 1, closeLog)
+        var j = new MetadataJournal(log, options, replay.LastSequence + 1, closeLog, pool)
         {
             RecoveredCheckpoints = replay.Checkpoints,
             RecoveredItemsApplied = replay.ItemsApplied,
@@ -248,9 +256,16 @@ public sealed class MetadataJournal : IAsyncDisposable
         Interlocked.Read(ref _counters.Gathers), Interlocked.Read(ref _counters.GatherTimeouts));
 
     /// <summary>Memory use of the journal's pool and emergency reserve.</summary>
-    public MemoryStatistics MemoryStatistics => new(
-        _pool.BudgetBytes, _pool.CurrentBytes, _pool.PeakBytes, _pool.Failures,
-        _pool.Reserve.Current, _pool.Reserve.Max, _pool.Reserve.Total);
+    public MemoryStatistics MemoryStatistics
+    {
+        get
+        {
+            var w = _log is LogWriter writer ? writer.Statistics : default;
+            return new(_pool.BudgetBytes, _pool.CurrentBytes, _pool.PeakBytes, _pool.Failures,
+                _pool.Reserve.Current, _pool.Reserve.Max, _pool.Reserve.Total,
+                w.BuffersHeld, w.BuffersReserved, w.RentFailures);
+        }
+    }
 
     /// <summary>
     /// Closes the journal cleanly: forces everything committed, writes every item home through the AIL, flushes,

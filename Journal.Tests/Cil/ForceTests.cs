@@ -114,8 +114,9 @@ public sealed class ForceTests
         // 16 committers force one checkpoint whose flush is held; a 17th commits into the next context and forces it.
         // Then the flush goes through and the 16 stop. The push expects 16 back and sees one; the thread pool is made
         // to look busy, so the push cannot tell that nobody else is coming. It must switch when the window has passed
-        // (if it did not, the 17th force would never complete and the watchdog would fail the test).
-        var (j, sink) = Create(8192, SmallOptions(8192, b => b.GatherWindow = TimeSpan.FromMilliseconds(5)));
+        // (if it did not, the 17th force would never complete and the watchdog would fail the test). The window is long
+        // (200 ms) so that a busy machine cannot start the push after it has already passed.
+        var (j, sink) = Create(8192, SmallOptions(8192, b => b.GatherWindow = TimeSpan.FromMilliseconds(200)));
         j.Cil.NothingQueued = static () => false;
         var gate = new TaskCompletionSource();
         sink.FlushGate = gate.Task;

@@ -30,8 +30,8 @@ public sealed class JournalOptionsTests
         { new JournalOptions { EmergencyReserveBytes = 40L << 20 }, "journal options: EmergencyReserveBytes 41943040 must be between 0 and half the memory budget (33554432)" },
         { new JournalOptions { EmergencyBufferBytes = 1 << 21 }, "journal options: EmergencyBufferBytes 2097152 must be from 64 to 1048576 and at most EmergencyReserveBytes (262144)" },
         { new JournalOptions { EmergencyAfter = TimeSpan.FromMinutes(1) }, "journal options: EmergencyAfter 00:01:00 must be between 0 and 10 seconds" },
-        { new JournalOptions { CheckpointGatherWindow = TimeSpan.FromMilliseconds(11) }, "journal options: CheckpointGatherWindow 11000 µs must be between 0 and 10 ms" },
-        { new JournalOptions { CheckpointGatherWindow = TimeSpan.FromMicroseconds(-1) }, "journal options: CheckpointGatherWindow -1 µs must be between 0 and 10 ms" },
+        { new JournalOptions { CheckpointGatherWindow = TimeSpan.FromMilliseconds(1001) }, "journal options: CheckpointGatherWindow 1001000 µs must be between 0 and 1 s" },
+        { new JournalOptions { CheckpointGatherWindow = TimeSpan.FromMicroseconds(-1) }, "journal options: CheckpointGatherWindow -1 µs must be between 0 and 1 s" },
     };
 
     [Theory]

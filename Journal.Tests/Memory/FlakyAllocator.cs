@@ -13,6 +13,9 @@ public sealed class FlakyAllocator : IBufferAllocator
 
     public Mode Current => _mode;
 
+    /// <summary>When set, failing and stalling apply only to requests of this length (others are served normally).</summary>
+    public int? OnlyLength { get; set; }
+
     public void Set(Mode mode)
     {
         if (mode == Mode.Stall) _stallReleased.Reset();
@@ -22,7 +25,7 @@ public sealed class FlakyAllocator : IBufferAllocator
 
     public byte[]? TryAllocate(int length)
     {
-        switch (_mode)
+        switch (OnlyLength is { } only && only != length ? Mode.Normal : _mode)
         {
             case Mode.Fail:
                 Interlocked.Increment(ref Failures);

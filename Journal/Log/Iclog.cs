@@ -26,20 +26,19 @@ internal enum IclogState
 /// </summary>
 internal sealed class Iclog
 {
-    public Iclog(int index, int payloadBlocks)
-    {
-        Index = index;
-        Buffer = new byte[(1 + payloadBlocks) * LogFormat.BlockSize];
-    }
+    public Iclog(int index) => Index = index;
 
     /// <summary>Position in the ring.</summary>
     public int Index { get; }
 
-    /// <summary>Header block and payload blocks.</summary>
-    public byte[] Buffer { get; }
-
     // Every field below is protected by the writer's lock, except while State == Syncing, when the sync task owns
     // Buffer and Header.
+
+    /// <summary>
+    /// Header block and payload blocks: one of the writer's buffers, attached when the slot is activated and given
+    /// back when it becomes free (null while free).
+    /// </summary>
+    public byte[]? Buffer;
     public IclogState State;
     public long StartAbs;        // absolute block (cycle * logBlocks + block) of the header
     public Lsn Lsn;

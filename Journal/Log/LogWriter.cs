@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Globalization;
 using Journal.Format;
+using Journal.Memory;
 using Journal.Recovery;
 using Journal.Storage;
 
@@ -26,6 +27,16 @@ namespace Journal.Log;
 /// most <see cref="LogWriterOptions.IclogCount"/> records are ever written but not durable; that bounds the window
 /// recovery searches for holes (<see cref="LogFormat.InFlightWindowBlocks"/>).</para>
 ///
+/// <para><b>Buffer memory.</b> A ring slot holds no memory of its own: a buffer is attached when the slot is activated
+/// and goes back to the writer's free list when the slot becomes free. A writer opened on its own allocates all
+/// <see cref="LogWriterOptions.IclogCount"/> buffers when it opens. A writer opened by a journal allocates only
+/// <see cref="LogWriterOptions.ReservedBufferCount"/> (its reserve, enough for one buffer being filled while another is
+/// on its way to disk) and rents the others from the journal's budgeted pool when a write finds no free buffer; they
+/// go back to the pool when the writer falls idle. Renting runs on a task of its own (the allocator may fail or
+/// stall) while the writer waits for whichever comes first, the rented buffer or one of its own coming back from
+/// the disk, so writes (and the checkpoint push above them) only ever use memory the writer holds; a pool that
+/// cannot serve costs throughput, never progress.</para>
+///
 /// <para><b>Group commit.</b> One flush runs at a time. Every buffer whose write finished before a flush starts is
 /// covered by it; buffers that finish during a flush are picked up by the next one. Forces never issue flushes of
 /// their own: they wait for the durable LSN to pass theirs, so concurrent forces share flushes.</para>
@@ -46,6 +57,9 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     private readonly uint _n;
     private readonly LogWriterOptions _options;
     private readonly Iclog[] _ring;
+    private readonly int _bufferBytes;            // header block + payload of one buffer
+    private readonly int _reservedBuffers;        // held from open to close
+    private readonly BoundedBufferPool? _pool;    // where the other buffers are rented from (null: all are reserved)
 
     // ---- Everything below is protected by _lock (see the remarks). ----
     private readonly object _lock = new();
@@ -67,17 +81,28 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     private readonly List<(Lsn Lsn, TaskCompletionSource Done)> _forceWaiters = new();
     private TaskCompletionSource? _bufferFreed;   // completed when a buffer becomes free
     private TaskCompletionSource? _tailMoved;     // completed when the tail moves
+    private readonly byte[][] _freeBuffers;       // buffers held and not attached to a slot: [0, _freeCount)
+    private int _freeCount;
+    private int _heldBuffers;                     // reserved + rented and not yet given back
+    private bool _refillRunning;                  // a RefillAsync is renting a buffer
+    private long _bufferMemoryWaits, _buffersRented, _buffersReturned, _rentFailures;
     private long _records, _pads, _ops, _payloadBytes, _bytesWritten, _flushes, _forces, _forcesNoIo, _forceWaits,
         _bufferWaits, _spaceWaits, _tids;
 
-    private LogWriter(LogRegion region, LogWriterOptions options, RecoveryResult recovered)
+    private LogWriter(LogRegion region, LogWriterOptions options, RecoveryResult recovered, BoundedBufferPool? pool)
     {
         _region = region;
         _device = region.Device;
         _n = region.BlockCount;
         _options = options;
         _ring = new Iclog[options.IclogCount];
-        for (int i = 0; i < _ring.Length; i++) _ring[i] = new Iclog(i, options.IclogPayloadBlocks);
+        for (int i = 0; i < _ring.Length; i++) _ring[i] = new Iclog(i);
+        _bufferBytes = options.BufferBytes;
+        _pool = pool;
+        _reservedBuffers = pool is null ? options.IclogCount : Math.Min(options.ReservedBufferCount, options.IclogCount);
+        _freeBuffers = new byte[options.IclogCount][];
+        for (int i = 0; i < _reservedBuffers; i++) _freeBuffers[i] = new byte[_bufferBytes];
+        _freeCount = _heldBuffers = _reservedBuffers;
         _headAbs = Abs(recovered.NextLsn);
         _tailAbs = Abs(recovered.TailLsn);
         _durableLsn = recovered.HeadLsn;
@@ -120,7 +145,14 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     /// tail) with zero blocks carrying the previous cycle, and flushes, so a later crash cannot mistake them for new
     /// records.
     /// </summary>
-    public static LogWriter Open(LogRegion region, RecoveryResult recovered, LogWriterOptions? options = null)
+    public static LogWriter Open(LogRegion region, RecoveryResult recovered, LogWriterOptions? options = null) =>
+        Open(region, recovered, options, pool: null);
+
+    /// <summary>
+    /// <see cref="Open(LogRegion, RecoveryResult, LogWriterOptions?)"/> for a journal: buffers beyond
+    /// <see cref="LogWriterOptions.ReservedBufferCount"/> are rented from <paramref name="pool"/> (see the remarks).
+    /// </summary>
+    internal static LogWriter Open(LogRegion region, RecoveryResult recovered, LogWriterOptions? options, BoundedBufferPool? pool)
     {
         ArgumentNullException.ThrowIfNull(recovered);
         options ??= LogWriterOptions.Default;
@@ -128,7 +160,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         options.Validate(region.BlockCount, region.Name);
         if (recovered.Region != region)
             throw new JournalArgumentException($"{region.Name}: the recovery result is for another log region ({recovered.Region})");
-        var w = new LogWriter(region, options, recovered);
+        var w = new LogWriter(region, options, recovered, pool);
         w.ClearStaleBlocks(recovered.StaleEndAbs);
         return w;
     }
@@ -185,6 +217,12 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         }
     }
 
+    /// <summary>True while a buffer is being rented from the pool (tests wait for a stalled rent to finish).</summary>
+    internal bool RentRunning
+    {
+        get { lock (_lock) return _refillRunning; }
+    }
+
     /// <summary>Bytes of log the writer can still fill before it must wait for the tail to move.</summary>
     public long FreeBytes => ((long)_n << LogFormat.BlockShift) - UsedBytes;
 
@@ -195,7 +233,8 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         {
             lock (_lock)
                 return new(_records, _pads, _ops, _payloadBytes, _bytesWritten, _flushes, _forces, _forcesNoIo,
-                    _forceWaits, _bufferWaits, _spaceWaits, _tids);
+                    _forceWaits, _bufferWaits, _spaceWaits, _tids,
+                    _heldBuffers, _reservedBuffers, _bufferMemoryWaits, _buffersRented, _buffersReturned, _rentFailures);
         }
     }
 
@@ -277,6 +316,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         while (true)
         {
             Task? wait = null;
+            bool rent = false;
             // Sized before taking the lock so adding under it never grows it; emptied by Submit before any await.
             var toSubmit = SubmitList();
             try
@@ -286,7 +326,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
                     ThrowIfUnusable();
                     while (!cursor.Done)
                     {
-                        var ic = ActiveOrActivate(toSubmit, out wait);
+                        var ic = ActiveOrActivate(toSubmit, out wait, ref rent);
                         if (ic is null) break;
                         if (!CopyNextOp(ic, tid, regions, ref cursor))
                         {
@@ -303,8 +343,10 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
             {
                 Submit(toSubmit); // sealed buffers always go out, even when this call fails
             }
+            if (rent) _ = RentBufferAsync();
             if (wait is null) return (first, last);
-            // Wait for a buffer to become free or for the tail to move (the reason is counted in ActiveOrActivate).
+            // Wait for a buffer to become free (or be rented) or for the tail to move (the reason is counted in
+            // ActiveOrActivate).
             await wait.WaitAsync(ct).ConfigureAwait(false);
         }
     }
@@ -349,7 +391,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
 
     private void AppendOp(Iclog ic, in OpHeader op, ReadOnlySpan<byte> data)
     {
-        var dst = ic.Buffer.AsSpan(LogFormat.BlockSize + ic.Used);
+        var dst = ic.Buffer!.AsSpan(LogFormat.BlockSize + ic.Used);
         op.Write(dst);
         data.CopyTo(dst[OpHeader.Size..]);
         ic.Used += OpHeader.Size + data.Length;
@@ -360,10 +402,11 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
 
     /// <summary>
     /// Returns the active buffer, activating the next one if there is none. Returns null with a task to wait on when
-    /// the next buffer is still in flight or the log lacks room before the tail. A pad record needed at the last block
-    /// of the log is sealed here (added to <paramref name="toSubmit"/>). Under the lock.
+    /// the next buffer is still in flight, the log lacks room before the tail, or every buffer the writer holds is in
+    /// use (then <paramref name="rent"/> is set when the caller should start renting one, after the lock). A pad record
+    /// needed at the last block of the log is sealed here (added to <paramref name="toSubmit"/>). Under the lock.
     /// </summary>
-    private Iclog? ActiveOrActivate(List<Iclog> toSubmit, out Task? wait)
+    private Iclog? ActiveOrActivate(List<Iclog> toSubmit, out Task? wait, ref bool rent)
     {
         wait = null;
         while (true)
@@ -386,9 +429,21 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
                 wait = _tailMoved.Task;
                 return null;
             }
+            if (_freeCount == 0)
+            {
+                // Every buffer held is attached to a slot on its way to disk; one comes back after the next flush.
+                // Meanwhile rent one more, if the pool may give it (the renting task completes the same wait).
+                _bufferMemoryWaits++;
+                if (_pool is not null && !_refillRunning && _heldBuffers < _ring.Length) { _refillRunning = true; rent = true; }
+                _bufferFreed ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                wait = _bufferFreed.Task;
+                return null;
+            }
             uint cycle = (uint)(_headAbs / _n);
             if (cycle > LogFormat.MaxCycle)
                 throw new JournalException($"{_region.Name}: the log cycle has reached its limit {LogFormat.MaxCycle}; reformat the log");
+            ic.Buffer = _freeBuffers[--_freeCount];
+            _freeBuffers[_freeCount] = null!;
             ic.State = IclogState.Active;
             ic.StartAbs = _headAbs;
             ic.Lsn = ToLsn(_headAbs);
@@ -462,9 +517,10 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     {
         try
         {
-            int blocks = RecordCodec.Seal(ic.Buffer, ref ic.Header);
+            var buffer = ic.Buffer!;
+            int blocks = RecordCodec.Seal(buffer, ref ic.Header);
             long sector = _region.StartSector + ic.Lsn.Block;
-            await _device.WriteAsync(sector, ic.Buffer.AsMemory(0, blocks * LogFormat.BlockSize)).ConfigureAwait(false);
+            await _device.WriteAsync(sector, buffer.AsMemory(0, blocks * LogFormat.BlockSize)).ConfigureAwait(false);
             bool runFlush;
             lock (_lock)
             {
@@ -542,11 +598,14 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
             if (ic.State != IclogState.Durable) break;
             _durableLsn = ic.Lsn;
             ic.State = IclogState.Free;
+            _freeBuffers[_freeCount++] = ic.Buffer!;
+            ic.Buffer = null;
             _oldestIndex = (_oldestIndex + 1) % _ring.Length;
             _busyCount--;
             freed = true;
         }
         if (!freed) return;
+        if (_busyCount == 0) GiveBackRentedBuffers();
         for (int i = _forceWaiters.Count - 1; i >= 0; i--)
         {
             if (_forceWaiters[i].Lsn <= _durableLsn)
@@ -557,6 +616,55 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         }
         if (_bufferFreed is not null) { _bufferFreed.TrySetResult(); _bufferFreed = null; }
         if (_activeIndex >= 0 && _ring[_activeIndex].ForcePending) Seal(_ring[_activeIndex], toSubmit);
+    }
+
+    /// <summary>
+    /// The writer has fallen idle (no buffer in use): rented buffers go back to the pool, the reserve stays. Under the
+    /// lock: the pool's return is lock-free, allocates nothing and runs no continuation.
+    /// </summary>
+    private void GiveBackRentedBuffers()
+    {
+        while (_heldBuffers > _reservedBuffers && _freeCount > 0)
+        {
+            var b = _freeBuffers[--_freeCount];
+            _freeBuffers[_freeCount] = null!;
+            _heldBuffers--;
+            _buffersReturned++;
+            _pool!.Return(b);
+        }
+    }
+
+    /// <summary>
+    /// Rents one buffer from the pool for writes waiting for one, on a task of its own (the allocator may fail or
+    /// stall; the writes also wait for buffers coming back from the disk, and take whichever is first). One at a time.
+    /// </summary>
+    private async Task RentBufferAsync()
+    {
+        await Task.Yield(); // off the writer's path before calling the allocator
+        byte[]? b;
+        try { b = _pool!.TryRent(_bufferBytes); }
+        catch (Exception) { b = null; }
+        TaskCompletionSource? wake = null;
+        lock (_lock)
+        {
+            _refillRunning = false;
+            if (b is null) _rentFailures++;
+            else if (_disposed || _heldBuffers >= _ring.Length || _bufferFreed is null)
+            {
+                // Not needed any more (a buffer came back from the disk first and nobody waits now): give it back.
+            }
+            else
+            {
+                _freeBuffers[_freeCount++] = b;
+                _heldBuffers++;
+                _buffersRented++;
+                b = null;
+                wake = _bufferFreed;
+                _bufferFreed = null;
+            }
+        }
+        if (b is not null) _pool!.Return(b);
+        wake?.TrySetResult();
     }
 
     /// <summary>
@@ -630,6 +738,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         while (true)
         {
             Task? wait;
+            bool rent = false;
             var toSubmit = SubmitList();
             try
             {
@@ -637,7 +746,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
                 {
                     ThrowIfUnusable();
                     if (_activeIndex >= 0 && _ring[_activeIndex].Used > 0) Seal(_ring[_activeIndex], toSubmit);
-                    var ic = ActiveOrActivate(toSubmit, out wait);
+                    var ic = ActiveOrActivate(toSubmit, out wait, ref rent);
                     if (ic is not null)
                     {
                         ic.Kind = RecordKind.Unmount;
@@ -651,6 +760,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
             {
                 Submit(toSubmit);
             }
+            if (rent) _ = RentBufferAsync();
             if (wait is null) break;
             // Wait for a free buffer or for log space, as a normal write does.
             await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -764,6 +874,16 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         Fail(new ObjectDisposedException(nameof(LogWriter), $"{_region.Name}: the log writer is closed"));
         // Wait for running writes and flushes to finish so the caller may dispose the device.
         if (idle is not null) await idle.ConfigureAwait(false);
+        if (_pool is not null)
+        {
+            lock (_lock)
+            {
+                // Buffers still attached to slots were written; the writer is done with all of them.
+                foreach (var ic in _ring)
+                    if (ic.Buffer is { } b) { ic.Buffer = null; _freeBuffers[_freeCount++] = b; }
+                GiveBackRentedBuffers();
+            }
+        }
     }
 
     /// <summary>Synchronous <see cref="DisposeAsync"/>.</summary>

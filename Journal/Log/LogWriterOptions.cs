@@ -34,6 +34,16 @@ public sealed class LogWriterOptions
     /// </summary>
     public int IclogSize { get; init; } = 32 * 1024;
 
+    /// <summary>
+    /// Buffers a writer opened by a journal holds from open to close (its reserve: one being filled while another is
+    /// on its way to disk); the rest, up to <see cref="IclogCount"/>, it rents from the journal's pool when busy.
+    /// A writer opened on its own holds all <see cref="IclogCount"/>. Always 2.
+    /// </summary>
+    public int ReservedBufferCount => MinIclogCount;
+
+    /// <summary>Bytes of one buffer: the header block and the payload.</summary>
+    public int BufferBytes => LogFormat.BlockSize + IclogSize;
+
     /// <summary>Payload blocks of one buffer.</summary>
     public int IclogPayloadBlocks => IclogSize / LogFormat.BlockSize;
 

@@ -15,12 +15,20 @@ namespace Journal.Log;
 /// <param name="BufferWaits">Times a writer waited for a free in-core log buffer.</param>
 /// <param name="SpaceWaits">Times a writer waited for the tail to move because the log was full.</param>
 /// <param name="TransactionIds">Transaction ids handed out.</param>
+/// <param name="BuffersHeld">In-core log buffers the writer holds now (its reserve and rented ones).</param>
+/// <param name="BuffersReserved">Buffers held from open to close.</param>
+/// <param name="BufferMemoryWaits">Times a writer found every held buffer in use and waited for one to come back or be rented.</param>
+/// <param name="BuffersRented">Buffers rented from the journal's pool.</param>
+/// <param name="BuffersReturned">Rented buffers given back to the pool (when the writer fell idle).</param>
+/// <param name="RentFailures">Rents the pool could not serve (budget exhausted or allocator failed); the writer went on with the buffers it held.</param>
 public readonly record struct LogWriterStatistics(
     long Records, long PadRecords, long Ops, long PayloadBytes, long BytesWritten, long Flushes,
-    long Forces, long ForcesWithoutIo, long ForceWaits, long BufferWaits, long SpaceWaits, long TransactionIds)
+    long Forces, long ForcesWithoutIo, long ForceWaits, long BufferWaits, long SpaceWaits, long TransactionIds,
+    long BuffersHeld, long BuffersReserved, long BufferMemoryWaits, long BuffersRented, long BuffersReturned, long RentFailures)
 {
     /// <inheritdoc/>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"records={Records} pads={PadRecords} ops={Ops} payload={PayloadBytes} written={BytesWritten} flushes={Flushes} " +
-        $"forces={Forces} (no-io {ForcesWithoutIo}, waited {ForceWaits}) buffer-waits={BufferWaits} space-waits={SpaceWaits} tids={TransactionIds}");
+        $"forces={Forces} (no-io {ForcesWithoutIo}, waited {ForceWaits}) buffer-waits={BufferWaits} space-waits={SpaceWaits} tids={TransactionIds} " +
+        $"buffers={BuffersHeld} (reserved {BuffersReserved}, memory-waits {BufferMemoryWaits}, rented {BuffersRented}, returned {BuffersReturned}, rent-failures {RentFailures})");
 }

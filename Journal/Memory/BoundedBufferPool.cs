@@ -35,18 +35,25 @@ internal sealed class BoundedBufferPool
     private readonly AsyncSignal _returned = new();
     private long _current, _peak, _failures, _allocations;
 
-    public BoundedBufferPool(long budgetBytes, long reserveBytes, int reserveBufferBytes, IBufferAllocator? allocator)
+    /// <summary>
+    /// A pool of <paramref name="budgetBytes"/> with an emergency reserve of <paramref name="reserveBytes"/> in
+    /// buffers of <paramref name="reserveBufferBytes"/>. <paramref name="exactBufferBytes"/>, when not 0 and not a power
+    /// of two, adds one class of exactly that size (the log buffers: a header block plus a power-of-two payload), so
+    /// that they are not rounded up to twice their size.
+    /// </summary>
+    public BoundedBufferPool(long budgetBytes, long reserveBytes, int reserveBufferBytes, IBufferAllocator? allocator, int exactBufferBytes = 0)
     {
         BudgetBytes = budgetBytes;
         _allocator = allocator ?? GcBufferAllocator.Instance;
         Reserve = new EmergencyReserve(reserveBytes, reserveBufferBytes);
-        int n = MaxClassShift - MinClassShift + 1;
+        ExactBufferBytes = exactBufferBytes > 0 && exactBufferBytes <= MaxBufferBytes && !System.Numerics.BitOperations.IsPow2(exactBufferBytes) ? exactBufferBytes : 0;
+        int n = MaxClassShift - MinClassShift + 2; // the power-of-two classes, then the exact class (unused when 0)
         _classes = new ObjectPool<byte[]>[n];
         _cached = new int[n];
         _maxRetained = new int[n];
         for (int i = 0; i < n; i++)
         {
-            long size = 1L << (i + MinClassShift);
+            long size = i == n - 1 ? Math.Max(1, ExactBufferBytes) : 1L << (i + MinClassShift);
             int retain = (int)Math.Clamp(budgetBytes / size, 1, 4096);
             _maxRetained[i] = retain;
             // +1 so the object pool's own capacity is never the limit (ours is).
@@ -56,6 +63,11 @@ internal sealed class BoundedBufferPool
 
     /// <summary>The byte budget.</summary>
     public long BudgetBytes { get; }
+
+    /// <summary>The size of the exact class, or 0 when there is none.</summary>
+    public int ExactBufferBytes { get; }
+
+    private int ExactIndex => _classes.Length - 1;
 
     /// <summary>The emergency reserve.</summary>
     public EmergencyReserve Reserve { get; }
@@ -90,14 +102,15 @@ internal sealed class BoundedBufferPool
     {
         if ((uint)length > MaxBufferBytes)
             throw new ArgumentOutOfRangeException(nameof(length), length, $"buffer of {length} bytes is larger than the {MaxBufferBytes}-byte maximum");
-        int ci = ClassIndex(length);
+        bool exact = length == ExactBufferBytes && length != 0;
+        int ci = exact ? ExactIndex : ClassIndex(length);
         var cached = _classes[ci].Get();
         if (cached.Length != 0)
         {
             Interlocked.Decrement(ref _cached[ci]);
             return cached;
         }
-        int size = 1 << (ci + MinClassShift);
+        int size = exact ? length : 1 << (ci + MinClassShift);
         if (!TryCharge(size))
         {
             TrimCaches(size);
@@ -118,13 +131,14 @@ internal sealed class BoundedBufferPool
     public void Return(byte[] buffer)
     {
         if (buffer.Length == 0) return;
-        if (!System.Numerics.BitOperations.IsPow2(buffer.Length) || buffer.Length < 1 << MinClassShift || Reserve.Owns(buffer))
+        bool exact = buffer.Length == ExactBufferBytes;
+        if (!exact && !System.Numerics.BitOperations.IsPow2(buffer.Length) || buffer.Length < 1 << MinClassShift || Reserve.Owns(buffer))
         {
             Reserve.Return(buffer);
         }
         else
         {
-            int ci = ClassIndex(buffer.Length);
+            int ci = exact ? ExactIndex : ClassIndex(buffer.Length);
             if (Interlocked.Increment(ref _cached[ci]) <= _maxRetained[ci]) _classes[ci].Return(buffer);
             else
             {
