@@ -6,6 +6,9 @@ namespace Journal.Tests.Cil;
 public sealed class GatedDevice(BlockDevice inner) : BlockDevice
 {
     public Task? FlushGate { get; set; }
+
+    /// <summary>When set, every asynchronous flush completes on another thread (as a real disk's would).</summary>
+    public bool AsyncFlushes { get; set; }
     public int FlushesWaiting;
 
     public override string Name => inner.Name;
@@ -17,6 +20,7 @@ public sealed class GatedDevice(BlockDevice inner) : BlockDevice
 
     protected override async ValueTask FlushCoreAsync(CancellationToken cancellationToken)
     {
+        if (AsyncFlushes) await Task.Yield();
         if (FlushGate is { } gate)
         {
             Interlocked.Increment(ref FlushesWaiting);

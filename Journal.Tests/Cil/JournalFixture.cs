@@ -100,11 +100,12 @@ public sealed class JournalOptionsBuilder
     public TimeSpan EmergencyAfter = TimeSpan.FromMilliseconds(50);
     public Journal.Memory.IBufferAllocator? Allocator;
     public TimeSpan GatherWindow = new JournalOptions().CheckpointGatherWindow;
+    public int BufferCount = 2;
 
     public JournalOptions Build() => new()
     {
         LogSizeBytes = LogSizeBytes,
-        LogBufferCount = 2,
+        LogBufferCount = BufferCount,
         LogBufferSize = 4096,
         CilSoftLimitBytes = Soft,
         CilHardLimitBytes = Hard,

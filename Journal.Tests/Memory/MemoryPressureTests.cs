@@ -11,20 +11,30 @@ public sealed class MemoryPressureTests
     /// fails, then stalls, then recovers. The push must keep completing throughout (it only uses memory it holds or
     /// the reserve), commits must all finish, the pool must stay within its budget, and emergency use must be visible.
     /// </summary>
-    [Fact]
-    public async Task PushCompletes_AndCommitsResume_WhileTheAllocatorFailsOrStalls()
+    /// <remarks>
+    /// Run twice: over an in-memory log model, and over the real log writer on a memory device, whose in-core buffers
+    /// beyond its reserve of two are rented from the same pool (and so from the same failing or stalling allocator).
+    /// </remarks>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task PushCompletes_AndCommitsResume_WhileTheAllocatorFailsOrStalls(bool realLog)
     {
         var alloc = new FlakyAllocator();
         const long budget = 2 << 20;
-        var sink = new MemoryLogSink(16384, 8192);
-        var j = MetadataJournal.Create(sink, SmallOptions(16384, b =>
+        var options = SmallOptions(16384, b =>
         {
             b.Budget = budget;
             b.Reserve = 512 << 10;
             b.EmergencyBuffer = 16 << 10;
             b.EmergencyAfter = TimeSpan.FromMilliseconds(20);
             b.Allocator = alloc;
-        }));
+            b.BufferCount = 8;
+        });
+        using var device = new GatedDevice(new Journal.Storage.MemoryBlockDevice(16384, "log")) { AsyncFlushes = true };
+        var j = realLog
+            ? MetadataJournal.Create(new Journal.Format.LogRegion(device, 0, 16384), options)
+            : MetadataJournal.Create(new MemoryLogSink(16384, 8192), options);
         var home = new TestHome();
         const int committers = 64;
         var items = Enumerable.Range(0, committers).Select(i => new TestItem(home, (ulong)i)).ToArray();
@@ -68,6 +78,14 @@ public sealed class MemoryPressureTests
 
         var mem = j.MemoryStatistics;
         Assert.True(mem.PoolPeakBytes <= budget, $"pool peak {mem.PoolPeakBytes} over budget {budget}");
+        if (realLog)
+        {
+            // The log's buffers were under the same pressure: writes found every held buffer in use, and renting
+            // from the failing or stalled pool either failed or waited behind the allocator.
+            var w = ((Journal.Log.LogWriter)j.Log).Statistics;
+            Assert.Equal(2, mem.LogBuffersReserved);
+            Assert.True(w.BufferMemoryWaits > 0 && w.BuffersRented > 0, w.ToString());
+        }
         Assert.True(mem.EmergencyTotal > 0);
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
         Assert.Equal(0, j.MemoryStatistics.EmergencyCurrent); // every emergency buffer went back
