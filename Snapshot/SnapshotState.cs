@@ -50,11 +50,20 @@ internal sealed class SnapshotState
     /// <summary>True once deleted (the handle refuses I/O).</summary>
     public bool Deleted;
 
+    /// <summary>
+    /// True from the start of a merge into the origin until it finishes (the snapshot is then deleted); recorded in the
+    /// superblock, so it survives a crash. The snapshot's own handle refuses I/O meanwhile.
+    /// </summary>
+    public bool Merging;
+
+    /// <summary>Why the last merge attempt failed (status <c>Merge failed</c>), or null.</summary>
+    public string? MergeFailure;
+
     public bool IsValid => InvalidReason is null;
 
     public SnapshotRecord ToRecord() => new(Id, CowSectors,
         Kind == SnapshotKind.Persistent ? SnapshotKindCode.Persistent : SnapshotKindCode.Transient,
-        IsValid ? SnapshotStateCode.Valid : SnapshotStateCode.Invalid, InvalidCode, Name);
+        !IsValid ? SnapshotStateCode.Invalid : Merging ? SnapshotStateCode.Merging : SnapshotStateCode.Valid, InvalidCode, Name);
 
     /// <inheritdoc/>
     public override string ToString() => $"SnapshotState({Name}, id {Id}, {Kind}, {(IsValid ? "valid" : "invalid: " + InvalidReason)}, {Complete}, {Pending.Count} pending)";

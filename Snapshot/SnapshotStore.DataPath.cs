@@ -45,10 +45,39 @@ public sealed partial class SnapshotStore
         public TaskCompletionSource? Waiters;
     }
 
-    internal ValueTask OriginReadAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken)
+    internal async ValueTask OriginReadAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken)
     {
         ThrowIfClosed();
-        return _origin.ReadAsync(sector, buffer, cancellationToken);
+        // Inside the gate, so that a merge (which holds it exclusively) never runs under a read.
+        await _gate.EnterSharedAsync().ConfigureAwait(false);
+        try
+        {
+            var m = Volatile.Read(ref _merging);
+            if (m is null) await _origin.ReadAsync(sector, buffer, cancellationToken).ConfigureAwait(false);
+            else await ForEachChunkAsync(sector, buffer.Length, (c, s, off, len) => MergingOriginReadChunkAsync(m, c, s, buffer.Slice(off, len), cancellationToken)).ConfigureAwait(false);
+        }
+        finally
+        {
+            _gate.ExitShared();
+        }
+    }
+
+    /// <summary>
+    /// An origin read while the merge of <paramref name="m"/> is unfinished: the origin reads as that snapshot, so a
+    /// chunk it still holds an exception for is read from its COW file. Caller holds the gate shared.
+    /// </summary>
+    private async ValueTask MergingOriginReadChunkAsync(SnapshotState m, ulong chunk, long sector, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        ulong newChunk;
+        bool redirect;
+        lock (_stateLock) redirect = m.Complete.TryLookup(chunk, out newChunk);
+        if (!redirect)
+        {
+            await _origin.ReadAsync(sector, buffer, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        long cowSector = _layout.ChunkToSector(newChunk) + (sector - ((long)chunk << _layout.ChunkShift));
+        await m.Store!.Cow.ReadAsync(cowSector, buffer, cancellationToken).ConfigureAwait(false);
     }
 
     internal async ValueTask OriginWriteAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
@@ -145,8 +174,18 @@ public sealed partial class SnapshotStore
         if (wait is not null) await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
+    /// <param name="chunk">The origin chunk written.</param>
+    /// <param name="sector">First sector written (inside <paramref name="chunk"/>).</param>
+    /// <param name="data">Whole sectors.</param>
+    /// <param name="cancellationToken">Cancels waits and I/O.</param>
+    /// <param name="admitted">Completed once the write is past the throttle (see <see cref="SubmitOriginWrite"/>).</param>
+    /// <param name="merge">
+    /// A merge's write of the merging snapshot's chunk home: the merge holds the gate exclusively (so no I/O is in
+    /// flight, nothing is pending or tracked, and the throttle grants any request), and the write goes to the origin
+    /// itself, after the copies the other snapshots need, instead of being redirected into the merging snapshot.
+    /// </param>
     private async ValueTask OriginWriteChunkCoreAsync(ulong chunk, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken,
-        TaskCompletionSource? admitted)
+        TaskCompletionSource? admitted, bool merge = false)
     {
         int wantSlots = 0;
         Task? wait = null;
@@ -154,23 +193,32 @@ public sealed partial class SnapshotStore
         {
             // Every wait happens here, at the top, holding nothing. What is waited for: room under the in-flight
             // copy bound, another writer's pending exception for this chunk, or snapshot reads of the old data.
+            if (merge && (wantSlots > 0 || wait is not null))
+                throw new InvalidOperationException($"merge write of chunk {chunk} would wait while holding the gate");
             await WaitHoldingNothingAsync(wantSlots, wait, cancellationToken).ConfigureAwait(false);
             wantSlots = 0;
             wait = null;
             ThrowIfClosed();
-            await _gate.EnterSharedAsync().ConfigureAwait(false);
+            if (!merge) await _gate.EnterSharedAsync().ConfigureAwait(false);
             try
             {
                 while (true) // within one hold of the gate: after our own copies, look again without letting a snapshot in between
                 {
                     CopyJob? job = null;
                     List<SnapshotState>? full = null;
+                    SnapshotState? redirectTo = null;
+                    ulong redirectChunk = 0;
                     lock (_stateLock)
                     {
                         int need = 0;
-                        foreach (var s in _snapshots)
+                        // An unfinished merge: the origin reads as the merging snapshot, so a chunk it still holds is
+                        // written into its COW chunk (the merge copies it home later); the origin chunk (which the other
+                        // snapshots still share) is not touched, so they need no copy.
+                        var m = _merging;
+                        if (!merge && m is not null && m.Complete.TryLookup(chunk, out redirectChunk)) redirectTo = m;
+                        else foreach (var s in _snapshots)
                         {
-                            if (!s.IsValid || s.Complete.Contains(chunk)) continue;
+                            if (!s.IsValid || s.Merging || s.Complete.Contains(chunk)) continue;
                             if (s.Pending.TryGetValue(chunk, out var pe)) { wait = pe.WaitTask; break; }
                             need++;
                         }
@@ -187,7 +235,7 @@ public sealed partial class SnapshotStore
                                 job.Slots = need;
                                 foreach (var s in _snapshots)
                                 {
-                                    if (!s.IsValid || s.Complete.Contains(chunk)) continue;
+                                    if (!s.IsValid || s.Merging || s.Complete.Contains(chunk)) continue;
                                     if (!s.Store!.TryAllocate(out ulong newChunk))
                                     {
                                         (full ??= []).Add(s);
@@ -213,7 +261,7 @@ public sealed partial class SnapshotStore
                                 }
                             }
                         }
-                        if (wait is null && job is null && wantSlots == 0 && full is null
+                        if (wait is null && job is null && wantSlots == 0 && full is null && redirectTo is null
                             && _tracked.TryGetValue(chunk, out var tracked) && tracked.Readers > 0)
                         {
                             tracked.Waiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -224,6 +272,14 @@ public sealed partial class SnapshotStore
                     {
                         foreach (var s in full) await InvalidateAsync(s, InvalidReasonCode.CowFull).ConfigureAwait(false);
                         if (job is null) continue; // look again (the full snapshots are skipped now)
+                    }
+                    if (redirectTo is not null)
+                    {
+                        admitted?.TrySetResult();
+                        long cowSector = _layout.ChunkToSector(redirectChunk) + (sector - ((long)chunk << _layout.ChunkShift));
+                        await redirectTo.Store!.Cow.WriteAsync(cowSector, data, cancellationToken).ConfigureAwait(false);
+                        if (_options.WriteThrough) await redirectTo.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
+                        return;
                     }
                     if (wait is not null || wantSlots > 0) break; // leave the gate, wait at the top
                     admitted?.TrySetResult();
@@ -238,7 +294,7 @@ public sealed partial class SnapshotStore
             }
             finally
             {
-                _gate.ExitShared();
+                if (!merge) _gate.ExitShared();
             }
         }
     }
@@ -380,6 +436,7 @@ public sealed partial class SnapshotStore
     private void ThrowIfUnusable(SnapshotState st)
     {
         if (st.Deleted) throw new Journal.JournalArgumentException($"{st.CowPath}: snapshot '{st.Name}' has been deleted");
+        if (st.Merging) throw new Journal.JournalArgumentException($"{st.CowPath}: snapshot '{st.Name}' is being merged into the origin; read the origin instead");
         if (!st.IsValid) throw new SnapshotInvalidException(st.CowPath, st.Name, st.InvalidReason!);
     }
 

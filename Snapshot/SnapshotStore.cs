@@ -67,6 +67,10 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     private readonly Dictionary<ulong, TrackedChunk> _tracked = new();
     private Superblock _superblock;
 
+    // The snapshot whose merge into the origin is unfinished, or null (at most one). Written under _stateLock while the
+    // gate is held exclusively; the data path reads it under the gate (shared), so it never changes under an I/O.
+    private SnapshotState? _merging;
+
     // The superblock as a journal log item; its home is store.sb. Its Lock serialises superblock changes from the change
     // to the end of the commit (see CommitSuperblockAsync): taken inside the gate (shared or exclusive), after the
     // transaction's log space is reserved, never the other way round; takes nothing else but _stateLock briefly.
@@ -259,7 +263,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         StoreJournal.ReplaySuperblock(_logDevice, sbHandler);
         lock (_stateLock) _superblock = sbHandler.Current;
         var valid = _superblock.Snapshots
-            .Where(r => r.Kind == SnapshotKindCode.Persistent && r.State == SnapshotStateCode.Valid)
+            .Where(r => r.Kind == SnapshotKindCode.Persistent && r.State is SnapshotStateCode.Valid or SnapshotStateCode.Merging)
             .ToDictionary(r => r.Id, r => CowPathOf(r.Name));
         using var handler = new AreaRecoveryHandler(_provider, _layout, id => valid.GetValueOrDefault(id));
         _journal = StoreJournal.Open(_logDevice, new Dictionary<ushort, IItemRecoveryHandler>
@@ -289,6 +293,12 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             {
                 st.InvalidCode = rec.Reason;
                 st.InvalidReason = ReasonText(rec.Reason);
+            }
+            if (rec.State == SnapshotStateCode.Merging)
+            {
+                // A merge was interrupted: the origin reads as this snapshot until a merge finishes it.
+                st.Merging = true;
+                _merging = st;
             }
             if (kind == SnapshotKind.Transient)
             {
@@ -429,6 +439,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             ulong id;
             lock (_stateLock)
             {
+                if (_merging is { } m)
+                    throw new JournalArgumentException($"{path}: cannot create a snapshot while the merge of '{m.Name}' into the origin is unfinished; run the merge again first");
                 if (_snapshots.Any(s => s.Name == name)) throw new JournalArgumentException($"{path}: snapshot '{name}' already exists");
                 if (_snapshots.Length >= MaxSnapshots) throw new JournalArgumentException($"{path}: the store already has {MaxSnapshots} snapshots");
                 id = _superblock.NextSnapshotId;
@@ -481,6 +493,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             {
                 st = _snapshots.FirstOrDefault(s => s.Name == name)
                     ?? throw new JournalArgumentException($"{CowPathOf(name)}: no snapshot named '{name}'");
+                if (st.Merging)
+                    throw new JournalArgumentException($"{st.CowPath}: snapshot '{name}' is being merged into the origin (the origin needs its data); run the merge again to finish it");
                 _snapshots = _snapshots.Where(s => s != st).ToArray();
                 st.Deleted = true;
             }
@@ -518,7 +532,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             {
                 var usage = s.Store?.Usage ?? new StoreUsage(0, s.CowSectors, 0);
                 list.Add(new SnapshotStatus(s.Name, s.Kind, s.IsValid, usage.SectorsAllocated, usage.TotalSectors, usage.MetadataSectors,
-                    s.Complete.Count, s.InvalidReason));
+                    s.Complete.Count, s.InvalidReason) { Merging = s.Merging, MergeFailure = s.MergeFailure });
             }
         }
         return new StoreStatus(Folder, OriginSectors, ChunkSectors, LogClean, list, _options.MaxInFlightCopies,

@@ -139,6 +139,41 @@ public class SnapCtlTests
     }
 
     [Fact]
+    public void Merging_a_snapshot_puts_its_contents_back_into_the_origin_and_deletes_it()
+    {
+        using var dir = new TempFolder();
+        var store = Init(dir);
+        Ok(ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "1", "--length", "64K"));
+        var before = ToolRunner.SnapCtl("read", store, "--offset", "0", "--length", "64K").Raw;
+        Ok(ToolRunner.SnapCtl("snapshot", "create", store, "s", "--cow-size", "256K"));
+        Ok(ToolRunner.SnapCtl("snapshot", "create", store, "keep", "--cow-size", "256K"));
+        Ok(ToolRunner.SnapCtl("write", store, "--offset", "4K", "--pattern", "2", "--length", "20K"));
+        var changed = ToolRunner.SnapCtl("read", store, "--offset", "0", "--length", "64K").Raw;
+        Assert.NotEqual(before, changed);
+
+        var m = ToolRunner.SnapCtl("snapshot", "merge", store, "s");
+        Ok(m);
+        Assert.Equal("merged snapshot s into the origin: 5 chunks copied home, snapshot deleted\n", m.Stdout);
+        Assert.Equal(before, ToolRunner.SnapCtl("read", store, "--offset", "0", "--length", "64K").Raw);
+        Assert.Equal(before, ToolRunner.SnapCtl("read", store, "--snapshot", "keep", "--offset", "0", "--length", "64K").Raw);
+        Assert.False(File.Exists(Path.Combine(store, "s.cow")));
+        var status = ToolRunner.SnapCtl("status", store).Stdout;
+        Assert.DoesNotContain("\ns:", status);
+        Assert.Contains("\nkeep:", status);
+    }
+
+    [Fact]
+    public void Merging_a_transient_snapshot_is_a_usage_error_and_changes_nothing()
+    {
+        using var dir = new TempFolder();
+        var store = Init(dir);
+        Ok(ToolRunner.SnapCtl("snapshot", "create", store, "t", "--transient"));
+        var r = ToolRunner.SnapCtl("snapshot", "merge", store, "t");
+        Assert.Equal(64, r.ExitCode);
+        Assert.Equal([$"snapctl: {Path.Combine(store, "t.cow")}: snapshot 't' is transient; only persistent snapshots can be merged"], r.ErrorLines);
+    }
+
+    [Fact]
     public void A_transient_snapshot_reports_invalid_once_the_store_is_closed()
     {
         using var dir = new TempFolder();
@@ -154,6 +189,7 @@ public class SnapCtlTests
     [InlineData("read", "--snapshot", "nope", "--offset", "0", "--length", "512")]
     [InlineData("write", "--snapshot", "nope", "--offset", "0", "--pattern", "1", "--length", "512")]
     [InlineData("snapshot", "delete", "{store}", "nope")]
+    [InlineData("snapshot", "merge", "{store}", "nope")]
     public void A_missing_snapshot_exits_66(params string[] args)
     {
         using var dir = new TempFolder();

@@ -15,6 +15,8 @@ internal enum SnapshotStateCode : uint
 {
     Valid = 1,
     Invalid = 2,
+    /// <summary>Valid, and being merged into the origin (a merge was started and has not finished).</summary>
+    Merging = 3,
 }
 
 /// <summary>Why a snapshot was invalidated.</summary>
@@ -34,7 +36,7 @@ internal enum InvalidReasonCode : uint
 ///      0    8 le64 id             unique within the store, never reused
 ///      8    8 le64 cow_sectors    configured COW size (total_sectors in status)
 ///     16    4 le32 kind           1 persistent, 2 transient
-///     20    4 le32 state          1 valid, 2 invalid
+///     20    4 le32 state          1 valid, 2 invalid, 3 merging (valid, a merge into the origin is unfinished)
 ///     24    4 le32 name_length    bytes of UTF-8, 1..64
 ///     28    4 le32 reason         why invalid: 0 none, 1 COW full, 2 I/O error, 3 transient lost at close, 4 header says invalid
 ///     32   64 name                UTF-8, zero padded
@@ -68,7 +70,7 @@ internal readonly record struct SnapshotRecord(ulong Id, long CowSectors, Snapsh
         uint state = BinaryPrimitives.ReadUInt32LittleEndian(src[20..]);
         uint len = BinaryPrimitives.ReadUInt32LittleEndian(src[24..]);
         uint reason = BinaryPrimitives.ReadUInt32LittleEndian(src[28..]);
-        if (kind is not (1 or 2) || state is not (1 or 2) || len is 0 or > MaxNameBytes || reason > 4 || cow <= 0)
+        if (kind is not (1 or 2) || state is not (1 or 2 or 3) || len is 0 or > MaxNameBytes || reason > 4 || cow <= 0)
             throw new Journal.JournalException($"{file}: snapshot record {index} is malformed (kind {kind}, state {state}, name length {len}, reason {reason}, cow sectors {cow})");
         string name = Encoding.UTF8.GetString(src.Slice(32, (int)len));
         return new SnapshotRecord(id, cow, (SnapshotKindCode)kind, (SnapshotStateCode)state, (InvalidReasonCode)reason, name);

@@ -14,7 +14,8 @@ public enum SnapshotKind
 
 /// <summary>
 /// Status of one snapshot, like <c>dmsetup status</c> of a snapshot target:
-/// <c>&lt;sectors_allocated&gt;/&lt;total_sectors&gt; &lt;metadata_sectors&gt;</c>, or <c>Invalid</c>.
+/// <c>&lt;sectors_allocated&gt;/&lt;total_sectors&gt; &lt;metadata_sectors&gt;</c>, or <c>Invalid</c>, or
+/// <c>Merge failed</c>.
 /// </summary>
 /// <param name="Name">The snapshot's name.</param>
 /// <param name="Kind">Persistent or transient.</param>
@@ -27,13 +28,22 @@ public enum SnapshotKind
 public sealed record SnapshotStatus(string Name, SnapshotKind Kind, bool IsValid, long SectorsAllocated, long TotalSectors,
     long MetadataSectors, long Exceptions, string? InvalidReason)
 {
-    /// <summary>The dmsetup-style status word: <c>Invalid</c> or <c>Valid</c>.</summary>
-    public string Status => IsValid ? "Valid" : "Invalid";
+    /// <summary>
+    /// True while a merge of this snapshot into the origin is unfinished (started, and interrupted or failed): the origin
+    /// reads as this snapshot, and the snapshot itself refuses I/O until a merge finishes (and deletes it).
+    /// </summary>
+    public bool Merging { get; init; }
 
-    /// <summary>The dmsetup status text: <c>allocated/total metadata</c>, or <c>Invalid</c>.</summary>
-    public string DmStatus => IsValid
-        ? string.Create(CultureInfo.InvariantCulture, $"{SectorsAllocated}/{TotalSectors} {MetadataSectors}")
-        : "Invalid";
+    /// <summary>Why the last merge attempt failed, or null.</summary>
+    public string? MergeFailure { get; init; }
+
+    /// <summary>The dmsetup-style status word: <c>Invalid</c>, <c>Merge failed</c>, <c>Merging</c> or <c>Valid</c>.</summary>
+    public string Status => !IsValid ? "Invalid" : MergeFailure is not null ? "Merge failed" : Merging ? "Merging" : "Valid";
+
+    /// <summary>The dmsetup status text: <c>allocated/total metadata</c>, or <c>Invalid</c>, or <c>Merge failed</c>.</summary>
+    public string DmStatus => !IsValid ? "Invalid"
+        : MergeFailure is not null ? "Merge failed"
+        : string.Create(CultureInfo.InvariantCulture, $"{SectorsAllocated}/{TotalSectors} {MetadataSectors}");
 
     /// <inheritdoc/>
     public override string ToString() => $"{Name}: {DmStatus}";

@@ -44,12 +44,14 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
                 w.WriteStartObject();
                 w.WriteString("name", s.Name);
                 w.WriteString("kind", s.Kind == SnapshotKind.Persistent ? "persistent" : "transient");
-                w.WriteString("status", s.IsValid ? s.DmStatus : "Invalid");
+                w.WriteString("status", s.DmStatus);
                 w.WriteNumber("sectors_allocated", s.SectorsAllocated);
                 w.WriteNumber("total_sectors", s.TotalSectors);
                 w.WriteNumber("metadata_sectors", s.MetadataSectors);
                 w.WriteNumber("exceptions", s.Exceptions);
                 if (s.InvalidReason is null) w.WriteNull("invalid_reason"); else w.WriteString("invalid_reason", s.InvalidReason);
+                w.WriteBoolean("merging", s.Merging);
+                if (s.MergeFailure is null) w.WriteNull("merge_failure"); else w.WriteString("merge_failure", s.MergeFailure);
                 w.WriteEndObject();
             }
             w.WriteEndArray();
@@ -77,12 +79,16 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
         return Encoding.UTF8.GetString(ms.ToArray());
     }
 
+    private static string MergeNote(SnapshotStatus s) =>
+        s.MergeFailure is not null ? $" ({s.MergeFailure}; the origin reads as this snapshot until a merge finishes)"
+        : s.Merging ? " (merge into the origin unfinished: the origin reads as this snapshot until a merge finishes)" : "";
+
     /// <summary>A human-readable multi-line summary (one line per snapshot in dmsetup form).</summary>
     public override string ToString()
     {
         var sb = new StringBuilder();
         sb.Append(CultureInfo.InvariantCulture, $"store {Folder}: origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {(LogClean ? "clean" : "replayed")}\n");
-        foreach (var s in Snapshots) sb.Append(CultureInfo.InvariantCulture, $"  {s.Name} ({(s.Kind == SnapshotKind.Persistent ? "P" : "N")}): {s.DmStatus}{(s.InvalidReason is null ? "" : $" ({s.InvalidReason})")}\n");
+        foreach (var s in Snapshots) sb.Append(CultureInfo.InvariantCulture, $"  {s.Name} ({(s.Kind == SnapshotKind.Persistent ? "P" : "N")}): {s.DmStatus}{(s.InvalidReason is null ? "" : $" ({s.InvalidReason})")}{MergeNote(s)}\n");
         sb.Append(CultureInfo.InvariantCulture, $"  copies in flight {CopiesInFlight} (peak {PeakCopiesInFlight}, bound {(CopyBound == 0 ? "unlimited" : CopyBound.ToString(CultureInfo.InvariantCulture))}, waits {ThrottleWaits})\n");
         sb.Append("  ").Append(PendingPool).Append('\n');
         sb.Append("  ").Append(CopyJobPool).Append('\n');

@@ -66,6 +66,22 @@ internal static class StoreCommands
         return ExitCodes.Success;
     }
 
+    public static async Task<int> MergeSnapshotAsync(ToolConsole console, string store, string name)
+    {
+        await using var s = await OpenAsync(console, store).ConfigureAwait(false);
+        RequireSnapshot(s, store, name);
+        long chunks = s.GetStatus().Snapshots.Single(x => x.Name == name).Exceptions;
+        await ProgressBar.RunAsync(console, $"merging {name}", chunks, async p =>
+        {
+            await s.MergeSnapshotAsync(name, new Progress<(long Done, long Total)>(d => p.Report(d.Done))).ConfigureAwait(false);
+            return 0;
+        }).ConfigureAwait(false);
+        await s.CloseAsync().ConfigureAwait(false);
+        console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"merged snapshot {name} into the origin: {chunks} chunks copied home, snapshot deleted"));
+        return ExitCodes.Success;
+    }
+
     public static async Task<int> WriteAsync(ToolConsole console, string store, string? snapshot, long offset, int? pattern, long length, string? input)
     {
         RequireSectors("--offset", offset);

@@ -3,14 +3,15 @@ using Journal.Tools;
 
 namespace SnapCtl.Commands;
 
-/// <summary><c>snapctl snapshot create|delete</c>.</summary>
+/// <summary><c>snapctl snapshot create|delete|merge</c>.</summary>
 internal static class SnapshotCommand
 {
     public static Command Create(ToolConsole console)
     {
-        var command = new Command("snapshot", "Create or delete snapshots of the origin.");
+        var command = new Command("snapshot", "Create, delete or merge snapshots of the origin.");
         command.Subcommands.Add(CreateCreate(console));
         command.Subcommands.Add(CreateDelete(console));
+        command.Subcommands.Add(CreateMerge(console));
         return command;
     }
 
@@ -34,6 +35,20 @@ internal static class SnapshotCommand
         var name = CommonOptions.Name("name", "The snapshot to delete.");
         var command = new Command("delete", "Delete a snapshot and its COW file.") { store, name };
         command.SetAction(r => StoreCommands.DeleteSnapshotAsync(console, r.GetValue(store)!, r.GetValue(name)!));
+        return command;
+    }
+
+    private static Command CreateMerge(ToolConsole console)
+    {
+        var store = CommonOptions.Path("store", "The store folder.");
+        var name = CommonOptions.Name("name", "The snapshot to merge into the origin.");
+        var command = new Command("merge",
+            "Copy a persistent snapshot back into the origin, then delete it: the origin becomes what the snapshot showed. " +
+            "Crash-safe: an interrupted merge leaves the origin reading as the snapshot; run merge again to finish it.")
+        {
+            store, name,
+        };
+        command.SetAction(r => StoreCommands.MergeSnapshotAsync(console, r.GetValue(store)!, r.GetValue(name)!));
         return command;
     }
 }

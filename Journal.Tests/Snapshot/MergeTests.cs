@@ -1,0 +1,195 @@
+using Journal.Storage;
+using Snapshot;
+using static Journal.Tests.Snapshot.SnapTestUtil;
+
+namespace Journal.Tests.Snapshot;
+
+public sealed class MergeTests
+{
+    private const long OriginSectors = 8 * 48; // 48 chunks of 4 KiB
+
+    /// <summary>
+    /// A store with two other snapshots around the one merged: t0 before s, t1 after it; the origin, s and t1 written
+    /// after their creation, with full and partial chunk writes. Returns the volumes' contents as they read now.
+    /// </summary>
+    private static async Task<(byte[] Origin, byte[] S, byte[] T0, byte[] T1)> PrepareAsync(SnapshotStore store)
+    {
+        await WriteAsync(store.Origin, 0, Pattern(0, (int)OriginSectors, 1));
+        await store.CreateSnapshotAsync("t0");
+        await WriteAsync(store.Origin, 8, Pattern(8, 24, 2));           // chunks 1-3
+        await store.CreateSnapshotAsync("s");
+        await WriteAsync(store.Origin, 16, Pattern(16, 40, 3));         // chunks 2-6
+        await WriteAsync(store.Origin, 100, Pattern(100, 3, 3));        // part of chunk 12
+        await WriteAsync(store.GetSnapshot("s"), 200, Pattern(200, 8, 4)); // whole chunk 25 of s
+        await WriteAsync(store.GetSnapshot("s"), 41, Pattern(41, 2, 4));   // part of chunk 5 of s (already copied)
+        await WriteAsync(store.GetSnapshot("s"), 330, Pattern(330, 1, 4)); // part of chunk 41 of s
+        await store.CreateSnapshotAsync("t1");
+        await WriteAsync(store.Origin, 300, Pattern(300, 20, 5));       // chunks 37-39
+        await WriteAsync(store.GetSnapshot("t1"), 24, Pattern(24, 8, 6));
+        return (await ReadAsync(store.Origin, 0, (int)OriginSectors), await ReadAsync(store.GetSnapshot("s"), 0, (int)OriginSectors),
+            await ReadAsync(store.GetSnapshot("t0"), 0, (int)OriginSectors), await ReadAsync(store.GetSnapshot("t1"), 0, (int)OriginSectors));
+    }
+
+    private static async Task AssertViewsAsync(SnapshotStore store, byte[] origin, byte[] t0, byte[] t1, string when)
+    {
+        var gotOrigin = await ReadAsync(store.Origin, 0, (int)OriginSectors);
+        var gotT0 = await ReadAsync(store.GetSnapshot("t0"), 0, (int)OriginSectors);
+        var gotT1 = await ReadAsync(store.GetSnapshot("t1"), 0, (int)OriginSectors);
+        Assert.True(origin.AsSpan().SequenceEqual(gotOrigin), $"origin {when}");
+        Assert.True(t0.AsSpan().SequenceEqual(gotT0), $"t0 {when}");
+        Assert.True(t1.AsSpan().SequenceEqual(gotT1), $"t1 {when}");
+    }
+
+    [Fact]
+    public async Task Merge_makes_the_origin_what_the_snapshot_showed_deletes_it_and_keeps_the_other_snapshots()
+    {
+        var p = new TestDeviceProvider();
+        var store = await CreateMemoryStoreAsync(p, OriginSectors);
+        var (_, s, t0, t1) = await PrepareAsync(store);
+        long exceptions = store.GetStatus().Snapshots.Single(x => x.Name == "s").Exceptions;
+        var reports = new List<(long Done, long Total)>();
+        await store.MergeSnapshotAsync("s", new SyncProgress(reports.Add)).AsTask().WaitAsync(Watchdog);
+
+        Assert.Equal(exceptions, reports[^1].Done);
+        Assert.Equal(exceptions, reports[^1].Total);
+        Assert.DoesNotContain(store.GetStatus().Snapshots, x => x.Name == "s");
+        Assert.False(p.Exists(Folder + "/s.cow"));
+        await AssertViewsAsync(store, s, t0, t1, "after the merge");
+        // The origin is a normal origin again: a write goes to it, and the others get their copies first.
+        await WriteAsync(store.Origin, 0, Pattern(0, 16, 9));
+        await AssertViewsAsync(store, Concat(Pattern(0, 16, 9), s.AsSpan(16 * 512)), t0, t1, "after a later write");
+        await store.CloseAsync().AsTask().WaitAsync(Watchdog);
+
+        await using var reopened = await ReopenAsync(p);
+        await AssertViewsAsync(reopened, Concat(Pattern(0, 16, 9), s.AsSpan(16 * 512)), t0, t1, "after reopening");
+        Assert.Equal(["t0", "t1"], reopened.GetStatus().Snapshots.Select(x => x.Name));
+    }
+
+    [Fact]
+    public async Task Merge_is_refused_for_an_unknown_transient_or_invalid_snapshot()
+    {
+        var p = new TestDeviceProvider();
+        await using var store = await CreateMemoryStoreAsync(p, OriginSectors);
+        var e = await Assert.ThrowsAsync<JournalArgumentException>(() => store.MergeSnapshotAsync("nope").AsTask());
+        Assert.Equal("/mem/store/nope.cow: no snapshot named 'nope'", e.Message);
+        await store.CreateSnapshotAsync("tr", new SnapshotOptions { Persistent = false });
+        e = await Assert.ThrowsAsync<JournalArgumentException>(() => store.MergeSnapshotAsync("tr").AsTask());
+        Assert.Equal("/mem/store/tr.cow: snapshot 'tr' is transient; only persistent snapshots can be merged", e.Message);
+        await store.CreateSnapshotAsync("small", new SnapshotOptions { CowSectors = 3 * 8 }); // header, area, one data chunk
+        await WriteAsync(store.Origin, 0, Pattern(0, 16, 1)); // two chunks: the second one fills it
+        Assert.False(store.GetStatus().Snapshots.Single(x => x.Name == "small").IsValid);
+        e = await Assert.ThrowsAsync<JournalArgumentException>(() => store.MergeSnapshotAsync("small").AsTask());
+        Assert.StartsWith("/mem/store/small.cow: snapshot 'small' is invalid (COW file is full)", e.Message);
+    }
+
+    [Fact]
+    public async Task A_failed_merge_reports_Merge_failed_keeps_the_origin_reading_as_the_snapshot_and_finishes_when_run_again()
+    {
+        var p = new TestDeviceProvider();
+        FaultInjectingBlockDevice? originFaults = null;
+        p.Wrap = (path, d) => path.EndsWith("origin.img", StringComparison.Ordinal) ? originFaults = new FaultInjectingBlockDevice(d) : d;
+        var store = await CreateMemoryStoreAsync(p, OriginSectors);
+        var (_, s, t0, t1) = await PrepareAsync(store);
+
+        // The origin's writes fail from chunk 20 on: the merge (in chunk order) stops part way.
+        originFaults!.AddRule(FaultRule.Permanent(FaultOps.Write, firstSector: 160));
+        var failed = await Assert.ThrowsAsync<JournalException>(() => store.MergeSnapshotAsync("s").AsTask().WaitAsync(Watchdog));
+        Assert.StartsWith("/mem/store/s.cow: merge of snapshot 's' into the origin failed: ", failed.Message);
+        Assert.DoesNotContain('\n', failed.Message);
+        var st = store.GetStatus().Snapshots.Single(x => x.Name == "s");
+        Assert.Equal("Merge failed", st.DmStatus);
+        Assert.True(st.Merging);
+        Assert.Contains("\"merging\":true", store.GetStatus().ToJson());
+        originFaults.ClearFaults();
+
+        // Meanwhile the origin reads as s; nothing else may change the snapshot list or use s directly.
+        await AssertViewsAsync(store, s, t0, t1, "after the failed merge");
+        await Assert.ThrowsAsync<JournalArgumentException>(() => store.CreateSnapshotAsync("new").AsTask());
+        await Assert.ThrowsAsync<JournalArgumentException>(() => store.DeleteSnapshotAsync("s").AsTask());
+        await Assert.ThrowsAsync<JournalArgumentException>(() => ReadAsync(store.GetSnapshot("s"), 0, 8));
+
+        // Writes meanwhile: chunk 25 is one s holds (it goes into s's COW chunk); chunk 30 is not (it goes to the origin,
+        // after t0 and t1 get their copies).
+        await WriteAsync(store.Origin, 200, Pattern(200, 4, 7));
+        await WriteAsync(store.Origin, 240, Pattern(240, 8, 7));
+        var expected = (byte[])s.Clone();
+        Pattern(200, 4, 7).CopyTo(expected, 200 * 512);
+        Pattern(240, 8, 7).CopyTo(expected, 240 * 512);
+        await AssertViewsAsync(store, expected, t0, t1, "after writes to a partly merged origin");
+        await store.CloseAsync().AsTask().WaitAsync(Watchdog);
+
+        // Still unfinished after reopening; running it again finishes it.
+        await using var reopened = await ReopenAsync(p);
+        Assert.Equal("Merging", reopened.GetStatus().Snapshots.Single(x => x.Name == "s").Status);
+        await AssertViewsAsync(reopened, expected, t0, t1, "after reopening mid-merge");
+        await reopened.MergeSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+        Assert.DoesNotContain(reopened.GetStatus().Snapshots, x => x.Name == "s");
+        await AssertViewsAsync(reopened, expected, t0, t1, "after the merge finished");
+        await reopened.CreateSnapshotAsync("new");
+    }
+
+    /// <summary>
+    /// A crash at every flush point of a merge (with writes in flight kept, lost or torn): the reopened store shows the
+    /// origin either as it was before the merge (the merge had not started) or as the snapshot (started or finished),
+    /// never a mix; the other snapshots as they were; and an unfinished merge finishes when run again.
+    /// </summary>
+    [Fact]
+    public async Task After_a_crash_during_a_merge_the_origin_reads_as_before_or_as_the_snapshot_and_the_merge_finishes()
+    {
+        var log = new WriteLog();
+        var p = new TestDeviceProvider { Log = log };
+        var store = await CreateMemoryStoreAsync(p, OriginSectors, writeThrough: true);
+        var (before, s, t0, t1) = await PrepareAsync(store);
+        int start = log.Mark("merge start");
+        await store.MergeSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+        int end = log.Mark("merge end");
+        // The process dies here: no close.
+
+        int states = int.TryParse(Environment.GetEnvironmentVariable("JOURNAL_SNAP_CRASH_STATES"), out int n) && n > 0 ? n : 240;
+        int checkedStates = 0, merging = 0;
+        foreach (var state in log.CrashStates(new CrashStateOptions { Seed = 5, FirstPoint = start, MaxPoints = Math.Max(1, states / 4), MaxVariantsPerPoint = 2 }))
+        {
+            var q = new TestDeviceProvider();
+            foreach (var dev in log.Devices)
+            {
+                bool deleted = p.Deletions.Any(d => d.Path == dev.Name && d.Position < state.Point);
+                if (dev.RegisteredAt > state.Point || deleted) continue;
+                q.Replace(dev.Name, state.Device(dev.Id));
+            }
+            string where = state.Description;
+            await using var reopened = await SnapshotStore.OpenAsync(Folder, q.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
+            var status = reopened.GetStatus().Snapshots.SingleOrDefault(x => x.Name == "s");
+            var origin = await ReadAsync(reopened.Origin, 0, (int)OriginSectors);
+            if (status is not null && !status.Merging)
+                Assert.True(before.AsSpan().SequenceEqual(origin), $"origin (merge not started) at {where}");
+            else
+                Assert.True(s.AsSpan().SequenceEqual(origin), $"origin (merge {(status is null ? "finished" : "unfinished")}) at {where}");
+            Assert.True(status is not null || state.Point > start, $"s gone before the merge started at {where}");
+            await AssertViewsAsync(reopened, origin, t0, t1, $"at {where}");
+            if (status is { Merging: true })
+            {
+                merging++;
+                await reopened.MergeSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+                await AssertViewsAsync(reopened, s, t0, t1, $"after finishing the merge at {where}");
+            }
+            checkedStates++;
+        }
+        Assert.True(checkedStates >= Math.Min(states / 4, 20), $"only {checkedStates} crash states checked");
+        Assert.True(merging > 0, "no crash state caught the merge in progress");
+        Assert.True(end > start);
+    }
+
+    private static byte[] Concat(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
+    {
+        var r = new byte[a.Length + b.Length];
+        a.CopyTo(r);
+        b.CopyTo(r.AsSpan(a.Length));
+        return r;
+    }
+
+    /// <summary>A progress reporter that runs its callback at once (Progress&lt;T&gt; posts it to the thread pool).</summary>
+    private sealed class SyncProgress(Action<(long, long)> report) : IProgress<(long Done, long Total)>
+    {
+        public void Report((long Done, long Total) value) => report(value);
+    }
+}
