@@ -14,7 +14,7 @@ internal sealed record StatusReport(
     public sealed record OriginInfo(long Sectors, int ChunkSectors);
     public sealed record LogInfo(bool Clean);
     public sealed record SnapshotInfo(string Name, string Kind, string Status, bool Valid, long SectorsAllocated, long TotalSectors,
-        long MetadataSectors, long Exceptions, string? InvalidReason);
+        long MetadataSectors, long Exceptions, string? InvalidReason, bool Merging, string? MergeFailure);
     public sealed record CopyInfo(int Bound, int InFlight, int PeakInFlight, long ThrottleWaits);
 
     public static StatusReport From(StoreStatus s) => new(
@@ -22,7 +22,7 @@ internal sealed record StatusReport(
         new OriginInfo(s.OriginSectors, s.ChunkSectors),
         new LogInfo(s.LogClean),
         s.Snapshots.Select(x => new SnapshotInfo(x.Name, x.Kind == SnapshotKind.Persistent ? "persistent" : "transient", x.DmStatus, x.IsValid,
-            x.SectorsAllocated, x.TotalSectors, x.MetadataSectors, x.Exceptions, x.InvalidReason)).ToArray(),
+            x.SectorsAllocated, x.TotalSectors, x.MetadataSectors, x.Exceptions, x.InvalidReason, x.Merging, x.MergeFailure)).ToArray(),
         new CopyInfo(s.CopyBound, s.CopiesInFlight, s.PeakCopiesInFlight, s.ThrottleWaits));
 
     /// <summary>dmsetup-style lines: the origin, then each snapshot.</summary>
@@ -33,6 +33,8 @@ internal sealed record StatusReport(
         {
             string line = string.Create(CultureInfo.InvariantCulture, $"{x.Name}: 0 {s.OriginSectors} snapshot {x.DmStatus}");
             if (x.InvalidReason is not null) line += $" ({x.InvalidReason})";
+            if (x.MergeFailure is not null) line += $" ({x.MergeFailure}; the origin reads as {x.Name} until 'snapshot merge' finishes)";
+            else if (x.Merging) line += $" (merge into the origin unfinished: the origin reads as {x.Name} until 'snapshot merge' finishes)";
             yield return line;
         }
     }
