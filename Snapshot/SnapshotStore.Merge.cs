@@ -46,8 +46,7 @@ public sealed partial class SnapshotStore
             bool starting;
             lock (_stateLock)
             {
-                st = _snapshots.FirstOrDefault(s => s.Name == name)
-                    ?? throw new JournalArgumentException($"{CowPathOf(name)}: no snapshot named '{name}'");
+                st = FindLocked(name);
                 if (_merging is { } other && other != st)
                     throw new JournalArgumentException($"{st.CowPath}: the merge of '{other.Name}' into the origin is unfinished; run it again first");
                 if (st.Kind == SnapshotKind.Transient)
@@ -65,17 +64,7 @@ public sealed partial class SnapshotStore
                 if (starting) await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
                 await CopyHomeAsync(st, progress, cancellationToken).ConfigureAwait(false);
                 await _origin.FlushAsync(cancellationToken).ConfigureAwait(false);
-                lock (_stateLock)
-                {
-                    _snapshots = _snapshots.Where(s => s != st).ToArray();
-                    st.Deleted = true;
-                    st.Merging = false;
-                    _merging = null;
-                }
-                await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
-                if (st.Store is PersistentExceptionStore ps) ps.MarkDeleted();
-                if (st.Store is not null) lock (_stateLock) _graveyard.Add(st.Store);
-                _provider.Delete(st.CowPath);
+                await RemoveSnapshotAsync(st, cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {

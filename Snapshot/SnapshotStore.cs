@@ -491,17 +491,11 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             SnapshotState st;
             lock (_stateLock)
             {
-                st = _snapshots.FirstOrDefault(s => s.Name == name)
-                    ?? throw new JournalArgumentException($"{CowPathOf(name)}: no snapshot named '{name}'");
+                st = FindLocked(name);
                 if (st.Merging)
                     throw new JournalArgumentException($"{st.CowPath}: snapshot '{name}' is being merged into the origin (the origin needs its data); run the merge again to finish it");
-                _snapshots = _snapshots.Where(s => s != st).ToArray();
-                st.Deleted = true;
             }
-            await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
-            if (st.Store is PersistentExceptionStore ps) ps.MarkDeleted();
-            if (st.Store is not null) lock (_stateLock) _graveyard.Add(st.Store);
-            _provider.Delete(st.CowPath);
+            await RemoveSnapshotAsync(st, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -509,14 +503,33 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         }
     }
 
-    /// <summary>The snapshot named <paramref name="name"/>; throws <see cref="JournalArgumentException"/> if there is none.</summary>
-    public StoreVolume GetSnapshot(string name)
+    /// <summary>The snapshot named <paramref name="name"/>, or a one-line error naming its COW file. Under the state lock.</summary>
+    private SnapshotState FindLocked(string name) =>
+        _snapshots.FirstOrDefault(s => s.Name == name) ?? throw new JournalArgumentException($"{CowPathOf(name)}: no snapshot named '{name}'");
+
+    /// <summary>
+    /// The end of a delete (and of a merge): the snapshot leaves the list, the superblock without it is committed and
+    /// forced, its log items stop writing home, and its COW file is removed. Gate held exclusively.
+    /// </summary>
+    private async ValueTask RemoveSnapshotAsync(SnapshotState st, CancellationToken cancellationToken)
     {
         lock (_stateLock)
         {
-            var st = _snapshots.FirstOrDefault(s => s.Name == name);
-            return st?.Volume ?? throw new JournalArgumentException($"{CowPathOf(name)}: no snapshot named '{name}'");
+            _snapshots = _snapshots.Where(s => s != st).ToArray();
+            st.Deleted = true;
+            st.Merging = false;
+            if (_merging == st) _merging = null;
         }
+        await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
+        if (st.Store is PersistentExceptionStore ps) ps.MarkDeleted();
+        if (st.Store is not null) lock (_stateLock) _graveyard.Add(st.Store);
+        _provider.Delete(st.CowPath);
+    }
+
+    /// <summary>The snapshot named <paramref name="name"/>; throws <see cref="JournalArgumentException"/> if there is none.</summary>
+    public StoreVolume GetSnapshot(string name)
+    {
+        lock (_stateLock) return FindLocked(name).Volume!;
     }
 
     /// <summary>The volume named <paramref name="name"/>: <c>origin</c> or a snapshot.</summary>
