@@ -84,7 +84,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     private readonly byte[][] _freeBuffers;       // buffers held and not attached to a slot: [0, _freeCount)
     private int _freeCount;
     private int _heldBuffers;                     // reserved + rented and not yet given back
-    private bool _refillRunning;                  // a RefillAsync is renting a buffer
+    private bool _renting;                  // a RentBufferAsync is running (one at a time)
     private long _bufferMemoryWaits, _buffersRented, _buffersReturned, _rentFailures;
     private long _records, _pads, _ops, _payloadBytes, _bytesWritten, _flushes, _forces, _forcesNoIo, _forceWaits,
         _bufferWaits, _spaceWaits, _tids;
@@ -220,7 +220,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     /// <summary>True while a buffer is being rented from the pool (tests wait for a stalled rent to finish).</summary>
     internal bool RentRunning
     {
-        get { lock (_lock) return _refillRunning; }
+        get { lock (_lock) return _renting; }
     }
 
     /// <summary>Bytes of log the writer can still fill before it must wait for the tail to move.</summary>
@@ -434,7 +434,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
                 // Every buffer held is attached to a slot on its way to disk; one comes back after the next flush.
                 // Meanwhile rent one more, if the pool may give it (the renting task completes the same wait).
                 _bufferMemoryWaits++;
-                if (_pool is not null && !_refillRunning && _heldBuffers < _ring.Length) { _refillRunning = true; rent = true; }
+                if (_pool is not null && !_renting && _heldBuffers < _ring.Length) { _renting = true; rent = true; }
                 _bufferFreed ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 wait = _bufferFreed.Task;
                 return null;
@@ -647,7 +647,7 @@ public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         TaskCompletionSource? wake = null;
         lock (_lock)
         {
-            _refillRunning = false;
+            _renting = false;
             if (b is null) _rentFailures++;
             else if (_disposed || _heldBuffers >= _ring.Length || _bufferFreed is null)
             {
