@@ -76,7 +76,7 @@ public sealed partial class SnapshotStore
             await _origin.ReadAsync(sector, buffer, cancellationToken).ConfigureAwait(false);
             return;
         }
-        long cowSector = _layout.ChunkToSector(newChunk) + (sector - ((long)chunk << _layout.ChunkShift));
+        long cowSector = CowSector(newChunk, chunk, sector);
         await m.Store!.Cow.ReadAsync(cowSector, buffer, cancellationToken).ConfigureAwait(false);
     }
 
@@ -276,7 +276,7 @@ public sealed partial class SnapshotStore
                     if (redirectTo is not null)
                     {
                         admitted?.TrySetResult();
-                        long cowSector = _layout.ChunkToSector(redirectChunk) + (sector - ((long)chunk << _layout.ChunkShift));
+                        long cowSector = CowSector(redirectChunk, chunk, sector);
                         await redirectTo.Store!.Cow.WriteAsync(cowSector, data, cancellationToken).ConfigureAwait(false);
                         if (_options.WriteThrough) await redirectTo.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
                         return;
@@ -330,7 +330,7 @@ public sealed partial class SnapshotStore
                 if (wait is not null) continue;
                 if (fromCow)
                 {
-                    long cowSector = _layout.ChunkToSector(newChunk) + (sector - ((long)chunk << _layout.ChunkShift));
+                    long cowSector = CowSector(newChunk, chunk, sector);
                     await st.Store!.Cow.ReadAsync(cowSector, buffer, cancellationToken).ConfigureAwait(false);
                     return;
                 }
@@ -431,6 +431,10 @@ public sealed partial class SnapshotStore
             }
         }
     }
+
+    /// <summary>The COW sector holding <paramref name="sector"/> of origin chunk <paramref name="chunk"/>, whose exception is COW chunk <paramref name="newChunk"/>.</summary>
+    private long CowSector(ulong newChunk, ulong chunk, long sector) =>
+        _layout.ChunkToSector(newChunk) + (sector - ((long)chunk << _layout.ChunkShift));
 
     /// <summary>Throws for a deleted or invalid snapshot. Call under the state lock or after an invalidation.</summary>
     private void ThrowIfUnusable(SnapshotState st)

@@ -1,6 +1,4 @@
 using Journal;
-using Journal.Storage;
-using Snapshot.Exceptions;
 
 namespace Snapshot;
 
