@@ -182,6 +182,13 @@ public sealed class MetadataJournal : IAsyncDisposable
     public long EstimateLogBytes(LogItemSize size) => Cil.CostModel.ItemCost(size) + Cil.CostModel.ContextOverhead;
 
     /// <summary>
+    /// The largest reservation one transaction should ask for: a quarter of the log, and at most half the CIL's hard
+    /// limit, so that a transaction of this size never waits for log space that only its own commit could free and
+    /// never holds the CIL past its hard limit by itself. A batch bigger than this is committed as several transactions.
+    /// </summary>
+    public long MaxTransactionBytes => Math.Min(Space.MaxReservation / 2, Cil.HardLimit / 2);
+
+    /// <summary>
     /// Starts a transaction holding <paramref name="reserveBytes"/> of log space (see <see cref="EstimateLogBytes"/>).
     /// Waits, and never fails, while the log is full: the AIL moves the tail and the reservation proceeds. Call it
     /// before taking the locks of the items you will change, and reserve enough: a commit that needs more takes the

@@ -370,14 +370,54 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     }
 
     /// <summary>
-    /// Journal commit of a batch: reserve log space holding nothing (enough for every segment the batch can touch, each
-    /// entirely dirty); then, segment by segment, take its lock, append, join it; commit; release; force.
-    /// Rounds of one store never overlap, so the segment locks only ever contend with the AIL, which just tries them.
+    /// Journal commit of a batch, in transactions that each fit the log (<see cref="MetadataJournal.MaxTransactionBytes"/>):
+    /// a busy store queues more exceptions per round, and one transaction for all of them could ask for more log space
+    /// than the log has. Each transaction reserves log space holding nothing (enough for every segment its part can
+    /// touch, each entirely dirty); then, segment by segment, takes its lock, appends, joins it; commits; releases. One
+    /// force at the end makes every part durable (sequences are forced in order). Rounds of one store never overlap, so
+    /// the segment locks only ever contend with the AIL, which just tries them.
     /// </summary>
     private async ValueTask CommitThroughJournalAsync(MetadataJournal journal, List<DiskException> batch, CancellationToken cancellationToken)
     {
-        int maxSegments = 1 + (batch.Count + SegmentEntries - 1) / SegmentEntries;
-        int reserve = maxSegments * (int)journal.EstimateLogBytes(new LogItemSize(1, SegmentLogHeader.Size + SegmentEntries * DiskException.Size));
+        int entriesPerTransaction = EntriesPerTransaction(journal);
+        ulong sequence = 0;
+        bool kick = false;
+        for (int start = 0; start < batch.Count; start += entriesPerTransaction)
+        {
+            int count = Math.Min(entriesPerTransaction, batch.Count - start);
+            (sequence, bool k) = await CommitTransactionAsync(journal, batch, start, count, cancellationToken).ConfigureAwait(false);
+            kick |= k;
+            Interlocked.Increment(ref _commitTransactions);
+        }
+        await journal.ForceAsync(sequence, cancellationToken).ConfigureAwait(false);
+        if (kick) _kicker!.Request();
+    }
+
+    private long _commitTransactions;
+
+    /// <summary>Journal transactions committed by commit rounds (more than the rounds when a round's batch was split).</summary>
+    public long CommitTransactions => Interlocked.Read(ref _commitTransactions);
+
+    /// <summary>Log bytes reserved for one segment that a transaction may fill entirely.</summary>
+    private int SegmentReserveBytes(MetadataJournal journal) =>
+        (int)journal.EstimateLogBytes(new LogItemSize(1, SegmentLogHeader.Size + SegmentEntries * DiskException.Size));
+
+    /// <summary>
+    /// Most exceptions one transaction commits: as many whole segments as fit the log's per-transaction limit, less the
+    /// partly filled segment a transaction can start in (at least one segment's worth).
+    /// </summary>
+    internal int EntriesPerTransaction(MetadataJournal journal)
+    {
+        long segments = journal.MaxTransactionBytes / SegmentReserveBytes(journal);
+        return (int)Math.Max(1, segments - 1) * SegmentEntries;
+    }
+
+    /// <summary>Commits <paramref name="count"/> entries of <paramref name="batch"/> from <paramref name="start"/> as one transaction.</summary>
+    private async ValueTask<(ulong Sequence, bool Kick)> CommitTransactionAsync(MetadataJournal journal, List<DiskException> batch, int start, int count,
+        CancellationToken cancellationToken)
+    {
+        int maxSegments = 1 + (count + SegmentEntries - 1) / SegmentEntries;
+        int reserve = maxSegments * SegmentReserveBytes(journal);
         ulong sequence;
         bool kick = false;
         var held = new List<AreaSegmentItem>(2);
@@ -385,15 +425,15 @@ internal sealed class PersistentExceptionStore : ExceptionStore
         {
             try
             {
-                int i = 0;
-                while (i < batch.Count)
+                int i = start, end = start + count;
+                while (i < end)
                 {
                     AreaSegmentItem seg;
                     lock (_metaLock) seg = _segment!;
                     // Waiting only for an AIL write-back of this segment in progress (it takes nothing we hold).
                     await seg.Lock.WaitAsync(cancellationToken).ConfigureAwait(false);
                     held.Add(seg);
-                    while (i < batch.Count && !seg.IsFull) seg.Entries[seg.Count++] = batch[i++];
+                    while (i < end && !seg.IsFull) seg.Entries[seg.Count++] = batch[i++];
                     if (seg.IsFull)
                     {
                         lock (_metaLock)
@@ -404,7 +444,7 @@ internal sealed class PersistentExceptionStore : ExceptionStore
                     }
                     tx.AddItem(seg);
                 }
-                lock (_metaLock) _nextEntry += batch.Count;
+                lock (_metaLock) _nextEntry += count;
                 sequence = await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
                 foreach (var seg in held) kick |= seg.Count - seg.HomeCount >= WriteBackKicker.DirtyThreshold;
             }
@@ -413,8 +453,7 @@ internal sealed class PersistentExceptionStore : ExceptionStore
                 foreach (var seg in held) seg.Lock.Release();
             }
         }
-        await journal.ForceAsync(sequence, cancellationToken).ConfigureAwait(false);
-        if (kick) _kicker!.Request();
+        return (sequence, kick);
     }
 
     /// <summary>Largest area rewritten whole by a direct-mode commit.</summary>

@@ -1,0 +1,54 @@
+using Snapshot;
+using Snapshot.Exceptions;
+using static Journal.Tests.Snapshot.SnapTestUtil;
+
+namespace Journal.Tests.Snapshot;
+
+/// <summary>Commit rounds whose batch is far bigger than the log: split into transactions that fit it.</summary>
+public sealed class CommitRoundTests
+{
+    [Fact]
+    public async Task A_round_many_times_larger_than_the_log_commits_in_transactions_that_fit()
+    {
+        // 512-byte chunks: 32 exceptions per metadata area, so a batch touches many segments for little memory.
+        const int chunks = 96_000;
+        var p = new TestDeviceProvider();
+        Journal.Tests.Cil.GatedDevice? cowGate = null;
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        p.Wrap = (path, d) =>
+        {
+            if (!path.EndsWith(".cow", StringComparison.Ordinal)) return d;
+            cowGate = new Journal.Tests.Cil.GatedDevice(d) { AsyncFlushes = true };
+            return cowGate;
+        };
+        await using var store = await CreateMemoryStoreAsync(p, chunks, chunkSectors: 1, maxInFlight: 0);
+        var snap = (SnapshotVolume)await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+        var cow = (PersistentExceptionStore)snap.State.Store!;
+        int perTransaction = cow.EntriesPerTransaction(store.Journal!);
+        Assert.True(chunks > 4 * perTransaction, $"the batch ({chunks}) must be many times what one transaction takes ({perTransaction})");
+
+        // The first round's COW flush is held, so every other write's exception queues behind it: the next round takes
+        // them all at once.
+        cowGate!.FlushGate = release.Task;
+        var data = new byte[512];
+        var completions = new List<Task>(chunks);
+        for (int c = 0; c < chunks; c++)
+        {
+            data[0] = (byte)c;
+            await store.SubmitOriginWrite(c, data.ToArray(), out var done).WaitAsync(Watchdog);
+            completions.Add(done);
+        }
+        release.SetResult();
+        await Task.WhenAll(completions).WaitAsync(TimeSpan.FromMinutes(2));
+
+        Assert.True(cow.CommitTransactions > cow.CommitRounds, $"{cow.CommitTransactions} transactions in {cow.CommitRounds} rounds: no round was split");
+        Assert.Equal(chunks, store.GetStatus().Snapshots.Single().Exceptions);
+        Assert.True(store.Journal!.Statistics.ReservationOverruns == 0, "a transaction needed more log space than it reserved");
+        await store.CloseAsync();
+
+        await using var reopened = await ReopenAsync(p);
+        Assert.Equal(chunks, reopened.GetStatus().Snapshots.Single().Exceptions);
+        var first = await ReadAsync(reopened.GetSnapshot("s"), 0, 1);
+        Assert.Equal(0, first[0]);
+    }
+}
