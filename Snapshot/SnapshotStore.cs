@@ -189,7 +189,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             created.Add(log);
             var sbDev = provider.Create(sbPath, Superblock.FileSectors);
             created.Add(sbDev);
-            var sb = new Superblock(1, options.OriginSectors, options.ChunkSectors, 1, []);
+            var sb = new Superblock(1, options.OriginSectors, options.ChunkSectors, 1, []) { StoreId = options.StoreId is { } fixedId and not 0 ? fixedId : NewStoreId() };
             await sb.WriteAsync(sbDev, cancellationToken).ConfigureAwait(false);
             var store = new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb);
             store._journal = StoreJournal.Create(log);
@@ -303,7 +303,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             if (kind == SnapshotKind.Transient)
             {
                 // A transient snapshot's exceptions were only in memory: after a close (or crash) it has no contents.
-                _provider.Delete(st.CowPath);
+                RemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: false);
                 if (st.IsValid)
                 {
                     st.InvalidCode = InvalidReasonCode.TransientLost;
@@ -315,7 +315,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             if (!st.IsValid) continue; // an invalid snapshot is never read again; its COW file stays as it is
             if (!_provider.Exists(st.CowPath))
                 throw new JournalException($"{st.CowPath}: COW file of snapshot '{st.Name}' is missing");
-            var store = PersistentExceptionStore.Open(_provider, st.CowPath, _layout, rec.CowSectors, GrowthSectors, rec.Id, out var header, JournalForStores);
+            var store = PersistentExceptionStore.Open(_provider, st.CowPath, _layout, rec.CowSectors, GrowthSectors, rec.Id, sb.StoreId, out var header, JournalForStores);
             st.Store = store;
             if (!header.IsValid)
             {
@@ -332,11 +332,68 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             });
         }
         lock (_stateLock) _snapshots = states.ToArray();
-        // COW files no snapshot owns: left by a create or delete that a crash interrupted.
+        // COW files no snapshot owns: left by a create or delete that a crash interrupted. Only files whose header carries
+        // this store's id (and a snapshot id the superblock does not list) are removed; anything else is left alone. The
+        // superblock here is the newest the store has (a fallback to an older copy is refused unless the journal brings it
+        // up to date), so no file is removed on the word of an older copy.
         var owned = new HashSet<string>(states.Select(s => Path.GetFullPath(s.CowPath)), StringComparer.Ordinal);
+        var listed = states.Select(s => s.Id).ToHashSet();
         foreach (var f in _provider.List(Folder, CowExtension))
-            if (!owned.Contains(Path.GetFullPath(f))) _provider.Delete(f);
+        {
+            if (owned.Contains(Path.GetFullPath(f))) continue;
+            if (StoreId != 0 && ReadCowIdentity(f) is { } id && id.StoreId == StoreId && !listed.Contains(id.SnapshotId))
+                RemoveOwnCowFile(f, id.SnapshotId, allowDamaged: false);
+        }
         if (rewrite) await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>This store's identity (<see cref="Superblock.StoreId"/>); every COW file it makes carries it.</summary>
+    private ulong StoreId => _superblock.StoreId;
+
+    private static ulong NewStoreId()
+    {
+        Span<byte> b = stackalloc byte[8];
+        ulong id;
+        do
+        {
+            System.Security.Cryptography.RandomNumberGenerator.Fill(b);
+            id = BitConverter.ToUInt64(b);
+        } while (id == 0);
+        return id;
+    }
+
+    /// <summary>
+    /// The identity in the header of a file that may be a COW file (of this store or another), or null when it has no
+    /// good header (see <see cref="CowHeader.TryIdentify"/>).
+    /// </summary>
+    private (ulong StoreId, ulong SnapshotId, uint Kind)? ReadCowIdentity(string path)
+    {
+        try
+        {
+            using var dev = _provider.Open(path);
+            if (dev.SectorCount < 1) return null;
+            var sector = new byte[BlockDevice.SectorSize];
+            dev.Read(0, sector);
+            return CowHeader.TryIdentify(sector);
+        }
+        catch (Exception e) when (e is IOException or JournalException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Removes the COW file of snapshot <paramref name="snapshotId"/> only if this store made it: its header carries this
+    /// store's id and that snapshot id. With <paramref name="allowDamaged"/> (an explicit delete of a snapshot the
+    /// superblock lists) a file with no good header at all is removed too; a file whose header names another store or
+    /// another snapshot never is. Returns true when the file is gone.
+    /// </summary>
+    private bool RemoveOwnCowFile(string path, ulong snapshotId, bool allowDamaged)
+    {
+        if (!_provider.Exists(path)) return true;
+        bool remove = ReadCowIdentity(path) is { } id ? id.StoreId == StoreId && id.SnapshotId == snapshotId : allowDamaged;
+        if (remove) _provider.Delete(path);
+        return remove;
     }
 
     private long GrowthSectors => Math.Max(_options.CowGrowthBytes / BlockDevice.SectorSize, 2048);
@@ -395,16 +452,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     public static void ValidateSnapshotName(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
-        if (name.Length == 0) throw new JournalArgumentException("snapshot name is empty");
-        int bytes = Encoding.UTF8.GetByteCount(name);
-        if (bytes > MaxNameBytes) throw new JournalArgumentException($"snapshot name '{name}' is too long: {bytes} bytes, at most {MaxNameBytes}");
-        if (name.Contains('/') || name.Contains('\\')) throw new JournalArgumentException($"snapshot name '{name}' contains a path separator");
-        if (name.Contains("..")) throw new JournalArgumentException($"snapshot name '{name}' contains \"..\"");
-        if (name[0] == '.') throw new JournalArgumentException($"snapshot name '{name}' starts with '.'");
-        foreach (char ch in name)
-            if (!(char.IsAsciiLetterOrDigit(ch) || ch is '.' or '_' or '-'))
-                throw new JournalArgumentException($"snapshot name '{name}' contains '{(char.IsControl(ch) ? $"\\u{(int)ch:x4}" : ch.ToString())}': use letters, digits, '.', '_' and '-'");
-        if (name == "origin") throw new JournalArgumentException("snapshot name 'origin' is reserved for the origin volume");
+        if (SnapshotRecord.NameProblem(name) is { } problem) throw new JournalArgumentException(problem);
     }
 
     /// <summary>COW size that holds a full copy of the origin (header, every area, every chunk), in sectors.</summary>
@@ -428,10 +476,10 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         ValidateSnapshotName(name);
         options ??= new SnapshotOptions();
         string path = CowPathOf(name);
-        long cowSectors = options.CowSectors ?? (options.Persistent ? FullCopyCowSectors : OriginSectors);
-        long minimum = options.Persistent ? PersistentExceptionStore.MinimumSectors(ChunkSectors) : ChunkSectors;
+        long cowSectors = options.CowSectors ?? (options.Persistent ? FullCopyCowSectors : OriginSectors + ChunkSectors);
+        long minimum = options.Persistent ? PersistentExceptionStore.MinimumSectors(ChunkSectors) : TransientExceptionStore.MinimumSectors(ChunkSectors);
         if (cowSectors / ChunkSectors * ChunkSectors < minimum)
-            throw new JournalArgumentException($"{path}: COW size {cowSectors} sectors is too small: {(options.Persistent ? "the header chunk and the first metadata area need" : "one chunk needs")} {minimum} sectors");
+            throw new JournalArgumentException($"{path}: COW size {cowSectors} sectors is too small: {(options.Persistent ? "the header chunk and the first metadata area need" : "the header chunk and one data chunk need")} {minimum} sectors");
         await _gate.EnterExclusiveAsync().ConfigureAwait(false);
         try
         {
@@ -452,12 +500,12 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             st.Volume = new SnapshotVolume(this, st, OriginSectors);
             if (options.Persistent)
             {
-                st.Store = PersistentExceptionStore.Create(_provider, path, _layout, cowSectors, GrowthSectors, id, JournalForStores);
+                st.Store = PersistentExceptionStore.Create(_provider, path, _layout, cowSectors, GrowthSectors, id, StoreId, JournalForStores);
             }
             else
             {
                 long initial = Math.Min(st.CowSectors, GrowthSectors);
-                st.Store = new TransientExceptionStore(_provider.Create(path, initial), _layout, cowSectors, GrowthSectors);
+                st.Store = TransientExceptionStore.Create(_provider.Create(path, initial), _layout, cowSectors, GrowthSectors, id, StoreId);
             }
             lock (_stateLock) _snapshots = [.. _snapshots, st];
             try
@@ -523,7 +571,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
         if (st.Store is PersistentExceptionStore ps) ps.MarkDeleted();
         if (st.Store is not null) lock (_stateLock) _graveyard.Add(st.Store);
-        _provider.Delete(st.CowPath);
+        RemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: true);
     }
 
     /// <summary>The snapshot named <paramref name="name"/>; throws <see cref="JournalArgumentException"/> if there is none.</summary>
@@ -595,7 +643,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             }
             DisposeSnapshotStores();
             foreach (var s in snaps)
-                if (s.Kind == SnapshotKind.Transient) _provider.Delete(s.CowPath);
+                if (s.Kind == SnapshotKind.Transient) RemoveOwnCowFile(s.CowPath, s.Id, allowDamaged: false);
             _origin.Dispose();
             _logDevice.Dispose();
             _sbDevice.Dispose();

@@ -47,6 +47,9 @@ public sealed class StoreOptions
     /// <summary>Where devices come from (tests substitute memory or recording devices).</summary>
     internal IDeviceProvider DeviceProvider { get; init; } = FileDeviceProvider.Instance;
 
+    /// <summary>The new store's identity (creation only; tests pin it for byte-exact golden files). Null: random.</summary>
+    internal ulong? StoreId { get; init; }
+
     /// <summary>How persistent exception metadata is committed.</summary>
     internal MetadataMode MetadataMode { get; init; } = MetadataMode.Journal;
 

@@ -46,16 +46,23 @@ public class CowFormatTests
     [Fact]
     public void Header_round_trips_and_rejects_bad_fields_with_one_line()
     {
-        var h = CowHeader.New(8, 7);
+        var h = CowHeader.New(8, 7, 0x1234_5678_9abc_def0);
         var b = new byte[512];
         h.Write(b);
-        Assert.Equal(h, CowHeader.Read(b, "x.cow", 8, 7));
+        Assert.Equal(h, CowHeader.Read(b, "x.cow", 8, 7, 0x1234_5678_9abc_def0));
+        Assert.Equal((0x1234_5678_9abc_def0UL, 7UL, CowHeader.KindPersistent), CowHeader.TryIdentify(b));
+        var other = Assert.Throws<JournalException>(() => CowHeader.Read(b, "x.cow", 8, 7, 0x1111));
+        Assert.Contains("another store", other.Message);
         Assert.Equal("SnAp", System.Text.Encoding.ASCII.GetString(b, 0, 4));
         Assert.Contains("valid 1", h.ToString());
         var e = Assert.Throws<JournalException>(() => CowHeader.Read(b, "x.cow", 16, 7));
         Assert.Contains("x.cow", e.Message);
         Assert.Contains("chunk size", e.Message);
         Assert.Throws<JournalException>(() => CowHeader.Read(b, "x.cow", 8, 8));
+        b[90] ^= 1; // the store id is covered by the checksum too
+        Assert.Contains("checksum", Assert.Throws<JournalException>(() => CowHeader.Read(b, "x.cow", 8, 7)).Message);
+        Assert.Null(CowHeader.TryIdentify(b));
+        b[90] ^= 1;
         b[72] ^= 1;
         Assert.Contains("checksum", Assert.Throws<JournalException>(() => CowHeader.Read(b, "x.cow", 8, 7)).Message);
         b[0] = 0;
@@ -89,7 +96,7 @@ public class CowFormatTests
     {
         var p = new TestDeviceProvider();
         var l = new CowLayout(8);
-        using var s = PersistentExceptionStore.Create(p, "/mem/a.cow", l, 8 * 1024, 2048, 1);
+        using var s = PersistentExceptionStore.Create(p, "/mem/a.cow", l, 8 * 1024, 2048, 1, 99);
         var got = new List<ulong>();
         for (int i = 0; i < 300; i++)
         {
@@ -132,7 +139,7 @@ public class CowFormatTests
     {
         var p = new TestDeviceProvider();
         var l = new CowLayout(8);
-        using (var s = PersistentExceptionStore.Create(p, "/mem/h.cow", l, 8 * 1024, 2048, 1))
+        using (var s = PersistentExceptionStore.Create(p, "/mem/h.cow", l, 8 * 1024, 2048, 1, 99))
         {
             Assert.True(s.TryAllocate(out ulong a));
             Assert.True(s.TryAllocate(out ulong b));
@@ -142,7 +149,7 @@ public class CowFormatTests
             await s.CommitAsync(10, a);
             await s.CommitAsync(11, c); // b was allocated but its exception never committed (a crash, say)
         }
-        using (var s = PersistentExceptionStore.Open(p, "/mem/h.cow", l, 8 * 1024, 2048, 1, out var header))
+        using (var s = PersistentExceptionStore.Open(p, "/mem/h.cow", l, 8 * 1024, 2048, 1, 99, out var header))
         {
             Assert.True(header.IsValid);
             var seen = new List<(ulong, ulong)>();
@@ -162,7 +169,7 @@ public class CowFormatTests
     {
         var p = new TestDeviceProvider();
         var l = new CowLayout(8);
-        using (var s = PersistentExceptionStore.Create(p, "/mem/c.cow", l, 8 * 1024, 2048, 1))
+        using (var s = PersistentExceptionStore.Create(p, "/mem/c.cow", l, 8 * 1024, 2048, 1, 99))
         {
             Assert.True(s.TryAllocate(out ulong a));
             await s.EnsureCapacityAsync(a);
@@ -173,7 +180,7 @@ public class CowFormatTests
         p.Backing("/mem/c.cow").Read(8, entry);
         new DiskException(6, 258).Write(entry.AsSpan(16));
         p.Backing("/mem/c.cow").Write(8, entry);
-        using var s2 = PersistentExceptionStore.Open(p, "/mem/c.cow", l, 8 * 1024, 2048, 1, out _);
+        using var s2 = PersistentExceptionStore.Open(p, "/mem/c.cow", l, 8 * 1024, 2048, 1, 99, out _);
         var e = Assert.Throws<Journal.Recovery.CorruptionException>(() => s2.Load(1000, (_, _) => true));
         Assert.Contains("/mem/c.cow", e.Message);
         Assert.Contains("area 0 entry 1", e.Message);

@@ -135,9 +135,10 @@ public class SnapshotStoreLifecycleTests
         Assert.Equal(Pattern(0, 64, 1), await ReadAsync(t, 0, 64));
         var st = store.GetStatus().Snapshots.Single();
         Assert.Equal(SnapshotKind.Transient, st.Kind);
-        Assert.Equal(0, st.MetadataSectors);
-        Assert.Equal($"{64}/{64} 0", st.DmStatus);
+        Assert.Equal(8, st.MetadataSectors); // the header chunk that names the store and the snapshot
+        Assert.Equal($"{72}/{72} 8", st.DmStatus);
         await store.CloseAsync();
+        Assert.DoesNotContain("/mem/store/t.cow", p.Paths); // its scratch file, removed at close
 
         store = await ReopenAsync(p);
         var after = store.GetStatus().Snapshots.Single();

@@ -40,6 +40,7 @@ internal sealed class TestDeviceProvider : IDeviceProvider
         PoolReserve = o?.PoolReserve ?? 16,
         DeviceProvider = this,
         MetadataMode = o?.MetadataMode ?? MetadataMode.Journal,
+        StoreId = o?.StoreId ?? 0x5354_4f52_4531_0001, // fixed, so stores in memory are byte-for-byte reproducible
     };
 
     public BlockDevice Create(string path, long sectors)

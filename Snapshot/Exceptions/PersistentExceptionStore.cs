@@ -155,7 +155,7 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     public static long MinimumSectors(int chunkSectors) => 2L * chunkSectors;
 
     /// <summary>Creates a new COW file: header (valid) and a zeroed first area, flushed.</summary>
-    public static PersistentExceptionStore Create(IDeviceProvider provider, string path, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, MetadataJournal? journal = null)
+    public static PersistentExceptionStore Create(IDeviceProvider provider, string path, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, ulong storeId, MetadataJournal? journal = null)
     {
         long total = totalSectors / layout.ChunkSectors * layout.ChunkSectors;
         long initial = Math.Min(total, Math.Max(growthSectors, 3L * layout.ChunkSectors));
@@ -164,7 +164,7 @@ internal sealed class PersistentExceptionStore : ExceptionStore
         var s = new PersistentExceptionStore(dev, layout, totalSectors, growthSectors, snapshotId, journal);
         try
         {
-            CowHeader.New(layout.ChunkSectors, snapshotId).Write(s._chunk0);
+            CowHeader.New(layout.ChunkSectors, snapshotId, storeId).Write(s._chunk0);
             dev.Write(0, s._chunk0);
             dev.Flush();
             return s;
@@ -177,7 +177,7 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     }
 
     /// <summary>Opens an existing COW file and reads its header; call <see cref="Load"/> next if it is valid.</summary>
-    public static PersistentExceptionStore Open(IDeviceProvider provider, string path, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, out CowHeader header, MetadataJournal? journal = null)
+    public static PersistentExceptionStore Open(IDeviceProvider provider, string path, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, ulong storeId, out CowHeader header, MetadataJournal? journal = null)
     {
         var dev = provider.Open(path);
         var s = new PersistentExceptionStore(dev, layout, totalSectors, growthSectors, snapshotId, journal);
@@ -187,7 +187,7 @@ internal sealed class PersistentExceptionStore : ExceptionStore
                 throw new CorruptionException(path, 0, Lsn.Zero, "COW file is shorter than its header and first area",
                     $"{MinimumSectors(layout.ChunkSectors)} sectors", $"{dev.SectorCount} sectors");
             dev.Read(0, s._chunk0);
-            header = CowHeader.Read(s._chunk0, path, layout.ChunkSectors, snapshotId);
+            header = CowHeader.Read(s._chunk0, path, layout.ChunkSectors, snapshotId, storeId);
             s._invalid = !header.IsValid;
             return s;
         }

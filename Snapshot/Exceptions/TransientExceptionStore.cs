@@ -4,17 +4,44 @@ using Snapshot.Format;
 namespace Snapshot.Exceptions;
 
 /// <summary>
-/// A transient exception store (dm-snap-transient): nothing is written but data; chunks are allocated from chunk 0
-/// upward; the exceptions live only in the snapshot's in-memory table and are lost when the store closes.
+/// A transient exception store (dm-snap-transient): nothing is written but data and, in chunk 0, a header naming the
+/// store and the snapshot (kind transient), so the file is recognisably the store's own when it is removed; data chunks
+/// are allocated from chunk 1 upward; the exceptions live only in the snapshot's in-memory table and are lost when the
+/// store closes.
 /// </summary>
 internal sealed class TransientExceptionStore : ExceptionStore
 {
+    /// <summary>First data chunk (chunk 0 holds the header).</summary>
+    public const ulong FirstDataChunk = 1;
+
     private readonly object _allocLock = new(); // leaf: protects _nextFree and _holes
-    private ulong _nextFree;
+    private ulong _nextFree = FirstDataChunk;
     private readonly Stack<ulong> _holes = new();
 
-    public TransientExceptionStore(BlockDevice cow, CowLayout layout, long totalSectors, long growthSectors)
+    private TransientExceptionStore(BlockDevice cow, CowLayout layout, long totalSectors, long growthSectors)
         : base(cow, layout, totalSectors, growthSectors) { }
+
+    /// <summary>Smallest COW size (in sectors): the header chunk and one data chunk.</summary>
+    public static long MinimumSectors(int chunkSectors) => 2L * chunkSectors;
+
+    /// <summary>Creates the scratch file with its header (flushed, so its identity is on disk before it is named).</summary>
+    public static TransientExceptionStore Create(BlockDevice cow, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, ulong storeId)
+    {
+        var s = new TransientExceptionStore(cow, layout, totalSectors, growthSectors);
+        try
+        {
+            var header = new byte[BlockDevice.SectorSize];
+            CowHeader.New(layout.ChunkSectors, snapshotId, storeId, CowHeader.KindTransient).Write(header);
+            cow.Write(0, header);
+            cow.Flush();
+            return s;
+        }
+        catch
+        {
+            s.Dispose();
+            throw;
+        }
+    }
 
     public override bool IsPersistent => false;
 
@@ -36,7 +63,7 @@ internal sealed class TransientExceptionStore : ExceptionStore
 
     public override StoreUsage Usage
     {
-        get { lock (_allocLock) return new StoreUsage(((long)_nextFree - _holes.Count) * Layout.ChunkSectors, TotalSectors, 0); }
+        get { lock (_allocLock) return new StoreUsage(((long)_nextFree - _holes.Count) * Layout.ChunkSectors, TotalSectors, Layout.ChunkSectors); }
     }
 
     public override ValueTask CommitAsync(ulong oldChunk, ulong newChunk, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;

@@ -17,16 +17,33 @@ namespace Snapshot.Format;
 ///     12     4  le32 chunk_size   sectors
 ///     16    48  zero
 ///     64     4  le32 store magic  0x506e534a ("JSnP")
-///     68     4  le32 store format 1
+///     68     4  le32 store format 2 (1: the fields up to offset 84 only, CRC over bytes 64..83, no store id)
 ///     72     8  le64 snapshot id  unique within the store, never reused
 ///     80     4  le32 lsn slots    number of home-LSN slots that follow at offset 128
-///     84     4  le32 crc32c       of bytes 64..83
-///     88    40  zero
+///     84     4  le32 crc32c       of bytes 64..127 with this field taken as zero
+///     88     8  le64 store id     the superblock's store_id: ties the file to its store
+///     96     4  le32 kind         1 persistent, 2 transient
+///    100    28  zero
 ///    128  16*n  home-LSN slots    { le64 area + 1 (0 = empty), le64 LSN }, see HomeLsnSlots
 /// </code>
+/// <para>The store id and snapshot id are what lets the store remove a COW file: it removes only files whose header
+/// carries its own store id (a file of another store, or a file it did not write, is never removed by name alone).
+/// A transient snapshot's scratch file carries the same header (with kind 2) in its chunk 0.</para>
 /// </remarks>
 internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, uint ChunkSectors, ulong SnapshotId, uint SlotCount)
 {
+    /// <summary>The store's id (0 in a format-1 header, which has none).</summary>
+    public ulong StoreId { get; init; }
+
+    /// <summary>1 persistent, 2 transient (a format-1 header is always persistent).</summary>
+    public uint Kind { get; init; } = KindPersistent;
+
+    /// <summary>Kind of a persistent snapshot's COW file.</summary>
+    public const uint KindPersistent = 1;
+
+    /// <summary>Kind of a transient snapshot's scratch file.</summary>
+    public const uint KindTransient = 2;
+
     /// <summary>"SnAp" as a little-endian 32-bit value.</summary>
     public const uint SnapMagic = 0x70416e53;
 
@@ -36,8 +53,11 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
     /// <summary>"JSnP": the store's own fields are present.</summary>
     public const uint StoreMagic = 0x506e534a;
 
-    /// <summary>Version of the store's own fields.</summary>
-    public const uint StoreVersion = 1;
+    /// <summary>Version of the store's own fields written now.</summary>
+    public const uint StoreVersion = 2;
+
+    /// <summary>The first version of the store's fields (no store id, CRC over bytes 64..83); still read.</summary>
+    public const uint StoreVersionWithoutId = 1;
 
     /// <summary>Bytes of the fixed header (the home-LSN slots start here).</summary>
     public const int Size = 128;
@@ -57,9 +77,9 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
     /// <summary>Bytes of chunk 0 the store uses (header and slots).</summary>
     public static int UsedBytes(int chunkSectors) => SlotsOffset + 16 * SlotsFor(chunkSectors);
 
-    /// <summary>A fresh header for a new, valid snapshot.</summary>
-    public static CowHeader New(int chunkSectors, ulong snapshotId) =>
-        new(SnapMagic, 1, DiskVersion, (uint)chunkSectors, snapshotId, (uint)SlotsFor(chunkSectors));
+    /// <summary>A fresh header for a new, valid snapshot of store <paramref name="storeId"/>.</summary>
+    public static CowHeader New(int chunkSectors, ulong snapshotId, ulong storeId, uint kind = KindPersistent) =>
+        new(SnapMagic, 1, DiskVersion, (uint)chunkSectors, snapshotId, (uint)SlotsFor(chunkSectors)) { StoreId = storeId, Kind = kind };
 
     /// <summary>True when the snapshot is usable.</summary>
     public bool IsValid => Valid != 0;
@@ -76,14 +96,44 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
         BinaryPrimitives.WriteUInt32LittleEndian(dst[68..], StoreVersion);
         BinaryPrimitives.WriteUInt64LittleEndian(dst[72..], SnapshotId);
         BinaryPrimitives.WriteUInt32LittleEndian(dst[80..], SlotCount);
-        BinaryPrimitives.WriteUInt32LittleEndian(dst[84..], Crc32C.Compute(dst.Slice(64, 20)));
+        BinaryPrimitives.WriteUInt64LittleEndian(dst[88..], StoreId);
+        BinaryPrimitives.WriteUInt32LittleEndian(dst[96..], Kind);
+        BinaryPrimitives.WriteUInt32LittleEndian(dst[84..], StoreFieldsCrc(dst, StoreVersion));
+    }
+
+    /// <summary>The checksum of the store fields as format <paramref name="version"/> defines it.</summary>
+    private static uint StoreFieldsCrc(ReadOnlySpan<byte> src, uint version)
+    {
+        if (version == StoreVersionWithoutId) return Crc32C.Compute(src.Slice(64, 20));
+        Span<byte> fields = stackalloc byte[Size - StoreFieldsOffset];
+        src.Slice(StoreFieldsOffset, fields.Length).CopyTo(fields);
+        BinaryPrimitives.WriteUInt32LittleEndian(fields[20..], 0);
+        return Crc32C.Compute(fields);
+    }
+
+    /// <summary>
+    /// Reads the identity of a file that may be a COW file of some store: null unless chunk 0 starts with this
+    /// store format's header, checksum and all (so a file that merely has the right name is never taken for one).
+    /// </summary>
+    public static (ulong StoreId, ulong SnapshotId, uint Kind)? TryIdentify(ReadOnlySpan<byte> src)
+    {
+        if (src.Length < Size) return null;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(src) != SnapMagic) return null;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(src[64..]) != StoreMagic) return null;
+        uint version = BinaryPrimitives.ReadUInt32LittleEndian(src[68..]);
+        if (version is not (StoreVersion or StoreVersionWithoutId)) return null;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(src[84..]) != StoreFieldsCrc(src, version)) return null;
+        if (version == StoreVersionWithoutId) return (0, BinaryPrimitives.ReadUInt64LittleEndian(src[72..]), KindPersistent);
+        return (BinaryPrimitives.ReadUInt64LittleEndian(src[88..]), BinaryPrimitives.ReadUInt64LittleEndian(src[72..]),
+            BinaryPrimitives.ReadUInt32LittleEndian(src[96..]));
     }
 
     /// <summary>
     /// Parses and validates chunk 0. Throws a <see cref="Journal.JournalException"/> naming <paramref name="file"/> on a
-    /// bad magic, version, chunk size, snapshot id or checksum.
+    /// bad magic, version, chunk size, snapshot id, store id (when <paramref name="expectedStoreId"/> is not 0 and the
+    /// header has one) or checksum.
     /// </summary>
-    public static CowHeader Read(ReadOnlySpan<byte> src, string file, int expectedChunkSectors, ulong expectedId)
+    public static CowHeader Read(ReadOnlySpan<byte> src, string file, int expectedChunkSectors, ulong expectedId, ulong expectedStoreId = 0)
     {
         uint magic = BinaryPrimitives.ReadUInt32LittleEndian(src);
         if (magic != SnapMagic)
@@ -98,23 +148,29 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
         uint storeMagic = BinaryPrimitives.ReadUInt32LittleEndian(src[64..]);
         if (storeMagic != StoreMagic)
             throw new Journal.JournalException($"{file}: COW header has no store fields: magic 0x{storeMagic:x8} at offset 64, expected 0x{StoreMagic:x8}");
+        uint storeVersion = BinaryPrimitives.ReadUInt32LittleEndian(src[68..]);
+        if (storeVersion is not (StoreVersion or StoreVersionWithoutId))
+            throw new Journal.JournalException($"{file}: unsupported COW store-fields version {storeVersion} at offset 68, expected {StoreVersionWithoutId} or {StoreVersion}");
         uint crc = BinaryPrimitives.ReadUInt32LittleEndian(src[84..]);
-        uint actual = Crc32C.Compute(src.Slice(64, 20));
+        uint actual = StoreFieldsCrc(src, storeVersion);
         if (crc != actual)
             throw new Journal.JournalException($"{file}: COW header checksum mismatch at offset 84: stored 0x{crc:x8}, computed 0x{actual:x8}");
-        uint storeVersion = BinaryPrimitives.ReadUInt32LittleEndian(src[68..]);
-        if (storeVersion != StoreVersion)
-            throw new Journal.JournalException($"{file}: unsupported COW store-fields version {storeVersion} at offset 68, expected {StoreVersion}");
+        ulong storeId = storeVersion == StoreVersionWithoutId ? 0 : BinaryPrimitives.ReadUInt64LittleEndian(src[88..]);
+        uint kind = storeVersion == StoreVersionWithoutId ? KindPersistent : BinaryPrimitives.ReadUInt32LittleEndian(src[96..]);
+        if (expectedStoreId != 0 && storeId != 0 && storeId != expectedStoreId)
+            throw new Journal.JournalException($"{file}: COW file belongs to another store: store id 0x{storeId:x16} at offset 88, this store's is 0x{expectedStoreId:x16}");
+        if (kind != KindPersistent)
+            throw new Journal.JournalException($"{file}: not a persistent COW file: kind {kind} at offset 96, expected {KindPersistent}");
         ulong id = BinaryPrimitives.ReadUInt64LittleEndian(src[72..]);
         if (id != expectedId)
             throw new Journal.JournalException($"{file}: COW file belongs to snapshot id {id} (offset 72), the store expects id {expectedId}");
         uint slots = BinaryPrimitives.ReadUInt32LittleEndian(src[80..]);
         if (slots != (uint)SlotsFor(expectedChunkSectors))
             throw new Journal.JournalException($"{file}: COW header has {slots} home-LSN slots (offset 80), expected {SlotsFor(expectedChunkSectors)}");
-        return new CowHeader(magic, valid, version, chunk, id, slots);
+        return new CowHeader(magic, valid, version, chunk, id, slots) { StoreId = storeId, Kind = kind };
     }
 
     /// <inheritdoc/>
     public override string ToString() =>
-        $"CowHeader(magic 0x{Magic:x8}, valid {Valid}, version {Version}, chunk_size {ChunkSectors}, snapshot id {SnapshotId}, lsn slots {SlotCount})";
+        $"CowHeader(magic 0x{Magic:x8}, valid {Valid}, version {Version}, chunk_size {ChunkSectors}, snapshot id {SnapshotId}, lsn slots {SlotCount}, store id 0x{StoreId:x16}, kind {Kind})";
 }

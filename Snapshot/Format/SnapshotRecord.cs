@@ -72,8 +72,47 @@ internal readonly record struct SnapshotRecord(ulong Id, long CowSectors, Snapsh
         uint reason = BinaryPrimitives.ReadUInt32LittleEndian(src[28..]);
         if (kind is not (1 or 2) || state is not (1 or 2 or 3) || len is 0 or > MaxNameBytes || reason > 4 || cow <= 0)
             throw new Journal.JournalException($"{file}: snapshot record {index} is malformed (kind {kind}, state {state}, name length {len}, reason {reason}, cow sectors {cow})");
-        string name = Encoding.UTF8.GetString(src.Slice(32, (int)len));
+        var nameBytes = src.Slice(32, (int)len);
+        string name;
+        try
+        {
+            name = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(nameBytes);
+        }
+        catch (DecoderFallbackException)
+        {
+            throw new Journal.JournalException($"{file}: snapshot record {index}: the name is not UTF-8 ({Convert.ToHexString(nameBytes)})");
+        }
+        if (src.Slice(32 + (int)len, MaxNameBytes - (int)len).IndexOfAnyExcept((byte)0) >= 0)
+            throw new Journal.JournalException($"{file}: snapshot record {index}: bytes after the {len}-byte name are not zero");
         return new SnapshotRecord(id, cow, (SnapshotKindCode)kind, (SnapshotStateCode)state, (InvalidReasonCode)reason, name);
+    }
+
+    /// <summary>
+    /// Why <paramref name="name"/> is not a snapshot name, or null when it is one: 1 to 64 bytes of UTF-8, letters,
+    /// digits, '.', '_' and '-' only, no "..", not starting with '.', not "origin". The same rule applies to a name a
+    /// user gives and to a name read from disk (it becomes a file name in the store folder).
+    /// </summary>
+    public static string? NameProblem(string name)
+    {
+        if (name.Length == 0) return "snapshot name is empty";
+        int bytes = Encoding.UTF8.GetByteCount(name);
+        if (bytes > MaxNameBytes) return $"snapshot name '{Printable(name)}' is too long: {bytes} bytes, at most {MaxNameBytes}";
+        if (name.Contains('/') || name.Contains('\\')) return $"snapshot name '{Printable(name)}' contains a path separator";
+        if (name.Contains("..")) return $"snapshot name '{Printable(name)}' contains \"..\"";
+        if (name[0] == '.') return $"snapshot name '{Printable(name)}' starts with '.'";
+        foreach (char ch in name)
+            if (!(char.IsAsciiLetterOrDigit(ch) || ch is '.' or '_' or '-'))
+                return $"snapshot name '{Printable(name)}' contains '{(char.IsControl(ch) ? $"\\u{(int)ch:x4}" : ch.ToString())}': use letters, digits, '.', '_' and '-'";
+        if (name == "origin") return "snapshot name 'origin' is reserved for the origin volume";
+        return null;
+    }
+
+    /// <summary>The name with control characters escaped, fit for a one-line message.</summary>
+    private static string Printable(string name)
+    {
+        var sb = new StringBuilder(name.Length);
+        foreach (char ch in name) sb.Append(char.IsControl(ch) ? $"\\u{(int)ch:x4}" : ch.ToString());
+        return sb.ToString();
     }
 
     /// <inheritdoc/>

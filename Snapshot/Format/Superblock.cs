@@ -27,9 +27,13 @@ namespace Snapshot.Format;
 ///     40    4 le32 reserved       0
 ///     44    4 le32 crc32c         of the whole 8 KiB copy with this field as zero
 ///     48    8 le64 home_lsn       LSN of the checkpoint whose superblock item this copy reflects; 0 = none
-///     56    8 zero
+///     56    8 le64 store_id       random, fixed at creation; every COW file's header carries it (0: a store made
+///                                 before the field existed, whose COW files the store never removes on its own)
 ///     64 96*n snapshot records (SnapshotRecord)
 /// </code>
+/// <para>A copy whose checksum is good is still checked as a create would check it (<see cref="Check"/>): geometry,
+/// names, ids, sizes, states. A copy that fails is refused with the reason, naming the file: a name read from disk
+/// becomes a file name, so it must never hold a path.</para>
 /// </remarks>
 internal sealed record Superblock(ulong Generation, long OriginSectors, int ChunkSectors, ulong NextSnapshotId, IReadOnlyList<SnapshotRecord> Snapshots)
 {
@@ -46,6 +50,47 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
 
     /// <summary>LSN (raw value) of the checkpoint whose superblock item this copy reflects; 0 = none.</summary>
     public ulong HomeLsn { get; init; }
+
+    /// <summary>The store's identity (random, fixed at creation); 0 for a store created before it existed.</summary>
+    public ulong StoreId { get; init; }
+
+    /// <summary>Largest COW size a record may give, in sectors (2^40: 512 TiB).</summary>
+    public const long MaxCowSectors = 1L << 40;
+
+    /// <summary>
+    /// The checks a create applies, applied to a superblock read from disk: null when it passes, else the first
+    /// problem found (the caller names the file and copy).
+    /// </summary>
+    public string? Check()
+    {
+        if (ChunkSectors <= 0 || (ChunkSectors & (ChunkSectors - 1)) != 0 || ChunkSectors > StoreOptions.MaxChunkSectors)
+            return $"chunk size {ChunkSectors} sectors is not a power of two from 1 to {StoreOptions.MaxChunkSectors}";
+        if (OriginSectors <= 0 || OriginSectors % ChunkSectors != 0)
+            return $"origin size {OriginSectors} sectors is not a positive whole number of {ChunkSectors}-sector chunks";
+        if (NextSnapshotId == 0) return "next snapshot id is 0";
+        var ids = new HashSet<ulong>();
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        int merging = 0;
+        for (int i = 0; i < Snapshots.Count; i++)
+        {
+            var r = Snapshots[i];
+            string what = $"snapshot record {i}";
+            if (SnapshotRecord.NameProblem(r.Name) is { } bad) return $"{what}: {bad}";
+            what = $"snapshot record {i} ('{r.Name}')";
+            if (!names.Add(r.Name)) return $"{what}: the name is used twice";
+            if (r.Id == 0 || r.Id >= NextSnapshotId) return $"{what}: id {r.Id} is outside 1..{NextSnapshotId - 1}";
+            if (!ids.Add(r.Id)) return $"{what}: id {r.Id} is used twice";
+            if (r.CowSectors % ChunkSectors != 0 || r.CowSectors < ChunkSectors || r.CowSectors > MaxCowSectors)
+                return $"{what}: COW size {r.CowSectors} sectors is not a whole number of chunks from 1 chunk to {MaxCowSectors} sectors";
+            if (r.Kind == SnapshotKindCode.Persistent && r.CowSectors < 2L * ChunkSectors)
+                return $"{what}: COW size {r.CowSectors} sectors is too small for a persistent snapshot (2 chunks)";
+            if (r.State != SnapshotStateCode.Invalid && r.Reason != InvalidReasonCode.None)
+                return $"{what}: state {r.State} with an invalidation reason ({r.Reason})";
+            if (r.State == SnapshotStateCode.Merging && (++merging > 1 || r.Kind != SnapshotKindCode.Persistent))
+                return $"{what}: merging, but {(r.Kind != SnapshotKindCode.Persistent ? "it is transient" : "another snapshot is merging too")}";
+        }
+        return null;
+    }
 
     /// <summary>Bytes of the logged copy: the header and the snapshot records (the rest of a copy is zero).</summary>
     public int LogBytes => HeaderBytes + Snapshots.Count * SnapshotRecord.Size;
@@ -88,12 +133,17 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
         BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(28), Snapshots.Count);
         BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(32), NextSnapshotId);
         BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(48), HomeLsn);
+        BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(56), StoreId);
         for (int i = 0; i < Snapshots.Count; i++) Snapshots[i].Write(b.AsSpan(HeaderBytes + i * SnapshotRecord.Size));
         BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(44), Crc32C.Compute(b));
         return b;
     }
 
-    /// <summary>Parses one copy; returns null (with the reason) if it is not a good copy.</summary>
+    /// <summary>
+    /// Parses one copy; returns null (with the reason) if it is not a good copy (magic, checksum, version, count). A copy
+    /// with a good checksum that fails <see cref="Check"/> is not a torn write but a crafted or miswritten one: it
+    /// throws, naming <paramref name="file"/>.
+    /// </summary>
     public static Superblock? TryParse(ReadOnlySpan<byte> b, string file, out string? problem)
     {
         problem = null;
@@ -109,12 +159,17 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
         int count = BinaryPrimitives.ReadInt32LittleEndian(b[28..]);
         if (count is < 0 or > MaxSnapshots) { problem = $"snapshot count {count}"; return null; }
         var list = new List<SnapshotRecord>(count);
+        ulong generation = BinaryPrimitives.ReadUInt64LittleEndian(b[8..]);
         for (int i = 0; i < count; i++) list.Add(SnapshotRecord.Read(b.Slice(HeaderBytes + i * SnapshotRecord.Size), file, i));
-        return new Superblock(BinaryPrimitives.ReadUInt64LittleEndian(b[8..]), BinaryPrimitives.ReadInt64LittleEndian(b[16..]),
+        var sb = new Superblock(generation, BinaryPrimitives.ReadInt64LittleEndian(b[16..]),
             BinaryPrimitives.ReadInt32LittleEndian(b[24..]), BinaryPrimitives.ReadUInt64LittleEndian(b[32..]), list)
         {
             HomeLsn = BinaryPrimitives.ReadUInt64LittleEndian(b[48..]),
+            StoreId = BinaryPrimitives.ReadUInt64LittleEndian(b[56..]),
         };
+        if (sb.Check() is { } bad)
+            throw new Journal.JournalException($"{file}: superblock generation {generation} is not valid: {bad}");
+        return sb;
     }
 
     /// <summary>Reads both copies from <paramref name="device"/> and returns the newest good one.</summary>

@@ -24,10 +24,11 @@ internal static class StormBenchmark
         var snapshots = new Option<int>("--snapshots") { Description = "Snapshots of the origin.", DefaultValueFactory = _ => 8 };
         var gigabytes = new Option<string>("--gigabytes") { Description = "Origin sizes in GiB to write through, comma-separated (e.g. 1,4).", DefaultValueFactory = _ => "1" };
         var bounds = new Option<string>("--bounds") { Description = "In-flight copy bounds to run, comma-separated (0 = unlimited).", DefaultValueFactory = _ => "2048,0" };
+        var logSize = new Option<int>("--log-mib") { Description = "Size of the store's journal in MiB (at least 1; a small log makes commit rounds split).", DefaultValueFactory = _ => 32 };
         var json = JsonOption();
         var cmd = new Command("storm", "A write storm through the origin with the in-flight copy bound on and off: peak memory, pools, throughput.")
         {
-            snapshots, gigabytes, bounds, json,
+            snapshots, gigabytes, bounds, logSize, json,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -43,10 +44,12 @@ internal static class StormBenchmark
             catch (FormatException) { return UsageError("--gigabytes and --bounds must be comma-separated lists of numbers"); }
             if (gbs.Any(g => g is <= 0 or > 64 || double.IsNaN(g))) return UsageError("--gigabytes must be in (0, 64]");
             if (bs.Any(b => b < 0)) return UsageError("--bounds must not be negative");
+            int logMib = pr.GetValue(logSize);
+            if (logMib is < 1 or > 4096) return UsageError("--log-mib must be in 1..4096");
             var results = new List<Result>();
             foreach (int b in bs)
                 foreach (double g in gbs)
-                    results.Add(await RunOnceAsync(s, g, b, ct).ConfigureAwait(false));
+                    results.Add(await RunOnceAsync(s, g, b, logMib, ct).ConfigureAwait(false));
             ProgressDone();
             if (pr.GetValue(json)) PrintJson(ToJson(results));
             else Console.Out.Write(ToTable(results));
@@ -55,7 +58,7 @@ internal static class StormBenchmark
         return cmd;
     }
 
-    private static async Task<Result> RunOnceAsync(int snapshots, double gb, int bound, CancellationToken ct)
+    private static async Task<Result> RunOnceAsync(int snapshots, double gb, int bound, int logMib, CancellationToken ct)
     {
         using var dir = new TempFile("storm");
         long chunks = (long)(gb * (1L << 30)) / 4096;
@@ -63,7 +66,7 @@ internal static class StormBenchmark
         {
             GC.Collect(2, GCCollectionMode.Aggressive, true, true);
             long start = Environment.WorkingSet;
-            var options = new StoreOptions { OriginSectors = chunks * 8, ChunkSectors = 8, MaxInFlightCopies = bound, LogBlocks = 65536 };
+            var options = new StoreOptions { OriginSectors = chunks * 8, ChunkSectors = 8, MaxInFlightCopies = bound, LogBlocks = (uint)logMib * 2048 };
             var store = await SnapshotStore.CreateAsync(dir.Path, options, ct).ConfigureAwait(false);
             StoreStatus status;
             double wps;

@@ -1,0 +1,120 @@
+using Journal.Storage;
+using Snapshot.Format;
+
+namespace Journal.Tests.Tools;
+
+/// <summary>
+/// What a user or an attacker can put on disk: a superblock rewritten with a good checksum but names or sizes a create
+/// would refuse, and files in the store folder the store did not make. The store refuses the first (exit 2, naming
+/// store.sb) and never removes the second.
+/// </summary>
+public class CraftedStoreTests
+{
+    private static string Init(TempFolder dir)
+    {
+        var store = dir["store"];
+        var r = ToolRunner.SnapCtl("init", store, "--origin-size", "1M");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        return store;
+    }
+
+    /// <summary>Rewrites the newest superblock copy of <paramref name="store"/> through <paramref name="change"/>, with a good checksum.</summary>
+    internal static void Craft(string store, Func<Superblock, Superblock> change)
+    {
+        string path = Path.Combine(store, "store.sb");
+        var bytes = File.ReadAllBytes(path);
+        var a = Superblock.TryParse(bytes.AsSpan(0, Superblock.CopyBytes), path, out _);
+        var b = Superblock.TryParse(bytes.AsSpan(Superblock.CopyBytes, Superblock.CopyBytes), path, out _);
+        var newest = b is null || (a is not null && a.Generation >= b.Generation) ? a! : b;
+        var crafted = change(newest) with { Generation = newest.Generation + 1 };
+        crafted.ToBytes().CopyTo(bytes, (int)(crafted.Generation % 2) * Superblock.CopyBytes);
+        File.WriteAllBytes(path, bytes);
+    }
+
+    [Theory]
+    [InlineData("../../victim")]
+    [InlineData("/elsewhere/victim")]
+    [InlineData("..")]
+    [InlineData("a\nb")]
+    [InlineData("origin")]
+    public void A_crafted_name_is_refused_naming_store_sb_and_no_file_outside_is_touched(string name)
+    {
+        using var dir = new TempFolder();
+        var store = Init(dir);
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "s", "--transient").ExitCode);
+        // Files a path-like name could reach: next to the store and two levels up.
+        var victims = new[] { dir["victim.cow"], Path.Combine(store, "victim.cow") };
+        foreach (var v in victims) File.WriteAllText(v, "user data");
+        Craft(store, sb => sb with { Snapshots = [sb.Snapshots[0] with { Name = name }] });
+
+        var r = ToolRunner.SnapCtl("status", store);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Single(r.ErrorLines);
+        Assert.Contains(Path.Combine(store, "store.sb"), r.Stderr);
+        Assert.Contains("snapshot record 0", r.Stderr);
+        foreach (var v in victims) Assert.Equal("user data", File.ReadAllText(v));
+    }
+
+    [Theory]
+    [InlineData("cow size")]
+    [InlineData("duplicate name")]
+    [InlineData("id")]
+    [InlineData("chunk size")]
+    public void Crafted_sizes_and_ids_are_refused_as_corruption(string what)
+    {
+        using var dir = new TempFolder();
+        var store = Init(dir);
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "a").ExitCode);
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "b").ExitCode);
+        Craft(store, sb => what switch
+        {
+            "cow size" => sb with { Snapshots = [sb.Snapshots[0] with { CowSectors = 3 }, sb.Snapshots[1]] },
+            "duplicate name" => sb with { Snapshots = [sb.Snapshots[0], sb.Snapshots[1] with { Name = "a" }] },
+            "id" => sb with { Snapshots = [sb.Snapshots[0] with { Id = sb.NextSnapshotId + 5 }, sb.Snapshots[1]] },
+            _ => sb with { ChunkSectors = 3 },
+        });
+        var r = ToolRunner.SnapCtl("status", store);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("store.sb", r.Stderr);
+        Assert.Contains("not valid", r.Stderr);
+        Assert.True(File.Exists(Path.Combine(store, "a.cow")));
+        Assert.True(File.Exists(Path.Combine(store, "b.cow")));
+    }
+
+    [Fact]
+    public void Cow_files_the_store_did_not_make_are_never_removed()
+    {
+        using var dir = new TempFolder();
+        var store = Init(dir);
+        var other = Init(new TempFolder());
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", other, "theirs").ExitCode);
+        // A user's file with a .cow name, a COW file copied from another store, and one from this store for a snapshot
+        // it no longer lists (a create interrupted by a crash): only the last is the store's to remove.
+        File.WriteAllText(Path.Combine(store, "notes.cow"), "not a COW file");
+        File.Copy(Path.Combine(other, "theirs.cow"), Path.Combine(store, "theirs.cow"));
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "mine").ExitCode);
+        File.Copy(Path.Combine(store, "mine.cow"), Path.Combine(store, "stray.cow"));
+        Craft(store, sb => sb with { Snapshots = [] }); // as if the create of 'mine' never became durable
+
+        var r = ToolRunner.SnapCtl("status", store);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal("not a COW file", File.ReadAllText(Path.Combine(store, "notes.cow")));
+        Assert.True(File.Exists(Path.Combine(store, "theirs.cow")));
+        Assert.False(File.Exists(Path.Combine(store, "mine.cow")));
+        Assert.False(File.Exists(Path.Combine(store, "stray.cow")));
+    }
+
+    [Fact]
+    public void A_transient_record_never_removes_a_file_without_this_stores_header()
+    {
+        using var dir = new TempFolder();
+        var store = Init(dir);
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "t", "--transient").ExitCode);
+        // The scratch file of 't' was removed at close; a user's file now has its name.
+        Assert.False(File.Exists(Path.Combine(store, "t.cow")));
+        File.WriteAllText(Path.Combine(store, "t.cow"), "user data");
+        var r = ToolRunner.SnapCtl("status", store);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal("user data", File.ReadAllText(Path.Combine(store, "t.cow")));
+    }
+}
