@@ -239,6 +239,7 @@ public sealed partial class SnapshotStore
                                     if (!s.Store!.TryAllocate(out ulong newChunk))
                                     {
                                         (full ??= []).Add(s);
+                                        if (_options.CowFullPolicy == CowFullPolicy.FailWrite) break;
                                         continue;
                                     }
                                     var pe = _pendingPool.Rent();
@@ -247,6 +248,18 @@ public sealed partial class SnapshotStore
                                     pe.NewChunk = newChunk;
                                     s.Pending.Add(chunk, pe);
                                     job.Pending.Add(pe);
+                                }
+                                if (full is not null && _options.CowFullPolicy == CowFullPolicy.FailWrite)
+                                {
+                                    // The write fails and every snapshot keeps what it has: undo the copies claimed so far.
+                                    foreach (var pe in job.Pending)
+                                    {
+                                        pe.Snapshot!.Pending.Remove(chunk);
+                                        pe.Snapshot.Store!.Free(pe.NewChunk);
+                                        pe.Reset();
+                                        _pendingPool.Return(pe);
+                                    }
+                                    job.Pending.Clear();
                                 }
                                 if (job.Pending.Count < need)
                                 {
@@ -268,6 +281,8 @@ public sealed partial class SnapshotStore
                             wait = tracked.Waiters.Task;
                         }
                     }
+                    if (full is not null && _options.CowFullPolicy == CowFullPolicy.FailWrite)
+                        throw new CowFullException(full[0].CowPath, full[0].Name, chunk);
                     if (full is not null)
                     {
                         foreach (var s in full) await InvalidateAsync(s, InvalidReasonCode.CowFull).ConfigureAwait(false);
@@ -403,6 +418,7 @@ public sealed partial class SnapshotStore
                 }
                 if (isFull)
                 {
+                    if (_options.CowFullPolicy == CowFullPolicy.FailWrite) throw new CowFullException(st.CowPath, st.Name, chunk);
                     await InvalidateAsync(st, InvalidReasonCode.CowFull).ConfigureAwait(false);
                     ThrowIfUnusable(st);
                 }
@@ -415,8 +431,9 @@ public sealed partial class SnapshotStore
                         await st.Store!.Cow.WriteAsync(_layout.ChunkToSector(newChunk) + (offsetInChunk >> BlockDevice.SectorShift), data, cancellationToken).ConfigureAwait(false);
                         if (_options.WriteThrough) await st.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
                     }
-                    catch (IOException e)
+                    catch (IOException e) when (e is not DeviceFullException)
                     {
+                        // No space (a file system without reservations) fails this write alone; any other error the snapshot.
                         await InvalidateAsync(st, InvalidReasonCode.IoError).ConfigureAwait(false);
                         throw new SnapshotInvalidException(st.CowPath, st.Name, $"{ReasonText(InvalidReasonCode.IoError)}: {e.Message}");
                     }

@@ -313,23 +313,23 @@ public sealed partial class SnapshotStore : IAsyncDisposable
                 continue;
             }
             if (!st.IsValid) continue; // an invalid snapshot is never read again; its COW file stays as it is
-            if (!_provider.Exists(st.CowPath))
-                throw new JournalException($"{st.CowPath}: COW file of snapshot '{st.Name}' is missing");
-            var store = PersistentExceptionStore.Open(_provider, st.CowPath, _layout, rec.CowSectors, GrowthSectors, rec.Id, sb.StoreId, out var header, JournalForStores);
-            st.Store = store;
-            if (!header.IsValid)
+            try
             {
-                st.InvalidCode = InvalidReasonCode.HeaderInvalid;
-                st.InvalidReason = ReasonText(InvalidReasonCode.HeaderInvalid);
-                rewrite = true;
-                continue;
+                OpenCowFile(st, rec, originChunks, ref rewrite);
             }
-            store.Load(originChunks, (o, n) =>
+            catch (Exception e) when (!st.Merging && e is IOException or JournalException)
             {
-                if (st.Complete.Contains(o)) return false;
-                st.Complete.Insert(o, n);
-                return true;
-            });
+                // One damaged, truncated or missing COW file costs that snapshot alone: it is invalidated (recorded in the
+                // superblock, so the origin may change without it from now on), and the origin and the other snapshots
+                // open. A snapshot being merged is the exception: the origin reads through it, so its loss is an error.
+                st.Store?.Dispose();
+                st.Store = null;
+                st.Complete.Clear();
+                var code = e is DeviceOpenException { Error: DeviceOpenError.Missing } ? InvalidReasonCode.CowMissing : InvalidReasonCode.CowDamaged;
+                st.InvalidCode = code;
+                st.InvalidReason = $"{ReasonText(code)}: {ErrorText(e)}";
+                rewrite = true;
+            }
         }
         lock (_stateLock) _snapshots = states.ToArray();
         // COW files no snapshot owns: left by a create or delete that a crash interrupted. Only files whose header carries
@@ -345,6 +345,40 @@ public sealed partial class SnapshotStore : IAsyncDisposable
                 RemoveOwnCowFile(f, id.SnapshotId, allowDamaged: false);
         }
         if (rewrite) await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Opens a valid persistent snapshot's COW file and loads its exceptions (throws on a missing or damaged file).</summary>
+    private void OpenCowFile(SnapshotState st, SnapshotRecord rec, long originChunks, ref bool rewrite)
+    {
+        if (!_provider.Exists(st.CowPath))
+            throw new DeviceOpenException(st.CowPath, DeviceOpenError.Missing, $"COW file of snapshot '{st.Name}' is missing");
+        var store = PersistentExceptionStore.Open(_provider, st.CowPath, _layout, rec.CowSectors, GrowthSectors, rec.Id, StoreId, out var header, JournalForStores);
+        st.Store = store;
+        // Stores made before COW space was reserved at create get their reservation now. Short of space, the store
+        // still opens: a write that then finds no space fails by itself and the snapshot keeps its data.
+        try { store.Cow.Reserve(store.TotalSectors); }
+        catch (DeviceFullException) { }
+        if (!header.IsValid)
+        {
+            st.InvalidCode = InvalidReasonCode.HeaderInvalid;
+            st.InvalidReason = ReasonText(InvalidReasonCode.HeaderInvalid);
+            rewrite = true;
+            return;
+        }
+        store.Load(originChunks, (o, n) =>
+        {
+            if (st.Complete.Contains(o)) return false;
+            st.Complete.Insert(o, n);
+            return true;
+        });
+    }
+
+    /// <summary>An error's message without the file name it starts with (the reason is shown beside the file).</summary>
+    private static string ErrorText(Exception e)
+    {
+        string m = e.Message.ReplaceLineEndings(" ");
+        int colon = m.IndexOf(": ", StringComparison.Ordinal);
+        return colon > 0 && m.AsSpan(0, colon).Contains('/') ? m[(colon + 2)..] : m;
     }
 
     /// <summary>This store's identity (<see cref="Superblock.StoreId"/>); every COW file it makes carries it.</summary>
@@ -404,6 +438,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         InvalidReasonCode.IoError => "I/O error on the COW file",
         InvalidReasonCode.TransientLost => "transient snapshot: its contents were not kept when the store was closed",
         InvalidReasonCode.HeaderInvalid => "the COW header is marked invalid",
+        InvalidReasonCode.CowMissing => "COW file is missing",
+        InvalidReasonCode.CowDamaged => "COW file is damaged",
         _ => "invalid",
     };
 
@@ -480,50 +516,96 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         long minimum = options.Persistent ? PersistentExceptionStore.MinimumSectors(ChunkSectors) : TransientExceptionStore.MinimumSectors(ChunkSectors);
         if (cowSectors / ChunkSectors * ChunkSectors < minimum)
             throw new JournalArgumentException($"{path}: COW size {cowSectors} sectors is too small: {(options.Persistent ? "the header chunk and the first metadata area need" : "the header chunk and one data chunk need")} {minimum} sectors");
-        await _gate.EnterExclusiveAsync().ConfigureAwait(false);
+        ulong id;
+        lock (_stateLock)
+        {
+            CheckCanCreateLocked(name, path);
+            id = _superblock.NextSnapshotId;
+            _superblock = _superblock with { NextSnapshotId = id + 1 };
+        }
+        var kind = options.Persistent ? SnapshotKind.Persistent : SnapshotKind.Transient;
+        var st = new SnapshotState(name, id, kind, cowSectors / ChunkSectors * ChunkSectors, path);
+        st.Volume = new SnapshotVolume(this, st, OriginSectors);
+        // The COW file is made (header written, space reserved, flushed) before I/O is quiesced, on a pool thread: the
+        // zero-fill and flushes take the longest, and neither needs the snapshot list. Ids are never reused, so an id
+        // taken here and lost to a failure is simply skipped.
+        st.Store = await Task.Run(() => CreateCowFile(st, options.Persistent, cowSectors), cancellationToken).ConfigureAwait(false);
+        bool added = false;
         try
         {
-            ThrowIfClosed();
-            ulong id;
-            lock (_stateLock)
+            await _gate.EnterExclusiveAsync().ConfigureAwait(false);
+            try
             {
-                if (_merging is { } m)
-                    throw new JournalArgumentException($"{path}: cannot create a snapshot while the merge of '{m.Name}' into the origin is unfinished; run the merge again first");
-                if (_snapshots.Any(s => s.Name == name)) throw new JournalArgumentException($"{path}: snapshot '{name}' already exists");
-                if (_snapshots.Length >= MaxSnapshots) throw new JournalArgumentException($"{path}: the store already has {MaxSnapshots} snapshots");
-                id = _superblock.NextSnapshotId;
-                _superblock = _superblock with { NextSnapshotId = id + 1 };
+                ThrowIfClosed();
+                lock (_stateLock)
+                {
+                    CheckCanCreateLocked(name, path);
+                    _snapshots = [.. _snapshots, st];
+                    added = true;
+                }
+                await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
+                return st.Volume;
             }
-            if (_provider.Exists(path)) throw new JournalException($"{path}: file already exists");
-            var kind = options.Persistent ? SnapshotKind.Persistent : SnapshotKind.Transient;
-            var st = new SnapshotState(name, id, kind, cowSectors / ChunkSectors * ChunkSectors, path);
-            st.Volume = new SnapshotVolume(this, st, OriginSectors);
-            if (options.Persistent)
+            finally
             {
-                st.Store = PersistentExceptionStore.Create(_provider, path, _layout, cowSectors, GrowthSectors, id, StoreId, JournalForStores);
+                _gate.ExitExclusive();
+            }
+        }
+        catch
+        {
+            // Nothing durable names the file (the superblock commit failed or never ran): it goes.
+            if (added) lock (_stateLock) _snapshots = _snapshots.Where(s => s != st).ToArray();
+            st.Store.Dispose();
+            _provider.Delete(path);
+            throw;
+        }
+    }
+
+    /// <summary>Refuses a create while a merge is unfinished, for a name in use, or past the limit. Under the state lock.</summary>
+    private void CheckCanCreateLocked(string name, string path)
+    {
+        if (_merging is { } m)
+            throw new JournalArgumentException($"{path}: cannot create a snapshot while the merge of '{m.Name}' into the origin is unfinished; run the merge again first");
+        if (_snapshots.Any(s => s.Name == name)) throw new JournalArgumentException($"{path}: snapshot '{name}' already exists");
+        if (_snapshots.Length >= MaxSnapshots) throw new JournalArgumentException($"{path}: the store already has {MaxSnapshots} snapshots");
+    }
+
+    /// <summary>
+    /// Makes a new snapshot's COW file: created (refusing a path that exists: the store never overwrites a file),
+    /// header written and flushed, and the whole configured size reserved on the file system, so a full disk later
+    /// never costs the snapshot its data. On failure the file is removed and the error says what was needed.
+    /// </summary>
+    private ExceptionStore CreateCowFile(SnapshotState st, bool persistent, long cowSectors)
+    {
+        if (_provider.Exists(st.CowPath)) throw new JournalException($"{st.CowPath}: file already exists");
+        ExceptionStore? store = null;
+        try
+        {
+            if (persistent)
+            {
+                store = PersistentExceptionStore.Create(_provider, st.CowPath, _layout, cowSectors, GrowthSectors, st.Id, StoreId, JournalForStores);
             }
             else
             {
-                long initial = Math.Min(st.CowSectors, GrowthSectors);
-                st.Store = TransientExceptionStore.Create(_provider.Create(path, initial), _layout, cowSectors, GrowthSectors, id, StoreId);
+                var dev = _provider.Create(st.CowPath, Math.Min(st.CowSectors, GrowthSectors));
+                store = TransientExceptionStore.Create(dev, _layout, cowSectors, GrowthSectors, st.Id, StoreId);
             }
-            lock (_stateLock) _snapshots = [.. _snapshots, st];
             try
             {
-                await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
+                store.Cow.Reserve(store.TotalSectors);
             }
-            catch
+            catch (DeviceFullException e)
             {
-                lock (_stateLock) _snapshots = _snapshots.Where(s => s != st).ToArray();
-                st.Store.Dispose();
-                _provider.Delete(path);
-                throw;
+                throw new DeviceFullException(st.CowPath, 0,
+                    $"no space left on device for snapshot '{st.Name}': its COW file needs {store.TotalSectors * BlockDevice.SectorSize} bytes reserved ({e.Message}); free space or give a smaller COW size", e);
             }
-            return st.Volume;
+            return store;
         }
-        finally
+        catch (Exception e) when (e is not DeviceOpenException { Error: DeviceOpenError.AlreadyExists })
         {
-            _gate.ExitExclusive();
+            store?.Dispose();
+            _provider.Delete(st.CowPath);
+            throw;
         }
     }
 

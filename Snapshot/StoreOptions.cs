@@ -38,6 +38,14 @@ public sealed class StoreOptions
     /// </summary>
     public bool WriteThrough { get; init; }
 
+    /// <summary>
+    /// What happens when a write needs a copy and a snapshot's COW file has reached its configured size:
+    /// <see cref="Snapshot.CowFullPolicy.InvalidateSnapshot"/> (default, as dm-snapshot does) or
+    /// <see cref="Snapshot.CowFullPolicy.FailWrite"/>. Either way nothing acknowledged is lost. (A file system with no
+    /// space left is not a full COW file: that write fails and the snapshot stays valid, whatever the policy.)
+    /// </summary>
+    public CowFullPolicy CowFullPolicy { get; init; } = CowFullPolicy.InvalidateSnapshot;
+
     /// <summary>COW files grow in steps of this many bytes of zeros (at least 1 MiB, rounded up to whole chunks). Default 4 MiB.</summary>
     public long CowGrowthBytes { get; init; } = 4 << 20;
 
@@ -90,7 +98,17 @@ public sealed class StoreOptions
 
     /// <inheritdoc/>
     public override string ToString() =>
-        $"StoreOptions(origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {LogBlocks} blocks, in-flight copies {(MaxInFlightCopies == 0 ? "unlimited" : MaxInFlightCopies)}, write-through {WriteThrough}, COW growth {CowGrowthBytes} bytes, pool reserve {PoolReserve})";
+        $"StoreOptions(origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {LogBlocks} blocks, in-flight copies {(MaxInFlightCopies == 0 ? "unlimited" : MaxInFlightCopies)}, write-through {WriteThrough}, COW growth {CowGrowthBytes} bytes, pool reserve {PoolReserve}, COW full: {CowFullPolicy})";
+}
+
+/// <summary>What a write that needs a copy does when a snapshot's COW file is full (<see cref="StoreOptions.CowFullPolicy"/>).</summary>
+public enum CowFullPolicy
+{
+    /// <summary>The snapshot is invalidated (status <c>Invalid</c>, "COW file is full"); the write proceeds. dm-snapshot's choice.</summary>
+    InvalidateSnapshot,
+
+    /// <summary>The write fails with <see cref="CowFullException"/>; the snapshot stays valid and nothing is written.</summary>
+    FailWrite,
 }
 
 /// <summary>How persistent exception metadata reaches disk.</summary>

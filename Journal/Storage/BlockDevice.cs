@@ -39,6 +39,14 @@ public abstract class BlockDevice : IDisposable
     /// <summary>True when writes are refused.</summary>
     public virtual bool IsReadOnly => false;
 
+    /// <summary>
+    /// Reserves space for the device to grow to <paramref name="sectors"/> sectors without writing it or changing
+    /// <see cref="SectorCount"/>: once this returns true, writes and growth within that size do not fail for lack of
+    /// space. Returns false when the device cannot reserve (memory devices, file systems without fallocate).
+    /// </summary>
+    /// <exception cref="DeviceFullException">There is not that much space.</exception>
+    public virtual bool Reserve(long sectors) => false;
+
     /// <summary>Counters of the operations issued through this device object.</summary>
     public DeviceCounters Counters => new(
         Interlocked.Read(ref _reads), Interlocked.Read(ref _bytesRead),

@@ -15,6 +15,8 @@ public enum DeviceOpenError
     AccessDenied,
     /// <summary>Creation was asked for and the path already exists.</summary>
     AlreadyExists,
+    /// <summary>The path names something other than a regular file (a FIFO, a socket, a device).</summary>
+    NotRegularFile,
     /// <summary>Any other failure; the message carries the system's words.</summary>
     Other,
 }

@@ -129,6 +129,7 @@ public sealed class FileBlockDevice : BlockDevice
             throw new DeviceOpenException(full, DeviceOpenError.IsDirectory, "is a directory, not a device file");
         if (!File.Exists(full))
             throw new DeviceOpenException(full, DeviceOpenError.Missing, "no such file");
+        RequireRegularFile(full);
 
         SafeFileHandle handle;
         try
@@ -155,6 +156,49 @@ public sealed class FileBlockDevice : BlockDevice
             handle.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Refuses anything but a regular file before it is opened: opening a FIFO for reading blocks until a writer comes,
+    /// and a FIFO, socket or device has no length to check.
+    /// </summary>
+    private static void RequireRegularFile(string path)
+    {
+        var id = NativeFile.Identify(path);
+        if (id.Errno == 0 && !id.IsRegular)
+            throw new DeviceOpenException(path, DeviceOpenError.NotRegularFile, $"is {NativeFile.KindOf(id.Mode)}, not a regular file");
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>fallocate with FALLOC_FL_KEEP_SIZE: the blocks are the file's, its size and contents do not change.</remarks>
+    /// <remarks>
+    /// On a file system that cannot reserve (no fallocate), the free space is checked instead: if it is short this
+    /// throws all the same, and otherwise returns false (enough space now, but nothing holds it).
+    /// </remarks>
+    public override bool Reserve(long sectors)
+    {
+        if (_readOnly) return false;
+        long bytes = sectors << SectorShift;
+        int errno = NativeFile.Reserve(_handle, bytes);
+        if (errno == 0) return true;
+        if (errno == NativeFile.ENOSPC)
+            throw new DeviceFullException(Path, 0, $"no space left on device: cannot reserve {sectors} sectors ({bytes} bytes)");
+        if (errno != NativeFile.EOPNOTSUPP)
+            throw new BlockDeviceException(Path, 0, $"reserving {sectors} sectors failed: {NativeFile.Describe(errno)}");
+        long missing = bytes - Length;
+        if (missing > 0 && GetFileSystemSpace(Path) is { } space && space.AvailableBytes < missing)
+            throw new DeviceFullException(Path, 0, $"no space left on device: {sectors} sectors ({bytes} bytes) need {missing} more bytes, the file system has {space.AvailableBytes}");
+        return false;
+    }
+
+    /// <summary>
+    /// Free space and mount state of the file system holding <paramref name="path"/> (a file or a folder), or null
+    /// when the system does not say (off Linux).
+    /// </summary>
+    public static FileSystemSpace? GetFileSystemSpace(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return NativeFile.FileSystemSpace(path) is { } s ? new FileSystemSpace(s.AvailableBytes, s.ReadOnly) : null;
     }
 
     private static void TakeLock(string path, SafeFileHandle handle)

@@ -15,7 +15,10 @@ namespace Snapshot.Copy;
 /// write, shared with concurrent jobs); (5) complete: move the exceptions to the complete tables, wake their waiters,
 /// give back the throttle slots. Step 3 before step 4 means an exception on disk never points at data that is not.</para>
 /// <para>Errors: an origin read error fails the job (no exception is committed, the chunks are freed, the caller's
-/// write fails). A COW write, flush or commit error invalidates only that snapshot; the others and the origin go on.
+/// write fails). No space left on the file system under a COW file (growth, write or flush) drops that exception and
+/// frees its chunk, leaves the snapshot valid, and fails the caller's write with the no-space error naming the COW file
+/// (the origin chunk is not overwritten, so nothing the snapshot needs is lost; the write can be retried once there is
+/// space). Any other COW write, flush or commit error invalidates only that snapshot; the others and the origin go on.
 /// Completion always runs, so waiters are always woken and slots always given back.</para>
 /// <para>The engine holds no lock across any await; completion takes the store's state lock briefly.</para>
 /// </remarks>
@@ -58,12 +61,12 @@ internal sealed class CopyEngine
                 await _origin.ReadAsync(originSector + (off >> BlockDevice.SectorShift), buf, cancellationToken).ConfigureAwait(false);
                 foreach (var pe in job.Pending)
                 {
-                    if (pe.Failed) continue;
+                    if (pe.Failed || pe.NoSpace is not null) continue;
                     try
                     {
                         await pe.Snapshot!.Store!.Cow.WriteAsync(_layout.ChunkToSector(pe.NewChunk) + (off >> BlockDevice.SectorShift), buf, cancellationToken).ConfigureAwait(false);
                     }
-                    catch (IOException) { pe.Failed = true; }
+                    catch (IOException e) { Fail(pe, e); }
                 }
             }
             await Task.WhenAll(job.Pending.Select(pe => FlushAndCommitAsync(pe, cancellationToken))).ConfigureAwait(false);
@@ -72,11 +75,24 @@ internal sealed class CopyEngine
         finally
         {
             await InvalidateFailedAsync(job.Pending).ConfigureAwait(false);
+            var noSpace = job.Pending.Select(p => p.NoSpace).FirstOrDefault(e => e is not null);
             _store.CompletePending(job.Pending, job.Slots);
             job.Reset();
             _store.JobPool.Return(job);
+            if (noSpace is not null) throw NoSpaceError(noSpace);
         }
     }
+
+    /// <summary>Records a COW I/O error on <paramref name="pe"/>: no space is the write's failure, anything else the snapshot's.</summary>
+    private static void Fail(PendingException pe, IOException e)
+    {
+        if (e is DeviceFullException full) pe.NoSpace ??= full;
+        else pe.Failed = true;
+    }
+
+    /// <summary>The error a write that needed a copy fails with when a COW file had no space (a new object per failure, thrown once).</summary>
+    private static DeviceFullException NoSpaceError(DeviceFullException e) =>
+        new(e.Device, e.Sector, $"no space left on device for a copy-on-write copy; nothing was written (the snapshot keeps its data): {e.Message}", e);
 
     /// <summary>
     /// A write to a snapshot chunk that has no exception: writes the new data (and, for a partial write, the rest of
@@ -100,7 +116,7 @@ internal sealed class CopyEngine
                 job = _store.JobPool.Rent();
                 long originSector = _layout.ChunkToSector(pe.OldChunk);
                 int piece = job.Buffer.Length;
-                for (long off = 0; off < _layout.ChunkBytes && !pe.Failed; off += piece)
+                for (long off = 0; off < _layout.ChunkBytes && !pe.Failed && pe.NoSpace is null; off += piece)
                 {
                     var buf = job.Buffer.AsMemory(0, piece);
                     long pieceEnd = off + piece;
@@ -123,6 +139,7 @@ internal sealed class CopyEngine
         finally
         {
             bool failed = pe.Failed;
+            var noSpace = pe.NoSpace;
             await InvalidateFailedAsync(list).ConfigureAwait(false);
             _store.CompletePending(list, slots);
             if (job is not null)
@@ -131,6 +148,7 @@ internal sealed class CopyEngine
                 _store.JobPool.Return(job);
             }
             if (failed) throw new SnapshotInvalidException(st.CowPath, st.Name, SnapshotStore.ReasonText(InvalidReasonCode.IoError));
+            if (noSpace is not null) throw NoSpaceError(noSpace);
         }
     }
 
@@ -143,7 +161,7 @@ internal sealed class CopyEngine
         {
             await pe.Snapshot!.Store!.Cow.WriteAsync(sector, data, cancellationToken).ConfigureAwait(false);
         }
-        catch (IOException) { pe.Failed = true; }
+        catch (IOException e) { Fail(pe, e); }
     }
 
     private static async ValueTask GrowAsync(PendingException pe)
@@ -152,12 +170,12 @@ internal sealed class CopyEngine
         {
             await pe.Snapshot!.Store!.EnsureCapacityAsync(pe.NewChunk).ConfigureAwait(false);
         }
-        catch (IOException) { pe.Failed = true; }
+        catch (IOException e) { Fail(pe, e); }
     }
 
     private static async Task FlushAndCommitAsync(PendingException pe, CancellationToken cancellationToken)
     {
-        if (pe.Failed) return;
+        if (pe.Failed || pe.NoSpace is not null) return;
         var s = pe.Snapshot!;
         try
         {
@@ -166,7 +184,7 @@ internal sealed class CopyEngine
             await s.Store!.CommitAsync(pe.OldChunk, pe.NewChunk, cancellationToken).ConfigureAwait(false);
             pe.Committed = true;
         }
-        catch (IOException) { pe.Failed = true; }
+        catch (IOException e) { Fail(pe, e); }
     }
 
     private async ValueTask InvalidateFailedAsync(IReadOnlyList<PendingException> pending)

@@ -39,6 +39,15 @@ internal sealed class ExceptionTable
     /// <summary>Exceptions in the table.</summary>
     public long Count => _count;
 
+    /// <summary>Forgets every exception.</summary>
+    public void Clear()
+    {
+        _runs = new Run[16];
+        _runCount = 0;
+        _buckets = NewBuckets(16);
+        _count = 0;
+    }
+
     /// <summary>Runs (table entries) used to hold them.</summary>
     public int RunCount => _runCount;
 

@@ -16,6 +16,12 @@ internal sealed class PendingException
     /// <summary>Set when copying into or committing this exception failed (its snapshot is being invalidated).</summary>
     public bool Failed;
 
+    /// <summary>
+    /// Set when the COW file had no space for this copy (the file system is full): the exception is dropped and its
+    /// chunk freed, the snapshot stays valid, and the write that needed the copy fails with this error.
+    /// </summary>
+    public Journal.Storage.DeviceFullException? NoSpace;
+
     /// <summary>Set once the exception is durable in its store.</summary>
     public bool Committed;
 
@@ -30,6 +36,7 @@ internal sealed class PendingException
         Snapshot = null;
         OldChunk = NewChunk = 0;
         Failed = Committed = false;
+        NoSpace = null;
         Waiters = null;
     }
 
