@@ -241,7 +241,7 @@ public class SnapCtlTests
     }
 
     [Fact]
-    public void A_damaged_cow_header_exits_2_with_one_line_naming_file_and_offset()
+    public void A_damaged_cow_header_invalidates_the_snapshot_and_status_names_the_offset()
     {
         using var dir = new TempFolder();
         var store = Init(dir);
@@ -249,9 +249,12 @@ public class SnapCtlTests
         var cow = Path.Combine(store, "s1.cow");
         using (var f = new FileStream(cow, FileMode.Open, FileAccess.ReadWrite)) f.Write("JUNK"u8);
         var r = ToolRunner.SnapCtl("status", store);
-        Assert.Equal(2, r.ExitCode);
-        var line = Assert.Single(r.ErrorLines);
-        Assert.Contains("s1.cow", line);
-        Assert.Contains("offset 0", line);
+        Ok(r);
+        var line = Assert.Single(r.Stdout.Split('\n'), l => l.StartsWith("s1:", StringComparison.Ordinal));
+        Assert.Contains("Invalid (COW file is damaged: ", line);
+        Assert.Contains("magic 0x4b4e554a at offset 0", line);
+        var read = ToolRunner.SnapCtl("read", store, "--snapshot", "s1", "--offset", "0", "--length", "512");
+        Assert.Equal(2, read.ExitCode);
+        Assert.Contains("s1.cow", Assert.Single(read.ErrorLines));
     }
 }
