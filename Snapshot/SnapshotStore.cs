@@ -172,17 +172,47 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         options.ValidateForCreate(folder);
         var provider = options.DeviceProvider;
+        if (provider.Exists(Path.Combine(folder, SuperblockFileName)))
+            throw new JournalException($"{Path.Combine(folder, SuperblockFileName)}: a snapshot store already exists in {folder}");
+        if (!provider.IsEmptyOrMissing(folder))
+            throw new JournalException($"{folder}: is not empty: a store is created in a new or empty folder (it would treat files there as its own)");
+        long need = (options.OriginSectors + options.LogBlocks + Superblock.FileSectors) * BlockDevice.SectorSize;
+        if (provider.AvailableBytes(folder) is { } free && free < need + CreateSlackBytes)
+            throw new DeviceFullException(folder, 0, $"not enough space for the store: it needs {need} bytes (origin {options.OriginSectors * BlockDevice.SectorSize}, log {(long)options.LogBlocks * BlockDevice.SectorSize}), the file system has {free}");
+        string staging = provider.BeginCreate(folder);
+        bool inPlace = staging == folder;
+        SnapshotStore? store = null;
+        try
+        {
+            store = await BuildAsync(staging, options, cancellationToken).ConfigureAwait(false);
+            if (inPlace) return store;
+            // Built aside: closed cleanly, put in place in one rename, and opened where it now is.
+            await store.CloseAsync(cancellationToken).ConfigureAwait(false);
+            store = null;
+            provider.CompleteCreate(staging, folder);
+            return await OpenAsync(folder, options, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            if (store is not null) await store.AbandonAsync().ConfigureAwait(false);
+            provider.AbandonCreate(staging);
+            throw;
+        }
+    }
+
+    /// <summary>Free space a create wants beyond the store's files (the first COW files, the folder's own blocks).</summary>
+    private const long CreateSlackBytes = 1 << 20;
+
+    /// <summary>Makes the store's files in <paramref name="folder"/> (which holds nothing) and starts it there.</summary>
+    private static async ValueTask<SnapshotStore> BuildAsync(string folder, StoreOptions options, CancellationToken cancellationToken)
+    {
+        var provider = options.DeviceProvider;
         provider.EnsureFolder(folder);
         var folderLock = provider.Lock(folder);
         var created = new List<BlockDevice>();
         try
         {
             string sbPath = Path.Combine(folder, SuperblockFileName);
-            if (provider.Exists(sbPath))
-                throw new JournalException($"{sbPath}: a snapshot store already exists in {folder}");
-            foreach (var p in new[] { OriginFileName, JournalFileName })
-                if (provider.Exists(Path.Combine(folder, p)))
-                    throw new JournalException($"{Path.Combine(folder, p)}: file already exists; {folder} is not empty");
             var origin = provider.Create(Path.Combine(folder, OriginFileName), options.OriginSectors);
             created.Add(origin);
             var log = provider.Create(Path.Combine(folder, JournalFileName), options.LogBlocks);
@@ -201,6 +231,18 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             folderLock.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Releases everything of a store that failed to be made, writing nothing more.</summary>
+    private async ValueTask AbandonAsync()
+    {
+        Interlocked.Exchange(ref _closed, 1);
+        if (_journal is { } j) { try { await j.CloseAsync().ConfigureAwait(false); } catch (Exception e) when (e is IOException or JournalException) { } }
+        DisposeSnapshotStores();
+        _origin.Dispose();
+        _logDevice.Dispose();
+        _sbDevice.Dispose();
+        _folderLock.Dispose();
     }
 
     /// <summary>
@@ -489,6 +531,24 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(name);
         if (SnapshotRecord.NameProblem(name) is { } problem) throw new JournalArgumentException(problem);
+    }
+
+    /// <summary>
+    /// True when <paramref name="path"/> is one of this store's files (or inside its folder): the origin, the journal,
+    /// the superblock, the lock, a COW file, or another name for one of them (a hard or symbolic link). Tools refuse to
+    /// write their output there.
+    /// </summary>
+    public bool IsStorePath(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = Path.GetFullPath(path);
+        string folder = Path.GetFullPath(Folder).TrimEnd(Path.DirectorySeparatorChar) + Path.DirectorySeparatorChar;
+        if (full.StartsWith(folder, StringComparison.Ordinal)) return true;
+        if (FileBlockDevice.GetFileIdentity(full) is not { } target) return false;
+        if (FileBlockDevice.GetFileIdentity(Folder) is { } dir && dir == target) return true;
+        foreach (var f in _provider.List(Folder, ""))
+            if (FileBlockDevice.GetFileIdentity(f) is { } id && id == target) return true;
+        return false;
     }
 
     /// <summary>COW size that holds a full copy of the origin (header, every area, every chunk), in sectors.</summary>

@@ -88,6 +88,26 @@ internal sealed class TestDeviceProvider : IDeviceProvider
 
     public void EnsureFolder(string folder) { lock (_lock) _folders.Add(folder); }
 
+    public bool IsEmptyOrMissing(string folder)
+    {
+        lock (_lock) return !_devices.Keys.Any(k => Path.GetDirectoryName(k) == folder.TrimEnd('/'));
+    }
+
+    /// <summary>Free bytes reported for every folder (null: unknown, as on a system that does not say).</summary>
+    public long? FreeBytes { get; set; }
+
+    public long? AvailableBytes(string folder) => FreeBytes;
+
+    public string BeginCreate(string folder) => folder;
+
+    public void CompleteCreate(string staging, string folder) { }
+
+    public void AbandonCreate(string staging)
+    {
+        lock (_lock)
+            foreach (var k in _devices.Keys.Where(k => Path.GetDirectoryName(k) == staging.TrimEnd('/')).ToList()) _devices.Remove(k);
+    }
+
     public IDisposable Lock(string folder)
     {
         lock (_lock)

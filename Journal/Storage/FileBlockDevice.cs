@@ -192,6 +192,27 @@ public sealed class FileBlockDevice : BlockDevice
     }
 
     /// <summary>
+    /// The (device, inode) pair naming the file <paramref name="path"/> refers to (symbolic links followed), or null
+    /// when it does not exist or the system does not say: two paths with the same identity are the same file.
+    /// </summary>
+    public static (ulong Device, ulong Inode)? GetFileIdentity(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (!NativeFile.IsLinux) return null;
+        var id = NativeFile.Identify(path);
+        return id.Errno == 0 ? (id.Device, id.Inode) : null;
+    }
+
+    /// <summary>Makes the entries of <paramref name="directory"/> durable (fsync of the folder: new and renamed names).</summary>
+    /// <exception cref="BlockDeviceException">The fsync failed.</exception>
+    public static void SyncDirectory(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        int errno = NativeFile.SyncDirectory(directory);
+        if (errno != 0) throw new BlockDeviceException(directory, 0, $"fsync of the directory failed: {NativeFile.Describe(errno)}");
+    }
+
+    /// <summary>
     /// Free space and mount state of the file system holding <paramref name="path"/> (a file or a folder), or null
     /// when the system does not say (off Linux).
     /// </summary>

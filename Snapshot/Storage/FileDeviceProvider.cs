@@ -1,3 +1,4 @@
+using Journal;
 using Journal.Storage;
 
 namespace Snapshot.Storage;
@@ -38,5 +39,66 @@ internal sealed class FileDeviceProvider : IDeviceProvider
         {
             throw new StoreInUseException(folder, e);
         }
+    }
+
+    // Creating a store: built in a hidden sibling folder and renamed into place (rename(2) is atomic, and replaces an
+    // empty target folder), so the target path holds either nothing or a whole store. A staging folder left by a killed
+    // create is removed by the next create of the same store, if it holds only store files.
+
+    /// <summary>Names the files a store folder holds; staging folders holding anything else are never removed.</summary>
+    private static readonly HashSet<string> StoreFiles = new(StringComparer.Ordinal)
+    {
+        SnapshotStore.OriginFileName, SnapshotStore.JournalFileName, SnapshotStore.SuperblockFileName, LockFileName,
+    };
+
+    private const string StagingMarker = ".creating-";
+
+    public bool IsEmptyOrMissing(string folder) =>
+        !Directory.Exists(folder) || !Directory.EnumerateFileSystemEntries(folder).Any();
+
+    public long? AvailableBytes(string folder)
+    {
+        string? at = Path.GetFullPath(folder);
+        while (at is not null && !Directory.Exists(at)) at = Path.GetDirectoryName(at);
+        return at is null ? null : FileBlockDevice.GetFileSystemSpace(at)?.AvailableBytes;
+    }
+
+    public string BeginCreate(string folder)
+    {
+        string full = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
+        string parent = Path.GetDirectoryName(full) ?? throw new JournalArgumentException($"{folder}: cannot create a store at the root");
+        string name = Path.GetFileName(full);
+        if (!Directory.Exists(parent)) throw new DeviceOpenException(full, DeviceOpenError.Missing, $"directory {parent} does not exist");
+        string prefix = "." + name + StagingMarker;
+        foreach (var stale in Directory.EnumerateDirectories(parent, prefix + "*"))
+            if (Directory.EnumerateFileSystemEntries(stale).All(e => File.Exists(e) && StoreFiles.Contains(Path.GetFileName(e))))
+                Directory.Delete(stale, recursive: true);
+        string staging = Path.Combine(parent, prefix + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(staging);
+        return staging;
+    }
+
+    public void CompleteCreate(string staging, string folder)
+    {
+        if (staging == folder) return;
+        string full = Path.GetFullPath(folder);
+        // rename(2) replaces an empty folder and fails on a non-empty one, so a folder filled meanwhile is never lost.
+        if (Directory.Exists(full) && !Directory.EnumerateFileSystemEntries(full).Any()) Directory.Delete(full);
+        try
+        {
+            Directory.Move(staging, full);
+        }
+        catch (IOException e)
+        {
+            throw new JournalException($"{full}: cannot put the new store in place: {e.Message.ReplaceLineEndings(" ")}", e);
+        }
+        FileBlockDevice.SyncDirectory(Path.GetDirectoryName(full)!); // the rename is durable once the parent folder is
+    }
+
+    public void AbandonCreate(string staging)
+    {
+        if (!Directory.Exists(staging)) return;
+        if (Directory.EnumerateFileSystemEntries(staging).All(e => File.Exists(e) && StoreFiles.Contains(Path.GetFileName(e))))
+            Directory.Delete(staging, recursive: true);
     }
 }

@@ -26,6 +26,26 @@ internal interface IDeviceProvider
     /// <summary>Creates the folder if needed.</summary>
     void EnsureFolder(string folder);
 
+    /// <summary>True when <paramref name="folder"/> does not exist or holds nothing at all.</summary>
+    bool IsEmptyOrMissing(string folder);
+
+    /// <summary>Bytes free for new files where <paramref name="folder"/> is (or would be); null when unknown.</summary>
+    long? AvailableBytes(string folder);
+
+    /// <summary>
+    /// Starts creating a store in <paramref name="folder"/> (missing or empty): returns the folder to build it in. The
+    /// file provider builds in a new hidden sibling folder and renames it into place at the end, so a failed or killed
+    /// create never leaves a half-made store at <paramref name="folder"/>; providers without that return
+    /// <paramref name="folder"/> itself.
+    /// </summary>
+    string BeginCreate(string folder);
+
+    /// <summary>Puts what <paramref name="staging"/> holds in place as <paramref name="folder"/> (no-op when they are the same).</summary>
+    void CompleteCreate(string staging, string folder);
+
+    /// <summary>Removes what a failed create made in <paramref name="staging"/>.</summary>
+    void AbandonCreate(string staging);
+
     /// <summary>
     /// Takes the store's exclusive lock at once or throws <see cref="StoreInUseException"/>. Disposing releases it.
     /// </summary>

@@ -127,6 +127,8 @@ internal static class StoreCommands
         var volume = snapshot is null ? s.Origin : RequireSnapshot(s, store, snapshot);
         RequireInside(volume, offset, length);
 
+        if (output is not null && s.IsStorePath(output))
+            throw new UsageException($"--output: {output} is one of the store's own files (or in its folder); write the data elsewhere");
         Stream destination;
         try
         {
@@ -204,7 +206,7 @@ internal static class StoreCommands
     private static void RequireInside(StoreVolume volume, long offset, long length)
     {
         long size = volume.SectorCount * Sector;
-        if (offset + length > size)
+        if (offset < 0 || length < 0 || length > size || offset > size - length) // no overflow: offset + length is never formed
             throw new UsageException(string.Create(CultureInfo.InvariantCulture,
                 $"{length} bytes at offset {offset} go past the end of {volume.Name} ({size} bytes)"));
     }

@@ -51,6 +51,19 @@ internal sealed partial class DemoDeviceProvider(CrashSwitch crashSwitch) : IDev
 
     public IDisposable Lock(string folder) => new NoLock();
 
+    public bool IsEmptyOrMissing(string folder) => !List(folder, "").Any();
+
+    public long? AvailableBytes(string folder) => null;
+
+    public string BeginCreate(string folder) => folder;
+
+    public void CompleteCreate(string staging, string folder) { }
+
+    public void AbandonCreate(string staging)
+    {
+        foreach (var k in List(staging, "")) Delete(k);
+    }
+
     /// <summary>Unflushed writes a crash kept whole, lost, and tore, over all devices.</summary>
     public sealed record CrashFates(int Devices, int Unflushed, int Kept, int Lost, int Torn, long BytesWritten);
 

@@ -1,0 +1,117 @@
+namespace Journal.Tests.Tools;
+
+/// <summary>
+/// Mistakes a user makes at the command line that must cost nothing: an init into a folder with files in it, a read
+/// whose output is the store's own file, a write whose range overflows, an init larger than the disk, an init that is
+/// killed half way.
+/// </summary>
+public class UserMistakeTests
+{
+    private static void Ok(ToolResult r) => Assert.True(r.ExitCode == 0, r.ToString());
+
+    [Fact]
+    public void Init_refuses_a_folder_that_holds_files_and_leaves_them()
+    {
+        using var dir = new TempFolder();
+        var folder = dir["mine"];
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "disk.cow"), "user data");
+        var r = ToolRunner.SnapCtl("init", folder, "--origin-size", "1M");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("not empty", Assert.Single(r.ErrorLines));
+        Assert.Equal(["disk.cow"], Directory.GetFiles(folder).Select(Path.GetFileName));
+        Assert.Equal("user data", File.ReadAllText(Path.Combine(folder, "disk.cow")));
+        // An empty folder is fine.
+        var empty = dir["empty"];
+        Directory.CreateDirectory(empty);
+        Ok(ToolRunner.SnapCtl("init", empty, "--origin-size", "1M"));
+    }
+
+    [Theory]
+    [InlineData("origin.img")]
+    [InlineData("journal.log")]
+    [InlineData("store.sb")]
+    [InlineData("s.cow")]
+    [InlineData("new-file-in-the-store")]
+    [InlineData("link-to-origin")]
+    public void Read_refuses_to_write_its_output_over_the_stores_own_files(string target)
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        Ok(ToolRunner.SnapCtl("init", store, "--origin-size", "1M"));
+        Ok(ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "7", "--length", "1M"));
+        Ok(ToolRunner.SnapCtl("snapshot", "create", store, "s"));
+        Ok(ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "9", "--length", "1M"));
+        string output = Path.Combine(store, target);
+        if (target == "link-to-origin")
+        {
+            output = dir["link-to-origin"];
+            File.CreateSymbolicLink(output, Path.Combine(store, "origin.img"));
+        }
+        var sizes = Directory.GetFiles(store).ToDictionary(f => f, f => new FileInfo(f).Length);
+        // The snapshot reads as 7s: none of the store's files may start with them after the refused read.
+        var r = ToolRunner.SnapCtl("read", store, "--offset", "0", "--length", "64K", "--snapshot", "s", "--output", output);
+        Assert.Equal(64, r.ExitCode);
+        Assert.Contains("store's own files", Assert.Single(r.ErrorLines));
+        Assert.Equal(sizes.Keys.Order(), Directory.GetFiles(store).Order());
+        foreach (var (f, size) in sizes)
+        {
+            Assert.Equal(size, new FileInfo(f).Length);
+            var head = File.ReadAllBytes(f).AsSpan(0, (int)Math.Min(size, 4096));
+            Assert.True(size == 0 || head.IndexOfAnyExcept((byte)7) >= 0, $"{f} was overwritten with the snapshot's data");
+        }
+        Assert.All(ToolRunner.SnapCtl("read", store, "--offset", "0", "--length", "1M").Raw, b => Assert.Equal(9, b));
+        Assert.All(ToolRunner.SnapCtl("read", store, "--snapshot", "s", "--offset", "0", "--length", "1M").Raw, b => Assert.Equal(7, b));
+        Ok(ToolRunner.JReplay("check", store));
+    }
+
+    [Fact]
+    public void A_write_whose_range_overflows_writes_nothing()
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        Ok(ToolRunner.SnapCtl("init", store, "--origin-size", "16M"));
+        var r = ToolRunner.SnapCtl("write", store, "--offset", "1M", "--pattern", "0x55", "--length", "9223372036854775296");
+        Assert.Equal(64, r.ExitCode);
+        Assert.Contains("past the end", Assert.Single(r.ErrorLines));
+        Assert.All(File.ReadAllBytes(Path.Combine(store, "origin.img")), b => Assert.Equal(0, b));
+    }
+
+    [Fact]
+    public void Init_larger_than_the_disk_is_refused_at_once_and_writes_nothing()
+    {
+        using var dir = new TempFolder();
+        var r = ToolRunner.SnapCtl("init", dir["huge"], "--origin-size", "7T");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("not enough space", Assert.Single(r.ErrorLines));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(dir.Path));
+    }
+
+    [Fact]
+    public async Task A_killed_init_leaves_no_half_made_store_and_the_next_init_works()
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        using (var init = ToolProcess.Start("snapctl", ["init", store, "--origin-size", "2G"]))
+        {
+            // Kill it while it zero-fills the origin in its staging folder.
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+            while (!Directory.EnumerateFiles(dir.Path, "origin.img", SearchOption.AllDirectories).Any(f => new FileInfo(f).Length > 0))
+            {
+                Assert.True(DateTime.UtcNow < deadline, "init never started writing the origin");
+                Assert.False(init.HasExited, $"init finished before it could be killed:\n{init.Stdout}{init.Stderr}");
+                await Task.Delay(5);
+            }
+            init.Kill();
+            await init.WaitForExitAsync(TimeSpan.FromSeconds(30));
+        }
+        Assert.False(Directory.Exists(store), "the killed init left a folder at the store's path");
+        var status = ToolRunner.SnapCtl("status", store);
+        Assert.Equal(66, status.ExitCode);
+
+        Ok(ToolRunner.SnapCtl("init", store, "--origin-size", "1M"));
+        Ok(ToolRunner.SnapCtl("status", store));
+        // The killed init's staging folder was cleaned up by the next init.
+        Assert.Equal([store], Directory.GetDirectories(dir.Path));
+    }
+}
