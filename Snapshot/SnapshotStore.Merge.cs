@@ -42,9 +42,10 @@ public sealed partial class SnapshotStore
             ThrowIfClosed();
             SnapshotState st;
             bool starting;
+            lock (_stateLock) st = FindLocked(name);
+            RequireRemovable(st); // the merge ends in the delete: refused before the origin changes, not at the end
             lock (_stateLock)
             {
-                st = FindLocked(name);
                 if (_merging is { } other && other != st)
                     throw new JournalArgumentException($"{st.CowPath}: the merge of '{other.Name}' into the origin is unfinished; run it again first");
                 if (st.Kind == SnapshotKind.Transient)

@@ -685,12 +685,23 @@ public sealed partial class SnapshotStore : IAsyncDisposable
                 if (st.Merging)
                     throw new JournalArgumentException($"{st.CowPath}: snapshot '{name}' is being merged into the origin (the origin needs its data); run the merge again to finish it");
             }
+            RequireRemovable(st);
             await RemoveSnapshotAsync(st, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
             _gate.ExitExclusive();
         }
+    }
+
+    /// <summary>
+    /// Refuses, before anything is committed, a change that ends in removing <paramref name="st"/>'s COW file when the
+    /// folder does not let it be removed (permissions, a read-only or immutable folder): the change is not made.
+    /// </summary>
+    internal void RequireRemovable(SnapshotState st)
+    {
+        if (_provider.WhyNotWritable(Folder) is { } why)
+            throw new JournalException($"{st.CowPath}: snapshot '{st.Name}' cannot be removed: {Folder}: {why}; nothing was changed");
     }
 
     /// <summary>The snapshot named <paramref name="name"/>, or a one-line error naming its COW file. Under the state lock.</summary>

@@ -88,6 +88,8 @@ internal sealed class TestDeviceProvider : IDeviceProvider
 
     public void EnsureFolder(string folder) { lock (_lock) _folders.Add(folder); }
 
+    public string? WhyNotWritable(string folder) => null;
+
     public bool IsEmptyOrMissing(string folder)
     {
         lock (_lock) return !_devices.Keys.Any(k => Path.GetDirectoryName(k) == folder.TrimEnd('/'));

@@ -115,3 +115,53 @@ public class UserMistakeTests
         Assert.Equal([store], Directory.GetDirectories(dir.Path));
     }
 }
+
+/// <summary>A change that ends in removing a file is refused up front when the folder does not allow it.</summary>
+public class UnwritableFolderTests
+{
+    private static void Ok(ToolResult r) => Assert.True(r.ExitCode == 0, r.ToString());
+
+    private static void Chattr(string flag, string path)
+    {
+        var p = System.Diagnostics.Process.Start("chattr", [flag, path])!;
+        p.WaitForExit(30_000);
+        Assert.True(p.ExitCode == 0, $"chattr {flag} {path} failed (exit {p.ExitCode}): the test needs an ext4-like file system and root");
+    }
+
+    [Theory]
+    [InlineData("delete")]
+    [InlineData("merge")]
+    public void Delete_and_merge_in_a_folder_that_refuses_removal_change_nothing(string command)
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        Ok(ToolRunner.SnapCtl("init", store, "--origin-size", "1M"));
+        Ok(ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "1", "--length", "1M"));
+        Ok(ToolRunner.SnapCtl("snapshot", "create", store, "s"));
+        Ok(ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "2", "--length", "64K"));
+        // Immutable: no entry of the folder can be created or removed, not even by root (as a folder without write
+        // permission is for everyone else). The files themselves stay writable.
+        Chattr("+i", store);
+        try
+        {
+            var r = ToolRunner.SnapCtl("snapshot", command, store, "s");
+            Assert.Equal(2, r.ExitCode);
+            var line = Assert.Single(r.ErrorLines);
+            Assert.Contains("s.cow", line);
+            Assert.Contains("nothing was changed", line);
+        }
+        finally
+        {
+            Chattr("-i", store);
+        }
+        var status = ToolRunner.SnapCtl("status", store);
+        Ok(status);
+        Assert.Contains("s: 0 2048 snapshot ", status.Stdout);
+        Assert.DoesNotContain("Invalid", status.Stdout);
+        Assert.DoesNotContain("erg", status.Stdout); // neither merging nor a failed merge
+        Assert.All(ToolRunner.SnapCtl("read", store, "--offset", "0", "--length", "64K").Raw, b => Assert.Equal(2, b));
+        Assert.All(ToolRunner.SnapCtl("read", store, "--snapshot", "s", "--offset", "0", "--length", "64K").Raw, b => Assert.Equal(1, b));
+        Ok(ToolRunner.SnapCtl("snapshot", command, store, "s"));
+        Assert.False(File.Exists(Path.Combine(store, "s.cow")));
+    }
+}

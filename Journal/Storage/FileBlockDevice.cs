@@ -203,6 +203,17 @@ public sealed class FileBlockDevice : BlockDevice
         return id.Errno == 0 ? (id.Device, id.Inode) : null;
     }
 
+    /// <summary>
+    /// Null when files can be created and removed in <paramref name="directory"/>; else why not (permission denied,
+    /// read-only file system, operation not permitted), in the system's words.
+    /// </summary>
+    public static string? WhyFolderIsNotWritable(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        int errno = NativeFile.CanModifyDirectory(directory);
+        return errno == 0 ? null : NativeFile.Describe(errno);
+    }
+
     /// <summary>Makes the entries of <paramref name="directory"/> durable (fsync of the folder: new and renamed names).</summary>
     /// <exception cref="BlockDeviceException">The fsync failed.</exception>
     public static void SyncDirectory(string directory)

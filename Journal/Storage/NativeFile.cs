@@ -42,6 +42,26 @@ internal static partial class NativeFile
     [LibraryImport("libc", EntryPoint = "statvfs", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static unsafe partial int StatVfs(string path, byte* buffer);
 
+    [LibraryImport("libc", EntryPoint = "access", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Access(string path, int mode);
+
+    private const int W_OK = 2, X_OK = 1;
+
+    /// <summary>
+    /// 0 when this process may create and remove entries in <paramref name="directory"/> (write and search
+    /// permission, not read-only, not immutable), else the errno (EACCES, EROFS, EPERM). Off Linux: 0.
+    /// </summary>
+    internal static int CanModifyDirectory(string directory)
+    {
+        if (!IsLinux) return 0;
+        while (true)
+        {
+            if (Access(directory, W_OK | X_OK) == 0) return 0;
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno != EINTR) return errno;
+        }
+    }
+
     private const int AT_FDCWD = -100;
     private const uint STATX_TYPE = 0x1, STATX_INO = 0x100;
     private const int FALLOC_FL_KEEP_SIZE = 1;

@@ -53,6 +53,8 @@ internal sealed class FileDeviceProvider : IDeviceProvider
 
     private const string StagingMarker = ".creating-";
 
+    public string? WhyNotWritable(string folder) => FileBlockDevice.WhyFolderIsNotWritable(folder);
+
     public bool IsEmptyOrMissing(string folder) =>
         !Directory.Exists(folder) || !Directory.EnumerateFileSystemEntries(folder).Any();
 

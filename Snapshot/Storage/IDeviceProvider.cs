@@ -26,6 +26,12 @@ internal interface IDeviceProvider
     /// <summary>Creates the folder if needed.</summary>
     void EnsureFolder(string folder);
 
+    /// <summary>
+    /// Null when devices can be created and removed in <paramref name="folder"/>; else why not. Checked before a change
+    /// is committed that ends in removing a file, so the change is refused instead of half done.
+    /// </summary>
+    string? WhyNotWritable(string folder);
+
     /// <summary>True when <paramref name="folder"/> does not exist or holds nothing at all.</summary>
     bool IsEmptyOrMissing(string folder);
 
