@@ -300,7 +300,10 @@ public sealed partial class SnapshotStore
                     admitted?.TrySetResult();
                     if (job is not null)
                     {
-                        await _engine.RunOriginCopyAsync(job, cancellationToken).ConfigureAwait(false);
+                        // A copy once claimed runs to its end whatever the caller's token says: a commit given up half way
+                        // could leave its exception committed while the chunk it points at went back to the free list.
+                        // Cancellation is honoured at the waits, where nothing is held.
+                        await _engine.RunOriginCopyAsync(job, CancellationToken.None).ConfigureAwait(false);
                         continue; // look again: the copies are complete now
                     }
                     await _origin.WriteAsync(sector, data, cancellationToken).ConfigureAwait(false);
@@ -439,7 +442,8 @@ public sealed partial class SnapshotStore
                     }
                     return;
                 }
-                await _engine.RunSnapshotWriteAsync(pe!, slots, offsetInChunk, data, cancellationToken).ConfigureAwait(false);
+                // As for an origin copy: once claimed, the exception is written and committed to the end (see above).
+                await _engine.RunSnapshotWriteAsync(pe!, slots, offsetInChunk, data, CancellationToken.None).ConfigureAwait(false);
                 return;
             }
             finally

@@ -58,6 +58,8 @@ internal static class Cli
             return ExitCodes.Usage;
         }
 
+        using var signals = console.ListensForSignals ? SignalInterrupt.Listen() : null;
+        console.Cancellation = signals?.Token ?? CancellationToken.None;
         var config = new InvocationConfiguration
         {
             Output = console.Out,
@@ -74,6 +76,12 @@ internal static class Cli
         catch (Exception e)
         {
             try { console.Out.Flush(); } catch (IOException) { }
+            if (ErrorMap.Unwrap(e) is OperationCanceledException && signals is { Signal: not 0 })
+            {
+                console.Error.WriteLine($"{console.Name}: interrupted by {signals.SignalName}: stopped; what it had opened was closed cleanly");
+                console.Error.Flush();
+                return signals.ExitCode;
+            }
             return Report(e, console);
         }
     }

@@ -15,8 +15,9 @@ internal sealed class ToolConsole
     /// <param name="stderr">Error output.</param>
     /// <param name="openRaw">Opens the raw byte output (standard output as bytes).</param>
     /// <param name="isTerminal">True when standard output is an interactive terminal: progress bars may be drawn.</param>
-    public ToolConsole(string name, TextWriter stdout, TextWriter stderr, Func<Stream> openRaw, bool isTerminal)
+    public ToolConsole(string name, TextWriter stdout, TextWriter stderr, Func<Stream> openRaw, bool isTerminal, bool listensForSignals = false)
     {
+        ListensForSignals = listensForSignals;
         Name = name;
         Out = stdout;
         Error = stderr;
@@ -36,6 +37,15 @@ internal sealed class ToolConsole
     /// <summary>True when output goes to an interactive terminal (progress bars are drawn only then).</summary>
     public bool IsTerminal { get; }
 
+    /// <summary>True for the console of a real process: SIGINT and SIGTERM cancel <see cref="Cancellation"/>.</summary>
+    public bool ListensForSignals { get; }
+
+    /// <summary>
+    /// Cancelled when the process gets SIGINT or SIGTERM (while a command runs): commands pass it to every wait and
+    /// stop there, closing what they opened.
+    /// </summary>
+    public CancellationToken Cancellation { get; set; }
+
     /// <summary>Opens standard output as a byte stream; text written so far is flushed first.</summary>
     public Stream OpenRawOutput()
     {
@@ -46,7 +56,7 @@ internal sealed class ToolConsole
     /// <summary>The console of the running process.</summary>
     public static ToolConsole ForProcess(string name) => new(
         name, Console.Out, Console.Error, Console.OpenStandardOutput,
-        isTerminal: !Console.IsOutputRedirected);
+        isTerminal: !Console.IsOutputRedirected, listensForSignals: true);
 
     /// <summary>A console over caller-supplied writers (never a terminal).</summary>
     public static ToolConsole ForWriters(string name, TextWriter stdout, TextWriter stderr, Stream? rawStdout) => new(

@@ -34,7 +34,7 @@ internal static class StoreCommands
             ChunkSectors = (int)(chunkSize / Sector),
             LogBlocks = (uint)(logBytes / Sector),
         };
-        var s = await SnapshotStore.CreateAsync(store, options).ConfigureAwait(false);
+        var s = await SnapshotStore.CreateAsync(store, options, console.Cancellation).ConfigureAwait(false);
         await s.CloseAsync().ConfigureAwait(false);
         console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"created store {store}: origin {Sizes.Format(originSize)} ({options.OriginSectors} sectors), chunk {Sizes.Format(chunkSize)} ({options.ChunkSectors} sectors), log {Sizes.Format(logBytes)} ({options.LogBlocks} blocks)"));
@@ -46,7 +46,7 @@ internal static class StoreCommands
         if (cowSize is { } c) RequireSectors("--cow-size", c);
         await using var s = await OpenAsync(console, store).ConfigureAwait(false);
         var options = new SnapshotOptions { Persistent = !transient, CowSectors = cowSize / Sector };
-        await s.CreateSnapshotAsync(name, options).ConfigureAwait(false);
+        await s.CreateSnapshotAsync(name, options, console.Cancellation).ConfigureAwait(false);
         var status = s.GetStatus().Snapshots.Single(x => x.Name == name);
         await s.CloseAsync().ConfigureAwait(false);
         console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -60,7 +60,7 @@ internal static class StoreCommands
     {
         await using var s = await OpenAsync(console, store).ConfigureAwait(false);
         RequireSnapshot(s, store, name);
-        await s.DeleteSnapshotAsync(name).ConfigureAwait(false);
+        await s.DeleteSnapshotAsync(name, console.Cancellation).ConfigureAwait(false);
         await s.CloseAsync().ConfigureAwait(false);
         console.Out.WriteLine($"deleted snapshot {name}");
         return ExitCodes.Success;
@@ -73,7 +73,7 @@ internal static class StoreCommands
         long chunks = s.GetStatus().Snapshots.Single(x => x.Name == name).Exceptions;
         await ProgressBar.RunAsync(console, $"merging {name}", chunks, async p =>
         {
-            await s.MergeSnapshotAsync(name, new Progress<(long Done, long Total)>(d => p.Report(d.Done))).ConfigureAwait(false);
+            await s.MergeSnapshotAsync(name, new Progress<(long Done, long Total)>(d => p.Report(d.Done)), console.Cancellation).ConfigureAwait(false);
             return 0;
         }).ConfigureAwait(false);
         await s.CloseAsync().ConfigureAwait(false);
@@ -108,11 +108,13 @@ internal static class StoreCommands
         for (long done = 0; done < length;)
         {
             int n = (int)Math.Min(buffer.Length, length - done);
-            if (source is not null) await source.ReadExactlyAsync(buffer.AsMemory(0, n)).ConfigureAwait(false);
-            await volume.WriteAsync((offset + done) / Sector, buffer.AsMemory(0, n)).ConfigureAwait(false);
+            // A signal stops the write between pieces: what was written stays, the store closes cleanly.
+            console.Cancellation.ThrowIfCancellationRequested();
+            if (source is not null) await source.ReadExactlyAsync(buffer.AsMemory(0, n), console.Cancellation).ConfigureAwait(false);
+            await volume.WriteAsync((offset + done) / Sector, buffer.AsMemory(0, n), console.Cancellation).ConfigureAwait(false);
             done += n;
         }
-        await s.FlushAsync().ConfigureAwait(false);
+        await s.FlushAsync(console.Cancellation).ConfigureAwait(false);
         await s.CloseAsync().ConfigureAwait(false);
         console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"wrote {length} bytes at offset {offset} to {volume.Name} (durable)"));
@@ -144,7 +146,8 @@ internal static class StoreCommands
             for (long done = 0; done < length;)
             {
                 int n = (int)Math.Min(buffer.Length, length - done);
-                await volume.ReadAsync((offset + done) / Sector, buffer.AsMemory(0, n)).ConfigureAwait(false);
+                console.Cancellation.ThrowIfCancellationRequested();
+                await volume.ReadAsync((offset + done) / Sector, buffer.AsMemory(0, n), console.Cancellation).ConfigureAwait(false);
                 await destination.WriteAsync(buffer.AsMemory(0, n)).ConfigureAwait(false);
                 done += n;
             }
@@ -178,7 +181,7 @@ internal static class StoreCommands
     public static async Task<SnapshotStore> OpenAsync(ToolConsole console, string store)
     {
         RequireStore(store);
-        var s = await SnapshotStore.OpenAsync(store).ConfigureAwait(false);
+        var s = await SnapshotStore.OpenAsync(store, null, console.Cancellation).ConfigureAwait(false);
         if (!s.LogClean)
             console.Error.WriteLine($"{console.Name}: {store}: the last close was not clean; the journal was replayed");
         return s;
