@@ -31,7 +31,7 @@ public sealed class MetadataJournal : IAsyncDisposable
     private readonly ILogSink _log;
     private readonly BoundedBufferPool _pool;
     private readonly JournalCounters _counters = new();
-    private readonly ObjectPool<Transaction> _transactions;
+    private readonly ObjectPool<TransactionState> _transactions;
     private readonly Func<bool, ValueTask>? _closeLog; // argument: clean (write the unmount record)
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _state;
@@ -47,7 +47,7 @@ public sealed class MetadataJournal : IAsyncDisposable
         Cil.SetDurableSequence(firstSequence - 1);
         Ail = new ActiveItemList(log, Cil, Space, _counters);
         Space.SetPressureCallback(OnSpacePressure);
-        _transactions = new DefaultObjectPool<Transaction>(new TransactionPolicy(), 1024);
+        _transactions = new DefaultObjectPool<TransactionState>(new TransactionPolicy(), 1024);
         Cil.Attach(Ail);
         Ail.Start();
     }
@@ -206,12 +206,12 @@ public sealed class MetadataJournal : IAsyncDisposable
 
     private Transaction RentTransaction(long reserved)
     {
-        var tx = _transactions.Get();
-        tx.Start(this, reserved);
-        return tx;
+        var state = _transactions.Get();
+        state.Start(this, reserved);
+        return new Transaction(state);
     }
 
-    internal void ReturnTransaction(Transaction tx) => _transactions.Return(tx);
+    internal void ReturnTransaction(TransactionState state) => _transactions.Return(state);
 
     /// <summary>The sequence of the checkpoint collecting commits now.</summary>
     public ulong CurrentSequence => Cil.CurrentSequence;
@@ -326,9 +326,9 @@ public sealed class MetadataJournal : IAsyncDisposable
         if (!cur.IsEmpty) Cil.RequestPush(cur.Sequence);
     }
 
-    private sealed class TransactionPolicy : PooledObjectPolicy<Transaction>
+    private sealed class TransactionPolicy : PooledObjectPolicy<TransactionState>
     {
-        public override Transaction Create() => new();
-        public override bool Return(Transaction obj) => true;
+        public override TransactionState Create() => new();
+        public override bool Return(TransactionState obj) => true;
     }
 }

@@ -103,7 +103,7 @@ internal sealed partial class CommittedItemList
     // ---------------------------------------------------------------------------------------------------------------
 
     /// <summary>Commits the transaction's items into the current context; returns its sequence.</summary>
-    public async ValueTask<ulong> CommitAsync(Transaction tx, CancellationToken cancellationToken)
+    public async ValueTask<ulong> CommitAsync(TransactionState tx, CancellationToken cancellationToken)
     {
         ThrowIfShutdown();
         if (tx.ItemCount == 0) return CurrentSequence;
@@ -139,7 +139,7 @@ internal sealed partial class CommittedItemList
     /// Step 1: sizes every item, prepares a shadow that can hold it, and makes the reservation cover the worst case.
     /// Completes synchronously (allocating nothing) when shadows are big enough and the reservation suffices.
     /// </summary>
-    private async ValueTask PrepareAsync(Transaction tx, CancellationToken cancellationToken)
+    private async ValueTask PrepareAsync(TransactionState tx, CancellationToken cancellationToken)
     {
         long needed = _cost.ContextOverhead;
         for (int i = 0; i < tx.ItemCount; i++)
@@ -183,7 +183,7 @@ internal sealed partial class CommittedItemList
     /// Step 2, under the shared context lock. Allocates nothing: every vector it may need was prepared in step 1, the
     /// list is intrusive, the counters are interlocked.
     /// </summary>
-    private ulong Insert(Transaction tx, out CilContext ctx, out long diff)
+    private ulong Insert(TransactionState tx, out CilContext ctx, out long diff)
     {
         _ctxLock.EnterReadLock();
         long allocated = MeasureLockAllocations ? GC.GetAllocatedBytesForCurrentThread() : 0;
@@ -321,7 +321,7 @@ internal sealed partial class CommittedItemList
     }
 
     /// <summary>Step 3: vectors left in the transaction go back to their items as shadows (or to the pool).</summary>
-    private void GiveBackPrepared(Transaction tx)
+    private void GiveBackPrepared(TransactionState tx)
     {
         for (int i = 0; i < tx.ItemCount; i++)
         {
