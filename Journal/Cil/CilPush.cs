@@ -146,7 +146,11 @@ internal sealed partial class CommittedItemList
         {
             if (Stopwatch.GetTimestamp() >= deadline)
             {
-                if (counted) Interlocked.Increment(ref _counters.GatherTimeouts);
+                if (counted)
+                {
+                    Interlocked.Increment(ref _counters.GatherTimeouts);
+                    Diagnostics.GatherTimedOut(cur.Sequence, Volatile.Read(ref cur.Forcers), expected, _options.CheckpointGatherWindow);
+                }
                 return;
             }
             if (NothingQueued()) { if (++idle == 2) return; }
@@ -378,6 +382,7 @@ internal sealed partial class CommittedItemList
         for (var c = Volatile.Read(ref _current); c is not null; c = c.Previous) c.Durable.TrySetException(err);
         _space.Fail(err);
         _pushSignal.Set();
+        Diagnostics.ShutDown(error);
     }
 
     /// <summary>A one-line description of the push machinery, for diagnosing hangs in tests.</summary>

@@ -61,6 +61,9 @@ internal sealed partial class CommittedItemList
     private readonly long _gatherWindowTicks;   // JournalOptions.CheckpointGatherWindow in Stopwatch ticks
     private ActiveItemList _ail = null!;
 
+    /// <summary>Where the push reports gather timeouts and the shutdown (never while the context lock is held).</summary>
+    internal Journal.Diagnostics.JournalDiagnostics Diagnostics { get; set; } = Journal.Diagnostics.JournalDiagnostics.None;
+
     /// <summary>When set, bytes allocated by threads inside locked sections are added to <see cref="LockAllocatedBytes"/>.</summary>
     internal bool MeasureLockAllocations;
     internal long LockAllocatedBytes;
@@ -85,6 +88,9 @@ internal sealed partial class CommittedItemList
     internal void Attach(ActiveItemList ail)
     {
         _ail = ail;
+        // The first push takes a prepared spare like every later one; without it, it would take an emergency push slot
+        // and count (and report) an emergency on a journal under no memory pressure at all.
+        _spare = PrepareSpareAsync();
         _pushLoop = Task.Run(PushLoopAsync);
     }
 
