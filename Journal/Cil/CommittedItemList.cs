@@ -82,15 +82,19 @@ internal sealed partial class CommittedItemList
         _soft = options.EffectiveSoftLimit(logBytes);
         _gatherWindowTicks = (long)(options.CheckpointGatherWindow.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
         _hard = options.EffectiveHardLimit(logBytes);
-        _current = new CilContext(new byte[CheckpointHeader.Size], pooled: false) { Sequence = Math.Max(1, firstSequence) };
+        // Pooled when the pool can serve it now: its checkpoint gives the header back, for the spare after the next switch.
+        var header = pool.TryRent(CheckpointHeader.Size);
+        _current = new CilContext(header ?? new byte[CheckpointHeader.Size], pooled: header is not null) { Sequence = Math.Max(1, firstSequence) };
     }
 
     internal void Attach(ActiveItemList ail)
     {
         _ail = ail;
         // The first push takes a prepared spare like every later one; without it, it would take an emergency push slot
-        // and count (and report) an emergency on a journal under no memory pressure at all.
-        _spare = PrepareSpareAsync();
+        // and count (and report) an emergency on a journal under no memory pressure at all. Prepared here, before the
+        // journal runs, when the pool can serve it at once; else in the background as after every switch.
+        var header = _pool.TryRent(CheckpointHeader.Size);
+        _spare = header is not null ? Task.FromResult(new CilContext(header, pooled: true)) : PrepareSpareAsync();
         _pushLoop = Task.Run(PushLoopAsync);
     }
 
