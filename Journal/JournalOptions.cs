@@ -3,6 +3,8 @@ using System.Text;
 using Journal.Format;
 using Journal.Log;
 using Journal.Memory;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Journal;
 
@@ -66,6 +68,34 @@ public sealed class JournalOptions
     /// <summary>Where the pool gets fresh buffers; null for the garbage-collected heap. Tests inject failures here.</summary>
     public IBufferAllocator? Allocator { get; init; }
 
+    /// <summary>
+    /// The journal's name in its log messages and in the <c>journal.name</c> tag of its metrics
+    /// (<see cref="Diagnostics.JournalMetrics"/>). Null (the default) means the log's device name, or <c>journal</c>
+    /// for a log sink that is not a <see cref="LogWriter"/>. A name another open journal of the process already uses
+    /// gets <c>#2</c>, <c>#3</c>... appended (<see cref="MetadataJournal.Name"/> is the name in use). At most 200
+    /// characters, no control characters.
+    /// </summary>
+    public string? Name { get; init; }
+
+    /// <summary>
+    /// Where the journal logs (warnings for checkpoint gather timeouts, emergency memory and shutdowns; information
+    /// when it starts and closes cleanly). Takes precedence over <see cref="LoggerFactory"/>. Null (the default) and a
+    /// null <see cref="LoggerFactory"/> mean no logging (<see cref="NullLogger"/>).
+    /// </summary>
+    public ILogger? Logger { get; init; }
+
+    /// <summary>
+    /// Creates the journal's loggers when <see cref="Logger"/> is null, under the categories in
+    /// <see cref="Diagnostics.JournalLogCategories"/>. Null (the default) means no logging.
+    /// </summary>
+    public ILoggerFactory? LoggerFactory { get; init; }
+
+    /// <summary>
+    /// The logger for messages of <paramref name="category"/>: <see cref="Logger"/> if set, else one from
+    /// <see cref="LoggerFactory"/>, else <see cref="NullLogger.Instance"/>.
+    /// </summary>
+    internal ILogger CreateLogger(string category) => Logger ?? LoggerFactory?.CreateLogger(category) ?? NullLogger.Instance;
+
     /// <summary>The log writer settings these options imply.</summary>
     public LogWriterOptions ToLogWriterOptions() => new() { IclogCount = LogBufferCount, IclogSize = LogBufferSize };
 
@@ -106,6 +136,8 @@ public sealed class JournalOptions
             throw Bad($"EmergencyAfter {EmergencyAfter} must be between 0 and 10 seconds");
         if (CheckpointGatherWindow < TimeSpan.Zero || CheckpointGatherWindow > TimeSpan.FromSeconds(1))
             throw Bad($"CheckpointGatherWindow {CheckpointGatherWindow.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)} µs must be between 0 and 1 s");
+        if (Name is not null && (string.IsNullOrWhiteSpace(Name) || Name.Length > 200 || Name.Any(char.IsControl)))
+            throw Bad($"Name must be 1 to 200 characters, not blank, without control characters");
         return this;
     }
 
@@ -118,7 +150,8 @@ public sealed class JournalOptions
         sb.Append(c, $"CilSoftLimitBytes={EffectiveSoftLimit(LogSizeBytes)}{(CilSoftLimitBytes is null ? " (12.5% of log)" : "")} ");
         sb.Append(c, $"CilHardLimitBytes={EffectiveHardLimit(LogSizeBytes)}{(CilHardLimitBytes is null ? " (2x soft)" : "")} ");
         sb.Append(c, $"MemoryBudgetBytes={MemoryBudgetBytes} EmergencyReserveBytes={EmergencyReserveBytes} EmergencyBufferBytes={EmergencyBufferBytes} ");
-        sb.Append(c, $"EmergencyAfter={EmergencyAfter.TotalMilliseconds}ms CheckpointGatherWindow={CheckpointGatherWindow.TotalMicroseconds}us Allocator={(Allocator is null ? "gc" : Allocator.GetType().Name)}");
+        sb.Append(c, $"EmergencyAfter={EmergencyAfter.TotalMilliseconds}ms CheckpointGatherWindow={CheckpointGatherWindow.TotalMicroseconds}us Allocator={(Allocator is null ? "gc" : Allocator.GetType().Name)} ");
+        sb.Append(c, $"Name={Name ?? "(log device)"} Logging={(Logger is not null ? "ILogger" : LoggerFactory is not null ? "ILoggerFactory" : "off")}");
         return sb.ToString();
     }
 }

@@ -26,7 +26,7 @@ public abstract class LogItem
     internal LogVector? Active;        // vector in the context with sequence ActiveSeq (owned by that context)
     internal ulong ActiveSeq;          // sequence of the context that owns Active
     internal LogVector? Shadow;        // owned by the item; swapped in when Active cannot be used
-    internal Transaction? Owner;       // the open transaction this item is joined to
+    internal TransactionState? Owner;  // the open transaction this item is joined to
     internal int PinCount;             // contexts holding this item that are not yet durable
 
     // AIL state (protected by the AIL lock).

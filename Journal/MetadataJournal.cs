@@ -1,5 +1,6 @@
 using Journal.Ail;
 using Journal.Cil;
+using Journal.Diagnostics;
 using Journal.Format;
 using Journal.Log;
 using Journal.Memory;
@@ -31,9 +32,10 @@ public sealed class MetadataJournal : IAsyncDisposable
     private readonly ILogSink _log;
     private readonly BoundedBufferPool _pool;
     private readonly JournalCounters _counters = new();
-    private readonly ObjectPool<Transaction> _transactions;
+    private readonly ObjectPool<TransactionState> _transactions;
     private readonly Func<bool, ValueTask>? _closeLog; // argument: clean (write the unmount record)
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly JournalDiagnostics _diagnostics;
     private int _state;
 
     private MetadataJournal(ILogSink log, JournalOptions options, ulong firstSequence, Func<bool, ValueTask>? closeLog, BoundedBufferPool? pool = null)
@@ -47,10 +49,26 @@ public sealed class MetadataJournal : IAsyncDisposable
         Cil.SetDurableSequence(firstSequence - 1);
         Ail = new ActiveItemList(log, Cil, Space, _counters);
         Space.SetPressureCallback(OnSpacePressure);
-        _transactions = new DefaultObjectPool<Transaction>(new TransactionPolicy(), 1024);
+        _transactions = new DefaultObjectPool<TransactionState>(new TransactionPolicy(), 1024);
+
+        // Diagnostics before anything runs: the name is unique among open journals (metrics tag and log messages).
+        string logName = log is LogWriter w ? w.Region.Name : "journal";
+        _diagnostics = new JournalDiagnostics(options.CreateLogger(JournalLogCategories.Journal), options.Name ?? logName);
+        Name = _diagnostics.Name = JournalMetrics.Register(this, _diagnostics.Name);
+        Cil.Diagnostics = _diagnostics;
+        _pool.Reserve.EpisodeStarted = push => _diagnostics.EmergencyEpisode(push, _pool.Reserve.Current, _pool.Reserve.Max, _pool.Reserve.Total);
+
         Cil.Attach(Ail);
         Ail.Start();
+        _diagnostics.Started(logName, (long)log.LogBlocks * 512, firstSequence);
     }
+
+    /// <summary>
+    /// The journal's name: in its log messages and in the <see cref="JournalMetrics.JournalNameTag"/> tag of its metrics.
+    /// <see cref="JournalOptions.Name"/> (or the log's device name), with <c>#2</c>, <c>#3</c>... appended when another
+    /// open journal of the process has that name.
+    /// </summary>
+    public string Name { get; }
 
     /// <summary>The journal's budgeted pool: log vectors, checkpoint headers and the log writer's rented buffers.</summary>
     private static BoundedBufferPool CreatePool(JournalOptions options) =>
@@ -61,6 +79,13 @@ public sealed class MetadataJournal : IAsyncDisposable
     internal ActiveItemList Ail { get; }
     internal LogSpace Space { get; }
     internal BoundedBufferPool Pool => _pool;
+    internal JournalCounters Counters => _counters;
+
+    /// <summary>The log writer, when the journal writes through one (not a test sink).</summary>
+    internal LogWriter? Writer => _log as LogWriter;
+
+    /// <summary>Log space in use: written between the tail and the head, plus reserved and not yet written.</summary>
+    internal long LogUsedBytes => _log.UsedBytes + Space.Outstanding;
 
     /// <summary>The options this journal runs with.</summary>
     public JournalOptions Options { get; }
@@ -213,12 +238,12 @@ public sealed class MetadataJournal : IAsyncDisposable
 
     private Transaction RentTransaction(long reserved)
     {
-        var tx = _transactions.Get();
-        tx.Start(this, reserved);
-        return tx;
+        var state = _transactions.Get();
+        state.Start(this, reserved);
+        return new Transaction(state);
     }
 
-    internal void ReturnTransaction(Transaction tx) => _transactions.Return(tx);
+    internal void ReturnTransaction(TransactionState state) => _transactions.Return(state);
 
     /// <summary>The sequence of the checkpoint collecting commits now.</summary>
     public ulong CurrentSequence => Cil.CurrentSequence;
@@ -275,50 +300,83 @@ public sealed class MetadataJournal : IAsyncDisposable
     }
 
     /// <summary>
-    /// Closes the journal cleanly: forces everything committed, writes every item home through the AIL, flushes,
-    /// moves the tail to the head and closes the log, writing its unmount record if every item went home (a journal
-    /// shut down by an error closes without it, so the next open replays). Call it after the last transaction has
-    /// finished. Calling it again waits for the first close.
+    /// Closes the journal: forces everything committed, writes every item home through the AIL, flushes, moves the tail
+    /// to the head, and closes the log, writing its unmount record if every item went home. Call it after the last
+    /// transaction has finished.
     /// </summary>
-    public async ValueTask CloseAsync()
+    /// <remarks>
+    /// <para>Whatever happens (the token cancelled, an I/O error, a journal shut down by an earlier error) the close
+    /// finishes: the push and the AIL stop, the log writer the journal opened is closed (its in-flight writes finish
+    /// first) and its buffers go back to the pool. Only the unmount record depends on the outcome: a close that was
+    /// cancelled, failed or found items not yet home writes none, and the next open replays the log (idempotently).</para>
+    /// <para><paramref name="cancellationToken"/> cuts short the waiting for the force and the write-back; the close then
+    /// completes as above and throws <see cref="OperationCanceledException"/>. It does not cut short the wait for
+    /// writes already submitted to the device.</para>
+    /// <para>Idempotent: a second call (also while the first runs) waits until the journal is closed and returns;
+    /// its token only cuts short that wait.</para>
+    /// </remarks>
+    /// <exception cref="OperationCanceledException">The token was cancelled before everything was home: closed without the unmount record.</exception>
+    /// <exception cref="JournalException">The journal was shut down by an error (closed without the unmount record).</exception>
+    public async ValueTask CloseAsync(CancellationToken cancellationToken = default)
     {
         if (Interlocked.CompareExchange(ref _state, StateClosing, StateOpen) != StateOpen)
         {
-            await _closed.Task.ConfigureAwait(false);
+            // Why we wait: another call is closing the journal; this one returns once it is closed.
+            await _closed.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
             return;
         }
+        bool cancelled = false;
         try
         {
             if (Cil.ShutdownError is null)
             {
-                await Cil.ForceAllAsync(CancellationToken.None).ConfigureAwait(false);
+                await Cil.ForceAllAsync(cancellationToken).ConfigureAwait(false);
                 for (int i = 0; i < 100 && Ail.Count > 0; i++)
                 {
-                    await Ail.WriteBackAllAsync(CancellationToken.None).ConfigureAwait(false);
-                    if (Ail.Count > 0) await Task.Delay(10).ConfigureAwait(false); // busy items: retry shortly
+                    await Ail.WriteBackAllAsync(cancellationToken).ConfigureAwait(false);
+                    // Why we wait: busy items (their lock held, or pinned by a newer checkpoint) are retried shortly.
+                    if (Ail.Count > 0) await Task.Delay(10, cancellationToken).ConfigureAwait(false);
                 }
                 Ail.UpdateTail();
             }
         }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            cancelled = true;
+        }
         finally
         {
-            await Cil.StopAsync().ConfigureAwait(false);
-            await Ail.StopAsync().ConfigureAwait(false);
+            string? unclean = null;
             try
             {
-                if (_closeLog is not null) await _closeLog(Cil.ShutdownError is null && Ail.Count == 0).ConfigureAwait(false);
+                await Cil.StopAsync().ConfigureAwait(false);
+                await Ail.StopAsync().ConfigureAwait(false);
+                unclean = cancelled ? "the close was cancelled"
+                    : Cil.ShutdownError is { } e ? "shut down: " + e.Message
+                    : Ail.Count > 0 ? $"{Ail.Count} items were not written home"
+                    : null;
+                if (_closeLog is not null) await _closeLog(unclean is null).ConfigureAwait(false);
+            }
+            catch (Exception e) when (unclean is null)
+            {
+                unclean = "closing the log failed: " + e.Message;
+                throw;
             }
             finally
             {
+                JournalMetrics.Unregister(this);
+                _pool.Reserve.EpisodeStarted = null;
+                _diagnostics.Closed(Cil.DurableSequence, unclean);
                 Volatile.Write(ref _state, StateClosed);
                 _closed.TrySetResult();
             }
         }
+        if (cancelled) throw new OperationCanceledException("the journal was closed without its unmount record: the close was cancelled", cancellationToken);
         Cil.ThrowIfShutdown();
     }
 
-    /// <summary>Same as <see cref="CloseAsync"/>.</summary>
-    public ValueTask DisposeAsync() => CloseAsync();
+    /// <summary>Same as <see cref="CloseAsync"/> without a token.</summary>
+    public ValueTask DisposeAsync() => CloseAsync(CancellationToken.None);
 
     private void ThrowIfNotOpen()
     {
@@ -333,9 +391,9 @@ public sealed class MetadataJournal : IAsyncDisposable
         if (!cur.IsEmpty) Cil.RequestPush(cur.Sequence);
     }
 
-    private sealed class TransactionPolicy : PooledObjectPolicy<Transaction>
+    private sealed class TransactionPolicy : PooledObjectPolicy<TransactionState>
     {
-        public override Transaction Create() => new();
-        public override bool Return(Transaction obj) => true;
+        public override TransactionState Create() => new();
+        public override bool Return(TransactionState obj) => true;
     }
 }

@@ -109,7 +109,7 @@ public sealed class AilTests
         Assert.False(waiting.IsCompleted);
 
         foreach (var it in items) it.RefuseWriteBack = false;
-        using var tx = await waiting.WaitAsync(Watchdog); // the AIL writes back, moves the tail, grants
+        var tx = await waiting.WaitAsync(Watchdog); // the AIL writes back, moves the tail, grants
         Assert.Equal(50_000, tx.ReservedBytes);
         Assert.True(j.Statistics.TailMoves >= 1);
         tx.Dispose();

@@ -50,6 +50,51 @@ public class Crc32CTests
     }
 
     [Fact]
+    public void Append_continues_from_any_crc_over_any_length()
+    {
+        // Append shifts the first CRC over the second piece's length: check lengths across every power of two the
+        // shift composes (0 bytes up to 64 KiB + odd remainders) against one pass of the bitwise reference.
+        var rng = new Random(99);
+        var data = new byte[80_000];
+        rng.NextBytes(data);
+        foreach (int first in new[] { 0, 1, 3, 8, 511, 4096 })
+            foreach (int second in new[] { 0, 1, 2, 7, 64, 513, 4095, 65536, 65536 + 4093 })
+            {
+                uint expected = Reference(data.AsSpan(0, first + second));
+                uint c = Crc32C.Append(Crc32C.Compute(data.AsSpan(0, first)), data.AsSpan(first, second));
+                Assert.True(expected == c, $"first {first}, second {second}");
+            }
+    }
+
+    [Fact]
+    public void ZeroedWord_equals_the_checksum_of_a_copy_with_that_word_cleared()
+    {
+        var rng = new Random(3);
+        var data = new byte[8192];
+        rng.NextBytes(data);
+        foreach (int offset in new[] { 0, 1, 28, 511, 4096, data.Length - 4 })
+        {
+            var copy = (byte[])data.Clone();
+            copy.AsSpan(offset, 4).Clear();
+            Assert.Equal(Reference(copy), Crc32C.ComputeWithZeroedWord(data, offset));
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => Crc32C.ComputeWithZeroedWord(data, data.Length - 3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Crc32C.ComputeWithZeroedWord(data, -1));
+    }
+
+    [Fact]
+    public void System_IO_Hashing_incremental_hasher_agrees_with_the_wrapper()
+    {
+        var rng = new Random(11);
+        var data = new byte[10_000];
+        rng.NextBytes(data);
+        var h = new System.IO.Hashing.Crc32(System.IO.Hashing.Crc32ParameterSet.Crc32C);
+        for (int off = 0; off < data.Length; off += 777) h.Append(data.AsSpan(off, Math.Min(777, data.Length - off)));
+        Assert.Equal(Crc32C.Compute(data), h.GetCurrentHashAsUInt32());
+        Assert.Equal(Reference(data), h.GetCurrentHashAsUInt32());
+    }
+
+    [Fact]
     public void A_flipped_bit_changes_the_checksum()
     {
         var data = new byte[512];

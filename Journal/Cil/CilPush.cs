@@ -11,9 +11,10 @@ namespace Journal.Cil;
 //      meanwhile gather into one checkpoint for the next flush (group commit at the checkpoint level). If it became
 //      durable moments ago, give the committers its completion woke a short, bounded window to commit again
 //      (GatherAsync), so they share the next flush instead of waiting for the one after.
-//   2. Outside the lock, take the spare context prepared after the previous switch. If the pool could not provide
-//      one in time (allocator failing or stalling), build it around a push slot of the emergency reserve: the push
-//      never waits for the allocator.
+//   2. Outside the lock, take the spare context prepared after the previous switch (around the header the checkpoint
+//      before gave back to the pool, else by a background task that may call the allocator). If it is not ready, build
+//      one around a header the pool has cached, or, if none is (allocator failing or stalling), around a push slot of
+//      the emergency reserve: the push never waits for the allocator.
 //   3. Take the context lock EXCLUSIVE, make the spare current (sequence + 1), detach the old context, release.
 //      Nothing else happens under the exclusive lock. Wake committers throttled at the hard limit.
 //   4. Outside the lock (WriteCheckpointAsync, up to MaxPushesInFlight at once when committers are throttled): register
@@ -108,7 +109,7 @@ internal sealed partial class CommittedItemList
                         _pushSlots.Release();
                         break;
                     }
-                    _spare ??= PrepareSpareAsync(); // one preparation at a time
+                    _spare ??= NextSpare(); // one preparation at a time
                     _lastCompletion = WriteCheckpointAsync(old);
                 }
             }
@@ -146,7 +147,11 @@ internal sealed partial class CommittedItemList
         {
             if (Stopwatch.GetTimestamp() >= deadline)
             {
-                if (counted) Interlocked.Increment(ref _counters.GatherTimeouts);
+                if (counted)
+                {
+                    Interlocked.Increment(ref _counters.GatherTimeouts);
+                    Diagnostics.GatherTimedOut(cur.Sequence, Volatile.Read(ref cur.Forcers), expected, _options.CheckpointGatherWindow);
+                }
                 return;
             }
             if (NothingQueued()) { if (++idle == 2) return; }
@@ -159,12 +164,20 @@ internal sealed partial class CommittedItemList
     /// <summary>Whether the thread pool has nothing queued (the gather's "everyone woken has run"); tests replace it.</summary>
     internal Func<bool> NothingQueued = static () => ThreadPool.PendingWorkItemCount == 0;
 
-    /// <summary>The next context: the prepared spare, or one built around an emergency push slot.</summary>
+    /// <summary>
+    /// The next context: the prepared spare; if it is not ready (the allocator stalls, or its task has not run yet on a
+    /// busy thread pool), one built around a header the pool has cached; else one built around an emergency push slot.
+    /// </summary>
     private async ValueTask<CilContext> TakeSpareAsync()
     {
         var t = _spare;
         _spare = null;
         if (t is not null && t.IsCompletedSuccessfully) return t.Result;
+        if (_pool.TryRentCached(CheckpointHeader.Size) is { } cached)
+        {
+            _spare = t; // still being prepared: it will serve a later switch
+            return new CilContext(cached, pooled: true);
+        }
         var header = _pool.Reserve.TryTakePush(CheckpointHeader.Size);
         if (header is not null)
         {
@@ -175,6 +188,13 @@ internal sealed partial class CommittedItemList
         // only way forward, so wait for it (it waits for the pool, which those completions refill).
         return await (t ?? PrepareSpareAsync()).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// The spare for the next switch: at once around a header the pool has cached (the previous checkpoint gave its
+    /// header back before this push could start), else prepared in the background. Never calls the allocator itself.
+    /// </summary>
+    private Task<CilContext> NextSpare() =>
+        _pool.TryRentCached(CheckpointHeader.Size) is { } cached ? Task.FromResult(new CilContext(cached, pooled: true)) : PrepareSpareAsync();
 
     /// <summary>Builds a context whose header buffer comes from the pool (may wait for memory). Never under a lock.</summary>
     private async Task<CilContext> PrepareSpareAsync()
@@ -378,6 +398,7 @@ internal sealed partial class CommittedItemList
         for (var c = Volatile.Read(ref _current); c is not null; c = c.Previous) c.Durable.TrySetException(err);
         _space.Fail(err);
         _pushSignal.Set();
+        Diagnostics.ShutDown(error);
     }
 
     /// <summary>A one-line description of the push machinery, for diagnosing hangs in tests.</summary>

@@ -61,6 +61,9 @@ internal sealed partial class CommittedItemList
     private readonly long _gatherWindowTicks;   // JournalOptions.CheckpointGatherWindow in Stopwatch ticks
     private ActiveItemList _ail = null!;
 
+    /// <summary>Where the push reports gather timeouts and the shutdown (never while the context lock is held).</summary>
+    internal Journal.Diagnostics.JournalDiagnostics Diagnostics { get; set; } = Journal.Diagnostics.JournalDiagnostics.None;
+
     /// <summary>When set, bytes allocated by threads inside locked sections are added to <see cref="LockAllocatedBytes"/>.</summary>
     internal bool MeasureLockAllocations;
     internal long LockAllocatedBytes;
@@ -79,12 +82,19 @@ internal sealed partial class CommittedItemList
         _soft = options.EffectiveSoftLimit(logBytes);
         _gatherWindowTicks = (long)(options.CheckpointGatherWindow.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
         _hard = options.EffectiveHardLimit(logBytes);
-        _current = new CilContext(new byte[CheckpointHeader.Size], pooled: false) { Sequence = Math.Max(1, firstSequence) };
+        // Pooled when the pool can serve it now: its checkpoint gives the header back, for the spare after the next switch.
+        var header = pool.TryRent(CheckpointHeader.Size);
+        _current = new CilContext(header ?? new byte[CheckpointHeader.Size], pooled: header is not null) { Sequence = Math.Max(1, firstSequence) };
     }
 
     internal void Attach(ActiveItemList ail)
     {
         _ail = ail;
+        // The first push takes a prepared spare like every later one; without it, it would take an emergency push slot
+        // and count (and report) an emergency on a journal under no memory pressure at all. Prepared here, before the
+        // journal runs, when the pool can serve it at once; else in the background as after every switch.
+        var header = _pool.TryRent(CheckpointHeader.Size);
+        _spare = header is not null ? Task.FromResult(new CilContext(header, pooled: true)) : PrepareSpareAsync();
         _pushLoop = Task.Run(PushLoopAsync);
     }
 
@@ -103,7 +113,7 @@ internal sealed partial class CommittedItemList
     // ---------------------------------------------------------------------------------------------------------------
 
     /// <summary>Commits the transaction's items into the current context; returns its sequence.</summary>
-    public async ValueTask<ulong> CommitAsync(Transaction tx, CancellationToken cancellationToken)
+    public async ValueTask<ulong> CommitAsync(TransactionState tx, CancellationToken cancellationToken)
     {
         ThrowIfShutdown();
         if (tx.ItemCount == 0) return CurrentSequence;
@@ -139,7 +149,7 @@ internal sealed partial class CommittedItemList
     /// Step 1: sizes every item, prepares a shadow that can hold it, and makes the reservation cover the worst case.
     /// Completes synchronously (allocating nothing) when shadows are big enough and the reservation suffices.
     /// </summary>
-    private async ValueTask PrepareAsync(Transaction tx, CancellationToken cancellationToken)
+    private async ValueTask PrepareAsync(TransactionState tx, CancellationToken cancellationToken)
     {
         long needed = _cost.ContextOverhead;
         for (int i = 0; i < tx.ItemCount; i++)
@@ -183,7 +193,7 @@ internal sealed partial class CommittedItemList
     /// Step 2, under the shared context lock. Allocates nothing: every vector it may need was prepared in step 1, the
     /// list is intrusive, the counters are interlocked.
     /// </summary>
-    private ulong Insert(Transaction tx, out CilContext ctx, out long diff)
+    private ulong Insert(TransactionState tx, out CilContext ctx, out long diff)
     {
         _ctxLock.EnterReadLock();
         long allocated = MeasureLockAllocations ? GC.GetAllocatedBytesForCurrentThread() : 0;
@@ -321,7 +331,7 @@ internal sealed partial class CommittedItemList
     }
 
     /// <summary>Step 3: vectors left in the transaction go back to their items as shadows (or to the pool).</summary>
-    private void GiveBackPrepared(Transaction tx)
+    private void GiveBackPrepared(TransactionState tx)
     {
         for (int i = 0; i < tx.ItemCount; i++)
         {

@@ -9,8 +9,6 @@ namespace Journal.Format;
 /// </summary>
 internal static class RecordCodec
 {
-    private static ReadOnlySpan<byte> ZeroWord => [0, 0, 0, 0];
-
     /// <summary>
     /// Turns a filled record buffer into its on-disk form. <paramref name="record"/> is the header block followed by
     /// the payload blocks holding <c>header.Length</c> logical payload bytes. Zeroes the slack of the last payload
@@ -40,12 +38,7 @@ internal static class RecordCodec
     }
 
     /// <summary>The CRC of a stored record: its header block with the CRC field taken as zero, then its payload blocks.</summary>
-    public static uint ComputeCrc(ReadOnlySpan<byte> record)
-    {
-        uint crc = Crc32C.Append(0, record[..RecordHeader.CrcOffset]);
-        crc = Crc32C.Append(crc, ZeroWord);
-        return Crc32C.Append(crc, record[(RecordHeader.CrcOffset + 4)..]);
-    }
+    public static uint ComputeCrc(ReadOnlySpan<byte> record) => Crc32C.ComputeWithZeroedWord(record, RecordHeader.CrcOffset);
 
     /// <summary>Puts the displaced words back into the payload blocks (after the CRC has been checked).</summary>
     public static void Unstamp(Span<byte> payload, in RecordHeader header)

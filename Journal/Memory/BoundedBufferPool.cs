@@ -127,6 +127,21 @@ internal sealed class BoundedBufferPool
         return fresh;
     }
 
+    /// <summary>
+    /// A cached buffer of at least <paramref name="length"/> bytes, or null when its class has none cached. Never calls
+    /// the allocator (so never blocks) and never uses the reserve: safe on the push path.
+    /// </summary>
+    public byte[]? TryRentCached(int length)
+    {
+        if ((uint)length > MaxBufferBytes)
+            throw new ArgumentOutOfRangeException(nameof(length), length, $"buffer of {length} bytes is larger than the {MaxBufferBytes}-byte maximum");
+        int ci = length == ExactBufferBytes && length != 0 ? ExactIndex : ClassIndex(length);
+        var cached = _classes[ci].Get();
+        if (cached.Length == 0) return null;
+        Interlocked.Decrement(ref _cached[ci]);
+        return cached;
+    }
+
     /// <summary>Gives a buffer back: to the reserve if it came from there, else to its class cache (or drops it).</summary>
     public void Return(byte[] buffer)
     {

@@ -9,7 +9,7 @@ namespace Journal.Memory;
 /// Two kinds of slot: <b>push slots</b> (small, used only by the checkpoint push for its header, so committers can
 /// never drain what the push needs) and <b>general slots</b> of <see cref="GeneralBufferBytes"/> each (committers'
 /// shadow vectors after they have waited too long for the pool). Locking: <c>_lock</c> protects the free stacks and
-/// counters; nothing is allocated or awaited while it is held.
+/// counters; nothing is allocated, awaited or reported (<see cref="EpisodeStarted"/>) while it is held.
 /// </remarks>
 internal sealed class EmergencyReserve
 {
@@ -27,6 +27,12 @@ internal sealed class EmergencyReserve
     private readonly HashSet<byte[]> _owned = new(ReferenceEqualityComparer.Instance);
     private readonly HashSet<byte[]> _pushOwned = new(ReferenceEqualityComparer.Instance);
     private long _current, _max, _total;
+
+    /// <summary>
+    /// Called when a buffer is handed out while none was out (an emergency episode starts), after the lock is
+    /// released; the argument is true for a push slot. The journal logs it.
+    /// </summary>
+    internal Action<bool>? EpisodeStarted;
 
     public EmergencyReserve(long reserveBytes, int generalBufferBytes)
     {
@@ -59,28 +65,34 @@ internal sealed class EmergencyReserve
     public byte[]? TryTakeGeneral(int minLength)
     {
         if (minLength > GeneralBufferBytes) return null;
+        byte[] b;
+        bool first;
         lock (_lock)
         {
             if (_generalFree == 0) return null;
-            var b = _general[--_generalFree];
+            b = _general[--_generalFree];
             _general[_generalFree] = null!;
-            CountOut();
-            return b;
+            first = CountOut();
         }
+        if (first) EpisodeStarted?.Invoke(false);
+        return b;
     }
 
     /// <summary>Takes a push slot (at least <paramref name="minLength"/> bytes), or null when all are out.</summary>
     public byte[]? TryTakePush(int minLength)
     {
         if (minLength > PushBufferBytes) return null;
+        byte[] b;
+        bool first;
         lock (_lock)
         {
             if (_pushFree == 0) return null;
-            var b = _push[--_pushFree];
+            b = _push[--_pushFree];
             _push[_pushFree] = null!;
-            CountOut();
-            return b;
+            first = CountOut();
         }
+        if (first) EpisodeStarted?.Invoke(true);
+        return b;
     }
 
     /// <summary>True when <paramref name="buffer"/> belongs to this reserve.</summary>
@@ -101,10 +113,12 @@ internal sealed class EmergencyReserve
         }
     }
 
-    private void CountOut()
+    /// <summary>Counts a buffer out (under the lock); true when it is the only one out.</summary>
+    private bool CountOut()
     {
         _current++;
         _total++;
         if (_current > _max) _max = _current;
+        return _current == 1;
     }
 }

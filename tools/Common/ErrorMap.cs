@@ -9,9 +9,9 @@ namespace Journal.Tools;
 /// variable <c>JOURNAL_DEBUG</c> is set to 1.
 /// <list type="number">
 /// <item><see cref="ToolException"/>: its own code and message.</item>
-/// <item><see cref="JournalArgumentException"/> (an invalid value the library refused): 64.</item>
+/// <item><see cref="JournalArgumentException"/> (an <see cref="ArgumentException"/>: an invalid value the library refused): 64.</item>
 /// <item><see cref="DeviceOpenException"/> for a missing file, a directory or access denied: 66.</item>
-/// <item><see cref="CorruptionException"/>, other <see cref="JournalException"/>s, <see cref="BlockDeviceException"/>: 2.</item>
+/// <item><see cref="CorruptionException"/>, any other <see cref="JournalException"/>, <see cref="BlockDeviceException"/>: 2.</item>
 /// <item><see cref="FileNotFoundException"/>, <see cref="DirectoryNotFoundException"/>: 66, "&lt;path&gt;: not found".</item>
 /// <item><see cref="UnauthorizedAccessException"/>: 66 (unreadable).</item>
 /// <item>Any other <see cref="IOException"/>: 2.</item>

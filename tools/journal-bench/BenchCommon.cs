@@ -33,8 +33,8 @@ internal static class BenchCommon
     };
 
     /// <summary>
-    /// Runs the command line: usage errors print one line each and exit 64; the project's errors and I/O errors print
-    /// one line and exit 2.
+    /// Runs the command line: usage errors and values the library refused (<see cref="JournalArgumentException"/>) print
+    /// one line each and exit 64; the project's other errors and I/O errors print one line and exit 2.
     /// </summary>
     public static async Task<int> InvokeAsync(RootCommand root, string[] args)
     {
@@ -48,6 +48,11 @@ internal static class BenchCommon
         try
         {
             return await parsed.InvokeAsync().ConfigureAwait(false);
+        }
+        catch (JournalArgumentException e)
+        {
+            Console.Error.WriteLine($"journal-bench: {e.Message}");
+            return 64;
         }
         catch (Exception e) when (e is JournalException or IOException or UnauthorizedAccessException)
         {
