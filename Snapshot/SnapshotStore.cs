@@ -1,6 +1,7 @@
 using System.Text;
 using Journal;
 using Journal.Storage;
+using Snapshot.Commit;
 using Snapshot.Copy;
 using Snapshot.Exceptions;
 using Snapshot.Format;
@@ -56,7 +57,9 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     private readonly CopyThrottle _throttle;
     private readonly BoundedPool<PendingException> _pendingPool;
     private readonly BoundedPool<CopyJob> _jobPool;
-    private readonly CopyEngine _engine;
+    private CopyEngine _engine = null!;
+    private CommitPipeline _pipeline = null!;
+    private WriteBackKicker? _kicker;
 
     // _stateLock protects: _snapshots (the array is replaced, never mutated, and only while the gate is held
     // exclusively), every SnapshotState's Complete/Pending tables and validity, _tracked, _superblock.
@@ -106,7 +109,6 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         int piece = (int)Math.Min(_layout.ChunkBytes, CopyEngine.PieceBytes);
         _pendingPool = new BoundedPool<PendingException>("pending exceptions", budget, options.PoolReserve, () => new PendingException());
         _jobPool = new BoundedPool<CopyJob>("copy jobs", budget, options.PoolReserve, () => new CopyJob(piece));
-        _engine = new CopyEngine(this, _origin, _layout);
     }
 
     /// <summary>The store folder.</summary>
@@ -143,7 +145,31 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     internal BoundedPool<CopyJob> JobPool => _jobPool;
     internal object StateLock => _stateLock;
     internal MetadataJournal? Journal => _journal;
-    private MetadataJournal? JournalForStores => _options.MetadataMode == MetadataMode.Journal ? _journal : null;
+    /// <summary>How the commit pipeline commits exceptions (the journal, or direct area writes).</summary>
+    private IMetadataCommitter Committer => _pipeline.Committer;
+
+    /// <summary>
+    /// Starts the commit pipeline and the copy engine once the journal is open: the store owns the journal's write-back
+    /// kicker and hands it to the journal committer.
+    /// </summary>
+    private void StartPipeline()
+    {
+        IMetadataCommitter committer;
+        if (_options.MetadataMode == MetadataMode.Journal)
+        {
+            _kicker = new WriteBackKicker(_journal!);
+            committer = new JournalCommitter(_journal!, _kicker);
+        }
+        else
+        {
+            committer = new DirectAreaCommitter();
+        }
+        _pipeline = new CommitPipeline(committer);
+        _engine = new CopyEngine(this, _origin, _layout, _pipeline);
+    }
+
+    /// <summary>Commit rounds, their exceptions, COW flushes and log forces since open.</summary>
+    public CommitPipelineStatistics CommitStatistics => _pipeline.Statistics;
     internal BlockDevice OriginDevice => _origin;
     internal int GateSharedHolders => _gate.SharedHolders;
 
@@ -223,6 +249,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             await sb.WriteAsync(sbDev, cancellationToken).ConfigureAwait(false);
             var store = new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb);
             store._journal = StoreJournal.Create(log);
+            store.StartPipeline();
             return store;
         }
         catch
@@ -274,6 +301,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             opened.Add(log);
             store = new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb);
             store.OpenJournal();
+            store.StartPipeline();
             await store.LoadSnapshotsAsync(cancellationToken).ConfigureAwait(false);
             return store;
         }
@@ -394,7 +422,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     {
         if (!_provider.Exists(st.CowPath))
             throw new DeviceOpenException(st.CowPath, DeviceOpenError.Missing, $"COW file of snapshot '{st.Name}' is missing");
-        var store = PersistentExceptionStore.Open(_provider, st.CowPath, _layout, rec.CowSectors, GrowthSectors, rec.Id, StoreId, out var header, JournalForStores);
+        var store = PersistentExceptionStore.Open(_provider, st.CowPath, _layout, rec.CowSectors, GrowthSectors, rec.Id, StoreId, out var header, Committer);
         st.Store = store;
         // Stores made before COW space was reserved at create get their reservation now. Short of space, the store
         // still opens: a write that then finds no space fails by itself and the snapshot keeps its data.
@@ -643,7 +671,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         {
             if (persistent)
             {
-                store = PersistentExceptionStore.Create(_provider, st.CowPath, _layout, cowSectors, GrowthSectors, st.Id, StoreId, JournalForStores);
+                store = PersistentExceptionStore.Create(_provider, st.CowPath, _layout, cowSectors, GrowthSectors, st.Id, StoreId, Committer);
             }
             else
             {
@@ -784,14 +812,14 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             foreach (var s in snaps)
             {
                 if (s.Store is null) continue;
-                if (s.IsValid) await s.Store.CloseAsync(cancellationToken).ConfigureAwait(false);
                 await s.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
             }
             await _origin.FlushAsync(cancellationToken).ConfigureAwait(false);
             // Writes every metadata segment home (the AIL flushes the COW files) and marks the log clean.
             if (_journal is not null)
             {
-                await PersistentExceptionStore.KickerFor(_journal).DrainAsync().ConfigureAwait(false);
+                await _pipeline.DrainAsync().ConfigureAwait(false);
+                if (_kicker is not null) await _kicker.DrainAsync().ConfigureAwait(false);
                 await _journal.CloseAsync().ConfigureAwait(false);
             }
             DisposeSnapshotStores();

@@ -1,4 +1,5 @@
 using Journal.Storage;
+using Snapshot.Commit;
 using Snapshot.Exceptions;
 using Snapshot.Format;
 
@@ -30,13 +31,15 @@ internal sealed class CopyEngine
     private readonly SnapshotStore _store;
     private readonly BlockDevice _origin;
     private readonly CowLayout _layout;
+    private readonly CommitPipeline _pipeline;
     private long _jobs, _chunksCopied;
 
-    public CopyEngine(SnapshotStore store, BlockDevice origin, CowLayout layout)
+    public CopyEngine(SnapshotStore store, BlockDevice origin, CowLayout layout, CommitPipeline pipeline)
     {
         _store = store;
         _origin = origin;
         _layout = layout;
+        _pipeline = pipeline;
     }
 
     /// <summary>Jobs run since open.</summary>
@@ -69,7 +72,8 @@ internal sealed class CopyEngine
                     catch (IOException e) { Fail(pe, e); }
                 }
             }
-            await Task.WhenAll(job.Pending.Select(pe => FlushAndCommitAsync(pe, cancellationToken))).ConfigureAwait(false);
+            foreach (var pe in job.Pending) Enqueue(pe);
+            foreach (var pe in job.Pending) await AwaitCommitAsync(pe).ConfigureAwait(false);
             Interlocked.Add(ref _chunksCopied, job.Pending.Count(p => p.Committed));
         }
         finally
@@ -134,7 +138,8 @@ internal sealed class CopyEngine
                     await WriteCowAsync(pe, cowSector + (off >> BlockDevice.SectorShift), buf, cancellationToken).ConfigureAwait(false);
                 }
             }
-            await FlushAndCommitAsync(pe, cancellationToken).ConfigureAwait(false);
+            Enqueue(pe);
+            await AwaitCommitAsync(pe).ConfigureAwait(false);
         }
         finally
         {
@@ -173,15 +178,30 @@ internal sealed class CopyEngine
         catch (IOException e) { Fail(pe, e); }
     }
 
-    private static async Task FlushAndCommitAsync(PendingException pe, CancellationToken cancellationToken)
+    /// <summary>
+    /// Hands a written copy to the commit pipeline (which flushes its COW file, then commits it durably, batched with
+    /// every other copy of the round). A transient snapshot keeps nothing on disk: its copy is complete at once. A copy
+    /// that already failed, or whose snapshot was invalidated meanwhile, is not committed.
+    /// </summary>
+    private void Enqueue(PendingException pe)
     {
         if (pe.Failed || pe.NoSpace is not null) return;
         var s = pe.Snapshot!;
+        if (!s.IsValid) return;
+        if (!s.Store!.IsPersistent) { pe.Committed = true; return; }
+        pe.Queued = true;
+        _pipeline.Enqueue(pe);
+    }
+
+    /// <summary>Waits for <paramref name="pe"/>'s round (if it was queued) and records the outcome.</summary>
+    private static async ValueTask AwaitCommitAsync(PendingException pe)
+    {
+        if (!pe.Queued) return;
         try
         {
-            if (!s.IsValid) return; // invalidated meanwhile (COW full elsewhere): do not commit
-            // Flushes the data, then commits the exception; durable when it returns (batched with concurrent commits).
-            await s.Store!.CommitAsync(pe.OldChunk, pe.NewChunk, cancellationToken).ConfigureAwait(false);
+            // Why we wait: the exception must be durable before the write that needed it goes on. The round holds
+            // nothing this writer holds (the pipeline never enters the gate nor takes the state lock).
+            await pe.CommitTask.ConfigureAwait(false);
             pe.Committed = true;
         }
         catch (IOException e) { Fail(pe, e); }
