@@ -5,6 +5,7 @@ using Snapshot.Commit;
 using Snapshot.Copy;
 using Snapshot.Exceptions;
 using Snapshot.Format;
+using Snapshot.Io;
 using Snapshot.Memory;
 using Snapshot.Metadata;
 using Snapshot.Storage;
@@ -50,24 +51,19 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     private readonly BlockDevice _origin;
     private readonly BlockDevice _sbDevice;
     private readonly BlockDevice _logDevice;
-    private readonly GroupFlush _originFlush;
     private readonly CowLayout _layout;
     private readonly OriginVolume _originVolume;
     private readonly AsyncGate _gate = new();
-    private readonly CopyThrottle _throttle;
-    private readonly BoundedPool<PendingException> _pendingPool;
-    private readonly BoundedPool<CopyJob> _jobPool;
-    private CopyEngine _engine = null!;
+    private readonly DataPath _dataPath;
     private CommitPipeline _pipeline = null!;
     private WriteBackKicker? _kicker;
 
     // _stateLock protects: _snapshots (the array is replaced, never mutated, and only while the gate is held
-    // exclusively), every SnapshotState's Complete/Pending tables and validity, _tracked, _superblock.
+    // exclusively), every SnapshotState's Complete/Pending tables and validity, the data path's tracked reads, _superblock.
     // Held for in-memory work only: never across an await, never while doing I/O or waiting. Leaf locks that may be
     // taken under it: the pools', the throttle's, the exception stores' allocation locks.
     private readonly object _stateLock = new();
     private SnapshotState[] _snapshots = [];
-    private readonly Dictionary<ulong, TrackedChunk> _tracked = new();
     private Superblock _superblock;
 
     // The snapshot whose merge into the origin is unfinished, or null (at most one). Written under _stateLock while the
@@ -102,13 +98,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         _superblock = superblock;
         _sbItem = new SuperblockItem(sb, superblock);
         _layout = new CowLayout(superblock.ChunkSectors);
-        _originFlush = new GroupFlush(ct => _origin.FlushAsync(ct));
         _originVolume = new OriginVolume(this, superblock.OriginSectors);
-        _throttle = new CopyThrottle(options.MaxInFlightCopies);
-        int budget = options.MaxInFlightCopies > 0 ? options.MaxInFlightCopies : StoreOptions.DefaultMaxInFlightCopies;
-        int piece = (int)Math.Min(_layout.ChunkBytes, CopyEngine.PieceBytes);
-        _pendingPool = new BoundedPool<PendingException>("pending exceptions", budget, options.PoolReserve, () => new PendingException());
-        _jobPool = new BoundedPool<CopyJob>("copy jobs", budget, options.PoolReserve, () => new CopyJob(piece));
+        _dataPath = new DataPath(this, _stateLock, _gate, _layout, origin, options);
     }
 
     /// <summary>The store folder.</summary>
@@ -140,9 +131,14 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     internal string CowPathOf(string name) => PathOf(name + CowExtension);
 
     internal CowLayout Layout => _layout;
-    internal CopyThrottle Throttle => _throttle;
-    internal BoundedPool<PendingException> PendingPool => _pendingPool;
-    internal BoundedPool<CopyJob> JobPool => _jobPool;
+    internal CopyThrottle Throttle => _dataPath.Throttle;
+    internal DataPath DataPath => _dataPath;
+
+    /// <summary>The snapshot list: read under the state lock (the data path's look at a run).</summary>
+    internal SnapshotState[] SnapshotsUnsafe => _snapshots;
+
+    /// <summary>The snapshot whose merge is unfinished: read under the state lock, or under the gate (it changes only under both).</summary>
+    internal SnapshotState? MergingUnsafe => Volatile.Read(ref _merging);
     internal object StateLock => _stateLock;
     internal MetadataJournal? Journal => _journal;
     /// <summary>How the commit pipeline commits exceptions (the journal, or direct area writes).</summary>
@@ -165,7 +161,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             committer = new DirectAreaCommitter();
         }
         _pipeline = new CommitPipeline(committer);
-        _engine = new CopyEngine(this, _origin, _layout, _pipeline);
+        _dataPath.Attach(new CopyEngine(_origin, _layout, _pipeline, _dataPath, _dataPath.PlanPool));
     }
 
     /// <summary>Commit rounds, their exceptions, COW flushes and log forces since open.</summary>
@@ -186,7 +182,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     }
 
     /// <summary>Copy jobs run and chunk copies written since open.</summary>
-    internal (long Jobs, long ChunksCopied) CopyCounters => (_engine.Jobs, _engine.ChunksCopied);
+    internal (long Jobs, long ChunksCopied) CopyCounters => (_dataPath.Engine.Jobs, _dataPath.Engine.ChunksCopied);
 
     /// <summary>
     /// Creates a store in <paramref name="folder"/> (created if needed; it must not already hold a store). Options are
@@ -778,7 +774,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             }
         }
         return new StoreStatus(Folder, OriginSectors, ChunkSectors, LogClean, list, _options.MaxInFlightCopies,
-            _throttle.InFlight, _throttle.Peak, _throttle.Waits, _pendingPool.Statistics, _jobPool.Statistics);
+            _dataPath.Throttle.InFlight, _dataPath.Throttle.Peak, _dataPath.Throttle.Waits, _dataPath.PendingPool.Statistics, _dataPath.PlanPool.Statistics);
     }
 
     /// <summary>
@@ -790,7 +786,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         ThrowIfClosed();
         SnapshotState[] snaps;
         lock (_stateLock) snaps = _snapshots;
-        var tasks = new List<Task> { _originFlush.FlushAsync(cancellationToken).AsTask() };
+        var tasks = new List<Task> { _dataPath.FlushOriginAsync(cancellationToken).AsTask() };
         foreach (var s in snaps)
             if (s.IsValid && s.Store is { } st) tasks.Add(st.FlushDataAsync(cancellationToken).AsTask());
         await Task.WhenAll(tasks).ConfigureAwait(false);
@@ -848,6 +844,47 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         }
         foreach (var s in snaps) s.Store?.Dispose();
         foreach (var d in dead) d.Dispose();
+    }
+
+    internal ValueTask OriginReadAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken) =>
+        _dataPath.OriginReadAsync(sector, buffer, cancellationToken);
+
+    internal ValueTask OriginWriteAsync(long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken) =>
+        _dataPath.OriginWriteAsync(sector, data, fua, cancellationToken);
+
+    internal ValueTask SnapshotReadAsync(SnapshotState st, long sector, Memory<byte> buffer, CancellationToken cancellationToken) =>
+        _dataPath.SnapshotReadAsync(st, sector, buffer, cancellationToken);
+
+    internal ValueTask SnapshotWriteAsync(SnapshotState st, long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken) =>
+        _dataPath.SnapshotWriteAsync(st, sector, data, fua, cancellationToken);
+
+    /// <summary>See <see cref="DataPath.SubmitOriginWrite"/> (the write-storm benchmark).</summary>
+    internal Task SubmitOriginWrite(long sector, ReadOnlyMemory<byte> data, out Task completion) => _dataPath.SubmitOriginWrite(sector, data, out completion);
+
+    /// <summary>
+    /// Invalidates a snapshot (once): status Invalid at once, then on disk: header valid = 0 and the superblock.
+    /// I/O errors during invalidation are ignored (the snapshot is unusable either way). Caller holds the gate shared
+    /// or exclusive, and no lock.
+    /// </summary>
+    internal Task InvalidateAsync(SnapshotState st, InvalidReasonCode code)
+    {
+        lock (_stateLock)
+        {
+            if (st.Invalidation is not null) return st.Invalidation;
+            if (st.InvalidReason is null)
+            {
+                st.InvalidCode = code;
+                st.InvalidReason = ReasonText(code);
+            }
+            st.Invalidation = Task.Run(async () =>
+            {
+                try { if (st.Store is not null) await st.Store.InvalidateAsync().ConfigureAwait(false); }
+                catch (IOException) { }
+                try { await CommitSuperblockAsync().ConfigureAwait(false); }
+                catch (Exception e) when (e is IOException or JournalException or ObjectDisposedException or InvalidOperationException) { }
+            });
+            return st.Invalidation;
+        }
     }
 
     /// <summary>Same as <see cref="CloseAsync"/>.</summary>
