@@ -260,6 +260,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     private async ValueTask AbandonAsync()
     {
         Interlocked.Exchange(ref _closed, 1);
+        if (_pipeline is not null) await _pipeline.StopAsync().ConfigureAwait(false);
         if (_journal is { } j) { try { await j.CloseAsync().ConfigureAwait(false); } catch (Exception e) when (e is IOException or JournalException) { } }
         DisposeSnapshotStores();
         _origin.Dispose();
@@ -303,6 +304,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         }
         catch
         {
+            if (store?._pipeline is { } pipeline) await pipeline.StopAsync().ConfigureAwait(false);
             if (store?._journal is { } j) await j.CloseAsync().ConfigureAwait(false);
             if (store is not null) store.DisposeSnapshotStores();
             foreach (var d in opened) d.Dispose();
@@ -814,7 +816,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             // Writes every metadata segment home (the AIL flushes the COW files) and marks the log clean.
             if (_journal is not null)
             {
-                await _pipeline.DrainAsync().ConfigureAwait(false);
+                await _pipeline.StopAsync().ConfigureAwait(false);
                 if (_kicker is not null) await _kicker.DrainAsync().ConfigureAwait(false);
                 await _journal.CloseAsync().ConfigureAwait(false);
             }

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using Snapshot.Sync;
 using Journal.Storage;
 using Snapshot.Exceptions;
 
@@ -21,12 +23,12 @@ namespace Snapshot.Commit;
 /// gathers exceptions and flushes its COW data. Steps 1 and 2 run for one round at a time, in round order, so the
 /// commit order is the journal's sequence order, and a durable round implies every earlier one is. At most
 /// <see cref="MaxRoundsWaiting"/> rounds wait for durability at once.</para>
-/// <para>Locking: <c>_lock</c> (a leaf monitor) protects the queue, the pump flag, the round pool and the statistics;
-/// held for a few instructions, never across an await, and nothing is taken under it. The pump is one task at a
-/// time (started by the enqueue that finds it idle, ending when it finds the queue empty), so steps 1 and 2 never run
-/// concurrently with themselves. Waits and why: the pump waits for a free durability slot (the oldest waiting round
-/// completes; it holds nothing anyone else needs), for the COW flushes and for the commit (which takes the journal's
-/// log space and the segment locks, see <see cref="JournalCommitter"/>). Nothing in here ever enters the store's I/O
+/// <para>Locking: <c>_lock</c> (a leaf monitor) protects the queues, the stop flag, the round pool and the statistics;
+/// held for a few instructions, never across an await, and nothing is taken under it. Two loops live as long as the
+/// pipeline: the pump (steps 1 and 2, one round at a time) and the completer (step 3, rounds in order). Waits and why:
+/// the pump waits for work, for a free durability slot (the oldest waiting round completes; it holds nothing anyone else
+/// needs), for the COW flushes and for the commit (which takes the journal's log space and the segment locks, see
+/// <see cref="JournalCommitter"/>); the completer waits for a committed round and for its force. Nothing in here ever enters the store's I/O
 /// gate or takes its state lock, so a writer that holds the gate while it waits for its exceptions cannot block a
 /// round.</para>
 /// </remarks>
@@ -38,16 +40,26 @@ internal sealed class CommitPipeline
     private readonly IMetadataCommitter _committer;
     private readonly object _lock = new();
     private CommitRound _collecting = new();
+    private readonly Queue<(CommitRound Round, ulong Ticket, Exception? Error)> _waiting = new();
     private readonly Stack<CommitRound> _free = new();
-    private bool _pumping;
-    private Task _pump = Task.CompletedTask;
+    private readonly AsyncAutoSignal _work = new();      // the pump's: exceptions were queued (or stop)
+    private readonly AsyncAutoSignal _committed = new(); // the completer's: a round was committed (or stop)
     private readonly SemaphoreSlim _waitingSlots = new(MaxRoundsWaiting, MaxRoundsWaiting);
+    private readonly Task _pump, _completer;
+    private bool _stopping;
     private long _nextRound;
 
     // Statistics (under _lock).
     private long _rounds, _exceptions, _cowFlushes, _largest, _roundTicks, _failedRounds;
 
-    public CommitPipeline(IMetadataCommitter committer) => _committer = committer;
+    public CommitPipeline(IMetadataCommitter committer)
+    {
+        _committer = committer;
+        // Two long-running loops (one state machine each for the life of the pipeline, so a round allocates nothing
+        // for them): the pump runs steps 1 and 2, the completer step 3, in round order.
+        _pump = Task.Run(PumpLoopAsync);
+        _completer = Task.Run(CompleterLoopAsync);
+    }
 
     /// <summary>The committer the rounds use.</summary>
     public IMetadataCommitter Committer => _committer;
@@ -60,74 +72,125 @@ internal sealed class CommitPipeline
     {
         lock (_lock)
         {
+            if (_stopping) throw new InvalidOperationException("the commit pipeline is stopped");
             if (_collecting.Items.Count == 0) _collecting.FirstQueuedTicks = Stopwatch.GetTimestamp();
             _collecting.Items.Add(pe);
-            if (_pumping) return;
-            _pumping = true;
-            _pump = Task.Run(PumpAsync);
         }
+        _work.Set();
     }
 
     /// <summary>
-    /// Waits until the pump has stopped. Every queued exception's writer waits for its completion before it leaves the
-    /// store's I/O gate, so once the gate is held exclusively nothing is queued; this only lets the last pump finish.
+    /// Stops both loops once every queued exception is completed. Every queued exception's writer waits for its
+    /// completion before it leaves the store's I/O gate, so once the gate is held exclusively nothing is queued.
     /// </summary>
-    public async Task DrainAsync()
+    public async Task StopAsync()
     {
-        Task pump;
-        lock (_lock) pump = _pump;
-        await pump.ConfigureAwait(false);
+        lock (_lock) _stopping = true;
+        _work.Set();
+        await _pump.ConfigureAwait(false);
+        _committed.Set();
+        await _completer.ConfigureAwait(false);
     }
 
-    private async Task PumpAsync()
+    private async Task PumpLoopAsync()
     {
         while (true)
         {
             CommitRound round;
+            bool empty;
             lock (_lock)
             {
-                if (_collecting.Items.Count == 0)
-                {
-                    _pumping = false;
-                    return;
-                }
+                empty = _collecting.Items.Count == 0;
+                if (empty && _stopping) return;
                 round = _collecting;
-                _collecting = _free.Count > 0 ? _free.Pop() : new CommitRound();
-                round.Number = ++_nextRound;
+                if (!empty)
+                {
+                    _collecting = _free.Count > 0 ? _free.Pop() : new CommitRound();
+                    round.Number = ++_nextRound;
+                }
+            }
+            if (empty)
+            {
+                // Why we wait: for exceptions to commit. Nothing is held.
+                await _work.WaitAsync().ConfigureAwait(false);
+                continue;
             }
             // Why we wait: at most MaxRoundsWaiting rounds wait for durability; the oldest frees a slot when its
             // force completes. The pump holds nothing another thread needs meanwhile.
             await _waitingSlots.WaitAsync().ConfigureAwait(false);
-            round.GroupByFile();
-            await FlushCowFilesAsync(round).ConfigureAwait(false);
             ulong ticket = 0;
             Exception? commitError = null;
             try
             {
+                round.GroupByFile();
+                await FlushCowFilesAsync(round).ConfigureAwait(false);
                 if (round.CommittableCount > 0) ticket = await _committer.CommitAsync(round, CancellationToken.None).ConfigureAwait(false);
             }
             catch (Exception e)
             {
                 commitError = e;
             }
-            _ = CompleteWhenDurableAsync(round, ticket, commitError);
+            lock (_lock) _waiting.Enqueue((round, ticket, commitError));
+            _committed.Set();
+        }
+    }
+
+    private async Task CompleterLoopAsync()
+    {
+        while (true)
+        {
+            CommitRound round;
+            ulong ticket;
+            Exception? error;
+            lock (_lock)
+            {
+                if (!_waiting.TryDequeue(out var next))
+                {
+                    if (_stopping && _pump.IsCompleted) return;
+                    round = null!;
+                    ticket = 0;
+                    error = null;
+                }
+                else
+                {
+                    (round, ticket, error) = next;
+                }
+            }
+            if (round is null)
+            {
+                // Why we wait: for a committed round to wait on. Nothing is held.
+                await _committed.WaitAsync().ConfigureAwait(false);
+                continue;
+            }
+            try
+            {
+                // Why we wait: the round's log force (the journal shares it with concurrent forces). Rounds complete in
+                // order, and a later round's force covers every earlier one.
+                if (error is null && ticket != 0) await _committer.WaitDurableAsync(ticket, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+            Complete(round, error);
         }
     }
 
     /// <summary>Step 1: flushes every COW file of the round at once; a file whose flush fails fails its group.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask FlushCowFilesAsync(CommitRound round)
     {
         int n = round.GroupCount;
         if (n == 1)
         {
             var g = round.Groups[0];
-            try { await g.Store.FlushDataAsync(CancellationToken.None).ConfigureAwait(false); }
+            try { await g.Store.Cow.FlushAsync(CancellationToken.None).ConfigureAwait(false); }
             catch (Exception e) { g.Error = e; }
         }
         else
         {
             var flushes = new Task[n];
-            for (int i = 0; i < n; i++) flushes[i] = round.Groups[i].Store.FlushDataAsync(CancellationToken.None).AsTask();
+            for (int i = 0; i < n; i++) flushes[i] = round.Groups[i].Store.Cow.FlushAsync(CancellationToken.None).AsTask();
             for (int i = 0; i < n; i++)
             {
                 try { await flushes[i].ConfigureAwait(false); }
@@ -137,18 +200,12 @@ internal sealed class CommitPipeline
         lock (_lock) _cowFlushes += n;
     }
 
-    /// <summary>Step 3: waits for the round to be durable, then completes its exceptions and frees the slot.</summary>
-    private async Task CompleteWhenDurableAsync(CommitRound round, ulong ticket, Exception? error)
+    /// <summary>Step 3's end: completes the round's exceptions, recycles it and frees its slot.</summary>
+    private void Complete(CommitRound round, Exception? error)
     {
-        try
-        {
-            if (error is null && ticket != 0) await _committer.WaitDurableAsync(ticket, CancellationToken.None).ConfigureAwait(false);
-        }
-        catch (Exception e)
-        {
-            error = e;
-        }
         long now = Stopwatch.GetTimestamp();
+        int count = round.Items.Count;
+        long first = round.FirstQueuedTicks;
         for (int i = 0; i < round.GroupCount; i++)
         {
             var g = round.Groups[i];
@@ -158,9 +215,9 @@ internal sealed class CommitPipeline
         lock (_lock)
         {
             _rounds++;
-            _exceptions += round.Items.Count;
-            if (round.Items.Count > _largest) _largest = round.Items.Count;
-            _roundTicks += now - round.FirstQueuedTicks;
+            _exceptions += count;
+            if (count > _largest) _largest = count;
+            _roundTicks += now - first;
             if (error is not null) _failedRounds++;
             round.Reset();
             if (_free.Count < MaxRoundsWaiting + 2) _free.Push(round);

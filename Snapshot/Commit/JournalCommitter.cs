@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Journal;
 using Snapshot.Exceptions;
 using Snapshot.Format;
@@ -46,6 +47,7 @@ internal sealed class JournalCommitter : IMetadataCommitter
     private int SegmentReserveBytes(int segmentEntries) =>
         (int)_journal.EstimateLogBytes(new LogItemSize(1, SegmentLogHeader.Size + segmentEntries * DiskException.Size));
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<ulong> CommitAsync(CommitRound round, CancellationToken cancellationToken)
     {
         ulong sequence = 0;
@@ -80,6 +82,7 @@ internal sealed class JournalCommitter : IMetadataCommitter
         return sequence;
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<ulong> CommitTransactionAsync(int reserve, CancellationToken cancellationToken)
     {
         ulong sequence;

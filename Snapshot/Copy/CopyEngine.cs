@@ -110,6 +110,7 @@ internal sealed class CopyEngine
     /// Writes the run in <paramref name="buffer"/> (chunk <see cref="CopyPlan.FirstChunk"/> at offset 0) to every
     /// snapshot: one write per stretch of exceptions whose old and new chunks both follow on.
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask WriteStretchesAsync(CopyPlan plan, byte[] buffer)
     {
         var pending = plan.Pending;
@@ -140,6 +141,7 @@ internal sealed class CopyEngine
     }
 
     /// <summary>A chunk larger than a run: read and written piece by piece (the plan holds one chunk).</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask CopyInPiecesAsync(CopyPlan plan, byte[] buffer)
     {
         long originSector = _layout.ChunkToSector(plan.FirstChunk);
@@ -163,6 +165,7 @@ internal sealed class CopyEngine
     /// A write to a snapshot chunk that has no exception: writes the new data (and, for a partial write, the rest of
     /// the chunk copied from the origin) into the newly allocated chunk, makes it durable and commits the exception.
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask RunSnapshotWriteAsync(List<PendingException> list, int slots, int offsetInChunk, ReadOnlyMemory<byte> data)
     {
         var pe = list[0];
@@ -231,6 +234,7 @@ internal sealed class CopyEngine
     private static DeviceFullException NoSpaceError(DeviceFullException e) =>
         new(e.Device, e.Sector, $"no space left on device for a copy-on-write copy; nothing was written (the snapshot keeps its data): {e.Message}", e);
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private static async ValueTask WriteCowAsync(PendingException pe, long sector, ReadOnlyMemory<byte> data)
     {
         try
@@ -240,6 +244,7 @@ internal sealed class CopyEngine
         catch (IOException e) { Fail(pe, e); }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private static async ValueTask GrowAsync(PendingException pe)
     {
         try
@@ -265,6 +270,7 @@ internal sealed class CopyEngine
     }
 
     /// <summary>Waits for <paramref name="pe"/>'s round (if it was queued) and records the outcome.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private static async ValueTask AwaitCommitAsync(PendingException pe)
     {
         if (!pe.Queued) return;
@@ -278,6 +284,7 @@ internal sealed class CopyEngine
         catch (IOException e) { Fail(pe, e); }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask InvalidateFailedAsync(List<PendingException> pending)
     {
         foreach (var pe in pending)
