@@ -1,30 +1,34 @@
 using System.Buffers.Binary;
+using System.Globalization;
 using Journal;
 using Journal.Format;
 using Journal.Recovery;
 using Journal.Storage;
 using Snapshot.Exceptions;
 using Snapshot.Format;
+using Snapshot.Metadata;
 using Snapshot.Storage;
 
-namespace Snapshot.Metadata;
+namespace Snapshot.Recovery;
 
 /// <summary>
-/// Replays logged metadata-area segments into the COW files at open.
+/// Replays logged metadata-area segments into the COW files (case 7 of <see cref="StoreRecovery"/>); its
+/// <see cref="Complete"/> makes them durable and stamps their home-LSN slots (case 8).
 /// </summary>
 /// <remarks>
-/// Recovery cases, per logged segment copy:
+/// Per logged segment copy (every copy in the log was validated by <see cref="StoreLogItems"/> and checked against its
+/// snapshot's COW size before the first is applied):
 /// <list type="number">
-/// <item>The snapshot is not a valid persistent snapshot in the superblock as replayed from the log (the store's
-/// superblock pass runs first: deleted, invalid, transient, or its COW file is gone): the copy is skipped (home LSN reported as above every LSN).</item>
-/// <item>The COW header is marked invalid: skipped the same way.</item>
-/// <item>The segment's home-LSN slot names this segment with an LSN at or above the copy's: the journal skips it.</item>
-/// <item>Otherwise the entries are written at their fixed positions in the area (read-modify-write of whole sectors);
-/// a region that does not parse (magic, bounds, length) is a <see cref="CorruptionException"/> naming the COW file,
-/// the LSN and the problem.</item>
+/// <item><b>No home.</b> The snapshot is not listed as valid and persistent by the superblock as replayed from the log
+/// (deleted, invalid, transient), its COW file is gone, or its COW header is marked invalid: <see cref="HasHome"/> is
+/// false and the journal skips the copy.</item>
+/// <item><b>Home LSN.</b> The segment's home-LSN slot names this segment with an LSN at or above the copy's (or a copy
+/// at or above it was applied in this replay): the journal skips it.</item>
+/// <item><b>Apply.</b> Otherwise the entries are written at their fixed positions in the area (read-modify-write of
+/// whole sectors).</item>
+/// <item><b>Complete.</b> Every COW file written is flushed, then its home-LSN slots are stamped with the LSNs applied
+/// and flushed again (a slot never claims entries that are not durable).</item>
 /// </list>
-/// At the end every COW file written is flushed, then its home-LSN slots are stamped with the LSNs applied and
-/// flushed again (a slot never claims entries that are not durable).
 /// </remarks>
 internal sealed class AreaRecoveryHandler : IItemRecoveryHandler, IDisposable
 {
@@ -43,18 +47,32 @@ internal sealed class AreaRecoveryHandler : IItemRecoveryHandler, IDisposable
     private readonly Dictionary<ulong, Target?> _targets = new();
     private readonly int _segmentEntries;
     private readonly long _segmentsPerArea;
+    private readonly string _logName;
+    private readonly long _originChunks;
+    private readonly Dictionary<Lsn, ulong> _sequences = new();
 
-    public AreaRecoveryHandler(IDeviceProvider provider, CowLayout layout, Func<ulong, string?> cowPathOfValidSnapshot)
+    /// <param name="provider">Where the COW files are opened.</param>
+    /// <param name="layout">The store's COW layout.</param>
+    /// <param name="originSectors">The origin's size (entries are checked against it).</param>
+    /// <param name="cowPathOfValidSnapshot">The COW file of a snapshot id the replayed superblock lists as valid and persistent, else null.</param>
+    /// <param name="log">The scanned log (to name the checkpoint of a copy in errors).</param>
+    public AreaRecoveryHandler(IDeviceProvider provider, CowLayout layout, long originSectors, Func<ulong, string?> cowPathOfValidSnapshot, RecoveredLog log)
     {
         _provider = provider;
         _layout = layout;
         _cowPathOfValidSnapshot = cowPathOfValidSnapshot;
         _segmentEntries = PersistentExceptionStore.SegmentEntriesFor(layout);
         _segmentsPerArea = layout.ExceptionsPerArea / _segmentEntries;
+        _logName = log.Name;
+        _originChunks = originSectors / layout.ChunkSectors;
+        foreach (var c in log.Checkpoints) _sequences[c.StartLsn] = c.Sequence;
     }
 
     /// <summary>Segment copies applied.</summary>
     public long Applied { get; private set; }
+
+    /// <summary>The chunk holding the area of <paramref name="segment"/>; a segment whose area chunk is not inside its COW file's configured size is damage.</summary>
+    public ulong AreaChunkOf(long segment) => _layout.AreaChunk(segment / _segmentsPerArea);
 
     private Target? Get(ulong snapshotId)
     {
@@ -64,40 +82,48 @@ internal sealed class AreaRecoveryHandler : IItemRecoveryHandler, IDisposable
         if (path is not null && _provider.Exists(path))
         {
             var cow = _provider.Open(path);
-            var chunk0 = new byte[(CowHeader.UsedBytes(_layout.ChunkSectors) + BlockDevice.SectorSize - 1) / BlockDevice.SectorSize * BlockDevice.SectorSize];
-            cow.Read(0, chunk0);
-            var header = CowHeader.Read(chunk0, path, _layout.ChunkSectors, snapshotId);
-            if (header.IsValid) t = new Target(cow, chunk0, (int)header.SlotCount);
-            else cow.Dispose();
+            try
+            {
+                var chunk0 = new byte[(CowHeader.UsedBytes(_layout.ChunkSectors) + BlockDevice.SectorSize - 1) / BlockDevice.SectorSize * BlockDevice.SectorSize];
+                cow.Read(0, chunk0);
+                var header = CowHeader.Read(chunk0, path, _layout.ChunkSectors, snapshotId);
+                if (header.IsValid) t = new Target(cow, chunk0, (int)header.SlotCount);
+                else cow.Dispose();
+            }
+            catch
+            {
+                cow.Dispose();
+                throw;
+            }
         }
         _targets[snapshotId] = t;
         return t;
     }
 
+    /// <summary>Case 1: the segment's snapshot is listed valid and persistent, and its COW file exists with a valid header.</summary>
+    public bool HasHome(ulong itemId) => Get(AreaSegmentItem.SplitId(itemId).SnapshotId) is not null;
+
+    /// <summary>Case 2: the LSN the slot of the segment holds (or the last copy applied in this replay).</summary>
     public Lsn GetHomeLsn(ulong itemId)
     {
         var (id, segment) = AreaSegmentItem.SplitId(itemId);
-        var t = Get(id);
-        if (t is null) return StoreJournal.SkipAll;
+        var t = Get(id) ?? throw new InvalidOperationException($"segment {segment} of snapshot id {id} has no home");
+        if (t.Stamps.TryGetValue(segment, out var applied)) return applied;
         int off = PersistentExceptionStore.SlotOffset(segment, t.Slots);
         ulong key = BinaryPrimitives.ReadUInt64LittleEndian(t.Chunk0.AsSpan(off));
-        if (t.Stamps.TryGetValue(segment, out var applied)) return applied;
         return key == (ulong)segment + 1 ? Lsn.FromValue(BinaryPrimitives.ReadUInt64LittleEndian(t.Chunk0.AsSpan(off + 8))) : Lsn.Zero;
     }
 
+    /// <summary>Case 3: the entries go to their fixed positions.</summary>
     public void Apply(ulong itemId, Lsn checkpointLsn, IReadOnlyList<ReadOnlyMemory<byte>> regions)
     {
-        var (id, segment) = AreaSegmentItem.SplitId(itemId);
-        var t = Get(id);
-        if (t is null) return;
-        if (regions.Count != 1)
-            throw new CorruptionException(t.Cow.Name, -1, checkpointLsn, $"metadata segment {segment}: {regions.Count} regions logged, expected 1");
+        var (id, segment, h) = StoreLogItems.DecodeSegment(_logName, checkpointLsn, _sequences.GetValueOrDefault(checkpointLsn), itemId, regions,
+            _layout, _segmentEntries, _originChunks);
+        var t = Get(id) ?? throw new InvalidOperationException($"segment {segment} of snapshot id {id} has no home");
         var region = regions[0].Span;
-        var h = SegmentLogHeader.TryRead(region, _segmentEntries, out string? problem)
-            ?? throw new CorruptionException(t.Cow.Name, -1, checkpointLsn, $"metadata segment {segment}: {problem}");
         if (h.Count > 0)
         {
-            long home = _layout.ChunkToSector(_layout.AreaChunk(segment / _segmentsPerArea))
+            long home = _layout.ChunkToSector(AreaChunkOf(segment))
                 + segment % _segmentsPerArea * _segmentEntries * DiskException.Size / BlockDevice.SectorSize;
             const int perSector = BlockDevice.SectorSize / DiskException.Size;
             long s0 = h.First / perSector, s1 = (h.First + h.Count + perSector - 1) / perSector;
@@ -112,6 +138,7 @@ internal sealed class AreaRecoveryHandler : IItemRecoveryHandler, IDisposable
         Applied++;
     }
 
+    /// <summary>Case 4: flush the replayed COW files, then stamp and flush their slots.</summary>
     public void Complete()
     {
         foreach (var t in _targets.Values)
@@ -131,9 +158,27 @@ internal sealed class AreaRecoveryHandler : IItemRecoveryHandler, IDisposable
         }
     }
 
+    /// <summary>The highest LSN any home-LSN slot of the COW file of <paramref name="snapshotId"/> holds (Lsn.Zero when none or no home).</summary>
+    public Lsn HighestSlotLsn(ulong snapshotId)
+    {
+        var t = Get(snapshotId);
+        if (t is null) return Lsn.Zero;
+        var max = Lsn.Zero;
+        for (int i = 0; i < t.Slots; i++)
+        {
+            int off = CowHeader.SlotsOffset + i * 16;
+            if (BinaryPrimitives.ReadUInt64LittleEndian(t.Chunk0.AsSpan(off)) == 0) continue;
+            max = Lsn.Max(max, Lsn.FromValue(BinaryPrimitives.ReadUInt64LittleEndian(t.Chunk0.AsSpan(off + 8))));
+        }
+        return max;
+    }
+
     public void Dispose()
     {
         foreach (var t in _targets.Values) t?.Cow.Dispose();
         _targets.Clear();
     }
+
+    /// <inheritdoc/>
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"AreaRecoveryHandler({_targets.Count} COW files, {Applied} applied)");
 }

@@ -4,33 +4,38 @@ using Journal.Recovery;
 using Journal.Storage;
 using Snapshot.Format;
 
-namespace Snapshot.Metadata;
+namespace Snapshot.Recovery;
 
 /// <summary>
-/// Replays logged copies of the superblock item over the home copy read from <c>store.sb</c>.
+/// Replays logged copies of the superblock item over the home copy read from <c>store.sb</c> (case 5 of
+/// <see cref="StoreRecovery"/>); its <see cref="Complete"/> writes the result home (case 8).
 /// </summary>
 /// <remarks>
-/// Recovery cases, per logged copy:
+/// Per logged copy, in checkpoint order (the journal has already skipped copies at or below <see cref="GetHomeLsn"/>,
+/// and <see cref="StoreLogItems"/> has already validated every copy in the log):
 /// <list type="number">
-/// <item>The copy's checkpoint LSN is at or below the home copy's <c>home_lsn</c> (or below a copy already applied):
-/// the journal skips it.</item>
-/// <item>An item id other than 0, a region count other than 1, a copy that does not parse (length, magic, checksum,
-/// version, records) or that changes the geometry: <see cref="CorruptionException"/> naming <c>store.sb</c> and the LSN.</item>
-/// <item>Otherwise it becomes the current superblock (copies come in checkpoint order, so the newest wins).</item>
+/// <item>The copy becomes the current superblock (the newest wins), keeping the home copy's generation (which picks
+/// the copy of <c>store.sb</c> the next write goes to); later copies compare against its LSN.</item>
+/// <item><see cref="Complete"/> writes the result home, once, if any copy was applied: next generation, stamped with the
+/// LSN of the copy applied, flushed.</item>
 /// </list>
-/// <see cref="Complete"/> writes the result home (next generation, stamped with the LSN of the copy applied) and
-/// flushes it, once, if any copy was applied. The same handler may see the log twice (the store's superblock pass and
-/// then the full replay): the second time every copy is at or below the LSN applied and is skipped.
 /// </remarks>
 internal sealed class SuperblockRecoveryHandler : IItemRecoveryHandler
 {
     private readonly BlockDevice _home;
+    private readonly string _logName;
+    private readonly Dictionary<Lsn, ulong> _sequences = new();
     private Lsn _applied;
     private bool _dirty;
 
-    public SuperblockRecoveryHandler(BlockDevice home, Superblock homeCopy)
+    /// <param name="home">The device of <c>store.sb</c>.</param>
+    /// <param name="homeCopy">The superblock read from it.</param>
+    /// <param name="log">The scanned log (to name the checkpoint of a copy in errors).</param>
+    public SuperblockRecoveryHandler(BlockDevice home, Superblock homeCopy, RecoveredLog log)
     {
         _home = home;
+        _logName = log.Name;
+        foreach (var c in log.Checkpoints) _sequences[c.StartLsn] = c.Sequence;
         Current = homeCopy;
         _applied = Lsn.FromValue(homeCopy.HomeLsn);
     }
@@ -41,20 +46,15 @@ internal sealed class SuperblockRecoveryHandler : IItemRecoveryHandler
     /// <summary>Logged copies applied.</summary>
     public long Applied { get; private set; }
 
+    /// <summary>The LSN of the newest copy applied, or the home copy's.</summary>
+    public Lsn AppliedLsn => _applied;
+
     public Lsn GetHomeLsn(ulong itemId) => _applied;
 
     public void Apply(ulong itemId, Lsn checkpointLsn, IReadOnlyList<ReadOnlyMemory<byte>> regions)
     {
-        if (itemId != SuperblockItem.Id)
-            throw new CorruptionException(_home.Name, -1, checkpointLsn, $"superblock item id {itemId}, expected {SuperblockItem.Id}");
-        if (regions.Count != 1)
-            throw new CorruptionException(_home.Name, -1, checkpointLsn, $"superblock item: {regions.Count} regions logged, expected 1");
-        var sb = Superblock.TryParseLogged(regions[0].Span, _home.Name, out string? problem)
-            ?? throw new CorruptionException(_home.Name, -1, checkpointLsn, $"logged superblock: {problem}");
-        if (sb.OriginSectors != Current.OriginSectors || sb.ChunkSectors != Current.ChunkSectors)
-            throw new CorruptionException(_home.Name, -1, checkpointLsn,
-                $"logged superblock has origin {sb.OriginSectors} sectors, chunk {sb.ChunkSectors} sectors; the home copy has {Current.OriginSectors}, {Current.ChunkSectors}");
-        // The home generation goes on from the copy on disk (it picks the copy the next write goes to).
+        var sb = StoreLogItems.DecodeSuperblock(_logName, checkpointLsn, _sequences.GetValueOrDefault(checkpointLsn), itemId, regions, Current);
+        // Case 1: the home generation goes on from the copy on disk.
         Current = sb with { Generation = Current.Generation, HomeLsn = Current.HomeLsn };
         _applied = checkpointLsn;
         _dirty = true;
@@ -65,7 +65,7 @@ internal sealed class SuperblockRecoveryHandler : IItemRecoveryHandler
     {
         if (!_dirty) return;
         var next = Current with { Generation = Current.Generation + 1, HomeLsn = _applied.Value };
-        next.Write(_home);
+        next.Write(_home);   // case 2
         Current = next;
         _dirty = false;
     }
