@@ -334,6 +334,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         InvalidReasonCode.IoError => "I/O error on the COW file",
         InvalidReasonCode.TransientLost => "transient snapshot: its contents were not kept when the store was closed",
         InvalidReasonCode.HeaderInvalid => "the COW header is marked invalid",
+        InvalidReasonCode.LogReset => "the journal was reset (jreplay zero-log): exceptions not yet written home were lost",
         _ => "invalid",
     };
 

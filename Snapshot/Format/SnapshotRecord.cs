@@ -27,6 +27,8 @@ internal enum InvalidReasonCode : uint
     IoError = 2,
     TransientLost = 3,
     HeaderInvalid = 4,
+    /// <summary>The journal was reset (<c>jreplay zero-log</c>) and may have held exceptions of the snapshot not yet home.</summary>
+    LogReset = 5,
 }
 
 /// <summary>
@@ -38,7 +40,7 @@ internal enum InvalidReasonCode : uint
 ///     16    4 le32 kind           1 persistent, 2 transient
 ///     20    4 le32 state          1 valid, 2 invalid, 3 merging (valid, a merge into the origin is unfinished)
 ///     24    4 le32 name_length    bytes of UTF-8, 1..64
-///     28    4 le32 reason         why invalid: 0 none, 1 COW full, 2 I/O error, 3 transient lost at close, 4 header says invalid
+///     28    4 le32 reason         why invalid: 0 none, 1 COW full, 2 I/O error, 3 transient lost at close, 4 header says invalid, 5 journal reset
 ///     32   64 name                UTF-8, zero padded
 /// </code>
 /// </summary>
@@ -70,7 +72,7 @@ internal readonly record struct SnapshotRecord(ulong Id, long CowSectors, Snapsh
         uint state = BinaryPrimitives.ReadUInt32LittleEndian(src[20..]);
         uint len = BinaryPrimitives.ReadUInt32LittleEndian(src[24..]);
         uint reason = BinaryPrimitives.ReadUInt32LittleEndian(src[28..]);
-        if (kind is not (1 or 2) || state is not (1 or 2 or 3) || len is 0 or > MaxNameBytes || reason > 4 || cow <= 0)
+        if (kind is not (1 or 2) || state is not (1 or 2 or 3) || len is 0 or > MaxNameBytes || reason > (uint)InvalidReasonCode.LogReset || cow <= 0)
             throw new Journal.JournalException($"{file}: snapshot record {index} is malformed (kind {kind}, state {state}, name length {len}, reason {reason}, cow sectors {cow})");
         string name = Encoding.UTF8.GetString(src.Slice(32, (int)len));
         return new SnapshotRecord(id, cow, (SnapshotKindCode)kind, (SnapshotStateCode)state, (InvalidReasonCode)reason, name);

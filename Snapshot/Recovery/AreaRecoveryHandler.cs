@@ -55,17 +55,19 @@ internal sealed class AreaRecoveryHandler : IItemRecoveryHandler, IDisposable
     /// <param name="layout">The store's COW layout.</param>
     /// <param name="originSectors">The origin's size (entries are checked against it).</param>
     /// <param name="cowPathOfValidSnapshot">The COW file of a snapshot id the replayed superblock lists as valid and persistent, else null.</param>
-    /// <param name="log">The scanned log (to name the checkpoint of a copy in errors).</param>
-    public AreaRecoveryHandler(IDeviceProvider provider, CowLayout layout, long originSectors, Func<ulong, string?> cowPathOfValidSnapshot, RecoveredLog log)
+    /// <param name="logName">The journal's name, for errors.</param>
+    /// <param name="checkpoints">The scanned log's checkpoints (to name the checkpoint of a copy in errors).</param>
+    public AreaRecoveryHandler(IDeviceProvider provider, CowLayout layout, long originSectors, Func<ulong, string?> cowPathOfValidSnapshot,
+        string logName, IReadOnlyList<Checkpoint> checkpoints)
     {
         _provider = provider;
         _layout = layout;
         _cowPathOfValidSnapshot = cowPathOfValidSnapshot;
         _segmentEntries = PersistentExceptionStore.SegmentEntriesFor(layout);
         _segmentsPerArea = layout.ExceptionsPerArea / _segmentEntries;
-        _logName = log.Name;
+        _logName = logName;
         _originChunks = originSectors / layout.ChunkSectors;
-        foreach (var c in log.Checkpoints) _sequences[c.StartLsn] = c.Sequence;
+        foreach (var c in checkpoints) _sequences[c.StartLsn] = c.Sequence;
     }
 
     /// <summary>Segment copies applied.</summary>

@@ -18,9 +18,16 @@ internal sealed class ReadOnlyOverlayProvider(IDeviceProvider underlying, Func<s
     private readonly HashSet<string> _deleted = new(StringComparer.Ordinal);
     private readonly List<BlockDevice> _inners = new();                                          // real files opened
 
-    /// <summary>An overlay of the real files, opened read-only by <see cref="FileBlockDevice"/>.</summary>
-    public static ReadOnlyOverlayProvider OverFiles() =>
-        new(FileDeviceProvider.Instance, path => FileBlockDevice.Open(path, readOnly: true));
+    /// <summary>
+    /// An overlay of the real files, opened read-only by <see cref="FileBlockDevice"/>; anything but a regular file is
+    /// refused before it is opened (opening a FIFO would wait for a writer).
+    /// </summary>
+    public static ReadOnlyOverlayProvider OverFiles() => new(FileDeviceProvider.Instance, path =>
+    {
+        if (RegularFile.WhatElse(path) is { } what)
+            throw new DeviceOpenException(Path.GetFullPath(path), DeviceOpenError.Other, $"is {what}, not a regular file");
+        return FileBlockDevice.Open(path, readOnly: true);
+    });
 
     public BlockDevice Create(string path, long sectors)
     {
@@ -100,7 +107,7 @@ internal sealed class ReadOnlyOverlayProvider(IDeviceProvider underlying, Func<s
     private sealed class OverlayState(string name, BlockDevice? inner, long sectors)
     {
         public readonly object Lock = new();   // leaf: the sector map and the size
-        public readonly string Name = name;
+        public readonly string Name = inner?.Name ?? name;
         public readonly BlockDevice? Inner = inner;
         public readonly Dictionary<long, byte[]> Written = new();
         public long Sectors = sectors;

@@ -114,7 +114,7 @@ public static class StoreRecovery
             .Where(r => r.Kind == SnapshotKindCode.Persistent && r.State is SnapshotStateCode.Valid or SnapshotStateCode.Merging)
             .ToDictionary(r => r.Id);
         using var areas = new AreaRecoveryHandler(provider, layout, replayed.OriginSectors,
-            id => listed.TryGetValue(id, out var r) ? cowPathOf(r.Name) : null, log);
+            id => listed.TryGetValue(id, out var r) ? cowPathOf(r.Name) : null, log.Name, log.Checkpoints);
 
         // Case 6: every segment of a listed snapshot lies inside its COW size, before any is applied.
         foreach (var c in log.Checkpoints)

@@ -10,6 +10,7 @@ public sealed class StoreRecoveryReport
     internal StoreRecoveryReport(RecoveredLog log, long superblockCopiesApplied, long segmentCopiesApplied, string? superblockFallback)
     {
         LogPath = log.Name;
+        LogBlocks = log.Log.LogBlocks;
         Clean = log.Clean;
         TailLsn = log.Log.TailLsn;
         HeadLsn = log.Log.HeadLsn;
@@ -31,6 +32,9 @@ public sealed class StoreRecoveryReport
 
     /// <summary>The journal file.</summary>
     public string LogPath { get; }
+
+    /// <summary>Size of the journal in 512-byte blocks.</summary>
+    public uint LogBlocks { get; }
 
     /// <summary>True when the last close was clean: there was nothing to replay.</summary>
     public bool Clean { get; }
