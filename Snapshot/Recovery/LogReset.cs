@@ -19,7 +19,9 @@ namespace Snapshot.Recovery;
 /// <para><b>Cases</b>:</para>
 /// <list type="number">
 /// <item><b>Superblock.</b> The newest good copy of <c>store.sb</c> is the starting point (neither copy good: refused,
-/// nothing to reset to).</item>
+/// nothing to reset to). When the other copy is damaged the good one may be a change behind (the store refuses to
+/// open for that reason, <see cref="StoreRecovery"/> case 4); a reset takes it as it is, says so, and writes it over the
+/// damaged copy, so the store opens.</item>
 /// <item><b>Unreadable log</b> (recovery refuses it, or the file is missing or too small): any persistent snapshot may
 /// have had exceptions only in it, so every valid or merging persistent snapshot is marked invalid. Superblock changes
 /// that were only in the log are lost with it.</item>
@@ -28,7 +30,9 @@ namespace Snapshot.Recovery;
 /// whose COW file cannot be read) is marked invalid. <c>jreplay replay</c> would lose nothing here; the plan says so.</item>
 /// <item><b>Clean log</b>: nothing is marked; only the log is rewritten.</item>
 /// <item><b>Writes, in order</b>: the COW header of each snapshot marked invalid gets <c>valid = 0</c> (flushed);
-/// then the superblock goes home through the store's own two-copy code (next generation, <c>home_lsn</c> 0, flushed);
+/// then, if it changes (a snapshot marked, superblock copies from the log, or a damaged copy of <c>store.sb</c> to
+/// replace), the superblock goes home through the store's own two-copy code (next generation, <c>home_lsn</c> 0,
+/// flushed); a clean log with nothing to mark changes nothing but the log;
 /// then the log is formatted at a cycle above every LSN a home copy still carries (the superblock copies, the home-LSN
 /// slots of the snapshots that stay valid, and every sound record of the old log, from which all such LSNs came), so
 /// replay never skips a new checkpoint for an old stamp; flushed.
@@ -161,9 +165,10 @@ public static class LogReset
                 unlisted, sbNote, newCycle, logBytes / BlockDevice.SectorSize);
             if (!write) return plan;
 
-            // Case 5: the writes, in order.
+            // Case 5: the writes, in order. store.sb is written only when it changes (or to replace a damaged copy);
+            // its home LSN stays below the new log's LSNs either way.
             foreach (var id in invalidate.Keys) MarkCowInvalid(provider, folder, target, id, layout);
-            next.Write(sbDev);
+            if (invalidate.Count > 0 || !ReferenceEquals(target, sb) || home.OtherMayBeNewer) next.Write(sbDev);
             logDev = RecreateIfNeeded(provider, logPath, logDev, logBytes / BlockDevice.SectorSize);
             LogWriter.Format(StoreJournal.Region(logDev), newCycle);
             return plan with { Done = true };
