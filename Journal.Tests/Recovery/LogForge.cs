@@ -33,17 +33,19 @@ internal static class LogForge
     public delegate void PayloadPatch(Span<byte> payload);
 
     /// <summary>
-    /// The offsets, in a record's logical payload, of the data of every op that carries data, in order (for a record
-    /// that holds a whole small checkpoint: the checkpoint header, then each item header and region).
+    /// The offsets, in a record's logical payload, of the data of every op that carries data (of transaction
+    /// <paramref name="transactionId"/> when given), in order (for a record that holds a whole small checkpoint: the
+    /// checkpoint header, then each item header and region).
     /// </summary>
-    public static List<(int Offset, int Length)> OpData(ReadOnlySpan<byte> payload)
+    public static List<(int Offset, int Length)> OpData(ReadOnlySpan<byte> payload, uint? transactionId = null)
     {
         var list = new List<(int, int)>();
         int pos = 0;
         while (pos + OpHeader.Size <= payload.Length)
         {
+            uint tid = BinaryPrimitives.ReadUInt32LittleEndian(payload[pos..]);
             int len = (int)BinaryPrimitives.ReadUInt32LittleEndian(payload[(pos + 4)..]);
-            if (len > 0) list.Add((pos + OpHeader.Size, len));
+            if (len > 0 && (transactionId is null || tid == transactionId)) list.Add((pos + OpHeader.Size, len));
             pos += OpHeader.Size + len;
         }
         return list;
