@@ -53,7 +53,7 @@ public class JReplayFuzzTests(ITestOutputHelper output)
                 if (line.StartsWith($"jreplay: {Path.GetFullPath(Path.Combine(a, "journal.log"))}: ", StringComparison.Ordinal))
                 {
                     // Damage in the log: print refuses it too, with the same line.
-                    Assert.True(print.ExitCode == 2, $"{what}: print {print}");
+                    Assert.True(print.ExitCode == 2, $"{what}: check {line}; print {print}");
                     Assert.Equal(check.ErrorLines, print.ErrorLines);
                     refusedInLog++;
                 }
@@ -61,6 +61,7 @@ public class JReplayFuzzTests(ITestOutputHelper output)
                 {
                     // Damage only the store's files reveal after the replay (a COW entry the log could not judge):
                     // print, which reads the log alone, shows it.
+                    output.WriteLine($"{what}: refused by the store's files: {line}");
                     refusedElsewhere++;
                 }
             }

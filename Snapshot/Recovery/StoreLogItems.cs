@@ -83,17 +83,27 @@ public static class StoreLogItems
 
     /// <summary>
     /// Validates every item of <paramref name="log"/> as the store in <paramref name="storeFolder"/> does before it
-    /// replays anything (<see cref="StoreRecovery"/> case 3): only store item types, each decoding, superblocks of the
-    /// geometry <c>store.sb</c> holds.
+    /// applies anything (<see cref="StoreRecovery"/> cases 3 and 6): only store item types, each decoding, superblocks
+    /// of the geometry <c>store.sb</c> holds, and every segment of a snapshot the log's newest superblock lists inside
+    /// that snapshot's COW size. Reads the log's items and <c>store.sb</c> only (not the COW files).
     /// </summary>
-    /// <exception cref="CorruptionException">A store item does not decode.</exception>
+    /// <exception cref="CorruptionException">A store item does not decode, or a segment lies beyond its COW size.</exception>
     /// <exception cref="JournalException">An item type the store does not log; <c>store.sb</c> unreadable.</exception>
     public static void ValidateForStore(RecoveredLog log, string storeFolder)
     {
         ArgumentNullException.ThrowIfNull(log);
         ArgumentNullException.ThrowIfNull(storeFolder);
-        using var sb = Journal.Storage.FileBlockDevice.Open(Path.Combine(storeFolder, SnapshotStore.SuperblockFileName), readOnly: true);
-        Validate(log, Superblock.Read(sb));
+        using var sbDev = Journal.Storage.FileBlockDevice.Open(Path.Combine(storeFolder, SnapshotStore.SuperblockFileName), readOnly: true);
+        var home = Superblock.Read(sbDev);
+        Validate(log, home);
+        // The superblock the replay would end on (case 5): the newest logged copy above the home's LSN.
+        var replayed = home;
+        var homeLsn = Lsn.FromValue(home.HomeLsn);
+        foreach (var c in log.Checkpoints)
+            foreach (var item in c.Items)
+                if (item.ItemType == SuperblockType && c.StartLsn > homeLsn)
+                    replayed = DecodeSuperblock(log.Name, c.StartLsn, c.Sequence, item.ItemId, item.Regions, home);
+        StoreRecovery.CheckSegmentBounds(log, StoreRecovery.Listed(replayed), new CowLayout(home.ChunkSectors));
     }
 
     /// <summary>

@@ -37,8 +37,8 @@ namespace Snapshot.Recovery;
 /// <item><b>Replay 1: the superblock.</b> Logged superblock copies above the home <c>home_lsn</c> replace it in
 /// checkpoint order; the newest wins.</item>
 /// <item><b>Segment bounds.</b> Every logged segment of a snapshot the replayed superblock lists as valid and
-/// persistent must lie inside that snapshot's configured COW size; checked for the whole log before any segment is
-/// applied (a damaged id must not grow a COW file without bound).</item>
+/// persistent, and every data chunk its entries name, must lie inside that snapshot's configured COW size; checked for
+/// the whole log before any segment is applied (a damaged id must not grow a COW file without bound).</item>
 /// <item><b>Replay 2: the segments.</b> Segments of snapshots the replayed superblock lists as valid and persistent
 /// (and whose COW file exists with a valid header) are applied at their fixed positions, skipping those the home-LSN
 /// slots already reflect. Segments of other snapshots have no home and are skipped: a segment is logged only after the
@@ -110,26 +110,12 @@ public static class StoreRecovery
         JournalRecovery.Replay(log, new Dictionary<ushort, IItemRecoveryHandler> { [SuperblockItem.Type] = sbHandler }, sbTypes);
         var replayed = sbHandler.Current;
 
-        var listed = replayed.Snapshots
-            .Where(r => r.Kind == SnapshotKindCode.Persistent && r.State is SnapshotStateCode.Valid or SnapshotStateCode.Merging)
-            .ToDictionary(r => r.Id);
+        var listed = Listed(replayed);
         using var areas = new AreaRecoveryHandler(provider, layout, replayed.OriginSectors,
             id => listed.TryGetValue(id, out var r) ? cowPathOf(r.Name) : null, log.Name, log.Checkpoints);
 
         // Case 6: every segment of a listed snapshot lies inside its COW size, before any is applied.
-        foreach (var c in log.Checkpoints)
-            foreach (var item in c.Items)
-            {
-                if (item.ItemType != AreaSegmentItem.Type) continue;
-                var (id, segment) = AreaSegmentItem.SplitId(item.ItemId);
-                if (!listed.TryGetValue(id, out var rec)) continue;
-                ulong area = areas.AreaChunkOf(segment);
-                long capacity = rec.CowSectors / layout.ChunkSectors;
-                if (area >= (ulong)capacity)
-                    throw new CorruptionException(region.Name, c.StartLsn.Block, c.StartLsn, string.Create(CultureInfo.InvariantCulture,
-                        $"checkpoint {c.Sequence}: metadata segment {segment} of snapshot '{rec.Name}' (id {id}) lies beyond its COW size"),
-                        string.Create(CultureInfo.InvariantCulture, $"an area chunk below {capacity}"), area.ToString(CultureInfo.InvariantCulture));
-            }
+        CheckSegmentBounds(log, listed, layout);
 
         // Case 7: replay 2, the segments of the listed snapshots.
         var segTypes = new[] { AreaSegmentItem.Type };
@@ -143,6 +129,44 @@ public static class StoreRecovery
         var journal = MetadataJournal.Open(log, StoreJournal.Options(region.BlockCount));
         var report = new StoreRecoveryReport(log, sbHandler.Applied, areas.Applied, fallback);
         return new Outcome(journal, sbHandler.Current, report);
+    }
+
+    /// <summary>The snapshots case 7 replays into: persistent, valid or merging.</summary>
+    internal static Dictionary<ulong, SnapshotRecord> Listed(Superblock replayed) => replayed.Snapshots
+        .Where(r => r.Kind == SnapshotKindCode.Persistent && r.State is SnapshotStateCode.Valid or SnapshotStateCode.Merging)
+        .ToDictionary(r => r.Id);
+
+    /// <summary>
+    /// Case 6: every logged segment of a snapshot in <paramref name="listed"/>, and every data chunk its entries name,
+    /// lies inside the snapshot's configured COW size.
+    /// </summary>
+    internal static void CheckSegmentBounds(RecoveredLog log, IReadOnlyDictionary<ulong, SnapshotRecord> listed, CowLayout layout)
+    {
+        long segmentsPerArea = layout.ExceptionsPerArea / Exceptions.PersistentExceptionStore.SegmentEntriesFor(layout);
+        foreach (var c in log.Checkpoints)
+            foreach (var item in c.Items)
+            {
+                if (item.ItemType != AreaSegmentItem.Type) continue;
+                var (id, segment) = AreaSegmentItem.SplitId(item.ItemId);
+                if (!listed.TryGetValue(id, out var rec)) continue;
+                ulong area = layout.AreaChunk(segment / segmentsPerArea);
+                long capacity = rec.CowSectors / layout.ChunkSectors;
+                if (area >= (ulong)capacity)
+                    throw new CorruptionException(log.Name, c.StartLsn.Block, c.StartLsn, string.Create(CultureInfo.InvariantCulture,
+                        $"checkpoint {c.Sequence}: metadata segment {segment} of snapshot '{rec.Name}' (id {id}) lies beyond its COW size"),
+                        string.Create(CultureInfo.InvariantCulture, $"an area chunk below {capacity}"), area.ToString(CultureInfo.InvariantCulture));
+                // Case 3 checked the header; the entries' data chunks must lie inside the COW size too.
+                var region = item.Regions[0].Span;
+                var h = SegmentLogHeader.TryRead(region, int.MaxValue, out _)!.Value;
+                for (int i = 0; i < h.Count; i++)
+                {
+                    var e = DiskException.Read(region.Slice(SegmentLogHeader.Size + i * DiskException.Size));
+                    if (e.NewChunk >= (ulong)capacity)
+                        throw new CorruptionException(log.Name, c.StartLsn.Block, c.StartLsn, string.Create(CultureInfo.InvariantCulture,
+                            $"checkpoint {c.Sequence}: metadata segment {segment} of snapshot '{rec.Name}' (id {id}): entry {h.First + i}: new_chunk lies beyond its COW size"),
+                            string.Create(CultureInfo.InvariantCulture, $"below {capacity}"), e.NewChunk.ToString(CultureInfo.InvariantCulture));
+                }
+            }
     }
 
     /// <summary>Case 2: the journal file as a log region; a file too small for the store's log is corruption naming it.</summary>
