@@ -277,6 +277,23 @@ public class JReplayStoreTests
     }
 
     [Fact]
+    public async Task Zero_log_on_a_readable_log_that_needs_replay_says_replay_would_lose_nothing_and_marks_only_snapshots_with_metadata_not_home()
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        var contents = await CrashedStore.CreateAsync(store);
+        var warn = ToolRunner.JReplay("zero-log", store);
+        Assert.Equal(64, warn.ExitCode);
+        Assert.Contains($"the journal is readable: 'jreplay replay {store}' replays it without losing anything", warn.Stdout);
+        var done = ToolRunner.JReplay("zero-log", store, "--force");
+        Assert.Equal(0, done.ExitCode);
+        Assert.Matches(@"snapshot 's' is marked invalid: metadata segment \d+ in the journal \(checkpoint \d+\) is not yet written home", done.Stdout);
+        Assert.Equal("origin: 0 2048 snapshot-origin\ns: 0 2048 snapshot Invalid (the journal was reset (jreplay zero-log): exceptions not yet written home were lost)\n",
+            ToolRunner.SnapCtl("status", store).Stdout);
+        Assert.Equal(contents.Origin, ToolRunner.SnapCtl("read", store, "--offset", "0", "--length", "1M").Raw);
+    }
+
+    [Fact]
     public async Task Zero_log_recreates_a_missing_journal()
     {
         using var dir = new TempFolder();

@@ -99,7 +99,6 @@ public static class LogReset
         {
             var target = sb;
             var invalidate = new Dictionary<ulong, string>();
-            var keep = new List<SnapshotRecord>();
             using var areas = new AreaRecoveryHandler(provider, layout, sb.OriginSectors,
                 id => target.Snapshots.FirstOrDefault(r => r.Id == id && IsLive(r)) is { Name: { } n } ? Path.Combine(folder, n + SnapshotStore.CowExtension) : null,
                 logPath, log?.Checkpoints ?? []);
@@ -278,7 +277,7 @@ public sealed record LogResetPlan(string Folder, string LogPath, string? LogStat
             ? $"{LogPath}: the journal is readable ({LogState}); everything in it is discarded"
             : $"{LogPath}: the journal is unreadable ({Unreadable}); everything in it is discarded";
         if (Unreadable is null && LogState != "clean")
-            yield return $"{LogPath}: 'jreplay replay {Folder}' would recover this journal without losing anything";
+            yield return $"{LogPath}: the journal is readable: 'jreplay replay {Folder}' replays it without losing anything, unless the store's files stop it";
         if (Unreadable is not null)
             yield return $"{Folder}: snapshot creates, deletes and invalidations that were only in the journal are lost";
         if (SuperblockNote is not null) yield return SuperblockNote;
