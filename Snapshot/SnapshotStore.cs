@@ -8,6 +8,7 @@ using Snapshot.Format;
 using Snapshot.Io;
 using Snapshot.Memory;
 using Snapshot.Metadata;
+using Snapshot.Recovery;
 using Snapshot.Storage;
 using Snapshot.Sync;
 
@@ -314,36 +315,22 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     }
 
     /// <summary>
-    /// Recovers the journal in two passes. First the superblock pass: the logged copies of the superblock item newer
-    /// than the home copy's LSN replace the superblock read from <c>store.sb</c> (the newest wins). Then the full replay:
-    /// logged metadata segments are applied to the COW files of the snapshots that superblock lists as valid and
-    /// persistent, and the superblock, if it changed, is written home before the log opens for writing.
+    /// Opens the metadata journal after any stop: cases 1 to 9 of <see cref="StoreRecovery"/> (the home superblock, one
+    /// scan of the log, the superblock replayed, then the segments of the snapshots it lists, homes made durable, the
+    /// journal opened for writing). Leaves the replayed superblock for <see cref="LoadSnapshotsAsync"/>.
     /// </summary>
-    /// <remarks>
-    /// A segment is logged only after the commit of the superblock item naming its snapshot, and snapshot ids are never
-    /// reused, so a segment whose snapshot the replayed superblock lists belongs to a snapshot the superblock knew at
-    /// that point of the log; the segments of a snapshot deleted within the replayed part (even one created there too)
-    /// are skipped, and its COW file, if any, is removed by the cleanup that follows.
-    /// </remarks>
     private void OpenJournal()
     {
-        var sbHandler = new SuperblockRecoveryHandler(_sbDevice, _superblock);
-        StoreJournal.ReplaySuperblock(_logDevice, sbHandler);
-        lock (_stateLock) _superblock = sbHandler.Current;
-        var valid = _superblock.Snapshots
-            .Where(r => r.Kind == SnapshotKindCode.Persistent && r.State is SnapshotStateCode.Valid or SnapshotStateCode.Merging)
-            .ToDictionary(r => r.Id, r => CowPathOf(r.Name));
-        using var handler = new AreaRecoveryHandler(_provider, _layout, id => valid.GetValueOrDefault(id));
-        _journal = StoreJournal.Open(_logDevice, new Dictionary<ushort, IItemRecoveryHandler>
-        {
-            [AreaSegmentItem.Type] = handler,
-            [SuperblockItem.Type] = sbHandler,
-        }, out long replayed);
-        LogClean = replayed == 0;
-        // Complete() wrote the replayed superblock home (when a logged copy was applied): the item starts from it.
-        lock (_stateLock) _superblock = sbHandler.Current;
+        var recovered = StoreRecovery.Open(_provider, _sbDevice, _logDevice, _layout, CowPathOf);
+        _journal = recovered.Journal;
+        RecoveryReport = recovered.Report;
+        LogClean = recovered.Report.Clean;
+        lock (_stateLock) _superblock = recovered.Superblock;
         _sbItem = new SuperblockItem(_sbDevice, _superblock);
     }
+
+    /// <summary>What the journal's recovery did when the store was opened (null for a store just created).</summary>
+    internal StoreRecoveryReport? RecoveryReport { get; private set; }
 
     private async ValueTask LoadSnapshotsAsync(CancellationToken cancellationToken)
     {
@@ -506,6 +493,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         InvalidReasonCode.IoError => "I/O error on the COW file",
         InvalidReasonCode.TransientLost => "transient snapshot: its contents were not kept when the store was closed",
         InvalidReasonCode.HeaderInvalid => "the COW header is marked invalid",
+        InvalidReasonCode.LogReset => "the journal was reset (jreplay zero-log): exceptions not yet written home were lost",
         InvalidReasonCode.CowMissing => "COW file is missing",
         InvalidReasonCode.CowDamaged => "COW file is damaged",
         _ => "invalid",
