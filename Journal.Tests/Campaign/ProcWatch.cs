@@ -10,6 +10,13 @@ namespace Journal.Tests.Campaign;
 /// </summary>
 public static class ProcWatch
 {
+    /// <summary>
+    /// Bytes a tool has written when it is well into its work: opening a store alone writes about 1 MiB (to the
+    /// journal); past 8 MiB a write or merge has copied chunks and committed them through the journal, so the store is
+    /// dirty until it is closed.
+    /// </summary>
+    public const long MidWorkBytes = 8 << 20;
+
     /// <summary>SIGCONT on Linux.</summary>
     public const int SigCont = 18;
 
@@ -67,7 +74,7 @@ public static class ProcWatch
             if (condition()) return true;
             if (DateTime.UtcNow > deadline)
                 throw new TimeoutException($"{process} did not reach '{what}' within {timeout} and did not exit; stdout:\n{process.Stdout}\nstderr:\n{process.Stderr}");
-            await Task.Delay(1);
+            await Task.Delay(2);
         }
     }
 }

@@ -37,12 +37,12 @@ public sealed class StoreLockTests
 
         string firstInput = Tool.StampFile(dir.Path, Tag, 2, 0, half);
         string secondInput = Tool.StampFile(dir.Path, Tag, 3, half, half);
-        using var first = ToolProcess.Start("snapctl", Tool.WriteArgs(store, null, 0, firstInput));
         string journal = Path.Combine(store, "journal.log");
-        // Mid-write: it holds the store open and has written a MiB (chunk copies, origin data).
+        using var first = ToolProcess.Start("snapctl", Tool.WriteArgs(store, null, 0, firstInput));
+        // Mid-write: it holds the store open and has copied and committed chunks.
         bool caught = await ProcWatch.WaitUntilAsync(first,
-            () => ProcWatch.HasOpen(first.Pid, journal) && ProcWatch.BytesWritten(first.Pid) > (1 << 20),
-            Tool.Watchdog, "store open and 1 MiB written");
+            () => ProcWatch.HasOpen(first.Pid, journal) && ProcWatch.BytesWritten(first.Pid) > ProcWatch.MidWorkBytes,
+            Tool.Watchdog, "store open and 8 MiB written");
         if (caught) first.Signal(ProcWatch.SigStop);
         if (!caught || first.HasExited)
         {
@@ -57,7 +57,7 @@ public sealed class StoreLockTests
             // The second writer starts while the first is stopped; once it is writing too (if it got in), both run
             // side by side, as two users' commands would.
             using var p2 = ToolProcess.Start("snapctl", Tool.WriteArgs(store, null, half, secondInput));
-            await ProcWatch.WaitUntilAsync(p2, () => ProcWatch.BytesWritten(p2.Pid) > (1 << 20), Tool.Watchdog, "1 MiB written");
+            await ProcWatch.WaitUntilAsync(p2, () => ProcWatch.BytesWritten(p2.Pid) > ProcWatch.MidWorkBytes, Tool.Watchdog, "8 MiB written");
             first.Signal(ProcWatch.SigCont);
             await p2.WaitForExitAsync(Tool.Watchdog);
             second = p2.Result();
