@@ -362,7 +362,7 @@ public sealed class CrashCampaign
         foreach (var stray in cows.Where(c => !listed.Contains(c!)))
             problems.Add($"{stray}.cow: left in the store folder, but the store lists no snapshot {stray}");
 
-        if (problems.Count > 0) Fail($"{why}: {problems.Count} problem(s):\n  " + string.Join("\n  ", problems), reproduceIterations);
+        if (problems.Count > 0) Fail($"{why}: the store is not what was acknowledged:\n  " + string.Join("\n  ", problems), reproduceIterations);
 
         LandingStatistics(image);
         foreach (var (model, data) in checkedVolumes) model.Collapse(data, _tag);
@@ -383,10 +383,10 @@ public sealed class CrashCampaign
             checkedVolumes.Add((model, data));
             return;
         }
-        problems.Add($"{name}: {count} of {model.Sectors} sectors wrong; the first:");
-        foreach (var (sector, expected, found, description) in first)
-            problems.Add($"  {name} sector {sector} (chunk {sector / _chunkSectors}, byte offset {sector * 512}): expected " +
-                string.Join(" or ", expected.Select(DescribeWrite)) + $"; found {(found > 0 ? DescribeWrite(found) : description)}");
+        problems.Add($"{name}: {count} of {model.Sectors} sectors wrong; the first runs of them:");
+        foreach (var m in first)
+            problems.Add($"  {name} {m.Sectors} (chunk {m.First / _chunkSectors}{(m.Last / _chunkSectors != m.First / _chunkSectors ? $"..{m.Last / _chunkSectors}" : "")}, byte offset {m.First * 512}): expected " +
+                string.Join(" or ", m.Expected.Select(DescribeWrite)) + $"; found {(m.Found > 0 ? DescribeWrite(m.Found) : m.Description)}");
     }
 
     /// <summary>How the killed writes since the last check landed: wholly, partly or not at all.</summary>

@@ -60,7 +60,7 @@ public sealed class ReadOnlyFileSystemTests
             Assert.True(r.ExitCode == 0, $"read of {volume} on a read-only file system: {r}");
             var model = new VolumeModel(Sectors, expected);
             var (wrong, first) = model.Check(File.ReadAllBytes(output), Tag, 3);
-            Assert.True(wrong == 0, $"{volume}: {wrong} sectors wrong, e.g. " + string.Join("; ", first.Select(f => $"sector {f.Sector}: {f.Description}")));
+            Assert.True(wrong == 0, $"{volume}: {wrong} sectors wrong, e.g. " + string.Join("; ", first.Select(f => $"{f.Sectors}: {f.Description}")));
         }
     }
 

@@ -132,7 +132,7 @@ public sealed class SignalTests
         var (count, first) = model.Check(data, Tag, 5);
         if (count == 0) return;
         problems.Add($"{name}: {count} sectors wrong");
-        foreach (var (sector, expected, _, found) in first)
-            problems.Add($"  {name} sector {sector}: expected write {string.Join(" or ", expected)}, found {found}");
+        foreach (var m in first)
+            problems.Add($"  {name} {m.Sectors}: expected write {string.Join(" or ", m.Expected)}, found {m.Description}");
     }
 }

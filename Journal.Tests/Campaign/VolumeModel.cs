@@ -50,22 +50,40 @@ public sealed class VolumeModel
     }
 
     /// <summary>
-    /// Checks <paramref name="data"/> (the whole volume as read) against the model: returns the wrong sectors (at most
-    /// <paramref name="limit"/>, and their total count), each with what was expected and what was found.
+    /// Checks <paramref name="data"/> (the whole volume as read) against the model: returns how many sectors are wrong
+    /// and the first <paramref name="limit"/> runs of them (consecutive sectors with the same expectation and the same
+    /// finding), each with what was expected and what was found.
     /// </summary>
-    public (long Count, List<(long Sector, IReadOnlyList<long> Expected, long Found, string Description)> First) Check(byte[] data, uint tag, int limit)
+    public (long Count, List<Mismatch> First) Check(byte[] data, uint tag, int limit)
     {
         long count = 0;
-        var first = new List<(long, IReadOnlyList<long>, long, string)>();
+        var runs = new List<Mismatch>();
         for (long s = 0; s < Sectors; s++)
         {
             var sector = data.AsSpan((int)(s * SectorStamp.SectorSize), SectorStamp.SectorSize);
             long found = SectorStamp.Identify(sector, tag, s);
             if (_acceptable[s].Contains(found)) continue;
             count++;
-            if (first.Count < limit) first.Add((s, _acceptable[s], found, SectorStamp.Describe(sector, tag, s)));
+            if (runs.Count > 0 && runs[^1] is var last && last.Last == s - 1 && last.Found == found
+                && last.Expected.SequenceEqual(_acceptable[s]))
+            {
+                runs[^1] = last with { Last = s };
+                continue;
+            }
+            if (runs.Count < limit) runs.Add(new Mismatch(s, s, _acceptable[s], found, SectorStamp.Describe(sector, tag, s)));
         }
-        return (count, first);
+        return (count, runs);
+    }
+
+    /// <summary>
+    /// A run of wrong sectors: <paramref name="First"/> to <paramref name="Last"/> should hold one of
+    /// <paramref name="Expected"/> and hold <paramref name="Found"/> (<see cref="SectorStamp.Unrecognised"/> for anything
+    /// else; <paramref name="Description"/> says what the first of them holds).
+    /// </summary>
+    public sealed record Mismatch(long First, long Last, IReadOnlyList<long> Expected, long Found, string Description)
+    {
+        /// <summary>"sector 7" or "sectors 7..9 (3)".</summary>
+        public string Sectors => First == Last ? $"sector {First}" : $"sectors {First}..{Last} ({Last - First + 1})";
     }
 
     /// <summary>Makes every sector certain: it holds what <paramref name="data"/> shows (call only after <see cref="Check"/> passed).</summary>
