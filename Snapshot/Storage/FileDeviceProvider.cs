@@ -31,7 +31,10 @@ namespace Snapshot.Storage;
 /// file system) out while it reads.</item>
 /// </list>
 /// <para>Off Linux the lock is <c>store.lock</c> opened with <see cref="FileShare.None"/>, as before: on Windows an
-/// open file cannot be deleted, so the hole above does not exist there.</para>
+/// open file cannot be deleted, so the hole above does not exist there. On NFS, Linux emulates flock with byte-range
+/// locks, and an exclusive one needs a descriptor open for writing; a folder cannot be opened so, so there the lock is
+/// refused with an error naming the folder ("cannot lock the store folder: ...", EBADF) rather than running unlocked
+/// (from the flock(2) manual; there is no NFS mount in CI to test it).</para>
 /// </remarks>
 internal sealed partial class FileDeviceProvider : IDeviceProvider
 {
