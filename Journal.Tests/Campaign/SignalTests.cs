@@ -17,7 +17,7 @@ public sealed class SignalTests
     [MemberData(nameof(Signals))]
     public async Task A_signal_during_a_long_write_ends_it_cleanly(int signal, int exitCode)
     {
-        for (int megabytes = 32; ; megabytes *= 2)
+        for (int megabytes = 16; ; megabytes *= 2)
         {
             using var dir = new TempFolder();
             string store = dir["store"];
@@ -30,7 +30,7 @@ public sealed class SignalTests
             using var p = ToolProcess.Start("snapctl", Tool.WriteArgs(store, null, 0, input));
             if (!await SignalMidWorkAsync(p, store, signal))
             {
-                Assert.True(megabytes < 128, "the write always finished (exit 0, nothing on stderr) although it was signalled mid-write at 32M, 64M and 128M: too quick to catch, or the signal is ignored");
+                Assert.True(megabytes < 128, "the write always finished (exit 0, nothing on stderr) although it was signalled mid-write at 16M, 32M, 64M and 128M: too quick to catch, or the signal is ignored");
                 continue;
             }
             var problems = OutcomeProblems(p, signal, exitCode);
@@ -51,7 +51,7 @@ public sealed class SignalTests
     [MemberData(nameof(Signals))]
     public async Task A_signal_during_a_merge_ends_it_cleanly(int signal, int exitCode)
     {
-        for (int megabytes = 32; ; megabytes *= 2)
+        for (int megabytes = 16; ; megabytes *= 2)
         {
             using var dir = new TempFolder();
             string store = dir["store"];
@@ -66,7 +66,7 @@ public sealed class SignalTests
             using var p = ToolProcess.Start("snapctl", ["snapshot", "merge", store, "s1"]);
             if (!await SignalMidWorkAsync(p, store, signal))
             {
-                Assert.True(megabytes < 128, "the merge always finished (exit 0, nothing on stderr) although it was signalled mid-merge at 32M, 64M and 128M: too quick to catch, or the signal is ignored");
+                Assert.True(megabytes < 128, "the merge always finished (exit 0, nothing on stderr) although it was signalled mid-merge at 16M, 32M, 64M and 128M: too quick to catch, or the signal is ignored");
                 continue;
             }
             var problems = OutcomeProblems(p, signal, exitCode);
