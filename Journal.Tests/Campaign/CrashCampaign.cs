@@ -31,8 +31,10 @@ namespace Journal.Tests.Campaign;
 /// <para>Reading the store back (<see cref="StoreImage"/>) checks every sector against its set of acceptable writes and
 /// then collapses each set to what the sector holds, so the model stays exact. Reads are skipped after some steps, so the
 /// next command's own open has to replay the log the kill left behind.</para>
-/// <para>All random choices come from one seed (printed); the kill points depend on timing as well, so a seed replays
-/// the same workload and the same kill decisions, landing at about the same points.</para>
+/// <para>All random choices come from one seed (printed), each step's from its own generator seeded from (seed, step).
+/// The kill points depend on timing as well: a rerun makes the same choices and kills at about the same points, and
+/// where a kill lands differently (a create that lands in one run and not in the other) the runs differ in what
+/// exists from there on, while the numbers drawn stay the same.</para>
 /// </remarks>
 public sealed class CrashCampaign
 {
@@ -40,7 +42,8 @@ public sealed class CrashCampaign
     private const double KillRate = 0.55;
     private const int OriginSectors = 8192; // 4 MiB
 
-    private readonly Random _rng;
+    private readonly Random _rng; // the store's geometry
+    private Random _step = new(0); // this step's choices (see StepAsync)
     private readonly int _seed;
     private readonly uint _tag;
     private readonly string _store;
@@ -103,6 +106,9 @@ public sealed class CrashCampaign
             _iteration++;
             await StepAsync(reproduceIterations);
         }
+        // A watcher that never sees a tool hold the store would kill nothing, and the campaign would prove little.
+        if (_iteration >= 5 && _counts.GetValueOrDefault("runs seen holding the store") == 0)
+            Fail($"no tool run was ever seen holding {_journal} open (/proc/<pid>/fd): no kill landed in a command's work", reproduceIterations);
         await VerifyAsync("final check", reproduceIterations);
         await CrossCheckWithToolsAsync(reproduceIterations);
         _log("history:\n  " + string.Join("\n  ", _history));
@@ -117,28 +123,32 @@ public sealed class CrashCampaign
 
     private async Task StepAsync(int reproduceIterations)
     {
+        // Each step draws from its own generator, seeded from (seed, step): a kill that lands differently in a rerun
+        // changes what exists afterwards, but not the numbers the later steps draw.
+        _step = new Random(unchecked(_seed * 7919 + _iteration * 104729));
+        bool look = _step.NextDouble() < 0.5;
         bool killedSomething;
         if (_pendingMerge is { } pending)
         {
-            killedSomething = await RunMergeAsync(pending, _rng.NextDouble() < 0.5);
+            killedSomething = await RunMergeAsync(pending, _step.NextDouble() < 0.5);
         }
         else
         {
-            bool tryKill = _rng.NextDouble() < KillRate;
-            int pick = _rng.Next(100);
+            bool tryKill = _step.NextDouble() < KillRate;
+            int pick = _step.Next(100);
             killedSomething = pick switch
             {
                 < 40 => await RunWriteAsync(null, -1, 0, tryKill),
-                < 60 when _names.Count > 0 => await RunWriteAsync(_names[_rng.Next(_names.Count)], -1, 0, tryKill),
+                < 60 when _names.Count > 0 => await RunWriteAsync(_names[_step.Next(_names.Count)], -1, 0, tryKill),
                 < 75 when _names.Count < MaxLiveSnapshots => await RunCreateAsync(tryKill),
-                < 87 when _names.Count > 0 => await RunDeleteAsync(_names[_rng.Next(_names.Count)], tryKill),
-                < 100 when _names.Count > 0 => await RunMergeAsync(_names[_rng.Next(_names.Count)], tryKill),
+                < 87 when _names.Count > 0 => await RunDeleteAsync(_names[_step.Next(_names.Count)], tryKill),
+                < 100 when _names.Count > 0 => await RunMergeAsync(_names[_step.Next(_names.Count)], tryKill),
                 _ => await RunWriteAsync(null, -1, 0, tryKill),
             };
         }
         if (killedSomething) await RecoverAsync(reproduceIterations);
         bool mustLook = _maybeCreated is not null || _maybeDeleted is not null || _maybeMerged is not null;
-        if (mustLook || _rng.NextDouble() < 0.5) await VerifyAsync($"check after step {_iteration}", reproduceIterations);
+        if (mustLook || look) await VerifyAsync($"check after step {_iteration}", reproduceIterations);
     }
 
     // ---- operations ----------------------------------------------------------------------------------------------
@@ -245,10 +255,10 @@ public sealed class CrashCampaign
     {
         var check = await Tool.JReplay("check", _store);
         if (check.ExitCode is not (0 or 1)) Fail($"jreplay check after the kill: expected 0 or 1: {check}", reproduceIterations);
-        if (_rng.NextDouble() >= 0.4) return;
+        if (_step.NextDouble() >= 0.4) return;
         for (int attempt = 1; ; attempt++)
         {
-            bool tryKill = attempt < 4 && _rng.NextDouble() < 0.5;
+            bool tryKill = attempt < 4 && _step.NextDouble() < 0.5;
             var (r, killed) = await RunToolAsync("jreplay", ["replay", _store], "replay", tryKill);
             if (r.ExitCode == 0)
             {
@@ -439,9 +449,10 @@ public sealed class CrashCampaign
     /// </summary>
     private async Task<(ToolResult Result, bool Killed)> RunToolAsync(string tool, string[] args, string key, bool tryKill)
     {
-        double fraction = _rng.NextDouble() * 1.1; // drawn whatever happens, so the seed's sequence does not depend on timing
+        double fraction = _step.NextDouble() * 1.1; // drawn whatever happens
         using var p = ToolProcess.Start(tool, args);
         bool open = await ProcWatch.WaitUntilAsync(p, () => ProcWatch.HasOpen(p.Pid, _journal), Tool.Watchdog, "store open");
+        if (open) Count("runs seen holding the store");
         var sinceOpen = Stopwatch.StartNew();
         bool sent = false;
         if (open && tryKill)
@@ -465,12 +476,12 @@ public sealed class CrashCampaign
 
     private (long Sector, int Sectors) PickRange()
     {
-        double r = _rng.NextDouble();
-        int sectors = r < 0.4 ? _rng.Next(1, 2 * _chunkSectors + 1)
-            : r < 0.7 ? _rng.Next(_chunkSectors, 64 * _chunkSectors)
-            : _rng.Next(OriginSectors / 4, OriginSectors + 1);
+        double r = _step.NextDouble();
+        int sectors = r < 0.4 ? _step.Next(1, 2 * _chunkSectors + 1)
+            : r < 0.7 ? _step.Next(_chunkSectors, 64 * _chunkSectors)
+            : _step.Next(OriginSectors / 4, OriginSectors + 1);
         sectors = Math.Min(sectors, OriginSectors);
-        long sector = _rng.Next(0, OriginSectors - sectors + 1);
+        long sector = _step.Next(0, OriginSectors - sectors + 1);
         return (sector, sectors);
     }
 

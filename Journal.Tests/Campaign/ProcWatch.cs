@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using Journal.Tests.Tools;
 
 namespace Journal.Tests.Campaign;
@@ -8,7 +9,7 @@ namespace Journal.Tests.Campaign;
 /// test can act at a point of the tool's work (it holds the store open, it is in the middle of writing) instead of
 /// after a guessed delay. Every wait has a timeout and fails loudly; none asserts a duration.
 /// </summary>
-public static class ProcWatch
+public static partial class ProcWatch
 {
     /// <summary>
     /// Bytes a tool has written when it is well into its work: opening a store alone writes about 1 MiB (to the
@@ -26,7 +27,8 @@ public static class ProcWatch
     /// <summary>True while the process holds <paramref name="path"/> open (false once it has exited).</summary>
     public static bool HasOpen(int pid, string path)
     {
-        string full = Path.GetFullPath(path);
+        // /proc shows the canonical path: resolve symbolic links in ours (a temp folder under a linked /tmp).
+        string full = RealPath(path);
         try
         {
             foreach (var fd in Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd"))
@@ -43,6 +45,22 @@ public static class ProcWatch
         catch (UnauthorizedAccessException) { }
         return false;
     }
+
+    /// <summary>The canonical absolute path (realpath(3)); the full path as given when it cannot be resolved.</summary>
+    public static string RealPath(string path)
+    {
+        string full = Path.GetFullPath(path);
+        IntPtr resolved = Realpath(full, IntPtr.Zero);
+        if (resolved == IntPtr.Zero) return full;
+        try { return Marshal.PtrToStringUTF8(resolved) ?? full; }
+        finally { Free(resolved); }
+    }
+
+    [LibraryImport("libc", EntryPoint = "realpath", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial IntPtr Realpath(string path, IntPtr resolved);
+
+    [LibraryImport("libc", EntryPoint = "free")]
+    private static partial void Free(IntPtr pointer);
 
     /// <summary>
     /// Bytes the process has passed to write system calls so far (<c>wchar</c> of <c>/proc/&lt;pid&gt;/io</c>), or -1 once
