@@ -29,6 +29,12 @@ namespace Snapshot.Storage;
 /// <see cref="StoreReadOnlyException"/> ("read-only file system"), never <see cref="StoreInUseException"/>; a read-only
 /// open takes <see cref="LockShared"/> instead, which works there and keeps writers (through another mount of the same
 /// file system) out while it reads.</item>
+/// <item>A lock can be held for a moment by a copy of the descriptor in a process that does not own the store: a
+/// multi-threaded host (a test runner, a server) that starts a child process while a store is open gives the child a
+/// copy of every descriptor until the child's exec closes it (<c>O_CLOEXEC</c>), and the flock is released only when
+/// the last copy closes. Measured: with one thread starting processes, 6.5% of immediate re-locks of a just released
+/// store were refused. So a refused flock is tried again for up to <see cref="InUseGraceMilliseconds"/> before the
+/// store is called in use: a real holder holds it far longer, a forked copy lets go within that.</item>
 /// </list>
 /// <para>Off Linux the lock is <c>store.lock</c> opened with <see cref="FileShare.None"/>, as before: on Windows an
 /// open file cannot be deleted, so the hole above does not exist there. On NFS, Linux emulates flock with byte-range
@@ -45,6 +51,9 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
 
     /// <summary>How many times the folder lock is tried when the folder is replaced between open and flock.</summary>
     public const int LockAttempts = 3;
+
+    /// <summary>How long a refused folder lock is tried again before the store is reported in use (rule 6).</summary>
+    public const int InUseGraceMilliseconds = 100;
 
     public BlockDevice Create(string path, long sectors) => FileBlockDevice.Create(path, sectors);
 
@@ -97,6 +106,12 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
                 var locked = Identity(folder, handle);
                 if (!locked.IsDirectory) throw new IOException($"{folder}: not a folder");
                 int errno = FlockRetrying(fd, operation | LOCK_NB);
+                // Rule 6: a copy of a holder's descriptor in a child that has not yet exec'd goes away within the grace.
+                for (long waited = 0; errno == EWOULDBLOCK && waited < InUseGraceMilliseconds; waited += 2)
+                {
+                    Thread.Sleep(2);
+                    errno = FlockRetrying(fd, operation | LOCK_NB);
+                }
                 if (errno == EWOULDBLOCK) throw new StoreInUseException(folder);
                 if (errno != 0) throw new IOException($"{folder}: cannot lock the store folder: {Describe(errno)}");
                 // Rule 3: the path must still name the folder we locked.
