@@ -29,18 +29,15 @@ internal sealed class NbdHarness : IAsyncDisposable
 
     public static async Task<NbdHarness> StartAsync(long originBytes = 16 << 20, int chunkBytes = 4096, bool readOnly = false,
         int maxRequestsInFlight = NbdServerOptions.DefaultMaxRequestsInFlight, long maxBytesInFlight = NbdServerOptions.DefaultMaxBytesInFlight,
-        int maxConnections = 256, StoreOptions? storeOptions = null)
+        int maxConnections = 256, Journal.Tests.Snapshot.TestDeviceProvider? devices = null)
     {
         var folder = new TempFolder();
         var log = new CollectingLoggerProvider();
-        var o = storeOptions ?? new StoreOptions();
-        var store = await SnapshotStore.CreateAsync(folder["store"], new StoreOptions
-        {
-            OriginSectors = originBytes / 512,
-            ChunkSectors = chunkBytes / 512,
-            LogBlocks = 4096,
-            WriteThrough = o.WriteThrough,
-        });
+        var options = new StoreOptions { OriginSectors = originBytes / 512, ChunkSectors = chunkBytes / 512, LogBlocks = 4096 };
+        // With test devices the store lives in memory (crash-simulating devices); otherwise in real files.
+        var store = devices is null
+            ? await SnapshotStore.CreateAsync(folder["store"], options)
+            : await SnapshotStore.CreateAsync(Journal.Tests.Snapshot.SnapTestUtil.Folder, devices.Options(options));
         var server = await NbdServer.StartAsync(store, new NbdServerOptions
         {
             UnixSockets = [folder["nbd.sock"]],

@@ -46,9 +46,9 @@ internal sealed class RawNbdClient : IAsyncDisposable
 
     // ---- raw I/O ----
 
-    public async Task SendAsync(ReadOnlyMemory<byte> data)
+    public async Task SendAsync(ReadOnlyMemory<byte> data, bool watchdog = true)
     {
-        using var cts = new CancellationTokenSource(Watchdog);
+        using var cts = new CancellationTokenSource(watchdog ? Watchdog : Timeout.InfiniteTimeSpan);
         while (data.Length > 0)
         {
             int n = await Socket.SendAsync(data, SocketFlags.None, cts.Token);
@@ -228,21 +228,22 @@ internal sealed class RawNbdClient : IAsyncDisposable
     }
 
     /// <summary>Sends a request (and a WRITE's payload); returns its handle.</summary>
-    public async Task<ulong> SendRequestAsync(ushort type, ulong offset, uint length, ReadOnlyMemory<byte> payload = default, ushort flags = 0)
+    /// <remarks>With <paramref name="watchdog"/> false the send may block for ever (a test of a server that stops reading ends it by closing the socket).</remarks>
+    public async Task<ulong> SendRequestAsync(ushort type, ulong offset, uint length, ReadOnlyMemory<byte> payload = default, ushort flags = 0, bool watchdog = true)
     {
         ulong handle = NextHandle();
         if (type == NbdProtocol.CmdRead) _pendingReads[handle] = length;
         var h = RequestHeader(type, flags, handle, offset, length);
         if (payload.Length == 0)
         {
-            await SendAsync(h);
+            await SendAsync(h, watchdog);
         }
         else
         {
             var b = new byte[h.Length + payload.Length];
             h.CopyTo(b, 0);
             payload.CopyTo(b.AsMemory(h.Length));
-            await SendAsync(b);
+            await SendAsync(b, watchdog);
         }
         return handle;
     }

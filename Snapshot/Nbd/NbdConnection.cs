@@ -271,14 +271,23 @@ internal sealed class NbdConnection
             if (payload)
             {
                 bool complete;
-                if (error == 0)
+                try
                 {
-                    r.Buffer = _server.Buffers.Rent((int)length);
-                    complete = await ReceiveAsync(r.Buffer.AsMemory(NbdBufferPool.Headroom, (int)length), ct).ConfigureAwait(false) == length;
+                    if (error == 0)
+                    {
+                        r.Buffer = _server.Buffers.Rent((int)length);
+                        complete = await ReceiveAsync(r.Buffer.AsMemory(NbdBufferPool.Headroom, (int)length), ct).ConfigureAwait(false) == length;
+                    }
+                    else
+                    {
+                        complete = await DiscardAsync(length, ct).ConfigureAwait(false);
+                    }
                 }
-                else
+                catch
                 {
-                    complete = await DiscardAsync(length, ct).ConfigureAwait(false);
+                    // The request never runs: give its share back before the connection ends.
+                    ReplyDone(r);
+                    throw;
                 }
                 if (!complete)
                 {
