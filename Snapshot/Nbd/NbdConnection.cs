@@ -200,7 +200,6 @@ internal sealed class NbdConnection
         Sender.Stop();
         await sending.ConfigureAwait(false);
         StopWorkers();
-        foreach (var w in _allWorkers) await w.Completion.ConfigureAwait(false);
         return reason;
     }
 
@@ -299,7 +298,7 @@ internal sealed class NbdConnection
             {
                 r.Fail(error, message!);
                 LogFailure(r);
-                Sender.Enqueue(r);
+                Sender.EnqueueAndWake(r);
                 continue;
             }
             switch (type)
@@ -307,11 +306,11 @@ internal sealed class NbdConnection
                 case NbdProtocol.CmdTrim:
                     // TRIM is a hint the store does not act on: nothing is freed (a snapshot may share the data), and
                     // since nothing is written there is nothing to make durable for FUA.
-                    Sender.Enqueue(r);
+                    Sender.EnqueueAndWake(r);
                     break;
                 case NbdProtocol.CmdBlockStatus:
                     DescribeBlocks(export, r);
-                    Sender.Enqueue(r);
+                    Sender.EnqueueAndWake(r);
                     break;
                 default:
                     Dispatch(r);
@@ -412,10 +411,9 @@ internal sealed class NbdConnection
             {
                 worker = new NbdWorker(this);
                 _allWorkers.Add(worker);
-                worker.Start();
             }
         }
-        worker.Post(r);
+        worker.Run(r);
     }
 
     /// <summary>A worker finished its request (its reply is queued) and is ready for another.</summary>
@@ -423,25 +421,17 @@ internal sealed class NbdConnection
     {
         lock (_workers)
         {
-            if (!_workersStopped)
-            {
-                _idle.Push(worker);
-                return;
-            }
+            if (!_workersStopped) _idle.Push(worker);
         }
-        worker.Stop();
     }
 
     private void StopWorkers()
     {
-        NbdWorker[] idle;
         lock (_workers)
         {
             _workersStopped = true;
-            idle = _idle.ToArray();
             _idle.Clear();
         }
-        foreach (var w in idle) w.Stop();
     }
 
     // ---- requests and replies ----

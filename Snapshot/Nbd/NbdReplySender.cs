@@ -6,8 +6,9 @@ namespace Snapshot.Nbd;
 
 /// <summary>
 /// The one writer of a connection's socket in the transmission phase. Workers (and the reader, for requests refused
-/// before any I/O) queue finished requests with <see cref="Enqueue"/>; the sender's loop encodes their replies and sends
-/// them in the order queued: small replies (write, flush, trim and error replies, block status) are gathered into one
+/// before any I/O) queue finished requests with <see cref="Enqueue"/>; whoever finds no send under way becomes the
+/// sender — a worker that has just finished (<see cref="SendQueuedAsync"/>), or the sender's own loop for replies the
+/// reader queued — and encodes and sends every queued reply in order: small replies (write, flush, trim and error replies, block status) are gathered into one
 /// staging buffer and sent together; a READ's data is sent straight from its buffer, the reply header written into the
 /// buffer's headroom just before the data, so each read costs one send and no copy. Once a reply has been sent (or
 /// dropped, when the client is gone) the request's buffer and budget share are given back.
@@ -18,8 +19,10 @@ namespace Snapshot.Nbd;
 /// before the header is sent, so no error can follow it), an error is one <c>ERROR</c> chunk with a message, a
 /// BLOCK_STATUS is one <c>BLOCK_STATUS</c> chunk per selected context (the last flagged DONE), and every other success
 /// is a simple reply (the protocol allows it for replies without payload).
-/// <para>Locking: <c>_lock</c> protects the queue; held to add or take one request. The send itself may wait on a client
-/// that does not read; nothing else is held then, and only this connection's budget is affected.</para>
+/// <para>Locking: <c>_lock</c> protects the queue and <c>_sending</c> (at most one sender at a time); held to add or
+/// take one request. The send itself may wait on a client that does not read; the sender then holds nothing else (a
+/// worker sends only after giving back its range lock and the write gate), and only this connection's budget is
+/// affected.</para>
 /// </remarks>
 internal sealed class NbdReplySender
 {
@@ -35,6 +38,7 @@ internal sealed class NbdReplySender
     private readonly List<NbdRequest> _staged = new();
     private bool _stopping;
     private bool _broken;
+    private bool _sending; // someone (a worker, or the loop) is sending; protected by _lock
 
     public NbdReplySender(NbdConnection connection, Socket socket)
     {
@@ -48,12 +52,40 @@ internal sealed class NbdReplySender
     /// <summary>True once a send failed (the client is gone): later replies are dropped.</summary>
     public bool Broken { get { lock (_lock) return _broken; } }
 
-    /// <summary>Queues a finished request's reply. Never waits.</summary>
+    /// <summary>
+    /// Queues a finished request's reply. Never waits. The caller then calls <see cref="SendQueuedAsync"/> (a worker,
+    /// once it holds nothing) or <see cref="Wake"/> (the reader, which must not wait on the client).
+    /// </summary>
     public void Enqueue(NbdRequest request)
     {
         lock (_lock) _queue.Enqueue(request);
+    }
+
+    /// <summary>Queues a reply and has the sender's own loop send it (for the reader, which never sends).</summary>
+    public void EnqueueAndWake(NbdRequest request)
+    {
+        Enqueue(request);
         _signal.Set();
     }
+
+    /// <summary>
+    /// Sends what is queued if no one else is sending (the caller becomes the sender until the queue is empty);
+    /// otherwise returns at once (the one sending takes this reply too). Saves a thread hop per reply. The caller must
+    /// hold nothing: the send waits on the client.
+    /// </summary>
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask SendQueuedAsync()
+    {
+        lock (_lock)
+        {
+            if (_sending || _queue.Count == 0) return;
+            _sending = true;
+        }
+        await DrainAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Wakes the sender's loop (it sends what is queued unless someone else is sending).</summary>
+    public void Wake() => _signal.Set();
 
     /// <summary>Ends the loop once the queue is empty.</summary>
     public void Stop()
@@ -62,40 +94,66 @@ internal sealed class NbdReplySender
         _signal.Set();
     }
 
-    /// <summary>The sender's loop; returns after <see cref="Stop"/> once every queued reply was sent or dropped.</summary>
+    /// <summary>
+    /// The sender's loop: sends replies queued by the reader, and any left when a worker stopped sending; returns after
+    /// <see cref="Stop"/> once every queued reply was sent or dropped.
+    /// </summary>
     public async Task RunAsync()
     {
         while (true)
         {
             // Why we wait: for a reply to send (or the stop). Nothing is held.
             await _signal.WaitAsync().ConfigureAwait(false);
-            while (true)
+            bool drain;
+            bool stopping;
+            lock (_lock)
             {
-                NbdRequest? r;
-                bool stopping;
-                lock (_lock)
-                {
-                    stopping = _stopping;
-                    _queue.TryDequeue(out r);
-                }
-                if (r is null)
-                {
-                    await FlushStagingAsync().ConfigureAwait(false);
-                    if (stopping) return;
-                    break;
-                }
-                if (r.Error == 0 && r.Type == NbdProtocol.CmdRead && r.Length > 0)
-                {
-                    await FlushStagingAsync().ConfigureAwait(false);
-                    await SendReadAsync(r).ConfigureAwait(false);
-                    _connection.ReplyDone(r);
-                    continue;
-                }
-                int need = SmallReplyBytes(r);
-                if (need > StagingBytes - _stagedBytes) await FlushStagingAsync().ConfigureAwait(false);
-                _stagedBytes += EncodeSmall(r, _staging.AsSpan(_stagedBytes));
-                _staged.Add(r);
+                stopping = _stopping;
+                drain = !_sending && _queue.Count > 0;
+                if (drain) _sending = true;
+                if (stopping && !_sending && _queue.Count == 0) return;
             }
+            if (drain) await DrainAsync().ConfigureAwait(false);
+            if (stopping) _signal.Set(); // look again: the queue may have been taken over by a worker mid-way
+        }
+    }
+
+    /// <summary>
+    /// Sends every queued reply, in order; the caller set <c>_sending</c>. Clears it under the lock only when the queue
+    /// is empty, so a reply queued meanwhile is never left behind (its enqueuer saw <c>_sending</c> set).
+    /// </summary>
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask DrainAsync()
+    {
+        while (true)
+        {
+            NbdRequest? r;
+            lock (_lock)
+            {
+                _queue.TryDequeue(out r);
+                if (r is null && _staged.Count == 0)
+                {
+                    _sending = false;
+                    if (_stopping) _signal.Set();
+                    return;
+                }
+            }
+            if (r is null)
+            {
+                await FlushStagingAsync().ConfigureAwait(false);
+                continue;
+            }
+            if (r.Error == 0 && r.Type == NbdProtocol.CmdRead && r.Length > 0)
+            {
+                await FlushStagingAsync().ConfigureAwait(false);
+                await SendReadAsync(r).ConfigureAwait(false);
+                _connection.ReplyDone(r);
+                continue;
+            }
+            int need = SmallReplyBytes(r);
+            if (need > StagingBytes - _stagedBytes) await FlushStagingAsync().ConfigureAwait(false);
+            _stagedBytes += EncodeSmall(r, _staging.AsSpan(_stagedBytes));
+            _staged.Add(r);
         }
     }
 

@@ -5,8 +5,8 @@ namespace Snapshot.Nbd;
 
 /// <summary>
 /// Runs one request at a time for its connection: READ, WRITE, WRITE_ZEROES and FLUSH against the store, then queues the
-/// reply. A connection has at most one worker per request in flight; workers are reused, so their loops (and the pooled
-/// async state of the methods they await) are allocated once, not per request.
+/// reply and, holding nothing, sends it unless a send is already under way. A connection has at most one worker per
+/// request in flight; workers are reused, and their async state is pooled, so nothing is allocated per request.
 /// </summary>
 /// <remarks>
 /// <para>Order of what a request holds (each taken only after the previous one, given back in reverse):</para>
@@ -28,49 +28,41 @@ internal sealed class NbdWorker
     private static readonly byte[] s_zeros = new byte[ZeroPieceBytes];
 
     private readonly NbdConnection _c;
-    private readonly NbdSignal _work = new();
     private readonly NbdSignal _lockReleased = new();
-    private NbdRequest? _next;
-    private bool _stop;
+    private readonly Action _onDone;
+    private ValueTask _running;
 
-    public NbdWorker(NbdConnection connection) => _c = connection;
-
-    /// <summary>Completes when the worker's loop has ended.</summary>
-    public Task Completion { get; private set; } = Task.CompletedTask;
-
-    /// <summary>Starts the loop.</summary>
-    public void Start() => Completion = RunAsync();
-
-    /// <summary>Hands the worker a request (it is idle).</summary>
-    public void Post(NbdRequest r)
+    public NbdWorker(NbdConnection connection)
     {
-        Volatile.Write(ref _next, r);
-        _work.Set();
+        _c = connection;
+        _onDone = OnDone;
     }
 
-    /// <summary>Ends the loop (the worker is idle).</summary>
-    public void Stop()
+    /// <summary>
+    /// Runs <paramref name="r"/>: it starts on the caller's thread (the reader's: issuing the store I/O is quick) and
+    /// goes on wherever the I/O completes; no thread hop between reading a request and starting its I/O. The worker
+    /// is given back to the connection when the request is done.
+    /// </summary>
+    public void Run(NbdRequest r)
     {
-        Volatile.Write(ref _stop, true);
-        _work.Set();
+        _running = ExecuteAsync(r);
+        if (_running.IsCompleted) OnDone();
+        else _running.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onDone);
     }
 
-    private async Task RunAsync()
+    private void OnDone()
     {
-        await Task.Yield();
-        while (true)
+        var done = _running;
+        _running = default;
+        try
         {
-            // Why we wait: for the reader to hand over a request. Nothing is held.
-            await _work.WaitAsync().ConfigureAwait(false);
-            var r = Interlocked.Exchange(ref _next, null);
-            if (r is null)
-            {
-                if (Volatile.Read(ref _stop)) return;
-                continue;
-            }
-            await ExecuteAsync(r).ConfigureAwait(false);
-            _c.WorkerIdle(this);
+            done.GetAwaiter().GetResult(); // returns the pooled state of ExecuteAsync
         }
+        catch (Exception e)
+        {
+            NbdLog.InternalError(_c.Log, _c.Id, e.GetType().Name, NbdConnection.OneLine(e));
+        }
+        _c.WorkerIdle(this);
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
@@ -84,8 +76,9 @@ internal sealed class NbdWorker
                 break;
             case NbdProtocol.CmdWrite:
             case NbdProtocol.CmdWriteZeroes:
-                await WriteAsync(export, r).ConfigureAwait(false);
-                return; // the reply was queued inside (before the gate was given back)
+                await WriteAsync(export, r).ConfigureAwait(false); // queues the reply inside (before the gate is given back)
+                await _c.Sender.SendQueuedAsync().ConfigureAwait(false);
+                return;
             case NbdProtocol.CmdFlush:
                 try
                 {
@@ -101,6 +94,8 @@ internal sealed class NbdWorker
                 break;
         }
         _c.Sender.Enqueue(r);
+        // Holding nothing now: send the reply (and any queued behind it) unless a send is under way.
+        await _c.Sender.SendQueuedAsync().ConfigureAwait(false);
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]

@@ -10,4 +10,5 @@ root.Subcommands.Add(StormBenchmark.CreateCommand());
 root.Subcommands.Add(CommitBenchmark.CreateCommand());
 root.Subcommands.Add(RelogBenchmark.CreateCommand());
 root.Subcommands.Add(InsertBenchmark.CreateCommand());
+root.Subcommands.Add(NbdBenchmark.CreateCommand());
 return await BenchCommon.InvokeAsync(root, args);
