@@ -72,7 +72,14 @@ internal sealed class NbdHandshake
                 case NbdProtocol.OptExportName:
                     return await ExportNameAsync(data, ct).ConfigureAwait(false);
                 case NbdProtocol.OptAbort: // Rule 8.
-                    await ReplyAsync(option, NbdProtocol.RepAck, ReadOnlyMemory<byte>.Empty, ct).ConfigureAwait(false);
+                    try
+                    {
+                        await ReplyAsync(option, NbdProtocol.RepAck, ReadOnlyMemory<byte>.Empty, ct).ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (NbdConnection.IsConnectionError(e))
+                    {
+                        // The protocol lets a client close right after ABORT without waiting for the reply.
+                    }
                     return "client aborted the negotiation";
                 case NbdProtocol.OptList:
                     await ListAsync(option, data, ct).ConfigureAwait(false);

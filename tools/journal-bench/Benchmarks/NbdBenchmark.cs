@@ -36,14 +36,17 @@ internal static class NbdBenchmark
     {
         var count = new Option<long>("--count") { Description = "Writes (and reads) per job without flush.", DefaultValueFactory = _ => 20000 };
         var syncCount = new Option<long>("--sync-count") { Description = "Writes in the job with a flush after every write.", DefaultValueFactory = _ => 4000 };
+        var rounds = new Option<int>("--rounds") { Description = "Times every job runs on every engine (interleaved); the median is reported.", DefaultValueFactory = _ => 3 };
         var json = JsonOption();
         var cmd = new Command("nbd", "fio over NBD: the store's server (1 snapshot) vs qemu-nbd on a qcow2 overlay vs direct store calls.")
         {
-            count, syncCount, json,
+            count, syncCount, rounds, json,
         };
         cmd.SetAction(async (pr, ct) =>
         {
             long n = pr.GetValue(count), s = pr.GetValue(syncCount);
+            int k = pr.GetValue(rounds);
+            if (k is < 1 or > 99) return UsageError("--rounds must be in 1..99");
             if (n is < 16 or > 2_000_000) return UsageError("--count must be in 16..2000000");
             if (s is < 16 or > 2_000_000) return UsageError("--sync-count must be in 16..2000000");
             foreach (var tool in new[] { "fio", "qemu-nbd", "qemu-img" })
@@ -52,16 +55,32 @@ internal static class NbdBenchmark
                     Console.Error.WriteLine($"journal-bench: nbd needs {tool} (Debian: apt-get install fio qemu-utils)");
                     return 2;
                 }
-            var results = await RunAsync(n, s, ct).ConfigureAwait(false);
-            if (pr.GetValue(json)) PrintJson(ToJson(results, n, s));
-            else Console.Out.Write(ToTable(results, n, s));
+            var all = new List<Case>();
+            for (int round = 1; round <= k; round++) all.AddRange(await RunAsync(n, s, round, k, ct).ConfigureAwait(false));
+            ProgressDone();
+            var results = Median(all);
+            if (pr.GetValue(json)) PrintJson(ToJson(results, n, s, k));
+            else Console.Out.Write(ToTable(results, n, s, k));
             return 0;
         });
         return cmd;
     }
 
-    private static async Task<List<Case>> RunAsync(long writes, long syncWrites, CancellationToken ct)
+    /// <summary>Per job and engine, the median IOPS, p50 and p99 of the rounds.</summary>
+    private static List<Case> Median(List<Case> all) =>
+        all.GroupBy(c => (c.Job, c.Engine)).Select(g =>
+        {
+            double M(Func<Case, double> f)
+            {
+                var v = g.Select(f).OrderBy(x => x).ToArray();
+                return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+            }
+            return new Case(g.Key.Job, g.Key.Engine, g.First().Operations, M(c => c.Iops), M(c => c.P50Us), M(c => c.P99Us));
+        }).ToList();
+
+    private static async Task<List<Case>> RunAsync(long writes, long syncWrites, int round, int rounds, CancellationToken ct)
     {
+        void Progress(string text) => BenchCommon.Progress($"{text} (round {round} of {rounds})");
         var results = new List<Case>();
         long originBytes = Math.Max(writes * 2 * Block, 64L << 20);
         long syncOriginBytes = Math.Max(syncWrites * 2 * Block, 64L << 20);
@@ -78,7 +97,6 @@ internal static class NbdBenchmark
         results.AddRange(await StoreCaseAsync(originBytes, writes, sync: false, viaNbd: false, ct).ConfigureAwait(false));
         Progress("nbd: direct store calls, writes with a flush after each");
         results.AddRange(await StoreCaseAsync(syncOriginBytes, syncWrites, sync: true, viaNbd: false, ct).ConfigureAwait(false));
-        ProgressDone();
         return results;
     }
 
@@ -311,7 +329,7 @@ internal static class NbdBenchmark
     private static Case? Find(IReadOnlyList<Case> results, string job, string engine) =>
         results.FirstOrDefault(c => c.Job == job && c.Engine == engine);
 
-    private static string ToTable(IReadOnlyList<Case> results, long writes, long syncWrites)
+    private static string ToTable(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds)
     {
         var header = new[] { "job", "engine", "ops", "IOPS", "p50 us", "p99 us", "vs qemu-nbd", "vs direct" };
         var rows = results.OrderBy(c => c.Job == "write" ? 0 : c.Job == "write+flush" ? 1 : 2).ThenBy(c => c.Engine).Select(c =>
@@ -325,7 +343,7 @@ internal static class NbdBenchmark
                 d is null || c.Engine != "snapctl serve" ? "" : F(c.Iops / d.Iops, 2) + "x",
             };
         });
-        return $"journal-bench nbd: fio --ioengine=nbd, 4 KiB, iodepth {Depth}; {writes} first writes (and reads), {syncWrites} with --fsync=1; in {Path.GetTempPath()}\n\n"
+        return $"journal-bench nbd: fio --ioengine=nbd, 4 KiB, iodepth {Depth}; {writes} first writes (and reads), {syncWrites} with --fsync=1; median of {rounds} rounds; in {Path.GetTempPath()}\n\n"
             + Table(header, rows)
             + "\nsnapctl serve: the store's NBD server, 1 persistent snapshot; qemu-nbd -t: qcow2 overlay (4 KiB clusters) on a raw base;\n"
             + "direct: the same operations as store calls, 16 at a time (no NBD). snapshot read: the store's snapshot export after the\n"
@@ -333,9 +351,10 @@ internal static class NbdBenchmark
             + "completion latencies (direct: per call, flush included).\n";
     }
 
-    private static JsonObject ToJson(IReadOnlyList<Case> results, long writes, long syncWrites) => new()
+    private static JsonObject ToJson(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds) => new()
     {
         ["benchmark"] = "nbd",
+        ["rounds"] = rounds,
         ["machine"] = Machine(),
         ["iodepth"] = Depth,
         ["block_bytes"] = Block,
