@@ -22,8 +22,9 @@ namespace Snapshot.Nbd;
 /// <para>Durability: a WRITE reply means readers see the data and every snapshot that shared its chunks holds their old
 /// data durably (the store's copy-on-write guarantee); a FLUSH reply means every write replied to before the FLUSH
 /// arrived, on any connection, is durable (<see cref="SnapshotStore.FlushAsync"/> covers every write that returned
-/// before it is called, and a reply is sent only after its write returned), hence NBD_FLAG_CAN_MULTI_CONN; FUA is a
-/// write followed by such a flush (<see cref="ForceUnitAccessAsync"/>).</para>
+/// before it is called, and a reply is sent only after its write returned), hence NBD_FLAG_CAN_MULTI_CONN; FUA is the
+/// store's per-write forced unit access (<see cref="WriteFlags.Fua"/>: the device the write went to is flushed, shared
+/// with concurrent writers).</para>
 /// <para>Locking: <c>_lock</c> protects the connection set, the listeners and the stopping flag; never held across an
 /// await. The write gate (<see cref="WriteGate"/>) is shared by origin writes and exclusive for snapshot creation; see
 /// <see cref="NbdWorker"/> for the order in which a request takes what it holds.</para>
@@ -246,13 +247,6 @@ public sealed class NbdServer : IAsyncDisposable
     /// returned before it is called, on any connection.
     /// </summary>
     internal ValueTask FlushStoreAsync() => _store.FlushAsync();
-
-    /// <summary>
-    /// The one place FUA is implemented: the store makes a write durable only with a later flush (or with
-    /// <see cref="StoreOptions.WriteThrough"/>), so a FUA write is the write followed by a store flush. A per-write
-    /// durable path from the store can replace this method alone.
-    /// </summary>
-    internal ValueTask ForceUnitAccessAsync() => _store.FlushAsync();
 
     /// <summary>
     /// Creates a snapshot while serving. Origin writes from NBD clients are held at the write gate while it runs, so

@@ -147,10 +147,11 @@ internal sealed class NbdWorker
             try
             {
                 long sector = (long)(r.Offset >> BlockDevice.SectorShift);
+                var flags = (r.Flags & NbdProtocol.CmdFlagFua) != 0 ? WriteFlags.Fua : WriteFlags.None;
                 if (r.Type == NbdProtocol.CmdWrite)
                 {
                     if (r.Length > 0)
-                        await export.Volume.WriteAsync(sector, r.Buffer.AsMemory(NbdBufferPool.Headroom, (int)r.Length)).ConfigureAwait(false);
+                        await export.Volume.WriteAsync(sector, r.Buffer.AsMemory(NbdBufferPool.Headroom, (int)r.Length), flags).ConfigureAwait(false);
                 }
                 else
                 {
@@ -159,7 +160,7 @@ internal sealed class NbdWorker
                     for (long done = 0; done < r.Length;)
                     {
                         int n = (int)Math.Min(ZeroPieceBytes, r.Length - done);
-                        await export.Volume.WriteAsync(sector + (done >> BlockDevice.SectorShift), s_zeros.AsMemory(0, n)).ConfigureAwait(false);
+                        await export.Volume.WriteAsync(sector + (done >> BlockDevice.SectorShift), s_zeros.AsMemory(0, n), flags).ConfigureAwait(false);
                         done += n;
                     }
                 }
@@ -168,7 +169,6 @@ internal sealed class NbdWorker
             {
                 if (lockNeeded) locks.Release(this);
             }
-            if ((r.Flags & NbdProtocol.CmdFlagFua) != 0) await server.ForceUnitAccessAsync().ConfigureAwait(false);
         }
         catch (Exception e)
         {
