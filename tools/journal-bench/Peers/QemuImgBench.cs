@@ -7,21 +7,30 @@ namespace JournalBench.Peers;
 /// <summary>
 /// The qcow2 peer of the random first-write benchmark: <c>qemu-img bench -w -t none -d DEPTH -s SIZE -S STRIDE -c COUNT</c>
 /// on a fresh qcow2 overlay (clusters of the store's chunk size) over a raw base of the store origin's size, the stride
-/// chosen so that every request is the first write of a cluster nobody has allocated. Optionally with one flush after
-/// the last request (<c>--flush-interval=COUNT</c>), which makes the run durable as the store's closing flush does.
+/// chosen so that every request is the first write of a cluster nobody has allocated.
 /// </summary>
 /// <remarks>
-/// Durability: with <c>-t none</c> the data goes to the disk with O_DIRECT, but without a flush neither it nor qcow2's
-/// own metadata (L2 tables and refcounts, cached in qemu-img's memory and written when they are evicted or when the image
-/// is closed, after the timed part) is durable when the run ends. qemu-img times from the first request to the last
-/// completion (and the flush, when asked for); opening and closing the image are outside its time.
+/// <para>Two figures from one run. <b>Run</b>: qemu-img's own time ("Run completed in X seconds."), from the first request
+/// to the last completion. It is not durable: with <c>-t none</c> the data goes to the disk with O_DIRECT but is not
+/// flushed, and qcow2's metadata (L2 tables, refcounts) is still in qemu-img's cache. <b>Durable</b>: the run plus the
+/// close that follows it, which writes that metadata and flushes the image (fdatasync) — the time from the "Run
+/// completed" line's arrival to the process's exit, read through <c>stdbuf -oL</c> so the line arrives when it is
+/// printed. (<c>--flush-interval=COUNT</c> is not used for this: qemu-img bench stops its clock when the last request
+/// completes, before the flush it then issues completes.) Without stdbuf the durable figure is not given.</para>
 /// </remarks>
 internal static partial class QemuImgBench
 {
     /// <summary>What one run measured.</summary>
-    internal sealed record Result(long Writes, double Seconds, string CommandLine, bool Flush)
+    /// <param name="Writes">Requests.</param>
+    /// <param name="Seconds">qemu-img's own time for the requests.</param>
+    /// <param name="CloseSeconds">From the "Run completed" line to the exit: qcow2's metadata written and the image flushed; null without stdbuf.</param>
+    /// <param name="CommandLine">The command run.</param>
+    internal sealed record Result(long Writes, double Seconds, double? CloseSeconds, string CommandLine)
     {
         public double WritesPerS => Writes / Seconds;
+
+        /// <summary>Requests per second until they are durable (run plus close), or null.</summary>
+        public double? DurableWritesPerS => CloseSeconds is { } c ? Writes / (Seconds + c) : null;
     }
 
     [GeneratedRegex(@"Run completed in ([0-9]+(?:\.[0-9]+)?) seconds\.")]
@@ -48,26 +57,20 @@ internal static partial class QemuImgBench
     }
 
     /// <summary>The arguments of one run (after the program name).</summary>
-    public static string[] Arguments(string overlay, long count, int depth, int requestBytes, long stride, bool flush)
-    {
-        var args = new List<string>
-        {
-            "bench", "-w", "-t", "none", "-d", depth.ToString(CultureInfo.InvariantCulture), "-s", requestBytes.ToString(CultureInfo.InvariantCulture),
-            "-S", stride.ToString(CultureInfo.InvariantCulture), "-c", count.ToString(CultureInfo.InvariantCulture),
-            // A non-zero pattern: the store writes non-zero data too (qemu-img writes zeros by default).
-            "--pattern=7",
-        };
-        if (flush) args.Add("--flush-interval=" + count.ToString(CultureInfo.InvariantCulture));
-        args.AddRange(["-f", "qcow2", overlay]);
-        return [.. args];
-    }
+    public static string[] Arguments(string overlay, long count, int depth, int requestBytes, long stride) =>
+    [
+        "bench", "-w", "-t", "none", "-d", depth.ToString(CultureInfo.InvariantCulture), "-s", requestBytes.ToString(CultureInfo.InvariantCulture),
+        "-S", stride.ToString(CultureInfo.InvariantCulture), "-c", count.ToString(CultureInfo.InvariantCulture),
+        // A non-zero pattern: the store writes non-zero data too (qemu-img writes zeros by default).
+        "--pattern=7", "-f", "qcow2", overlay,
+    ];
 
     /// <summary>
     /// Makes a fresh raw base of <paramref name="imageBytes"/> and a fresh qcow2 overlay with
     /// <paramref name="clusterBytes"/> clusters in the system temporary folder, drops both from the page cache, runs
     /// the bench and removes the images.
     /// </summary>
-    public static async Task<Result> RunAsync(string qemuImg, long imageBytes, int clusterBytes, long count, int depth, int requestBytes, bool flush, CancellationToken ct)
+    public static async Task<Result> RunAsync(string qemuImg, long imageBytes, int clusterBytes, long count, int depth, int requestBytes, CancellationToken ct)
     {
         long stride = FirstWriteStride(imageBytes, count, clusterBytes)
             ?? throw new ArgumentException($"an image of {imageBytes} bytes has fewer than {count} clusters of {clusterBytes} bytes");
@@ -79,12 +82,17 @@ internal static partial class QemuImgBench
             await QemuTools.CreateOverlayAsync(qemuImg, overlayFile.Path, baseFile.Path, clusterBytes, ct).ConfigureAwait(false);
             PageCache.Drop(baseFile.Path);
             PageCache.Drop(overlayFile.Path);
-            var args = Arguments(overlayFile.Path, count, depth, requestBytes, stride, flush);
+            var args = Arguments(overlayFile.Path, count, depth, requestBytes, stride);
             string commandLine = QemuTools.CommandLine(qemuImg, args);
-            var run = (await QemuTools.RunAsync(qemuImg, args, ct).ConfigureAwait(false)).EnsureSuccess(commandLine);
+            string? stdbuf = QemuTools.Find("stdbuf");
+            var run = stdbuf is null
+                ? await QemuTools.RunAsync(qemuImg, args, ct).ConfigureAwait(false)
+                : await QemuTools.RunAsync(stdbuf, ["-oL", qemuImg, .. args], ct, watchFor: "Run completed").ConfigureAwait(false);
+            run.EnsureSuccess(commandLine);
             double seconds = ParseSeconds(run.StandardOutput)
                 ?? throw new IOException($"{commandLine}: no \"Run completed in X seconds.\" line in its output: {run.StandardOutput.Trim()}");
-            return new Result(count, seconds, commandLine, flush);
+            double? close = run.SinceWatched is { } since ? since.TotalSeconds : null;
+            return new Result(count, seconds, close, commandLine);
         }
         finally
         {

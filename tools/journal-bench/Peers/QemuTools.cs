@@ -29,7 +29,8 @@ internal static class QemuTools
         OperatingSystem.IsWindows() || (File.GetUnixFileMode(file) & (UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute)) != 0;
 
     /// <summary>The result of running a tool to completion.</summary>
-    internal sealed record Run(int ExitCode, string StandardOutput, string StandardError, TimeSpan Elapsed)
+    /// <param name="SinceWatched">From the arrival of the first output line holding the watched text to the exit; null when not watched or not seen.</param>
+    internal sealed record Run(int ExitCode, string StandardOutput, string StandardError, TimeSpan Elapsed, TimeSpan? SinceWatched = null)
     {
         /// <summary>Throws an <see cref="IOException"/> naming the command when the tool failed.</summary>
         public Run EnsureSuccess(string commandLine)
@@ -47,8 +48,12 @@ internal static class QemuTools
         return nl < 0 ? t : t[..nl];
     }
 
-    /// <summary>Runs <paramref name="exe"/> with <paramref name="args"/> (no shell) and waits for it; wall time from start to exit.</summary>
-    public static async Task<Run> RunAsync(string exe, IReadOnlyList<string> args, CancellationToken ct)
+    /// <summary>
+    /// Runs <paramref name="exe"/> with <paramref name="args"/> (no shell) and waits for it; wall time from start to exit.
+    /// With <paramref name="watchFor"/>, standard output is read line by line as it arrives and the time from the first
+    /// line holding that text to the exit is measured too.
+    /// </summary>
+    public static async Task<Run> RunAsync(string exe, IReadOnlyList<string> args, CancellationToken ct, string? watchFor = null)
     {
         var psi = new ProcessStartInfo(exe)
         {
@@ -61,7 +66,8 @@ internal static class QemuTools
         var sw = Stopwatch.StartNew();
         using var p = Process.Start(psi) ?? throw new IOException($"{exe}: could not be started");
         p.StandardInput.Close();
-        var stdout = p.StandardOutput.ReadToEndAsync(ct);
+        long seen = 0;
+        var stdout = ReadLinesAsync(p.StandardOutput, watchFor, () => Interlocked.CompareExchange(ref seen, Stopwatch.GetTimestamp(), 0), ct);
         var stderr = p.StandardError.ReadToEndAsync(ct);
         try
         {
@@ -72,8 +78,24 @@ internal static class QemuTools
             try { p.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
             throw;
         }
+        long exited = Stopwatch.GetTimestamp();
         var elapsed = sw.Elapsed;
-        return new Run(p.ExitCode, await stdout.ConfigureAwait(false), await stderr.ConfigureAwait(false), elapsed);
+        string output = await stdout.ConfigureAwait(false);
+        long at = Interlocked.Read(ref seen);
+        TimeSpan? since = at != 0 ? Stopwatch.GetElapsedTime(at, exited) : null;
+        return new Run(p.ExitCode, output, await stderr.ConfigureAwait(false), elapsed, since);
+    }
+
+    private static async Task<string> ReadLinesAsync(StreamReader reader, string? watchFor, Action onSeen, CancellationToken ct)
+    {
+        var sb = new System.Text.StringBuilder();
+        string? line;
+        while ((line = await reader.ReadLineAsync(ct).ConfigureAwait(false)) is not null)
+        {
+            if (watchFor is not null && line.Contains(watchFor, StringComparison.Ordinal)) onSeen();
+            sb.Append(line).Append('\n');
+        }
+        return sb.ToString();
     }
 
     /// <summary>A command line for messages and reports, arguments quoted where they hold spaces.</summary>
