@@ -102,8 +102,9 @@ internal static class CowBenchmark
             string? skipped = qemuImg is null ? QemuTools.MissingMessage("qemu-img") : null;
             if (skipped is not null)
             {
-                Console.Error.WriteLine($"journal-bench: qcow2 peer skipped: {skipped}");
-                if (pr.GetValue(requirePeer)) return 2;
+                bool required = pr.GetValue(requirePeer);
+                Console.Error.WriteLine(required ? $"journal-bench: qcow2 peer required (--require-peer): {skipped}" : $"journal-bench: qcow2 peer skipped: {skipped}");
+                if (required) return 2;
             }
             long originSectors = OriginChunks(n) * ChunkSectors;
             long cowSectors = cow is { } c ? c * 2048 : CowStoreRun.CowSectorsFor(n, ChunkSectors);

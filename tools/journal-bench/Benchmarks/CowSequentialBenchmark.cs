@@ -48,7 +48,7 @@ internal static class CowSequentialBenchmark
         string? skipped = qemuIo is null ? QemuTools.MissingMessage("qemu-io") : qemuImg is null ? QemuTools.MissingMessage("qemu-img") : null;
         if (skipped is not null)
         {
-            Console.Error.WriteLine($"journal-bench: qcow2 peer skipped: {skipped}");
+            Console.Error.WriteLine(requirePeer ? $"journal-bench: qcow2 peer required (--require-peer): {skipped}" : $"journal-bench: qcow2 peer skipped: {skipped}");
             if (requirePeer) return 2;
         }
         var s = new Settings(bytes, requestBytes, writeThrough, cold, qemuIo, qemuImg,
