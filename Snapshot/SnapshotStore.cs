@@ -420,6 +420,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             if (owned.Contains(Path.GetFullPath(f))) continue;
             if (StoreId != 0 && ReadCowIdentity(f) is { } id && id.StoreId == StoreId && !listed.Contains(id.SnapshotId))
                 RemoveOwnCowFile(f, id.SnapshotId, allowDamaged: false);
+            else if (IsUnwrittenCowFile(f))
+                _provider.Delete(f); // a create stopped before it wrote the header: the file holds nothing at all
         }
         if (rewrite) await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
     }
@@ -490,6 +492,37 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         catch (Exception e) when (e is IOException or JournalException)
         {
             return null;
+        }
+    }
+
+    /// <summary>Largest unlisted file <see cref="IsUnwrittenCowFile"/> reads through.</summary>
+    private const long UnwrittenCowFileLimitBytes = 64L << 20;
+
+    /// <summary>
+    /// True for a COW-named file that holds nothing but zeros (at most <see cref="UnwrittenCowFileLimitBytes"/>): what a
+    /// snapshot create leaves when it is stopped between creating its file and writing the header (the zero-fill comes
+    /// first). Removing it loses nothing; a file with any byte that is not zero is never taken for one.
+    /// </summary>
+    private bool IsUnwrittenCowFile(string path)
+    {
+        try
+        {
+            using var dev = _provider.Open(path);
+            if (dev.Length > UnwrittenCowFileLimitBytes) return false;
+            var piece = new byte[(int)Math.Min(dev.Length, 1 << 20)];
+            for (long at = 0; at < dev.SectorCount;)
+            {
+                int sectors = (int)Math.Min(piece.Length / BlockDevice.SectorSize, dev.SectorCount - at);
+                var span = piece.AsSpan(0, sectors * BlockDevice.SectorSize);
+                dev.Read(at, span);
+                if (span.ContainsAnyExcept((byte)0)) return false;
+                at += sectors;
+            }
+            return true;
+        }
+        catch (Exception e) when (e is IOException or JournalException)
+        {
+            return false;
         }
     }
 

@@ -94,6 +94,13 @@ public class CraftedStoreTests
         File.Copy(Path.Combine(other, "theirs.cow"), Path.Combine(store, "theirs.cow"));
         Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "mine").ExitCode);
         File.Copy(Path.Combine(store, "mine.cow"), Path.Combine(store, "stray.cow"));
+        // A create stopped before it wrote the header leaves a file of zeros: it holds nothing, and it goes too.
+        File.WriteAllBytes(Path.Combine(store, "killed.cow"), new byte[1 << 20]);
+        File.WriteAllBytes(Path.Combine(store, "empty.cow"), []);
+        // A user's file that starts with zeros (as a disk image does) is not one.
+        var image = new byte[1 << 20];
+        image[1024] = 0x53;
+        File.WriteAllBytes(Path.Combine(store, "image.cow"), image);
         Craft(store, sb => sb with { Snapshots = [] }); // as if the create of 'mine' never became durable
 
         var r = ToolRunner.SnapCtl("status", store);
@@ -102,6 +109,9 @@ public class CraftedStoreTests
         Assert.True(File.Exists(Path.Combine(store, "theirs.cow")));
         Assert.False(File.Exists(Path.Combine(store, "mine.cow")));
         Assert.False(File.Exists(Path.Combine(store, "stray.cow")));
+        Assert.False(File.Exists(Path.Combine(store, "killed.cow")));
+        Assert.False(File.Exists(Path.Combine(store, "empty.cow")));
+        Assert.Equal(image, File.ReadAllBytes(Path.Combine(store, "image.cow")));
     }
 
     [Fact]
