@@ -1,6 +1,7 @@
 using Journal.Diagnostics;
 using Journal.Format;
 using Journal.Storage;
+using Journal.Testing;
 using Journal.Tests.Cil;
 using Journal.Tests.Memory;
 using Microsoft.Extensions.Logging;
