@@ -46,7 +46,7 @@ public readonly struct Transaction : IDisposable
     /// Joining an item twice is harmless.
     /// </summary>
     /// <exception cref="ObjectDisposedException">The transaction was disposed.</exception>
-    /// <exception cref="InvalidOperationException">The transaction is committed or cancelled, or the item is joined to another open transaction.</exception>
+    /// <exception cref="InvalidOperationException">The transaction is committed or cancelled, the item is joined to another open transaction, or it is a <see cref="LockedLogItem"/> whose lock is not held.</exception>
     public void AddItem(LogItem item) => State.AddItem(item);
 
     /// <summary>
@@ -56,7 +56,7 @@ public readonly struct Transaction : IDisposable
     /// (many threads blocked here can starve the thread pool the push runs on).
     /// </summary>
     /// <exception cref="ObjectDisposedException">The transaction was disposed.</exception>
-    /// <exception cref="InvalidOperationException">The transaction is already committed or cancelled.</exception>
+    /// <exception cref="InvalidOperationException">The transaction is already committed or cancelled, or a joined <see cref="LockedLogItem"/>'s lock is no longer held (nothing is committed; the transaction stays open).</exception>
     public ulong Commit()
     {
         var vt = State.CommitAsync(CancellationToken.None);
@@ -69,7 +69,7 @@ public readonly struct Transaction : IDisposable
     /// before the items are inserted (then nothing is committed). Await it before disposing the transaction.
     /// </summary>
     /// <exception cref="ObjectDisposedException">The transaction was disposed.</exception>
-    /// <exception cref="InvalidOperationException">The transaction is already committed or cancelled.</exception>
+    /// <exception cref="InvalidOperationException">The transaction is already committed or cancelled, or a joined <see cref="LockedLogItem"/>'s lock is no longer held (nothing is committed; the transaction stays open).</exception>
     public ValueTask<ulong> CommitAsync(CancellationToken cancellationToken = default) => State.CommitAsync(cancellationToken);
 
     /// <summary>
@@ -133,6 +133,7 @@ internal sealed class TransactionState
     {
         ArgumentNullException.ThrowIfNull(item);
         if (Phase != PhaseOpen) throw new InvalidOperationException("transaction is not open (already committed or cancelled)");
+        ThrowIfUnlocked(item);
         if (ReferenceEquals(item.Owner, this)) return;
         if (Interlocked.CompareExchange(ref item.Owner, this, null) is not null)
             throw new InvalidOperationException($"log item {item.ItemType}:{item.ItemId} is already joined to another open transaction");
@@ -148,6 +149,7 @@ internal sealed class TransactionState
     internal async ValueTask<ulong> CommitAsync(CancellationToken cancellationToken)
     {
         if (Phase != PhaseOpen) throw new InvalidOperationException("transaction is not open (already committed or cancelled)");
+        for (int i = 0; i < ItemCount; i++) ThrowIfUnlocked(Items[i]);
         var journal = _journal!;
         Phase = PhaseCommitting;
         try
@@ -158,6 +160,14 @@ internal sealed class TransactionState
         {
             Finish(journal);
         }
+    }
+
+    /// <summary>A <see cref="LockedLogItem"/> is joined and committed only while its lock is held.</summary>
+    private static void ThrowIfUnlocked(LogItem item)
+    {
+        if (item is LockedLogItem { IsLocked: false })
+            throw new InvalidOperationException(
+                $"{item}: its lock is not held (take it with LockAsync before changing the item and hold it until the commit returns)");
     }
 
     /// <summary>Cancels an open transaction and gives the state back to the pool. The caller moved <see cref="Generation"/> on.</summary>
