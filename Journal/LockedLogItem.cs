@@ -25,6 +25,10 @@ namespace Journal;
 /// distinct home device once, before it moves the log tail past the items written, so a home copy is durable before
 /// the log copy it replaces may be overwritten.</para>
 /// </remarks>
+/// <example>
+/// One item per key of a key-value store (<c>docs/samples/KeyValueStore/KeyItem.cs</c>):
+/// <include file="obj/doc-snippets.xml" path="snippets/snippet[@id='KeyItem']/*"/>
+/// </example>
 public abstract class LockedLogItem : LogItem
 {
     private readonly SemaphoreSlim _lock = new(1, 1);

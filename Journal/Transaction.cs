@@ -19,6 +19,11 @@ namespace Journal;
 /// <para>One transaction is used by one thread at a time. An item may be joined to one open transaction at a time (see
 /// <see cref="LogItem"/>). <c>default(Transaction)</c> is a disposed handle.</para>
 /// </remarks>
+/// <example>
+/// Reserve, lock the item, change it, join it, commit, release the lock, force (from
+/// <c>docs/samples/KeyValueStore/KeyValueStore.cs</c>):
+/// <include file="obj/doc-snippets.xml" path="snippets/snippet[@id='Put']/*"/>
+/// </example>
 public readonly struct Transaction : IDisposable
 {
     private readonly TransactionState? _state;
