@@ -90,7 +90,7 @@ public sealed class MetadataJournal : IAsyncDisposable
     public JournalOptions Options { get; }
 
     /// <summary>The log this journal writes.</summary>
-    public ILogSink Log => _log;
+    internal ILogSink Log => _log;
 
     /// <summary>
     /// Formats <paramref name="region"/> as an empty log (everything it held is lost) and starts a journal on it.
