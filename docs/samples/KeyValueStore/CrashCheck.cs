@@ -19,9 +19,9 @@ public sealed record CrashCheckResult(int Puts, int States, int Torn, int Replay
 }
 
 /// <summary>
-/// A crash test of the store with the journal's testing devices (<c>Journal.Testing</c>): the log
-/// and the home device are <see cref="RecordingBlockDevice"/>s sharing one <see cref="WriteLog"/>, which records every
-/// write and flush of both in one order. A concurrent workload of puts runs once; then the store is reopened from every
+/// A crash test of the store with the journal's testing devices (<c>Journal.Testing</c>, package
+/// <c>JournalStore.Journal.Testing</c>): the log and the home device are <see cref="RecordingBlockDevice"/>s sharing
+/// one <see cref="WriteLog"/>, which records every write and flush of both in one order. A concurrent workload of puts runs once; then the store is reopened from every
 /// crash state the log yields (at each flush point, with the writes in flight kept, lost, torn or reordered) and every
 /// put acknowledged before that point must be there, with its value or a later one.
 /// </summary>
