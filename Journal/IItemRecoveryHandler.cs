@@ -3,8 +3,10 @@ using Journal.Format;
 namespace Journal;
 
 /// <summary>
-/// Replays logged copies of one item type during <see cref="MetadataJournal"/> recovery. Register one handler per
-/// <see cref="LogItem.ItemType"/>; a checkpoint holding a type with no handler stops recovery with a clear error.
+/// Replays logged copies of one item type during recovery (<see cref="Recovery.JournalRecovery"/>, which
+/// <see cref="MetadataJournal.Open(LogRegion, JournalOptions, IReadOnlyDictionary{ushort, IItemRecoveryHandler})"/> runs).
+/// Register one handler per <see cref="LogItem.ItemType"/>; a checkpoint holding a type with no handler stops recovery
+/// with a clear error before anything is applied.
 /// </summary>
 /// <remarks>
 /// Replay is idempotent: an item's home copy carries the LSN it reflects (the LSN passed to
@@ -19,6 +21,13 @@ namespace Journal;
 /// </example>
 public interface IItemRecoveryHandler
 {
+    /// <summary>
+    /// False when item <paramref name="itemId"/> no longer has a home copy to replay into (its owner was removed, for
+    /// example a metadata segment of a deleted snapshot): recovery skips its logged copies and counts them apart.
+    /// The default is true.
+    /// </summary>
+    bool HasHome(ulong itemId) => true;
+
     /// <summary>The LSN the home copy of item <paramref name="itemId"/> reflects; <see cref="Lsn.Zero"/> if it has none.</summary>
     Lsn GetHomeLsn(ulong itemId);
 

@@ -4,6 +4,7 @@ using Journal.Diagnostics;
 using Journal.Format;
 using Journal.Log;
 using Journal.Memory;
+using Journal.Recovery;
 using Microsoft.Extensions.ObjectPool;
 
 namespace Journal;
@@ -100,41 +101,73 @@ public sealed class MetadataJournal : IAsyncDisposable
     public static MetadataJournal Create(LogRegion region, JournalOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        region.Validate();
-        options.Validate(region.Bytes);
-        var writerOptions = options.ToLogWriterOptions();
-        writerOptions.Validate(region.BlockCount, region.Name);
+        var writerOptions = ValidateFor(region, options);
         LogWriter.Format(region);
         var pool = CreatePool(options);
-        var writer = LogWriter.Open(region, Recovery.LogRecovery.Recover(region), writerOptions, pool);
+        var writer = LogWriter.Open(region, LogRecovery.Recover(region), writerOptions, pool);
         return new MetadataJournal(writer, options, 1, CloseWriter(writer), pool);
     }
 
     /// <summary>
-    /// Recovers the log in <paramref name="region"/> and starts a journal on it. Recovery validates the log (a torn
-    /// write at its head is cut off; damage before it is refused with <see cref="Recovery.CorruptionException"/>), then
-    /// replays every complete checkpoint, in order, into the handler registered for each item's type, skipping copies
-    /// at or below the LSN an item's home copy reflects; then every handler's
-    /// <see cref="IItemRecoveryHandler.Complete"/> runs; only then is the log opened for writing. A cleanly closed log
-    /// replays nothing. Sequences continue after the last recovered checkpoint.
+    /// Recovers the log in <paramref name="region"/> and starts a journal on it, in three steps: scan
+    /// (<see cref="JournalRecovery.Scan"/>: the log is read once and validated; a torn write at its head is cut off,
+    /// damage before it and unsound checkpoints are refused with <see cref="CorruptionException"/>); replay
+    /// (<see cref="JournalRecovery.Replay(RecoveredLog, IReadOnlyDictionary{ushort, IItemRecoveryHandler}, IReadOnlyCollection{ushort}?)"/>:
+    /// every checkpoint, in order, into the handler registered for each item's type, skipping copies at or below the
+    /// LSN an item's home copy reflects), then every handler's <see cref="IItemRecoveryHandler.Complete"/>; and open for
+    /// writing (<see cref="Open(RecoveredLog, JournalOptions)"/>). A cleanly closed log replays nothing. Sequences
+    /// continue after the last recovered checkpoint.
     /// </summary>
-    /// <exception cref="Recovery.CorruptionException">The log is damaged (one line: device, block, LSN, expected, found).</exception>
-    /// <exception cref="JournalException">A checkpoint holds an item type with no handler.</exception>
+    /// <exception cref="CorruptionException">The log is damaged (one line: device, block, LSN, expected, found).</exception>
+    /// <exception cref="JournalException">A checkpoint holds an item type with no handler (nothing was applied).</exception>
+    /// <exception cref="JournalArgumentException">Bad options or a bad region (one line naming the device).</exception>
     public static MetadataJournal Open(LogRegion region, JournalOptions options, IReadOnlyDictionary<ushort, IItemRecoveryHandler> handlers)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(handlers);
+        ValidateFor(region, options);
+        var recovered = JournalRecovery.Scan(region);
+        JournalRecovery.Replay(recovered, handlers);
+        foreach (var h in handlers.Values.Distinct()) h.Complete();
+        return Open(recovered, options);
+    }
+
+    /// <summary>
+    /// Starts a journal on a log that was scanned (<see cref="JournalRecovery.Scan"/>) and replayed by the caller: the
+    /// log is opened for writing after the recovered head (the writer first clears what a lost write may have left past
+    /// it) and sequences continue after the last recovered checkpoint. The caller must have replayed every item type in
+    /// the log and run every handler's <see cref="IItemRecoveryHandler.Complete"/> (the log tail may move past the
+    /// replayed checkpoints from now on). Nothing is read from the log again.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Some item type in the log was not replayed.</exception>
+    /// <exception cref="JournalArgumentException">Bad options for the log's region.</exception>
+    public static MetadataJournal Open(RecoveredLog recovered, JournalOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(recovered);
+        ArgumentNullException.ThrowIfNull(options);
+        var region = recovered.Region;
+        var writerOptions = ValidateFor(region, options);
+        var missing = recovered.ItemTypes.Where(t => !recovered.ReplayedTypes.Contains(t)).Order().ToArray();
+        if (missing.Length > 0)
+            throw new InvalidOperationException($"{region.Name}: the recovered log was not replayed for item types {string.Join(", ", missing)}");
+        var pool = CreatePool(options);
+        var writer = LogWriter.Open(region, recovered.Log, writerOptions, pool);
+        return new MetadataJournal(writer, options, recovered.LastSequence + 1, CloseWriter(writer), pool)
+        {
+            RecoveredCheckpoints = recovered.Checkpoints.Count,
+            RecoveredItemsApplied = recovered.ItemsApplied,
+            RecoveredItemsSkipped = recovered.ItemsSkipped,
+        };
+    }
+
+    /// <summary>Validates the region and the options for it; returns the log writer's options.</summary>
+    private static LogWriterOptions ValidateFor(LogRegion region, JournalOptions options)
+    {
         region.Validate();
         options.Validate(region.Bytes);
         var writerOptions = options.ToLogWriterOptions();
         writerOptions.Validate(region.BlockCount, region.Name);
-        Recovery.RecoveryResult? result = null;
-        LogWriter? writer = null;
-        var pool = CreatePool(options);
-        return Open(region.Name, options, handlers,
-            deliver => result = Recovery.LogRecovery.Recover(region, t => deliver(t.StartLsn, t.Regions)),
-            () => writer = LogWriter.Open(region, result!, writerOptions, pool),
-            clean => CloseWriter(writer!)(clean), pool);
+        return writerOptions;
     }
 
     private static Func<bool, ValueTask> CloseWriter(LogWriter writer) => async clean =>
@@ -161,33 +194,6 @@ public sealed class MetadataJournal : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         options.Validate((long)log.LogBlocks * 512);
         return new MetadataJournal(log, options, 1, null);
-    }
-
-    /// <summary>
-    /// Recovers and starts a journal: <paramref name="recover"/> is called with a callback that must be invoked for
-    /// every complete log transaction found, in commit order, with its start LSN and regions; the checkpoints are
-    /// replayed into <paramref name="handlers"/>, their completion hooks run, and only then is <paramref name="openLog"/>
-    /// called to open the log for writing.
-    /// </summary>
-    internal static MetadataJournal Open(string logName, JournalOptions options, IReadOnlyDictionary<ushort, IItemRecoveryHandler> handlers,
-        Action<Action<Lsn, IReadOnlyList<ReadOnlyMemory<byte>>>> recover, Func<ILogSink> openLog, Func<bool, ValueTask>? closeLog = null,
-        BoundedBufferPool? pool = null)
-    {
-        ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(handlers);
-        options.Validate();
-        var replay = new CheckpointReplay(logName, handlers);
-        recover(replay.Deliver);
-        replay.Complete();
-        var log = openLog();
-        options.Validate((long)log.LogBlocks * 512);
-        var j = new MetadataJournal(log, options, replay.LastSequence + 1, closeLog, pool)
-        {
-            RecoveredCheckpoints = replay.Checkpoints,
-            RecoveredItemsApplied = replay.ItemsApplied,
-            RecoveredItemsSkipped = replay.ItemsSkipped,
-        };
-        return j;
     }
 
     /// <summary>Checkpoints found in the log when it was opened.</summary>

@@ -94,7 +94,7 @@ public sealed partial class SnapshotStore
         {
             cancellationToken.ThrowIfCancellationRequested();
             await st.Store!.Cow.ReadAsync(_layout.ChunkToSector(newChunk), buffer, cancellationToken).ConfigureAwait(false);
-            await OriginWriteChunkCoreAsync(oldChunk, _layout.ChunkToSector(oldChunk), buffer, cancellationToken, admitted: null, merge: true).ConfigureAwait(false);
+            await _dataPath.WriteRunAsync(oldChunk, oldChunk, _layout.ChunkToSector(oldChunk), buffer, cancellationToken, admitted: null, merge: true).ConfigureAwait(false);
             progress?.Report((++done, chunks.Count));
         }
     }

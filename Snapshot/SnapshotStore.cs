@@ -1,11 +1,14 @@
 using System.Text;
 using Journal;
 using Journal.Storage;
+using Snapshot.Commit;
 using Snapshot.Copy;
 using Snapshot.Exceptions;
 using Snapshot.Format;
+using Snapshot.Io;
 using Snapshot.Memory;
 using Snapshot.Metadata;
+using Snapshot.Recovery;
 using Snapshot.Storage;
 using Snapshot.Sync;
 
@@ -49,22 +52,19 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     private readonly BlockDevice _origin;
     private readonly BlockDevice _sbDevice;
     private readonly BlockDevice _logDevice;
-    private readonly GroupFlush _originFlush;
     private readonly CowLayout _layout;
     private readonly OriginVolume _originVolume;
     private readonly AsyncGate _gate = new();
-    private readonly CopyThrottle _throttle;
-    private readonly BoundedPool<PendingException> _pendingPool;
-    private readonly BoundedPool<CopyJob> _jobPool;
-    private readonly CopyEngine _engine;
+    private readonly DataPath _dataPath;
+    private CommitPipeline _pipeline = null!;
+    private WriteBackKicker? _kicker;
 
     // _stateLock protects: _snapshots (the array is replaced, never mutated, and only while the gate is held
-    // exclusively), every SnapshotState's Complete/Pending tables and validity, _tracked, _superblock.
+    // exclusively), every SnapshotState's Complete/Pending tables and validity, the data path's tracked reads, _superblock.
     // Held for in-memory work only: never across an await, never while doing I/O or waiting. Leaf locks that may be
     // taken under it: the pools', the throttle's, the exception stores' allocation locks.
     private readonly object _stateLock = new();
     private SnapshotState[] _snapshots = [];
-    private readonly Dictionary<ulong, TrackedChunk> _tracked = new();
     private Superblock _superblock;
 
     // The snapshot whose merge into the origin is unfinished, or null (at most one). Written under _stateLock while the
@@ -99,14 +99,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         _superblock = superblock;
         _sbItem = new SuperblockItem(sb, superblock);
         _layout = new CowLayout(superblock.ChunkSectors);
-        _originFlush = new GroupFlush(ct => _origin.FlushAsync(ct));
         _originVolume = new OriginVolume(this, superblock.OriginSectors);
-        _throttle = new CopyThrottle(options.MaxInFlightCopies);
-        int budget = options.MaxInFlightCopies > 0 ? options.MaxInFlightCopies : StoreOptions.DefaultMaxInFlightCopies;
-        int piece = (int)Math.Min(_layout.ChunkBytes, CopyEngine.PieceBytes);
-        _pendingPool = new BoundedPool<PendingException>("pending exceptions", budget, options.PoolReserve, () => new PendingException());
-        _jobPool = new BoundedPool<CopyJob>("copy jobs", budget, options.PoolReserve, () => new CopyJob(piece));
-        _engine = new CopyEngine(this, _origin, _layout);
+        _dataPath = new DataPath(this, _stateLock, _gate, _layout, origin, options);
     }
 
     /// <summary>The store folder.</summary>
@@ -138,12 +132,41 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     internal string CowPathOf(string name) => PathOf(name + CowExtension);
 
     internal CowLayout Layout => _layout;
-    internal CopyThrottle Throttle => _throttle;
-    internal BoundedPool<PendingException> PendingPool => _pendingPool;
-    internal BoundedPool<CopyJob> JobPool => _jobPool;
+    internal CopyThrottle Throttle => _dataPath.Throttle;
+    internal DataPath DataPath => _dataPath;
+
+    /// <summary>The snapshot list: read under the state lock (the data path's look at a run).</summary>
+    internal SnapshotState[] SnapshotsUnsafe => _snapshots;
+
+    /// <summary>The snapshot whose merge is unfinished: read under the state lock, or under the gate (it changes only under both).</summary>
+    internal SnapshotState? MergingUnsafe => Volatile.Read(ref _merging);
     internal object StateLock => _stateLock;
     internal MetadataJournal? Journal => _journal;
-    private MetadataJournal? JournalForStores => _options.MetadataMode == MetadataMode.Journal ? _journal : null;
+    /// <summary>How the commit pipeline commits exceptions (the journal, or direct area writes).</summary>
+    private IMetadataCommitter Committer => _pipeline.Committer;
+
+    /// <summary>
+    /// Starts the commit pipeline and the copy engine once the journal is open: the store owns the journal's write-back
+    /// kicker and hands it to the journal committer.
+    /// </summary>
+    private void StartPipeline()
+    {
+        IMetadataCommitter committer;
+        if (_options.MetadataMode == MetadataMode.Journal)
+        {
+            _kicker = new WriteBackKicker(_journal!);
+            committer = new JournalCommitter(_journal!, _kicker);
+        }
+        else
+        {
+            committer = new DirectAreaCommitter();
+        }
+        _pipeline = new CommitPipeline(committer);
+        _dataPath.Attach(new CopyEngine(_origin, _layout, _pipeline, _dataPath, _dataPath.PlanPool));
+    }
+
+    /// <summary>Commit rounds, their exceptions, COW flushes and log forces since open.</summary>
+    public CommitPipelineStatistics CommitStatistics => _pipeline.Statistics;
     internal BlockDevice OriginDevice => _origin;
     internal int GateSharedHolders => _gate.SharedHolders;
 
@@ -160,7 +183,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     }
 
     /// <summary>Copy jobs run and chunk copies written since open.</summary>
-    internal (long Jobs, long ChunksCopied) CopyCounters => (_engine.Jobs, _engine.ChunksCopied);
+    internal (long Jobs, long ChunksCopied) CopyCounters => (_dataPath.Engine.Jobs, _dataPath.Engine.ChunksCopied);
 
     /// <summary>
     /// Creates a store in <paramref name="folder"/> (created if needed; it must not already hold a store). Options are
@@ -223,6 +246,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             await sb.WriteAsync(sbDev, cancellationToken).ConfigureAwait(false);
             var store = new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb);
             store._journal = StoreJournal.Create(log);
+            store.StartPipeline();
             return store;
         }
         catch
@@ -237,6 +261,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     private async ValueTask AbandonAsync()
     {
         Interlocked.Exchange(ref _closed, 1);
+        if (_pipeline is not null) await _pipeline.StopAsync().ConfigureAwait(false);
         if (_journal is { } j) { try { await j.CloseAsync().ConfigureAwait(false); } catch (Exception e) when (e is IOException or JournalException) { } }
         DisposeSnapshotStores();
         _origin.Dispose();
@@ -274,11 +299,13 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             opened.Add(log);
             store = new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb);
             store.OpenJournal();
+            store.StartPipeline();
             await store.LoadSnapshotsAsync(cancellationToken).ConfigureAwait(false);
             return store;
         }
         catch
         {
+            if (store?._pipeline is { } pipeline) await pipeline.StopAsync().ConfigureAwait(false);
             if (store?._journal is { } j) await j.CloseAsync().ConfigureAwait(false);
             if (store is not null) store.DisposeSnapshotStores();
             foreach (var d in opened) d.Dispose();
@@ -288,36 +315,22 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     }
 
     /// <summary>
-    /// Recovers the journal in two passes. First the superblock pass: the logged copies of the superblock item newer
-    /// than the home copy's LSN replace the superblock read from <c>store.sb</c> (the newest wins). Then the full replay:
-    /// logged metadata segments are applied to the COW files of the snapshots that superblock lists as valid and
-    /// persistent, and the superblock, if it changed, is written home before the log opens for writing.
+    /// Opens the metadata journal after any stop: cases 1 to 9 of <see cref="StoreRecovery"/> (the home superblock, one
+    /// scan of the log, the superblock replayed, then the segments of the snapshots it lists, homes made durable, the
+    /// journal opened for writing). Leaves the replayed superblock for <see cref="LoadSnapshotsAsync"/>.
     /// </summary>
-    /// <remarks>
-    /// A segment is logged only after the commit of the superblock item naming its snapshot, and snapshot ids are never
-    /// reused, so a segment whose snapshot the replayed superblock lists belongs to a snapshot the superblock knew at
-    /// that point of the log; the segments of a snapshot deleted within the replayed part (even one created there too)
-    /// are skipped, and its COW file, if any, is removed by the cleanup that follows.
-    /// </remarks>
     private void OpenJournal()
     {
-        var sbHandler = new SuperblockRecoveryHandler(_sbDevice, _superblock);
-        StoreJournal.ReplaySuperblock(_logDevice, sbHandler);
-        lock (_stateLock) _superblock = sbHandler.Current;
-        var valid = _superblock.Snapshots
-            .Where(r => r.Kind == SnapshotKindCode.Persistent && r.State is SnapshotStateCode.Valid or SnapshotStateCode.Merging)
-            .ToDictionary(r => r.Id, r => CowPathOf(r.Name));
-        using var handler = new AreaRecoveryHandler(_provider, _layout, id => valid.GetValueOrDefault(id));
-        _journal = StoreJournal.Open(_logDevice, new Dictionary<ushort, IItemRecoveryHandler>
-        {
-            [AreaSegmentItem.Type] = handler,
-            [SuperblockItem.Type] = sbHandler,
-        }, out long replayed);
-        LogClean = replayed == 0;
-        // Complete() wrote the replayed superblock home (when a logged copy was applied): the item starts from it.
-        lock (_stateLock) _superblock = sbHandler.Current;
+        var recovered = StoreRecovery.Open(_provider, _sbDevice, _logDevice, _layout, CowPathOf);
+        _journal = recovered.Journal;
+        RecoveryReport = recovered.Report;
+        LogClean = recovered.Report.Clean;
+        lock (_stateLock) _superblock = recovered.Superblock;
         _sbItem = new SuperblockItem(_sbDevice, _superblock);
     }
+
+    /// <summary>What the journal's recovery did when the store was opened (null for a store just created).</summary>
+    internal StoreRecoveryReport? RecoveryReport { get; private set; }
 
     private async ValueTask LoadSnapshotsAsync(CancellationToken cancellationToken)
     {
@@ -394,7 +407,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     {
         if (!_provider.Exists(st.CowPath))
             throw new DeviceOpenException(st.CowPath, DeviceOpenError.Missing, $"COW file of snapshot '{st.Name}' is missing");
-        var store = PersistentExceptionStore.Open(_provider, st.CowPath, _layout, rec.CowSectors, GrowthSectors, rec.Id, StoreId, out var header, JournalForStores);
+        var store = PersistentExceptionStore.Open(_provider, st.CowPath, _layout, rec.CowSectors, GrowthSectors, rec.Id, StoreId, out var header, Committer);
         st.Store = store;
         // Stores made before COW space was reserved at create get their reservation now. Short of space, the store
         // still opens: a write that then finds no space fails by itself and the snapshot keeps its data.
@@ -480,6 +493,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         InvalidReasonCode.IoError => "I/O error on the COW file",
         InvalidReasonCode.TransientLost => "transient snapshot: its contents were not kept when the store was closed",
         InvalidReasonCode.HeaderInvalid => "the COW header is marked invalid",
+        InvalidReasonCode.LogReset => "the journal was reset (jreplay zero-log): exceptions not yet written home were lost",
         InvalidReasonCode.CowMissing => "COW file is missing",
         InvalidReasonCode.CowDamaged => "COW file is damaged",
         _ => "invalid",
@@ -643,7 +657,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         {
             if (persistent)
             {
-                store = PersistentExceptionStore.Create(_provider, st.CowPath, _layout, cowSectors, GrowthSectors, st.Id, StoreId, JournalForStores);
+                store = PersistentExceptionStore.Create(_provider, st.CowPath, _layout, cowSectors, GrowthSectors, st.Id, StoreId, Committer);
             }
             else
             {
@@ -750,7 +764,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             }
         }
         return new StoreStatus(Folder, OriginSectors, ChunkSectors, LogClean, list, _options.MaxInFlightCopies,
-            _throttle.InFlight, _throttle.Peak, _throttle.Waits, _pendingPool.Statistics, _jobPool.Statistics);
+            _dataPath.Throttle.InFlight, _dataPath.Throttle.Peak, _dataPath.Throttle.Waits, _dataPath.PendingPool.Statistics, _dataPath.PlanPool.Statistics);
     }
 
     /// <summary>
@@ -762,7 +776,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         ThrowIfClosed();
         SnapshotState[] snaps;
         lock (_stateLock) snaps = _snapshots;
-        var tasks = new List<Task> { _originFlush.FlushAsync(cancellationToken).AsTask() };
+        var tasks = new List<Task> { _dataPath.FlushOriginAsync(cancellationToken).AsTask() };
         foreach (var s in snaps)
             if (s.IsValid && s.Store is { } st) tasks.Add(st.FlushDataAsync(cancellationToken).AsTask());
         await Task.WhenAll(tasks).ConfigureAwait(false);
@@ -784,14 +798,14 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             foreach (var s in snaps)
             {
                 if (s.Store is null) continue;
-                if (s.IsValid) await s.Store.CloseAsync(cancellationToken).ConfigureAwait(false);
                 await s.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
             }
             await _origin.FlushAsync(cancellationToken).ConfigureAwait(false);
             // Writes every metadata segment home (the AIL flushes the COW files) and marks the log clean.
             if (_journal is not null)
             {
-                await PersistentExceptionStore.KickerFor(_journal).DrainAsync().ConfigureAwait(false);
+                await _pipeline.StopAsync().ConfigureAwait(false);
+                if (_kicker is not null) await _kicker.DrainAsync().ConfigureAwait(false);
                 await _journal.CloseAsync().ConfigureAwait(false);
             }
             DisposeSnapshotStores();
@@ -820,6 +834,47 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         }
         foreach (var s in snaps) s.Store?.Dispose();
         foreach (var d in dead) d.Dispose();
+    }
+
+    internal ValueTask OriginReadAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken) =>
+        _dataPath.OriginReadAsync(sector, buffer, cancellationToken);
+
+    internal ValueTask OriginWriteAsync(long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken) =>
+        _dataPath.OriginWriteAsync(sector, data, fua, cancellationToken);
+
+    internal ValueTask SnapshotReadAsync(SnapshotState st, long sector, Memory<byte> buffer, CancellationToken cancellationToken) =>
+        _dataPath.SnapshotReadAsync(st, sector, buffer, cancellationToken);
+
+    internal ValueTask SnapshotWriteAsync(SnapshotState st, long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken) =>
+        _dataPath.SnapshotWriteAsync(st, sector, data, fua, cancellationToken);
+
+    /// <summary>See <see cref="DataPath.SubmitOriginWrite"/> (the write-storm benchmark).</summary>
+    internal Task SubmitOriginWrite(long sector, ReadOnlyMemory<byte> data, out Task completion) => _dataPath.SubmitOriginWrite(sector, data, out completion);
+
+    /// <summary>
+    /// Invalidates a snapshot (once): status Invalid at once, then on disk: header valid = 0 and the superblock.
+    /// I/O errors during invalidation are ignored (the snapshot is unusable either way). Caller holds the gate shared
+    /// or exclusive, and no lock.
+    /// </summary>
+    internal Task InvalidateAsync(SnapshotState st, InvalidReasonCode code)
+    {
+        lock (_stateLock)
+        {
+            if (st.Invalidation is not null) return st.Invalidation;
+            if (st.InvalidReason is null)
+            {
+                st.InvalidCode = code;
+                st.InvalidReason = ReasonText(code);
+            }
+            st.Invalidation = Task.Run(async () =>
+            {
+                try { if (st.Store is not null) await st.Store.InvalidateAsync().ConfigureAwait(false); }
+                catch (IOException) { }
+                try { await CommitSuperblockAsync().ConfigureAwait(false); }
+                catch (Exception e) when (e is IOException or JournalException or ObjectDisposedException or InvalidOperationException) { }
+            });
+            return st.Invalidation;
+        }
     }
 
     /// <summary>Same as <see cref="CloseAsync"/>.</summary>

@@ -80,8 +80,8 @@ public sealed class StoreOptions
             throw new JournalArgumentException($"{where}: origin size {OriginSectors} sectors is invalid: it must be at least one chunk ({ChunkSectors} sectors)");
         if (OriginSectors % ChunkSectors != 0)
             throw new JournalArgumentException($"{where}: origin size {OriginSectors} sectors is not a whole number of {ChunkSectors}-sector chunks");
-        if (LogBlocks < Metadata.StoreJournal.MinLogBlocks)
-            throw new JournalArgumentException($"{where}: log size {LogBlocks} blocks is too small: at least {Metadata.StoreJournal.MinLogBlocks} blocks (1 MiB)");
+        if (LogBlocks < Recovery.StoreJournal.MinLogBlocks)
+            throw new JournalArgumentException($"{where}: log size {LogBlocks} blocks is too small: at least {Recovery.StoreJournal.MinLogBlocks} blocks (1 MiB)");
         ValidateForOpen(where);
     }
 

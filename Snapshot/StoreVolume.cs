@@ -37,7 +37,15 @@ public abstract class StoreVolume
     /// displaced is durable in every snapshot that needed it. The write itself is durable when it returns only with
     /// <see cref="StoreOptions.WriteThrough"/>; otherwise after <see cref="SnapshotStore.FlushAsync"/>.
     /// </summary>
-    public abstract ValueTask WriteAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default);
+    public ValueTask WriteAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default) =>
+        WriteAsync(sector, data, WriteFlags.None, cancellationToken);
+
+    /// <summary>
+    /// Writes whole sectors starting at <paramref name="sector"/>, as <see cref="WriteAsync(long, ReadOnlyMemory{byte}, CancellationToken)"/>;
+    /// with <see cref="WriteFlags.Fua"/> the data is also durable when it returns (forced unit access: the device the
+    /// write went to is flushed, shared with concurrent callers).
+    /// </summary>
+    public abstract ValueTask WriteAsync(long sector, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken = default);
 
     private protected void CheckRange(long sector, int length, string op)
     {
@@ -64,10 +72,10 @@ internal sealed class OriginVolume : StoreVolume
         return Store.OriginReadAsync(sector, buffer, cancellationToken);
     }
 
-    public override ValueTask WriteAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
+    public override ValueTask WriteAsync(long sector, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken = default)
     {
         CheckRange(sector, data.Length, "write");
-        return Store.OriginWriteAsync(sector, data, cancellationToken);
+        return Store.OriginWriteAsync(sector, data, (flags & WriteFlags.Fua) != 0, cancellationToken);
     }
 }
 
@@ -86,9 +94,20 @@ internal sealed class SnapshotVolume : StoreVolume
         return Store.SnapshotReadAsync(State, sector, buffer, cancellationToken);
     }
 
-    public override ValueTask WriteAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
+    public override ValueTask WriteAsync(long sector, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken = default)
     {
         CheckRange(sector, data.Length, "write");
-        return Store.SnapshotWriteAsync(State, sector, data, cancellationToken);
+        return Store.SnapshotWriteAsync(State, sector, data, (flags & WriteFlags.Fua) != 0, cancellationToken);
     }
+}
+
+/// <summary>Options of one write (<see cref="StoreVolume.WriteAsync(long, ReadOnlyMemory{byte}, WriteFlags, CancellationToken)"/>).</summary>
+[Flags]
+public enum WriteFlags
+{
+    /// <summary>Durable after a later <see cref="SnapshotStore.FlushAsync"/> (block-device semantics).</summary>
+    None = 0,
+
+    /// <summary>Forced unit access: durable when the write returns.</summary>
+    Fua = 1,
 }

@@ -95,9 +95,11 @@ public sealed class CheckpointCrashMatrixTests
             states++;
             var image = sink.ImageAt(durable);
             var recovered = TestHome.FromDurable(homeState);
-            var replay = new Journal.Cil.CheckpointReplay("memory-log", new Dictionary<ushort, IItemRecoveryHandler> { [TestHome.ItemType] = recovered });
-            image.Recover(replay.Deliver);
-            replay.Complete();
+            var reader = new Journal.Recovery.CheckpointReader("memory-log");
+            var checkpoints = new List<Journal.Recovery.Checkpoint>();
+            image.Recover((start, regions) => checkpoints.Add(reader.Read(0, start, start, regions)));
+            Journal.Recovery.JournalRecovery.Replay("memory-log", checkpoints, new Dictionary<ushort, IItemRecoveryHandler> { [TestHome.ItemType] = recovered });
+            recovered.Complete();
 
             var got = byItem.Keys.ToDictionary(id => id, id => recovered.TryGet(id, out var d, out _) ? TestItem.VersionOf(d) : 0);
             bool matched = false;

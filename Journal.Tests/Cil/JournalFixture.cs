@@ -58,23 +58,21 @@ public static class JournalFixture
     public static int Reserve(MetadataJournal j, TestItem item, int? size) =>
         (int)j.EstimateLogBytes(new LogItemSize(item.Regions, Math.Max(8, size ?? item.State.Length)));
 
-    /// <summary>Recovered checkpoints of a crash image: (start LSN, sequence, items (id, version)).</summary>
+    /// <summary>Recovered checkpoints of a crash image, read by the journal's checkpoint reader: (start LSN, sequence, items (id, version)).</summary>
     public static List<(Lsn Start, ulong Sequence, List<(ulong Id, long Version, int Length)> Items)> Checkpoints(MemoryLogSink.CrashImage image)
     {
         var list = new List<(Lsn, ulong, List<(ulong, long, int)>)>();
+        var reader = new Journal.Recovery.CheckpointReader("memory-log");
         image.Recover((start, regions) =>
         {
-            var hdr = Journal.Cil.CheckpointHeader.Read(regions[0].Span);
+            var c = reader.Read(0, start, start, regions);
             var items = new List<(ulong, long, int)>();
-            int r = 1;
-            while (r < regions.Count)
+            foreach (var item in c.Items)
             {
-                var ih = Journal.Cil.ItemHeader.Read(regions[r].Span);
-                var data = regions.Skip(r + 1).Take(ih.RegionCount).SelectMany(m => m.ToArray()).ToArray();
-                items.Add((ih.ItemId, data.Length >= 8 ? TestItem.VersionOf(data) : -1, data.Length));
-                r += 1 + ih.RegionCount;
+                var data = item.Regions.SelectMany(m => m.ToArray()).ToArray();
+                items.Add((item.ItemId, data.Length >= 8 ? TestItem.VersionOf(data) : -1, data.Length));
             }
-            list.Add((start, hdr.Sequence, items));
+            list.Add((start, c.Sequence, items));
         });
         return list;
     }

@@ -285,20 +285,34 @@ public class LogWriterTests
         var region = NewLog(128);
         var opts = new LogWriterOptions { IclogCount = 2, IclogSize = 2048 };
         var forced = new List<(uint Tid, Lsn Start, byte[] Data)>();
+        int arranged = 0;
         await using (var w = LogWriter.Open(region, opts))
         {
             for (int i = 0; i < 400; i++)
             {
                 uint tid = w.AllocateTransactionId();
-                var data = Payload(10, i, 100 + i % 7 * 300);
                 var start = w.Head;
+                // Now and then a record sized to leave exactly one block before the end of the log: the next record
+                // cannot fit there, so the writer must fill that block with a pad record and wrap.
+                long left = region.BlockCount - start.Block;
+                bool leaveOne = i % 3 == 0 && left is >= 3 and <= 5;
+                int size = leaveOne ? (int)(left - 2) * 512 - 3 * OpHeader.Size : 100 + i % 7 * 300;
+                var data = Payload(10, i, size);
                 var lsn = await w.WriteTransactionAsync(tid, [data]).Within();
                 await w.ForceAsync(lsn).Within();
+                if (leaveOne)
+                {
+                    // The record took all but the last block; that block went to a pad, and the next record starts the
+                    // next pass.
+                    Assert.Equal(new Lsn(start.Cycle + 1, 0), w.Head);
+                    arranged++;
+                }
                 forced.Add((tid, start, data));
                 if (forced.Count > 3) w.MoveTail(forced[^3].Start);
             }
             Assert.True(w.Head.Cycle >= 4, $"head {w.Head}");
-            Assert.True(w.Statistics.PadRecords >= 1 || w.Head.Cycle > 1);
+            Assert.True(arranged >= 2, $"only {arranged} records left one block before the end");
+            Assert.True(w.Statistics.PadRecords >= arranged, $"{w.Statistics.PadRecords} pad records for {arranged} single blocks left at the end");
         }
         var got = RecoverAll(region, out var r);
         Assert.True(r.HeadLsn.Cycle >= 4);

@@ -1,5 +1,6 @@
 using Snapshot;
 using Snapshot.Exceptions;
+using Snapshot.Format;
 using static Journal.Tests.Snapshot.SnapTestUtil;
 
 namespace Journal.Tests.Snapshot;
@@ -23,8 +24,10 @@ public sealed class CommitRoundTests
         };
         await using var store = await CreateMemoryStoreAsync(p, chunks, chunkSectors: 1, maxInFlight: 0);
         var snap = (SnapshotVolume)await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
-        var cow = (PersistentExceptionStore)snap.State.Store!;
-        int perTransaction = cow.EntriesPerTransaction(store.Journal!);
+        var journal = store.Journal!;
+        int segmentEntries = PersistentExceptionStore.SegmentEntriesFor(new CowLayout(1));
+        long segmentBytes = journal.EstimateLogBytes(new LogItemSize(1, SegmentLogHeader.Size + segmentEntries * DiskException.Size));
+        long perTransaction = journal.MaxTransactionBytes / segmentBytes * segmentEntries;
         Assert.True(chunks > 4 * perTransaction, $"the batch ({chunks}) must be many times what one transaction takes ({perTransaction})");
 
         // The first round's COW flush is held, so every other write's exception queues behind it: the next round takes
@@ -41,7 +44,9 @@ public sealed class CommitRoundTests
         release.SetResult();
         await Task.WhenAll(completions).WaitAsync(TimeSpan.FromMinutes(2));
 
-        Assert.True(cow.CommitTransactions > cow.CommitRounds, $"{cow.CommitTransactions} transactions in {cow.CommitRounds} rounds: no round was split");
+        var stats = store.CommitStatistics;
+        Assert.True(stats.LargestRound > 4 * perTransaction, $"largest round {stats.LargestRound}: the held flush should have gathered nearly every write into one round");
+        Assert.True(stats.Transactions > stats.Rounds, $"{stats.Transactions} transactions in {stats.Rounds} rounds: no round was split");
         Assert.Equal(chunks, store.GetStatus().Snapshots.Single().Exceptions);
         Assert.True(store.Journal!.Statistics.ReservationOverruns == 0, "a transaction needed more log space than it reserved");
         await store.CloseAsync();

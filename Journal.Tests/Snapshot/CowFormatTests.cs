@@ -1,6 +1,7 @@
 using Journal.Storage;
 using Journal.Testing;
 using Snapshot;
+using Snapshot.Commit;
 using Snapshot.Exceptions;
 using Snapshot.Format;
 using static Journal.Tests.Snapshot.SnapTestUtil;
@@ -97,7 +98,7 @@ public class CowFormatTests
     {
         var p = new TestDeviceProvider();
         var l = new CowLayout(8);
-        using var s = PersistentExceptionStore.Create(p, "/mem/a.cow", l, 8 * 1024, 2048, 1, 99);
+        using var s = PersistentExceptionStore.Create(p, "/mem/a.cow", l, 8 * 1024, 2048, 1, 99, new DirectAreaCommitter());
         var got = new List<ulong>();
         for (int i = 0; i < 300; i++)
         {
@@ -140,17 +141,17 @@ public class CowFormatTests
     {
         var p = new TestDeviceProvider();
         var l = new CowLayout(8);
-        using (var s = PersistentExceptionStore.Create(p, "/mem/h.cow", l, 8 * 1024, 2048, 1, 99))
+        using (var s = PersistentExceptionStore.Create(p, "/mem/h.cow", l, 8 * 1024, 2048, 1, 99, new DirectAreaCommitter()))
         {
             Assert.True(s.TryAllocate(out ulong a));
             Assert.True(s.TryAllocate(out ulong b));
             Assert.True(s.TryAllocate(out ulong c));
             Assert.Equal((2UL, 3UL, 4UL), (a, b, c));
             await s.EnsureCapacityAsync(c);
-            await s.CommitAsync(10, a);
-            await s.CommitAsync(11, c); // b was allocated but its exception never committed (a crash, say)
+            await CommitDirectAsync(s, 10, a);
+            await CommitDirectAsync(s, 11, c); // b was allocated but its exception never committed (a crash, say)
         }
-        using (var s = PersistentExceptionStore.Open(p, "/mem/h.cow", l, 8 * 1024, 2048, 1, 99, out var header))
+        using (var s = PersistentExceptionStore.Open(p, "/mem/h.cow", l, 8 * 1024, 2048, 1, 99, out var header, new DirectAreaCommitter()))
         {
             Assert.True(header.IsValid);
             var seen = new List<(ulong, ulong)>();
@@ -170,22 +171,26 @@ public class CowFormatTests
     {
         var p = new TestDeviceProvider();
         var l = new CowLayout(8);
-        using (var s = PersistentExceptionStore.Create(p, "/mem/c.cow", l, 8 * 1024, 2048, 1, 99))
+        using (var s = PersistentExceptionStore.Create(p, "/mem/c.cow", l, 8 * 1024, 2048, 1, 99, new DirectAreaCommitter()))
         {
             Assert.True(s.TryAllocate(out ulong a));
             await s.EnsureCapacityAsync(a);
-            await s.CommitAsync(5, a);
+            await CommitDirectAsync(s, 5, a);
         }
         // Point entry 1 at a metadata chunk.
         var entry = new byte[512];
         p.Backing("/mem/c.cow").Read(8, entry);
         new DiskException(6, 258).Write(entry.AsSpan(16));
         p.Backing("/mem/c.cow").Write(8, entry);
-        using var s2 = PersistentExceptionStore.Open(p, "/mem/c.cow", l, 8 * 1024, 2048, 1, 99, out _);
+        using var s2 = PersistentExceptionStore.Open(p, "/mem/c.cow", l, 8 * 1024, 2048, 1, 99, out _, new DirectAreaCommitter());
         var e = Assert.Throws<Journal.Recovery.CorruptionException>(() => s2.Load(1000, (_, _) => true));
         Assert.Contains("/mem/c.cow", e.Message);
         Assert.Contains("area 0 entry 1", e.Message);
     }
+
+    /// <summary>Commits one exception the dm-snapshot way (area rewritten, flushed), as a commit round would.</summary>
+    private static Task CommitDirectAsync(PersistentExceptionStore s, ulong oldChunk, ulong newChunk) =>
+        ((AreaMetadata)s.Metadata).CommitAsync([new PendingException { OldChunk = oldChunk, NewChunk = newChunk }], default).AsTask();
 
     [Fact]
     public void Complete_table_folds_consecutive_chunks_into_runs()

@@ -1,3 +1,5 @@
+using Journal.Format;
+using Journal.Recovery;
 using Journal.Storage;
 using Journal.Testing;
 using Snapshot;
@@ -10,7 +12,8 @@ namespace Journal.Tests.Snapshot;
 /// <summary>
 /// The superblock is a journal log item: snapshot create, delete and invalidation are carried by the journal alone
 /// until the superblock is written home, replay applies them (newest copy wins, idempotently), and metadata segments are
-/// applied only for snapshots the replayed superblock lists.
+/// applied only for snapshots the replayed superblock lists. A damaged copy of <c>store.sb</c> is survived only when the
+/// journal brings the other copy up to date.
 /// </summary>
 public class SuperblockJournalTests
 {
@@ -231,5 +234,139 @@ public class SuperblockJournalTests
         await using var again = await ReopenAsync(p);
         Assert.True(again.LogClean);
         Assert.Equal(["y"], again.GetStatus().Snapshots.Select(s => s.Name));
+    }
+
+    // ---- Two copies of store.sb: a damaged copy is survived only when the journal covers it (StoreRecovery case 4) ----
+
+    /// <summary>The generations of copy A and copy B of <c>store.sb</c> (null for a copy that is not good).</summary>
+    private static (ulong? A, ulong? B) Generations(TestDeviceProvider p)
+    {
+        var bytes = p.Backing(SbPath).ToArray();
+        ulong? Gen(int copy) => Superblock.TryParse(bytes.AsSpan(copy * Superblock.CopyBytes, Superblock.CopyBytes), SbPath, out _)?.Generation;
+        return (Gen(0), Gen(1));
+    }
+
+    /// <summary>Flips one byte (in the snapshot records) of the copy of <c>store.sb</c> holding <paramref name="generation"/>; returns its sector.</summary>
+    private static long DamageCopy(TestDeviceProvider p, ulong generation)
+    {
+        var (a, b) = Generations(p);
+        int copy = a == generation ? 0 : b == generation ? 1 : throw new InvalidOperationException($"no copy holds generation {generation}");
+        var bytes = p.Backing(SbPath).ToArray();
+        bytes[copy * Superblock.CopyBytes + Superblock.HeaderBytes + 40] ^= 0x20;
+        p.Replace(SbPath, MemoryBlockDevice.FromImage(bytes, SbPath));
+        return copy * Superblock.CopySectors;
+    }
+
+    /// <summary>Every device's bytes, by path.</summary>
+    private static Dictionary<string, byte[]> Images(TestDeviceProvider p) => p.Paths.ToDictionary(x => x, x => p.Backing(x).ToArray());
+
+    private static void AssertUnchanged(Dictionary<string, byte[]> before, TestDeviceProvider p)
+    {
+        Assert.Equal(before.Keys.Order(), p.Paths.Order());
+        foreach (var (path, bytes) in before) Assert.True(bytes.AsSpan().SequenceEqual(p.Backing(path).ToArray()), $"{path} changed");
+    }
+
+    /// <summary>Superblock copies in the log newer than <paramref name="homeLsn"/>.</summary>
+    private static int LoggedSuperblocksAbove(TestDeviceProvider p, ulong homeLsn) =>
+        JournalRecovery.Scan(new LogRegion(MemoryBlockDevice.FromImage(p.Backing(LogPath).ToArray(), LogPath), 0, (uint)p.Backing(LogPath).SectorCount))
+            .Checkpoints.Count(c => c.StartLsn > Lsn.FromValue(homeLsn) && c.Items.Any(i => i.ItemType == SuperblockItem.Type));
+
+    [Fact]
+    public async Task After_a_clean_close_a_bad_byte_in_the_newest_copy_is_refused_naming_store_sb_and_both_generations_and_nothing_is_removed()
+    {
+        var p = new TestDeviceProvider();
+        var store = await CreateMemoryStoreAsync(p, 8 * 64);
+        await store.CreateSnapshotAsync("older");
+        await store.CreateSnapshotAsync("last");
+        await store.CloseAsync();
+        var (a, b) = Generations(p);
+        ulong newest = Math.Max(a!.Value, b!.Value), other = Math.Min(a.Value, b.Value);
+        long sector = DamageCopy(p, newest);
+        var before = Images(p);
+
+        var e = await Assert.ThrowsAsync<CorruptionException>(() => OpenAsync(p));
+        Assert.StartsWith($"{SbPath}: block {sector}: superblock copy {(sector == 0 ? 'A' : 'B')} (sector {sector}) is damaged", e.Message);
+        Assert.Contains($"generation {newest} (claimed by the damaged header)", e.Message);
+        Assert.Contains($"(generation {other}, home LSN ", e.Message);
+        Assert.Contains("the journal holds no superblock newer than", e.Message);
+        // The older copy does not list "last": had it been used, the sweep would have removed last.cow.
+        AssertUnchanged(before, p);
+        Assert.True(p.Exists(store.CowPathOf("last")));
+    }
+
+    [Fact]
+    public async Task After_a_clean_close_a_bad_byte_in_the_older_copy_is_refused_too_because_nothing_tells_which_copy_was_newer()
+    {
+        var p = new TestDeviceProvider();
+        var store = await CreateMemoryStoreAsync(p, 8 * 64);
+        await store.CreateSnapshotAsync("s");
+        await store.CloseAsync();
+        var (a, b) = Generations(p);
+        DamageCopy(p, Math.Min(a!.Value, b!.Value));
+        var before = Images(p);
+        var e = await Assert.ThrowsAsync<CorruptionException>(() => OpenAsync(p));
+        Assert.Contains($"generation {Math.Max(a.Value, b.Value)}, home LSN", e.Message);
+        AssertUnchanged(before, p);
+    }
+
+    [Fact]
+    public async Task After_a_crash_a_damaged_newest_copy_is_survived_when_the_journal_covers_it_and_store_sb_is_repaired()
+    {
+        var p = new TestDeviceProvider();
+        var store = await CreateMemoryStoreAsync(p, 8 * 64, writeThrough: true);
+        await store.CreateSnapshotAsync("a");
+        await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
+        var homeWithA = Superblock.Read(p.Backing(SbPath));
+        await store.CreateSnapshotAsync("b");
+        await WriteAsync(store.Origin, 0, Pattern(0, 8, 1));
+        await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
+        var newest = Superblock.Read(p.Backing(SbPath));
+        Assert.Equal(["a", "b"], newest.Snapshots.Select(r => r.Name));
+        var crashed = Copy(p);
+        // The log still holds the superblock that named "b" (nothing was written after the write-back).
+        Assert.True(LoggedSuperblocksAbove(crashed, homeWithA.HomeLsn) > 0);
+        DamageCopy(crashed, newest.Generation);
+
+        var reopened = await OpenAsync(crashed);
+        Assert.Equal(["a", "b"], reopened.GetStatus().Snapshots.Select(s => s.Name));
+        Assert.True(crashed.Exists(reopened.CowPathOf("b")));
+        Assert.Contains("brought up to date by the journal", reopened.RecoveryReport!.SuperblockFallback);
+        // Recovery wrote the replayed superblock over the damaged copy: both copies are good again.
+        var (ga, gb) = Generations(crashed);
+        Assert.NotNull(ga);
+        Assert.NotNull(gb);
+        await reopened.CloseAsync();
+        await store.CloseAsync();
+    }
+
+    [Fact]
+    public async Task After_a_crash_a_damaged_newest_copy_the_journal_no_longer_covers_is_refused_and_nothing_is_removed()
+    {
+        var p = new TestDeviceProvider();
+        var store = await CreateMemoryStoreAsync(p, 8 * 64, writeThrough: true);
+        await store.CreateSnapshotAsync("a");
+        await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
+        var homeWithA = Superblock.Read(p.Backing(SbPath));
+        await store.CreateSnapshotAsync("b");
+        await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
+        var newest = Superblock.Read(p.Backing(SbPath));
+        // More checkpoints, written after the write-back: their records carry a tail past the superblock's.
+        for (int c = 0; c < 6; c++)
+        {
+            await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 2));
+            await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
+        }
+        var crashed = Copy(p);
+        Assert.Equal(0, LoggedSuperblocksAbove(crashed, homeWithA.HomeLsn));
+        DamageCopy(crashed, newest.Generation);
+        var before = Images(crashed);
+
+        var e = await Assert.ThrowsAsync<CorruptionException>(() => OpenAsync(crashed));
+        Assert.StartsWith($"{SbPath}: block ", e.Message);
+        Assert.Contains($"generation {newest.Generation} (claimed by the damaged header)", e.Message);
+        Assert.Contains($"generation {homeWithA.Generation}, home LSN {Lsn.FromValue(homeWithA.HomeLsn)}", e.Message);
+        AssertUnchanged(before, crashed);
+        Assert.True(crashed.Exists(store.CowPathOf("b")));
+        await store.CloseAsync();
     }
 }

@@ -15,8 +15,11 @@ public class ThrottleTests
 {
     private static int Loops => int.TryParse(Environment.GetEnvironmentVariable("JOURNAL_SNAP_DEADLOCK_LOOPS"), out int n) && n > 0 ? n : 8;
 
-    /// <summary>A COW device whose writes yield and sometimes sleep, so copies stay in flight and writers pile up at the bound.</summary>
-    private sealed class SlowDevice(BlockDevice inner, int seed) : BlockDevice
+    /// <summary>
+    /// A COW device whose writes first wait for <paramref name="start"/>, then yield and sometimes sleep, so copies stay
+    /// in flight and writers pile up at the bound.
+    /// </summary>
+    private sealed class SlowDevice(BlockDevice inner, int seed, Task start) : BlockDevice
     {
         private readonly Random _r = new(seed);
         public override string Name => inner.Name;
@@ -27,6 +30,7 @@ public class ThrottleTests
         protected override void ExtendCore(long sectorCount) => inner.Extend(sectorCount);
         protected override async ValueTask WriteCoreAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
         {
+            await start.ConfigureAwait(false);   // held until the test has seen a writer wait at the bound
             int d;
             lock (_r) d = _r.Next(4);
             if (d == 0) await Task.Delay(1, cancellationToken).ConfigureAwait(false);
@@ -41,7 +45,8 @@ public class ThrottleTests
         for (int loop = 0; loop < Loops; loop++)
         {
             var p = new TestDeviceProvider();
-            p.Wrap = (path, d) => path.EndsWith(".cow", StringComparison.Ordinal) ? new SlowDevice(d, loop * 97 + path.Length) : d;
+            var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            p.Wrap = (path, d) => path.EndsWith(".cow", StringComparison.Ordinal) ? new SlowDevice(d, loop * 97 + path.Length, held.Task) : d;
             const int Bound = 4;
             var store = await CreateMemoryStoreAsync(p, 8 * 512, maxInFlight: Bound);
             await store.CreateSnapshotAsync("base");
@@ -59,6 +64,15 @@ public class ThrottleTests
                 }
                 return n;
             })).ToArray();
+            // Every loop reaches the bound: the first copies are held until a writer waits for room (the watchdog
+            // fails the test if none ever does).
+            var watchdog = Task.Delay(Watchdog);
+            while (store.Throttle.Waiting == 0)
+            {
+                Assert.False(watchdog.IsCompleted, $"loop {loop}: no writer ever waited at the bound of {Bound}");
+                await Task.Delay(1);
+            }
+            held.SetResult();
             // Meanwhile: create and delete snapshots (they quiesce I/O) while copies complete.
             var admin = Task.Run(async () =>
             {
@@ -76,7 +90,6 @@ public class ThrottleTests
             var done = await Task.WhenAll(writers).WaitAsync(Watchdog);
             Assert.All(done, n => Assert.True(n >= 10));
             var status = store.GetStatus();
-            Assert.True(status.ThrottleWaits > 0 || loop > 0, "the writers never reached the bound: the test did not test it");
             Assert.True(status.PeakCopiesInFlight <= Bound, $"peak {status.PeakCopiesInFlight} copies in flight over the bound {Bound}");
             Assert.Equal(0, status.CopiesInFlight);
             Assert.Equal(0, status.PendingPool.InUse);

@@ -36,7 +36,6 @@ internal sealed class CilContext
     internal readonly CheckpointRegionList Regions; // the whole checkpoint as one region list for the log
     internal readonly byte[] Header;         // the checkpoint header region
     internal readonly bool HeaderPooled;     // Header came from the pool or the emergency reserve (give it back)
-    internal readonly HeaderRegionList HeaderRegion;
 
     internal Lsn StartLsn, CommitLsn;
     internal Lsn TailBound;                  // the log head when the push registered with the AIL: the tail may not pass it
@@ -49,7 +48,6 @@ internal sealed class CilContext
     {
         Header = header;
         HeaderPooled = pooled;
-        HeaderRegion = new HeaderRegionList(header);
         Regions = new CheckpointRegionList(this);
     }
 
@@ -92,16 +90,6 @@ internal sealed class CilContext
             for (int i = 0; i < Count; i++) yield return this[i];
         }
 
-        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
-    }
-
-    /// <summary>The checkpoint header as a one-region list for the log sink (preallocated with the context).</summary>
-    internal sealed class HeaderRegionList(byte[] header) : IReadOnlyList<ReadOnlyMemory<byte>>
-    {
-        public ReadOnlyMemory<byte> this[int index] =>
-            index == 0 ? new ReadOnlyMemory<byte>(header, 0, CheckpointHeader.Size) : throw new ArgumentOutOfRangeException(nameof(index));
-        public int Count => 1;
-        public IEnumerator<ReadOnlyMemory<byte>> GetEnumerator() { yield return this[0]; }
         System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
     }
 }

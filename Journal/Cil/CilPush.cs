@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Journal.Format;
 using Journal.Memory;
 
 namespace Journal.Cil;
@@ -389,10 +390,16 @@ internal sealed partial class CommittedItemList
     // Shutdown and stop
     // ---------------------------------------------------------------------------------------------------------------
 
-    /// <summary>Stops the journal after an unrecoverable error: later calls fail with it; waiters are released.</summary>
-    public void Shutdown(Exception error)
+    /// <summary>
+    /// Stops the journal after an unrecoverable error: later calls fail with it; waiters are released. A committer that
+    /// failed under the context lock first records its raw exception as <paramref name="marker"/> (allocation-free, so
+    /// that no push writes the damaged context meanwhile) and calls this after releasing the lock: the marker is then
+    /// replaced by <paramref name="error"/> and the shutdown goes ahead.
+    /// </summary>
+    public void Shutdown(Exception error, Exception? marker = null)
     {
-        if (Interlocked.CompareExchange(ref _shutdown, error, null) is not null) return;
+        var prior = Interlocked.CompareExchange(ref _shutdown, error, marker);
+        if (prior is not null && !ReferenceEquals(prior, marker)) return;
         WakeThrottled();
         var err = error as JournalException ?? new JournalException($"journal shut down: {error.Message}", error);
         for (var c = Volatile.Read(ref _current); c is not null; c = c.Previous) c.Durable.TrySetException(err);

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Journal.Ail;
+using Journal.Format;
 using Journal.Log;
 using Journal.Memory;
 using Microsoft.Extensions.ObjectPool;
@@ -195,12 +196,14 @@ internal sealed partial class CommittedItemList
     /// </summary>
     private ulong Insert(TransactionState tx, out CilContext ctx, out long diff)
     {
+        Exception? formatError = null;
+        ulong seq;
         _ctxLock.EnterReadLock();
         long allocated = MeasureLockAllocations ? GC.GetAllocatedBytesForCurrentThread() : 0;
         try
         {
             ctx = _current;
-            ulong seq = ctx.Sequence;
+            seq = ctx.Sequence;
             long dCost = 0, dBytes = 0;
             int dRegions = 0, newItems = 0, relogs = 0;
             try
@@ -250,24 +253,27 @@ internal sealed partial class CommittedItemList
             }
             catch (Exception e)
             {
-                // A half-formatted vector may be on the list: nothing more may be written.
-                var err = new JournalException($"journal shut down: formatting a log item failed: {e.Message}", e);
-                Shutdown(err);
-                throw err;
+                // A half-formatted vector may be on the list: nothing more may be written. Under the lock only the
+                // raw exception is recorded as the shutdown error (no allocation), so every push fails from now on;
+                // the shutdown itself allocates and takes other locks, so it runs after the lock is released.
+                formatError = e;
+                Interlocked.CompareExchange(ref _shutdown, e, null);
             }
 
-            Interlocked.Add(ref ctx.SpaceUsed, dCost);
-            if (dRegions != 0) Interlocked.Add(ref ctx.RegionCount, dRegions);
-            if (dBytes != 0) Interlocked.Add(ref ctx.PayloadBytes, dBytes);
-            if (newItems != 0) Interlocked.Add(ref ctx.ItemCount, newItems);
-            if (relogs != 0) Interlocked.Add(ref _counters.Relogs, relogs);
-            long stolen = dCost;
-            if (Volatile.Read(ref ctx.OverheadPaid) == 0 && Interlocked.Exchange(ref ctx.OverheadPaid, 1) == 0)
-                stolen += _cost.ContextOverhead;
-            Interlocked.Add(ref ctx.Reserved, stolen);
-            tx.Reserved -= stolen;
             diff = dCost;
-            return seq;
+            if (formatError is null)
+            {
+                Interlocked.Add(ref ctx.SpaceUsed, dCost);
+                if (dRegions != 0) Interlocked.Add(ref ctx.RegionCount, dRegions);
+                if (dBytes != 0) Interlocked.Add(ref ctx.PayloadBytes, dBytes);
+                if (newItems != 0) Interlocked.Add(ref ctx.ItemCount, newItems);
+                if (relogs != 0) Interlocked.Add(ref _counters.Relogs, relogs);
+                long stolen = dCost;
+                if (Volatile.Read(ref ctx.OverheadPaid) == 0 && Interlocked.Exchange(ref ctx.OverheadPaid, 1) == 0)
+                    stolen += _cost.ContextOverhead;
+                Interlocked.Add(ref ctx.Reserved, stolen);
+                tx.Reserved -= stolen;
+            }
         }
         finally
         {
@@ -278,6 +284,13 @@ internal sealed partial class CommittedItemList
             }
             _ctxLock.ExitReadLock();
         }
+        if (formatError is not null)
+        {
+            var err = new JournalException($"journal shut down: formatting a log item failed: {formatError.Message}", formatError);
+            Shutdown(err, marker: formatError);
+            throw err;
+        }
+        return seq;
     }
 
     private void Format(LogVector v, LogItem item, LogItemSize size)

@@ -1,3 +1,4 @@
+using Journal.Format;
 using Journal.Log;
 
 namespace Journal.Cil;

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Collections;
+using Journal.Format;
 
 namespace Journal.Cil;
 

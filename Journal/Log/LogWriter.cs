@@ -18,7 +18,7 @@ namespace Journal.Log;
 /// by the record's cycle on disk and kept in the header, so every block says which pass over the log wrote it. A record
 /// never crosses the end of the log: near the end the buffer is shrunk to the blocks left, and when a single block is
 /// left it is filled by a one-block pad record; the next record starts at block 0 with the cycle one higher.
-/// <see cref="Format"/> writes zeros over the whole region and one unmount record at 1:0.</para>
+/// <see cref="Format(LogRegion)"/> writes zeros over the whole region and one unmount record at 1:0.</para>
 ///
 /// <para><b>Life of a buffer.</b> Free → Active (ops copied in) → Syncing (sealed: header fields fixed under the lock;
 /// stamped, checksummed and written outside it) → Written → Flushing (covered by a running device flush) → Durable →
@@ -115,11 +115,23 @@ internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     /// Prepares <paramref name="region"/> as an empty log: writes zeros over every block (really written, not sparse),
     /// then an unmount record at LSN 1:0, and flushes. Whatever the region held is lost.
     /// </summary>
-    public static void Format(LogRegion region)
+    public static void Format(LogRegion region) => Format(region, 1);
+
+    /// <summary>
+    /// <see cref="Format(LogRegion)"/> starting at cycle <paramref name="firstCycle"/>: every block carries the cycle
+    /// before it as its stamp (zero blocks for cycle 1) and the unmount record is at LSN <c>firstCycle:0</c>. Resetting
+    /// a log whose items' home copies carry LSNs of an earlier log uses a cycle above all of them, so that no new
+    /// checkpoint is taken for one a home copy already reflects.
+    /// </summary>
+    public static void Format(LogRegion region, uint firstCycle)
     {
         region.Validate();
+        if (firstCycle is 0 or > LogFormat.MaxCycle)
+            throw new JournalArgumentException($"{region.Name}: first cycle {firstCycle} is outside 1..{LogFormat.MaxCycle}");
         var dev = region.Device;
         var zeros = new byte[Math.Min(2048, (int)region.BlockCount) * LogFormat.BlockSize];
+        for (int i = 0; i < zeros.Length; i += LogFormat.BlockSize)
+            BinaryPrimitives.WriteUInt32LittleEndian(zeros.AsSpan(i), firstCycle - 1);
         for (long b = 0; b < region.BlockCount;)
         {
             int n = (int)Math.Min(zeros.Length / LogFormat.BlockSize, region.BlockCount - b);
@@ -129,8 +141,8 @@ internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         var block = new byte[LogFormat.BlockSize];
         var h = new RecordHeader
         {
-            Magic = LogFormat.RecordMagic, Cycle = 1, Version = LogFormat.Version, Kind = RecordKind.Unmount,
-            Length = 0, Lsn = new Lsn(1, 0), TailLsn = new Lsn(1, 0), OpCount = 0,
+            Magic = LogFormat.RecordMagic, Cycle = firstCycle, Version = LogFormat.Version, Kind = RecordKind.Unmount,
+            Length = 0, Lsn = new Lsn(firstCycle, 0), TailLsn = new Lsn(firstCycle, 0), OpCount = 0,
             PreviousBlock = LogFormat.NoPreviousBlock, LogBlocks = region.BlockCount,
         };
         RecordCodec.Seal(block, ref h);

@@ -79,13 +79,14 @@ public static class LogRecovery
             long head = stampHead;
             bool torn = false;
             int restarts = 0;
+            (long Abs, RecordProblem Problem)? badHeader = null;   // the last bad header rule 5 cut off, for rule 3's error
             while (true)
             {
                 ct.ThrowIfCancellationRequested();
                 if (++restarts > 1_000_000) throw Corrupt(head, "recovery does not converge on a head");
 
                 // Rules 3-5: the last good record before the head.
-                long lastAbs = FindHeaderBefore(head);
+                long lastAbs = FindHeaderBefore(head, badHeader);
                 var last = reader.TryReadRecord(lastAbs, out var rec, out var problem) ? rec! : null;
                 if (last is not null && lastAbs + last.Blocks > head)
                 {
@@ -94,7 +95,7 @@ public static class LogRecovery
                 if (last is null)
                 {
                     // A header that claims to run past the head is a partial write (rule 4) even if it fails checks.
-                    if (lastAbs >= tornFrom || HeaderRunsPast(lastAbs, head)) { head = lastAbs; torn = true; continue; }
+                    if (lastAbs >= tornFrom || HeaderRunsPast(lastAbs, head)) { badHeader = (lastAbs, problem!); head = lastAbs; torn = true; continue; }
                     throw problem!.ToException(Name, reader.ToLsn(lastAbs));  // rule 5
                 }
                 head = lastAbs + last.Blocks;
@@ -208,8 +209,11 @@ public static class LogRecovery
             return candidate;
         }
 
-        /// <summary>Rule 3: the absolute block of the last header block before <paramref name="head"/>.</summary>
-        private long FindHeaderBefore(long head)
+        /// <summary>
+        /// Rule 3: the absolute block of the last header block before <paramref name="head"/>. When there is none and
+        /// rule 5 cut a bad header off on the way here, the error says what was wrong with it.
+        /// </summary>
+        private long FindHeaderBefore(long head, (long Abs, RecordProblem Problem)? badHeader)
         {
             long limit = Math.Max(0, head - LogFormat.MaxRecordBlocks);
             var block = new byte[LogFormat.BlockSize];
@@ -219,6 +223,13 @@ public static class LogRecovery
                 if (RecordCodec.IsHeaderBlock(block)) return abs;
             }
             var at = reader.ToLsn(Math.Max(0, head));
+            if (badHeader is { } bad)
+            {
+                var b = reader.ToLsn(bad.Abs);
+                throw new CorruptionException(Name, b.Block, b,
+                    $"the only record header near the head is bad ({bad.Problem.Problem}); the region does not hold a sound log",
+                    bad.Problem.Expected, bad.Problem.Actual);
+            }
             throw new CorruptionException(Name, at.Block, Lsn.Zero,
                 $"no record header within {LogFormat.MaxRecordBlocks} blocks before the head at {at}; the region does not hold a formatted log");
         }

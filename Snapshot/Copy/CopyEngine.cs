@@ -1,84 +1,218 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
 using Journal.Storage;
+using Snapshot.Commit;
 using Snapshot.Exceptions;
 using Snapshot.Format;
+using Snapshot.Memory;
 
 namespace Snapshot.Copy;
 
 /// <summary>
-/// Runs copy-on-write jobs (the kcopyd role): copies an origin chunk into the COW chunk of each snapshot that needs
-/// it, makes the data durable, commits the exceptions durably, and completes them.
+/// Runs copy-on-write jobs (the kcopyd role): copies a run of origin chunks into the COW chunks of each snapshot that
+/// needs them, hands the exceptions to the commit pipeline, waits until they are durable, and reports completion.
 /// </summary>
 /// <remarks>
-/// <para>Order, for every job: (1) grow each COW file if the chunk is past its end; (2) read the origin chunk (in
-/// pieces of at most <see cref="PieceBytes"/>) and write each piece to every COW chunk; (3) flush the COW files —
-/// shared with concurrent jobs; (4) commit each exception — durable when the commit returns (journal force or area
-/// write, shared with concurrent jobs); (5) complete: move the exceptions to the complete tables, wake their waiters,
-/// give back the throttle slots. Step 3 before step 4 means an exception on disk never points at data that is not.</para>
-/// <para>Errors: an origin read error fails the job (no exception is committed, the chunks are freed, the caller's
+/// <para>Order, for every plan: (1) grow each COW file if a chunk is past its end; (2) read the run from the origin in
+/// one request (a chunk larger than <see cref="MaxRunBytes"/> in pieces of <see cref="PieceBytes"/>) and write it to
+/// each snapshot, one request per stretch of consecutive new chunks; (3) queue the exceptions to the commit pipeline,
+/// which flushes the COW files and then commits (shared with every concurrent copy); (4) wait for them; (5) report
+/// completion (<see cref="ICopyCompletion"/>). Step 3's flush before commit means an exception on disk never points
+/// at data that is not there.</para>
+/// <para>Errors: an origin read error fails the plan (no exception is committed, the chunks are freed, the caller's
 /// write fails). No space left on the file system under a COW file (growth, write or flush) drops that exception and
 /// frees its chunk, leaves the snapshot valid, and fails the caller's write with the no-space error naming the COW file
 /// (the origin chunk is not overwritten, so nothing the snapshot needs is lost; the write can be retried once there is
 /// space). Any other COW write, flush or commit error invalidates only that snapshot; the others and the origin go on.
 /// Completion always runs, so waiters are always woken and slots always given back.</para>
-/// <para>The engine holds no lock across any await; completion takes the store's state lock briefly.</para>
+/// <para>The engine holds no lock, and no cancellation token: a copy once claimed runs to its end (a commit given up
+/// half way could leave its exception committed while its chunk went back to the free list).</para>
 /// </remarks>
 internal sealed class CopyEngine
 {
-    /// <summary>Largest piece copied at once (chunks larger than this are copied in pieces).</summary>
+    /// <summary>Largest piece of one chunk copied at once when a chunk is larger than <see cref="MaxRunBytes"/>.</summary>
     public const int PieceBytes = 64 * 1024;
 
-    private readonly SnapshotStore _store;
+    /// <summary>Largest run read from the origin in one request (1 MiB: 256 chunks of 4 KiB).</summary>
+    public const int MaxRunBytes = 1 << 20;
+
     private readonly BlockDevice _origin;
     private readonly CowLayout _layout;
+    private readonly CommitPipeline _pipeline;
+    private readonly ICopyCompletion _completion;
+    private readonly BoundedPool<CopyPlan> _plans;
     private long _jobs, _chunksCopied;
 
-    public CopyEngine(SnapshotStore store, BlockDevice origin, CowLayout layout)
+    public CopyEngine(BlockDevice origin, CowLayout layout, CommitPipeline pipeline, ICopyCompletion completion, BoundedPool<CopyPlan> plans)
     {
-        _store = store;
         _origin = origin;
         _layout = layout;
+        _pipeline = pipeline;
+        _completion = completion;
+        _plans = plans;
     }
 
-    /// <summary>Jobs run since open.</summary>
+    /// <summary>Most chunks in one run: a run is read in one request of at most <see cref="MaxRunBytes"/>.</summary>
+    public int MaxRunChunks => (int)Math.Max(1, MaxRunBytes / _layout.ChunkBytes);
+
+    /// <summary>Plans run since open.</summary>
     public long Jobs => Interlocked.Read(ref _jobs);
 
-    /// <summary>Chunk copies written since open (one per snapshot per job).</summary>
+    /// <summary>Chunk copies written and committed since open (one per snapshot per chunk).</summary>
     public long ChunksCopied => Interlocked.Read(ref _chunksCopied);
 
-    /// <summary>Runs an origin copy job and completes it (the job goes back to its pool).</summary>
-    public async ValueTask RunOriginCopyAsync(CopyJob job, CancellationToken cancellationToken)
+    /// <summary>Runs an origin copy plan and completes it (the plan goes back to its pool).</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask RunOriginCopyAsync(CopyPlan plan)
     {
         Interlocked.Increment(ref _jobs);
+        byte[]? buffer = null;
         try
         {
-            foreach (var pe in job.Pending) await GrowAsync(pe).ConfigureAwait(false);
-            long originSector = _layout.ChunkToSector(job.OldChunk);
-            int piece = job.Buffer.Length;
-            for (long off = 0; off < _layout.ChunkBytes; off += piece)
+            var pending = plan.Pending;
+            for (int i = 0; i < pending.Count; i++) await GrowAsync(pending[i]).ConfigureAwait(false);
+            long chunkBytes = _layout.ChunkBytes;
+            if (plan.ChunkCount * chunkBytes <= MaxRunBytes)
             {
-                var buf = job.Buffer.AsMemory(0, piece);
-                // An origin read error fails the whole job (and the caller's write).
-                await _origin.ReadAsync(originSector + (off >> BlockDevice.SectorShift), buf, cancellationToken).ConfigureAwait(false);
-                foreach (var pe in job.Pending)
-                {
-                    if (pe.Failed || pe.NoSpace is not null) continue;
-                    try
-                    {
-                        await pe.Snapshot!.Store!.Cow.WriteAsync(_layout.ChunkToSector(pe.NewChunk) + (off >> BlockDevice.SectorShift), buf, cancellationToken).ConfigureAwait(false);
-                    }
-                    catch (IOException e) { Fail(pe, e); }
-                }
+                int bytes = (int)(plan.ChunkCount * chunkBytes);
+                buffer = ArrayPool<byte>.Shared.Rent(bytes);
+                // An origin read error fails the whole plan (and the caller's write).
+                await _origin.ReadAsync(_layout.ChunkToSector(plan.FirstChunk), buffer.AsMemory(0, bytes), CancellationToken.None).ConfigureAwait(false);
+                await WriteStretchesAsync(plan, buffer).ConfigureAwait(false);
             }
-            await Task.WhenAll(job.Pending.Select(pe => FlushAndCommitAsync(pe, cancellationToken))).ConfigureAwait(false);
-            Interlocked.Add(ref _chunksCopied, job.Pending.Count(p => p.Committed));
+            else
+            {
+                buffer = ArrayPool<byte>.Shared.Rent(PieceBytes);
+                await CopyInPiecesAsync(plan, buffer).ConfigureAwait(false);
+            }
+            for (int i = 0; i < pending.Count; i++) Enqueue(pending[i]);
+            int committed = 0;
+            for (int i = 0; i < pending.Count; i++)
+            {
+                await AwaitCommitAsync(pending[i]).ConfigureAwait(false);
+                if (pending[i].Committed) committed++;
+            }
+            Interlocked.Add(ref _chunksCopied, committed);
         }
         finally
         {
-            await InvalidateFailedAsync(job.Pending).ConfigureAwait(false);
-            var noSpace = job.Pending.Select(p => p.NoSpace).FirstOrDefault(e => e is not null);
-            _store.CompletePending(job.Pending, job.Slots);
-            job.Reset();
-            _store.JobPool.Return(job);
+            if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+            await InvalidateFailedAsync(plan.Pending).ConfigureAwait(false);
+            var noSpace = FirstNoSpace(plan.Pending);
+            _completion.Complete(plan.Pending, plan.Slots);
+            plan.Reset();
+            _plans.Return(plan);
+            if (noSpace is not null) throw NoSpaceError(noSpace);
+        }
+    }
+
+    /// <summary>
+    /// Writes the run in <paramref name="buffer"/> (chunk <see cref="CopyPlan.FirstChunk"/> at offset 0) to every
+    /// snapshot: one write per stretch of exceptions whose old and new chunks both follow on.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask WriteStretchesAsync(CopyPlan plan, byte[] buffer)
+    {
+        var pending = plan.Pending;
+        long chunkBytes = _layout.ChunkBytes;
+        int i = 0;
+        while (i < pending.Count)
+        {
+            var first = pending[i];
+            int j = i;
+            while (j + 1 < pending.Count && ReferenceEquals(pending[j + 1].Snapshot, first.Snapshot)
+                && pending[j + 1].OldChunk == pending[j].OldChunk + 1 && pending[j + 1].NewChunk == pending[j].NewChunk + 1)
+                j++;
+            if (!first.Failed && first.NoSpace is null)
+            {
+                int offset = (int)((first.OldChunk - plan.FirstChunk) * (ulong)chunkBytes);
+                int length = (int)((j - i + 1) * chunkBytes);
+                try
+                {
+                    await first.Snapshot!.Store!.Cow.WriteAsync(_layout.ChunkToSector(first.NewChunk), buffer.AsMemory(offset, length), CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (IOException e)
+                {
+                    for (int k = i; k <= j; k++) Fail(pending[k], e);
+                }
+            }
+            i = j + 1;
+        }
+    }
+
+    /// <summary>A chunk larger than a run: read and written piece by piece (the plan holds one chunk).</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask CopyInPiecesAsync(CopyPlan plan, byte[] buffer)
+    {
+        long originSector = _layout.ChunkToSector(plan.FirstChunk);
+        for (long off = 0; off < _layout.ChunkBytes; off += PieceBytes)
+        {
+            var piece = buffer.AsMemory(0, PieceBytes);
+            await _origin.ReadAsync(originSector + (off >> BlockDevice.SectorShift), piece, CancellationToken.None).ConfigureAwait(false);
+            foreach (var pe in plan.Pending)
+            {
+                if (pe.Failed || pe.NoSpace is not null) continue;
+                try
+                {
+                    await pe.Snapshot!.Store!.Cow.WriteAsync(_layout.ChunkToSector(pe.NewChunk) + (off >> BlockDevice.SectorShift), piece, CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (IOException e) { Fail(pe, e); }
+            }
+        }
+    }
+
+    /// <summary>
+    /// A write to a snapshot chunk that has no exception: writes the new data (and, for a partial write, the rest of
+    /// the chunk copied from the origin) into the newly allocated chunk, makes it durable and commits the exception.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask RunSnapshotWriteAsync(List<PendingException> list, int slots, int offsetInChunk, ReadOnlyMemory<byte> data)
+    {
+        var pe = list[0];
+        var st = pe.Snapshot!;
+        byte[]? buffer = null;
+        try
+        {
+            await GrowAsync(pe).ConfigureAwait(false);
+            long cowSector = _layout.ChunkToSector(pe.NewChunk);
+            if (data.Length == _layout.ChunkBytes)
+            {
+                await WriteCowAsync(pe, cowSector, data).ConfigureAwait(false);
+            }
+            else
+            {
+                int piece = (int)Math.Min(_layout.ChunkBytes, PieceBytes);
+                buffer = ArrayPool<byte>.Shared.Rent(piece);
+                long originSector = _layout.ChunkToSector(pe.OldChunk);
+                for (long off = 0; off < _layout.ChunkBytes && !pe.Failed && pe.NoSpace is null; off += piece)
+                {
+                    var buf = buffer.AsMemory(0, piece);
+                    long pieceEnd = off + piece;
+                    long dataEnd = offsetInChunk + data.Length;
+                    if (offsetInChunk <= off && dataEnd >= pieceEnd)
+                    {
+                        buf = System.Runtime.InteropServices.MemoryMarshal.AsMemory(data.Slice((int)(off - offsetInChunk), piece));
+                    }
+                    else
+                    {
+                        await _origin.ReadAsync(originSector + (off >> BlockDevice.SectorShift), buf, CancellationToken.None).ConfigureAwait(false);
+                        long from = Math.Max(off, offsetInChunk), to = Math.Min(pieceEnd, dataEnd);
+                        if (from < to) data.Span.Slice((int)(from - offsetInChunk), (int)(to - from)).CopyTo(buf.Span.Slice((int)(from - off)));
+                    }
+                    await WriteCowAsync(pe, cowSector + (off >> BlockDevice.SectorShift), buf).ConfigureAwait(false);
+                }
+            }
+            Enqueue(pe);
+            await AwaitCommitAsync(pe).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+            bool failed = pe.Failed;
+            var noSpace = pe.NoSpace;
+            await InvalidateFailedAsync(list).ConfigureAwait(false);
+            _completion.Complete(list, slots);
+            if (failed) throw new SnapshotInvalidException(st.CowPath, st.Name, SnapshotStore.ReasonText(InvalidReasonCode.IoError));
             if (noSpace is not null) throw NoSpaceError(noSpace);
         }
     }
@@ -90,80 +224,27 @@ internal sealed class CopyEngine
         else pe.Failed = true;
     }
 
+    private static DeviceFullException? FirstNoSpace(List<PendingException> pending)
+    {
+        foreach (var pe in pending) if (pe.NoSpace is not null) return pe.NoSpace;
+        return null;
+    }
+
     /// <summary>The error a write that needed a copy fails with when a COW file had no space (a new object per failure, thrown once).</summary>
     private static DeviceFullException NoSpaceError(DeviceFullException e) =>
         new(e.Device, e.Sector, $"no space left on device for a copy-on-write copy; nothing was written (the snapshot keeps its data): {e.Message}", e);
 
-    /// <summary>
-    /// A write to a snapshot chunk that has no exception: writes the new data (and, for a partial write, the rest of
-    /// the chunk copied from the origin) into the newly allocated chunk, makes it durable and commits the exception.
-    /// </summary>
-    public async ValueTask RunSnapshotWriteAsync(PendingException pe, int slots, int offsetInChunk, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
-    {
-        var st = pe.Snapshot!;
-        var list = new[] { pe };
-        CopyJob? job = null;
-        try
-        {
-            await GrowAsync(pe).ConfigureAwait(false);
-            long cowSector = _layout.ChunkToSector(pe.NewChunk);
-            if (data.Length == _layout.ChunkBytes)
-            {
-                await WriteCowAsync(pe, cowSector, data, cancellationToken).ConfigureAwait(false);
-            }
-            else
-            {
-                job = _store.JobPool.Rent();
-                long originSector = _layout.ChunkToSector(pe.OldChunk);
-                int piece = job.Buffer.Length;
-                for (long off = 0; off < _layout.ChunkBytes && !pe.Failed && pe.NoSpace is null; off += piece)
-                {
-                    var buf = job.Buffer.AsMemory(0, piece);
-                    long pieceEnd = off + piece;
-                    long dataEnd = offsetInChunk + data.Length;
-                    if (offsetInChunk <= off && dataEnd >= pieceEnd)
-                    {
-                        buf = MemoryMarshalSlice(data, (int)(off - offsetInChunk), piece);
-                    }
-                    else
-                    {
-                        await _origin.ReadAsync(originSector + (off >> BlockDevice.SectorShift), buf, cancellationToken).ConfigureAwait(false);
-                        long from = Math.Max(off, offsetInChunk), to = Math.Min(pieceEnd, dataEnd);
-                        if (from < to) data.Span.Slice((int)(from - offsetInChunk), (int)(to - from)).CopyTo(buf.Span.Slice((int)(from - off)));
-                    }
-                    await WriteCowAsync(pe, cowSector + (off >> BlockDevice.SectorShift), buf, cancellationToken).ConfigureAwait(false);
-                }
-            }
-            await FlushAndCommitAsync(pe, cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            bool failed = pe.Failed;
-            var noSpace = pe.NoSpace;
-            await InvalidateFailedAsync(list).ConfigureAwait(false);
-            _store.CompletePending(list, slots);
-            if (job is not null)
-            {
-                job.Reset();
-                _store.JobPool.Return(job);
-            }
-            if (failed) throw new SnapshotInvalidException(st.CowPath, st.Name, SnapshotStore.ReasonText(InvalidReasonCode.IoError));
-            if (noSpace is not null) throw NoSpaceError(noSpace);
-        }
-    }
-
-    private static Memory<byte> MemoryMarshalSlice(ReadOnlyMemory<byte> data, int start, int length) =>
-        System.Runtime.InteropServices.MemoryMarshal.AsMemory(data.Slice(start, length));
-
-    private static async ValueTask WriteCowAsync(PendingException pe, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private static async ValueTask WriteCowAsync(PendingException pe, long sector, ReadOnlyMemory<byte> data)
     {
         try
         {
-            await pe.Snapshot!.Store!.Cow.WriteAsync(sector, data, cancellationToken).ConfigureAwait(false);
+            await pe.Snapshot!.Store!.Cow.WriteAsync(sector, data, CancellationToken.None).ConfigureAwait(false);
         }
         catch (IOException e) { Fail(pe, e); }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private static async ValueTask GrowAsync(PendingException pe)
     {
         try
@@ -173,24 +254,41 @@ internal sealed class CopyEngine
         catch (IOException e) { Fail(pe, e); }
     }
 
-    private static async Task FlushAndCommitAsync(PendingException pe, CancellationToken cancellationToken)
+    /// <summary>
+    /// Hands a written copy to the commit pipeline (which flushes its COW file, then commits it durably, batched with
+    /// every other copy of the round). A transient snapshot keeps nothing on disk: its copy is complete at once. A copy
+    /// that already failed, or whose snapshot was invalidated meanwhile, is not committed.
+    /// </summary>
+    private void Enqueue(PendingException pe)
     {
         if (pe.Failed || pe.NoSpace is not null) return;
         var s = pe.Snapshot!;
+        if (!s.IsValid) return;
+        if (!s.Store!.IsPersistent) { pe.Committed = true; return; }
+        pe.Queued = true;
+        _pipeline.Enqueue(pe);
+    }
+
+    /// <summary>Waits for <paramref name="pe"/>'s round (if it was queued) and records the outcome.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private static async ValueTask AwaitCommitAsync(PendingException pe)
+    {
+        if (!pe.Queued) return;
         try
         {
-            if (!s.IsValid) return; // invalidated meanwhile (COW full elsewhere): do not commit
-            // Flushes the data, then commits the exception; durable when it returns (batched with concurrent commits).
-            await s.Store!.CommitAsync(pe.OldChunk, pe.NewChunk, cancellationToken).ConfigureAwait(false);
+            // Why we wait: the exception must be durable before the write that needed it goes on. The round holds
+            // nothing this writer holds (the pipeline never enters the gate nor takes the state lock).
+            await pe.CommitTask.ConfigureAwait(false);
             pe.Committed = true;
         }
         catch (IOException e) { Fail(pe, e); }
     }
 
-    private async ValueTask InvalidateFailedAsync(IReadOnlyList<PendingException> pending)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask InvalidateFailedAsync(List<PendingException> pending)
     {
         foreach (var pe in pending)
-            if (pe.Failed) await _store.InvalidateAsync(pe.Snapshot!, InvalidReasonCode.IoError).ConfigureAwait(false);
+            if (pe.Failed) await _completion.InvalidateAsync(pe.Snapshot!, InvalidReasonCode.IoError).ConfigureAwait(false);
     }
 
     /// <inheritdoc/>

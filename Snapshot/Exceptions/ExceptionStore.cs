@@ -15,9 +15,9 @@ internal readonly record struct StoreUsage(long SectorsAllocated, long TotalSect
 /// </summary>
 /// <remarks>
 /// Order of a copy-on-write, which every caller follows: allocate (<see cref="TryAllocate"/>, under the store's state
-/// lock), <see cref="EnsureCapacityAsync"/>, write the data into the chunk, then <see cref="CommitAsync"/>, which flushes
-/// the COW file before it commits (the data is durable before any metadata can point at it) and returns when both are
-/// durable.
+/// lock), <see cref="EnsureCapacityAsync"/>, write the data into the chunk, then (persistent) hand the exception to the
+/// store's commit pipeline, which flushes the COW file before it commits (the data is durable before any metadata can
+/// point at it) and completes the exception when both are durable.
 /// Locking: <c>_growLock</c> serialises file growth only (an async mutex held across the zero-fill; takes nothing
 /// else). Allocation state has its own leaf lock in the subclasses.
 /// </remarks>
@@ -93,17 +93,8 @@ internal abstract class ExceptionStore : IDisposable
     /// <summary>Makes every COW write that returned before the call durable (shared among concurrent callers).</summary>
     public ValueTask FlushDataAsync(CancellationToken cancellationToken = default) => _dataFlush.FlushAsync(cancellationToken);
 
-    /// <summary>
-    /// Makes the data written to <paramref name="newChunk"/> durable, then commits exception <paramref name="oldChunk"/>
-    /// -> <paramref name="newChunk"/>; both are durable when it returns. Concurrent commits are batched.
-    /// </summary>
-    public abstract ValueTask CommitAsync(ulong oldChunk, ulong newChunk, CancellationToken cancellationToken = default);
-
     /// <summary>Marks the store invalid on disk (persistent: header valid = 0) and stops metadata writes. Best effort on I/O errors.</summary>
     public abstract ValueTask InvalidateAsync(CancellationToken cancellationToken = default);
-
-    /// <summary>Writes everything home for a clean close.</summary>
-    public abstract ValueTask CloseAsync(CancellationToken cancellationToken = default);
 
     /// <summary>Closes the device.</summary>
     public virtual void Dispose()

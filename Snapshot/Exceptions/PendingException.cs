@@ -1,3 +1,5 @@
+using System.Threading.Tasks.Sources;
+
 namespace Snapshot.Exceptions;
 
 /// <summary>
@@ -6,9 +8,15 @@ namespace Snapshot.Exceptions;
 /// writers and readers of that chunk wait for it (<see cref="WaitTask"/>) holding nothing, then look again.
 /// Objects come from a bounded pool and are reused.
 /// </summary>
-/// <remarks>All fields are read and written under the store's state lock.</remarks>
-internal sealed class PendingException
+/// <remarks>
+/// The fields are read and written under the store's state lock, except the commit completion: the copy that owns the
+/// exception queues it to the commit pipeline and awaits <see cref="CommitTask"/> (a reusable value-task source, so a
+/// commit allocates nothing), which the pipeline completes once, through <see cref="CompleteCommit"/>.
+/// </remarks>
+internal sealed class PendingException : IValueTaskSource
 {
+    private ManualResetValueTaskSourceCore<bool> _commit = new() { RunContinuationsAsynchronously = true };
+
     public SnapshotState? Snapshot;
     public ulong OldChunk;
     public ulong NewChunk;
@@ -22,6 +30,9 @@ internal sealed class PendingException
     /// </summary>
     public Journal.Storage.DeviceFullException? NoSpace;
 
+    /// <summary>Set when the exception was handed to the commit pipeline (its <see cref="CommitTask"/> will complete).</summary>
+    public bool Queued;
+
     /// <summary>Set once the exception is durable in its store.</summary>
     public bool Committed;
 
@@ -31,14 +42,35 @@ internal sealed class PendingException
     /// <summary>The task to wait on; call under the state lock.</summary>
     public Task WaitTask => (Waiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
 
+    /// <summary>
+    /// Completes when the commit pipeline has made this exception durable (or failed: it then throws the round's
+    /// error). Await it once per commit.
+    /// </summary>
+    public ValueTask CommitTask => new(this, _commit.Version);
+
+    /// <summary>Called once by the commit pipeline: durable (<paramref name="error"/> null) or failed.</summary>
+    public void CompleteCommit(Exception? error)
+    {
+        if (error is null) _commit.SetResult(true);
+        else _commit.SetException(error);
+    }
+
     public void Reset()
     {
         Snapshot = null;
         OldChunk = NewChunk = 0;
-        Failed = Committed = false;
+        Failed = Committed = Queued = false;
         NoSpace = null;
         Waiters = null;
+        _commit.Reset();
     }
+
+    void IValueTaskSource.GetResult(short token) => _commit.GetResult(token);
+
+    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _commit.GetStatus(token);
+
+    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _commit.OnCompleted(continuation, state, token, flags);
 
     /// <inheritdoc/>
     public override string ToString() => $"PendingException({Snapshot?.Name}, old {OldChunk} -> new {NewChunk})";

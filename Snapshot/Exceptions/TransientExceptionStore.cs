@@ -66,9 +66,5 @@ internal sealed class TransientExceptionStore : ExceptionStore
         get { lock (_allocLock) return new StoreUsage(((long)_nextFree - _holes.Count) * Layout.ChunkSectors, TotalSectors, Layout.ChunkSectors); }
     }
 
-    public override ValueTask CommitAsync(ulong oldChunk, ulong newChunk, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-
     public override ValueTask InvalidateAsync(CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
-
-    public override ValueTask CloseAsync(CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
 }

@@ -27,10 +27,12 @@ internal enum InvalidReasonCode : uint
     IoError = 2,
     TransientLost = 3,
     HeaderInvalid = 4,
+    /// <summary>The journal was reset (<c>jreplay zero-log</c>) and may have held exceptions of the snapshot not yet home.</summary>
+    LogReset = 5,
     /// <summary>The COW file was not there when the store was opened.</summary>
-    CowMissing = 5,
+    CowMissing = 6,
     /// <summary>The COW file could not be read back (bad header, bad metadata, truncated).</summary>
-    CowDamaged = 6,
+    CowDamaged = 7,
 }
 
 /// <summary>
@@ -42,7 +44,7 @@ internal enum InvalidReasonCode : uint
 ///     16    4 le32 kind           1 persistent, 2 transient
 ///     20    4 le32 state          1 valid, 2 invalid, 3 merging (valid, a merge into the origin is unfinished)
 ///     24    4 le32 name_length    bytes of UTF-8, 1..64
-///     28    4 le32 reason         why invalid: 0 none, 1 COW full, 2 I/O error, 3 transient lost at close, 4 header says invalid, 5 COW file missing, 6 COW file damaged
+///     28    4 le32 reason         why invalid: 0 none, 1 COW full, 2 I/O error, 3 transient lost at close, 4 header says invalid, 5 journal reset, 6 COW file missing, 7 COW file damaged
 ///     32   64 name                UTF-8, zero padded
 /// </code>
 /// </summary>
@@ -74,7 +76,7 @@ internal readonly record struct SnapshotRecord(ulong Id, long CowSectors, Snapsh
         uint state = BinaryPrimitives.ReadUInt32LittleEndian(src[20..]);
         uint len = BinaryPrimitives.ReadUInt32LittleEndian(src[24..]);
         uint reason = BinaryPrimitives.ReadUInt32LittleEndian(src[28..]);
-        if (kind is not (1 or 2) || state is not (1 or 2 or 3) || len is 0 or > MaxNameBytes || reason > 6 || cow <= 0)
+        if (kind is not (1 or 2) || state is not (1 or 2 or 3) || len is 0 or > MaxNameBytes || reason > (uint)InvalidReasonCode.CowDamaged || cow <= 0)
             throw new Journal.JournalException($"{file}: snapshot record {index} is malformed (kind {kind}, state {state}, name length {len}, reason {reason}, cow sectors {cow})");
         var nameBytes = src.Slice(32, (int)len);
         string name;

@@ -172,20 +172,50 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
         return sb;
     }
 
-    /// <summary>Reads both copies from <paramref name="device"/> and returns the newest good one.</summary>
-    public static Superblock Read(BlockDevice device)
+    /// <summary>
+    /// Reads both copies from <paramref name="device"/> and returns the newest good one. Whether that copy may be a
+    /// change behind a damaged one is decided by <see cref="ReadHome"/> and the store's recovery.
+    /// </summary>
+    public static Superblock Read(BlockDevice device) => ReadHome(device).Current;
+
+    /// <summary>
+    /// Reads both copies: the good copy with the higher generation is <see cref="SuperblockHome.Current"/>, and the
+    /// other copy is reported as it was found (good and older, never written, or damaged).
+    /// </summary>
+    /// <exception cref="Journal.JournalException">The file is too short, or neither copy is good (names both problems).</exception>
+    public static SuperblockHome ReadHome(BlockDevice device)
     {
         if (device.SectorCount < FileSectors)
             throw new Journal.JournalException($"{device.Name}: superblock file is {device.SectorCount} sectors, expected {FileSectors}");
         var buf = new byte[FileSectors * BlockDevice.SectorSize];
         device.Read(0, buf);
-        var a = TryParse(buf.AsSpan(0, CopyBytes), device.Name, out string? pa);
-        var b = TryParse(buf.AsSpan(CopyBytes, CopyBytes), device.Name, out string? pb);
-        if (a is null && b is null)
-            throw new Journal.JournalException($"{device.Name}: no valid superblock copy (copy A at sector 0: {pa}; copy B at sector {CopySectors}: {pb})");
-        if (a is null) return b!;
-        if (b is null) return a;
-        return a.Generation >= b.Generation ? a : b;
+        var a = ReadCopy(buf.AsSpan(0, CopyBytes), device.Name, 'A', 0);
+        var b = ReadCopy(buf.AsSpan(CopyBytes, CopyBytes), device.Name, 'B', CopySectors);
+        if (a.Parsed is null && b.Parsed is null)
+            throw new Journal.JournalException($"{device.Name}: no valid superblock copy (copy A at sector 0: {a.Problem}; copy B at sector {CopySectors}: {b.Problem})");
+        bool aNewest = b.Parsed is null || (a.Parsed is not null && a.Parsed.Generation >= b.Parsed.Generation);
+        return aNewest ? new SuperblockHome(device.Name, a, b) : new SuperblockHome(device.Name, b, a);
+    }
+
+    private static SuperblockCopy ReadCopy(ReadOnlySpan<byte> copy, string file, char name, long sector)
+    {
+        Superblock? parsed;
+        string? problem;
+        try
+        {
+            parsed = TryParse(copy, file, out problem);
+        }
+        catch (Journal.JournalException e)
+        {
+            // A snapshot record that does not parse (SnapshotRecord.Read) makes the copy bad like a checksum would.
+            parsed = null;
+            problem = e.Message;
+        }
+        bool blank = parsed is null && !copy.ContainsAnyExcept((byte)0);
+        ulong? claimed = parsed is null && BinaryPrimitives.ReadUInt32LittleEndian(copy) == Magic
+            ? BinaryPrimitives.ReadUInt64LittleEndian(copy[8..])
+            : null;
+        return new SuperblockCopy(name, sector, parsed, problem, blank, claimed);
     }
 
     /// <summary>Writes this superblock as generation <see cref="Generation"/> into the copy that generation selects, and flushes.</summary>
@@ -206,4 +236,42 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
     /// <inheritdoc/>
     public override string ToString() =>
         $"Superblock(generation {Generation}, home LSN {Journal.Format.Lsn.FromValue(HomeLsn)}, origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, next id {NextSnapshotId}, snapshots [{string.Join(", ", Snapshots)}])";
+}
+
+/// <summary>One copy of <c>store.sb</c> as read.</summary>
+/// <param name="Name">'A' (sector 0) or 'B' (sector 16).</param>
+/// <param name="Sector">The copy's first sector.</param>
+/// <param name="Parsed">The superblock, when the copy is good.</param>
+/// <param name="Problem">Why the copy is not good, when it is not.</param>
+/// <param name="Blank">The copy is all zeros.</param>
+/// <param name="ClaimedGeneration">For a bad copy whose magic is right: the generation its header claims (not to be trusted).</param>
+internal readonly record struct SuperblockCopy(char Name, long Sector, Superblock? Parsed, string? Problem, bool Blank, ulong? ClaimedGeneration)
+{
+    /// <summary>"copy B (sector 16)".</summary>
+    public string Label => $"copy {Name} (sector {Sector})";
+
+    /// <summary>The generation, or what a damaged copy's header claims.</summary>
+    public string GenerationText => Parsed is not null
+        ? $"generation {Parsed.Generation}"
+        : ClaimedGeneration is { } g ? $"generation {g} (claimed by the damaged header)" : "generation unreadable";
+}
+
+/// <summary>
+/// Both copies of <c>store.sb</c> as read: <see cref="Current"/> is the good copy with the higher generation.
+/// </summary>
+/// <param name="File">The superblock file.</param>
+/// <param name="Good">The copy <see cref="Current"/> comes from.</param>
+/// <param name="Other">The other copy: good and older, blank, or damaged.</param>
+internal sealed record SuperblockHome(string File, SuperblockCopy Good, SuperblockCopy Other)
+{
+    /// <summary>The newest good copy.</summary>
+    public Superblock Current => Good.Parsed!;
+
+    /// <summary>
+    /// True when the other copy may hold a newer superblock than <see cref="Current"/>, so that <see cref="Current"/>
+    /// may be a change behind: the other copy is damaged. A blank other copy counts as never written only while the
+    /// good copy is generation 1 (a new store's first and only write); once generation 2 exists, both copies have
+    /// been written, and a blank one is damage.
+    /// </summary>
+    public bool OtherMayBeNewer => Other.Parsed is null && !(Other.Blank && Current.Generation == 1);
 }

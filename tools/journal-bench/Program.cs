@@ -11,4 +11,5 @@ root.Subcommands.Add(CommitBenchmark.CreateCommand());
 root.Subcommands.Add(RelogBenchmark.CreateCommand());
 root.Subcommands.Add(InsertBenchmark.CreateCommand());
 root.Subcommands.Add(CrcBenchmark.CreateCommand());
+root.Subcommands.Add(NbdBenchmark.CreateCommand());
 return await BenchCommon.InvokeAsync(root, args);

@@ -1,21 +1,22 @@
 using Journal.Format;
+using Journal.Recovery;
 using Journal.Storage;
 using Journal.Tools;
 using Snapshot;
-using Snapshot.Format;
+using Snapshot.Recovery;
 
 namespace JReplay;
 
 /// <summary>
 /// The log a command works on: the shared log of a snapshot store folder (<c>journal.log</c>), or a bare log file
-/// (the whole file is the log). Opening checks the path (exit 66 when it is missing, unreadable, or a folder that is
-/// not a store) and the size (exit 2 when the file cannot be a log); the log's content is judged by recovery.
+/// (the whole file is the log). Opening checks the path before anything is opened: missing, unreadable, a folder that
+/// is not a store, or anything but a regular file (a FIFO, a device, a directory where a file belongs) is exit 66 with
+/// one line; a file too small to be a log is exit 2 naming it. The log's content is judged by recovery.
 /// </summary>
 internal sealed class LogInput : IDisposable
 {
-    private LogInput(string path, string logPath, bool isStore, FileBlockDevice device, IReadOnlyDictionary<ulong, string>? snapshotNames)
+    private LogInput(string path, string logPath, bool isStore, FileBlockDevice device)
     {
-        SnapshotNames = snapshotNames;
         Path = path;
         LogPath = logPath;
         IsStore = isStore;
@@ -32,54 +33,70 @@ internal sealed class LogInput : IDisposable
     /// <summary>True when <see cref="Path"/> is a store folder.</summary>
     public bool IsStore { get; }
 
-    /// <summary>The log file's device (read-only unless opened writable).</summary>
+    /// <summary>The log file's device (read-only).</summary>
     public FileBlockDevice Device { get; }
-
-    /// <summary>Snapshot names by id, from the store's superblock (null for a bare log or an unreadable superblock).</summary>
-    public IReadOnlyDictionary<ulong, string>? SnapshotNames { get; }
 
     /// <summary>The log: the whole file.</summary>
     public LogRegion Region { get; }
 
-    /// <summary>Opens <paramref name="path"/>; read-only unless <paramref name="writable"/>.</summary>
-    public static LogInput Open(string path, bool writable)
+    /// <summary>Opens <paramref name="path"/> read-only.</summary>
+    public static LogInput Open(string path)
     {
-        InputPaths.RequireExisting(path);
-        bool isStore = Directory.Exists(path);
-        string logPath = path;
-        if (isStore)
-        {
-            if (!File.Exists(System.IO.Path.Combine(path, SnapshotStore.SuperblockFileName)))
-                throw new InputException($"{path}: is a directory but not a snapshot store (no {SnapshotStore.SuperblockFileName})");
-            logPath = System.IO.Path.Combine(path, SnapshotStore.JournalFileName);
-            if (!File.Exists(logPath)) throw new InputException($"{logPath}: not found: the store has no journal");
-        }
-        InputPaths.RequireFile(logPath);
+        string logPath = CheckPath(path, out bool isStore);
         long length = new FileInfo(logPath).Length;
         long minimum = (long)LogFormat.MinLogBlocks * LogFormat.BlockSize;
         if (length < minimum)
             throw new ToolException(ExitCodes.Failure,
                 $"{logPath}: {length} bytes is too small to be a journal log (a log has at least {LogFormat.MinLogBlocks} blocks, {minimum} bytes)");
-        var device = FileBlockDevice.Open(logPath, readOnly: !writable);
-        return new LogInput(path, logPath, isStore, device, isStore ? ReadSnapshotNames(path) : null);
+        var device = FileBlockDevice.Open(logPath, readOnly: true);
+        return new LogInput(path, logPath, isStore, device);
     }
 
     /// <summary>
-    /// Snapshot names by id from the store superblock, only to label items in print; the superblock is the store's
-    /// business, so an unreadable one just leaves items labelled by id.
+    /// Checks <paramref name="path"/> without opening anything that could block: for a store folder, every file the
+    /// store opens must be a regular file. Returns the log file.
     /// </summary>
-    private static Dictionary<ulong, string>? ReadSnapshotNames(string folder)
+    public static string CheckPath(string path, out bool isStore)
     {
-        try
+        InputPaths.RequireExisting(path);
+        isStore = Directory.Exists(path);
+        string logPath = path;
+        if (isStore)
         {
-            using var sb = FileBlockDevice.Open(System.IO.Path.Combine(folder, SnapshotStore.SuperblockFileName), readOnly: true);
-            return Superblock.Read(sb).Snapshots.ToDictionary(r => r.Id, r => r.Name);
+            string sb = System.IO.Path.Combine(path, SnapshotStore.SuperblockFileName);
+            if (!File.Exists(sb) && !Directory.Exists(sb))
+                throw new InputException($"{path}: is a directory but not a snapshot store (no {SnapshotStore.SuperblockFileName})");
+            logPath = System.IO.Path.Combine(path, SnapshotStore.JournalFileName);
+            if (!File.Exists(logPath) && !Directory.Exists(logPath)) throw new InputException($"{logPath}: not found: the store has no journal");
+            foreach (var f in new[] { sb, logPath, System.IO.Path.Combine(path, SnapshotStore.OriginFileName) }
+                         .Concat(Directory.EnumerateFileSystemEntries(path, "*" + SnapshotStore.CowExtension)))
+                RequireRegular(f);
         }
-        catch (Exception e) when (e is Journal.JournalException or IOException)
-        {
-            return null;
-        }
+        RequireRegular(logPath);
+        InputPaths.RequireFile(logPath);
+        return logPath;
     }
+
+    private static void RequireRegular(string file)
+    {
+        if (RegularFile.WhatElse(file) is { } what) throw new InputException($"{file}: is {what}, not a regular file");
+    }
+
+    /// <summary>
+    /// Scans the log (<see cref="JournalRecovery.Scan"/>) and validates its items with the store's decoders: as the
+    /// store does for a store folder (only store items, the geometry of its <c>store.sb</c>), or only the items of
+    /// store types for a bare log.
+    /// </summary>
+    public RecoveredLog Scan()
+    {
+        var log = JournalRecovery.Scan(Region);
+        if (IsStore) StoreLogItems.ValidateForStore(log, Path);
+        else StoreLogItems.Validate(log);
+        return log;
+    }
+
+    /// <summary>Snapshot names by id from the store's superblock, to label items (null for a bare log or an unreadable superblock).</summary>
+    public IReadOnlyDictionary<ulong, string>? SnapshotNames() => IsStore ? StoreLogItems.SnapshotNames(Path) : null;
 
     /// <inheritdoc/>
     public void Dispose() => Device.Dispose();

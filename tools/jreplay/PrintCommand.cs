@@ -1,10 +1,10 @@
 using System.Buffers.Binary;
 using System.CommandLine;
 using System.Globalization;
-using Journal.Cil;
 using Journal.Format;
 using Journal.Recovery;
 using Journal.Tools;
+using Snapshot.Recovery;
 
 namespace JReplay;
 
@@ -14,10 +14,12 @@ namespace JReplay;
 /// </summary>
 /// <remarks>
 /// Range: by default the live log, from the tail to the head (for a clean log, the unmount record at the head);
-/// <c>--from-lsn</c> and <c>--to-lsn</c> (inclusive) choose other records, which must be sound records.
-/// With <c>--item-type</c> only checkpoints holding items of that type are printed, with only those items.
-/// A corrupt log is printed as far as possible by scanning every block for record headers; the damage is reported
-/// on stderr and the exit code is 2.
+/// <c>--from-lsn</c> and <c>--to-lsn</c> (inclusive) choose other records, which must be sound records (an LSN where
+/// there is none is a usage error, exit 64). With <c>--item-type</c> only checkpoints holding items of that type are
+/// printed, with only those items. Checkpoints are read by the journal's <see cref="CheckpointReader"/> and items
+/// described and validated by the store's decoders (<see cref="StoreLogItems"/>), so print refuses what check and
+/// replay refuse in the log. A log recovery refuses is printed as far as possible by scanning every block for record
+/// headers; the damage is reported on stderr and the exit code is 2.
 /// </remarks>
 internal static class PrintCommand
 {
@@ -34,8 +36,8 @@ internal static class PrintCommand
             CustomParser = result =>
             {
                 var text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : "";
-                if (ItemTypes.TryParse(text, out ushort t)) return t;
-                string known = string.Join(", ", ItemTypes.Known);
+                if (StoreLogItems.TryParseType(text, out ushort t)) return t;
+                string known = string.Join(", ", StoreLogItems.TypeNames);
                 result.AddError($"--item-type: '{text}' is not an item type (a number 0-65535{(known.Length > 0 ? " or one of " + known : "")})");
                 return null;
             },
@@ -47,22 +49,26 @@ internal static class PrintCommand
 
     private static int Run(ToolConsole console, string path, bool json, Lsn? from, Lsn? to, ushort? itemType)
     {
-        using var input = LogInput.Open(path, writable: false);
+        using var input = LogInput.Open(path);
         var reader = new LogReader(input.Region);
+        RequireRecord(reader, "--from-lsn", from);
+        RequireRecord(reader, "--to-lsn", to);
+        if (from is { } f && to is { } t0 && reader.Abs(f) > reader.Abs(t0))
+            throw new UsageException($"--from-lsn {f} is after --to-lsn {t0}");
         var doc = new PrintDocument { Log = input.LogPath, LogBlocks = input.Region.BlockCount };
-        LogAnalysis? analysis = null;
+        RecoveredLog? log = null;
         try
         {
-            analysis = LogAnalysis.Run(input);
+            log = input.Scan();
         }
-        catch (CorruptionException e)
+        catch (Journal.JournalException e)
         {
             doc.Errors.Add(e.Message);
         }
 
-        if (analysis is not null)
+        if (log is not null)
         {
-            var r = analysis.Recovery;
+            var r = log.Log;
             doc.Clean = r.Clean;
             doc.HeadLsn = r.HeadLsn.ToString();
             doc.TailLsn = r.TailLsn.ToString();
@@ -73,7 +79,8 @@ internal static class PrintCommand
                 var end = to ?? r.HeadLsn;
                 ReadRange(reader, start, end, doc);
             }
-            foreach (var c in analysis.Checkpoints)
+            var names = input.SnapshotNames();
+            foreach (var c in log.Checkpoints.Select(c => CheckpointInfo.From(c, names)))
             {
                 var items = itemType is { } t ? c.Items.Where(i => i.Type == t).ToArray() : c.Items;
                 if (itemType is not null && items.Count == 0) continue;
@@ -89,6 +96,20 @@ internal static class PrintCommand
         else doc.WriteText(console.Out, itemType is null);
         foreach (var e in doc.Errors) console.Error.WriteLine($"{console.Name}: {e}");
         return doc.Errors.Count == 0 ? ExitCodes.Success : ExitCodes.Failure;
+    }
+
+    /// <summary>An LSN option must name a sound record of the log; otherwise a usage error naming the LSN and what is there.</summary>
+    private static void RequireRecord(LogReader reader, string option, Lsn? lsn)
+    {
+        if (lsn is not { } l) return;
+        try
+        {
+            reader.ReadRecord(l);
+        }
+        catch (CorruptionException e)
+        {
+            throw new UsageException($"{option} {l}: no record of the log {reader.Region.Name} there ({e.Problem}{(e.Expected is null && e.Actual is null ? "" : $": expected {e.Expected ?? "?"}, found {e.Actual ?? "?"}")})");
+        }
     }
 
     /// <summary>Reads the sound records from <paramref name="from"/> through <paramref name="to"/>; stops at the first bad one.</summary>
@@ -192,7 +213,7 @@ internal sealed class PrintDocument
         if (d.Length >= ItemHeader.FixedSize && BinaryPrimitives.ReadUInt32LittleEndian(d) == ItemHeader.MagicValue)
         {
             var i = ItemHeader.Read(d);
-            return string.Create(CultureInfo.InvariantCulture, $"item {ItemTypes.Name(i.ItemType)} id {i.ItemId}, {Count(i.RegionCount, "region")}");
+            return string.Create(CultureInfo.InvariantCulture, $"item {StoreLogItems.TypeName(i.ItemType)} id {i.ItemId}, {Count(i.RegionCount, "region")}");
         }
         return "region";
     }

@@ -5,7 +5,8 @@ namespace JReplay;
 
 /// <summary>
 /// <c>jreplay</c>: the crash-recovery replay tool. Works on a snapshot store folder (its shared log) or on a bare
-/// log file. <c>check</c> and <c>print</c> open the input read-only and write nothing.
+/// log file. <c>check</c> and <c>print</c> open the input read-only and write nothing; <c>zero-log</c> is the escape for
+/// a journal recovery refuses.
 /// </summary>
 public static class Program
 {
@@ -26,6 +27,7 @@ public static class Program
         root.Subcommands.Add(CheckCommand.Create(console));
         root.Subcommands.Add(PrintCommand.Create(console));
         root.Subcommands.Add(ReplayCommand.Create(console));
+        root.Subcommands.Add(ZeroLogCommand.Create(console));
         return root;
     }
 }

@@ -44,6 +44,7 @@ internal static class StoreCommands
     public static async Task<int> CreateSnapshotAsync(ToolConsole console, string store, string name, long? cowSize, bool transient)
     {
         if (cowSize is { } c) RequireSectors("--cow-size", c);
+        if (await Served(console, store, new("snapshot-create", store, name, cowSize, transient)) is { } served) return served;
         await using var s = await OpenAsync(console, store).ConfigureAwait(false);
         var options = new SnapshotOptions { Persistent = !transient, CowSectors = cowSize / Sector };
         await s.CreateSnapshotAsync(name, options, console.Cancellation).ConfigureAwait(false);
@@ -56,8 +57,9 @@ internal static class StoreCommands
         return ExitCodes.Success;
     }
 
-    public static async Task<int> DeleteSnapshotAsync(ToolConsole console, string store, string name)
+    public static async Task<int> DeleteSnapshotAsync(ToolConsole console, string store, string name, bool force = false)
     {
+        if (await Served(console, store, new("snapshot-delete", store, name, Force: force)) is { } served) return served;
         await using var s = await OpenAsync(console, store).ConfigureAwait(false);
         RequireSnapshot(s, store, name);
         await s.DeleteSnapshotAsync(name, console.Cancellation).ConfigureAwait(false);
@@ -66,8 +68,9 @@ internal static class StoreCommands
         return ExitCodes.Success;
     }
 
-    public static async Task<int> MergeSnapshotAsync(ToolConsole console, string store, string name)
+    public static async Task<int> MergeSnapshotAsync(ToolConsole console, string store, string name, bool force = false)
     {
+        if (await Served(console, store, new("snapshot-merge", store, name, Force: force)) is { } served) return served;
         await using var s = await OpenAsync(console, store).ConfigureAwait(false);
         RequireSnapshot(s, store, name);
         long chunks = s.GetStatus().Snapshots.Single(x => x.Name == name).Exceptions;
@@ -163,6 +166,7 @@ internal static class StoreCommands
 
     public static async Task<int> StatusAsync(ToolConsole console, string store, bool json)
     {
+        if (await Served(console, store, new("status", store, Json: json)) is { } served) return served;
         await using var s = await OpenAsync(console, store).ConfigureAwait(false);
         var status = s.GetStatus();
         await s.CloseAsync().ConfigureAwait(false);
@@ -173,6 +177,16 @@ internal static class StoreCommands
         }
         foreach (var line in StatusReport.Lines(status)) console.Out.WriteLine(line);
         return ExitCodes.Success;
+    }
+
+    /// <summary>
+    /// When <c>snapctl serve</c> holds the store, runs the command in the serving process through the store's control
+    /// socket and returns its exit code (its output printed); null when no server holds the store.
+    /// </summary>
+    private static Task<int?> Served(ToolConsole console, string store, Control.ControlRequest request)
+    {
+        RequireStore(store);
+        return Control.ControlClient.TryForwardAsync(console, store, request);
     }
 
     /// <summary>

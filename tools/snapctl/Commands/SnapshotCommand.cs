@@ -33,22 +33,29 @@ internal static class SnapshotCommand
     {
         var store = CommonOptions.Path("store", "The store folder.");
         var name = CommonOptions.Name("name", "The snapshot to delete.");
-        var command = new Command("delete", "Delete a snapshot and its COW file.") { store, name };
-        command.SetAction(r => StoreCommands.DeleteSnapshotAsync(console, r.GetValue(store)!, r.GetValue(name)!));
+        var force = ForceOption();
+        var command = new Command("delete", "Delete a snapshot and its COW file.") { store, name, force };
+        command.SetAction(r => StoreCommands.DeleteSnapshotAsync(console, r.GetValue(store)!, r.GetValue(name)!, r.GetValue(force)));
         return command;
     }
+
+    private static Option<bool> ForceOption() => new("--force")
+    {
+        Description = "When 'snapctl serve' holds the store and NBD clients have the snapshot open, disconnect them first (without it the command fails).",
+    };
 
     private static Command CreateMerge(ToolConsole console)
     {
         var store = CommonOptions.Path("store", "The store folder.");
         var name = CommonOptions.Name("name", "The snapshot to merge into the origin.");
+        var force = ForceOption();
         var command = new Command("merge",
             "Copy a persistent snapshot back into the origin, then delete it: the origin becomes what the snapshot showed. " +
             "Crash-safe: an interrupted merge leaves the origin reading as the snapshot; run merge again to finish it.")
         {
-            store, name,
+            store, name, force,
         };
-        command.SetAction(r => StoreCommands.MergeSnapshotAsync(console, r.GetValue(store)!, r.GetValue(name)!));
+        command.SetAction(r => StoreCommands.MergeSnapshotAsync(console, r.GetValue(store)!, r.GetValue(name)!, r.GetValue(force)));
         return command;
     }
 }

@@ -1,0 +1,261 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using Snapshot.Sync;
+using Journal.Storage;
+using Snapshot.Exceptions;
+
+namespace Snapshot.Commit;
+
+/// <summary>
+/// The store-wide commit pipeline: every exception whose copy is written, of every snapshot, is committed by rounds
+/// of this one pipeline (not by one round per COW file).
+/// </summary>
+/// <remarks>
+/// <para>A <b>round</b> takes every exception queued since the previous round and:</para>
+/// <list type="number">
+/// <item>flushes each COW file that has copies in the round, all at once (the data is durable before any metadata can
+/// point at it);</item>
+/// <item>commits every file's exceptions through the <see cref="IMetadataCommitter"/> (the journal: one transaction,
+/// split only when it would not fit the log, then one log force);</item>
+/// <item>completes the exceptions once the commit is durable.</item>
+/// </list>
+/// <para><b>Rounds overlap</b>: step 3 waits in the background, so while round N's log force is in flight, round N+1
+/// gathers exceptions and flushes its COW data. Steps 1 and 2 run for one round at a time, in round order, so the
+/// commit order is the journal's sequence order, and a durable round implies every earlier one is. At most
+/// <see cref="MaxRoundsWaiting"/> rounds wait for durability at once.</para>
+/// <para>Locking: <c>_lock</c> (a leaf monitor) protects the queues, the stop flag, the round pool and the statistics;
+/// held for a few instructions, never across an await, and nothing is taken under it. Two loops live as long as the
+/// pipeline: the pump (steps 1 and 2, one round at a time) and the completer (step 3, rounds in order). Waits and why:
+/// the pump waits for work, for a free durability slot (the oldest waiting round completes; it holds nothing anyone else
+/// needs), for the COW flushes and for the commit (which takes the journal's log space and the segment locks, see
+/// <see cref="JournalCommitter"/>); the completer waits for a committed round and for its force. Nothing in here ever enters the store's I/O
+/// gate or takes its state lock, so a writer that holds the gate while it waits for its exceptions cannot block a
+/// round.</para>
+/// </remarks>
+internal sealed class CommitPipeline
+{
+    /// <summary>Most rounds waiting for durability at once (log forces in flight).</summary>
+    public const int MaxRoundsWaiting = 4;
+
+    private readonly IMetadataCommitter _committer;
+    private readonly object _lock = new();
+    private CommitRound _collecting = new();
+    private readonly Queue<(CommitRound Round, ulong Ticket, Exception? Error)> _waiting = new();
+    private readonly Stack<CommitRound> _free = new();
+    private readonly AsyncAutoSignal _work = new();      // the pump's: exceptions were queued (or stop)
+    private readonly AsyncAutoSignal _committed = new(); // the completer's: a round was committed (or stop)
+    private readonly SemaphoreSlim _waitingSlots = new(MaxRoundsWaiting, MaxRoundsWaiting);
+    private readonly Task _pump, _completer;
+    private bool _stopping;
+    private long _nextRound;
+
+    // Statistics (under _lock).
+    private long _rounds, _exceptions, _cowFlushes, _largest, _roundTicks, _failedRounds;
+
+    public CommitPipeline(IMetadataCommitter committer)
+    {
+        _committer = committer;
+        // Two long-running loops (one state machine each for the life of the pipeline, so a round allocates nothing
+        // for them): the pump runs steps 1 and 2, the completer step 3, in round order.
+        _pump = Task.Run(PumpLoopAsync);
+        _completer = Task.Run(CompleterLoopAsync);
+    }
+
+    /// <summary>The committer the rounds use.</summary>
+    public IMetadataCommitter Committer => _committer;
+
+    /// <summary>
+    /// Queues <paramref name="pe"/>, whose data is written to its COW file, for the next round; completion is signalled
+    /// on the exception (<see cref="PendingException.CommitTask"/>). Never waits.
+    /// </summary>
+    public void Enqueue(PendingException pe)
+    {
+        lock (_lock)
+        {
+            if (_stopping) throw new InvalidOperationException("the commit pipeline is stopped");
+            if (_collecting.Items.Count == 0) _collecting.FirstQueuedTicks = Stopwatch.GetTimestamp();
+            _collecting.Items.Add(pe);
+        }
+        _work.Set();
+    }
+
+    /// <summary>
+    /// Stops both loops once every queued exception is completed. Every queued exception's writer waits for its
+    /// completion before it leaves the store's I/O gate, so once the gate is held exclusively nothing is queued.
+    /// </summary>
+    public async Task StopAsync()
+    {
+        lock (_lock) _stopping = true;
+        _work.Set();
+        await _pump.ConfigureAwait(false);
+        _committed.Set();
+        await _completer.ConfigureAwait(false);
+    }
+
+    private async Task PumpLoopAsync()
+    {
+        while (true)
+        {
+            CommitRound round;
+            bool empty;
+            lock (_lock)
+            {
+                empty = _collecting.Items.Count == 0;
+                if (empty && _stopping) return;
+                round = _collecting;
+                if (!empty)
+                {
+                    _collecting = _free.Count > 0 ? _free.Pop() : new CommitRound();
+                    round.Number = ++_nextRound;
+                }
+            }
+            if (empty)
+            {
+                // Why we wait: for exceptions to commit. Nothing is held.
+                await _work.WaitAsync().ConfigureAwait(false);
+                continue;
+            }
+            // Why we wait: at most MaxRoundsWaiting rounds wait for durability; the oldest frees a slot when its
+            // force completes. The pump holds nothing another thread needs meanwhile.
+            await _waitingSlots.WaitAsync().ConfigureAwait(false);
+            ulong ticket = 0;
+            Exception? commitError = null;
+            try
+            {
+                round.GroupByFile();
+                await FlushCowFilesAsync(round).ConfigureAwait(false);
+                if (round.CommittableCount > 0) ticket = await _committer.CommitAsync(round, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                commitError = e;
+            }
+            lock (_lock) _waiting.Enqueue((round, ticket, commitError));
+            _committed.Set();
+        }
+    }
+
+    private async Task CompleterLoopAsync()
+    {
+        while (true)
+        {
+            CommitRound round;
+            ulong ticket;
+            Exception? error;
+            lock (_lock)
+            {
+                if (!_waiting.TryDequeue(out var next))
+                {
+                    if (_stopping && _pump.IsCompleted) return;
+                    round = null!;
+                    ticket = 0;
+                    error = null;
+                }
+                else
+                {
+                    (round, ticket, error) = next;
+                }
+            }
+            if (round is null)
+            {
+                // Why we wait: for a committed round to wait on. Nothing is held.
+                await _committed.WaitAsync().ConfigureAwait(false);
+                continue;
+            }
+            try
+            {
+                // Why we wait: the round's log force (the journal shares it with concurrent forces). Rounds complete in
+                // order, and a later round's force covers every earlier one.
+                if (error is null && ticket != 0) await _committer.WaitDurableAsync(ticket, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+            Complete(round, error);
+        }
+    }
+
+    /// <summary>Step 1: flushes every COW file of the round at once; a file whose flush fails fails its group.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask FlushCowFilesAsync(CommitRound round)
+    {
+        int n = round.GroupCount;
+        if (n == 1)
+        {
+            var g = round.Groups[0];
+            try { await g.Store.Cow.FlushAsync(CancellationToken.None).ConfigureAwait(false); }
+            catch (Exception e) { g.Error = e; }
+        }
+        else
+        {
+            var flushes = new Task[n];
+            for (int i = 0; i < n; i++) flushes[i] = round.Groups[i].Store.Cow.FlushAsync(CancellationToken.None).AsTask();
+            for (int i = 0; i < n; i++)
+            {
+                try { await flushes[i].ConfigureAwait(false); }
+                catch (Exception e) { round.Groups[i].Error = e; }
+            }
+        }
+        lock (_lock) _cowFlushes += n;
+    }
+
+    /// <summary>Step 3's end: completes the round's exceptions, recycles it and frees its slot.</summary>
+    private void Complete(CommitRound round, Exception? error)
+    {
+        long now = Stopwatch.GetTimestamp();
+        int count = round.Items.Count;
+        long first = round.FirstQueuedTicks;
+        for (int i = 0; i < round.GroupCount; i++)
+        {
+            var g = round.Groups[i];
+            var groupError = g.Error ?? error;
+            foreach (var pe in g.Items) pe.CompleteCommit(groupError);
+        }
+        lock (_lock)
+        {
+            _rounds++;
+            _exceptions += count;
+            if (count > _largest) _largest = count;
+            _roundTicks += now - first;
+            if (error is not null) _failedRounds++;
+            round.Reset();
+            if (_free.Count < MaxRoundsWaiting + 2) _free.Push(round);
+        }
+        _waitingSlots.Release();
+    }
+
+    /// <summary>Counters since open.</summary>
+    public CommitPipelineStatistics Statistics
+    {
+        get
+        {
+            lock (_lock)
+                return new CommitPipelineStatistics(_committer.Name, _rounds, _exceptions, _cowFlushes, _committer.Transactions, _committer.DurabilityWaits, _largest,
+                    TimeSpan.FromSeconds((double)_roundTicks / Stopwatch.Frequency), _failedRounds);
+        }
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"CommitPipeline({Statistics})";
+}
+
+/// <summary>What the commit pipeline has done since the store was opened.</summary>
+/// <param name="Committer">"journal" or "direct-area".</param>
+/// <param name="Rounds">Rounds completed.</param>
+/// <param name="Exceptions">Exceptions those rounds took.</param>
+/// <param name="CowFlushes">COW file flushes issued by rounds (one per file per round).</param>
+/// <param name="Transactions">Journal transactions (more than the rounds when a round was split to fit the log), or area commits.</param>
+/// <param name="DurabilityWaits">Log forces (journal) or durable area writes (direct) issued.</param>
+/// <param name="LargestRound">Most exceptions in one round.</param>
+/// <param name="WaitTime">Total time from the first exception queued in a round to the round's completion.</param>
+/// <param name="FailedRounds">Rounds whose commit or durability wait failed.</param>
+public sealed record CommitPipelineStatistics(string Committer, long Rounds, long Exceptions, long CowFlushes, long Transactions, long DurabilityWaits,
+    long LargestRound, TimeSpan WaitTime, long FailedRounds)
+{
+    /// <summary>Exceptions per round on average.</summary>
+    public double ExceptionsPerRound => Rounds == 0 ? 0 : (double)Exceptions / Rounds;
+
+    /// <summary>Average time an exception's round took, from its first exception queued to its completion.</summary>
+    public TimeSpan AverageRoundWait => Rounds == 0 ? TimeSpan.Zero : WaitTime / Rounds;
+}

@@ -1,0 +1,87 @@
+using Snapshot.Exceptions;
+
+namespace Snapshot.Commit;
+
+/// <summary>
+/// One round of the commit pipeline: the pending exceptions queued since the previous round, grouped by COW file
+/// (<see cref="Groups"/>, in the order each file first appears; inside a group, queue order). Rounds are pooled by the
+/// pipeline and reused, lists and all, so a steady stream of rounds allocates nothing.
+/// </summary>
+internal sealed class CommitRound
+{
+    /// <summary>The exceptions of one COW file in this round.</summary>
+    internal sealed class Group
+    {
+        public PersistentExceptionStore Store = null!;
+        public readonly List<PendingException> Items = new();
+
+        /// <summary>Set when the file's flush or metadata commit failed: its items are not committed.</summary>
+        public Exception? Error;
+    }
+
+    private readonly List<Group> _groups = new();
+    private int _groupCount;
+
+    /// <summary>Every exception of the round, in queue order.</summary>
+    public readonly List<PendingException> Items = new();
+
+    /// <summary>Round number (1, 2, ...).</summary>
+    public long Number;
+
+    /// <summary>When the first exception of the round was queued (Stopwatch ticks).</summary>
+    public long FirstQueuedTicks;
+
+    /// <summary>The groups in use, <see cref="GroupCount"/> of them.</summary>
+    public IReadOnlyList<Group> Groups => _groups;
+
+    /// <summary>Groups in use.</summary>
+    public int GroupCount => _groupCount;
+
+    /// <summary>Exceptions whose group has no error (what the committer commits).</summary>
+    public int CommittableCount
+    {
+        get
+        {
+            int n = 0;
+            for (int g = 0; g < _groupCount; g++) if (_groups[g].Error is null) n += _groups[g].Items.Count;
+            return n;
+        }
+    }
+
+    /// <summary>Sorts <see cref="Items"/> into groups by COW file (a linear scan: a store has at most 64 snapshots).</summary>
+    public void GroupByFile()
+    {
+        foreach (var pe in Items)
+        {
+            var store = (PersistentExceptionStore)pe.Snapshot!.Store!;
+            Group? g = null;
+            for (int i = 0; i < _groupCount; i++)
+                if (ReferenceEquals(_groups[i].Store, store)) { g = _groups[i]; break; }
+            if (g is null)
+            {
+                if (_groupCount == _groups.Count) _groups.Add(new Group());
+                g = _groups[_groupCount++];
+                g.Store = store;
+            }
+            g.Items.Add(pe);
+        }
+    }
+
+    /// <summary>Empties the round for reuse.</summary>
+    public void Reset()
+    {
+        Items.Clear();
+        for (int i = 0; i < _groupCount; i++)
+        {
+            _groups[i].Items.Clear();
+            _groups[i].Store = null!;
+            _groups[i].Error = null;
+        }
+        _groupCount = 0;
+        Number = 0;
+        FirstQueuedTicks = 0;
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"CommitRound({Number}: {Items.Count} exceptions in {_groupCount} COW files)";
+}

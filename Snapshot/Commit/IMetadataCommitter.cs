@@ -1,0 +1,48 @@
+using Snapshot.Exceptions;
+
+namespace Snapshot.Commit;
+
+/// <summary>
+/// How a commit round makes its exceptions durable in the COW files' metadata: through the store's journal
+/// (<see cref="JournalCommitter"/>, the default) or by rewriting the metadata areas in place, the dm-snapshot scheme
+/// (<see cref="DirectAreaCommitter"/>). The <see cref="CommitPipeline"/> drives either the same way: it flushes the COW
+/// data of a round, calls <see cref="CommitAsync"/> (rounds one at a time, in order), then waits for
+/// <see cref="WaitDurableAsync"/> in the background while the next round flushes its data.
+/// </summary>
+internal interface IMetadataCommitter
+{
+    /// <summary>Short name for status and benchmarks ("journal", "direct-area").</summary>
+    string Name { get; }
+
+    /// <summary>
+    /// The metadata state of one persistent COW file, started from what its areas held at open (or empty at create):
+    /// <paramref name="current"/> is the area entries are appended to next.
+    /// </summary>
+    CowMetadata Attach(PersistentExceptionStore store, MetadataArea current);
+
+    /// <summary>
+    /// Appends the round's exceptions (their data is durable) to their COW files' metadata, grouped by file in
+    /// <paramref name="round"/>. Returns a ticket for <see cref="WaitDurableAsync"/>. Called for one round at a time, in
+    /// round order; a later round's ticket covers every earlier one.
+    /// </summary>
+    ValueTask<ulong> CommitAsync(CommitRound round, CancellationToken cancellationToken);
+
+    /// <summary>Completes when the round that returned <paramref name="ticket"/> (and every earlier one) is durable.</summary>
+    ValueTask WaitDurableAsync(ulong ticket, CancellationToken cancellationToken);
+
+    /// <summary>Log forces (or durable area writes) issued, for status.</summary>
+    long DurabilityWaits { get; }
+
+    /// <summary>Commit operations: journal transactions (more than the rounds when a round was split to fit the log), or area commits.</summary>
+    long Transactions { get; }
+}
+
+/// <summary>The metadata of one persistent COW file as a committer keeps it in memory.</summary>
+internal abstract class CowMetadata
+{
+    /// <summary>The area entries are appended to now (for the status line's metadata sectors).</summary>
+    public abstract long CurrentArea { get; }
+
+    /// <summary>The snapshot was deleted: nothing of it is written any more.</summary>
+    public virtual void MarkDeleted() { }
+}

@@ -1,0 +1,652 @@
+using System.Runtime.CompilerServices;
+using Journal;
+using Journal.Storage;
+using Snapshot.Copy;
+using Snapshot.Exceptions;
+using Snapshot.Format;
+using Snapshot.Memory;
+using Snapshot.Sync;
+
+namespace Snapshot.Io;
+
+/// <summary>
+/// The data path: origin reads and writes, snapshot reads and writes, the pending exceptions of copies in flight and
+/// the snapshot reads of origin chunks (tracked reads) that an origin write must wait for.
+/// </summary>
+/// <remarks>
+/// <para><b>Origin write</b> of a request (split into runs of at most <see cref="CopyEngine.MaxRunChunks"/> chunks):</para>
+/// <list type="number">
+/// <item>Holding nothing: wait for throttle room if the previous pass asked for it, or for the pending exception or
+/// tracked reads the previous pass found.</item>
+/// <item>Enter the I/O gate shared; under the state lock look at every chunk of the run in every valid snapshot: a
+/// complete exception needs nothing; a pending one means another writer is copying that chunk: wait for it (back to 1,
+/// releasing the gate); otherwise the snapshot needs a copy. If copies are needed, take that many throttle slots
+/// without waiting (else back to 1 to wait for room), allocate the COW chunks (in chunk order, so they follow on), and
+/// insert the pending exceptions: one copy plan for the run.</item>
+/// <item>Run the plan (<see cref="CopyEngine"/>): read the run from the origin once, write it to every snapshot, have
+/// the commit pipeline make the exceptions durable, then move them to the complete tables, wake anyone waiting on them
+/// and give back the throttle slots. Look again, still inside the gate (no snapshot is created between the copies and
+/// the write they protect).</item>
+/// <item>With no copy needed: if snapshot reads of a chunk of the run that started before its exceptions existed are
+/// still reading the origin, wait for them (back to 1); else write the whole run to the origin in one request and
+/// return.</item>
+/// </list>
+/// <para>When the write returns, every snapshot that shared a chunk holds its old data durably, and the new data is
+/// written (durable after <see cref="SnapshotStore.FlushAsync"/>, or at once with FUA or <see cref="StoreOptions.WriteThrough"/>).</para>
+/// <para><b>Snapshot read</b> of chunk c: a complete exception reads the COW file; a pending one waits for it; with
+/// neither, the read is tracked (so an origin write of c waits for it) and goes to the origin.</para>
+/// <para><b>Snapshot write</b> of chunk c: into its COW chunk if c has a complete exception; else a new exception: a
+/// full-chunk write needs no copy, a partial one copies the origin chunk around the new data; the data is flushed
+/// and the exception committed before the write returns.</para>
+/// <para>The lock rule (the deadlock of an early in-flight copy bound): every wait — for throttle room, for another
+/// writer's pending exception, for tracked reads — happens with nothing held: no monitor, not the gate, no pool object,
+/// no throttle slot (<see cref="WaitHoldingNothingAsync"/>). Snapshot create/delete need the gate exclusively, and the
+/// completion path (<see cref="Complete"/>) needs only the state lock and the throttle's leaf lock, so no waiter holds
+/// what they need. A writer holding the gate shared does wait for its own copies' commit rounds: the commit pipeline
+/// never enters the gate nor takes the state lock.</para>
+/// <para>Lock order: I/O gate, then the state lock, then the leaves (throttle, pools, a COW file's allocation lock).
+/// The state lock is never held across an await.</para>
+/// </remarks>
+internal sealed class DataPath : ICopyCompletion
+{
+    /// <summary>Snapshot reads of one origin chunk in flight; origin writes of the chunk wait for them.</summary>
+    private sealed class TrackedChunk
+    {
+        public int Readers;
+        public TaskCompletionSource? Waiters;
+    }
+
+    /// <summary>Most chunk pieces of one snapshot request processed at once.</summary>
+    private const int SegmentConcurrency = 16;
+
+    private readonly SnapshotStore _store;
+    private readonly object _stateLock;
+    private readonly AsyncGate _gate;
+    private readonly CowLayout _layout;
+    private readonly BlockDevice _origin;
+    private readonly GroupFlush _originFlush;
+    private readonly CopyThrottle _throttle;
+    private readonly BoundedPool<PendingException> _pendingPool;
+    private readonly BoundedPool<CopyPlan> _planPool;
+    private readonly bool _writeThrough;
+    private readonly CowFullPolicy _cowFullPolicy;
+    private readonly Dictionary<ulong, TrackedChunk> _tracked = new(); // under _stateLock
+    private CopyEngine _engine = null!;
+
+    public DataPath(SnapshotStore store, object stateLock, AsyncGate gate, CowLayout layout, BlockDevice origin, StoreOptions options)
+    {
+        _store = store;
+        _stateLock = stateLock;
+        _gate = gate;
+        _layout = layout;
+        _origin = origin;
+        _originFlush = new GroupFlush(ct => _origin.FlushAsync(ct));
+        _writeThrough = options.WriteThrough;
+        _cowFullPolicy = options.CowFullPolicy;
+        _throttle = new CopyThrottle(options.MaxInFlightCopies);
+        int budget = options.MaxInFlightCopies > 0 ? options.MaxInFlightCopies : StoreOptions.DefaultMaxInFlightCopies;
+        _pendingPool = new BoundedPool<PendingException>("pending exceptions", budget, options.PoolReserve, () => new PendingException());
+        _planPool = new BoundedPool<CopyPlan>("copy jobs", budget, options.PoolReserve, () => new CopyPlan());
+    }
+
+    /// <summary>Connects the copy engine (made once the commit pipeline exists).</summary>
+    public void Attach(CopyEngine engine) => _engine = engine;
+
+    public CopyThrottle Throttle => _throttle;
+    public BoundedPool<PendingException> PendingPool => _pendingPool;
+    public BoundedPool<CopyPlan> PlanPool => _planPool;
+    public CopyEngine Engine => _engine;
+
+    /// <summary>Makes every origin write that returned before the call durable (shared among concurrent callers).</summary>
+    public ValueTask FlushOriginAsync(CancellationToken cancellationToken) => _originFlush.FlushAsync(cancellationToken);
+
+    // ---- origin -------------------------------------------------------------------------------------------------
+
+    public async ValueTask OriginReadAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        _store.ThrowIfClosed();
+        // Inside the gate, so that a merge (which holds it exclusively) never runs under a read.
+        await _gate.EnterSharedAsync().ConfigureAwait(false);
+        try
+        {
+            var m = _store.MergingUnsafe;
+            if (m is null) await _origin.ReadAsync(sector, buffer, cancellationToken).ConfigureAwait(false);
+            else await ForEachChunkAsync(sector, buffer.Length, (c, s, off, len) => MergingOriginReadChunkAsync(m, c, s, buffer.Slice(off, len), cancellationToken)).ConfigureAwait(false);
+        }
+        finally
+        {
+            _gate.ExitShared();
+        }
+    }
+
+    /// <summary>
+    /// An origin read while the merge of <paramref name="m"/> is unfinished: the origin reads as that snapshot, so a
+    /// chunk it still holds an exception for is read from its COW file. Caller holds the gate shared.
+    /// </summary>
+    private async ValueTask MergingOriginReadChunkAsync(SnapshotState m, ulong chunk, long sector, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        ulong newChunk;
+        bool redirect;
+        lock (_stateLock) redirect = m.Complete.TryLookup(chunk, out newChunk);
+        if (!redirect)
+        {
+            await _origin.ReadAsync(sector, buffer, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        await m.Store!.Cow.ReadAsync(CowSector(newChunk, chunk, sector), buffer, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// An origin write: returns once every snapshot that shared a chunk of it holds the old data durably and the new
+    /// data is written; with <paramref name="fua"/> (or <see cref="StoreOptions.WriteThrough"/>) also durable.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask OriginWriteAsync(long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken)
+    {
+        _store.ThrowIfClosed();
+        if (data.Length == 0) return;
+        long first = sector >> _layout.ChunkShift;
+        long end = sector + (data.Length >> BlockDevice.SectorShift);
+        int runChunks = _engine.MaxRunChunks;
+        long last = (end - 1) >> _layout.ChunkShift;
+        if (last - first < runChunks)
+        {
+            await WriteRunAsync((ulong)first, (ulong)last, sector, data, cancellationToken, admitted: null).ConfigureAwait(false);
+        }
+        else
+        {
+            // Runs of at most runChunks chunks, aligned to run boundaries, a few at once.
+            var running = new List<Task>(4);
+            long s = sector;
+            while (s < end)
+            {
+                long c = s >> _layout.ChunkShift;
+                long runEnd = Math.Min(end, ((c / runChunks + 1) * runChunks) << _layout.ChunkShift);
+                int off = (int)((s - sector) << BlockDevice.SectorShift);
+                int len = (int)((runEnd - s) << BlockDevice.SectorShift);
+                running.Add(WriteRunAsync((ulong)c, (ulong)((runEnd - 1) >> _layout.ChunkShift), s, data.Slice(off, len), cancellationToken, admitted: null).AsTask());
+                if (running.Count == running.Capacity)
+                {
+                    var done = await Task.WhenAny(running).ConfigureAwait(false);
+                    running.Remove(done);
+                    await done.ConfigureAwait(false);
+                }
+                s = runEnd;
+            }
+            await Task.WhenAll(running).ConfigureAwait(false);
+        }
+        if (fua || _writeThrough) await _originFlush.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Starts an origin write of at most one chunk and returns once it is <i>admitted</i> — past the copy throttle, its
+    /// copies (if any) started — together with the task of its completion. Used by the write-storm benchmark.
+    /// </summary>
+    public Task SubmitOriginWrite(long sector, ReadOnlyMemory<byte> data, out Task completion)
+    {
+        _store.ThrowIfClosed();
+        ulong chunk = (ulong)(sector >> _layout.ChunkShift);
+        if (((sector + (data.Length >> BlockDevice.SectorShift) - 1) >> _layout.ChunkShift) != (long)chunk)
+            throw new ArgumentException("a submitted write must stay within one chunk", nameof(data));
+        var admitted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        completion = SubmittedAsync(chunk, sector, data, admitted);
+        return admitted.Task;
+    }
+
+    private async Task SubmittedAsync(ulong chunk, long sector, ReadOnlyMemory<byte> data, TaskCompletionSource admitted)
+    {
+        try
+        {
+            await WriteRunAsync(chunk, chunk, sector, data, CancellationToken.None, admitted).ConfigureAwait(false);
+        }
+        finally
+        {
+            admitted.TrySetResult();
+        }
+    }
+
+    /// <summary>
+    /// The one place a write waits. The caller holds nothing: no lock, not the I/O gate, no copy slot. So neither the
+    /// copy completion path nor snapshot creation can be stuck behind a waiting writer (the deadlock of throttling
+    /// while holding a lock). Waits for <paramref name="wantSlots"/> slots of room under the in-flight copy bound
+    /// (none when 0), then for <paramref name="wait"/> (a pending exception or tracked reads) when there is one.
+    /// </summary>
+    private async ValueTask WaitHoldingNothingAsync(int wantSlots, Task? wait, CancellationToken cancellationToken)
+    {
+        if (wantSlots > 0) await _throttle.WaitForRoomAsync(wantSlots).WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (wait is not null) await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>What the look at a run found (under the state lock).</summary>
+    private enum Look
+    {
+        /// <summary>Nothing to copy, nobody to wait for: write the origin.</summary>
+        Write,
+        /// <summary>A copy plan was made: run it, then look again.</summary>
+        Copy,
+        /// <summary>Wait (holding nothing) for a pending exception, tracked reads or throttle room, then look again.</summary>
+        Wait,
+        /// <summary>A COW file is full: invalidate (or fail the write), then look again.</summary>
+        Full,
+        /// <summary>A merge is unfinished and the run spans chunks: write chunk by chunk.</summary>
+        Split,
+        /// <summary>A single chunk the merging snapshot holds: write it into its COW chunk.</summary>
+        Redirect,
+    }
+
+    /// <param name="first">First origin chunk of the run.</param>
+    /// <param name="last">Last origin chunk of the run (inclusive).</param>
+    /// <param name="sector">First sector written (inside <paramref name="first"/>).</param>
+    /// <param name="data">Whole sectors, ending inside <paramref name="last"/>.</param>
+    /// <param name="cancellationToken">Cancels waits (copies once started run to their end).</param>
+    /// <param name="admitted">Completed once the write is past the throttle (see <see cref="SubmitOriginWrite"/>).</param>
+    /// <param name="merge">
+    /// A merge's write of the merging snapshot's chunk home: the merge holds the gate exclusively (so no I/O is in
+    /// flight, nothing is pending or tracked, and the throttle grants any request), and the write goes to the origin
+    /// itself, after the copies the other snapshots need, instead of being redirected into the merging snapshot.
+    /// </param>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    internal async ValueTask WriteRunAsync(ulong first, ulong last, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken,
+        TaskCompletionSource? admitted, bool merge = false)
+    {
+        int wantSlots = 0;
+        Task? wait = null;
+        while (true)
+        {
+            // Every wait happens here, at the top, holding nothing. What is waited for: room under the in-flight
+            // copy bound, another writer's pending exception for a chunk of the run, or snapshot reads of the old data.
+            if (merge && (wantSlots > 0 || wait is not null))
+                throw new InvalidOperationException($"merge write of chunk {first} would wait while holding the gate");
+            if (wantSlots > 0 || wait is not null) await WaitHoldingNothingAsync(wantSlots, wait, cancellationToken).ConfigureAwait(false);
+            wantSlots = 0;
+            wait = null;
+            _store.ThrowIfClosed();
+            if (!merge) await _gate.EnterSharedAsync().ConfigureAwait(false);
+            try
+            {
+                while (true) // within one hold of the gate: after our own copies, look again without letting a snapshot in between
+                {
+                    CopyPlan? plan = null;
+                    List<SnapshotState>? full = null;
+                    SnapshotState? redirectTo = null;
+                    ulong redirectChunk = 0;
+                    Look look;
+                    lock (_stateLock)
+                        look = LookLocked(first, last, merge, ref plan, ref full, ref redirectTo, ref redirectChunk, ref wantSlots, ref wait);
+                    switch (look)
+                    {
+                        case Look.Split:
+                            break;
+                        case Look.Full:
+                            if (_cowFullPolicy == CowFullPolicy.FailWrite) throw new CowFullException(full![0].CowPath, full[0].Name, first);
+                            foreach (var s in full!) await _store.InvalidateAsync(s, InvalidReasonCode.CowFull).ConfigureAwait(false);
+                            continue; // look again (the full snapshots are skipped now)
+                        case Look.Redirect:
+                            admitted?.TrySetResult();
+                            await redirectTo!.Store!.Cow.WriteAsync(CowSector(redirectChunk, first, sector), data, cancellationToken).ConfigureAwait(false);
+                            if (_writeThrough) await redirectTo.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
+                            return;
+                        case Look.Wait:
+                            break;
+                        case Look.Copy:
+                            admitted?.TrySetResult();
+                            // A copy once claimed runs to its end whatever the caller's token says; cancellation is
+                            // honoured at the waits, where nothing is held.
+                            await _engine.RunOriginCopyAsync(plan!).ConfigureAwait(false);
+                            continue; // look again: the copies are complete now
+                        default:
+                            admitted?.TrySetResult();
+                            await _origin.WriteAsync(sector, data, cancellationToken).ConfigureAwait(false);
+                            return;
+                    }
+                    break; // Wait or Split: leave the gate
+                }
+            }
+            finally
+            {
+                if (!merge) _gate.ExitShared();
+            }
+            if (wait is null && wantSlots == 0)
+            {
+                // Split: an unfinished merge redirects chunk by chunk.
+                long s = sector;
+                long end = sector + (data.Length >> BlockDevice.SectorShift);
+                for (ulong c = first; c <= last; c++)
+                {
+                    long chunkEnd = Math.Min(end, (long)(c + 1) << _layout.ChunkShift);
+                    int off = (int)((s - sector) << BlockDevice.SectorShift);
+                    await WriteRunAsync(c, c, s, data.Slice(off, (int)((chunkEnd - s) << BlockDevice.SectorShift)), cancellationToken, admitted, merge).ConfigureAwait(false);
+                    s = chunkEnd;
+                }
+                return;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The look at a run, under the state lock (never waits, never does I/O): decides what the writer does next and,
+    /// for <see cref="Look.Copy"/>, claims the copies (throttle slots, COW chunks, pending exceptions, a plan).
+    /// </summary>
+    private Look LookLocked(ulong first, ulong last, bool merge, ref CopyPlan? plan, ref List<SnapshotState>? full,
+        ref SnapshotState? redirectTo, ref ulong redirectChunk, ref int wantSlots, ref Task? wait)
+    {
+        var snapshots = _store.SnapshotsUnsafe;
+        // An unfinished merge: the origin reads as the merging snapshot, so a chunk it still holds is written into its
+        // COW chunk (the merge copies it home later); the origin chunk (which the other snapshots still share) is not
+        // touched, so they need no copy.
+        var m = _store.MergingUnsafe;
+        if (!merge && m is not null)
+        {
+            if (first != last) return Look.Split;
+            if (m.Complete.TryLookup(first, out redirectChunk)) { redirectTo = m; return Look.Redirect; }
+        }
+        int need = 0;
+        foreach (var s in snapshots)
+        {
+            if (!s.IsValid || s.Merging) continue;
+            for (ulong c = first; c <= last; c++)
+            {
+                if (s.Complete.Contains(c)) continue;
+                if (s.Pending.TryGetValue(c, out var other)) { wait = other.WaitTask; return Look.Wait; }
+                need++;
+            }
+        }
+        if (need > 0)
+        {
+            if (!_throttle.TryAcquire(need)) { wantSlots = need; return Look.Wait; }
+            var p = _planPool.Rent();
+            p.Slots = need;
+            ulong lo = ulong.MaxValue, hi = 0;
+            foreach (var s in snapshots)
+            {
+                if (!s.IsValid || s.Merging) continue;
+                bool sFull = false;
+                for (ulong c = first; c <= last && !sFull; c++)
+                {
+                    if (s.Complete.Contains(c)) continue;
+                    if (!s.Store!.TryAllocate(out ulong newChunk)) { (full ??= []).Add(s); sFull = true; continue; }
+                    var pe = _pendingPool.Rent();
+                    pe.Snapshot = s;
+                    pe.OldChunk = c;
+                    pe.NewChunk = newChunk;
+                    s.Pending.Add(c, pe);
+                    p.Pending.Add(pe);
+                    if (c < lo) lo = c;
+                    if (c > hi) hi = c;
+                }
+                if (sFull && _cowFullPolicy == CowFullPolicy.FailWrite) break;
+            }
+            if (full is not null && _cowFullPolicy == CowFullPolicy.FailWrite)
+            {
+                // The write fails and every snapshot keeps what it has: undo the copies claimed so far.
+                foreach (var pe in p.Pending)
+                {
+                    pe.Snapshot!.Pending.Remove(pe.OldChunk);
+                    pe.Snapshot.Store!.Free(pe.NewChunk);
+                    pe.Reset();
+                    _pendingPool.Return(pe);
+                }
+                p.Pending.Clear();
+            }
+            if (p.Pending.Count < need)
+            {
+                _throttle.Release(need - p.Pending.Count);
+                p.Slots = p.Pending.Count;
+            }
+            if (p.Pending.Count == 0)
+            {
+                p.Reset();
+                _planPool.Return(p);
+                return full is not null ? Look.Full : Look.Write;
+            }
+            p.FirstChunk = lo;
+            p.LastChunk = hi;
+            plan = p;
+            // Copies claimed for the other snapshots run first; a full one is invalidated after them (look again).
+            return Look.Copy;
+        }
+        if (full is not null) return Look.Full;
+        if (_tracked.Count > 0)
+        {
+            for (ulong c = first; c <= last; c++)
+            {
+                if (_tracked.TryGetValue(c, out var tracked) && tracked.Readers > 0)
+                {
+                    tracked.Waiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    wait = tracked.Waiters.Task;
+                    return Look.Wait;
+                }
+            }
+        }
+        return Look.Write;
+    }
+
+    // ---- snapshots ----------------------------------------------------------------------------------------------
+
+    public async ValueTask SnapshotReadAsync(SnapshotState st, long sector, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        _store.ThrowIfClosed();
+        await ForEachChunkAsync(sector, buffer.Length, (c, s, off, len) => SnapshotReadChunkAsync(st, c, s, buffer.Slice(off, len), cancellationToken)).ConfigureAwait(false);
+    }
+
+    public async ValueTask SnapshotWriteAsync(SnapshotState st, long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken)
+    {
+        _store.ThrowIfClosed();
+        await ForEachChunkAsync(sector, data.Length, (c, s, off, len) => SnapshotWriteChunkAsync(st, c, s, data.Slice(off, len), cancellationToken)).ConfigureAwait(false);
+        if (fua && !_writeThrough && st.Store is { } cow) await cow.FlushDataAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Splits [sector, sector + bytes) at chunk boundaries and runs <paramref name="op"/> for each piece (several at once).</summary>
+    private async ValueTask ForEachChunkAsync(long sector, int bytes, Func<ulong, long, int, int, ValueTask> op)
+    {
+        if (bytes == 0) return;
+        long first = sector >> _layout.ChunkShift;
+        long last = (sector + (bytes >> BlockDevice.SectorShift) - 1) >> _layout.ChunkShift;
+        if (first == last)
+        {
+            await op((ulong)first, sector, 0, bytes).ConfigureAwait(false);
+            return;
+        }
+        var running = new List<Task>();
+        long s = sector;
+        int off = 0;
+        for (long c = first; c <= last; c++)
+        {
+            long end = Math.Min((c + 1) << _layout.ChunkShift, sector + (bytes >> BlockDevice.SectorShift));
+            int len = (int)((end - s) << BlockDevice.SectorShift);
+            running.Add(op((ulong)c, s, off, len).AsTask());
+            if (running.Count >= SegmentConcurrency)
+            {
+                var done = await Task.WhenAny(running).ConfigureAwait(false);
+                running.Remove(done);
+                await done.ConfigureAwait(false);
+            }
+            s = end;
+            off += len;
+        }
+        await Task.WhenAll(running).ConfigureAwait(false);
+    }
+
+    private async ValueTask SnapshotReadChunkAsync(SnapshotState st, ulong chunk, long sector, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        Task? wait = null;
+        while (true)
+        {
+            if (wait is not null)
+            {
+                // The chunk is being copied into this snapshot; read it once it is complete. Nothing is held.
+                await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
+                wait = null;
+            }
+            _store.ThrowIfClosed();
+            await _gate.EnterSharedAsync().ConfigureAwait(false);
+            try
+            {
+                ulong newChunk = 0;
+                bool fromCow = false;
+                lock (_stateLock)
+                {
+                    ThrowIfUnusable(st);
+                    if (st.Complete.TryLookup(chunk, out newChunk)) fromCow = true;
+                    else if (st.Pending.TryGetValue(chunk, out var pe)) wait = pe.WaitTask;
+                    else
+                    {
+                        if (!_tracked.TryGetValue(chunk, out var t)) _tracked[chunk] = t = new TrackedChunk();
+                        t.Readers++;
+                    }
+                }
+                if (wait is not null) continue;
+                if (fromCow)
+                {
+                    await st.Store!.Cow.ReadAsync(CowSector(newChunk, chunk, sector), buffer, cancellationToken).ConfigureAwait(false);
+                    return;
+                }
+                try
+                {
+                    await _origin.ReadAsync(sector, buffer, cancellationToken).ConfigureAwait(false);
+                }
+                finally
+                {
+                    TaskCompletionSource? wake = null;
+                    lock (_stateLock)
+                    {
+                        var t = _tracked[chunk];
+                        if (--t.Readers == 0)
+                        {
+                            _tracked.Remove(chunk);
+                            wake = t.Waiters;
+                        }
+                    }
+                    wake?.TrySetResult();
+                }
+                return;
+            }
+            finally
+            {
+                _gate.ExitShared();
+            }
+        }
+    }
+
+    private async ValueTask SnapshotWriteChunkAsync(SnapshotState st, ulong chunk, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        int wantSlots = 0;
+        Task? wait = null;
+        bool fullChunk = data.Length == _layout.ChunkBytes;
+        while (true)
+        {
+            // Every wait happens here, holding nothing: room under the in-flight copy bound (a partial write copies
+            // the rest of the chunk), or the copy of this chunk into this snapshot.
+            if (wantSlots > 0 || wait is not null) await WaitHoldingNothingAsync(wantSlots, wait, cancellationToken).ConfigureAwait(false);
+            wantSlots = 0;
+            wait = null;
+            _store.ThrowIfClosed();
+            await _gate.EnterSharedAsync().ConfigureAwait(false);
+            try
+            {
+                PendingException? pe = null;
+                ulong newChunk = 0;
+                bool existing = false, isFull = false;
+                int slots = fullChunk ? 0 : 1;
+                lock (_stateLock)
+                {
+                    ThrowIfUnusable(st);
+                    if (st.Complete.TryLookup(chunk, out newChunk)) existing = true;
+                    else if (st.Pending.TryGetValue(chunk, out var other)) wait = other.WaitTask;
+                    else if (!_throttle.TryAcquire(slots)) wantSlots = slots;
+                    else if (!st.Store!.TryAllocate(out newChunk))
+                    {
+                        _throttle.Release(slots);
+                        isFull = true;
+                    }
+                    else
+                    {
+                        pe = _pendingPool.Rent();
+                        pe.Snapshot = st;
+                        pe.OldChunk = chunk;
+                        pe.NewChunk = newChunk;
+                        st.Pending.Add(chunk, pe);
+                    }
+                }
+                if (isFull)
+                {
+                    if (_cowFullPolicy == CowFullPolicy.FailWrite) throw new CowFullException(st.CowPath, st.Name, chunk);
+                    await _store.InvalidateAsync(st, InvalidReasonCode.CowFull).ConfigureAwait(false);
+                    ThrowIfUnusable(st);
+                }
+                if (wait is not null || wantSlots > 0) continue;
+                int offsetInChunk = (int)((sector - ((long)chunk << _layout.ChunkShift)) << BlockDevice.SectorShift);
+                if (existing)
+                {
+                    try
+                    {
+                        await st.Store!.Cow.WriteAsync(_layout.ChunkToSector(newChunk) + (offsetInChunk >> BlockDevice.SectorShift), data, cancellationToken).ConfigureAwait(false);
+                        if (_writeThrough) await st.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (IOException e) when (e is not DeviceFullException)
+                    {
+                        // No space (a file system without reservations) fails this write alone; any other error the snapshot.
+                        await _store.InvalidateAsync(st, InvalidReasonCode.IoError).ConfigureAwait(false);
+                        throw new SnapshotInvalidException(st.CowPath, st.Name, $"{SnapshotStore.ReasonText(InvalidReasonCode.IoError)}: {e.Message}");
+                    }
+                    return;
+                }
+                // As for an origin copy: once claimed, the exception is written and committed to the end.
+                var plan = _planPool.Rent();
+                plan.Pending.Add(pe!);
+                try
+                {
+                    await _engine.RunSnapshotWriteAsync(plan.Pending, slots, offsetInChunk, data).ConfigureAwait(false);
+                }
+                finally
+                {
+                    plan.Reset();
+                    _planPool.Return(plan);
+                }
+                return;
+            }
+            finally
+            {
+                _gate.ExitShared();
+            }
+        }
+    }
+
+    /// <summary>The COW sector holding <paramref name="sector"/> of origin chunk <paramref name="chunk"/>, whose exception is COW chunk <paramref name="newChunk"/>.</summary>
+    private long CowSector(ulong newChunk, ulong chunk, long sector) =>
+        _layout.ChunkToSector(newChunk) + (sector - ((long)chunk << _layout.ChunkShift));
+
+    /// <summary>Throws for a deleted or invalid snapshot. Call under the state lock or after an invalidation.</summary>
+    private static void ThrowIfUnusable(SnapshotState st)
+    {
+        if (st.Deleted) throw new JournalArgumentException($"{st.CowPath}: snapshot '{st.Name}' has been deleted");
+        if (st.Merging) throw new JournalArgumentException($"{st.CowPath}: snapshot '{st.Name}' is being merged into the origin; read the origin instead");
+        if (!st.IsValid) throw new SnapshotInvalidException(st.CowPath, st.Name, st.InvalidReason!);
+    }
+
+    // ---- completion ---------------------------------------------------------------------------------------------
+
+    /// <inheritdoc/>
+    public void Complete(List<PendingException> pending, int slots)
+    {
+        List<TaskCompletionSource>? wake = null;
+        lock (_stateLock)
+        {
+            foreach (var pe in pending)
+            {
+                var s = pe.Snapshot!;
+                s.Pending.Remove(pe.OldChunk);
+                if (pe.Committed && !pe.Failed && s.IsValid && !s.Deleted) s.Complete.Insert(pe.OldChunk, pe.NewChunk);
+                else if (!pe.Committed && !s.Deleted) s.Store?.Free(pe.NewChunk);
+                if (pe.Waiters is not null) (wake ??= []).Add(pe.Waiters);
+                pe.Reset();
+                _pendingPool.Return(pe);
+            }
+        }
+        _throttle.Release(slots);
+        if (wake is not null) foreach (var w in wake) w.TrySetResult();
+    }
+
+    /// <inheritdoc/>
+    public Task InvalidateAsync(SnapshotState snapshot, InvalidReasonCode code) => _store.InvalidateAsync(snapshot, code);
+}

@@ -1,0 +1,82 @@
+using System.Globalization;
+using Journal;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Snapshot.Nbd;
+
+/// <summary>
+/// Options of an <see cref="NbdServer"/>: where it listens, how much one connection may have in flight, and limits.
+/// Validated by <see cref="Validate"/> (the server calls it); <see cref="ToString"/> shows every field.
+/// </summary>
+public sealed class NbdServerOptions
+{
+    /// <summary>Default bound on requests in flight on one connection.</summary>
+    public const int DefaultMaxRequestsInFlight = 64;
+
+    /// <summary>Default bound on payload bytes (write data received, read data to send) in flight on one connection: 64 MiB.</summary>
+    public const long DefaultMaxBytesInFlight = 64L << 20;
+
+    /// <summary>The largest READ or WRITE the server accepts, and the maximum block size it advertises: 32 MiB.</summary>
+    public const int MaxRequestBytes = 32 << 20;
+
+    /// <summary>Unix socket paths to listen on (the file is created with mode 0600; an existing socket file is replaced).</summary>
+    public IReadOnlyList<string> UnixSockets { get; init; } = [];
+
+    /// <summary>TCP endpoints to listen on ("127.0.0.1:10809"; port 0 picks a free port).</summary>
+    public IReadOnlyList<System.Net.IPEndPoint> TcpEndpoints { get; init; } = [];
+
+    /// <summary>Serve every export read-only: writes, trims and zero writes fail with EPERM.</summary>
+    public bool ReadOnly { get; init; }
+
+    /// <summary>Most connections at once (past it a new connection is closed at once, with a log line). Default 256.</summary>
+    public int MaxConnections { get; init; } = 256;
+
+    /// <summary>
+    /// Most requests one connection has in flight (received, not yet replied to). At the bound the server stops reading
+    /// that socket. Default 64.
+    /// </summary>
+    public int MaxRequestsInFlight { get; init; } = DefaultMaxRequestsInFlight;
+
+    /// <summary>
+    /// Most payload bytes one connection has in flight: data of writes received and not yet replied to, plus buffers of
+    /// reads not yet sent. At the bound the server stops reading that socket. At least <see cref="MaxRequestBytes"/>
+    /// (one request of the largest size always fits). Default 64 MiB.
+    /// </summary>
+    public long MaxBytesInFlight { get; init; } = DefaultMaxBytesInFlight;
+
+    /// <summary>Time a client has to finish the handshake before its connection is closed. Default 60 s.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// On shutdown, how long replies already computed may take to reach clients that do not read them before their
+    /// connections are closed anyway. Default 10 s.
+    /// </summary>
+    public TimeSpan ShutdownGrace { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Where connections, disconnections and errors are logged (one line each). Default: nowhere.</summary>
+    public ILoggerFactory LoggerFactory { get; init; } = NullLoggerFactory.Instance;
+
+    /// <summary>Checks every option; throws <see cref="JournalArgumentException"/> with one line.</summary>
+    public void Validate()
+    {
+        if (UnixSockets.Count == 0 && TcpEndpoints.Count == 0)
+            throw new JournalArgumentException("nbd server: nothing to listen on: give a unix socket path or a TCP endpoint");
+        foreach (var p in UnixSockets)
+        {
+            if (string.IsNullOrEmpty(p)) throw new JournalArgumentException("nbd server: empty unix socket path");
+            if (System.Text.Encoding.UTF8.GetByteCount(Path.GetFullPath(p)) > 107)
+                throw new JournalArgumentException($"{p}: unix socket path is too long (at most 107 bytes)");
+        }
+        if (MaxConnections < 1) throw new JournalArgumentException($"nbd server: --max-connections {MaxConnections} must be at least 1");
+        if (MaxRequestsInFlight < 1) throw new JournalArgumentException($"nbd server: in-flight request bound {MaxRequestsInFlight} must be at least 1");
+        if (MaxBytesInFlight < MaxRequestBytes)
+            throw new JournalArgumentException($"nbd server: in-flight byte bound {MaxBytesInFlight} must be at least {MaxRequestBytes} (one largest request)");
+        if (HandshakeTimeout <= TimeSpan.Zero) throw new JournalArgumentException("nbd server: handshake timeout must be positive");
+        if (ShutdownGrace < TimeSpan.Zero) throw new JournalArgumentException("nbd server: shutdown grace must not be negative");
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+        $"NbdServerOptions(unix [{string.Join(", ", UnixSockets)}], tcp [{string.Join(", ", TcpEndpoints)}], read-only {ReadOnly}, max connections {MaxConnections}, in flight per connection {MaxRequestsInFlight} requests / {MaxBytesInFlight} bytes, handshake timeout {HandshakeTimeout.TotalSeconds} s, shutdown grace {ShutdownGrace.TotalSeconds} s)");
+}

@@ -1,0 +1,26 @@
+using Journal;
+using Journal.Format;
+using Journal.Storage;
+
+namespace Snapshot.Recovery;
+
+/// <summary>
+/// The store's metadata journal on <c>journal.log</c> (the whole file is the log region): its options, and its creation
+/// (formatted with the store). Opening it after a stop is <see cref="StoreRecovery"/>'s.
+/// </summary>
+internal static class StoreJournal
+{
+    /// <summary>Smallest journal the store accepts, in 512-byte blocks (1 MiB).</summary>
+    public const uint MinLogBlocks = 2048;
+
+    /// <summary>Journal options for a log of <paramref name="blocks"/> blocks (smaller log buffers for small logs).</summary>
+    public static JournalOptions Options(uint blocks) => blocks >= 8192
+        ? new JournalOptions { LogSizeBytes = (long)blocks * 512 }
+        : new JournalOptions { LogSizeBytes = (long)blocks * 512, LogBufferCount = 4, LogBufferSize = 16 * 1024 };
+
+    /// <summary>The log region: the whole device.</summary>
+    public static LogRegion Region(BlockDevice log) => new(log, 0, (uint)Math.Min(log.SectorCount, LogFormat.MaxLogBlocks));
+
+    /// <summary>Formats the whole device as an empty log and starts a journal on it.</summary>
+    public static MetadataJournal Create(BlockDevice log) => MetadataJournal.Create(Region(log), Options((uint)log.SectorCount));
+}

@@ -1,0 +1,20 @@
+using Journal;
+
+namespace Snapshot;
+
+/// <summary>
+/// The store folder is on a read-only file system, so the store cannot be opened for writing. Not a lock conflict:
+/// nothing else holds the store, and deleting files will not help. The store can only be read (a read-only open).
+/// </summary>
+public sealed class StoreReadOnlyException : JournalException
+{
+    /// <summary>Creates the error for <paramref name="folder"/>.</summary>
+    public StoreReadOnlyException(string folder, Exception? inner = null)
+        : base($"{folder}: read-only file system: the store cannot be opened for writing", inner)
+    {
+        Folder = folder;
+    }
+
+    /// <summary>The store folder.</summary>
+    public string Folder { get; }
+}
