@@ -13,8 +13,8 @@ namespace Journal;
 /// <para><b>The item's lock.</b> Every item carries one lock (an asynchronous mutex). Take it with
 /// <see cref="LockAsync"/> (or <see cref="Lock"/>) before changing the item, keep it until the transaction that holds the
 /// change has committed, and release it by disposing the <see cref="ItemLock"/>. A transaction refuses to join, or to
-/// commit, an item whose lock is not held, so <see cref="LogItem.FormatLog"/> and <see cref="WriteHomeAsync"/> always
-/// see a state that nobody is changing. Begin the transaction (which may wait for log space) before taking the lock:
+/// commit, an item whose lock nobody holds (it checks that the lock is held, not by whom), so
+/// <see cref="LogItem.FormatLog"/> and <see cref="WriteHomeAsync"/> see a state that nobody is changing. Begin the transaction (which may wait for log space) before taking the lock:
 /// the write-back that frees log space needs the lock.</para>
 /// <para><b>Write-back</b> (<see cref="WriteBackAsync"/>, called by the journal's AIL once the item's checkpoint is
 /// durable): tries the lock without waiting and returns "not now" if it is held; returns "not now" if the item
