@@ -35,6 +35,7 @@ public sealed partial class SnapshotStore
     public async ValueTask MergeSnapshotAsync(string name, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
         ThrowIfClosed();
+        ThrowIfReadOnly("merging a snapshot");
         ArgumentNullException.ThrowIfNull(name);
         await _gate.EnterExclusiveAsync().ConfigureAwait(false);
         try

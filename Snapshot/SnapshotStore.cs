@@ -280,6 +280,15 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(folder);
         options ??= new StoreOptions();
         options.ValidateForOpen(folder);
+        ReadOnlyOverlayProvider? overlay = null;
+        if (options.ReadOnly)
+        {
+            // Every file read-only; whatever the open writes (a replay, a stamp) stays in memory and is forgotten.
+            var under = options.DeviceProvider;
+            overlay = under is FileDeviceProvider ? ReadOnlyOverlayProvider.OverFiles(sharedLock: true)
+                : new ReadOnlyOverlayProvider(under, under.Open, sharedLock: true);
+            options = options.WithProvider(overlay);
+        }
         var provider = options.DeviceProvider;
         string sbPath = Path.Combine(folder, SuperblockFileName);
         if (!provider.Exists(sbPath)) throw new StoreNotFoundException(folder, sbPath);
@@ -297,7 +306,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
                 throw new JournalException($"{origin.Name}: origin is {origin.SectorCount} sectors, the superblock says {sb.OriginSectors}");
             var log = provider.Open(Path.Combine(folder, JournalFileName));
             opened.Add(log);
-            store = new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb);
+            store = new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb) { _overlay = overlay };
             store.OpenJournal();
             store.StartPipeline();
             await store.LoadSnapshotsAsync(cancellationToken).ConfigureAwait(false);
@@ -310,8 +319,21 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             if (store is not null) store.DisposeSnapshotStores();
             foreach (var d in opened) d.Dispose();
             folderLock.Dispose();
+            overlay?.CloseFiles();
             throw;
         }
+    }
+
+    // The read-only open's overlay (null for a normal open): its real files are closed with the store.
+    private ReadOnlyOverlayProvider? _overlay;
+
+    /// <summary>True when the store was opened read-only (<see cref="StoreOptions.ReadOnly"/>).</summary>
+    public bool IsReadOnly => _overlay is not null;
+
+    /// <summary>Refuses <paramref name="what"/> on a store opened read-only.</summary>
+    internal void ThrowIfReadOnly(string what)
+    {
+        if (_overlay is not null) throw StoreReadOnlyException.OpenedReadOnly(Folder, what);
     }
 
     /// <summary>
@@ -583,6 +605,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     public async ValueTask<StoreVolume> CreateSnapshotAsync(string name, SnapshotOptions? options = null, CancellationToken cancellationToken = default)
     {
         ThrowIfClosed();
+        ThrowIfReadOnly("creating a snapshot");
         ValidateSnapshotName(name);
         options ??= new SnapshotOptions();
         string path = CowPathOf(name);
@@ -687,6 +710,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     public async ValueTask DeleteSnapshotAsync(string name, CancellationToken cancellationToken = default)
     {
         ThrowIfClosed();
+        ThrowIfReadOnly("deleting a snapshot");
         ArgumentNullException.ThrowIfNull(name);
         await _gate.EnterExclusiveAsync().ConfigureAwait(false);
         try
@@ -815,6 +839,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             _logDevice.Dispose();
             _sbDevice.Dispose();
             _folderLock.Dispose();
+            _overlay?.CloseFiles();
         }
         finally
         {
@@ -839,14 +864,20 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     internal ValueTask OriginReadAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken) =>
         _dataPath.OriginReadAsync(sector, buffer, cancellationToken);
 
-    internal ValueTask OriginWriteAsync(long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken) =>
-        _dataPath.OriginWriteAsync(sector, data, fua, cancellationToken);
+    internal ValueTask OriginWriteAsync(long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken)
+    {
+        ThrowIfReadOnly("writing");
+        return _dataPath.OriginWriteAsync(sector, data, fua, cancellationToken);
+    }
 
     internal ValueTask SnapshotReadAsync(SnapshotState st, long sector, Memory<byte> buffer, CancellationToken cancellationToken) =>
         _dataPath.SnapshotReadAsync(st, sector, buffer, cancellationToken);
 
-    internal ValueTask SnapshotWriteAsync(SnapshotState st, long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken) =>
-        _dataPath.SnapshotWriteAsync(st, sector, data, fua, cancellationToken);
+    internal ValueTask SnapshotWriteAsync(SnapshotState st, long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken)
+    {
+        ThrowIfReadOnly("writing");
+        return _dataPath.SnapshotWriteAsync(st, sector, data, fua, cancellationToken);
+    }
 
     /// <summary>See <see cref="DataPath.SubmitOriginWrite"/> (the write-storm benchmark).</summary>
     internal Task SubmitOriginWrite(long sector, ReadOnlyMemory<byte> data, out Task completion) => _dataPath.SubmitOriginWrite(sector, data, out completion);

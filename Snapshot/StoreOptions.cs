@@ -52,6 +52,13 @@ public sealed class StoreOptions
     /// <summary>Pending exceptions and copy jobs kept in a preallocated emergency reserve. Default 16.</summary>
     public int PoolReserve { get; init; } = 16;
 
+    /// <summary>
+    /// Open the store read-only (per open): its files are only read (the store's lock is taken shared, which works on a
+    /// read-only file system), a journal that needs replay is replayed in memory only, and writes, snapshot changes and
+    /// merges are refused with <see cref="StoreReadOnlyException"/>. Closing writes nothing.
+    /// </summary>
+    public bool ReadOnly { get; init; }
+
     /// <summary>Where devices come from (tests substitute memory or recording devices).</summary>
     internal IDeviceProvider DeviceProvider { get; init; } = FileDeviceProvider.Instance;
 
@@ -60,6 +67,14 @@ public sealed class StoreOptions
 
     /// <summary>How persistent exception metadata is committed.</summary>
     internal MetadataMode MetadataMode { get; init; } = MetadataMode.Journal;
+
+    /// <summary>These options with another device provider (a read-only open runs over an overlay).</summary>
+    internal StoreOptions WithProvider(IDeviceProvider provider) => new()
+    {
+        OriginSectors = OriginSectors, ChunkSectors = ChunkSectors, LogBlocks = LogBlocks, MaxInFlightCopies = MaxInFlightCopies,
+        WriteThrough = WriteThrough, CowFullPolicy = CowFullPolicy, CowGrowthBytes = CowGrowthBytes, PoolReserve = PoolReserve,
+        ReadOnly = ReadOnly, DeviceProvider = provider, MetadataMode = MetadataMode, StoreId = StoreId,
+    };
 
     /// <summary>Checks the chunk size alone; throws <see cref="JournalArgumentException"/> naming <paramref name="where"/>.</summary>
     public static void ValidateChunkSectors(long chunkSectors, string where)
@@ -98,7 +113,7 @@ public sealed class StoreOptions
 
     /// <inheritdoc/>
     public override string ToString() =>
-        $"StoreOptions(origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {LogBlocks} blocks, in-flight copies {(MaxInFlightCopies == 0 ? "unlimited" : MaxInFlightCopies)}, write-through {WriteThrough}, COW growth {CowGrowthBytes} bytes, pool reserve {PoolReserve}, COW full: {CowFullPolicy})";
+        $"StoreOptions(origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {LogBlocks} blocks, in-flight copies {(MaxInFlightCopies == 0 ? "unlimited" : MaxInFlightCopies)}, write-through {WriteThrough}, COW growth {CowGrowthBytes} bytes, pool reserve {PoolReserve}, COW full: {CowFullPolicy}, read-only {ReadOnly})";
 }
 
 /// <summary>What a write that needs a copy does when a snapshot's COW file is full (<see cref="StoreOptions.CowFullPolicy"/>).</summary>

@@ -10,10 +10,17 @@ public sealed class StoreReadOnlyException : JournalException
 {
     /// <summary>Creates the error for <paramref name="folder"/>.</summary>
     public StoreReadOnlyException(string folder, Exception? inner = null)
-        : base($"{folder}: read-only file system: the store cannot be opened for writing", inner)
+        : this(folder, $"{folder}: read-only file system: the store cannot be opened for writing", inner) { }
+
+    private StoreReadOnlyException(string folder, string message, Exception? inner)
+        : base(message, inner)
     {
         Folder = folder;
     }
+
+    /// <summary>A change refused because the store was opened read-only (<see cref="StoreOptions.ReadOnly"/>).</summary>
+    internal static StoreReadOnlyException OpenedReadOnly(string folder, string what) =>
+        new(folder, $"{folder}: the store is open read-only: {what} is refused", null);
 
     /// <summary>The store folder.</summary>
     public string Folder { get; }

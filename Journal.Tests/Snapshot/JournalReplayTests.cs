@@ -71,4 +71,39 @@ public class JournalReplayTests
         Assert.True(perException < 4096, $"{perException:F0} journal bytes per exception");
         Assert.Equal(1024, store.GetStatus().Snapshots.Single().Exceptions);
     }
+
+    [Fact]
+    public async Task A_read_only_open_replays_in_memory_only_and_refuses_changes()
+    {
+        var p = new TestDeviceProvider();
+        var store = await CreateMemoryStoreAsync(p, 8 * 64);
+        await WriteAsync(store.Origin, 0, Pattern(0, 8 * 64, 1));
+        await store.CreateSnapshotAsync("s");
+        await WriteAsync(store.Origin, 0, Pattern(0, 8 * 64, 2));
+        await store.FlushAsync();
+        // The process stops without closing: the snapshot's exceptions are only in the journal.
+        var crashed = Snapshot(p);
+        var before = crashed.Paths.ToDictionary(x => x, x => crashed.Backing(x).ToArray());
+
+        var ro = await SnapshotStore.OpenAsync(Folder, crashed.Options(new StoreOptions { ReadOnly = true })).AsTask().WaitAsync(Watchdog);
+        Assert.True(ro.IsReadOnly);
+        Assert.False(ro.LogClean);
+        Assert.Equal(Pattern(0, 8 * 64, 1), await ReadAsync(ro.GetSnapshot("s"), 0, 8 * 64));
+        Assert.Equal(Pattern(0, 8 * 64, 2), await ReadAsync(ro.Origin, 0, 8 * 64));
+        await Assert.ThrowsAsync<StoreReadOnlyException>(() => WriteAsync(ro.Origin, 0, Pattern(0, 8, 3)));
+        await Assert.ThrowsAsync<StoreReadOnlyException>(() => WriteAsync(ro.GetSnapshot("s"), 0, Pattern(0, 8, 3)));
+        await Assert.ThrowsAsync<StoreReadOnlyException>(() => ro.CreateSnapshotAsync("t").AsTask());
+        await Assert.ThrowsAsync<StoreReadOnlyException>(() => ro.DeleteSnapshotAsync("s").AsTask());
+        await Assert.ThrowsAsync<StoreReadOnlyException>(() => ro.MergeSnapshotAsync("s").AsTask());
+        await ro.CloseAsync();
+        // Nothing on any device changed: the replay and the close stayed in memory.
+        Assert.Equal(before.Keys.Order(), crashed.Paths.Order());
+        foreach (var (path, bytes) in before) Assert.True(bytes.AsSpan().SequenceEqual(crashed.Backing(path).ToArray()), $"{path} changed");
+
+        // A normal open still finds the log to replay, and the same contents.
+        var rw = await SnapshotStore.OpenAsync(Folder, crashed.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
+        Assert.False(rw.LogClean);
+        Assert.Equal(Pattern(0, 8 * 64, 1), await ReadAsync(rw.GetSnapshot("s"), 0, 8 * 64));
+        await rw.CloseAsync();
+    }
 }

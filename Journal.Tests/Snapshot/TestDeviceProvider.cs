@@ -42,6 +42,8 @@ internal sealed class TestDeviceProvider : IDeviceProvider
         DeviceProvider = this,
         MetadataMode = o?.MetadataMode ?? MetadataMode.Journal,
         StoreId = o?.StoreId ?? 0x5354_4f52_4531_0001, // fixed, so stores in memory are byte-for-byte reproducible
+        ReadOnly = o?.ReadOnly ?? false,
+        CowFullPolicy = o?.CowFullPolicy ?? CowFullPolicy.InvalidateSnapshot,
     };
 
     public BlockDevice Create(string path, long sectors)
@@ -110,6 +112,9 @@ internal sealed class TestDeviceProvider : IDeviceProvider
         lock (_lock)
             foreach (var k in _devices.Keys.Where(k => Path.GetDirectoryName(k) == staging.TrimEnd('/')).ToList()) _devices.Remove(k);
     }
+
+    /// <summary>The memory stores have one lock: a shared open conflicts with every other open, as a writer's would.</summary>
+    public IDisposable LockShared(string folder) => Lock(folder);
 
     public IDisposable Lock(string folder)
     {

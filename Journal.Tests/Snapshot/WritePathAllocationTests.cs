@@ -15,8 +15,29 @@ public sealed class WritePathAllocationTests(ITestOutputHelper output)
     [Fact]
     public async Task Origin_writes_allocate_almost_nothing_per_write()
     {
+        // The lowest of three trials: other tests' leftovers (a server or kicker finishing) allocate on their own
+        // threads, and the process-wide counter sees them; the write path's own cost is the floor.
+        double perFirst = double.MaxValue, perOver = double.MaxValue;
+        for (int trial = 0; trial < 3; trial++)
+        {
+            var (first, over) = await MeasureAsync();
+            perFirst = Math.Min(perFirst, first);
+            perOver = Math.Min(perOver, over);
+        }
+        output.WriteLine($"first writes: {perFirst:F1} B/write; overwrites: {perOver:F1} B/write");
+        // A first write allocates nothing of its own (pooled exceptions, plans, rounds, completions; pooled state
+        // machines); what remains is shared: per commit round, per journal checkpoint and per 256-entry metadata segment.
+        Assert.True(perFirst < 128, $"{perFirst:F1} bytes allocated per first write");
+        Assert.True(perOver < 16, $"{perOver:F1} bytes allocated per overwrite");
+    }
+
+    private static async Task<(double First, double Over)> MeasureAsync()
+    {
         const int chunks = 8192;
-        var p = new TestDeviceProvider();
+        // A COW flush that takes a millisecond, as a disk's does, so a commit round gathers the writers that queue
+        // meanwhile (on memory devices a flush takes no time and rounds hold a write or two, which would measure the
+        // per-round cost, not the per-write one).
+        var p = new TestDeviceProvider { Wrap = (path, d) => path.EndsWith(".cow", StringComparison.Ordinal) ? new SlowFlushDevice(d) : d };
         await using var store = await CreateMemoryStoreAsync(p, chunks * 8L);
         await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
         // The memory device reallocates its array when the COW file grows: grow it once up front, so what is measured
@@ -31,10 +52,24 @@ public sealed class WritePathAllocationTests(ITestOutputHelper output)
         before = GC.GetTotalAllocatedBytes(precise: true);
         await WriteChunksAsync(store, data, 0, chunks);
         long overwrites = GC.GetTotalAllocatedBytes(precise: true) - before;
-        double perFirst = (double)firstWrites / (chunks / 2), perOver = (double)overwrites / chunks;
-        output.WriteLine($"first writes: {perFirst:F1} B/write; overwrites: {perOver:F1} B/write");
-        Assert.True(perFirst < 600, $"{perFirst:F1} bytes allocated per first write");
-        Assert.True(perOver < 64, $"{perOver:F1} bytes allocated per overwrite");
+        return ((double)firstWrites / (chunks / 2), (double)overwrites / chunks);
+    }
+
+    /// <summary>A device whose asynchronous flush takes about a millisecond.</summary>
+    private sealed class SlowFlushDevice(Journal.Storage.BlockDevice inner) : Journal.Storage.BlockDevice
+    {
+        public override string Name => inner.Name;
+        public override long SectorCount => inner.SectorCount;
+        protected override void ReadCore(long sector, Span<byte> buffer) => inner.Read(sector, buffer);
+        protected override void WriteCore(long sector, ReadOnlySpan<byte> data) => inner.Write(sector, data);
+        protected override void FlushCore() => inner.Flush();
+        protected override void ExtendCore(long sectorCount) => inner.Extend(sectorCount);
+
+        protected override async ValueTask FlushCoreAsync(CancellationToken cancellationToken)
+        {
+            await Task.Delay(1, cancellationToken);
+            inner.Flush();
+        }
     }
 
     private static async Task WriteChunksAsync(SnapshotStore store, byte[] data, int from, int to)

@@ -11,7 +11,7 @@ namespace Snapshot.Recovery;
 /// refused, as it would be by a replay.
 /// </summary>
 /// <remarks>Locking: <c>_lock</c> protects the maps below; it is a leaf, held for dictionary work only.</remarks>
-internal sealed class ReadOnlyOverlayProvider(IDeviceProvider underlying, Func<string, BlockDevice> openReadOnly) : IDeviceProvider
+internal sealed class ReadOnlyOverlayProvider(IDeviceProvider underlying, Func<string, BlockDevice> openReadOnly, bool sharedLock = false) : IDeviceProvider
 {
     private readonly object _lock = new();
     private readonly Dictionary<string, OverlayState> _states = new(StringComparer.Ordinal);   // files opened or created
@@ -22,12 +22,14 @@ internal sealed class ReadOnlyOverlayProvider(IDeviceProvider underlying, Func<s
     /// An overlay of the real files, opened read-only by <see cref="FileBlockDevice"/>; anything but a regular file is
     /// refused before it is opened (opening a FIFO would wait for a writer).
     /// </summary>
-    public static ReadOnlyOverlayProvider OverFiles() => new(FileDeviceProvider.Instance, path =>
+    /// <param name="sharedLock">Take the store's lock shared (a read-only open, which works on a read-only file
+    /// system) instead of exclusively (a check, which refuses exactly what a replay would).</param>
+    public static ReadOnlyOverlayProvider OverFiles(bool sharedLock = false) => new(FileDeviceProvider.Instance, path =>
     {
         if (RegularFile.WhatElse(path) is { } what)
-            throw new DeviceOpenException(Path.GetFullPath(path), DeviceOpenError.Other, $"is {what}, not a regular file");
+            throw new DeviceOpenException(Path.GetFullPath(path), DeviceOpenError.NotRegularFile, $"is {what}, not a regular file");
         return FileBlockDevice.Open(path, readOnly: true);
-    });
+    }, sharedLock);
 
     public BlockDevice Create(string path, long sectors)
     {
@@ -103,7 +105,9 @@ internal sealed class ReadOnlyOverlayProvider(IDeviceProvider underlying, Func<s
 
     public void EnsureFolder(string folder) { }
 
-    public IDisposable Lock(string folder) => underlying.Lock(folder);
+    public IDisposable Lock(string folder) => sharedLock ? underlying.LockShared(folder) : underlying.Lock(folder);
+
+    public IDisposable LockShared(string folder) => underlying.LockShared(folder);
 
     /// <summary>Closes every real file opened through the overlay.</summary>
     public void CloseFiles()

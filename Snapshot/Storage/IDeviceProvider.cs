@@ -53,6 +53,12 @@ internal interface IDeviceProvider
     void AbandonCreate(string staging);
 
     /// <summary>
+    /// Takes the store's lock shared, for a read-only open: several readers, no writer. Throws
+    /// <see cref="StoreInUseException"/> when a writer holds the store.
+    /// </summary>
+    IDisposable LockShared(string folder);
+
+    /// <summary>
     /// Takes the store's exclusive lock at once or throws <see cref="StoreInUseException"/>. Disposing releases it.
     /// </summary>
     IDisposable Lock(string folder);

@@ -128,7 +128,7 @@ internal static class StoreCommands
     {
         RequireSectors("--offset", offset);
         RequireSectors("--length", length);
-        await using var s = await OpenAsync(console, store).ConfigureAwait(false);
+        await using var s = await OpenAsync(console, store, readOnlyIfNeeded: true).ConfigureAwait(false);
         var volume = snapshot is null ? s.Origin : RequireSnapshot(s, store, snapshot);
         RequireInside(volume, offset, length);
 
@@ -167,7 +167,7 @@ internal static class StoreCommands
     public static async Task<int> StatusAsync(ToolConsole console, string store, bool json)
     {
         if (await Served(console, store, new("status", store, Json: json)) is { } served) return served;
-        await using var s = await OpenAsync(console, store).ConfigureAwait(false);
+        await using var s = await OpenAsync(console, store, readOnlyIfNeeded: true).ConfigureAwait(false);
         var status = s.GetStatus();
         await s.CloseAsync().ConfigureAwait(false);
         if (json)
@@ -192,10 +192,27 @@ internal static class StoreCommands
     /// <summary>
     /// Opens the store after checking the folder; says on stderr when the journal had to be replayed.
     /// </summary>
-    public static async Task<SnapshotStore> OpenAsync(ToolConsole console, string store)
+    /// <param name="console">Where the notes go.</param>
+    /// <param name="store">The store folder.</param>
+    /// <param name="readOnlyIfNeeded">
+    /// For commands that only read (status, read): on a read-only file system, open the store read-only instead of
+    /// failing (a journal that needs replay is then replayed in memory only; stderr says so).
+    /// </param>
+    public static async Task<SnapshotStore> OpenAsync(ToolConsole console, string store, bool readOnlyIfNeeded = false)
     {
         RequireStore(store);
-        var s = await SnapshotStore.OpenAsync(store, null, console.Cancellation).ConfigureAwait(false);
+        SnapshotStore s;
+        try
+        {
+            s = await SnapshotStore.OpenAsync(store, null, console.Cancellation).ConfigureAwait(false);
+        }
+        catch (StoreReadOnlyException) when (readOnlyIfNeeded)
+        {
+            s = await SnapshotStore.OpenAsync(store, new StoreOptions { ReadOnly = true }, console.Cancellation).ConfigureAwait(false);
+            console.Error.WriteLine($"{console.Name}: {store}: read-only file system: the store was opened read-only" +
+                (s.LogClean ? "" : "; the journal was replayed in memory only (it still needs a replay where it can be written)"));
+            return s;
+        }
         if (!s.LogClean)
             console.Error.WriteLine($"{console.Name}: {store}: the last close was not clean; the journal was replayed");
         return s;

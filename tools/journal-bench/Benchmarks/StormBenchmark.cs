@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using JournalBench.Measure;
 using Snapshot;
 using static JournalBench.BenchCommon;
 
@@ -12,12 +13,15 @@ namespace JournalBench.Benchmarks;
 /// copies complete. The producer writes every 4 KiB chunk of an N GiB origin once (each write needs a copy for every
 /// snapshot) and, like a page-cache flush, waits only until each write is admitted (past the copy throttle), not until
 /// it completes. Runs with the in-flight copy bound at 2048 and at 0 (unlimited) and reports peak process memory
-/// (resident set and managed heap, sampled every 20 ms), pool peaks, emergency allocations and throughput.
+/// (resident set and managed heap, sampled every 20 ms), pool peaks, emergency allocations, throughput and the commit
+/// pipeline's rounds over the run. Unbounded runs larger than <c>--unbounded-max-gigabytes</c> are skipped (their memory
+/// grows with the data written: about 1.5 GiB of RSS per GiB).
 /// </summary>
 internal static class StormBenchmark
 {
     internal sealed record Result(int Bound, double Gigabytes, int Snapshots, long Writes, double WritesPerS, long PeakRssBytes,
-        long StartRssBytes, long PeakManagedBytes, int PeakCopiesInFlight, long ThrottleWaits, PoolStatistics PendingPool, PoolStatistics CopyJobPool);
+        long StartRssBytes, long PeakManagedBytes, int PeakCopiesInFlight, long ThrottleWaits, PoolStatistics PendingPool, PoolStatistics CopyJobPool,
+        CommitDelta Commit);
 
     public static Command CreateCommand()
     {
@@ -25,10 +29,11 @@ internal static class StormBenchmark
         var gigabytes = new Option<string>("--gigabytes") { Description = "Origin sizes in GiB to write through, comma-separated (e.g. 1,4).", DefaultValueFactory = _ => "1" };
         var bounds = new Option<string>("--bounds") { Description = "In-flight copy bounds to run, comma-separated (0 = unlimited).", DefaultValueFactory = _ => "2048,0" };
         var logSize = new Option<int>("--log-mib") { Description = "Size of the store's journal in MiB (at least 1; a small log makes commit rounds split).", DefaultValueFactory = _ => 32 };
+        var unboundedMax = new Option<double>("--unbounded-max-gigabytes") { Description = "Largest size run with the bound off (0); larger unbounded runs are skipped, since their memory grows with the data written.", DefaultValueFactory = _ => 1 };
         var json = JsonOption();
-        var cmd = new Command("storm", "A write storm through the origin with the in-flight copy bound on and off: peak memory, pools, throughput.")
+        var cmd = new Command("storm", "A write storm through the origin with the in-flight copy bound on and off: peak memory, pools, throughput, commit rounds.")
         {
-            snapshots, gigabytes, bounds, logSize, json,
+            snapshots, gigabytes, bounds, logSize, unboundedMax, json,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -46,13 +51,27 @@ internal static class StormBenchmark
             if (bs.Any(b => b < 0)) return UsageError("--bounds must not be negative");
             int logMib = pr.GetValue(logSize);
             if (logMib is < 1 or > 4096) return UsageError("--log-mib must be in 1..4096");
+            double maxUnbounded = pr.GetValue(unboundedMax);
+            if (double.IsNaN(maxUnbounded) || maxUnbounded < 0) return UsageError("--unbounded-max-gigabytes must not be negative");
+            var load = LoadAverage.Read();
             var results = new List<Result>();
+            var skipped = new List<string>();
             foreach (int b in bs)
                 foreach (double g in gbs)
+                {
+                    if (b == 0 && g > maxUnbounded)
+                    {
+                        string why = string.Create(CultureInfo.InvariantCulture, $"bound 0 (off) at {g} GiB skipped: larger than --unbounded-max-gigabytes {maxUnbounded}");
+                        skipped.Add(why);
+                        Console.Error.WriteLine($"journal-bench: storm: {why}");
+                        continue;
+                    }
                     results.Add(await RunOnceAsync(s, g, b, logMib, ct).ConfigureAwait(false));
+                }
             ProgressDone();
-            if (pr.GetValue(json)) PrintJson(ToJson(results));
-            else Console.Out.Write(ToTable(results));
+            var loadEnd = LoadAverage.Read();
+            if (pr.GetValue(json)) PrintJson(ToJson(results, skipped, load, loadEnd));
+            else Console.Out.Write(ToTable(results, skipped, load, loadEnd));
             return 0;
         });
         return cmd;
@@ -69,6 +88,7 @@ internal static class StormBenchmark
             var options = new StoreOptions { OriginSectors = chunks * 8, ChunkSectors = 8, MaxInFlightCopies = bound, LogBlocks = (uint)logMib * 2048 };
             var store = await SnapshotStore.CreateAsync(dir.Path, options, ct).ConfigureAwait(false);
             StoreStatus status;
+            CommitDelta commit;
             double wps;
             long peak = Environment.WorkingSet;
             long peakManaged = GC.GetTotalMemory(false);
@@ -92,6 +112,7 @@ internal static class StormBenchmark
                 long outstanding = 1;
                 Exception? error = null;
                 var allDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                var commit0 = store.CommitStatistics;
                 var sw = Stopwatch.StartNew();
                 for (long c = 0; c < chunks; c++)
                 {
@@ -109,6 +130,7 @@ internal static class StormBenchmark
                 if (Interlocked.Decrement(ref outstanding) == 0) allDone.TrySetResult();
                 await allDone.Task.ConfigureAwait(false);
                 wps = chunks / sw.Elapsed.TotalSeconds;
+                commit = CommitDelta.Between(commit0, store.CommitStatistics);
                 stop.Cancel();
                 await sampler.ConfigureAwait(false);
                 if (error is not null) throw new IOException($"storm: an origin write failed: {error.Message}", error);
@@ -119,7 +141,7 @@ internal static class StormBenchmark
                 await store.CloseAsync(CancellationToken.None).ConfigureAwait(false);
             }
             return new Result(bound, gb, snapshots, chunks, wps, Interlocked.Read(ref peak), start, Interlocked.Read(ref peakManaged), status.PeakCopiesInFlight,
-                status.ThrottleWaits, status.PendingPool, status.CopyJobPool);
+                status.ThrottleWaits, status.PendingPool, status.CopyJobPool, commit);
         }
         finally
         {
@@ -127,7 +149,7 @@ internal static class StormBenchmark
         }
     }
 
-    private static string ToTable(IReadOnlyList<Result> results)
+    private static string ToTable(IReadOnlyList<Result> results, IReadOnlyList<string> skipped, LoadAverage? load, LoadAverage? loadEnd)
     {
         var header = new[] { "bound", "GiB", "writes", "writes/s", "peak RSS MiB", "peak heap MiB", "peak copies", "throttle waits", "pending peak", "pending emerg.", "jobs peak", "jobs emerg." };
         var rows = results.Select(r => (IReadOnlyList<string>)new[]
@@ -136,10 +158,32 @@ internal static class StormBenchmark
             F(r.WritesPerS), F(r.PeakRssBytes / 1048576.0, 1), F(r.PeakManagedBytes / 1048576.0, 1), F(r.PeakCopiesInFlight), F(r.ThrottleWaits), F(r.PendingPool.PeakInUse),
             F(r.PendingPool.EmergencyTotal), F(r.CopyJobPool.PeakInUse), F(r.CopyJobPool.EmergencyTotal),
         });
-        return $"journal-bench storm: {results.FirstOrDefault()?.Snapshots} snapshots, 4 KiB first writes issued without waiting for completion, in {Path.GetTempPath()}\n\n"
+        var commitHeader = new[] { "bound", "GiB", "writes/s", "rounds", "exc/round", "largest round", "COW flushes", "log forces", "transactions", "round wait ms" };
+        var commitRows = results.Select(r => (IReadOnlyList<string>)new[]
+        {
+            r.Bound == 0 ? "0 (off)" : r.Bound.ToString(CultureInfo.InvariantCulture), r.Gigabytes.ToString(CultureInfo.InvariantCulture), F(r.WritesPerS),
+            F(r.Commit.Rounds), F(r.Commit.ExceptionsPerRound, 1), F(r.Commit.LargestRound), F(r.Commit.CowFlushes), F(r.Commit.DurabilityWaits),
+            F(r.Commit.Transactions), F(r.Commit.AverageRoundWaitMs, 2),
+        });
+        var side = new List<string>();
+        foreach (var g in results.Select(r => r.Gigabytes).Distinct())
+        {
+            var on = results.Where(r => r.Gigabytes == g && r.Bound > 0).ToList();
+            var off = results.FirstOrDefault(r => r.Gigabytes == g && r.Bound == 0);
+            foreach (var b in on)
+                if (off is not null)
+                    side.Add(string.Create(CultureInfo.InvariantCulture, $"{g} GiB: bound {b.Bound} {F(b.WritesPerS)} writes/s, peak RSS {F(b.PeakRssBytes / 1048576.0, 1)} MiB; bound off {F(off.WritesPerS)} writes/s, peak RSS {F(off.PeakRssBytes / 1048576.0, 1)} MiB; bounded/unbounded {F(b.WritesPerS / off.WritesPerS, 2)}x"));
+        }
+        return $"journal-bench storm: {results.FirstOrDefault()?.Snapshots} snapshots, 4 KiB first writes issued without waiting for completion, in {Path.GetTempPath()}\n"
+            + $"{LoadAverage.Describe(load)} at start, {LoadAverage.Describe(loadEnd)} at end\n\n"
             + Table(header, rows)
             + "\npeak RSS / heap: resident set and managed heap sampled every 20 ms during the run; emerg.: objects handed out beyond\n"
-            + "the pool's budget (from its reserve, then freshly allocated).\n";
+            + "the pool's budget (from its reserve, then freshly allocated).\n\n"
+            + Table(commitHeader, commitRows)
+            + "\nrounds: commit rounds during the run; exc/round: exceptions per round; COW flushes: one per COW file per round; log forces:\n"
+            + "one per round (more when a round was split to fit the log); round wait: from a round's first exception queued to its completion.\n"
+            + (side.Count > 0 ? "\n" + string.Join("\n", side) + "\n" : "")
+            + (skipped.Count > 0 ? "\n" + string.Join("\n", skipped) + "\n" : "");
     }
 
     private static JsonObject Pool(PoolStatistics p) => new()
@@ -150,10 +194,13 @@ internal static class StormBenchmark
         ["emergency_total"] = p.EmergencyTotal,
     };
 
-    private static JsonObject ToJson(IReadOnlyList<Result> results) => new()
+    private static JsonObject ToJson(IReadOnlyList<Result> results, IReadOnlyList<string> skipped, LoadAverage? load, LoadAverage? loadEnd) => new()
     {
         ["benchmark"] = "storm",
         ["machine"] = Machine(),
+        ["load_average_start"] = load?.ToString(),
+        ["load_average_end"] = loadEnd?.ToString(),
+        ["skipped"] = new JsonArray(skipped.Select(x => (JsonNode)JsonValue.Create(x)).ToArray()),
         ["results"] = new JsonArray(results.Select(r => (JsonNode)new JsonObject
         {
             ["bound"] = r.Bound,
@@ -168,6 +215,14 @@ internal static class StormBenchmark
             ["throttle_waits"] = r.ThrottleWaits,
             ["pending_pool"] = Pool(r.PendingPool),
             ["copy_job_pool"] = Pool(r.CopyJobPool),
+            ["commit_rounds"] = r.Commit.Rounds,
+            ["commit_exceptions"] = r.Commit.Exceptions,
+            ["exceptions_per_round"] = Math.Round(r.Commit.ExceptionsPerRound, 2),
+            ["largest_round"] = r.Commit.LargestRound,
+            ["cow_flushes"] = r.Commit.CowFlushes,
+            ["log_forces"] = r.Commit.DurabilityWaits,
+            ["commit_transactions"] = r.Commit.Transactions,
+            ["average_round_wait_ms"] = Math.Round(r.Commit.AverageRoundWaitMs, 3),
         }).ToArray()),
     };
 }

@@ -52,6 +52,8 @@ internal sealed partial class DemoDeviceProvider(CrashSwitch crashSwitch) : IDev
 
     public IDisposable Lock(string folder) => new NoLock();
 
+    public IDisposable LockShared(string folder) => new NoLock();
+
     public string? WhyNotWritable(string folder) => null;
 
     public bool IsEmptyOrMissing(string folder) => !List(folder, "").Any();
