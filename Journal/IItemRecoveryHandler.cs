@@ -14,6 +14,11 @@ namespace Journal;
 /// A logged copy from a checkpoint at or below that LSN is skipped, so replaying a log twice, or replaying a log whose
 /// items were partly written home, gives the same result.
 /// </remarks>
+/// <example>
+/// The handler of the key-value store sample's keys, each in a slot of a home file
+/// (<c>docs/samples/KeyValueStore/SlotRecoveryHandler.cs</c>):
+/// <include file="obj/doc-snippets.xml" path="snippets/snippet[@id='Recovery']/*"/>
+/// </example>
 public interface IItemRecoveryHandler
 {
     /// <summary>

@@ -97,7 +97,7 @@ public sealed class JournalOptions
     internal ILogger CreateLogger(string category) => Logger ?? LoggerFactory?.CreateLogger(category) ?? NullLogger.Instance;
 
     /// <summary>The log writer settings these options imply.</summary>
-    public LogWriterOptions ToLogWriterOptions() => new() { IclogCount = LogBufferCount, IclogSize = LogBufferSize };
+    internal LogWriterOptions ToLogWriterOptions() => new() { IclogCount = LogBufferCount, IclogSize = LogBufferSize };
 
     /// <summary>The soft limit for a log of <paramref name="logBytes"/> bytes.</summary>
     public long EffectiveSoftLimit(long logBytes) => CilSoftLimitBytes ?? logBytes / 8;

@@ -5,12 +5,16 @@ using Journal.Storage;
 namespace Journal;
 
 /// <summary>
-/// A piece of metadata that can be logged. Subclass it: report the size of the current state
-/// (<see cref="GetLogSize"/>), format the state into regions (<see cref="FormatLog"/>) and write it to its home
-/// location (<see cref="WriteBackAsync"/>). Recovery of the logged copies is done by an
-/// <see cref="IItemRecoveryHandler"/> registered for <see cref="ItemType"/>.
+/// A piece of metadata that can be logged: it reports the size of its current state (<see cref="GetLogSize"/>), formats
+/// the state into regions (<see cref="FormatLog"/>), writes it to its home location (<see cref="WriteBackAsync"/>) on
+/// <see cref="HomeDevice"/>. Recovery of the logged copies is done by an <see cref="IItemRecoveryHandler"/> registered
+/// for <see cref="ItemType"/>.
 /// </summary>
 /// <remarks>
+/// <para><b>Subclass <see cref="LockedLogItem"/></b>, which does the locking, the pinned check and the home-LSN
+/// bookkeeping of <see cref="WriteBackAsync"/> and takes its home device at construction. Subclass
+/// <see cref="LogItem"/> directly only for an item that needs its own locking; it must then follow the write-back
+/// contract below itself.</para>
 /// <para><b>Serialisation.</b> The user serialises changes to one item: modify it and commit the transaction that
 /// holds it under the item's own lock, so that one item is joined to at most one open transaction and
 /// <see cref="FormatLog"/> sees a consistent state.</para>
@@ -82,10 +86,12 @@ public abstract class LogItem
     public abstract ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken);
 
     /// <summary>
-    /// The device holding the home copy. After a batch of write-backs the AIL flushes each distinct home device once,
-    /// before it moves the log tail. Null when <see cref="WriteBackAsync"/> makes the home copy durable itself.
+    /// The device holding the home copy; every item must name it. After a batch of write-backs the AIL flushes each
+    /// distinct home device once, before it moves the log tail past the items written. Return null only when
+    /// <see cref="WriteBackAsync"/> makes the home copy durable itself (it flushes before it returns true), or when the
+    /// item has no home copy any more; otherwise the log tail may move past a log copy whose home copy is not durable.
     /// </summary>
-    public virtual BlockDevice? HomeDevice => null;
+    public abstract BlockDevice? HomeDevice { get; }
 
     /// <inheritdoc/>
     public override string ToString() => $"{GetType().Name}({ItemType}:{ItemId})";

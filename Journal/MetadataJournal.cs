@@ -16,16 +16,15 @@ namespace Journal;
 /// items home and moves the log tail. See docs/journal.md for the paths and their locking rules.
 /// </summary>
 /// <remarks>
-/// Typical use:
-/// <code>
-/// using (var tx = await journal.BeginTransactionAsync(journal.EstimateLogBytes(item.GetLogSize())))
-/// {
-///     lock (item) { item.Change(); tx.AddItem(item); seq = tx.Commit(); }
-/// }
-/// await journal.ForceAsync(seq);   // durable now
-/// </code>
 /// All members are safe to call from many threads at once.
 /// </remarks>
+/// <example>
+/// A change committed and made durable, from the key-value store sample (<c>docs/samples/KeyValueStore</c>), whose
+/// items are <see cref="LockedLogItem"/>s:
+/// <include file="obj/doc-snippets.xml" path="snippets/snippet[@id='Put']/*"/>
+/// Opening after a crash, with the recovery handler of the items' type:
+/// <include file="obj/doc-snippets.xml" path="snippets/snippet[@id='Open']/*"/>
+/// </example>
 public sealed class MetadataJournal : IAsyncDisposable
 {
     private const int StateOpen = 0, StateClosing = 1, StateClosed = 2;
@@ -92,7 +91,7 @@ public sealed class MetadataJournal : IAsyncDisposable
     public JournalOptions Options { get; }
 
     /// <summary>The log this journal writes.</summary>
-    public ILogSink Log => _log;
+    internal ILogSink Log => _log;
 
     /// <summary>
     /// Formats <paramref name="region"/> as an empty log (everything it held is lost) and starts a journal on it.

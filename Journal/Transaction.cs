@@ -19,6 +19,11 @@ namespace Journal;
 /// <para>One transaction is used by one thread at a time. An item may be joined to one open transaction at a time (see
 /// <see cref="LogItem"/>). <c>default(Transaction)</c> is a disposed handle.</para>
 /// </remarks>
+/// <example>
+/// Reserve, lock the item, change it, join it, commit, release the lock, force (from
+/// <c>docs/samples/KeyValueStore/KeyValueStore.cs</c>):
+/// <include file="obj/doc-snippets.xml" path="snippets/snippet[@id='Put']/*"/>
+/// </example>
 public readonly struct Transaction : IDisposable
 {
     private readonly TransactionState? _state;
@@ -46,7 +51,7 @@ public readonly struct Transaction : IDisposable
     /// Joining an item twice is harmless.
     /// </summary>
     /// <exception cref="ObjectDisposedException">The transaction was disposed.</exception>
-    /// <exception cref="InvalidOperationException">The transaction is committed or cancelled, or the item is joined to another open transaction.</exception>
+    /// <exception cref="InvalidOperationException">The transaction is committed or cancelled, the item is joined to another open transaction, or it is a <see cref="LockedLogItem"/> whose lock is not held.</exception>
     public void AddItem(LogItem item) => State.AddItem(item);
 
     /// <summary>
@@ -56,7 +61,7 @@ public readonly struct Transaction : IDisposable
     /// (many threads blocked here can starve the thread pool the push runs on).
     /// </summary>
     /// <exception cref="ObjectDisposedException">The transaction was disposed.</exception>
-    /// <exception cref="InvalidOperationException">The transaction is already committed or cancelled.</exception>
+    /// <exception cref="InvalidOperationException">The transaction is already committed or cancelled, or a joined <see cref="LockedLogItem"/>'s lock is no longer held (nothing is committed; the transaction stays open).</exception>
     public ulong Commit()
     {
         var vt = State.CommitAsync(CancellationToken.None);
@@ -69,7 +74,7 @@ public readonly struct Transaction : IDisposable
     /// before the items are inserted (then nothing is committed). Await it before disposing the transaction.
     /// </summary>
     /// <exception cref="ObjectDisposedException">The transaction was disposed.</exception>
-    /// <exception cref="InvalidOperationException">The transaction is already committed or cancelled.</exception>
+    /// <exception cref="InvalidOperationException">The transaction is already committed or cancelled, or a joined <see cref="LockedLogItem"/>'s lock is no longer held (nothing is committed; the transaction stays open).</exception>
     public ValueTask<ulong> CommitAsync(CancellationToken cancellationToken = default) => State.CommitAsync(cancellationToken);
 
     /// <summary>
@@ -133,6 +138,7 @@ internal sealed class TransactionState
     {
         ArgumentNullException.ThrowIfNull(item);
         if (Phase != PhaseOpen) throw new InvalidOperationException("transaction is not open (already committed or cancelled)");
+        ThrowIfUnlocked(item);
         if (ReferenceEquals(item.Owner, this)) return;
         if (Interlocked.CompareExchange(ref item.Owner, this, null) is not null)
             throw new InvalidOperationException($"log item {item.ItemType}:{item.ItemId} is already joined to another open transaction");
@@ -148,6 +154,7 @@ internal sealed class TransactionState
     internal async ValueTask<ulong> CommitAsync(CancellationToken cancellationToken)
     {
         if (Phase != PhaseOpen) throw new InvalidOperationException("transaction is not open (already committed or cancelled)");
+        for (int i = 0; i < ItemCount; i++) ThrowIfUnlocked(Items[i]);
         var journal = _journal!;
         Phase = PhaseCommitting;
         try
@@ -158,6 +165,14 @@ internal sealed class TransactionState
         {
             Finish(journal);
         }
+    }
+
+    /// <summary>A <see cref="LockedLogItem"/> is joined and committed only while its lock is held.</summary>
+    private static void ThrowIfUnlocked(LogItem item)
+    {
+        if (item is LockedLogItem { IsLocked: false })
+            throw new InvalidOperationException(
+                $"{item}: its lock is not held (take it with LockAsync before changing the item and hold it until the commit returns)");
     }
 
     /// <summary>Cancels an open transaction and gives the state back to the pool. The caller moved <see cref="Generation"/> on.</summary>

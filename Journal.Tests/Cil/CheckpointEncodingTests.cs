@@ -76,5 +76,6 @@ public sealed class CheckpointEncodingTests
             }
         }
         public override ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken) => ValueTask.FromResult(true);
+        public override Journal.Storage.BlockDevice? HomeDevice => null; // no home copy
     }
 }

@@ -106,13 +106,16 @@ public sealed class CommitPathTests
         var item = new TestItem(new TestHome(), 1);
         using var a = await j.BeginTransactionAsync(0);
         using var b = await j.BeginTransactionAsync(0);
-        a.AddItem(item);
-        a.AddItem(item); // twice in the same one is fine
-        Assert.Equal(1, a.Count);
-        Assert.Throws<InvalidOperationException>(() => b.AddItem(item));
-        a.Commit();
-        b.AddItem(item); // free again after commit
-        b.Commit();
+        using (item.Lock())
+        {
+            a.AddItem(item);
+            a.AddItem(item); // twice in the same one is fine
+            Assert.Equal(1, a.Count);
+            Assert.Throws<InvalidOperationException>(() => b.AddItem(item));
+            a.Commit();
+            b.AddItem(item); // free again after commit
+            b.Commit();
+        }
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
     }
 
@@ -123,13 +126,16 @@ public sealed class CommitPathTests
         var item = new TestItem(new TestHome(), 1);
         var tx = await j.BeginTransactionAsync(5000);
         Assert.Equal(5000, j.Space.Outstanding);
-        tx.AddItem(item);
-        tx.Dispose();
+        using (item.Lock())
+        {
+            tx.AddItem(item);
+            tx.Dispose();
+        }
         Assert.Equal(0, j.Space.Outstanding);
         Assert.Equal(0, j.Statistics.Commits);
         Assert.False(item.IsPinned);
         using var tx2 = await j.BeginTransactionAsync(0);
-        tx2.AddItem(item); // the cancelled transaction released it
+        using (item.Lock()) tx2.AddItem(item); // the cancelled transaction released it
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
     }
 
@@ -140,6 +146,7 @@ public sealed class CommitPathTests
         var item = new TestItem(new TestHome(), 1);
         long estimate = j.EstimateLogBytes(item.GetLogSize());
         using (var tx = await j.BeginTransactionAsync((int)estimate * 3))
+        using (item.Lock())
         {
             tx.AddItem(item);
             tx.Commit();
@@ -170,6 +177,7 @@ public sealed class CommitPathTests
         var (j, _) = Create();
         var item = new TestItem(new TestHome(), 1) { Regions = 70000 };
         using (var tx = await j.BeginTransactionAsync(0))
+        using (item.Lock())
         {
             tx.AddItem(item);
             var e = Assert.Throws<JournalArgumentException>(() => tx.Commit());
@@ -196,6 +204,7 @@ public sealed class CommitPathTests
         public override LogItemSize GetLogSize() => new(1, 10);
         public override void FormatLog(LogVectorWriter writer) => writer.AddRegion(20);
         public override ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken) => ValueTask.FromResult(true);
+        public override Journal.Storage.BlockDevice? HomeDevice => null; // no home copy
     }
 }
 

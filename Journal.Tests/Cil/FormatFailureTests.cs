@@ -1,6 +1,7 @@
 using Journal.Format;
 using Journal.Recovery;
 using Journal.Storage;
+using Journal.Testing;
 using static Journal.Tests.Cil.JournalFixture;
 
 namespace Journal.Tests.Cil;
@@ -22,6 +23,7 @@ public sealed class FormatFailureTests
             throw Failure;
         }
         public override ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken) => ValueTask.FromResult(true);
+        public override BlockDevice? HomeDevice => null; // no home copy
     }
 
     [Fact]

@@ -25,32 +25,22 @@ public static class JournalFixture
     public static async ValueTask<ulong> CommitAsync(MetadataJournal j, TestItem item, long version, int? size = null)
     {
         using var tx = await j.BeginTransactionAsync(Reserve(j, item, size));
-        await item.Lock.WaitAsync();
-        try
+        using (await item.LockAsync())
         {
             item.SetVersion(version, size);
             tx.AddItem(item);
             return await tx.CommitAsync();
-        }
-        finally
-        {
-            item.Lock.Release();
         }
     }
 
     public static ulong Commit(MetadataJournal j, TestItem item, long version, int? size = null)
     {
         using var tx = j.BeginTransactionAsync(Reserve(j, item, size)).AsTask().GetAwaiter().GetResult();
-        item.Lock.Wait();
-        try
+        using (item.Lock())
         {
             item.SetVersion(version, size);
             tx.AddItem(item);
             return tx.Commit();
-        }
-        finally
-        {
-            item.Lock.Release();
         }
     }
 

@@ -1,5 +1,6 @@
 using Journal.Format;
 using Journal.Storage;
+using Journal.Testing;
 
 namespace Journal.Tests.Cil;
 

@@ -1,5 +1,6 @@
 using Journal.Format;
 using Journal.Storage;
+using Journal.Testing;
 using static Journal.Tests.Cil.CommitPathTests;
 using static Journal.Tests.Cil.JournalFixture;
 

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Journal.Format;
 using Journal.Storage;
+using Journal.Testing;
 using static Journal.Tests.Cil.JournalFixture;
 using static Journal.Tests.Cil.LogIntegrationTests;
 

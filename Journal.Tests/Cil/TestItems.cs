@@ -105,19 +105,18 @@ public sealed class TestHome : ITestHome
 
 /// <summary>
 /// A test log item: a byte array state split into <see cref="Regions"/> regions. The first 8 bytes of the state are a
-/// version number (little-endian) the tests use to model which commit a copy reflects.
+/// version number (little-endian) the tests use to model which commit a copy reflects. Its lock, pinned check and
+/// home-LSN bookkeeping are <see cref="LockedLogItem"/>'s; it writes only the state and the home copy.
 /// </summary>
-public sealed class TestItem : LogItem
+public sealed class TestItem : LockedLogItem
 {
     public readonly ITestHome Home;
-    /// <summary>The item's lock: held from change to commit; write-back only tries it.</summary>
-    public readonly SemaphoreSlim Lock = new(1, 1);
     public volatile bool RefuseWriteBack;
     public byte[] State;
     public int Regions = 1;
     public long WriteBacks;
 
-    public TestItem(ITestHome home, ulong id, int size = 64) : base(TestHome.ItemType, id)
+    public TestItem(ITestHome home, ulong id, int size = 64) : base(TestHome.ItemType, id, home.Device)
     {
         Home = home;
         State = new byte[Math.Max(8, size)];
@@ -125,7 +124,7 @@ public sealed class TestItem : LogItem
 
     public long Version => BinaryPrimitives.ReadInt64LittleEndian(State);
 
-    /// <summary>Sets the version (and fills the rest with a pattern derived from it). Call under <see cref="Lock"/>.</summary>
+    /// <summary>Sets the version (and fills the rest with a pattern derived from it). Call holding the item's lock.</summary>
     public void SetVersion(long version, int? size = null)
     {
         if (size is int s && s != State.Length) State = new byte[Math.Max(8, s)];
@@ -148,21 +147,11 @@ public sealed class TestItem : LogItem
         }
     }
 
-    public override ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken)
+    protected override ValueTask<bool> WriteHomeAsync(Lsn lsn, CancellationToken cancellationToken)
     {
-        if (!Lock.Wait(0)) return ValueTask.FromResult(false); // busy: the AIL retries later
-        try
-        {
-            if (IsPinned || RefuseWriteBack) return ValueTask.FromResult(false);
-            Home.Write(ItemId, (byte[])State.Clone(), lsn);
-            Interlocked.Increment(ref WriteBacks);
-        }
-        finally
-        {
-            Lock.Release();
-        }
+        if (RefuseWriteBack) return ValueTask.FromResult(false);
+        Home.Write(ItemId, (byte[])State.Clone(), lsn);
+        Interlocked.Increment(ref WriteBacks);
         return ValueTask.FromResult(true);
     }
-
-    public override BlockDevice? HomeDevice => Home.Device;
 }

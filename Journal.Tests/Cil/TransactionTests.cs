@@ -17,6 +17,7 @@ public class TransactionTests
         var first = await j.BeginTransactionAsync(1000);
         first.Dispose();
         var second = await j.BeginTransactionAsync(3000);     // the pool hands out the same transaction state
+        var held = item.Lock();
         second.AddItem(item);
 
         Assert.Throws<ObjectDisposedException>(() => first.Dispose());
@@ -28,6 +29,7 @@ public class TransactionTests
         Assert.Throws<InvalidOperationException>(() => third.AddItem(item)); // the item is still joined to the second
         third.Dispose();
         second.Commit();
+        held.Dispose();
         second.Dispose();
         Assert.Equal(1, j.Statistics.Commits);
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
@@ -44,6 +46,7 @@ public class TransactionTests
         var copy = stale;                                       // a copy of the handle dies with it
         stale.Dispose();
         using var current = await j.BeginTransactionAsync(700);
+        var held = await theirs.LockAsync();
         current.AddItem(theirs);
 
         Assert.Throws<ObjectDisposedException>(() => stale.AddItem(mine));
@@ -61,6 +64,7 @@ public class TransactionTests
         Assert.Null(mine.Owner);                                // the stale AddItem joined nothing
         Assert.Equal(0, j.Statistics.Commits);                  // and the stale commits committed nothing
         current.Commit();
+        held.Dispose();
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
     }
 
@@ -70,8 +74,11 @@ public class TransactionTests
         var (j, _) = Create();
         var item = new TestItem(new TestHome(), 1);
         var tx = await j.BeginTransactionAsync(Reserve(j, item, null));
-        tx.AddItem(item);
-        tx.Commit();
+        using (item.Lock())
+        {
+            tx.AddItem(item);
+            tx.Commit();
+        }
         Assert.False(tx.IsOpen);
         Assert.Throws<InvalidOperationException>(() => tx.Commit()); // committed, not yet disposed: not open
         tx.Dispose();
@@ -116,8 +123,11 @@ public class TransactionTests
         using var y = await j.BeginTransactionAsync(20);
         Assert.Equal(30, j.Space.Outstanding);
         var item = new TestItem(new TestHome(), 1);
-        x.AddItem(item);
-        Assert.Throws<InvalidOperationException>(() => y.AddItem(item));
+        using (item.Lock())
+        {
+            x.AddItem(item);
+            Assert.Throws<InvalidOperationException>(() => y.AddItem(item));
+        }
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
     }
 
@@ -131,12 +141,14 @@ public class TransactionTests
         var item = new TestItem(new TestHome(), 1);
         allocator.Set(Journal.Tests.Memory.FlakyAllocator.Mode.Fail);
         var tx = await j.BeginTransactionAsync(Reserve(j, item, null));
+        var held = item.Lock();
         tx.AddItem(item);
         var commit = tx.CommitAsync();
         Assert.False(commit.IsCompleted);
         Assert.Throws<InvalidOperationException>(() => tx.Dispose());
         allocator.Set(Journal.Tests.Memory.FlakyAllocator.Mode.Normal);
         ulong seq = await commit.AsTask().WaitAsync(Watchdog);
+        held.Dispose();
         tx.Dispose();
         await j.ForceAsync(seq).AsTask().WaitAsync(Watchdog);
         Assert.Equal(1, j.Statistics.Commits);

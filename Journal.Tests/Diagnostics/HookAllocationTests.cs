@@ -48,8 +48,11 @@ public sealed class HookAllocationTests
                 var item = items[i % items.Length];
                 var begin = j.BeginTransactionAsync(reserve);
                 var tx = begin.Result;                               // completes synchronously: log space is free
-                tx.AddItem(item);
-                tx.Commit();
+                using (item.Lock())
+                {
+                    tx.AddItem(item);
+                    tx.Commit();
+                }
                 tx.Dispose();
             }
         }

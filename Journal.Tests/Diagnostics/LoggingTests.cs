@@ -1,6 +1,7 @@
 using Journal.Diagnostics;
 using Journal.Format;
 using Journal.Storage;
+using Journal.Testing;
 using Journal.Tests.Cil;
 using Journal.Tests.Memory;
 using Microsoft.Extensions.Logging;
@@ -159,5 +160,6 @@ public sealed class LoggingTests
         public override LogItemSize GetLogSize() => new(1, 10);
         public override void FormatLog(LogVectorWriter writer) => writer.AddRegion(20);
         public override ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken) => ValueTask.FromResult(true);
+        public override Journal.Storage.BlockDevice? HomeDevice => null; // no home copy
     }
 }

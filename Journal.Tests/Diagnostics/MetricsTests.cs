@@ -3,6 +3,7 @@ using System.Text.RegularExpressions;
 using Journal.Diagnostics;
 using Journal.Format;
 using Journal.Storage;
+using Journal.Testing;
 using Journal.Tests.Cil;
 using Journal.Tests.Memory;
 using static Journal.Tests.Cil.JournalFixture;

@@ -2,6 +2,7 @@ using Journal.Format;
 using Journal.Log;
 using Journal.Memory;
 using Journal.Storage;
+using Journal.Testing;
 using Journal.Tests.Cil;
 using static Journal.Tests.Cil.CommitPathTests;
 using static Journal.Tests.Cil.JournalFixture;

@@ -1,3 +1,4 @@
+using Journal.Testing;
 using Journal.Tests.Cil;
 using static Journal.Tests.Cil.CommitPathTests;
 using static Journal.Tests.Cil.JournalFixture;
@@ -31,7 +32,7 @@ public sealed class MemoryPressureTests
             b.Allocator = alloc;
             b.BufferCount = 8;
         });
-        using var device = new GatedDevice(new Journal.Storage.MemoryBlockDevice(16384, "log")) { AsyncFlushes = true };
+        using var device = new GatedDevice(new MemoryBlockDevice(16384, "log")) { AsyncFlushes = true };
         var j = realLog
             ? MetadataJournal.Create(new Journal.Format.LogRegion(device, 0, 16384), options)
             : MetadataJournal.Create(new MemoryLogSink(16384, 8192), options);

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Journal.Storage;
+using Journal.Testing;
 using Journal.Tests.Snapshot;
 using Snapshot;
 using Snapshot.Nbd;

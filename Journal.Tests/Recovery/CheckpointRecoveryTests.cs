@@ -1,6 +1,7 @@
 using Journal.Format;
 using Journal.Recovery;
 using Journal.Storage;
+using Journal.Testing;
 using Journal.Tests.Cil;
 using static Journal.Tests.Cil.JournalFixture;
 
@@ -246,19 +247,21 @@ public sealed class CheckpointRecoveryTests
     private static async Task CommitOtherAsync(MetadataJournal j, OtherItem item)
     {
         using var tx = await j.BeginTransactionAsync((int)j.EstimateLogBytes(item.GetLogSize()));
-        tx.AddItem(item);
-        await tx.CommitAsync();
+        using (await item.LockAsync())
+        {
+            tx.AddItem(item);
+            await tx.CommitAsync();
+        }
     }
 
     /// <summary>An item of another type (8), one region holding its version.</summary>
-    private sealed class OtherItem(ITestHome home, ulong id, long version) : LogItem(OtherType, id)
+    private sealed class OtherItem(ITestHome home, ulong id, long version) : LockedLogItem(OtherType, id, home.Device)
     {
         private readonly byte[] _state = BitConverter.GetBytes(version);
         public override LogItemSize GetLogSize() => new(1, 8);
         public override void FormatLog(LogVectorWriter writer) => writer.AddRegion(_state);
-        public override ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken)
+        protected override ValueTask<bool> WriteHomeAsync(Lsn lsn, CancellationToken cancellationToken)
         {
-            if (IsPinned) return ValueTask.FromResult(false);
             home.Write(ItemId, _state, lsn);
             return ValueTask.FromResult(true);
         }

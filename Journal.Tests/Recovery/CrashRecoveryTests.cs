@@ -2,6 +2,7 @@ using Journal.Format;
 using Journal.Log;
 using Journal.Recovery;
 using Journal.Storage;
+using Journal.Testing;
 using Journal.Tests.Log;
 using Xunit.Abstractions;
 using static Journal.Tests.Log.LogTestUtil;

@@ -3,6 +3,7 @@ using Journal.Format;
 using Journal.Log;
 using Journal.Recovery;
 using Journal.Storage;
+using Journal.Testing;
 using Xunit.Abstractions;
 using static Journal.Tests.Log.LogTestUtil;
 

@@ -1,4 +1,5 @@
 using Journal.Storage;
+using Journal.Testing;
 using Snapshot;
 using Snapshot.Commit;
 using Snapshot.Exceptions;

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Journal.Storage;
+using Journal.Testing;
 using Snapshot;
 using static Journal.Tests.Snapshot.SnapTestUtil;
 

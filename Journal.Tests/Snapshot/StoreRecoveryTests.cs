@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using Journal.Format;
 using Journal.Recovery;
 using Journal.Storage;
+using Journal.Testing;
 using Journal.Tests.Recovery;
 using Snapshot;
 using Snapshot.Metadata;

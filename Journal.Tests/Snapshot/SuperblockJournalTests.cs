@@ -1,6 +1,7 @@
 using Journal.Format;
 using Journal.Recovery;
 using Journal.Storage;
+using Journal.Testing;
 using Snapshot;
 using Snapshot.Format;
 using Snapshot.Metadata;

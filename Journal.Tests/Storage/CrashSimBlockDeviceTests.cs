@@ -1,4 +1,5 @@
 using Journal.Storage;
+using Journal.Testing;
 
 namespace Journal.Tests.Storage;
 

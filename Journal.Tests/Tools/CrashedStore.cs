@@ -1,6 +1,7 @@
 using Journal.Format;
 using Journal.Recovery;
 using Journal.Storage;
+using Journal.Testing;
 using Journal.Tests.Recovery;
 using Snapshot;
 using static Journal.Tests.Snapshot.SnapTestUtil;

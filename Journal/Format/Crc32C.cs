@@ -8,7 +8,7 @@ namespace Journal.Format;
 /// with <see cref="Crc32ParameterSet.Crc32C"/>, hardware accelerated). Initial value and final XOR are 0xFFFFFFFF, so
 /// <c>Compute("123456789") == 0xE3069283</c>.
 /// </summary>
-public static class Crc32C
+internal static class Crc32C
 {
     /// <summary>The CRC-32C of <paramref name="data"/>.</summary>
     public static uint Compute(ReadOnlySpan<byte> data) => Crc32.HashToUInt32(Crc32ParameterSet.Crc32C, data);

@@ -50,7 +50,7 @@ namespace Journal.Log;
 /// after the lock is released, and always before the submitting thread waits for anything, so a waiter never holds
 /// back the I/O it waits for.</para>
 /// </remarks>
-public sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
+internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
 {
     private readonly LogRegion _region;
     private readonly BlockDevice _device;

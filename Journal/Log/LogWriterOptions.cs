@@ -8,7 +8,7 @@ namespace Journal.Log;
 /// buffer becomes one record on disk, so <see cref="IclogSize"/> is also the largest record payload, and
 /// <see cref="IclogCount"/> is the number of records that can be in flight (written but not yet durable) at once.
 /// </summary>
-public sealed class LogWriterOptions
+internal sealed class LogWriterOptions
 {
     /// <summary>Fewest in-core log buffers.</summary>
     public const int MinIclogCount = 2;

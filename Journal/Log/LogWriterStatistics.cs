@@ -21,7 +21,7 @@ namespace Journal.Log;
 /// <param name="BuffersRented">Buffers rented from the journal's pool.</param>
 /// <param name="BuffersReturned">Rented buffers given back to the pool (when the writer fell idle).</param>
 /// <param name="RentFailures">Rents the pool could not serve (budget exhausted or allocator failed); the writer went on with the buffers it held.</param>
-public readonly record struct LogWriterStatistics(
+internal readonly record struct LogWriterStatistics(
     long Records, long PadRecords, long Ops, long PayloadBytes, long BytesWritten, long Flushes,
     long Forces, long ForcesWithoutIo, long ForceWaits, long BufferWaits, long SpaceWaits, long TransactionIds,
     long BuffersHeld, long BuffersReserved, long BufferMemoryWaits, long BuffersRented, long BuffersReturned, long RentFailures)

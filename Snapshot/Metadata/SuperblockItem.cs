@@ -91,6 +91,9 @@ internal sealed class SuperblockItem : LogItem
         }
     }
 
+    /// <summary>None: <see cref="WriteBackAsync"/> flushes <c>store.sb</c> itself (<see cref="Superblock.WriteAsync"/>).</summary>
+    public override BlockDevice? HomeDevice => null;
+
     /// <inheritdoc/>
     public override string ToString() => $"SuperblockItem(home generation {HomeGeneration}, {Current})";
 }

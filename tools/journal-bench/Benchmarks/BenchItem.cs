@@ -1,5 +1,6 @@
 using Journal;
 using Journal.Format;
+using Journal.Storage;
 
 namespace JournalBench.Benchmarks;
 
@@ -18,6 +19,9 @@ internal sealed class BenchItem(ulong id, int size) : LogItem(1, id)
     public override void FormatLog(LogVectorWriter writer) => writer.AddRegion(State);
 
     public override ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken) => ValueTask.FromResult(true);
+
+    /// <summary>None: the benchmarks measure the log, and the item has no home copy.</summary>
+    public override BlockDevice? HomeDevice => null;
 }
 
 /// <summary>Parsing of comma-separated counts such as <c>1,4,16,64</c>.</summary>

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Text.RegularExpressions;
 using Journal.Storage;
+using Journal.Testing;
 using Snapshot;
 using Snapshot.Storage;
 

@@ -1,4 +1,4 @@
-namespace Journal.Storage;
+namespace Journal.Testing;
 
 /// <summary>
 /// When a <see cref="FaultInjectingBlockDevice"/> fails an operation: the operations and the sector range it

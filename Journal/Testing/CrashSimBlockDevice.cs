@@ -1,4 +1,6 @@
-namespace Journal.Storage;
+using Journal.Storage;
+
+namespace Journal.Testing;
 
 /// <summary>
 /// An in-memory device that models what a crash leaves behind. It keeps the durable image (as of the last completed

@@ -1,4 +1,4 @@
-namespace Journal.Storage;
+namespace Journal.Testing;
 
 /// <summary>The operations a <see cref="FaultRule"/> applies to.</summary>
 [Flags]

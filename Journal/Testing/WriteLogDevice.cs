@@ -1,4 +1,4 @@
-namespace Journal.Storage;
+namespace Journal.Testing;
 
 /// <summary>A device registered in a <see cref="WriteLog"/> (one per <see cref="RecordingBlockDevice"/>).</summary>
 public sealed class WriteLogDevice

@@ -1,4 +1,4 @@
-namespace Journal.Storage;
+namespace Journal.Testing;
 
 /// <summary>Faults a <see cref="FaultInjectingBlockDevice"/> has injected.</summary>
 /// <param name="ReadErrors">Reads failed.</param>

@@ -1,4 +1,6 @@
-namespace Journal.Storage;
+using Journal.Storage;
+
+namespace Journal.Testing;
 
 /// <summary>
 /// The shared record of every write, growth and flush issued through one or more <see cref="RecordingBlockDevice"/>s,

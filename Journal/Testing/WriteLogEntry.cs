@@ -1,4 +1,6 @@
-namespace Journal.Storage;
+using Journal.Storage;
+
+namespace Journal.Testing;
 
 /// <summary>One operation in a <see cref="WriteLog"/>, in the global order of completion across its devices.</summary>
 public sealed class WriteLogEntry

@@ -1,4 +1,4 @@
-namespace Journal.Storage;
+namespace Journal.Testing;
 
 /// <summary>Which crash states <see cref="WriteLog.CrashStates"/> enumerates.</summary>
 public sealed class CrashStateOptions

@@ -1,4 +1,6 @@
-namespace Journal.Storage;
+using Journal.Storage;
+
+namespace Journal.Testing;
 
 /// <summary>
 /// Wraps a device and fails chosen operations: by <see cref="FaultRule"/> (transient, permanent or at a seeded rate,

@@ -1,4 +1,6 @@
-namespace Journal.Storage;
+using Journal.Storage;
+
+namespace Journal.Testing;
 
 /// <summary>
 /// A plain in-memory block device: one byte array, no crash model (every write is at once "durable"; a flush only

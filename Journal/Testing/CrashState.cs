@@ -1,4 +1,6 @@
-namespace Journal.Storage;
+using Journal.Storage;
+
+namespace Journal.Testing;
 
 /// <summary>
 /// One state a crash could leave, from <see cref="WriteLog.CrashStates"/>: for each recorded device, its durable

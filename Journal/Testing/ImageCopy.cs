@@ -1,4 +1,4 @@
-namespace Journal.Storage;
+namespace Journal.Testing;
 
 /// <summary>Copies of device images without first zeroing the new array (images run to several MiB).</summary>
 internal static class ImageCopy

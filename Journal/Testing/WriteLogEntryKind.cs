@@ -1,4 +1,4 @@
-namespace Journal.Storage;
+namespace Journal.Testing;
 
 /// <summary>What a <see cref="WriteLogEntry"/> records.</summary>
 public enum WriteLogEntryKind

@@ -1,4 +1,6 @@
-namespace Journal.Storage;
+using Journal.Storage;
+
+namespace Journal.Testing;
 
 /// <summary>
 /// Passes every operation to an inner device and records each completed write (sector and a copy of the data),
