@@ -169,6 +169,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     public CommitPipelineStatistics CommitStatistics => _pipeline.Statistics;
     internal BlockDevice OriginDevice => _origin;
     internal int GateSharedHolders => _gate.SharedHolders;
+    internal int GateExclusiveWaiters => _gate.ExclusiveWaiters;
 
     /// <summary>Operations issued to the journal's log device since open.</summary>
     internal DeviceCounters LogDeviceCounters => _logDevice.Counters;

@@ -124,9 +124,10 @@ public class ThrottleTests
         // While they wait they hold nothing: only A (running its copy) is inside the I/O gate.
         Assert.Equal(1, store.GateSharedHolders);
         Assert.Equal(1, store.GetStatus().PendingPool.InUse);
-        // Snapshot creation queues behind A's copy only; releasing the copy lets everything finish.
+        // Snapshot creation (its COW file made first, outside the gate) queues behind A's copy only; releasing the copy
+        // lets everything finish.
         var create = store.CreateSnapshotAsync("t").AsTask();
-        await Task.Delay(10);
+        while (store.GateExclusiveWaiters == 0) await Task.Delay(1).WaitAsync(Watchdog);
         Assert.False(create.IsCompleted);
         gate.Open();
         await Task.WhenAll(a, b, c, create).WaitAsync(Watchdog);

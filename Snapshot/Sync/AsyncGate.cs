@@ -100,6 +100,9 @@ internal sealed class AsyncGate
         wakeReaders?.TrySetResult();
     }
 
+    /// <summary>Exclusive entries waiting now (for tests).</summary>
+    public int ExclusiveWaiters { get { lock (_lock) return _waitingWriters.Count; } }
+
     /// <summary>Shared holders now (for tests and status).</summary>
     public int SharedHolders { get { lock (_lock) return _readers; } }
 }
