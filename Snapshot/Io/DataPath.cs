@@ -60,6 +60,7 @@ internal sealed class DataPath : ICopyCompletion
     private const int SegmentConcurrency = 16;
 
     private readonly SnapshotStore _store;
+    private readonly Catalog.SnapshotCatalog _catalog;
     private readonly object _stateLock;
     private readonly AsyncGate _gate;
     private readonly CowLayout _layout;
@@ -73,10 +74,11 @@ internal sealed class DataPath : ICopyCompletion
     private readonly Dictionary<ulong, TrackedChunk> _tracked = new(); // under _stateLock
     private CopyEngine _engine = null!;
 
-    public DataPath(SnapshotStore store, object stateLock, AsyncGate gate, CowLayout layout, BlockDevice origin, StoreOptions options)
+    public DataPath(SnapshotStore store, Catalog.SnapshotCatalog catalog, AsyncGate gate, CowLayout layout, BlockDevice origin, StoreOptions options)
     {
         _store = store;
-        _stateLock = stateLock;
+        _catalog = catalog;
+        _stateLock = catalog.StateLock;
         _gate = gate;
         _layout = layout;
         _origin = origin;
@@ -109,7 +111,7 @@ internal sealed class DataPath : ICopyCompletion
         await _gate.EnterSharedAsync().ConfigureAwait(false);
         try
         {
-            var m = _store.MergingUnsafe;
+            var m = _catalog.MergingUnsafe;
             if (m is null) await _origin.ReadAsync(sector, buffer, cancellationToken).ConfigureAwait(false);
             else await ForEachChunkAsync(sector, buffer.Length, (c, s, off, len) => MergingOriginReadChunkAsync(m, c, s, buffer.Slice(off, len), cancellationToken)).ConfigureAwait(false);
         }
@@ -279,7 +281,7 @@ internal sealed class DataPath : ICopyCompletion
                             break;
                         case Look.Full:
                             if (_cowFullPolicy == CowFullPolicy.FailWrite) throw new CowFullException(full![0].CowPath, full[0].Name, first);
-                            foreach (var s in full!) await _store.InvalidateAsync(s, InvalidReasonCode.CowFull).ConfigureAwait(false);
+                            foreach (var s in full!) await _catalog.InvalidateAsync(s, InvalidReasonCode.CowFull).ConfigureAwait(false);
                             continue; // look again (the full snapshots are skipped now)
                         case Look.Redirect:
                             admitted?.TrySetResult();
@@ -330,11 +332,11 @@ internal sealed class DataPath : ICopyCompletion
     private Look LookLocked(ulong first, ulong last, bool merge, ref CopyPlan? plan, ref List<SnapshotState>? full,
         ref SnapshotState? redirectTo, ref ulong redirectChunk, ref int wantSlots, ref Task? wait)
     {
-        var snapshots = _store.SnapshotsUnsafe;
+        var snapshots = _catalog.SnapshotsUnsafe;
         // An unfinished merge: the origin reads as the merging snapshot, so a chunk it still holds is written into its
         // COW chunk (the merge copies it home later); the origin chunk (which the other snapshots still share) is not
         // touched, so they need no copy.
-        var m = _store.MergingUnsafe;
+        var m = _catalog.MergingUnsafe;
         if (!merge && m is not null)
         {
             if (first != last) return Look.Split;
@@ -571,7 +573,7 @@ internal sealed class DataPath : ICopyCompletion
                 if (isFull)
                 {
                     if (_cowFullPolicy == CowFullPolicy.FailWrite) throw new CowFullException(st.CowPath, st.Name, chunk);
-                    await _store.InvalidateAsync(st, InvalidReasonCode.CowFull).ConfigureAwait(false);
+                    await _catalog.InvalidateAsync(st, InvalidReasonCode.CowFull).ConfigureAwait(false);
                     ThrowIfUnusable(st);
                 }
                 if (wait is not null || wantSlots > 0) continue;
@@ -586,7 +588,7 @@ internal sealed class DataPath : ICopyCompletion
                     catch (IOException e) when (e is not DeviceFullException)
                     {
                         // No space (a file system without reservations) fails this write alone; any other error the snapshot.
-                        await _store.InvalidateAsync(st, InvalidReasonCode.IoError).ConfigureAwait(false);
+                        await _catalog.InvalidateAsync(st, InvalidReasonCode.IoError).ConfigureAwait(false);
                         throw new SnapshotInvalidException(st.CowPath, st.Name, $"{SnapshotStore.ReasonText(InvalidReasonCode.IoError)}: {e.Message}");
                     }
                     return;
@@ -648,5 +650,5 @@ internal sealed class DataPath : ICopyCompletion
     }
 
     /// <inheritdoc/>
-    public Task InvalidateAsync(SnapshotState snapshot, InvalidReasonCode code) => _store.InvalidateAsync(snapshot, code);
+    public Task InvalidateAsync(SnapshotState snapshot, InvalidReasonCode code) => _catalog.InvalidateAsync(snapshot, code);
 }
