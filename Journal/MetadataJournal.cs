@@ -212,6 +212,15 @@ public sealed class MetadataJournal : IAsyncDisposable
     public long EstimateLogBytes(LogItemSize size) => Cil.CostModel.ItemCost(size) + Cil.CostModel.ContextOverhead;
 
     /// <summary>
+    /// Formats <paramref name="region"/> as an empty log whose first record is at cycle <paramref name="firstCycle"/>
+    /// (every block is written; whatever the region held is lost). Resetting the log of items whose home copies carry
+    /// LSNs of an earlier log needs a cycle above every one of them, so that replay never skips a new checkpoint for a
+    /// stamp of the old log (what <c>jreplay zero-log</c> does). Cycle 1 is what <see cref="Create(LogRegion, JournalOptions)"/> writes.
+    /// </summary>
+    /// <exception cref="JournalArgumentException">A bad region or a cycle outside 1..<see cref="Format.LogFormat.MaxCycle"/>.</exception>
+    public static void FormatLog(LogRegion region, uint firstCycle = 1) => LogWriter.Format(region, firstCycle);
+
+    /// <summary>
     /// The largest reservation one transaction should ask for: a quarter of the log, and at most half the CIL's hard
     /// limit, so that a transaction of this size never waits for log space that only its own commit could free and
     /// never holds the CIL past its hard limit by itself. A batch bigger than this is committed as several transactions.

@@ -354,7 +354,7 @@ public sealed class SnapshotStore : IAsyncDisposable
     public static void ValidateSnapshotName(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
-        if (SnapshotRecord.NameProblem(name) is { } problem) throw new JournalArgumentException(problem);
+        if (SnapshotRecord.NameProblem(name) is { } problem) throw new SnapshotArgumentException(problem);
     }
 
     /// <summary>

@@ -80,11 +80,11 @@ public sealed class StoreOptions
     public static void ValidateChunkSectors(long chunkSectors, string where)
     {
         if (chunkSectors <= 0)
-            throw new JournalArgumentException($"{where}: chunk size {chunkSectors} sectors is invalid: it must be a power of two from 1 to {MaxChunkSectors} sectors");
+            throw new SnapshotArgumentException($"{where}: chunk size {chunkSectors} sectors is invalid: it must be a power of two from 1 to {MaxChunkSectors} sectors");
         if ((chunkSectors & (chunkSectors - 1)) != 0)
-            throw new JournalArgumentException($"{where}: chunk size {chunkSectors} sectors is not a power of two");
+            throw new SnapshotArgumentException($"{where}: chunk size {chunkSectors} sectors is not a power of two");
         if (chunkSectors > MaxChunkSectors)
-            throw new JournalArgumentException($"{where}: chunk size {chunkSectors} sectors is too large: at most {MaxChunkSectors} sectors (2^21)");
+            throw new SnapshotArgumentException($"{where}: chunk size {chunkSectors} sectors is too large: at most {MaxChunkSectors} sectors (2^21)");
     }
 
     /// <summary>Checks every option for creating a store; throws <see cref="JournalArgumentException"/> naming <paramref name="where"/>.</summary>
@@ -92,11 +92,11 @@ public sealed class StoreOptions
     {
         ValidateChunkSectors(ChunkSectors, where);
         if (OriginSectors <= 0)
-            throw new JournalArgumentException($"{where}: origin size {OriginSectors} sectors is invalid: it must be at least one chunk ({ChunkSectors} sectors)");
+            throw new SnapshotArgumentException($"{where}: origin size {OriginSectors} sectors is invalid: it must be at least one chunk ({ChunkSectors} sectors)");
         if (OriginSectors % ChunkSectors != 0)
-            throw new JournalArgumentException($"{where}: origin size {OriginSectors} sectors is not a whole number of {ChunkSectors}-sector chunks");
+            throw new SnapshotArgumentException($"{where}: origin size {OriginSectors} sectors is not a whole number of {ChunkSectors}-sector chunks");
         if (LogBlocks < Recovery.StoreJournal.MinLogBlocks)
-            throw new JournalArgumentException($"{where}: log size {LogBlocks} blocks is too small: at least {Recovery.StoreJournal.MinLogBlocks} blocks (1 MiB)");
+            throw new SnapshotArgumentException($"{where}: log size {LogBlocks} blocks is too small: at least {Recovery.StoreJournal.MinLogBlocks} blocks (1 MiB)");
         ValidateForOpen(where);
     }
 
@@ -104,11 +104,11 @@ public sealed class StoreOptions
     public void ValidateForOpen(string where)
     {
         if (MaxInFlightCopies < 0)
-            throw new JournalArgumentException($"{where}: in-flight copy bound {MaxInFlightCopies} is negative (0 means unlimited)");
+            throw new SnapshotArgumentException($"{where}: in-flight copy bound {MaxInFlightCopies} is negative (0 means unlimited)");
         if (CowGrowthBytes < (1 << 20))
-            throw new JournalArgumentException($"{where}: COW growth step {CowGrowthBytes} bytes is too small: at least 1 MiB");
+            throw new SnapshotArgumentException($"{where}: COW growth step {CowGrowthBytes} bytes is too small: at least 1 MiB");
         if (PoolReserve < 0)
-            throw new JournalArgumentException($"{where}: pool reserve {PoolReserve} is negative");
+            throw new SnapshotArgumentException($"{where}: pool reserve {PoolReserve} is negative");
     }
 
     /// <inheritdoc/>

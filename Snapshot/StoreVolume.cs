@@ -50,9 +50,9 @@ public abstract class StoreVolume
     private protected void CheckRange(long sector, int length, string op)
     {
         if ((length & (BlockDevice.SectorSize - 1)) != 0)
-            throw new JournalArgumentException($"{Name}: {op} length {length} bytes is not a whole number of {BlockDevice.SectorSize}-byte sectors");
+            throw new SnapshotArgumentException($"{Name}: {op} length {length} bytes is not a whole number of {BlockDevice.SectorSize}-byte sectors");
         if (sector < 0 || sector + (length >> BlockDevice.SectorShift) > SectorCount)
-            throw new JournalArgumentException($"{Name}: {op} of {length >> BlockDevice.SectorShift} sectors at sector {sector} is beyond the end ({SectorCount} sectors)");
+            throw new SnapshotArgumentException($"{Name}: {op} of {length >> BlockDevice.SectorShift} sectors at sector {sector} is beyond the end ({SectorCount} sectors)");
     }
 
     /// <inheritdoc/>

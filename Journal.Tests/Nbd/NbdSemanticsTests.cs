@@ -248,7 +248,7 @@ public sealed class NbdSemanticsTests
         Assert.True(await other.ServerClosesAsync());
         await using (var o = await h.OpenAsync()) Assert.Equal(Pattern(4096, 1), await o.ReadAsync(0, 4096));
         Assert.Empty(h.Store.Snapshots);
-        await Assert.ThrowsAsync<Journal.JournalArgumentException>(() => h.Server.DeleteSnapshotAsync("origin", force: true));
+        await Assert.ThrowsAsync<SnapshotArgumentException>(() => h.Server.DeleteSnapshotAsync("origin", force: true));
     }
 
     [Fact]

@@ -118,7 +118,7 @@ public class RecoveryFuzzTests(ITestOutputHelper output)
     {
         var reader = new LogReader(new LogRegion(MemoryBlockDevice.Wrap((byte[])image.Clone(), "fuzz.log"), LogStart, LogBlocks));
         uint cycle = BinaryPrimitives.ReadUInt32LittleEndian(image.AsSpan((int)(LogStart + block) * 512 + 4));
-        return reader.TryReadRecord(reader.Abs(new Lsn(cycle, (uint)block)), out var rec, out _)
+        return reader.TryReadRecord(reader.Position(new Lsn(cycle, (uint)block)), out var rec, out _)
             ? rec!.Ops.Select(o => o.Header.TransactionId).ToArray()
             : [];
     }

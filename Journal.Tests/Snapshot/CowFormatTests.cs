@@ -53,22 +53,22 @@ public class CowFormatTests
         h.Write(b);
         Assert.Equal(h, CowHeader.Read(b, "x.cow", 8, 7, 0x1234_5678_9abc_def0));
         Assert.Equal((0x1234_5678_9abc_def0UL, 7UL, CowHeader.KindPersistent), CowHeader.TryIdentify(b));
-        var other = Assert.Throws<JournalException>(() => CowHeader.Read(b, "x.cow", 8, 7, 0x1111));
+        var other = Assert.Throws<StoreCorruptionException>(() => CowHeader.Read(b, "x.cow", 8, 7, 0x1111));
         Assert.Contains("another store", other.Message);
         Assert.Equal("SnAp", System.Text.Encoding.ASCII.GetString(b, 0, 4));
         Assert.Contains("valid 1", h.ToString());
-        var e = Assert.Throws<JournalException>(() => CowHeader.Read(b, "x.cow", 16, 7));
+        var e = Assert.Throws<StoreCorruptionException>(() => CowHeader.Read(b, "x.cow", 16, 7));
         Assert.Contains("x.cow", e.Message);
         Assert.Contains("chunk size", e.Message);
-        Assert.Throws<JournalException>(() => CowHeader.Read(b, "x.cow", 8, 8));
+        Assert.Throws<StoreCorruptionException>(() => CowHeader.Read(b, "x.cow", 8, 8));
         b[90] ^= 1; // the store id is covered by the checksum too
-        Assert.Contains("checksum", Assert.Throws<JournalException>(() => CowHeader.Read(b, "x.cow", 8, 7)).Message);
+        Assert.Contains("checksum", Assert.Throws<StoreCorruptionException>(() => CowHeader.Read(b, "x.cow", 8, 7)).Message);
         Assert.Null(CowHeader.TryIdentify(b));
         b[90] ^= 1;
         b[72] ^= 1;
-        Assert.Contains("checksum", Assert.Throws<JournalException>(() => CowHeader.Read(b, "x.cow", 8, 7)).Message);
+        Assert.Contains("checksum", Assert.Throws<StoreCorruptionException>(() => CowHeader.Read(b, "x.cow", 8, 7)).Message);
         b[0] = 0;
-        Assert.Contains("magic", Assert.Throws<JournalException>(() => CowHeader.Read(b, "x.cow", 8, 7)).Message);
+        Assert.Contains("magic", Assert.Throws<StoreCorruptionException>(() => CowHeader.Read(b, "x.cow", 8, 7)).Message);
     }
 
     [Fact]
@@ -183,9 +183,12 @@ public class CowFormatTests
         new DiskException(6, 258).Write(entry.AsSpan(16));
         p.Backing("/mem/c.cow").Write(8, entry);
         using var s2 = PersistentExceptionStore.Open(p, "/mem/c.cow", l, 8 * 1024, 2048, 1, 99, out _, new DirectAreaCommitter());
-        var e = Assert.Throws<Journal.Recovery.CorruptionException>(() => s2.Load(1000, (_, _) => true));
+        var e = Assert.Throws<StoreCorruptionException>(() => s2.Load(1000, (_, _) => true));
         Assert.Contains("/mem/c.cow", e.Message);
         Assert.Contains("area 0 entry 1", e.Message);
+        Assert.Equal(8 * 512 + 16, e.Offset);       // area 0 is chunk 1 (sector 8); entry 1 is 16 bytes in
+        Assert.Equal("258", e.Actual);
+        Assert.Contains("offset 4112: ", e.Message);
     }
 
     /// <summary>Commits one exception the dm-snapshot way (area rewritten, flushed), as a commit round would.</summary>

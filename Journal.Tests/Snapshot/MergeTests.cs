@@ -71,15 +71,15 @@ public sealed class MergeTests
     {
         var p = new TestDeviceProvider();
         await using var store = await CreateMemoryStoreAsync(p, OriginSectors);
-        var e = await Assert.ThrowsAsync<JournalArgumentException>(() => store.MergeSnapshotAsync("nope").AsTask());
+        var e = await Assert.ThrowsAsync<SnapshotArgumentException>(() => store.MergeSnapshotAsync("nope").AsTask());
         Assert.Equal("/mem/store/nope.cow: no snapshot named 'nope'", e.Message);
         await store.CreateSnapshotAsync("tr", new SnapshotOptions { Persistent = false });
-        e = await Assert.ThrowsAsync<JournalArgumentException>(() => store.MergeSnapshotAsync("tr").AsTask());
+        e = await Assert.ThrowsAsync<SnapshotArgumentException>(() => store.MergeSnapshotAsync("tr").AsTask());
         Assert.Equal("/mem/store/tr.cow: snapshot 'tr' is transient; only persistent snapshots can be merged", e.Message);
         await store.CreateSnapshotAsync("small", new SnapshotOptions { CowSectors = 3 * 8 }); // header, area, one data chunk
         await WriteAsync(store.Origin, 0, Pattern(0, 16, 1)); // two chunks: the second one fills it
         Assert.False(store.GetStatus().Snapshots.Single(x => x.Name == "small").IsValid);
-        e = await Assert.ThrowsAsync<JournalArgumentException>(() => store.MergeSnapshotAsync("small").AsTask());
+        e = await Assert.ThrowsAsync<SnapshotArgumentException>(() => store.MergeSnapshotAsync("small").AsTask());
         Assert.StartsWith("/mem/store/small.cow: snapshot 'small' is invalid (COW file is full)", e.Message);
     }
 
@@ -105,9 +105,9 @@ public sealed class MergeTests
 
         // Meanwhile the origin reads as s; nothing else may change the snapshot list or use s directly.
         await AssertViewsAsync(store, s, t0, t1, "after the failed merge");
-        await Assert.ThrowsAsync<JournalArgumentException>(() => store.CreateSnapshotAsync("new").AsTask());
-        await Assert.ThrowsAsync<JournalArgumentException>(() => store.DeleteSnapshotAsync("s").AsTask());
-        await Assert.ThrowsAsync<JournalArgumentException>(() => ReadAsync(store.GetSnapshot("s"), 0, 8));
+        await Assert.ThrowsAsync<SnapshotArgumentException>(() => store.CreateSnapshotAsync("new").AsTask());
+        await Assert.ThrowsAsync<SnapshotArgumentException>(() => store.DeleteSnapshotAsync("s").AsTask());
+        await Assert.ThrowsAsync<SnapshotArgumentException>(() => ReadAsync(store.GetSnapshot("s"), 0, 8));
 
         // Writes meanwhile: chunk 25 is one s holds (it goes into s's COW chunk); chunk 30 is not (it goes to the origin,
         // after t0 and t1 get their copies).

@@ -58,7 +58,7 @@ public class SnapshotStoreLifecycleTests
     public async Task Bad_chunk_size_is_refused_with_one_line_and_nothing_is_created(int chunk, string words)
     {
         string folder = Path.Combine(Path.GetTempPath(), "snaptest-" + Guid.NewGuid().ToString("N"));
-        var e = await Assert.ThrowsAsync<JournalArgumentException>(() =>
+        var e = await Assert.ThrowsAsync<SnapshotArgumentException>(() =>
             SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 1 << 23, ChunkSectors = chunk }).AsTask());
         Assert.Contains(words, e.Message);
         Assert.Contains(folder, e.Message);
@@ -80,7 +80,7 @@ public class SnapshotStoreLifecycleTests
     {
         var p = new TestDeviceProvider();
         await using var store = await CreateMemoryStoreAsync(p, 64);
-        var e = await Assert.ThrowsAsync<JournalArgumentException>(() =>
+        var e = await Assert.ThrowsAsync<SnapshotArgumentException>(() =>
             store.CreateSnapshotAsync("small", new SnapshotOptions { CowSectors = 15 }).AsTask());
         Assert.Contains("too small", e.Message);
         Assert.Contains("small.cow", e.Message);
@@ -104,7 +104,7 @@ public class SnapshotStoreLifecycleTests
     [InlineData("0123456789012345678901234567890123456789012345678901234567890123456789")]
     public void Bad_snapshot_names_are_refused(string name)
     {
-        var e = Assert.Throws<JournalArgumentException>(() => SnapshotStore.ValidateSnapshotName(name));
+        var e = Assert.Throws<SnapshotArgumentException>(() => SnapshotStore.ValidateSnapshotName(name));
         Assert.DoesNotContain('\n', e.Message);
     }
 
@@ -162,8 +162,8 @@ public class SnapshotStoreLifecycleTests
         Assert.False(p.Exists(store.CowPathOf("a")));
         var again = await store.CreateSnapshotAsync("a");
         Assert.Equal(Pattern(0, 64, 2), await ReadAsync(again, 0, 64));
-        await Assert.ThrowsAsync<JournalArgumentException>(() => store.DeleteSnapshotAsync("nope").AsTask());
-        await Assert.ThrowsAsync<JournalArgumentException>(() => store.CreateSnapshotAsync("a").AsTask());
+        await Assert.ThrowsAsync<SnapshotArgumentException>(() => store.DeleteSnapshotAsync("nope").AsTask());
+        await Assert.ThrowsAsync<SnapshotArgumentException>(() => store.CreateSnapshotAsync("a").AsTask());
     }
 
     [Fact]
@@ -200,9 +200,9 @@ public class SnapshotStoreLifecycleTests
     {
         var p = new TestDeviceProvider();
         await using var store = await CreateMemoryStoreAsync(p, 64);
-        var e1 = await Assert.ThrowsAsync<JournalArgumentException>(() => store.Origin.WriteAsync(0, new byte[100]).AsTask());
+        var e1 = await Assert.ThrowsAsync<SnapshotArgumentException>(() => store.Origin.WriteAsync(0, new byte[100]).AsTask());
         Assert.Contains("not a whole number", e1.Message);
-        var e2 = await Assert.ThrowsAsync<JournalArgumentException>(() => store.Origin.ReadAsync(60, new byte[8 * 512]).AsTask());
+        var e2 = await Assert.ThrowsAsync<SnapshotArgumentException>(() => store.Origin.ReadAsync(60, new byte[8 * 512]).AsTask());
         Assert.Contains("beyond the end", e2.Message);
     }
 }

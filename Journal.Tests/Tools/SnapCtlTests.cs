@@ -252,7 +252,7 @@ public class SnapCtlTests
         Ok(r);
         var line = Assert.Single(r.Stdout.Split('\n'), l => l.StartsWith("s1:", StringComparison.Ordinal));
         Assert.Contains("Invalid (COW file is damaged: ", line);
-        Assert.Contains("magic 0x4b4e554a at offset 0", line);
+        Assert.Contains("offset 0: not a persistent COW file: bad magic (expected 0x70416e53 (\"SnAp\"), found 0x4b4e554a)", line);
         var read = ToolRunner.SnapCtl("read", store, "--snapshot", "s1", "--offset", "0", "--length", "512");
         Assert.Equal(2, read.ExitCode);
         Assert.Contains("s1.cow", Assert.Single(read.ErrorLines));

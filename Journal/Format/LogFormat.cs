@@ -11,7 +11,7 @@ namespace Journal.Format;
 /// (it is <see cref="RecordMagic"/>, which no cycle can equal) from any other block, and every block carries the
 /// cycle it was written in: the head of the log is where the cycle drops.
 /// </remarks>
-internal static class LogFormat
+public static class LogFormat
 {
     /// <summary>Bytes in one log block (equal to the device sector).</summary>
     public const int BlockSize = 512;

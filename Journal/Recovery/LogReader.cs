@@ -38,7 +38,7 @@ public sealed class LogReader
     {
         if (lsn.Block >= _n)
             throw new CorruptionException(_region.Name, lsn.Block, lsn, "LSN block is beyond the end of the log", $"< {_n}", lsn.Block.ToString());
-        if (TryReadRecord(Abs(lsn), out var record, out var problem)) return record!;
+        if (TryReadRecord(Position(lsn), out var record, out var problem)) return record!;
         throw problem!.ToException(_region.Name, lsn);
     }
 
@@ -49,23 +49,45 @@ public sealed class LogReader
     /// </summary>
     public IEnumerable<LogRecord> ReadRecords(Lsn from, Lsn to)
     {
-        long pos = Abs(from), end = Abs(to);
+        long pos = Position(from), end = Position(to);
         while (pos < end)
         {
-            var r = ReadRecord(ToLsn(pos));
+            var r = ReadRecord(LsnAt(pos));
             yield return r;
             pos += r.Blocks;
         }
     }
 
-    // ---- internal helpers for recovery (absolute block = cycle * logBlocks + block) ----
+    /// <summary>
+    /// The absolute position of <paramref name="lsn"/>: <c>cycle × blocks + block</c>. Positions order LSNs the way the
+    /// log does (a later record has a higher position), and the distance between two is a count of blocks.
+    /// </summary>
+    public long Position(Lsn lsn) => (long)lsn.Cycle * _n + lsn.Block;
 
-    internal long Abs(Lsn lsn) => (long)lsn.Cycle * _n + lsn.Block;
+    /// <summary>The LSN at absolute position <paramref name="position"/> (see <see cref="Position"/>).</summary>
+    public Lsn LsnAt(long position) => new((uint)(position / _n), (uint)(position % _n));
 
-    internal Lsn ToLsn(long abs) => new((uint)(abs / _n), (uint)(abs % _n));
+    /// <summary>
+    /// Reads the record at <paramref name="lsn"/>: true with the record when it is sound (header, cycle stamps, CRC-32C,
+    /// ops), else false with the error <see cref="ReadRecord"/> would throw. Never throws for bad data (a log printer
+    /// shows a damaged record and goes on).
+    /// </summary>
+    public bool TryReadRecord(Lsn lsn, out LogRecord? record, out CorruptionException? problem)
+    {
+        problem = null;
+        if (lsn.Block >= _n)
+        {
+            record = null;
+            problem = new CorruptionException(_region.Name, lsn.Block, lsn, "LSN block is beyond the end of the log", $"< {_n}", lsn.Block.ToString());
+            return false;
+        }
+        if (TryReadRecord(Position(lsn), out record, out var p)) return true;
+        problem = p!.ToException(_region.Name, lsn);
+        return false;
+    }
 
     /// <summary>Reads whole blocks from log block <paramref name="block"/>, wrapping at the end of the log.</summary>
-    internal void ReadBlocks(long block, Span<byte> dest)
+    public void ReadBlocks(long block, Span<byte> dest)
     {
         block %= _n;
         while (dest.Length > 0)
@@ -84,7 +106,7 @@ public sealed class LogReader
     internal bool TryReadRecord(long abs, out LogRecord? record, out RecordProblem? problem)
     {
         record = null;
-        var expected = ToLsn(abs);
+        var expected = LsnAt(abs);
         var headerBlock = new byte[LogFormat.BlockSize];
         ReadBlocks(expected.Block, headerBlock);
         var h = RecordHeader.Read(headerBlock);

@@ -96,15 +96,15 @@ public static class LogRecovery
                 {
                     // A header that claims to run past the head is a partial write (rule 4) even if it fails checks.
                     if (lastAbs >= tornFrom || HeaderRunsPast(lastAbs, head)) { badHeader = (lastAbs, problem!); head = lastAbs; torn = true; continue; }
-                    throw problem!.ToException(Name, reader.ToLsn(lastAbs));  // rule 5
+                    throw problem!.ToException(Name, reader.LsnAt(lastAbs));  // rule 5
                 }
                 head = lastAbs + last.Blocks;
 
                 // Rule 6: the tail.
-                long tailAbs = reader.Abs(last.Header.TailLsn);
+                long tailAbs = reader.Position(last.Header.TailLsn);
                 if (tailAbs > lastAbs || tailAbs < lastAbs + last.Blocks - _n)
                     throw new CorruptionException(Name, last.Lsn.Block, last.Lsn, "record tail LSN out of range",
-                        $"{reader.ToLsn(Math.Max(0, lastAbs + last.Blocks - _n))}..{last.Lsn}", last.Header.TailLsn.ToString());
+                        $"{reader.LsnAt(Math.Max(0, lastAbs + last.Blocks - _n))}..{last.Lsn}", last.Header.TailLsn.ToString());
 
                 // Rule 7: clean log.
                 if (last.Kind == RecordKind.Unmount)
@@ -124,7 +124,7 @@ public static class LogRecovery
                     if (!reader.TryReadRecord(pos, out var r, out var p))
                     {
                         if (pos >= tornFrom) { badAt = pos; break; }
-                        throw p!.ToException(Name, reader.ToLsn(pos));
+                        throw p!.ToException(Name, reader.LsnAt(pos));
                     }
                     if (records.Count > 0 && r!.Header.PreviousBlock != records[^1].Lsn.Block)
                     {
@@ -134,7 +134,7 @@ public static class LogRecovery
                     }
                     if (pos + r!.Blocks > head)
                         throw new CorruptionException(Name, r.Lsn.Block, r.Lsn, "record runs past the last record's end",
-                            $"<= {reader.ToLsn(head)}", reader.ToLsn(pos + r.Blocks).ToString());
+                            $"<= {reader.LsnAt(head)}", reader.LsnAt(pos + r.Blocks).ToString());
                     records.Add(r);
                     pos += r.Blocks;
                 }
@@ -145,7 +145,7 @@ public static class LogRecovery
                 var (transactions, dropped, maxTid) = Reassemble(records);
                 delivered = transactions;
                 uint nextTid = maxTid == uint.MaxValue ? 1 : maxTid + 1;
-                return Result(last, reader.Abs(last.Header.TailLsn), head, clean: false, records.Count, transactions.Count,
+                return Result(last, reader.Position(last.Header.TailLsn), head, clean: false, records.Count, transactions.Count,
                     torn, stampHead, dropped, nextTid);
             }
         }
@@ -155,8 +155,8 @@ public static class LogRecovery
             {
                 Region = region,
                 HeadLsn = last.Lsn,
-                TailLsn = reader.ToLsn(tailAbs),
-                NextLsn = reader.ToLsn(head),
+                TailLsn = reader.LsnAt(tailAbs),
+                NextLsn = reader.LsnAt(head),
                 Clean = clean,
                 RecordsScanned = records,
                 TransactionsDelivered = delivered,
@@ -222,10 +222,10 @@ public static class LogRecovery
                 reader.ReadBlocks(abs % _n, block);
                 if (RecordCodec.IsHeaderBlock(block)) return abs;
             }
-            var at = reader.ToLsn(Math.Max(0, head));
+            var at = reader.LsnAt(Math.Max(0, head));
             if (badHeader is { } bad)
             {
-                var b = reader.ToLsn(bad.Abs);
+                var b = reader.LsnAt(bad.Abs);
                 throw new CorruptionException(Name, b.Block, b,
                     $"the only record header near the head is bad ({bad.Problem.Problem}); the region does not hold a sound log",
                     bad.Problem.Expected, bad.Problem.Actual);
@@ -259,8 +259,8 @@ public static class LogRecovery
                 if (!RecordCodec.IsHeaderBlock(block)) continue;
                 if (!reader.TryReadRecord(abs, out var later, out _)) continue;
                 var durable = later!.Header.DurableLsn;
-                if (durable.IsZero || reader.Abs(durable) < head) continue;
-                var at = reader.ToLsn(head);
+                if (durable.IsZero || reader.Position(durable) < head) continue;
+                var at = reader.LsnAt(head);
                 string why = reader.TryReadRecord(head, out _, out var p) ? "the log ends early" : p!.Problem;
                 throw new CorruptionException(Name, at.Block, at,
                     $"damaged record ({why}) although the later record {later.Lsn} shows the log was durable up to {durable}");
@@ -325,7 +325,7 @@ public static class LogRecovery
 
         private CorruptionException Corrupt(long abs, string problem)
         {
-            var lsn = reader.ToLsn(abs);
+            var lsn = reader.LsnAt(abs);
             return new CorruptionException(Name, lsn.Block, lsn, problem);
         }
 

@@ -360,7 +360,7 @@ internal sealed class SnapshotCatalog
         long cowSectors = options.CowSectors ?? (options.Persistent ? _store.FullCopyCowSectors : _store.OriginSectors + _store.ChunkSectors);
         long minimum = options.Persistent ? PersistentExceptionStore.MinimumSectors(_store.ChunkSectors) : TransientExceptionStore.MinimumSectors(_store.ChunkSectors);
         if (cowSectors / _store.ChunkSectors * _store.ChunkSectors < minimum)
-            throw new JournalArgumentException($"{path}: COW size {cowSectors} sectors is too small: {(options.Persistent ? "the header chunk and the first metadata area need" : "the header chunk and one data chunk need")} {minimum} sectors");
+            throw new SnapshotArgumentException($"{path}: COW size {cowSectors} sectors is too small: {(options.Persistent ? "the header chunk and the first metadata area need" : "the header chunk and one data chunk need")} {minimum} sectors");
         ulong id;
         lock (_stateLock)
         {
@@ -410,9 +410,9 @@ internal sealed class SnapshotCatalog
     private void CheckCanCreateLocked(string name, string path)
     {
         if (_merging is { } m)
-            throw new JournalArgumentException($"{path}: cannot create a snapshot while the merge of '{m.Name}' into the origin is unfinished; run the merge again first");
-        if (_snapshots.Any(s => s.Name == name)) throw new JournalArgumentException($"{path}: snapshot '{name}' already exists");
-        if (_snapshots.Length >= SnapshotStore.MaxSnapshots) throw new JournalArgumentException($"{path}: the store already has {SnapshotStore.MaxSnapshots} snapshots");
+            throw new SnapshotArgumentException($"{path}: cannot create a snapshot while the merge of '{m.Name}' into the origin is unfinished; run the merge again first");
+        if (_snapshots.Any(s => s.Name == name)) throw new SnapshotArgumentException($"{path}: snapshot '{name}' already exists");
+        if (_snapshots.Length >= SnapshotStore.MaxSnapshots) throw new SnapshotArgumentException($"{path}: the store already has {SnapshotStore.MaxSnapshots} snapshots");
     }
 
     /// <summary>
@@ -469,7 +469,7 @@ internal sealed class SnapshotCatalog
             {
                 st = FindLocked(name);
                 if (st.Merging)
-                    throw new JournalArgumentException($"{st.CowPath}: snapshot '{name}' is being merged into the origin (the origin needs its data); run the merge again to finish it");
+                    throw new SnapshotArgumentException($"{st.CowPath}: snapshot '{name}' is being merged into the origin (the origin needs its data); run the merge again to finish it");
             }
             RequireRemovable(st);
             await RemoveSnapshotAsync(st, cancellationToken).ConfigureAwait(false);
@@ -492,7 +492,7 @@ internal sealed class SnapshotCatalog
 
     /// <summary>The snapshot named <paramref name="name"/>, or a one-line error naming its COW file. Under the state lock.</summary>
     private SnapshotState FindLocked(string name) =>
-        _snapshots.FirstOrDefault(s => s.Name == name) ?? throw new JournalArgumentException($"{_store.CowPathOf(name)}: no snapshot named '{name}'");
+        _snapshots.FirstOrDefault(s => s.Name == name) ?? throw new SnapshotArgumentException($"{_store.CowPathOf(name)}: no snapshot named '{name}'");
 
     /// <summary>
     /// The end of a delete (and of a merge): the snapshot leaves the list, the superblock without it is committed and
@@ -576,11 +576,11 @@ internal sealed class SnapshotCatalog
             lock (_stateLock)
             {
                 if (_merging is { } other && other != st)
-                    throw new JournalArgumentException($"{st.CowPath}: the merge of '{other.Name}' into the origin is unfinished; run it again first");
+                    throw new SnapshotArgumentException($"{st.CowPath}: the merge of '{other.Name}' into the origin is unfinished; run it again first");
                 if (st.Kind == SnapshotKind.Transient)
-                    throw new JournalArgumentException($"{st.CowPath}: snapshot '{name}' is transient; only persistent snapshots can be merged");
+                    throw new SnapshotArgumentException($"{st.CowPath}: snapshot '{name}' is transient; only persistent snapshots can be merged");
                 if (!st.IsValid)
-                    throw new JournalArgumentException($"{st.CowPath}: snapshot '{name}' is invalid ({st.InvalidReason}); it cannot be merged");
+                    throw new SnapshotArgumentException($"{st.CowPath}: snapshot '{name}' is invalid ({st.InvalidReason}); it cannot be merged");
                 starting = !st.Merging;
                 st.Merging = true;
                 st.MergeFailure = null;

@@ -148,8 +148,8 @@ internal sealed class PersistentExceptionStore : ExceptionStore
         try
         {
             if (dev.SectorCount < MinimumSectors(layout.ChunkSectors))
-                throw new CorruptionException(path, 0, Lsn.Zero, "COW file is shorter than its header and first area",
-                    $"{MinimumSectors(layout.ChunkSectors)} sectors", $"{dev.SectorCount} sectors");
+                throw new StoreCorruptionException(path, 0, "COW file is shorter than its header and first area",
+                    $"{MinimumSectors(layout.ChunkSectors) * BlockDevice.SectorSize} bytes", $"{dev.Length} bytes");
             dev.Read(0, s._chunk0);
             header = CowHeader.Read(s._chunk0, path, layout.ChunkSectors, snapshotId, storeId);
             s._invalid = !header.IsValid;
@@ -191,18 +191,20 @@ internal sealed class PersistentExceptionStore : ExceptionStore
                     var e = DiskException.Read(piece.AsSpan(i));
                     long index = (off + i) / DiskException.Size;
                     if (e.IsTerminator) { terminated = true; break; }
-                    long at = areaSector + (off + i) / BlockDevice.SectorSize;
+                    long entryOffset = areaSector * BlockDevice.SectorSize + off + i;
                     string where = $"area {area} entry {index}";
                     if (e.NewChunk >= (ulong)fileChunks || Layout.IsMetadataChunk(e.NewChunk))
-                        throw new CorruptionException(Cow.Name, at, Lsn.Zero, $"{where}: new_chunk is not a data chunk of the file",
+                        throw new StoreCorruptionException(Cow.Name, entryOffset, $"{where}: new_chunk is not a data chunk of the file",
                             $"a data chunk below {fileChunks}", e.NewChunk.ToString());
                     if (used[(int)e.NewChunk])
-                        throw new CorruptionException(Cow.Name, at, Lsn.Zero, $"{where}: new_chunk {e.NewChunk} is used by two exceptions");
+                        throw new StoreCorruptionException(Cow.Name, entryOffset, $"{where}: new_chunk {e.NewChunk} is used by two exceptions",
+                            "a chunk no other entry names", e.NewChunk.ToString());
                     if (e.OldChunk >= (ulong)originChunks)
-                        throw new CorruptionException(Cow.Name, at, Lsn.Zero, $"{where}: old_chunk is beyond the origin",
+                        throw new StoreCorruptionException(Cow.Name, entryOffset, $"{where}: old_chunk is beyond the origin",
                             $"below {originChunks}", e.OldChunk.ToString());
                     if (!onException(e.OldChunk, e.NewChunk))
-                        throw new CorruptionException(Cow.Name, at, Lsn.Zero, $"{where}: old_chunk {e.OldChunk} has two exceptions");
+                        throw new StoreCorruptionException(Cow.Name, entryOffset, $"{where}: old_chunk {e.OldChunk} has two exceptions",
+                            "one exception per origin chunk", e.OldChunk.ToString());
                     used[(int)e.NewChunk] = true;
                     if (e.NewChunk > maxNew) maxNew = e.NewChunk;
                     current.Append(e);

@@ -1,3 +1,4 @@
+using System.IO.Hashing;
 using System.Buffers.Binary;
 using Journal.Format;
 
@@ -104,11 +105,11 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
     /// <summary>The checksum of the store fields as format <paramref name="version"/> defines it.</summary>
     private static uint StoreFieldsCrc(ReadOnlySpan<byte> src, uint version)
     {
-        if (version == StoreVersionWithoutId) return Crc32C.Compute(src.Slice(64, 20));
+        if (version == StoreVersionWithoutId) return Crc32.HashToUInt32(Crc32ParameterSet.Crc32C, src.Slice(64, 20));
         Span<byte> fields = stackalloc byte[Size - StoreFieldsOffset];
         src.Slice(StoreFieldsOffset, fields.Length).CopyTo(fields);
         BinaryPrimitives.WriteUInt32LittleEndian(fields[20..], 0);
-        return Crc32C.Compute(fields);
+        return Crc32.HashToUInt32(Crc32ParameterSet.Crc32C, fields);
     }
 
     /// <summary>
@@ -129,7 +130,7 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
     }
 
     /// <summary>
-    /// Parses and validates chunk 0. Throws a <see cref="Journal.JournalException"/> naming <paramref name="file"/> on a
+    /// Parses and validates chunk 0. Throws a <see cref="StoreCorruptionException"/> naming <paramref name="file"/> on a
     /// bad magic, version, chunk size, snapshot id, store id (when <paramref name="expectedStoreId"/> is not 0 and the
     /// header has one) or checksum.
     /// </summary>
@@ -137,36 +138,36 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
     {
         uint magic = BinaryPrimitives.ReadUInt32LittleEndian(src);
         if (magic != SnapMagic)
-            throw new Journal.JournalException($"{file}: not a persistent COW file: magic 0x{magic:x8} at offset 0, expected 0x{SnapMagic:x8} (\"SnAp\")");
+            throw new StoreCorruptionException(file, 0, "not a persistent COW file: bad magic", $"0x{SnapMagic:x8} (\"SnAp\")", $"0x{magic:x8}");
         uint valid = BinaryPrimitives.ReadUInt32LittleEndian(src[4..]);
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(src[8..]);
         if (version != DiskVersion)
-            throw new Journal.JournalException($"{file}: unsupported COW format version {version} at offset 8, expected {DiskVersion}");
+            throw new StoreCorruptionException(file, 8, "unsupported COW format version", DiskVersion.ToString(), version.ToString());
         uint chunk = BinaryPrimitives.ReadUInt32LittleEndian(src[12..]);
         if (chunk != (uint)expectedChunkSectors)
-            throw new Journal.JournalException($"{file}: COW chunk size is {chunk} sectors (offset 12), the store's is {expectedChunkSectors}");
+            throw new StoreCorruptionException(file, 12, "the COW chunk size is not the store's", $"{expectedChunkSectors} sectors", $"{chunk} sectors");
         uint storeMagic = BinaryPrimitives.ReadUInt32LittleEndian(src[64..]);
         if (storeMagic != StoreMagic)
-            throw new Journal.JournalException($"{file}: COW header has no store fields: magic 0x{storeMagic:x8} at offset 64, expected 0x{StoreMagic:x8}");
+            throw new StoreCorruptionException(file, 64, "the COW header has no store fields: bad magic", $"0x{StoreMagic:x8}", $"0x{storeMagic:x8}");
         uint storeVersion = BinaryPrimitives.ReadUInt32LittleEndian(src[68..]);
         if (storeVersion is not (StoreVersion or StoreVersionWithoutId))
-            throw new Journal.JournalException($"{file}: unsupported COW store-fields version {storeVersion} at offset 68, expected {StoreVersionWithoutId} or {StoreVersion}");
+            throw new StoreCorruptionException(file, 68, "unsupported COW store-fields version", $"{StoreVersionWithoutId} or {StoreVersion}", storeVersion.ToString());
         uint crc = BinaryPrimitives.ReadUInt32LittleEndian(src[84..]);
         uint actual = StoreFieldsCrc(src, storeVersion);
         if (crc != actual)
-            throw new Journal.JournalException($"{file}: COW header checksum mismatch at offset 84: stored 0x{crc:x8}, computed 0x{actual:x8}");
+            throw new StoreCorruptionException(file, 84, "COW header checksum mismatch", $"0x{actual:x8} (computed)", $"0x{crc:x8} (stored)");
         ulong storeId = storeVersion == StoreVersionWithoutId ? 0 : BinaryPrimitives.ReadUInt64LittleEndian(src[88..]);
         uint kind = storeVersion == StoreVersionWithoutId ? KindPersistent : BinaryPrimitives.ReadUInt32LittleEndian(src[96..]);
         if (expectedStoreId != 0 && storeId != 0 && storeId != expectedStoreId)
-            throw new Journal.JournalException($"{file}: COW file belongs to another store: store id 0x{storeId:x16} at offset 88, this store's is 0x{expectedStoreId:x16}");
+            throw new StoreCorruptionException(file, 88, "the COW file belongs to another store", $"store id 0x{expectedStoreId:x16}", $"0x{storeId:x16}");
         if (kind != KindPersistent)
-            throw new Journal.JournalException($"{file}: not a persistent COW file: kind {kind} at offset 96, expected {KindPersistent}");
+            throw new StoreCorruptionException(file, 96, "not a persistent COW file: bad kind", KindPersistent.ToString(), kind.ToString());
         ulong id = BinaryPrimitives.ReadUInt64LittleEndian(src[72..]);
         if (id != expectedId)
-            throw new Journal.JournalException($"{file}: COW file belongs to snapshot id {id} (offset 72), the store expects id {expectedId}");
+            throw new StoreCorruptionException(file, 72, "the COW file belongs to another snapshot", $"snapshot id {expectedId}", id.ToString());
         uint slots = BinaryPrimitives.ReadUInt32LittleEndian(src[80..]);
         if (slots != (uint)SlotsFor(expectedChunkSectors))
-            throw new Journal.JournalException($"{file}: COW header has {slots} home-LSN slots (offset 80), expected {SlotsFor(expectedChunkSectors)}");
+            throw new StoreCorruptionException(file, 80, "the COW header has the wrong number of home-LSN slots", SlotsFor(expectedChunkSectors).ToString(), slots.ToString());
         return new CowHeader(magic, valid, version, chunk, id, slots) { StoreId = storeId, Kind = kind };
     }
 

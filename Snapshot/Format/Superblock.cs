@@ -1,3 +1,4 @@
+using System.IO.Hashing;
 using System.Buffers.Binary;
 using Journal.Format;
 using Journal.Storage;
@@ -135,7 +136,7 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
         BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(48), HomeLsn);
         BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(56), StoreId);
         for (int i = 0; i < Snapshots.Count; i++) Snapshots[i].Write(b.AsSpan(HeaderBytes + i * SnapshotRecord.Size));
-        BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(44), Crc32C.Compute(b));
+        BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(44), Crc32.HashToUInt32(Crc32ParameterSet.Crc32C, b));
         return b;
     }
 
@@ -152,7 +153,7 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
         uint stored = BinaryPrimitives.ReadUInt32LittleEndian(b[44..]);
         var tmp = b[..CopyBytes].ToArray();
         BinaryPrimitives.WriteUInt32LittleEndian(tmp.AsSpan(44), 0);
-        uint crc = Crc32C.Compute(tmp);
+        uint crc = Crc32.HashToUInt32(Crc32ParameterSet.Crc32C, tmp);
         if (crc != stored) { problem = $"checksum 0x{stored:x8}, computed 0x{crc:x8}"; return null; }
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(b[4..]);
         if (version != Version) { problem = $"version {version}, expected {Version}"; return null; }

@@ -621,8 +621,8 @@ internal sealed class DataPath : ICopyCompletion
     /// <summary>Throws for a deleted or invalid snapshot. Call under the state lock or after an invalidation.</summary>
     private static void ThrowIfUnusable(SnapshotState st)
     {
-        if (st.Deleted) throw new JournalArgumentException($"{st.CowPath}: snapshot '{st.Name}' has been deleted");
-        if (st.Merging) throw new JournalArgumentException($"{st.CowPath}: snapshot '{st.Name}' is being merged into the origin; read the origin instead");
+        if (st.Deleted) throw new SnapshotArgumentException($"{st.CowPath}: snapshot '{st.Name}' has been deleted");
+        if (st.Merging) throw new SnapshotArgumentException($"{st.CowPath}: snapshot '{st.Name}' is being merged into the origin; read the origin instead");
         if (!st.IsValid) throw new SnapshotInvalidException(st.CowPath, st.Name, st.InvalidReason!);
     }
 

@@ -286,7 +286,7 @@ public sealed class NbdServer : IAsyncDisposable
     private async Task RemoveAsync(string name, bool force, string why, Func<ValueTask> remove)
     {
         ArgumentNullException.ThrowIfNull(name);
-        if (name.Length == 0 || name == "origin") throw new JournalArgumentException($"{_store.Folder}: '{(name.Length == 0 ? "" : name)}' is the origin, not a snapshot");
+        if (name.Length == 0 || name == "origin") throw new SnapshotArgumentException($"{_store.Folder}: '{(name.Length == 0 ? "" : name)}' is the origin, not a snapshot");
         if (!Registry.BeginRemoval(name, out var open))
             throw new JournalException($"{_store.Folder}: snapshot '{name}' is already being deleted or merged");
         try

@@ -61,19 +61,19 @@ public sealed class NbdServerOptions
     public void Validate()
     {
         if (UnixSockets.Count == 0 && TcpEndpoints.Count == 0)
-            throw new JournalArgumentException("nbd server: nothing to listen on: give a unix socket path or a TCP endpoint");
+            throw new SnapshotArgumentException("nbd server: nothing to listen on: give a unix socket path or a TCP endpoint");
         foreach (var p in UnixSockets)
         {
-            if (string.IsNullOrEmpty(p)) throw new JournalArgumentException("nbd server: empty unix socket path");
+            if (string.IsNullOrEmpty(p)) throw new SnapshotArgumentException("nbd server: empty unix socket path");
             if (System.Text.Encoding.UTF8.GetByteCount(Path.GetFullPath(p)) > 107)
-                throw new JournalArgumentException($"{p}: unix socket path is too long (at most 107 bytes)");
+                throw new SnapshotArgumentException($"{p}: unix socket path is too long (at most 107 bytes)");
         }
-        if (MaxConnections < 1) throw new JournalArgumentException($"nbd server: --max-connections {MaxConnections} must be at least 1");
-        if (MaxRequestsInFlight < 1) throw new JournalArgumentException($"nbd server: in-flight request bound {MaxRequestsInFlight} must be at least 1");
+        if (MaxConnections < 1) throw new SnapshotArgumentException($"nbd server: --max-connections {MaxConnections} must be at least 1");
+        if (MaxRequestsInFlight < 1) throw new SnapshotArgumentException($"nbd server: in-flight request bound {MaxRequestsInFlight} must be at least 1");
         if (MaxBytesInFlight < MaxRequestBytes)
-            throw new JournalArgumentException($"nbd server: in-flight byte bound {MaxBytesInFlight} must be at least {MaxRequestBytes} (one largest request)");
-        if (HandshakeTimeout <= TimeSpan.Zero) throw new JournalArgumentException("nbd server: handshake timeout must be positive");
-        if (ShutdownGrace < TimeSpan.Zero) throw new JournalArgumentException("nbd server: shutdown grace must not be negative");
+            throw new SnapshotArgumentException($"nbd server: in-flight byte bound {MaxBytesInFlight} must be at least {MaxRequestBytes} (one largest request)");
+        if (HandshakeTimeout <= TimeSpan.Zero) throw new SnapshotArgumentException("nbd server: handshake timeout must be positive");
+        if (ShutdownGrace < TimeSpan.Zero) throw new SnapshotArgumentException("nbd server: shutdown grace must not be negative");
     }
 
     /// <inheritdoc/>

@@ -169,7 +169,7 @@ public static class LogReset
             foreach (var id in invalidate.Keys) MarkCowInvalid(provider, folder, target, id, layout);
             if (invalidate.Count > 0 || !ReferenceEquals(target, sb) || home.OtherMayBeNewer) next.Write(sbDev);
             logDev = RecreateIfNeeded(provider, logPath, logDev, logBytes / BlockDevice.SectorSize);
-            LogWriter.Format(StoreJournal.Region(logDev), newCycle);
+            MetadataJournal.FormatLog(StoreJournal.Region(logDev), newCycle);
             return plan with { Done = true };
         }
         finally

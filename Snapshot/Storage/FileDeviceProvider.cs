@@ -172,7 +172,7 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
     public string BeginCreate(string folder)
     {
         string full = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
-        string parent = Path.GetDirectoryName(full) ?? throw new JournalArgumentException($"{folder}: cannot create a store at the root");
+        string parent = Path.GetDirectoryName(full) ?? throw new SnapshotArgumentException($"{folder}: cannot create a store at the root");
         string name = Path.GetFileName(full);
         if (!Directory.Exists(parent)) throw new DeviceOpenException(full, DeviceOpenError.Missing, $"directory {parent} does not exist");
         string prefix = "." + name + StagingMarker;

@@ -53,7 +53,7 @@ internal static class PrintCommand
         var reader = new LogReader(input.Region);
         RequireRecord(reader, "--from-lsn", from);
         RequireRecord(reader, "--to-lsn", to);
-        if (from is { } f && to is { } t0 && reader.Abs(f) > reader.Abs(t0))
+        if (from is { } f && to is { } t0 && reader.Position(f) > reader.Position(t0))
             throw new UsageException($"--from-lsn {f} is after --to-lsn {t0}");
         var doc = new PrintDocument { Log = input.LogPath, LogBlocks = input.Region.BlockCount };
         RecoveredLog? log = null;
@@ -115,14 +115,14 @@ internal static class PrintCommand
     /// <summary>Reads the sound records from <paramref name="from"/> through <paramref name="to"/>; stops at the first bad one.</summary>
     private static void ReadRange(LogReader reader, Lsn from, Lsn to, PrintDocument doc)
     {
-        long pos = reader.Abs(from), end = reader.Abs(to);
+        long pos = reader.Position(from), end = reader.Position(to);
         long limit = pos + reader.Region.BlockCount; // never more than one pass
         while (pos <= end && pos < limit)
         {
             LogRecord record;
             try
             {
-                record = reader.ReadRecord(reader.ToLsn(pos));
+                record = reader.ReadRecord(reader.LsnAt(pos));
             }
             catch (CorruptionException e)
             {
@@ -146,14 +146,14 @@ internal static class PrintCommand
             if (BinaryPrimitives.ReadUInt32LittleEndian(block) != LogFormat.RecordMagic) { b++; continue; }
             uint cycle = BinaryPrimitives.ReadUInt32LittleEndian(block.AsSpan(4));
             var lsn = new Lsn(cycle, b);
-            if (reader.TryReadRecord(reader.Abs(lsn), out var record, out var problem))
+            if (reader.TryReadRecord(lsn, out var record, out var problem))
             {
                 doc.Records.Add(PrintDocument.Record.From(record!));
                 b += (uint)record!.Blocks;
             }
             else
             {
-                doc.Records.Add(PrintDocument.Record.Bad(lsn, problem!.ToException(reader.Region.Name, lsn).Message));
+                doc.Records.Add(PrintDocument.Record.Bad(lsn, problem!.Message));
                 b++;
             }
         }
