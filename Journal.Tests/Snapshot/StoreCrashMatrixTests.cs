@@ -7,11 +7,14 @@ namespace Journal.Tests.Snapshot;
 
 /// <summary>
 /// Crash matrix over the whole store: every device (origin, superblock, journal log, COW files) is a recording device
-/// sharing one write log; a workload of origin writes, snapshot writes, snapshot creation and deletion runs with
-/// write-through; then, for crash states at every flush point (and torn/partial variants of the writes in flight), the
-/// store is reopened (replaying the journal) and checked: every acknowledged write is visible, every snapshot reads
-/// exactly its point-in-time data plus its own acknowledged writes, and nothing else is possible but the one write in
-/// flight. Size knob: <c>JOURNAL_SNAP_CRASH_STATES</c> (default 240 states).
+/// sharing one write log; a workload of origin writes, snapshot writes, flushes, snapshot creation and deletion runs;
+/// then, for crash states at every flush point (and torn/partial variants of the writes in flight), the store is
+/// reopened (replaying the journal) and checked: every durable acknowledged write is visible (with write-through: every
+/// acknowledged write; with block-device semantics: every write acknowledged before an acknowledged flush, or written
+/// with FUA), every snapshot reads exactly its point-in-time data plus its own durable writes, and nothing else is
+/// possible but a write not yet durable. The cases cover write-through and flush semantics, up to 8 snapshots,
+/// concurrent writers (so commit rounds overlap: one flushes COW data while another's log force runs), and the
+/// direct-area commit mode. Size knob: <c>JOURNAL_SNAP_CRASH_STATES</c> (default 240 states per case).
 /// </summary>
 public class StoreCrashMatrixTests
 {
@@ -19,74 +22,103 @@ public class StoreCrashMatrixTests
 
     private const int OriginSectors = 8 * 48;
 
-    private enum Kind { OriginWrite, SnapshotWrite, Create, Delete }
+    private enum Kind { OriginWrite, SnapshotWrite, Create, Delete, Flush }
 
-    private sealed record Op(Kind Kind, string? Snapshot, long Sector, byte[]? Data, int Start, int Ack, byte[]? Base);
+    /// <param name="Durable">Durable when acknowledged (write-through, FUA, or a write that made a snapshot's exception).</param>
+    private sealed record Op(Kind Kind, string? Snapshot, long Sector, byte[]? Data, int Start, int Ack, byte[]? Base, bool Durable);
 
     [Theory]
-    [InlineData(1, 8)]
-    [InlineData(2, 16)]
-    public async Task After_a_crash_anywhere_acknowledged_writes_and_point_in_time_contents_survive(int seed, int chunkSectors)
+    [InlineData(1, 8, true, 3, 1, false)]
+    [InlineData(2, 16, true, 3, 1, false)]
+    [InlineData(3, 8, false, 3, 1, false)]  // block-device semantics: durable after a flush or with FUA
+    [InlineData(4, 8, false, 8, 1, false)]  // 8 snapshots
+    [InlineData(5, 8, false, 3, 4, false)]  // 4 concurrent writers: commit rounds overlap
+    [InlineData(6, 8, true, 3, 2, true)]    // the direct-area commit mode
+    public async Task After_a_crash_anywhere_acknowledged_writes_and_point_in_time_contents_survive(int seed, int chunkSectors, bool writeThrough,
+        int maxSnapshots, int writers, bool directArea)
     {
         var log = new WriteLog();
         var p = new TestDeviceProvider { Log = log };
         var r = new Random(seed);
-        var o = p.Options(new StoreOptions { OriginSectors = OriginSectors, ChunkSectors = chunkSectors, WriteThrough = true, CowGrowthBytes = 1 << 20, LogBlocks = 2048 });
+        var o = p.Options(new StoreOptions
+        {
+            OriginSectors = OriginSectors, ChunkSectors = chunkSectors, WriteThrough = writeThrough, CowGrowthBytes = 1 << 20, LogBlocks = 2048,
+            MetadataMode = directArea ? MetadataMode.DirectArea : MetadataMode.Journal,
+        });
         var store = await SnapshotStore.CreateAsync(Folder, o).AsTask().WaitAsync(Watchdog);
         int created = log.Mark("store created");
         var ops = new List<Op>();
         var origin = new byte[OriginSectors * 512];
 
-        async Task OriginWrite(long sector, byte[] data)
+        async Task OriginWrite(long sector, byte[] data, bool fua)
         {
             int start = log.Mark($"origin write {sector}+{data.Length / 512} start");
-            await WriteAsync(store.Origin, sector, data);
+            await store.Origin.WriteAsync(sector, data, fua ? WriteFlags.Fua : WriteFlags.None).AsTask().WaitAsync(Watchdog);
             int ack = log.Mark("ack");
-            data.CopyTo(origin, sector * 512);
-            ops.Add(new Op(Kind.OriginWrite, null, sector, data, start, ack, null));
+            lock (origin) data.CopyTo(origin, sector * 512);
+            lock (ops) ops.Add(new Op(Kind.OriginWrite, null, sector, data, start, ack, null, writeThrough || fua));
         }
 
-        for (long s = 0; s < OriginSectors; s += 64) await OriginWrite(s, Rand(r, 64));
+        for (long s = 0; s < OriginSectors; s += 64) await OriginWrite(s, Rand(r, 64), fua: false);
         var live = new List<string>();
         int names = 0;
         for (int i = 0; i < 60; i++)
         {
             // Now and then the journal writes the metadata segments home (the AIL's job), so crash states cover
             // segments partly home, home-LSN slots, and replay over newer home copies.
-            if (i % 7 == 6) await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
+            if (i % 7 == 6 && !directArea) await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
             int pick = r.Next(100);
-            if ((i == 2 || pick < 8) && live.Count < 3)
+            if ((i == 2 || pick < 8 + maxSnapshots) && live.Count < maxSnapshots)
             {
                 string name = $"s{names++}";
                 int start = log.Mark($"create {name} start");
                 await store.CreateSnapshotAsync(name).AsTask().WaitAsync(Watchdog);
-                ops.Add(new Op(Kind.Create, name, 0, null, start, log.Mark("ack"), (byte[])origin.Clone()));
+                ops.Add(new Op(Kind.Create, name, 0, null, start, log.Mark("ack"), (byte[])origin.Clone(), true));
                 live.Add(name);
             }
-            else if (pick < 11 && live.Count > 1)
+            else if (pick < 11 + maxSnapshots && live.Count > 1)
             {
                 string name = live[0];
                 int start = log.Mark($"delete {name} start");
                 await store.DeleteSnapshotAsync(name).AsTask().WaitAsync(Watchdog);
-                ops.Add(new Op(Kind.Delete, name, 0, null, start, log.Mark("ack"), null));
+                ops.Add(new Op(Kind.Delete, name, 0, null, start, log.Mark("ack"), null, true));
                 live.RemoveAt(0);
             }
-            else if (pick < 35 && live.Count > 0)
+            else if (pick < 35 + maxSnapshots && live.Count > 0)
             {
                 string name = live[r.Next(live.Count)];
                 int len = r.Next(3) == 0 ? chunkSectors : 1 + r.Next(12);
                 long sector = r.Next(3) == 0 ? r.Next(OriginSectors / chunkSectors) * (long)chunkSectors : r.Next(OriginSectors - len + 1);
                 if (sector + len > OriginSectors) continue;
                 var data = Rand(r, len);
+                bool fua = !writeThrough && r.Next(4) == 0;
                 int start = log.Mark($"snapshot {name} write {sector}+{len} start");
-                await WriteAsync(store.GetSnapshot(name), sector, data);
-                ops.Add(new Op(Kind.SnapshotWrite, name, sector, data, start, log.Mark("ack"), null));
+                await store.GetSnapshot(name).WriteAsync(sector, data, fua ? WriteFlags.Fua : WriteFlags.None).AsTask().WaitAsync(Watchdog);
+                ops.Add(new Op(Kind.SnapshotWrite, name, sector, data, start, log.Mark("ack"), null, writeThrough || fua));
+            }
+            else if (!writeThrough && pick < 45 + maxSnapshots)
+            {
+                int start = log.Mark("flush start");
+                await store.FlushAsync().AsTask().WaitAsync(Watchdog);
+                ops.Add(new Op(Kind.Flush, null, 0, null, start, log.Mark("ack"), null, true));
+            }
+            else if (writers > 1)
+            {
+                // A burst of writers on disjoint chunks, all at once: their copies and commits share overlapping rounds.
+                var chunks = Enumerable.Range(0, OriginSectors / chunkSectors).OrderBy(_ => r.Next()).Take(writers).ToArray();
+                var burst = chunks.Select(c =>
+                {
+                    int len = 1 + r.Next(chunkSectors);
+                    long sector = (long)c * chunkSectors + r.Next(chunkSectors - len + 1);
+                    return OriginWrite(sector, Rand(r, len), fua: !writeThrough && r.Next(4) == 0);
+                }).ToArray();
+                await Task.WhenAll(burst).WaitAsync(Watchdog);
             }
             else
             {
                 int len = 1 + r.Next(20);
                 long sector = r.Next(OriginSectors - len + 1);
-                await OriginWrite(sector, Rand(r, len));
+                await OriginWrite(sector, Rand(r, len), fua: !writeThrough && r.Next(4) == 0);
             }
         }
         // The process dies here: no close. Every device's fate is decided by the crash state.
@@ -134,7 +166,8 @@ public class StoreCrashMatrixTests
             // The origin: each sector holds its last acknowledged value, or the value of the write in flight.
             var originGot = await ReadAsync(store.Origin, 0, OriginSectors);
             var baseImage = new byte[OriginSectors * 512];
-            CheckVolume("origin", originGot, baseImage, ops.Where(o => o.Kind == Kind.OriginWrite), point, where);
+            int flushedAt = DurableBefore(ops, point);
+            CheckVolume("origin", originGot, baseImage, ops.Where(o => o.Kind == Kind.OriginWrite), point, flushedAt, where);
 
             var present = store.GetStatus().Snapshots.ToDictionary(s => s.Name);
             foreach (var create in ops.Where(o => o.Kind == Kind.Create && o.Start < point))
@@ -149,7 +182,7 @@ public class StoreCrashMatrixTests
                 if (!exists) continue;
                 Assert.True(present[name].IsValid, $"snapshot {name} invalid ({present[name].InvalidReason}) at {where}");
                 var got = await ReadAsync(store.GetSnapshot(name), 0, OriginSectors);
-                CheckVolume(name, got, create.Base!, ops.Where(o => o.Kind == Kind.SnapshotWrite && o.Snapshot == name), point, where);
+                CheckVolume(name, got, create.Base!, ops.Where(o => o.Kind == Kind.SnapshotWrite && o.Snapshot == name), point, flushedAt, where);
             }
             foreach (var name in present.Keys)
                 Assert.True(ops.Any(o => o.Kind == Kind.Create && o.Snapshot == name && o.Start < point), $"snapshot {name} exists before it was created at {where}");
@@ -160,15 +193,25 @@ public class StoreCrashMatrixTests
         }
     }
 
-    /// <summary>Each sector must hold its last value acknowledged before the crash point, or a value of a write in flight at it.</summary>
-    private static void CheckVolume(string volume, byte[] got, byte[] baseImage, IEnumerable<Op> writes, int point, string where)
+    /// <summary>
+    /// The log position before which every acknowledged write is durable: the start of the last flush (or snapshot
+    /// create, which flushes first) acknowledged before <paramref name="point"/>; -1 if none.
+    /// </summary>
+    private static int DurableBefore(IReadOnlyList<Op> ops, int point) =>
+        ops.Where(o => o.Kind is Kind.Flush or Kind.Create && o.Ack < point).Select(o => o.Start).DefaultIfEmpty(-1).Max();
+
+    /// <summary>
+    /// Each sector must hold its last durable value (a write acknowledged before the crash point that was durable when
+    /// acknowledged, or acknowledged before a completed flush began), or the value of a write not yet durable.
+    /// </summary>
+    private static void CheckVolume(string volume, byte[] got, byte[] baseImage, IEnumerable<Op> writes, int point, int flushedAt, string where)
     {
         int sectors = got.Length / 512;
         var definite = (byte[])baseImage.Clone();
         var maybe = new List<Op>();
-        foreach (var w in writes)
+        foreach (var w in writes.OrderBy(w => w.Ack))
         {
-            if (w.Ack < point) w.Data!.CopyTo(definite, w.Sector * 512);
+            if (w.Ack < point && (w.Durable || w.Ack < flushedAt)) w.Data!.CopyTo(definite, w.Sector * 512);
             else if (w.Start < point) maybe.Add(w);
         }
         for (int s = 0; s < sectors; s++)

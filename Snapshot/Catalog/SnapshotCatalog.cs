@@ -382,6 +382,10 @@ internal sealed class SnapshotCatalog
             try
             {
                 _store.ThrowIfClosed();
+                // Every write acknowledged before the create is made durable before the snapshot exists (as a file
+                // system's sync before a snapshot): the snapshot's point in time survives a crash as it was taken. With
+                // the gate held nothing is in flight, so this flushes what is already written.
+                await _store.FlushAsync(cancellationToken).ConfigureAwait(false);
                 lock (_stateLock)
                 {
                     CheckCanCreateLocked(name, path);
