@@ -289,23 +289,17 @@ public sealed class FileBlockDevice : BlockDevice
     }
 
     /// <inheritdoc/>
-    protected override async ValueTask ReadCoreAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken)
+    /// <remarks>
+    /// The read runs on the calling thread (<see cref="ReadCore"/>): on Linux, .NET's asynchronous file I/O is the same
+    /// blocking pread on a thread-pool thread, so running it inline saves a thread hop and an allocation per request and
+    /// blocks a thread exactly as long. The caller is an asynchronous method on a pool thread; the pool adds threads when
+    /// they block for long.
+    /// </remarks>
+    protected override ValueTask ReadCoreAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken)
     {
-        long offset = sector << SectorShift;
-        int done = 0;
-        try
-        {
-            while (done < buffer.Length)
-            {
-                int n = await RandomAccess.ReadAsync(_handle, buffer[done..], offset + done, cancellationToken).ConfigureAwait(false);
-                if (n <= 0) throw ShortRead(sector, buffer.Length >> SectorShift, offset + done);
-                done += n;
-            }
-        }
-        catch (IOException e) when (e is not BlockDeviceException)
-        {
-            throw IoError("read", sector, buffer.Length >> SectorShift, e);
-        }
+        cancellationToken.ThrowIfCancellationRequested();
+        ReadCore(sector, buffer.Span);
+        return ValueTask.CompletedTask;
     }
 
     /// <inheritdoc/>
@@ -322,16 +316,12 @@ public sealed class FileBlockDevice : BlockDevice
     }
 
     /// <inheritdoc/>
-    protected override async ValueTask WriteCoreAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    /// <remarks>Runs on the calling thread, as <see cref="ReadCoreAsync"/> does (a write to the page cache).</remarks>
+    protected override ValueTask WriteCoreAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
-        try
-        {
-            await RandomAccess.WriteAsync(_handle, data, sector << SectorShift, cancellationToken).ConfigureAwait(false);
-        }
-        catch (IOException e)
-        {
-            throw IoError("write", sector, data.Length >> SectorShift, e);
-        }
+        cancellationToken.ThrowIfCancellationRequested();
+        WriteCore(sector, data.Span);
+        return ValueTask.CompletedTask;
     }
 
     /// <inheritdoc/>

@@ -35,7 +35,11 @@ namespace Snapshot.Commit;
 internal sealed class CommitPipeline
 {
     /// <summary>Most rounds waiting for durability at once (log forces in flight).</summary>
-    public const int MaxRoundsWaiting = 4;
+    /// <remarks>
+    /// Two: one round's force in flight while the next one flushes its COW data, and a third gathering. More rounds in
+    /// flight split the same writers into smaller rounds (each costing a COW flush and a log force) for no gain.
+    /// </remarks>
+    public const int MaxRoundsWaiting = 2;
 
     private readonly IMetadataCommitter _committer;
     private readonly object _lock = new();

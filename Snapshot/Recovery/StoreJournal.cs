@@ -13,10 +13,14 @@ internal static class StoreJournal
     /// <summary>Smallest journal the store accepts, in 512-byte blocks (1 MiB).</summary>
     public const uint MinLogBlocks = 2048;
 
-    /// <summary>Journal options for a log of <paramref name="blocks"/> blocks (smaller log buffers for small logs).</summary>
+    /// <summary>
+    /// Journal options for a log of <paramref name="blocks"/> blocks (smaller log buffers for small logs). No checkpoint
+    /// gathering: the store commits through one commit pipeline, whose next round is already being made while a force
+    /// runs, so there are no woken committers to wait for (the gather window would only spin).
+    /// </summary>
     public static JournalOptions Options(uint blocks) => blocks >= 8192
-        ? new JournalOptions { LogSizeBytes = (long)blocks * 512 }
-        : new JournalOptions { LogSizeBytes = (long)blocks * 512, LogBufferCount = 4, LogBufferSize = 16 * 1024 };
+        ? new JournalOptions { LogSizeBytes = (long)blocks * 512, CheckpointGatherWindow = TimeSpan.Zero }
+        : new JournalOptions { LogSizeBytes = (long)blocks * 512, LogBufferCount = 4, LogBufferSize = 16 * 1024, CheckpointGatherWindow = TimeSpan.Zero };
 
     /// <summary>The log region: the whole device.</summary>
     public static LogRegion Region(BlockDevice log) => new(log, 0, (uint)Math.Min(log.SectorCount, LogFormat.MaxLogBlocks));
