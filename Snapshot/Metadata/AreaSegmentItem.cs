@@ -17,7 +17,8 @@ namespace Snapshot.Metadata;
 /// <para>Locking: <see cref="Lock"/> (async mutex) is held by a committer from the append to the end of its commit, so
 /// one open transaction at a time holds the segment and <see cref="FormatLog"/> sees a stable state. The AIL's
 /// <see cref="WriteBackAsync"/> only <i>tries</i> it (a committer holding it may be waiting for log space that only the
-/// write-back can free) and then takes the store's header lock to stamp the home LSN.</para>
+/// write-back can free), holds it just long enough to copy the durable entries, and does its I/O without it (then takes
+/// the store's header lock to stamp the home LSN).</para>
 /// </remarks>
 internal sealed class AreaSegmentItem : LogItem
 {
@@ -52,7 +53,7 @@ internal sealed class AreaSegmentItem : LogItem
     /// <summary>Entries in the segment (appended under <see cref="Lock"/>).</summary>
     public int Count;
 
-    /// <summary>Entries written home (under <see cref="Lock"/>).</summary>
+    /// <summary>Entries written home (read under <see cref="Lock"/>; raised by the write-back, only ever upwards).</summary>
     public int HomeCount;
 
     /// <summary>Set when the snapshot is deleted: the segment no longer writes home.</summary>
@@ -60,11 +61,20 @@ internal sealed class AreaSegmentItem : LogItem
 
     public bool IsFull => Count == Entries.Length;
 
-    public override LogItemSize GetLogSize() => new(1, SegmentLogHeader.Size + (Count - HomeCount) * DiskException.Size);
+    // The first entry the next log copy holds, fixed when the commit sizes the item (GetLogSize) so that the copy it then
+    // formats (FormatLog) has exactly that size, whatever a write-back finishing in between does to HomeCount. Both run
+    // for the committer holding the lock.
+    private int _logFrom;
+
+    public override LogItemSize GetLogSize()
+    {
+        _logFrom = Volatile.Read(ref HomeCount);
+        return new(1, SegmentLogHeader.Size + (Count - _logFrom) * DiskException.Size);
+    }
 
     public override void FormatLog(LogVectorWriter writer)
     {
-        int from = HomeCount, to = Count;
+        int from = _logFrom, to = Count;
         var span = writer.AddRegion(SegmentLogHeader.Size + (to - from) * DiskException.Size);
         new SegmentLogHeader((uint)from, (uint)(to - from)).Write(span);
         for (int i = from; i < to; i++) Entries[i].Write(span.Slice(SegmentLogHeader.Size + (i - from) * DiskException.Size, DiskException.Size));
@@ -73,31 +83,45 @@ internal sealed class AreaSegmentItem : LogItem
     public override async ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken)
     {
         if (Dead) return true;
+        // Under the lock only long enough to take a consistent copy of what is durable: not pinned means every entry
+        // appended so far is in a durable checkpoint. The I/O runs without it, so a committer appending the next entries
+        // never waits for this write-back's flushes (entries are append-only: the copy stays exactly what it was).
         if (!Lock.Wait(0)) return false; // a committer holds it: the AIL retries later
+        int from, to;
+        byte[]? buf = null;
+        long sector = 0;
         try
         {
             if (IsPinned) return false;
             if (Dead) return true;
-            int from = HomeCount, to = Count;
+            from = HomeCount;
+            to = Count;
             if (from < to)
             {
                 const int perSector = BlockDevice.SectorSize / DiskException.Size;
                 int s0 = from / perSector, s1 = (to + perSector - 1) / perSector;
-                var buf = new byte[(s1 - s0) * BlockDevice.SectorSize];
+                buf = new byte[(s1 - s0) * BlockDevice.SectorSize];
                 for (int i = s0 * perSector; i < to; i++) Entries[i].Write(buf.AsSpan((i - s0 * perSector) * DiskException.Size, DiskException.Size));
-                await Store.Cow.WriteAsync(Store.SegmentHomeSector(Segment) + s0, buf, cancellationToken).ConfigureAwait(false);
-                // The entries must be durable before the home-LSN slot claims them (a flush shared with other
-                // write-backs and data flushes of this COW file).
-                await Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
+                sector = Store.SegmentHomeSector(Segment) + s0;
             }
-            await Store.StampHomeLsnAsync(Segment, lsn, cancellationToken).ConfigureAwait(false);
-            HomeCount = to;
-            return true;
         }
         finally
         {
             Lock.Release();
         }
+        if (buf is not null)
+        {
+            await Store.Cow.WriteAsync(sector, buf, cancellationToken).ConfigureAwait(false);
+            // The entries must be durable before the home-LSN slot claims them (a flush shared with other
+            // write-backs and data flushes of this COW file).
+            await Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
+        }
+        await Store.StampHomeLsnAsync(Segment, lsn, cancellationToken).ConfigureAwait(false);
+        // Entries below `to` are home now. A committer reads HomeCount (under the lock) to log only what is not home;
+        // it only ever grows, so a commit that read the older value logs a few entries more, which is harmless.
+        int seen;
+        while ((seen = Volatile.Read(ref HomeCount)) < to && Interlocked.CompareExchange(ref HomeCount, to, seen) != seen) { }
+        return true;
     }
 
     public override BlockDevice? HomeDevice => Dead ? null : Store.Cow;
