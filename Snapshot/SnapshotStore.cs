@@ -33,7 +33,7 @@ namespace Snapshot;
 /// <para>Every member is safe to call from many threads. I/O never blocks snapshot creation or deletion for longer
 /// than the I/O in flight takes (they quiesce I/O: it finishes, new I/O waits, none is lost).</para>
 /// </remarks>
-public sealed class SnapshotStore : IAsyncDisposable
+public sealed class SnapshotStore : IAsyncDisposable, IDisposable
 {
     /// <summary>File name of the origin image.</summary>
     public const string OriginFileName = "origin.img";
@@ -419,7 +419,10 @@ public sealed class SnapshotStore : IAsyncDisposable
     {
         var list = _catalog.Statuses();
         return new StoreStatus(Folder, OriginSectors, ChunkSectors, LogClean, list, _options.MaxInFlightCopies,
-            _dataPath.Throttle.InFlight, _dataPath.Throttle.Peak, _dataPath.Throttle.Waits, _dataPath.PendingPool.Statistics, _dataPath.PlanPool.Statistics);
+            _dataPath.Throttle.InFlight, _dataPath.Throttle.Peak, _dataPath.Throttle.Waits, _dataPath.PendingPool.Statistics, _dataPath.PlanPool.Statistics)
+        {
+            Commits = _pipeline?.Statistics,
+        };
     }
 
     /// <summary>
@@ -438,43 +441,83 @@ public sealed class SnapshotStore : IAsyncDisposable
 
     /// <summary>
     /// Closes the store cleanly: waits for I/O in flight, writes all metadata home, flushes every file, marks the log
-    /// clean, releases the lock. Transient snapshots lose their contents. Calling it again does nothing.
+    /// clean, releases the lock. Transient snapshots lose their contents. Calling it again (or at the same time) does
+    /// nothing more. Whatever happens — an I/O error, a cancelled <paramref name="cancellationToken"/> — every device
+    /// and the lock are released: a close that could not finish cleanly leaves the journal to replay at the next open,
+    /// and throws.
     /// </summary>
     public async ValueTask CloseAsync(CancellationToken cancellationToken = default)
     {
         if (Volatile.Read(ref _closed) != 0) return;
+        // Why we wait: I/O in flight finishes first (its writes belong to the store); new I/O is refused once closed.
         await _gate.EnterExclusiveAsync().ConfigureAwait(false);
         try
         {
             if (Interlocked.Exchange(ref _closed, 1) != 0) return;
             var snaps = _catalog.Snapshots;
-            foreach (var s in snaps)
+            bool flushed = false;
+            try
             {
-                if (s.Store is null) continue;
-                await s.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
+                foreach (var s in snaps)
+                {
+                    if (s.Store is null) continue;
+                    await s.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
+                }
+                await _origin.FlushAsync(cancellationToken).ConfigureAwait(false);
+                flushed = true;
             }
-            await _origin.FlushAsync(cancellationToken).ConfigureAwait(false);
-            // Writes every metadata segment home (the AIL flushes the COW files) and marks the log clean.
-            if (_journal is not null)
+            finally
             {
+                // Writes every metadata segment home (the AIL flushes the COW files) and marks the log clean; a
+                // cancelled token closes the journal without its unmount record (it replays at the next open).
                 await _pipeline.StopAsync().ConfigureAwait(false);
-                if (_kicker is not null) await _kicker.DrainAsync().ConfigureAwait(false);
-                await _journal.CloseAsync().ConfigureAwait(false);
+                try
+                {
+                    if (_kicker is not null) await _kicker.DrainAsync().ConfigureAwait(false);
+                }
+                finally
+                {
+                    try
+                    {
+                        // Only a store whose writes all reached stable storage may mark its log clean.
+                        if (_journal is not null && flushed) await _journal.CloseAsync(cancellationToken).ConfigureAwait(false);
+                        else if (_journal is not null) await CloseJournalUncleanAsync(_journal).ConfigureAwait(false);
+                    }
+                    finally
+                    {
+                        _catalog.DisposeSnapshotStores();
+                        foreach (var s in snaps)
+                            if (s.Kind == SnapshotKind.Transient) _catalog.RemoveOwnCowFile(s.CowPath, s.Id, allowDamaged: false);
+                        _origin.Dispose();
+                        _logDevice.Dispose();
+                        _sbDevice.Dispose();
+                        _folderLock.Dispose();
+                        _overlay?.CloseFiles();
+                    }
+                }
             }
-            _catalog.DisposeSnapshotStores();
-            foreach (var s in snaps)
-                if (s.Kind == SnapshotKind.Transient) _catalog.RemoveOwnCowFile(s.CowPath, s.Id, allowDamaged: false);
-            _origin.Dispose();
-            _logDevice.Dispose();
-            _sbDevice.Dispose();
-            _folderLock.Dispose();
-            _overlay?.CloseFiles();
         }
         finally
         {
             _gate.ExitExclusive();
         }
     }
+
+    /// <summary>Closes the journal without its unmount record (the next open replays it), keeping the caller's error.</summary>
+    private static async ValueTask CloseJournalUncleanAsync(MetadataJournal journal)
+    {
+        try
+        {
+            await journal.CloseAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // Expected: a cancelled close releases the log and writes no unmount record.
+        }
+    }
+
+    /// <summary>Closes the store as <see cref="CloseAsync"/> does, waiting for it (for <c>using</c>).</summary>
+    public void Dispose() => CloseAsync().AsTask().GetAwaiter().GetResult();
 
     internal ValueTask OriginReadAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken) =>
         _dataPath.OriginReadAsync(sector, buffer, cancellationToken);

@@ -205,4 +205,23 @@ public class SnapshotStoreLifecycleTests
         var e2 = await Assert.ThrowsAsync<SnapshotArgumentException>(() => store.Origin.ReadAsync(60, new byte[8 * 512]).AsTask());
         Assert.Contains("beyond the end", e2.Message);
     }
+
+    [Fact]
+    public async Task A_cancelled_close_releases_everything_and_a_second_close_does_nothing()
+    {
+        var p = new TestDeviceProvider();
+        var store = await CreateMemoryStoreAsync(p, 64);
+        await store.CreateSnapshotAsync("s");
+        await WriteAsync(store.Origin, 0, Pattern(0, 64, 1));
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => store.CloseAsync(cancelled.Token).AsTask());
+        await store.CloseAsync();          // a second close: nothing more, no error
+        store.Dispose();                   // and the synchronous one too
+        // The lock was released: the store opens again in this process; the unclean close replays, nothing is lost.
+        await using var again = await ReopenAsync(p);
+        Assert.False(again.LogClean);
+        Assert.Equal(Pattern(0, 64, 1), await ReadAsync(again.Origin, 0, 64));
+        Assert.Equal(new byte[64 * 512], await ReadAsync(again.GetSnapshot("s"), 0, 64));
+    }
 }

@@ -243,23 +243,3 @@ internal sealed class CommitPipeline
     /// <inheritdoc/>
     public override string ToString() => $"CommitPipeline({Statistics})";
 }
-
-/// <summary>What the commit pipeline has done since the store was opened.</summary>
-/// <param name="Committer">"journal" or "direct-area".</param>
-/// <param name="Rounds">Rounds completed.</param>
-/// <param name="Exceptions">Exceptions those rounds took.</param>
-/// <param name="CowFlushes">COW file flushes issued by rounds (one per file per round).</param>
-/// <param name="Transactions">Journal transactions (more than the rounds when a round was split to fit the log), or area commits.</param>
-/// <param name="DurabilityWaits">Log forces (journal) or durable area writes (direct) issued.</param>
-/// <param name="LargestRound">Most exceptions in one round.</param>
-/// <param name="WaitTime">Total time from the first exception queued in a round to the round's completion.</param>
-/// <param name="FailedRounds">Rounds whose commit or durability wait failed.</param>
-public sealed record CommitPipelineStatistics(string Committer, long Rounds, long Exceptions, long CowFlushes, long Transactions, long DurabilityWaits,
-    long LargestRound, TimeSpan WaitTime, long FailedRounds)
-{
-    /// <summary>Exceptions per round on average.</summary>
-    public double ExceptionsPerRound => Rounds == 0 ? 0 : (double)Exceptions / Rounds;
-
-    /// <summary>Average time an exception's round took, from its first exception queued to its completion.</summary>
-    public TimeSpan AverageRoundWait => Rounds == 0 ? TimeSpan.Zero : WaitTime / Rounds;
-}

@@ -20,13 +20,18 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
     IReadOnlyList<SnapshotStatus> Snapshots, int CopyBound, int CopiesInFlight, int PeakCopiesInFlight, long ThrottleWaits,
     PoolStatistics PendingPool, PoolStatistics CopyJobPool)
 {
+    /// <summary>The commit pipeline's counters since open (rounds, their exceptions, COW flushes, log forces, wait time).</summary>
+    public CommitPipelineStatistics? Commits { get; init; }
+
     /// <summary>
     /// The status as one JSON object. Field names: <c>folder</c>, <c>origin_sectors</c>, <c>chunk_sectors</c>,
     /// <c>log_clean</c>, <c>snapshots[]</c> (<c>name</c>, <c>kind</c>, <c>status</c>, <c>sectors_allocated</c>,
     /// <c>total_sectors</c>, <c>metadata_sectors</c>, <c>exceptions</c>, <c>invalid_reason</c>), <c>copy_bound</c>,
     /// <c>copies_in_flight</c>, <c>peak_copies_in_flight</c>, <c>throttle_waits</c>, <c>pools[]</c> (<c>name</c>,
     /// <c>budget</c>, <c>reserve</c>, <c>in_use</c>, <c>peak_in_use</c>, <c>emergency</c>, <c>peak_emergency</c>,
-    /// <c>emergency_total</c>).
+    /// <c>emergency_total</c>), <c>commits</c> (<c>committer</c>, <c>rounds</c>, <c>exceptions</c>,
+    /// <c>exceptions_per_round</c>, <c>largest_round</c>, <c>cow_flushes</c>, <c>transactions</c>, <c>log_forces</c>,
+    /// <c>wait_ms</c>, <c>average_round_ms</c>, <c>failed_rounds</c>).
     /// </summary>
     public string ToJson(bool indented = false)
     {
@@ -74,6 +79,22 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
                 w.WriteEndObject();
             }
             w.WriteEndArray();
+            if (Commits is { } c)
+            {
+                w.WriteStartObject("commits");
+                w.WriteString("committer", c.Committer);
+                w.WriteNumber("rounds", c.Rounds);
+                w.WriteNumber("exceptions", c.Exceptions);
+                w.WriteNumber("exceptions_per_round", Math.Round(c.ExceptionsPerRound, 2));
+                w.WriteNumber("largest_round", c.LargestRound);
+                w.WriteNumber("cow_flushes", c.CowFlushes);
+                w.WriteNumber("transactions", c.Transactions);
+                w.WriteNumber("log_forces", c.DurabilityWaits);
+                w.WriteNumber("wait_ms", Math.Round(c.WaitTime.TotalMilliseconds, 3));
+                w.WriteNumber("average_round_ms", Math.Round(c.AverageRoundWait.TotalMilliseconds, 3));
+                w.WriteNumber("failed_rounds", c.FailedRounds);
+                w.WriteEndObject();
+            }
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(ms.ToArray());
@@ -92,6 +113,8 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
         sb.Append(CultureInfo.InvariantCulture, $"  copies in flight {CopiesInFlight} (peak {PeakCopiesInFlight}, bound {(CopyBound == 0 ? "unlimited" : CopyBound.ToString(CultureInfo.InvariantCulture))}, waits {ThrottleWaits})\n");
         sb.Append("  ").Append(PendingPool).Append('\n');
         sb.Append("  ").Append(CopyJobPool).Append('\n');
+        if (Commits is { } c)
+            sb.Append(CultureInfo.InvariantCulture, $"  commit rounds {c.Rounds} ({c.Exceptions} exceptions, {c.ExceptionsPerRound:F1} a round, {c.CowFlushes} COW flushes, {c.DurabilityWaits} log forces)\n");
         return sb.ToString();
     }
 }

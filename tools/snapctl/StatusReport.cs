@@ -9,13 +9,15 @@ namespace SnapCtl;
 /// </summary>
 internal sealed record StatusReport(
     string Store, StatusReport.OriginInfo Origin, StatusReport.LogInfo Log, IReadOnlyList<StatusReport.SnapshotInfo> Snapshots,
-    StatusReport.CopyInfo Copies)
+    StatusReport.CopyInfo Copies, StatusReport.CommitInfo? Commits)
 {
     public sealed record OriginInfo(long Sectors, int ChunkSectors);
     public sealed record LogInfo(bool Clean);
     public sealed record SnapshotInfo(string Name, string Kind, string Status, bool Valid, long SectorsAllocated, long TotalSectors,
         long MetadataSectors, long Exceptions, string? InvalidReason, bool Merging, string? MergeFailure);
     public sealed record CopyInfo(int Bound, int InFlight, int PeakInFlight, long ThrottleWaits);
+    public sealed record CommitInfo(string Committer, long Rounds, long Exceptions, double ExceptionsPerRound, long LargestRound, long CowFlushes,
+        long Transactions, long LogForces, double WaitMs, double AverageRoundMs, long FailedRounds);
 
     public static StatusReport From(StoreStatus s) => new(
         s.Folder,
@@ -23,7 +25,11 @@ internal sealed record StatusReport(
         new LogInfo(s.LogClean),
         s.Snapshots.Select(x => new SnapshotInfo(x.Name, x.Kind == SnapshotKind.Persistent ? "persistent" : "transient", x.DmStatus, x.IsValid,
             x.SectorsAllocated, x.TotalSectors, x.MetadataSectors, x.Exceptions, x.InvalidReason, x.Merging, x.MergeFailure)).ToArray(),
-        new CopyInfo(s.CopyBound, s.CopiesInFlight, s.PeakCopiesInFlight, s.ThrottleWaits));
+        new CopyInfo(s.CopyBound, s.CopiesInFlight, s.PeakCopiesInFlight, s.ThrottleWaits),
+        s.Commits is { } c
+            ? new CommitInfo(c.Committer, c.Rounds, c.Exceptions, Math.Round(c.ExceptionsPerRound, 2), c.LargestRound, c.CowFlushes, c.Transactions,
+                c.DurabilityWaits, Math.Round(c.WaitTime.TotalMilliseconds, 3), Math.Round(c.AverageRoundWait.TotalMilliseconds, 3), c.FailedRounds)
+            : null);
 
     /// <summary>dmsetup-style lines: the origin, then each snapshot.</summary>
     public static IEnumerable<string> Lines(StoreStatus s)
