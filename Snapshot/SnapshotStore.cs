@@ -1,9 +1,12 @@
 using System.Text;
 using Journal;
 using Journal.Storage;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Snapshot.Catalog;
 using Snapshot.Commit;
 using Snapshot.Copy;
+using Snapshot.Diagnostics;
 using Snapshot.Exceptions;
 using Snapshot.Format;
 using Snapshot.Io;
@@ -81,6 +84,7 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
     {
         Folder = folder;
         _options = options;
+        Logger = options.LoggerFactory?.CreateLogger(LogCategory) ?? NullLogger.Instance;
         _provider = options.DeviceProvider;
         _folderLock = folderLock;
         _origin = origin;
@@ -96,6 +100,12 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
 
     /// <summary>The store folder.</summary>
     public string Folder { get; }
+
+    /// <summary>The category of the store's log messages (<see cref="StoreOptions.LoggerFactory"/>).</summary>
+    public const string LogCategory = "Snapshot";
+
+    /// <summary>Where the store logs (<see cref="StoreOptions.LoggerFactory"/>; nowhere by default).</summary>
+    internal ILogger Logger { get; }
 
     /// <summary>Size of the origin (and of every snapshot) in sectors.</summary>
     public long OriginSectors { get; }
@@ -149,7 +159,7 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
             committer = new DirectAreaCommitter();
         }
         _pipeline = new CommitPipeline(committer);
-        _dataPath.Attach(new CopyEngine(_origin, _layout, _pipeline, _dataPath, _dataPath.PlanPool));
+        _dataPath.Attach(new CopyEngine(_origin, _layout, _pipeline, _dataPath, _dataPath.PlanPool, Logger, Folder));
     }
 
     /// <summary>Commit rounds, their exceptions, COW flushes and log forces since open.</summary>
@@ -189,8 +199,8 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
         SnapshotStore? store = null;
         try
         {
-            store = await BuildAsync(staging, options, cancellationToken).ConfigureAwait(false);
-            if (inPlace) return store;
+            store = await BuildAsync(staging, inPlace ? options : options.WithoutLogging(), cancellationToken).ConfigureAwait(false);
+            if (inPlace) return store.Started();
             // Built aside: closed cleanly, put in place in one rename, and opened where it now is.
             await store.CloseAsync(cancellationToken).ConfigureAwait(false);
             store = null;
@@ -227,7 +237,7 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
             var sb = new Superblock(1, options.OriginSectors, options.ChunkSectors, 1, []) { StoreId = options.StoreId is { } fixedId and not 0 ? fixedId : SnapshotCatalog.NewStoreId() };
             await sb.WriteAsync(sbDev, cancellationToken).ConfigureAwait(false);
             var store = new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb);
-            store._journal = StoreJournal.Create(log);
+            store._journal = StoreJournal.Create(log, options.LoggerFactory, folder);
             store.StartPipeline();
             return store;
         }
@@ -243,6 +253,7 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
     private async ValueTask AbandonAsync()
     {
         Interlocked.Exchange(ref _closed, 1);
+        SnapshotMetrics.Stores.Remove(this);
         if (_pipeline is not null) await _pipeline.StopAsync().ConfigureAwait(false);
         if (_journal is { } j) { try { await j.CloseAsync().ConfigureAwait(false); } catch (Exception e) when (e is IOException or JournalException) { } }
         _catalog.DisposeSnapshotStores();
@@ -292,7 +303,7 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
             store.OpenJournal();
             store.StartPipeline();
             await store._catalog.LoadSnapshotsAsync(cancellationToken).ConfigureAwait(false);
-            return store;
+            return store.Started();
         }
         catch
         {
@@ -305,6 +316,9 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
             throw;
         }
     }
+
+    // Set once the store is open for use (reported to the meter, its opening logged); a store built aside is not.
+    private bool _started;
 
     // The read-only open's overlay (null for a normal open): its real files are closed with the store.
     private ReadOnlyOverlayProvider? _overlay;
@@ -325,11 +339,26 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
     /// </summary>
     private void OpenJournal()
     {
-        var recovered = StoreRecovery.Open(_provider, _sbDevice, _logDevice, _layout, CowPathOf);
+        var recovered = StoreRecovery.Open(_provider, _sbDevice, _logDevice, _layout, CowPathOf, _options.LoggerFactory, Folder);
         _journal = recovered.Journal;
         RecoveryReport = recovered.Report;
         LogClean = recovered.Report.Clean;
         _catalog.Recovered(recovered.Superblock);
+    }
+
+    /// <summary>
+    /// The store is open for use: it reports to the <c>Snapshot</c> meter from now until its close, and says so in its
+    /// log (with what the journal's replay did, when there was one).
+    /// </summary>
+    private SnapshotStore Started()
+    {
+        _started = true;
+        SnapshotMetrics.Add(this);
+        if (RecoveryReport is { Clean: false } r)
+            SnapshotLog.Replayed(Logger, Folder, r.Checkpoints, r.ItemsApplied, r.TornHead ? $"; a torn write at the head was discarded ({r.DiscardedBlocks} blocks)" : "");
+        if (Logger.IsEnabled(LogLevel.Information))
+            SnapshotLog.Opened(Logger, Folder, _catalog.Snapshots.Length, OriginSectors * BlockDevice.SectorSize, (long)ChunkSectors * BlockDevice.SectorSize, IsReadOnly ? ", read-only" : "");
+        return this;
     }
 
     /// <summary>What the journal's recovery did when the store was opened (null for a store just created).</summary>
@@ -454,8 +483,10 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
         try
         {
             if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+            SnapshotMetrics.Stores.Remove(this);
             var snaps = _catalog.Snapshots;
             bool flushed = false;
+            bool clean = false;
             try
             {
                 foreach (var s in snaps)
@@ -482,6 +513,7 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
                         // Only a store whose writes all reached stable storage may mark its log clean.
                         if (_journal is not null && flushed) await _journal.CloseAsync(cancellationToken).ConfigureAwait(false);
                         else if (_journal is not null) await CloseJournalUncleanAsync(_journal).ConfigureAwait(false);
+                        clean = flushed;
                     }
                     finally
                     {
@@ -493,6 +525,7 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
                         _sbDevice.Dispose();
                         _folderLock.Dispose();
                         _overlay?.CloseFiles();
+                        if (_started) SnapshotLog.Closed(Logger, Folder, clean || IsReadOnly ? "" : "; not every write reached stable storage: the journal replays at the next open");
                     }
                 }
             }

@@ -1,4 +1,5 @@
 using Journal;
+using Microsoft.Extensions.Logging;
 using Snapshot.Storage;
 
 namespace Snapshot;
@@ -59,6 +60,13 @@ public sealed class StoreOptions
     /// </summary>
     public bool ReadOnly { get; init; }
 
+    /// <summary>
+    /// Where the store and its journal log (per open): the store under the category <c>Snapshot</c> (events 2000-2099,
+    /// docs/metrics.md), the journal under its own categories, named by the store's folder. Null (the default): no
+    /// logging.
+    /// </summary>
+    public ILoggerFactory? LoggerFactory { get; init; }
+
     /// <summary>Where devices come from (tests substitute memory or recording devices).</summary>
     internal IDeviceProvider DeviceProvider { get; init; } = FileDeviceProvider.Instance;
 
@@ -69,11 +77,16 @@ public sealed class StoreOptions
     internal MetadataMode MetadataMode { get; init; } = MetadataMode.Journal;
 
     /// <summary>These options with another device provider (a read-only open runs over an overlay).</summary>
-    internal StoreOptions WithProvider(IDeviceProvider provider) => new()
+    internal StoreOptions WithProvider(IDeviceProvider provider) => Copy(provider, LoggerFactory);
+
+    /// <summary>These options without logging (a store built aside, in a staging folder, says nothing).</summary>
+    internal StoreOptions WithoutLogging() => Copy(DeviceProvider, null);
+
+    private StoreOptions Copy(IDeviceProvider provider, ILoggerFactory? loggerFactory) => new()
     {
         OriginSectors = OriginSectors, ChunkSectors = ChunkSectors, LogBlocks = LogBlocks, MaxInFlightCopies = MaxInFlightCopies,
         WriteThrough = WriteThrough, CowFullPolicy = CowFullPolicy, CowGrowthBytes = CowGrowthBytes, PoolReserve = PoolReserve,
-        ReadOnly = ReadOnly, DeviceProvider = provider, MetadataMode = MetadataMode, StoreId = StoreId,
+        ReadOnly = ReadOnly, LoggerFactory = loggerFactory, DeviceProvider = provider, MetadataMode = MetadataMode, StoreId = StoreId,
     };
 
     /// <summary>Checks the chunk size alone; throws <see cref="JournalArgumentException"/> naming <paramref name="where"/>.</summary>

@@ -5,38 +5,42 @@ using Microsoft.Extensions.Logging;
 
 namespace Journal.Tests.Diagnostics;
 
-/// <summary>Reads the journal's instruments with a <see cref="MeterListener"/>, keeping the measurements of one journal.</summary>
-public sealed class JournalMeterReader : IDisposable
+/// <summary>
+/// Reads one meter's instruments with a <see cref="MeterListener"/>, keeping the measurements of one source (one journal,
+/// one store, one NBD server: the measurements whose tag <c>tagKey</c> is <c>tagValue</c>).
+/// </summary>
+public sealed class MeterReader : IDisposable
 {
     private readonly MeterListener _listener = new();
-    private readonly string _journal;
     private readonly ConcurrentDictionary<string, Instrument> _instruments = new();
     private readonly List<(string Instrument, long Value, KeyValuePair<string, object?>[] Tags)> _measurements = new();
 
     /// <summary>Listens to every instrument of the Journal meter; keeps measurements tagged with <paramref name="journalName"/>.</summary>
-    public JournalMeterReader(string journalName)
+    public MeterReader(string journalName) : this(JournalMetrics.MeterName, JournalMetrics.JournalNameTag, journalName) { }
+
+    /// <summary>Listens to every instrument of meter <paramref name="meterName"/>; keeps measurements whose <paramref name="tagKey"/> is <paramref name="tagValue"/>.</summary>
+    public MeterReader(string meterName, string tagKey, string tagValue)
     {
-        _journal = journalName;
         _listener.InstrumentPublished = (instrument, listener) =>
         {
-            if (instrument.Meter.Name != JournalMetrics.MeterName) return;
+            if (instrument.Meter.Name != meterName) return;
             _instruments[instrument.Name] = instrument;
             listener.EnableMeasurementEvents(instrument);
         };
         _listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
         {
             string? name = null;
-            foreach (var t in tags) if (t.Key == JournalMetrics.JournalNameTag) name = t.Value as string;
-            if (name != _journal) return;
+            foreach (var t in tags) if (t.Key == tagKey) name = t.Value as string;
+            if (name != tagValue) return;
             lock (_measurements) _measurements.Add((instrument.Name, value, tags.ToArray()));
         });
         _listener.Start();
     }
 
-    /// <summary>The instruments of the Journal meter, by name.</summary>
+    /// <summary>The meter's instruments, by name.</summary>
     public IReadOnlyDictionary<string, Instrument> Instruments => _instruments;
 
-    /// <summary>Collects every observable instrument once; returns this journal's measurements of that collection.</summary>
+    /// <summary>Collects every observable instrument once; returns the source's measurements of that collection.</summary>
     public Dictionary<string, List<(long Value, KeyValuePair<string, object?>[] Tags)>> Collect()
     {
         lock (_measurements) _measurements.Clear();

@@ -24,7 +24,7 @@ public sealed class HookAllocationTests
             EmergencyBufferBytes = o.EmergencyBufferBytes, Name = "alloc-" + Guid.NewGuid().ToString("N"), Logger = logger,
         };
         var (j, _) = Create(8192, options);
-        using var reader = new JournalMeterReader(j.Name);
+        using var reader = new MeterReader(j.Name);
         using var stop = new CancellationTokenSource();
         long collections = 0;
         var collector = Task.Run(() =>

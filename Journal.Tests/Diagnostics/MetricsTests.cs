@@ -7,7 +7,7 @@ using Journal.Testing;
 using Journal.Tests.Cil;
 using Journal.Tests.Memory;
 using static Journal.Tests.Cil.JournalFixture;
-using static Journal.Tests.Diagnostics.JournalMeterReader;
+using static Journal.Tests.Diagnostics.MeterReader;
 
 namespace Journal.Tests.Diagnostics;
 
@@ -38,7 +38,7 @@ public sealed class MetricsTests
     public async Task EveryInstrument_ReportsWhatTheJournalsStatisticsSay()
     {
         string name = UniqueName("metrics");
-        using var reader = new JournalMeterReader(name);
+        using var reader = new MeterReader(name);
         var logDev = new MemoryBlockDevice(Blocks, "log");
         var region = new LogRegion(logDev, 0, Blocks);
         var j = MetadataJournal.Create(region, Options(name));
@@ -118,8 +118,8 @@ public sealed class MetricsTests
         var (b, _) = Create(2048, WithName(name));
         Assert.Equal(name, a.Name);
         Assert.Equal(name + "#2", b.Name);
-        using var ra = new JournalMeterReader(a.Name);
-        using var rb = new JournalMeterReader(b.Name);
+        using var ra = new MeterReader(a.Name);
+        using var rb = new MeterReader(b.Name);
         var home = new TestHome();
         for (int i = 0; i < 7; i++) await CommitAsync(a, new TestItem(home, (ulong)i), 1);
         for (int i = 0; i < 3; i++) await CommitAsync(b, new TestItem(home, 100 + (ulong)i), 1);
@@ -146,7 +146,7 @@ public sealed class MetricsTests
         var logDev = new MemoryBlockDevice(Blocks, device);
         var j = MetadataJournal.Create(new LogRegion(logDev, 0, Blocks), LogIntegrationTests.RealOptions());
         Assert.Equal(device, j.Name);
-        using var reader = new JournalMeterReader(device);
+        using var reader = new MeterReader(device);
         Assert.Equal(0, Single(reader.Collect(), "journal.commits"));
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
     }
@@ -159,7 +159,7 @@ public sealed class MetricsTests
         var allocator = new FlakyAllocator();
         string name = UniqueName("emergency");
         var (j, sink) = Create(2048, SmallOptions(2048, b => { b.Allocator = allocator; b.EmergencyAfter = TimeSpan.Zero; }).WithName(name));
-        using var reader = new JournalMeterReader(name);
+        using var reader = new MeterReader(name);
         allocator.Set(FlakyAllocator.Mode.Fail);
         var gate = new TaskCompletionSource();
         sink.FlushGate = gate.Task;                              // hold the checkpoint: its vectors stay out
@@ -195,7 +195,7 @@ public sealed class MetricsTests
         var documented = Regex.Matches(doc, @"^\| `(journal\.[a-z_.]+)` \| ([a-z -]+) \| `([^`]+)` \|", RegexOptions.Multiline)
             .ToDictionary(x => x.Groups[1].Value, x => (Type: x.Groups[2].Value.Trim(), Unit: x.Groups[3].Value));
         _ = JournalMetrics.Meter; // the instruments exist
-        using var reader = new JournalMeterReader("(none)");
+        using var reader = new MeterReader("(none)");
         var published = reader.Instruments.Values.ToDictionary(i => i.Name, i => (Type: Kind(i), Unit: i.Unit ?? ""));
         Assert.Equal(published.Keys.Order(), documented.Keys.Order());
         foreach (var (n, p) in published) Assert.True(p == documented[n], $"{n}: published {p}, documented {documented[n]}");

@@ -44,6 +44,7 @@ internal sealed class TestDeviceProvider : IDeviceProvider
         StoreId = o?.StoreId ?? 0x5354_4f52_4531_0001, // fixed, so stores in memory are byte-for-byte reproducible
         ReadOnly = o?.ReadOnly ?? false,
         CowFullPolicy = o?.CowFullPolicy ?? CowFullPolicy.InvalidateSnapshot,
+        LoggerFactory = o?.LoggerFactory,
     };
 
     public BlockDevice Create(string path, long sectors)

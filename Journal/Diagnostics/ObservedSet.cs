@@ -17,7 +17,7 @@ namespace Journal.Diagnostics;
 /// (copy on write); collections read the array without the lock. The readers passed to the factory methods run on
 /// the collecting thread (a <see cref="MeterListener"/>, an exporter, dotnet-counters) and must only read.</para>
 /// </remarks>
-internal sealed class ObservedSet<T> where T : class
+public sealed class ObservedSet<T> where T : class
 {
     private readonly object _lock = new();
     private Entry[] _entries = [];

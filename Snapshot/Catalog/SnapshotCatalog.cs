@@ -1,6 +1,7 @@
 using Journal;
 using Journal.Storage;
 using Snapshot.Commit;
+using Snapshot.Diagnostics;
 using Snapshot.Exceptions;
 using Snapshot.Format;
 using Snapshot.Metadata;
@@ -152,6 +153,7 @@ internal sealed class SnapshotCatalog
                     st.InvalidCode = InvalidReasonCode.TransientLost;
                     st.InvalidReason = SnapshotStore.ReasonText(InvalidReasonCode.TransientLost);
                     rewrite = true;
+                    SnapshotLog.Invalidated(_store.Logger, _store.Folder, st.Name, st.InvalidReason);
                 }
                 continue;
             }
@@ -173,6 +175,7 @@ internal sealed class SnapshotCatalog
                 st.InvalidReason = $"{SnapshotStore.ReasonText(code)}: {ErrorText(e)}";
                 rewrite = true;
             }
+            if (!st.IsValid) SnapshotLog.Invalidated(_store.Logger, _store.Folder, st.Name, st.InvalidReason!);
         }
         lock (_stateLock) _snapshots = states.ToArray();
         // COW files no snapshot owns: left by a create or delete that a crash interrupted. Only files whose header carries
@@ -546,8 +549,10 @@ internal sealed class SnapshotCatalog
                 st.InvalidCode = code;
                 st.InvalidReason = SnapshotStore.ReasonText(code);
             }
+            string reason = st.InvalidReason;
             st.Invalidation = Task.Run(async () =>
             {
+                SnapshotLog.Invalidated(_store.Logger, _store.Folder, st.Name, reason);
                 try { if (st.Store is not null) await st.Store.InvalidateAsync().ConfigureAwait(false); }
                 catch (IOException) { }
                 try { await CommitSuperblockAsync().ConfigureAwait(false); }
@@ -606,6 +611,7 @@ internal sealed class SnapshotCatalog
             {
                 string why = OneLine(e.Message);
                 lock (_stateLock) st.MergeFailure = why;
+                SnapshotLog.MergeFailed(_store.Logger, _store.Folder, name, why);
                 throw new JournalException($"{st.CowPath}: merge of snapshot '{name}' into the origin failed: {why}; the origin reads as the snapshot until the merge is run again and finishes", e);
             }
         }

@@ -1,7 +1,9 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
 using Journal.Storage;
+using Microsoft.Extensions.Logging;
 using Snapshot.Commit;
+using Snapshot.Diagnostics;
 using Snapshot.Exceptions;
 using Snapshot.Format;
 using Snapshot.Memory;
@@ -41,15 +43,20 @@ internal sealed class CopyEngine
     private readonly CommitPipeline _pipeline;
     private readonly ICopyCompletion _completion;
     private readonly BoundedPool<CopyPlan> _plans;
+    private readonly ILogger _logger;
+    private readonly string _storeName;
     private long _jobs, _chunksCopied;
 
-    public CopyEngine(BlockDevice origin, CowLayout layout, CommitPipeline pipeline, ICopyCompletion completion, BoundedPool<CopyPlan> plans)
+    public CopyEngine(BlockDevice origin, CowLayout layout, CommitPipeline pipeline, ICopyCompletion completion, BoundedPool<CopyPlan> plans,
+        ILogger logger, string storeName)
     {
         _origin = origin;
         _layout = layout;
         _pipeline = pipeline;
         _completion = completion;
         _plans = plans;
+        _logger = logger;
+        _storeName = storeName;
     }
 
     /// <summary>Most chunks in one run: a run is read in one request of at most <see cref="MaxRunBytes"/>.</summary>
@@ -230,9 +237,16 @@ internal sealed class CopyEngine
         return null;
     }
 
-    /// <summary>The error a write that needed a copy fails with when a COW file had no space (a new object per failure, thrown once).</summary>
-    private static DeviceFullException NoSpaceError(DeviceFullException e) =>
-        new(e.Device, e.Sector, $"no space left on device for a copy-on-write copy; nothing was written (the snapshot keeps its data): {e.Message}", e);
+    /// <summary>
+    /// The error a write that needed a copy fails with when a COW file had no space (a new object per failure, thrown
+    /// once), logged as a warning.
+    /// </summary>
+    private DeviceFullException NoSpaceError(DeviceFullException e)
+    {
+        var error = new DeviceFullException(e.Device, e.Sector, $"no space left on device for a copy-on-write copy; nothing was written (the snapshot keeps its data): {e.Message}", e);
+        SnapshotLog.NoSpace(_logger, _storeName, error.Message);
+        return error;
+    }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private static async ValueTask WriteCowAsync(PendingException pe, long sector, ReadOnlyMemory<byte> data)

@@ -1,7 +1,9 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Journal;
 using Journal.Storage;
 using Snapshot.Copy;
+using Snapshot.Diagnostics;
 using Snapshot.Exceptions;
 using Snapshot.Format;
 using Snapshot.Memory;
@@ -55,6 +57,9 @@ internal sealed class DataPath : ICopyCompletion
         public int Readers;
         public TaskCompletionSource? Waiters;
     }
+
+    /// <summary>A write that waits this long for room under the in-flight copy bound is logged (a stalled COW device).</summary>
+    private static readonly TimeSpan ThrottleStallWarning = TimeSpan.FromSeconds(1);
 
     /// <summary>Most chunk pieces of one snapshot request processed at once.</summary>
     private const int SegmentConcurrency = 16;
@@ -215,7 +220,13 @@ internal sealed class DataPath : ICopyCompletion
     /// </summary>
     private async ValueTask WaitHoldingNothingAsync(int wantSlots, Task? wait, CancellationToken cancellationToken)
     {
-        if (wantSlots > 0) await _throttle.WaitForRoomAsync(wantSlots).WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (wantSlots > 0)
+        {
+            long start = Stopwatch.GetTimestamp();
+            await _throttle.WaitForRoomAsync(wantSlots).WaitAsync(cancellationToken).ConfigureAwait(false);
+            var waited = Stopwatch.GetElapsedTime(start);
+            if (waited >= ThrottleStallWarning) SnapshotLog.ThrottleStall(_store.Logger, _store.Folder, (long)waited.TotalMilliseconds, _throttle.Bound);
+        }
         if (wait is not null) await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 

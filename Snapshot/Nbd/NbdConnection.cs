@@ -301,6 +301,7 @@ internal sealed class NbdConnection
                 Sender.EnqueueAndWake(r);
                 continue;
             }
+            _server.Counters.Request(type, length);
             switch (type)
             {
                 case NbdProtocol.CmdTrim:
@@ -466,8 +467,11 @@ internal sealed class NbdConnection
     }
 
     /// <summary>Logs a failed request (one line).</summary>
-    internal void LogFailure(NbdRequest r) =>
+    internal void LogFailure(NbdRequest r)
+    {
+        _server.Counters.Error();
         NbdLog.RequestFailed(_log, Id, Export?.Name ?? "-", r.Describe(), ErrorName(r.Error), r.ErrorMessage ?? "");
+    }
 
     /// <summary>The NBD error for an exception from the store, and its one-line message.</summary>
     internal (uint Error, string Message) MapError(Exception e)

@@ -108,6 +108,9 @@ public sealed class NbdServer : IAsyncDisposable
 
     internal NbdBufferPool Buffers { get; }
 
+    /// <summary>Requests served, by operation (read by the <c>Snapshot</c> meter).</summary>
+    internal NbdCounters Counters { get; } = new();
+
     /// <summary>Origin writes hold it shared; snapshot creation holds it exclusively.</summary>
     internal AsyncGate WriteGate { get; } = new();
 
@@ -168,6 +171,7 @@ public sealed class NbdServer : IAsyncDisposable
         {
             foreach (var a in server._addresses) NbdLog.Listening(server.Logger, a);
             foreach (var l in server._listeners) server._acceptLoops.Add(server.AcceptLoopAsync(l));
+            Diagnostics.SnapshotMetrics.Add(server, server._addresses.Count > 0 ? server._addresses[0] : server._store.Folder);
         }
         return Task.FromResult(server);
     }
@@ -339,6 +343,7 @@ public sealed class NbdServer : IAsyncDisposable
         foreach (var c in open) c.StopReading("the server is stopping");
         // Why we wait: every connection finishes what it received (bounded by the shutdown grace for its replies).
         await Task.WhenAll(open.Select(c => c.Completion)).ConfigureAwait(false);
+        Diagnostics.SnapshotMetrics.Servers.Remove(this);
         await _store.FlushAsync().ConfigureAwait(false);
         NbdLog.Stopped(Logger);
     }

@@ -1,6 +1,7 @@
 using Journal;
 using Journal.Format;
 using Journal.Storage;
+using Microsoft.Extensions.Logging;
 
 namespace Snapshot.Recovery;
 
@@ -18,13 +19,17 @@ internal static class StoreJournal
     /// gathering: the store commits through one commit pipeline, whose next round is already being made while a force
     /// runs, so there are no woken committers to wait for (the gather window would only spin).
     /// </summary>
-    public static JournalOptions Options(uint blocks) => blocks >= 8192
-        ? new JournalOptions { LogSizeBytes = (long)blocks * 512, CheckpointGatherWindow = TimeSpan.Zero }
-        : new JournalOptions { LogSizeBytes = (long)blocks * 512, LogBufferCount = 4, LogBufferSize = 16 * 1024, CheckpointGatherWindow = TimeSpan.Zero };
+    /// <param name="blocks">The log's size in blocks.</param>
+    /// <param name="loggerFactory">Where the journal logs (null: nowhere).</param>
+    /// <param name="name">The journal's name in log messages and metrics (the store's folder).</param>
+    public static JournalOptions Options(uint blocks, ILoggerFactory? loggerFactory = null, string? name = null) => blocks >= 8192
+        ? new JournalOptions { LogSizeBytes = (long)blocks * 512, CheckpointGatherWindow = TimeSpan.Zero, LoggerFactory = loggerFactory, Name = name }
+        : new JournalOptions { LogSizeBytes = (long)blocks * 512, LogBufferCount = 4, LogBufferSize = 16 * 1024, CheckpointGatherWindow = TimeSpan.Zero, LoggerFactory = loggerFactory, Name = name };
 
     /// <summary>The log region: the whole device.</summary>
     public static LogRegion Region(BlockDevice log) => new(log, 0, (uint)Math.Min(log.SectorCount, LogFormat.MaxLogBlocks));
 
     /// <summary>Formats the whole device as an empty log and starts a journal on it.</summary>
-    public static MetadataJournal Create(BlockDevice log) => MetadataJournal.Create(Region(log), Options((uint)log.SectorCount));
+    public static MetadataJournal Create(BlockDevice log, ILoggerFactory? loggerFactory = null, string? name = null) =>
+        MetadataJournal.Create(Region(log), Options((uint)log.SectorCount, loggerFactory, name));
 }

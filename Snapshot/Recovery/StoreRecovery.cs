@@ -3,6 +3,7 @@ using Journal;
 using Journal.Format;
 using Journal.Recovery;
 using Journal.Storage;
+using Microsoft.Extensions.Logging;
 using Snapshot.Format;
 using Snapshot.Metadata;
 using Snapshot.Storage;
@@ -75,7 +76,7 @@ public static class StoreRecovery
     /// <paramref name="cowPathOf"/> gives for snapshot names.
     /// </summary>
     internal static Outcome Open(IDeviceProvider provider, BlockDevice sbDevice, BlockDevice logDevice, CowLayout layout,
-        Func<string, string> cowPathOf, CancellationToken cancellationToken = default)
+        Func<string, string> cowPathOf, ILoggerFactory? loggerFactory = null, string? name = null, CancellationToken cancellationToken = default)
     {
         // Case 1: the home superblock.
         var home = Superblock.ReadHome(sbDevice);
@@ -126,7 +127,7 @@ public static class StoreRecovery
         sbHandler.Complete();
 
         // Case 9: open for writing.
-        var journal = MetadataJournal.Open(log, StoreJournal.Options(region.BlockCount));
+        var journal = MetadataJournal.Open(log, StoreJournal.Options(region.BlockCount, loggerFactory, name));
         var report = new StoreRecoveryReport(log, sbHandler.Applied, areas.Applied, fallback);
         return new Outcome(journal, sbHandler.Current, report);
     }
