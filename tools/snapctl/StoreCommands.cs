@@ -198,13 +198,15 @@ internal static class StoreCommands
     /// For commands that only read (status, read): on a read-only file system, open the store read-only instead of
     /// failing (a journal that needs replay is then replayed in memory only; stderr says so).
     /// </param>
-    public static async Task<SnapshotStore> OpenAsync(ToolConsole console, string store, bool readOnlyIfNeeded = false)
+    /// <param name="loggerFactory">Where the store and its journal log (null: nowhere).</param>
+    public static async Task<SnapshotStore> OpenAsync(ToolConsole console, string store, bool readOnlyIfNeeded = false,
+        Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null)
     {
         RequireStore(store);
         SnapshotStore s;
         try
         {
-            s = await SnapshotStore.OpenAsync(store, null, console.Cancellation).ConfigureAwait(false);
+            s = await SnapshotStore.OpenAsync(store, new StoreOptions { LoggerFactory = loggerFactory }, console.Cancellation).ConfigureAwait(false);
         }
         catch (StoreReadOnlyException) when (readOnlyIfNeeded)
         {

@@ -102,7 +102,8 @@ internal static class ServeCommand
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.TrySetResult("SIGINT"); });
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.TrySetResult("SIGTERM"); });
 
-        var s = await StoreCommands.OpenAsync(console, store).ConfigureAwait(false);
+        // The store and its journal log through the same factory as the server (warnings: replays, invalidations...).
+        var s = await StoreCommands.OpenAsync(console, store, loggerFactory: loggerFactory).ConfigureAwait(false);
         NbdServer? server = null;
         ControlServer? control = null;
         try
