@@ -45,4 +45,17 @@ public interface IItemRecoveryHandler
     /// changed by <see cref="Apply"/> durable (the log tail may move past the replayed checkpoints afterwards).
     /// </summary>
     void Complete() { }
+
+    /// <summary>
+    /// <see cref="Complete"/> for the asynchronous opens (<see cref="MetadataJournal.OpenAsync"/>,
+    /// <see cref="MetadataJournal.OpenOrCreateAsync"/>), which call this instead: override it to flush home copies
+    /// asynchronously. The default calls <see cref="Complete"/>. A cancelled open may stop before or during it; the next
+    /// open replays again (replay is idempotent).
+    /// </summary>
+    ValueTask CompleteAsync(CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        Complete();
+        return ValueTask.CompletedTask;
+    }
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Journal.Ail;
 using Journal.Cil;
 using Journal.Diagnostics;
@@ -5,6 +6,7 @@ using Journal.Format;
 using Journal.Log;
 using Journal.Memory;
 using Journal.Recovery;
+using Journal.Storage;
 using Microsoft.Extensions.ObjectPool;
 
 namespace Journal;
@@ -25,7 +27,7 @@ namespace Journal;
 /// Opening after a crash, with the recovery handler of the items' type:
 /// <include file="obj/doc-snippets.xml" path="snippets/snippet[@id='Open']/*"/>
 /// </example>
-public sealed class MetadataJournal : IAsyncDisposable
+public sealed class MetadataJournal : IAsyncDisposable, IDisposable
 {
     private const int StateOpen = 0, StateClosing = 1, StateClosed = 2;
 
@@ -101,8 +103,13 @@ public sealed class MetadataJournal : IAsyncDisposable
     public static MetadataJournal Create(LogRegion region, JournalOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
+        return Create(region, options, formatted: false);
+    }
+
+    private static MetadataJournal Create(LogRegion region, JournalOptions options, bool formatted)
+    {
         var writerOptions = ValidateFor(region, options);
-        LogWriter.Format(region);
+        if (!formatted) LogWriter.Format(region);
         var pool = CreatePool(options);
         var writer = LogWriter.Open(region, LogRecovery.Recover(region), writerOptions, pool);
         return new MetadataJournal(writer, options, 1, CloseWriter(writer), pool);
@@ -112,7 +119,7 @@ public sealed class MetadataJournal : IAsyncDisposable
     /// Recovers the log in <paramref name="region"/> and starts a journal on it, in three steps: scan
     /// (<see cref="JournalRecovery.Scan"/>: the log is read once and validated; a torn write at its head is cut off,
     /// damage before it and unsound checkpoints are refused with <see cref="CorruptionException"/>); replay
-    /// (<see cref="JournalRecovery.Replay(RecoveredLog, IReadOnlyDictionary{ushort, IItemRecoveryHandler}, IReadOnlyCollection{ushort}?)"/>:
+    /// (<see cref="JournalRecovery.Replay(RecoveredLog, IReadOnlyDictionary{ushort, IItemRecoveryHandler}, IReadOnlyCollection{ushort}?, CancellationToken)"/>:
     /// every checkpoint, in order, into the handler registered for each item's type, skipping copies at or below the
     /// LSN an item's home copy reflects), then every handler's <see cref="IItemRecoveryHandler.Complete"/>; and open for
     /// writing (<see cref="Open(RecoveredLog, JournalOptions)"/>). A cleanly closed log replays nothing. Sequences
@@ -128,8 +135,9 @@ public sealed class MetadataJournal : IAsyncDisposable
         ValidateFor(region, options);
         var recovered = JournalRecovery.Scan(region);
         JournalRecovery.Replay(recovered, handlers);
+        long start = Stopwatch.GetTimestamp();
         foreach (var h in handlers.Values.Distinct()) h.Complete();
-        return Open(recovered, options);
+        return Open(recovered, options, Stopwatch.GetElapsedTime(start));
     }
 
     /// <summary>
@@ -141,7 +149,9 @@ public sealed class MetadataJournal : IAsyncDisposable
     /// </summary>
     /// <exception cref="InvalidOperationException">Some item type in the log was not replayed.</exception>
     /// <exception cref="JournalArgumentException">Bad options for the log's region.</exception>
-    public static MetadataJournal Open(RecoveredLog recovered, JournalOptions options)
+    public static MetadataJournal Open(RecoveredLog recovered, JournalOptions options) => Open(recovered, options, TimeSpan.Zero);
+
+    private static MetadataJournal Open(RecoveredLog recovered, JournalOptions options, TimeSpan completeTime)
     {
         ArgumentNullException.ThrowIfNull(recovered);
         ArgumentNullException.ThrowIfNull(options);
@@ -157,6 +167,7 @@ public sealed class MetadataJournal : IAsyncDisposable
             RecoveredCheckpoints = recovered.Checkpoints.Count,
             RecoveredItemsApplied = recovered.ItemsApplied,
             RecoveredItemsSkipped = recovered.ItemsSkipped,
+            Recovery = recovered.Summarize(completeTime),
         };
     }
 
@@ -194,6 +205,135 @@ public sealed class MetadataJournal : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         options.Validate((long)log.LogBlocks * 512);
         return new MetadataJournal(log, options, 1, null);
+    }
+
+    /// <summary>
+    /// What recovery found and did when the journal was opened on an existing log (records scanned, checkpoints,
+    /// item copies applied, a torn head cut off, the time it took); null for a journal on a log just formatted.
+    /// </summary>
+    public JournalRecoverySummary? Recovery { get; private init; }
+
+    // A device the journal opened itself (OpenOrCreateAsync): closed after the log, when the journal closes.
+    private IDisposable? _ownedDevice;
+
+    /// <summary>
+    /// <see cref="Create(LogRegion, JournalOptions)"/> on a worker thread: formats <paramref name="region"/> (every block
+    /// is written) and starts a journal on it. <paramref name="cancellationToken"/> is checked before the format starts
+    /// and after it ends; a format once started runs to its end (a log cut short would be neither the old one nor a new
+    /// one). A cancelled create leaves nothing open.
+    /// </summary>
+    /// <exception cref="JournalArgumentException">Bad options or a bad region (thrown before anything is written).</exception>
+    /// <exception cref="OperationCanceledException">Cancelled; nothing is open.</exception>
+    public static Task<MetadataJournal> CreateAsync(LogRegion region, JournalOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ValidateFor(region, options);
+        return Task.Run(() =>
+        {
+            LogWriter.Format(region);
+            cancellationToken.ThrowIfCancellationRequested();
+            return Create(region, options, formatted: true);
+        }, cancellationToken);
+    }
+
+    /// <summary>
+    /// <see cref="Open(LogRegion, JournalOptions, IReadOnlyDictionary{ushort, IItemRecoveryHandler})"/> on a worker
+    /// thread, cancellable: the scan checks <paramref name="cancellationToken"/> as it reads, the replay before each
+    /// checkpoint, and each handler's <see cref="IItemRecoveryHandler.CompleteAsync"/> gets it. The log is opened for
+    /// writing only after all of that, so a cancelled open leaves nothing open and the log as it was (home copies may
+    /// hold some replayed items: the next open replays again, which gives the same result).
+    /// </summary>
+    /// <exception cref="CorruptionException">The log is damaged (one line: device, block, LSN, expected, found).</exception>
+    /// <exception cref="JournalException">A checkpoint holds an item type with no handler (nothing was applied).</exception>
+    /// <exception cref="JournalArgumentException">Bad options or a bad region (thrown before anything is read).</exception>
+    /// <exception cref="OperationCanceledException">Cancelled; nothing is open.</exception>
+    public static Task<MetadataJournal> OpenAsync(LogRegion region, JournalOptions options, IReadOnlyDictionary<ushort, IItemRecoveryHandler> handlers,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handlers);
+        ValidateFor(region, options);
+        return Task.Run(() => RecoverAsync(region, options, handlers, cancellationToken), cancellationToken);
+    }
+
+    private static async Task<MetadataJournal> RecoverAsync(LogRegion region, JournalOptions options,
+        IReadOnlyDictionary<ushort, IItemRecoveryHandler> handlers, CancellationToken cancellationToken)
+    {
+        var recovered = JournalRecovery.Scan(region, cancellationToken);
+        JournalRecovery.Replay(recovered, handlers, null, cancellationToken);
+        long start = Stopwatch.GetTimestamp();
+        foreach (var h in handlers.Values.Distinct()) await h.CompleteAsync(cancellationToken).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
+        return Open(recovered, options, Stopwatch.GetElapsedTime(start));
+    }
+
+    /// <summary>
+    /// Opens the journal whose log is the file <paramref name="path"/>, or makes it: a missing file is created with
+    /// <see cref="JournalOptions.LogSizeBytes"/>, formatted and made durable under a temporary name in the same folder
+    /// (<c>&lt;name&gt;.&lt;random&gt;.creating</c>), then renamed into place, so the path only ever names a whole log;
+    /// an existing file is recovered as <see cref="OpenAsync"/> does (its own size is the log's; a file that is not a
+    /// log is refused with <see cref="CorruptionException"/> and left as it is). The journal owns the file: it holds
+    /// the file's exclusive lock (a second opener gets <see cref="DeviceOpenException"/> with
+    /// <see cref="DeviceOpenError.InUse"/>) and closes it when the journal closes. A failed or cancelled call leaves
+    /// nothing open; a create killed part way leaves only a <c>.creating</c> file, which holds no data.
+    /// </summary>
+    /// <exception cref="DeviceOpenException">The path is a directory, not a regular file, in use, or not writable.</exception>
+    /// <exception cref="CorruptionException">The existing file is not a sound log.</exception>
+    /// <exception cref="JournalArgumentException">Bad options (thrown before anything is made).</exception>
+    /// <exception cref="OperationCanceledException">Cancelled; nothing is open, and no file was left half made under <paramref name="path"/>.</exception>
+    public static Task<MetadataJournal> OpenOrCreateAsync(string path, JournalOptions options, IReadOnlyDictionary<ushort, IItemRecoveryHandler> handlers,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handlers);
+        options.Validate();
+        string full = Path.GetFullPath(path);
+        return Task.Run(async () =>
+        {
+            if (!File.Exists(full) && !Directory.Exists(full)) MakeLogFile(full, options, cancellationToken);
+            cancellationToken.ThrowIfCancellationRequested();
+            var device = FileBlockDevice.Open(full, lockExclusive: true);
+            try
+            {
+                var region = new LogRegion(device, 0, (uint)Math.Min(device.SectorCount, LogFormat.MaxLogBlocks));
+                ValidateFor(region, options);
+                var journal = await RecoverAsync(region, options, handlers, cancellationToken).ConfigureAwait(false);
+                journal._ownedDevice = device;
+                return journal;
+            }
+            catch
+            {
+                device.Dispose();
+                throw;
+            }
+        }, cancellationToken);
+    }
+
+    /// <summary>Makes a formatted, durable log file at <paramref name="path"/> (which does not exist) through a temporary name.</summary>
+    private static void MakeLogFile(string path, JournalOptions options, CancellationToken cancellationToken)
+    {
+        string temp = $"{path}.{Guid.NewGuid().ToString("N")[..8]}.creating";
+        try
+        {
+            using (var device = FileBlockDevice.Create(temp, options.LogSizeBytes / 512, lockExclusive: true))
+            {
+                var region = new LogRegion(device, 0, (uint)Math.Min(device.SectorCount, LogFormat.MaxLogBlocks));
+                ValidateFor(region, options);
+                cancellationToken.ThrowIfCancellationRequested();
+                LogWriter.Format(region);
+            }
+            cancellationToken.ThrowIfCancellationRequested();
+            // The rename refuses to replace a file another caller made meanwhile; that file is then opened instead.
+            try { File.Move(temp, path, overwrite: false); }
+            catch (IOException) when (File.Exists(path)) { File.Delete(temp); return; }
+            FileBlockDevice.SyncDirectory(Path.GetDirectoryName(path)!);
+        }
+        catch
+        {
+            try { if (File.Exists(temp)) File.Delete(temp); } catch (IOException) { } // ours: made above
+            throw;
+        }
     }
 
     /// <summary>Checkpoints found in the log when it was opened.</summary>
@@ -369,7 +509,14 @@ public sealed class MetadataJournal : IAsyncDisposable
                     : Cil.ShutdownError is { } e ? "shut down: " + e.Message
                     : Ail.Count > 0 ? $"{Ail.Count} items were not written home"
                     : null;
-                if (_closeLog is not null) await _closeLog(unclean is null).ConfigureAwait(false);
+                try
+                {
+                    if (_closeLog is not null) await _closeLog(unclean is null).ConfigureAwait(false);
+                }
+                finally
+                {
+                    _ownedDevice?.Dispose();
+                }
             }
             catch (Exception e) when (unclean is null)
             {
@@ -391,6 +538,9 @@ public sealed class MetadataJournal : IAsyncDisposable
 
     /// <summary>Same as <see cref="CloseAsync"/> without a token.</summary>
     public ValueTask DisposeAsync() => CloseAsync(CancellationToken.None);
+
+    /// <summary>Same as <see cref="CloseAsync"/> without a token, waiting for it (for <c>using</c>).</summary>
+    public void Dispose() => CloseAsync(CancellationToken.None).AsTask().GetAwaiter().GetResult();
 
     private void ThrowIfNotOpen()
     {

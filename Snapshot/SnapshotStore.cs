@@ -205,7 +205,9 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
             await store.CloseAsync(cancellationToken).ConfigureAwait(false);
             store = null;
             provider.CompleteCreate(staging, folder);
-            return await OpenAsync(folder, options, cancellationToken).ConfigureAwait(false);
+            var opened = await OpenAsync(folder, options, cancellationToken).ConfigureAwait(false);
+            opened.RecoveryReport = null; // a store just created was not recovered (its reopen read a clean, empty log)
+            return opened;
         }
         catch
         {
@@ -300,7 +302,8 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
             var log = provider.Open(Path.Combine(folder, JournalFileName));
             opened.Add(log);
             store = new SnapshotStore(folder, options, folderLock, origin, sbDev, log, sb) { _overlay = overlay };
-            store.OpenJournal();
+            // Recovery reads the whole log and may write home copies: on a worker, cancellable until the journal opens.
+            await Task.Run(() => store.OpenJournal(cancellationToken), cancellationToken).ConfigureAwait(false);
             store.StartPipeline();
             await store._catalog.LoadSnapshotsAsync(cancellationToken).ConfigureAwait(false);
             return store.Started();
@@ -337,9 +340,9 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
     /// scan of the log, the superblock replayed, then the segments of the snapshots it lists, homes made durable, the
     /// journal opened for writing). Leaves the replayed superblock for the catalog to load.
     /// </summary>
-    private void OpenJournal()
+    private void OpenJournal(CancellationToken cancellationToken)
     {
-        var recovered = StoreRecovery.Open(_provider, _sbDevice, _logDevice, _layout, CowPathOf, _options.LoggerFactory, Folder);
+        var recovered = StoreRecovery.Open(_provider, _sbDevice, _logDevice, _layout, CowPathOf, _options.LoggerFactory, Folder, cancellationToken);
         _journal = recovered.Journal;
         RecoveryReport = recovered.Report;
         LogClean = recovered.Report.Clean;
@@ -361,8 +364,11 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
         return this;
     }
 
-    /// <summary>What the journal's recovery did when the store was opened (null for a store just created).</summary>
-    internal StoreRecoveryReport? RecoveryReport { get; private set; }
+    /// <summary>
+    /// What the journal's recovery found and did when the store was opened (records, checkpoints, item copies applied, a
+    /// torn head cut off, the time it took); null for a store just created.
+    /// </summary>
+    public StoreRecoveryReport? RecoveryReport { get; private set; }
 
     internal static string ReasonText(InvalidReasonCode code) => code switch
     {

@@ -224,4 +224,27 @@ public class SnapshotStoreLifecycleTests
         Assert.Equal(Pattern(0, 64, 1), await ReadAsync(again.Origin, 0, 64));
         Assert.Equal(new byte[64 * 512], await ReadAsync(again.GetSnapshot("s"), 0, 64));
     }
+
+    [Fact]
+    public async Task A_cancelled_open_releases_the_lock_and_every_file_and_the_next_open_recovers_and_reports_it()
+    {
+        using var folder = new Journal.Tests.Tools.TempFolder();
+        string path = folder["store"];
+        var store = await SnapshotStore.CreateAsync(path, new StoreOptions { OriginSectors = 512, LogBlocks = 4096 }).AsTask().WaitAsync(Watchdog);
+        Assert.Null(store.RecoveryReport);
+        await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+        await WriteAsync(store.Origin, 0, Pattern(0, 64, 1));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => store.CloseAsync(new CancellationToken(canceled: true)).AsTask().WaitAsync(Watchdog));
+
+        // Cancelled before recovery runs: nothing stays open, so the next open takes the lock at once.
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => SnapshotStore.OpenAsync(path, null, new CancellationToken(canceled: true)).AsTask().WaitAsync(Watchdog));
+        await using var again = await SnapshotStore.OpenAsync(path).AsTask().WaitAsync(Watchdog);
+        var report = Assert.IsType<global::Snapshot.Recovery.StoreRecoveryReport>(again.RecoveryReport);
+        Assert.False(report.Clean);
+        Assert.True(report.Checkpoints >= 1, report.ToString());
+        Assert.True(report.ItemsApplied >= 1, report.ToString());
+        Assert.True(report.Elapsed > TimeSpan.Zero);
+        Assert.Equal(Pattern(0, 64, 1), await ReadAsync(again.Origin, 0, 64));
+        Assert.Equal(new byte[64 * 512], await ReadAsync(again.GetSnapshot("s"), 0, 64));
+    }
 }

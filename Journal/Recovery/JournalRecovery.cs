@@ -1,10 +1,11 @@
+using System.Diagnostics;
 using Journal.Format;
 
 namespace Journal.Recovery;
 
 /// <summary>
 /// Recovery of a journal in two steps: <see cref="Scan"/> reads the log once and validates all of it (records and
-/// checkpoints); <see cref="Replay(RecoveredLog, IReadOnlyDictionary{ushort, IItemRecoveryHandler}, IReadOnlyCollection{ushort}?)"/>
+/// checkpoints); <see cref="Replay(RecoveredLog, IReadOnlyDictionary{ushort, IItemRecoveryHandler}, IReadOnlyCollection{ushort}?, CancellationToken)"/>
 /// applies the checkpoints to the items' home copies through their recovery handlers. Opening a journal is scan, replay,
 /// the handlers' <see cref="IItemRecoveryHandler.Complete"/>, then <see cref="MetadataJournal.Open(RecoveredLog, JournalOptions)"/>
 /// (which opens the log for writing); a user with items whose homes depend on each other (the snapshot store: the
@@ -48,25 +49,30 @@ public static class JournalRecovery
     /// <exception cref="CorruptionException">The log is damaged anywhere but at its head, or a checkpoint is unsound.</exception>
     public static RecoveredLog Scan(LogRegion region, CancellationToken cancellationToken = default)
     {
+        long start = Stopwatch.GetTimestamp();
         var transactions = new List<RecoveredTransaction>();
         var result = LogRecovery.Recover(region, transactions.Add, cancellationToken);     // scan rule 1
         var reader = new CheckpointReader(region.Name);
         var checkpoints = new Checkpoint[transactions.Count];
         for (int i = 0; i < checkpoints.Length; i++) checkpoints[i] = reader.Read(transactions[i]);   // scan rule 2
-        return new RecoveredLog(result, checkpoints);                                       // scan rule 3
+        return new RecoveredLog(result, checkpoints) { ScanTime = Stopwatch.GetElapsedTime(start) };   // scan rule 3
     }
 
     /// <summary>
     /// Replays the checkpoints of <paramref name="log"/> into <paramref name="handlers"/> (replay rules 1 to 7), only
     /// items of <paramref name="itemTypes"/> when given. The counts are added to <paramref name="log"/>'s.
+    /// <paramref name="cancellationToken"/> is checked before each checkpoint: a cancelled replay stops between two
+    /// checkpoints (replaying again from the start gives the same result, rule 5) and adds nothing to the counts.
     /// </summary>
     /// <exception cref="JournalException">A selected item has no handler for its type (nothing was applied).</exception>
+    /// <exception cref="OperationCanceledException">Cancelled between two checkpoints.</exception>
     public static ReplayResult Replay(RecoveredLog log, IReadOnlyDictionary<ushort, IItemRecoveryHandler> handlers,
-        IReadOnlyCollection<ushort>? itemTypes = null)
+        IReadOnlyCollection<ushort>? itemTypes = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(log);
-        var result = Replay(log.Name, log.Checkpoints, handlers, itemTypes);
-        log.AddReplay(itemTypes ?? log.ItemTypes, result);
+        long start = Stopwatch.GetTimestamp();
+        var result = Replay(log.Name, log.Checkpoints, handlers, itemTypes, cancellationToken);
+        log.AddReplay(itemTypes ?? log.ItemTypes, result, Stopwatch.GetElapsedTime(start));
         return result;
     }
 
@@ -76,7 +82,7 @@ public static class JournalRecovery
     /// </summary>
     /// <exception cref="JournalException">A selected item has no handler for its type (nothing was applied).</exception>
     public static ReplayResult Replay(string logName, IReadOnlyList<Checkpoint> checkpoints, IReadOnlyDictionary<ushort, IItemRecoveryHandler> handlers,
-        IReadOnlyCollection<ushort>? itemTypes = null)
+        IReadOnlyCollection<ushort>? itemTypes = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(logName);
         ArgumentNullException.ThrowIfNull(checkpoints);
@@ -89,6 +95,7 @@ public static class JournalRecovery
         long touched = 0, applied = 0, skipped = 0, homeless = 0;
         foreach (var c in checkpoints)                       // rule 3
         {
+            cancellationToken.ThrowIfCancellationRequested();
             bool any = false;
             foreach (var item in c.Items)
             {

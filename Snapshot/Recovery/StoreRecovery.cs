@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using Journal;
 using Journal.Format;
@@ -78,6 +79,7 @@ public static class StoreRecovery
     internal static Outcome Open(IDeviceProvider provider, BlockDevice sbDevice, BlockDevice logDevice, CowLayout layout,
         Func<string, string> cowPathOf, ILoggerFactory? loggerFactory = null, string? name = null, CancellationToken cancellationToken = default)
     {
+        long start = Stopwatch.GetTimestamp();
         // Case 1: the home superblock.
         var home = Superblock.ReadHome(sbDevice);
         var homeSb = home.Current;
@@ -108,7 +110,7 @@ public static class StoreRecovery
         // Case 5: replay 1, the superblock.
         var sbHandler = new SuperblockRecoveryHandler(sbDevice, homeSb, log);
         var sbTypes = new[] { SuperblockItem.Type };
-        JournalRecovery.Replay(log, new Dictionary<ushort, IItemRecoveryHandler> { [SuperblockItem.Type] = sbHandler }, sbTypes);
+        JournalRecovery.Replay(log, new Dictionary<ushort, IItemRecoveryHandler> { [SuperblockItem.Type] = sbHandler }, sbTypes, cancellationToken);
         var replayed = sbHandler.Current;
 
         var listed = Listed(replayed);
@@ -120,15 +122,16 @@ public static class StoreRecovery
 
         // Case 7: replay 2, the segments of the listed snapshots.
         var segTypes = new[] { AreaSegmentItem.Type };
-        JournalRecovery.Replay(log, new Dictionary<ushort, IItemRecoveryHandler> { [AreaSegmentItem.Type] = areas }, segTypes);
+        JournalRecovery.Replay(log, new Dictionary<ushort, IItemRecoveryHandler> { [AreaSegmentItem.Type] = areas }, segTypes, cancellationToken);
 
         // Case 8: completion, before the log can move.
         areas.Complete();
         sbHandler.Complete();
+        cancellationToken.ThrowIfCancellationRequested(); // the last point where nothing is open for writing yet
 
         // Case 9: open for writing.
         var journal = MetadataJournal.Open(log, StoreJournal.Options(region.BlockCount, loggerFactory, name));
-        var report = new StoreRecoveryReport(log, sbHandler.Applied, areas.Applied, fallback);
+        var report = new StoreRecoveryReport(log, sbHandler.Applied, areas.Applied, fallback, Stopwatch.GetElapsedTime(start));
         return new Outcome(journal, sbHandler.Current, report);
     }
 

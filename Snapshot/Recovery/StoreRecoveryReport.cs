@@ -7,8 +7,9 @@ namespace Snapshot.Recovery;
 /// <summary>What a store's recovery found in its journal and did (<see cref="StoreRecovery"/>).</summary>
 public sealed class StoreRecoveryReport
 {
-    internal StoreRecoveryReport(RecoveredLog log, long superblockCopiesApplied, long segmentCopiesApplied, string? superblockFallback)
+    internal StoreRecoveryReport(RecoveredLog log, long superblockCopiesApplied, long segmentCopiesApplied, string? superblockFallback, TimeSpan elapsed)
     {
+        Elapsed = elapsed;
         LogPath = log.Name;
         LogBlocks = log.Log.LogBlocks;
         Clean = log.Clean;
@@ -32,6 +33,9 @@ public sealed class StoreRecoveryReport
 
     /// <summary>The journal file.</summary>
     public string LogPath { get; }
+
+    /// <summary>Time the recovery took: reading the superblock, the scan, both replays and their completion.</summary>
+    public TimeSpan Elapsed { get; }
 
     /// <summary>Size of the journal in 512-byte blocks.</summary>
     public uint LogBlocks { get; }
@@ -93,5 +97,5 @@ public sealed class StoreRecoveryReport
     /// <inheritdoc/>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"{LogPath}: {(Clean ? "clean" : "replayed")} tail {TailLsn} head {HeadLsn}: {Checkpoints} checkpoints, {ItemCopies} item copies, " +
-        $"{ItemsApplied} applied ({SuperblockCopiesApplied} superblock, {SegmentCopiesApplied} segment), {ItemsSkipped} already home, {ItemsWithoutHome} without a home");
+        $"{ItemsApplied} applied ({SuperblockCopiesApplied} superblock, {SegmentCopiesApplied} segment), {ItemsSkipped} already home, {ItemsWithoutHome} without a home, {Elapsed.TotalMilliseconds:0.#} ms");
 }

@@ -29,7 +29,8 @@ public sealed class KeyValueStore : IAsyncDisposable
     public const long DefaultLogBytes = 4 << 20;
 
     private readonly MetadataJournal _journal;
-    private readonly BlockDevice _log, _home;
+    private readonly BlockDevice? _log; // null when the journal owns its log file
+    private readonly BlockDevice _home;
     private readonly bool _ownsDevices;
     private readonly ConcurrentDictionary<string, KeyItem> _items = new(StringComparer.Ordinal);
     private readonly object _slotLock = new(); // protects _freeSlots, _nextSlot and growth of the home device
@@ -37,7 +38,7 @@ public sealed class KeyValueStore : IAsyncDisposable
     private ulong _nextSlot;
     private readonly int _reserveBytes;
 
-    private KeyValueStore(MetadataJournal journal, BlockDevice log, BlockDevice home, bool ownsDevices)
+    private KeyValueStore(MetadataJournal journal, BlockDevice? log, BlockDevice home, bool ownsDevices)
     {
         _journal = journal;
         _log = log;
@@ -85,45 +86,37 @@ public sealed class KeyValueStore : IAsyncDisposable
 
     /// <summary>
     /// Opens the store in <paramref name="folder"/> (files <see cref="LogFile"/> and <see cref="HomeFile"/>), creating it
-    /// when the folder has no log yet. The files are locked against other openers until the store is closed.
+    /// when the folder has no log yet. The journal opens (or makes) the log file itself and owns it; the home file is
+    /// made before the log, so a log always has its home. Both files are locked against other openers until the store
+    /// is closed.
     /// </summary>
     public static async Task<KeyValueStore> OpenFolderAsync(string folder, long logBytes = DefaultLogBytes, CancellationToken cancellationToken = default)
     {
         string logPath = Path.Combine(folder, LogFile), homePath = Path.Combine(folder, HomeFile);
-        if (!File.Exists(logPath)) await CreateFolderAsync(folder, logPath, homePath, logBytes, cancellationToken).ConfigureAwait(false);
-        var log = FileBlockDevice.Open(logPath, lockExclusive: true);
-        BlockDevice? home = null;
+        Directory.CreateDirectory(folder);
+        if (File.Exists(logPath))
+        {
+            logBytes = new FileInfo(logPath).Length; // an existing log keeps its size (the options follow it)
+        }
+        else
+        {
+            File.Delete(homePath); // left by an interrupted create: no log ever referred to it
+            FileBlockDevice.Create(homePath, 16 * KeySlot.Sectors).Dispose();
+        }
+        var home = FileBlockDevice.Open(homePath, lockExclusive: true);
         try
         {
-            home = FileBlockDevice.Open(homePath, lockExclusive: true);
-            return Open(log, home, OptionsFor(log.Length), ownsDevices: true);
+            var handlers = new Dictionary<ushort, IItemRecoveryHandler> { [KeyItem.Type] = new SlotRecoveryHandler(home) };
+            var journal = await MetadataJournal.OpenOrCreateAsync(logPath, OptionsFor(logBytes), handlers, cancellationToken).ConfigureAwait(false);
+            var store = new KeyValueStore(journal, null, home, ownsDevices: true);
+            store.LoadSlots();
+            return store;
         }
         catch
         {
-            home?.Dispose();
-            log.Dispose();
+            home.Dispose();
             throw;
         }
-    }
-
-    /// <summary>
-    /// Creates the files of a new store. The log is written under a temporary name and renamed last, so a crash part
-    /// way leaves a folder without a log, which the next open creates again.
-    /// </summary>
-    private static async Task CreateFolderAsync(string folder, string logPath, string homePath, long logBytes, CancellationToken cancellationToken)
-    {
-        Directory.CreateDirectory(folder);
-        string tempLog = logPath + ".new";
-        File.Delete(tempLog);
-        File.Delete(homePath); // left by an interrupted create: no log ever referred to it
-        FileBlockDevice.Create(homePath, 16 * KeySlot.Sectors).Dispose();
-        using (var log = FileBlockDevice.Create(tempLog, logBytes / BlockDevice.SectorSize))
-        {
-            var journal = MetadataJournal.Create(LogRegion.WholeDevice(log), OptionsFor(log.Length));
-            await journal.CloseAsync(cancellationToken).ConfigureAwait(false);
-        }
-        File.Move(tempLog, logPath);
-        FileBlockDevice.SyncDirectory(folder);
     }
 
     /// <summary>Builds the items from the slots; empty slots below the last used one become free.</summary>
@@ -242,7 +235,7 @@ public sealed class KeyValueStore : IAsyncDisposable
             if (_ownsDevices)
             {
                 _home.Dispose();
-                _log.Dispose();
+                _log?.Dispose();
             }
         }
     }
