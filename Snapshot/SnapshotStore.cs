@@ -1,6 +1,7 @@
 using System.Text;
 using Journal;
 using Journal.Storage;
+using Snapshot.Changes;
 using Snapshot.Commit;
 using Snapshot.Copy;
 using Snapshot.Exceptions;
@@ -56,6 +57,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     private readonly OriginVolume _originVolume;
     private readonly AsyncGate _gate = new();
     private readonly DataPath _dataPath;
+    private readonly ChangeTracker _changes;
     private CommitPipeline _pipeline = null!;
     private WriteBackKicker? _kicker;
 
@@ -101,6 +103,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         _layout = new CowLayout(superblock.ChunkSectors);
         _originVolume = new OriginVolume(this, superblock.OriginSectors);
         _dataPath = new DataPath(this, _stateLock, _gate, _layout, origin, options);
+        _changes = new ChangeTracker(this);
     }
 
     /// <summary>The store folder.</summary>
@@ -141,6 +144,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     /// <summary>The snapshot whose merge is unfinished: read under the state lock, or under the gate (it changes only under both).</summary>
     internal SnapshotState? MergingUnsafe => Volatile.Read(ref _merging);
     internal object StateLock => _stateLock;
+    /// <summary>The I/O gate (changed-block tracking holds it shared to commit a snapshot's written flag).</summary>
+    internal AsyncGate Gate => _gate;
     internal MetadataJournal? Journal => _journal;
     /// <summary>How the commit pipeline commits exceptions (the journal, or direct area writes).</summary>
     private IMetadataCommitter Committer => _pipeline.Committer;
@@ -343,6 +348,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             var kind = rec.Kind == SnapshotKindCode.Persistent ? SnapshotKind.Persistent : SnapshotKind.Transient;
             var st = new SnapshotState(rec.Name, rec.Id, kind, rec.CowSectors, CowPathOf(rec.Name));
             st.Volume = new SnapshotVolume(this, st, sb.OriginSectors);
+            st.Written = st.WrittenDurable = (rec.Flags & SnapshotRecordFlags.Written) != 0; // changed-block tracking
             states.Add(st);
             if (rec.State == SnapshotStateCode.Invalid)
             {
@@ -572,7 +578,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         {
             long chunks = OriginSectors / ChunkSectors;
             long areas = (chunks + _layout.ExceptionsPerArea - 1) / _layout.ExceptionsPerArea + 1;
-            return (chunks + areas + CowLayout.HeaderChunks + 1) * ChunkSectors;
+            // + the creation-marks chunks of changed-block tracking (ChangeMarks), which take data chunks from chunk 2.
+            return (chunks + areas + CowLayout.HeaderChunks + 1 + ChangeMarks.ChunksFor(ChunkSectors)) * ChunkSectors;
         }
     }
 
@@ -604,6 +611,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable
         // zero-fill and flushes take the longest, and neither needs the snapshot list. Ids are never reused, so an id
         // taken here and lost to a failure is simply skipped.
         st.Store = await Task.Run(() => CreateCowFile(st, options.Persistent, cowSectors), cancellationToken).ConfigureAwait(false);
+        ChangeTracker.ReserveMarks(st); // changed-block tracking: the chunks of its creation-marks table
         bool added = false;
         try
         {
@@ -611,6 +619,9 @@ public sealed partial class SnapshotStore : IAsyncDisposable
             try
             {
                 ThrowIfClosed();
+                // Changed-block tracking: every other snapshot's entry count, written into the new COW file and flushed
+                // while I/O is quiesced, before the superblock names the file.
+                await _changes.RecordMarksAsync(st, cancellationToken).ConfigureAwait(false);
                 lock (_stateLock)
                 {
                     CheckCanCreateLocked(name, path);
@@ -845,8 +856,21 @@ public sealed partial class SnapshotStore : IAsyncDisposable
     internal ValueTask SnapshotReadAsync(SnapshotState st, long sector, Memory<byte> buffer, CancellationToken cancellationToken) =>
         _dataPath.SnapshotReadAsync(st, sector, buffer, cancellationToken);
 
-    internal ValueTask SnapshotWriteAsync(SnapshotState st, long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken) =>
-        _dataPath.SnapshotWriteAsync(st, sector, data, fua, cancellationToken);
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
+    internal async ValueTask SnapshotWriteAsync(SnapshotState st, long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken)
+    {
+        // Changed-block tracking: the snapshot's written flag is durable before its first user write starts, and the
+        // count of finished writes keys the change-map cache.
+        if (!st.WrittenDurable) await _changes.MarkWrittenAsync(st, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _dataPath.SnapshotWriteAsync(st, sector, data, fua, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            Interlocked.Increment(ref st.UserWrites);
+        }
+    }
 
     /// <summary>See <see cref="DataPath.SubmitOriginWrite"/> (the write-storm benchmark).</summary>
     internal Task SubmitOriginWrite(long sector, ReadOnlyMemory<byte> data, out Task completion) => _dataPath.SubmitOriginWrite(sector, data, out completion);
