@@ -56,8 +56,11 @@ internal sealed class ChangeTracker
 
     public ChangeTracker(SnapshotStore store) => _store = store;
 
-    /// <summary>The marks of one snapshot as far as they are known: the table, none, or why they cannot be trusted.</summary>
-    private sealed record MarksEntry(ChangeMarks? Marks, string? Damage);
+    /// <summary>
+    /// The marks of one snapshot as far as they are known: the table, none, or why they cannot be trusted;
+    /// <paramref name="MemoryOnly"/> for a transient snapshot's, which exist nowhere else.
+    /// </summary>
+    private sealed record MarksEntry(ChangeMarks? Marks, string? Damage, bool MemoryOnly = false);
 
     /// <summary>Everything a map depends on: when none of it changed, a cached map is still the answer.</summary>
     private readonly record struct MapKey(ulong AId, long ACount, long AWrites, bool AWritten, ulong BId, long BCount, long BWrites,
@@ -96,7 +99,7 @@ internal sealed class ChangeTracker
             // Why we wait: the table's write and flush (synchronous I/O, like the COW file's creation, on a pool thread).
             await Task.Run(() => own.WriteCreationMarks(marks), cancellationToken).ConfigureAwait(false);
         }
-        lock (_lock) _marks[st.Id] = new MarksEntry(marks, null);
+        lock (_lock) _marks[st.Id] = new MarksEntry(marks, null, MemoryOnly: st.Store is not PersistentExceptionStore);
     }
 
     /// <summary>
@@ -367,6 +370,16 @@ internal sealed class ChangeTracker
     {
         for (int i = 0; i < runs.Count; i++)
             for (ulong c = runs[i].Start; c < runs[i].End; c++) yield return c;
+    }
+
+    /// <summary>Forgets the cached maps and the marks read from disk (the benchmark times a map computed from nothing).</summary>
+    internal void ForgetCaches()
+    {
+        lock (_lock)
+        {
+            _maps.Clear();
+            foreach (var id in _marks.Where(m => !m.Value.MemoryOnly).Select(m => m.Key).ToList()) _marks.Remove(id);
+        }
     }
 
     /// <inheritdoc/>
