@@ -311,7 +311,9 @@ internal sealed class NbdConnection
                 case NbdProtocol.CmdBlockStatus when ImmediateContexts():
                     // Contexts that answer without I/O (base:allocation) are answered here; the others (dirty bitmaps)
                     // run on a worker like any store request.
-                    DescribeBlocksAsync(export, r, _extents).AsTask().GetAwaiter().GetResult();
+                    var described = DescribeBlocksAsync(export, r, _extents);
+                    if (!described.IsCompleted) throw new InvalidOperationException("an immediate metadata context did not complete at once");
+                    described.GetAwaiter().GetResult();
                     Sender.EnqueueAndWake(r);
                     break;
                 default:
