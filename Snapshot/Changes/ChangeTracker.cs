@@ -34,7 +34,8 @@ namespace Snapshot.Changes;
 /// segments (<see cref="EntryOrderReader"/>), only up to the mark: no memory per exception is kept for it.</para>
 /// <para>Locking: <c>_lock</c> (a leaf monitor) protects the marks cache and the map cache, for dictionary work only;
 /// it may be taken under the store's state lock, never the other way round. The state lock is taken to copy the
-/// exception tables' runs and the flags (in-memory work, never across an await). Waits: marking a snapshot written
+/// exception tables' runs and the flags (in-memory work proportional to the runs, never across an await: for 10^6
+/// scattered exceptions a few milliseconds in which the data path waits for the lock). Waits: marking a snapshot written
 /// holds the store's gate shared across the superblock commit (the commit's own rule), and nothing else; computing a
 /// map holds nothing across its reads (a snapshot deleted meanwhile keeps its COW file open until the store closes,
 /// and the result is checked against the snapshot list at the end).</para>
@@ -119,6 +120,7 @@ internal sealed class ChangeTracker
                 var table = new byte[ps.MarksChunks * ps.Layout.ChunkBytes];
                 try
                 {
+                    // Why we wait: the table's read (one or two chunks, once per snapshot and open). Nothing is held.
                     await ps.Cow.ReadAsync(ps.Layout.ChunkToSector(ps.MarksChunk), table, cancellationToken).ConfigureAwait(false);
                     var marks = ChangeMarks.TryRead(table, b.Id, ps.MarksCount, out string? problem);
                     known = new MarksEntry(marks, problem);
@@ -252,6 +254,8 @@ internal sealed class ChangeTracker
             if (both.Chunks > 0)
             {
                 ChunkRuns ambiguous = both;
+                // Why we wait (here and below): reads of B's marks, of A's metadata up to the mark, and of both views for
+                // the comparison. Nothing is held; the snapshots are checked again at the end.
                 var marks = await GetMarksAsync(b, cancellationToken).ConfigureAwait(false);
                 if (marks is not null && a.Store is PersistentExceptionStore psA)
                 {

@@ -64,6 +64,7 @@ internal static class EntryOrderReader
             long sector = store.SegmentHomeSector(seg0);
             if (sector + bytes / BlockDevice.SectorSize > store.Cow.SectorCount)
                 throw new ChangeTrackingException($"{store.Cow.Name}: metadata of entries {firstEntry}..{firstEntry + entries - 1} lies past the end of the file");
+            // Why we wait: the read of the stretch. The caller holds nothing.
             await store.Cow.ReadAsync(sector, buffer.AsMemory(0, bytes), cancellationToken).ConfigureAwait(false);
             bytesRead += bytes;
             for (long k = 0; k < entries; k++)

@@ -30,6 +30,7 @@ internal sealed class NbdDirtyBitmapContext(string snapshot) : INbdMetaContext
 
     public async ValueTask<int> DescribeAsync(StoreVolume volume, long offset, uint length, (uint Length, uint Flags)[] extents, int max, CancellationToken cancellationToken)
     {
+        // Why we wait: the map (from the cache, or computed: see ChangeTracker). The worker holds nothing of the store.
         var map = await volume.Store.GetChangedExtentsAsync(Snapshot, volume.IsOrigin ? null : volume.Name, cancellationToken).ConfigureAwait(false);
         var stretches = ArrayPool<ChangeStretch>.Shared.Rent(max);
         try
