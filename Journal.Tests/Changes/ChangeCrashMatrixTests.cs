@@ -10,11 +10,12 @@ namespace Journal.Tests.Changes;
 /// a recording device sharing one write log; a random workload of origin writes, snapshot writes (the first into each
 /// snapshot commits its written flag), snapshot creates (each writes its creation marks) and deletes runs, with the
 /// journal writing segments home now and then (so the entry order comes partly from the areas on disk, partly from the
-/// replayed log). Then, for crash states at every flush point (and torn variants of the writes in flight), the store is
-/// reopened through its recovery and <see cref="ChangeCheck"/> runs for every snapshot against the origin and every
-/// pair: a full copy of the older plus the reported extents of the newer is the newer byte for byte, and no reported
+/// replayed log). Then, for crash states at flush points spread evenly over all of them (and torn or lost variants of
+/// the writes in flight), the store is reopened through its recovery and <see cref="ChangeCheck"/> runs for every
+/// snapshot against the origin and every pair: a full copy of the older plus the reported extents of the newer is the newer byte for byte, and no reported
 /// chunk lies outside what the workload wrote (writes that had started by the crash point). Size knob:
-/// <c>JOURNAL_CBT_CRASH_STATES</c> (default 150 states per case).
+/// <c>JOURNAL_CBT_CRASH_STATES</c> (default 150 states per case: half as many points, two variants each; a large value
+/// visits every flush point).
 /// </summary>
 public class ChangeCrashMatrixTests
 {
