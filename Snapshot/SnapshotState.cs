@@ -61,9 +61,29 @@ internal sealed class SnapshotState
 
     public bool IsValid => InvalidReason is null;
 
+    // ---- changed-block tracking (Snapshot/Changes/ChangeTracker.cs owns these) ----
+
+    /// <summary>
+    /// True once a user write into the snapshot was let through or is being let through: the superblock record then
+    /// carries <see cref="SnapshotRecordFlags.Written"/>. Set under the state lock, never cleared.
+    /// </summary>
+    public bool Written;
+
+    /// <summary>The commit that makes <see cref="Written"/> durable (null before the first write, or after it failed).</summary>
+    public Task? WrittenCommit;
+
+    /// <summary>True once <see cref="Written"/> is durable (read without a lock: the write path's fast check).</summary>
+    public volatile bool WrittenDurable;
+
+    /// <summary>User writes into the snapshot that finished since open (a change-map cache key; Interlocked).</summary>
+    public long UserWrites;
+
     public SnapshotRecord ToRecord() => new(Id, CowSectors,
         Kind == SnapshotKind.Persistent ? SnapshotKindCode.Persistent : SnapshotKindCode.Transient,
-        !IsValid ? SnapshotStateCode.Invalid : Merging ? SnapshotStateCode.Merging : SnapshotStateCode.Valid, InvalidCode, Name);
+        !IsValid ? SnapshotStateCode.Invalid : Merging ? SnapshotStateCode.Merging : SnapshotStateCode.Valid, InvalidCode, Name)
+    {
+        Flags = Written ? SnapshotRecordFlags.Written : SnapshotRecordFlags.None,
+    };
 
     /// <inheritdoc/>
     public override string ToString() => $"SnapshotState({Name}, id {Id}, {Kind}, {(IsValid ? "valid" : "invalid: " + InvalidReason)}, {Complete}, {Pending.Count} pending)";

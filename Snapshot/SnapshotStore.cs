@@ -4,6 +4,7 @@ using Journal.Storage;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Snapshot.Catalog;
+using Snapshot.Changes;
 using Snapshot.Commit;
 using Snapshot.Copy;
 using Snapshot.Diagnostics;
@@ -36,7 +37,7 @@ namespace Snapshot;
 /// <para>Every member is safe to call from many threads. I/O never blocks snapshot creation or deletion for longer
 /// than the I/O in flight takes (they quiesce I/O: it finishes, new I/O waits, none is lost).</para>
 /// </remarks>
-public sealed class SnapshotStore : IAsyncDisposable, IDisposable
+public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
 {
     /// <summary>File name of the origin image.</summary>
     public const string OriginFileName = "origin.img";
@@ -71,6 +72,7 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
     private readonly AsyncGate _gate = new();
     private readonly SnapshotCatalog _catalog;
     private readonly DataPath _dataPath;
+    private readonly ChangeTracker _changes;
     private CommitPipeline _pipeline = null!;
     private WriteBackKicker? _kicker;
     private int _closed;
@@ -96,6 +98,7 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
         _originVolume = new OriginVolume(this, superblock.OriginSectors);
         _catalog = new SnapshotCatalog(this, superblock);
         _dataPath = new DataPath(this, _catalog, _gate, _layout, origin, options);
+        _changes = new ChangeTracker(this);
     }
 
     /// <summary>The store folder.</summary>
@@ -417,7 +420,8 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
         {
             long chunks = OriginSectors / ChunkSectors;
             long areas = (chunks + _layout.ExceptionsPerArea - 1) / _layout.ExceptionsPerArea + 1;
-            return (chunks + areas + CowLayout.HeaderChunks + 1) * ChunkSectors;
+            // + the creation-marks chunks of changed-block tracking (ChangeMarks), which take data chunks from chunk 2.
+            return (chunks + areas + CowLayout.HeaderChunks + 1 + ChangeMarks.ChunksFor(ChunkSectors)) * ChunkSectors;
         }
     }
 
@@ -570,10 +574,21 @@ public sealed class SnapshotStore : IAsyncDisposable, IDisposable
     internal ValueTask SnapshotReadAsync(SnapshotState st, long sector, Memory<byte> buffer, CancellationToken cancellationToken) =>
         _dataPath.SnapshotReadAsync(st, sector, buffer, cancellationToken);
 
-    internal ValueTask SnapshotWriteAsync(SnapshotState st, long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken)
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
+    internal async ValueTask SnapshotWriteAsync(SnapshotState st, long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken)
     {
         ThrowIfReadOnly("writing");
-        return _dataPath.SnapshotWriteAsync(st, sector, data, fua, cancellationToken);
+        // Changed-block tracking: the snapshot's written flag is durable before its first user write starts, and the
+        // count of finished writes keys the change-map cache.
+        if (!st.WrittenDurable) await _changes.MarkWrittenAsync(st, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _dataPath.SnapshotWriteAsync(st, sector, data, fua, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            Interlocked.Increment(ref st.UserWrites);
+        }
     }
 
     /// <summary>See <see cref="Io.DataPath.SubmitOriginWrite"/> (the write-storm benchmark).</summary>

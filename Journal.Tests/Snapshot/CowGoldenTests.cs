@@ -7,7 +7,7 @@ namespace Journal.Tests.Snapshot;
 
 /// <summary>
 /// A cleanly closed COW file is a valid dm-snapshot persistent COW device holding the expected exceptions: pinned byte
-/// for byte (header, metadata area, terminator, data chunks) by a golden file. The home-LSN slots of chunk 0 (bytes
+/// for byte (header, metadata area, terminator, the creation-marks chunk, data chunks) by a golden file. The home-LSN slots of chunk 0 (bytes
 /// 128 onwards, which dm-snapshot never reads) are left out of the dump.
 /// </summary>
 public class CowGoldenTests
@@ -34,7 +34,8 @@ public class CowGoldenTests
 
         var image = p.Backing(cow).ToArray();
         var dm = DmCow.Read(image);
-        Assert.Equal([(3UL, 2UL), (4UL, 3UL), (5UL, 4UL), (9UL, 5UL), (1UL, 6UL), (12UL, 7UL)], dm.Exceptions);
+        // Chunk 2 holds the creation marks (changed-block tracking): the data chunks start at 3.
+        Assert.Equal([(3UL, 3UL), (4UL, 4UL), (5UL, 5UL), (9UL, 6UL), (1UL, 7UL), (12UL, 8UL)], dm.Exceptions);
 
         var sb = new StringBuilder();
         sb.Append($"COW file golden.cow: {image.Length / 512} sectors ({image.Length / 4096} chunks of 8 sectors)\n");
@@ -43,12 +44,12 @@ public class CowGoldenTests
         foreach (var (o, n) in dm.Exceptions) sb.Append($"  exception old_chunk {o} -> new_chunk {n}\n");
         sb.Append("chunk 0, bytes 0..127 (dm-snapshot header, then the store's fields):\n");
         sb.Append(GoldenFile.HexDump(image.AsSpan(0, 128)));
-        for (int c = 1; c <= 7; c++)
+        for (int c = 1; c <= 8; c++)
         {
-            sb.Append($"chunk {c}{(c == 1 ? " (metadata area 0)" : "")}:\n");
+            sb.Append($"chunk {c}{(c == 1 ? " (metadata area 0)" : c == 2 ? " (creation marks: no other snapshot existed)" : "")}:\n");
             sb.Append(GoldenFile.HexDump(image.AsSpan(c * 4096, 4096)));
         }
-        sb.Append("chunks 8..11: zero: ").Append(!image.AsSpan(8 * 4096).ContainsAnyExcept((byte)0)).Append('\n');
+        sb.Append("chunks 9..11: zero: ").Append(!image.AsSpan(9 * 4096).ContainsAnyExcept((byte)0)).Append('\n');
         GoldenFile.Verify("snapshot-cow-persistent", sb.ToString());
     }
 }

@@ -121,19 +121,21 @@ public class DataPathTests
         await using var store = await CreateMemoryStoreAsync(p, 8 * 1024);
         await store.CreateSnapshotAsync("s", new SnapshotOptions { CowSectors = 8 * 2000 });
         var st = store.GetStatus().Snapshots.Single();
-        // Empty: header and area 0 are allocated (next free chunk is 2), metadata is header + one area.
-        Assert.Equal("16/16000 16", st.DmStatus);
+        // Empty: header, area 0 and the creation-marks chunk (chunk 2) are allocated (next free chunk is 3), metadata is
+        // header + one area + the marks chunk.
+        Assert.Equal("24/16000 24", st.DmStatus);
         for (int c = 0; c < 300; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 1, 1));
         st = store.GetStatus().Snapshots.Single();
-        // 300 data chunks + header + 2 areas = chunk 303 is the next free; metadata = header + areas 0 and 1.
-        Assert.Equal($"{303 * 8}/16000 {3 * 8}", st.DmStatus);
+        // 300 data chunks + header + 2 areas + the marks chunk = chunk 304 is the next free; metadata = header + areas 0
+        // and 1 + the marks chunk.
+        Assert.Equal($"{304 * 8}/16000 {4 * 8}", st.DmStatus);
         Assert.Equal(300, st.Exceptions);
         string json = store.GetStatus().ToJson();
-        Assert.Contains("\"sectors_allocated\":2424", json);
+        Assert.Contains("\"sectors_allocated\":2432", json);
         Assert.Contains("\"total_sectors\":16000", json);
-        Assert.Contains("\"metadata_sectors\":24", json);
+        Assert.Contains("\"metadata_sectors\":32", json);
         Assert.Contains("\"log_clean\":true", json);
-        Assert.Contains("\"status\":\"2424/16000 24\"", json);
+        Assert.Contains("\"status\":\"2432/16000 32\"", json);
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using Journal;
 using Journal.Storage;
+using Snapshot.Changes;
 using Snapshot.Commit;
 using Snapshot.Diagnostics;
 using Snapshot.Exceptions;
@@ -132,6 +133,7 @@ internal sealed class SnapshotCatalog
             var kind = rec.Kind == SnapshotKindCode.Persistent ? SnapshotKind.Persistent : SnapshotKind.Transient;
             var st = new SnapshotState(rec.Name, rec.Id, kind, rec.CowSectors, _store.CowPathOf(rec.Name));
             st.Volume = new SnapshotVolume(_store, st, sb.OriginSectors);
+            st.Written = st.WrittenDurable = (rec.Flags & SnapshotRecordFlags.Written) != 0; // changed-block tracking
             states.Add(st);
             if (rec.State == SnapshotStateCode.Invalid)
             {
@@ -378,6 +380,7 @@ internal sealed class SnapshotCatalog
         // zero-fill and flushes take the longest, and neither needs the snapshot list. Ids are never reused, so an id
         // taken here and lost to a failure is simply skipped.
         st.Store = await Task.Run(() => CreateCowFile(st, options.Persistent, cowSectors), cancellationToken).ConfigureAwait(false);
+        ChangeTracker.ReserveMarks(st); // changed-block tracking: the chunks of its creation-marks table
         bool added = false;
         try
         {
@@ -389,6 +392,9 @@ internal sealed class SnapshotCatalog
                 // system's sync before a snapshot): the snapshot's point in time survives a crash as it was taken. With
                 // the gate held nothing is in flight, so this flushes what is already written.
                 await _store.FlushAsync(cancellationToken).ConfigureAwait(false);
+                // Changed-block tracking: every other snapshot's entry count, written into the new COW file and flushed
+                // while I/O is quiesced, before the superblock names the file.
+                await _store.Changes.RecordMarksAsync(st, cancellationToken).ConfigureAwait(false);
                 lock (_stateLock)
                 {
                     CheckCanCreateLocked(name, path);

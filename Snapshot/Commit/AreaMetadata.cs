@@ -30,6 +30,8 @@ internal sealed class AreaMetadata : CowMetadata
 
     public override long CurrentArea { get { lock (_lock) return _current.Index; } }
 
+    public override long EntryCount { get { lock (_lock) return _current.Index * _store.Layout.ExceptionsPerArea + _current.Count; } }
+
     /// <summary>Appends the entries, writes every area they changed home and flushes: durable when it returns.</summary>
     public async ValueTask CommitAsync(List<PendingException> items, CancellationToken cancellationToken)
     {

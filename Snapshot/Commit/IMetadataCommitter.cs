@@ -45,4 +45,17 @@ internal abstract class CowMetadata
 
     /// <summary>The snapshot was deleted: nothing of it is written any more.</summary>
     public virtual void MarkDeleted() { }
+
+    /// <summary>
+    /// Entries appended so far: the index the next entry gets in commit order (area * entries per area + index in the
+    /// area). Changed-block tracking records it for every snapshot when another is created.
+    /// </summary>
+    public abstract long EntryCount { get; }
+
+    /// <summary>
+    /// Adds the segments held in memory whose entries may not all be home yet (journal mode; none in direct mode, whose
+    /// commits write the areas before they return). A segment not listed is wholly home. Entries below a segment's
+    /// <c>Count</c> never change, so a reader may copy them without its lock.
+    /// </summary>
+    public virtual void CollectSegmentsInMemory(List<Metadata.AreaSegmentItem> into) { }
 }

@@ -39,6 +39,13 @@ internal sealed class SegmentedMetadata : CowMetadata
 
     public override long CurrentArea { get { lock (_lock) return _nextEntry / _store.Layout.ExceptionsPerArea; } }
 
+    public override long EntryCount { get { lock (_lock) return _nextEntry; } }
+
+    public override void CollectSegmentsInMemory(List<AreaSegmentItem> into)
+    {
+        lock (_lock) into.AddRange(_live);
+    }
+
     private AreaSegmentItem NewSegment(long segment)
     {
         var item = new AreaSegmentItem(_store, segment, _store.SegmentEntries);

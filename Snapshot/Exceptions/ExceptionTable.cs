@@ -114,6 +114,16 @@ internal sealed class ExceptionTable
         }
     }
 
+    /// <summary>
+    /// Appends every run as (first old chunk, chunks), in table order (not sorted): what changed-block tracking needs,
+    /// in time and space proportional to the runs, not to the chunks.
+    /// </summary>
+    public void CopyRunsTo(List<(ulong Old, int Count)> into)
+    {
+        into.EnsureCapacity(into.Count + _runCount);
+        for (int i = 0; i < _runCount; i++) into.Add((_runs[i].Old, _runs[i].Count));
+    }
+
     /// <summary>Every exception, ordered by old chunk (for tests and tools).</summary>
     public List<(ulong Old, ulong New)> ToList()
     {

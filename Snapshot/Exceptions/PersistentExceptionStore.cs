@@ -51,6 +51,13 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     private readonly Stack<ulong> _holes = new();
     private volatile bool _invalid;
 
+    // The creation-marks table (changed-block tracking, Snapshot/Changes/ChangeMarks.cs): its first chunk (0 = none),
+    // the chunks it takes, and its entries. Set once, at create (ReserveCreationMarks, then WriteCreationMarksAsync)
+    // or from the header at open; the allocator never hands these chunks out.
+    private ulong _marksChunk;
+    private int _marksChunks;
+    private uint _marksCount;
+
     private PersistentExceptionStore(BlockDevice cow, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, IMetadataCommitter committer)
         : base(cow, layout, totalSectors, growthSectors)
     {
@@ -140,6 +147,57 @@ internal sealed class PersistentExceptionStore : ExceptionStore
         }
     }
 
+    /// <summary>First chunk of the creation-marks table, or 0 when the file has none.</summary>
+    public ulong MarksChunk => _marksChunk;
+
+    /// <summary>Chunks the creation-marks table takes (0 when none).</summary>
+    public int MarksChunks => _marksChunks;
+
+    /// <summary>Entries in the creation-marks table, as the header says.</summary>
+    public uint MarksCount => _marksCount;
+
+    /// <summary>
+    /// Changed-block tracking hook, right after <see cref="Create"/> (before any allocation): takes the data chunks
+    /// from chunk 2 for the creation-marks table out of allocation. False (nothing reserved) when the configured size
+    /// has no room for them beside the header and the first area.
+    /// </summary>
+    public bool ReserveCreationMarks()
+    {
+        int n = Changes.ChangeMarks.ChunksFor(Layout.ChunkSectors);
+        ulong first = CowLayout.FirstDataChunk;
+        lock (_metaLock)
+        {
+            if (_nextFree != first || _holes.Count > 0 || (ulong)CapacityChunks < first + (ulong)n) return false;
+            for (ulong c = first; c < first + (ulong)n; c++)
+                if (Layout.IsMetadataChunk(c)) return false;
+            _marksChunk = first;
+            _marksChunks = n;
+            _nextFree = Layout.SkipMetadata(first + (ulong)n);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Changed-block tracking hook, while the snapshot is created (I/O quiesced, before the superblock names it): writes
+    /// the creation-marks table into the chunks <see cref="ReserveCreationMarks"/> reserved, names it in the header,
+    /// and flushes. Synchronous, like the rest of the file's creation (the caller runs it on a pool thread). After a
+    /// crash before the superblock commit the file is unnamed and removed at open.
+    /// </summary>
+    public void WriteCreationMarks(Changes.ChangeMarks marks)
+    {
+        if (_marksChunk == 0) throw new InvalidOperationException($"{Cow.Name}: no chunks reserved for creation marks");
+        var table = new byte[_marksChunks * Layout.ChunkBytes];
+        marks.Write(table);
+        long need = Layout.ChunkToSector(_marksChunk + (ulong)_marksChunks);
+        if (Cow.SectorCount < need) Cow.Extend(Math.Min(TotalSectors, Math.Max(need, GrowthSectors)));
+        Cow.Write(Layout.ChunkToSector(_marksChunk), table);
+        // Nothing else writes chunk 0 yet (the snapshot is not listed: no segment can be stamped, no invalidation run).
+        CowHeader.SetMarks(_chunk0, _marksChunk, (uint)marks.Entries.Count);
+        _marksCount = (uint)marks.Entries.Count;
+        Cow.Write(0, _chunk0.AsSpan(0, BlockDevice.SectorSize));
+        Cow.Flush();
+    }
+
     /// <summary>Opens an existing COW file and reads its header; call <see cref="Load"/> next if it is valid.</summary>
     public static PersistentExceptionStore Open(IDeviceProvider provider, string path, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, ulong storeId, out CowHeader header, IMetadataCommitter committer)
     {
@@ -153,6 +211,12 @@ internal sealed class PersistentExceptionStore : ExceptionStore
             dev.Read(0, s._chunk0);
             header = CowHeader.Read(s._chunk0, path, layout.ChunkSectors, snapshotId, storeId);
             s._invalid = !header.IsValid;
+            if (header.MarksChunk != 0)
+            {
+                s._marksChunk = header.MarksChunk;
+                s._marksChunks = Changes.ChangeMarks.ChunksFor(layout.ChunkSectors);
+                s._marksCount = header.MarksCount;
+            }
             return s;
         }
         catch
@@ -172,6 +236,16 @@ internal sealed class PersistentExceptionStore : ExceptionStore
         long fileChunks = Cow.SectorCount / Layout.ChunkSectors;
         var used = new System.Collections.BitArray((int)Math.Min(int.MaxValue, fileChunks));
         ulong maxNew = 0;
+        if (_marksChunk != 0)
+        {
+            // The creation-marks chunks are taken: no entry may point at them, and the allocator starts past them.
+            ulong marksEnd = _marksChunk + (ulong)_marksChunks;
+            if (marksEnd > (ulong)fileChunks)
+                throw new CorruptionException(Cow.Name, 0, Lsn.Zero, "the creation-marks table the header names lies past the end of the file",
+                    $"chunks below {fileChunks}", $"chunks {_marksChunk}..{marksEnd - 1}");
+            for (ulong c = _marksChunk; c < marksEnd; c++) used[(int)c] = true;
+            maxNew = marksEnd - 1;
+        }
         long epa = Layout.ExceptionsPerArea;
         int pieceBytes = (int)Math.Min(Layout.ChunkBytes, 1 << 20);
         var piece = new byte[pieceBytes];
@@ -196,6 +270,9 @@ internal sealed class PersistentExceptionStore : ExceptionStore
                     if (e.NewChunk >= (ulong)fileChunks || Layout.IsMetadataChunk(e.NewChunk))
                         throw new StoreCorruptionException(Cow.Name, entryOffset, $"{where}: new_chunk is not a data chunk of the file",
                             $"a data chunk below {fileChunks}", e.NewChunk.ToString());
+                    if (e.NewChunk >= _marksChunk && e.NewChunk < _marksChunk + (ulong)_marksChunks)
+                        throw new StoreCorruptionException(Cow.Name, entryOffset, $"{where}: new_chunk is a chunk of the creation-marks table",
+                            $"a chunk outside {_marksChunk}..{_marksChunk + (ulong)_marksChunks - 1}", e.NewChunk.ToString());
                     if (used[(int)e.NewChunk])
                         throw new StoreCorruptionException(Cow.Name, entryOffset, $"{where}: new_chunk {e.NewChunk} is used by two exceptions",
                             "a chunk no other entry names", e.NewChunk.ToString());
@@ -267,7 +344,7 @@ internal sealed class PersistentExceptionStore : ExceptionStore
         {
             lock (_metaLock)
                 return new StoreUsage(((long)_nextFree - _holes.Count) * Layout.ChunkSectors, TotalSectors,
-                    (Metadata.CurrentArea + 1 + CowLayout.HeaderChunks) * Layout.ChunkSectors);
+                    (Metadata.CurrentArea + 1 + CowLayout.HeaderChunks + _marksChunks) * Layout.ChunkSectors); // the creation marks are metadata
         }
     }
 

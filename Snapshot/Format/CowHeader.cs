@@ -24,9 +24,16 @@ namespace Snapshot.Format;
 ///     84     4  le32 crc32c       of bytes 64..127 with this field taken as zero
 ///     88     8  le64 store id     the superblock's store_id: ties the file to its store
 ///     96     4  le32 kind         1 persistent, 2 transient
-///    100    28  zero
+///    100     4  le32 marks count  entries in the creation-marks table (0 without a table)
+///    104     8  le64 marks chunk  first chunk of the creation-marks table (ChangeMarks): 2, or 0 = no table
+///    112    16  zero
 ///    128  16*n  home-LSN slots    { le64 area + 1 (0 = empty), le64 LSN }, see HomeLsnSlots
 /// </code>
+/// <para>The creation marks (changed-block tracking, <c>Snapshot/Changes/ChangeMarks.cs</c>) are a small table the store
+/// writes into data chunks 2.. when the snapshot is created: for every other persistent snapshot then, how many
+/// exceptions its COW file held. The allocator never hands those chunks out (also after reopen: the header names
+/// them); no exception points at them, so dm-snapshot sees them as unused data chunks. A header written before the
+/// fields existed has zeros there: no table.</para>
 /// <para>The store id and snapshot id are what lets the store remove a COW file: it removes only files whose header
 /// carries its own store id (a file of another store, or a file it did not write, is never removed by name alone).
 /// A transient snapshot's scratch file carries the same header (with kind 2) in its chunk 0.</para>
@@ -38,6 +45,18 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
 
     /// <summary>1 persistent, 2 transient (a format-1 header is always persistent).</summary>
     public uint Kind { get; init; } = KindPersistent;
+
+    /// <summary>First chunk of the creation-marks table, or 0 when the file has none.</summary>
+    public ulong MarksChunk { get; init; }
+
+    /// <summary>Entries in the creation-marks table (0 without one).</summary>
+    public uint MarksCount { get; init; }
+
+    /// <summary>Offset of the marks count.</summary>
+    public const int MarksCountOffset = 100;
+
+    /// <summary>Offset of the marks chunk.</summary>
+    public const int MarksChunkOffset = 104;
 
     /// <summary>Kind of a persistent snapshot's COW file.</summary>
     public const uint KindPersistent = 1;
@@ -99,7 +118,20 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
         BinaryPrimitives.WriteUInt32LittleEndian(dst[80..], SlotCount);
         BinaryPrimitives.WriteUInt64LittleEndian(dst[88..], StoreId);
         BinaryPrimitives.WriteUInt32LittleEndian(dst[96..], Kind);
+        BinaryPrimitives.WriteUInt32LittleEndian(dst[MarksCountOffset..], MarksCount);
+        BinaryPrimitives.WriteUInt64LittleEndian(dst[MarksChunkOffset..], MarksChunk);
         BinaryPrimitives.WriteUInt32LittleEndian(dst[84..], StoreFieldsCrc(dst, StoreVersion));
+    }
+
+    /// <summary>
+    /// Sets the creation-marks fields of the format-2 header in <paramref name="chunk0"/> (written by
+    /// <see cref="Write"/>) and its checksum; every other byte stays as it is.
+    /// </summary>
+    public static void SetMarks(Span<byte> chunk0, ulong marksChunk, uint marksCount)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(chunk0[MarksCountOffset..], marksCount);
+        BinaryPrimitives.WriteUInt64LittleEndian(chunk0[MarksChunkOffset..], marksChunk);
+        BinaryPrimitives.WriteUInt32LittleEndian(chunk0[84..], StoreFieldsCrc(chunk0, StoreVersion));
     }
 
     /// <summary>The checksum of the store fields as format <paramref name="version"/> defines it.</summary>
@@ -168,10 +200,26 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
         uint slots = BinaryPrimitives.ReadUInt32LittleEndian(src[80..]);
         if (slots != (uint)SlotsFor(expectedChunkSectors))
             throw new StoreCorruptionException(file, 80, "the COW header has the wrong number of home-LSN slots", SlotsFor(expectedChunkSectors).ToString(), slots.ToString());
-        return new CowHeader(magic, valid, version, chunk, id, slots) { StoreId = storeId, Kind = kind };
+        ulong marksChunk = 0;
+        uint marksCount = 0;
+        if (storeVersion == StoreVersion)
+        {
+            // Checked as a create writes them: no table (both zero), or the table at the first data chunk with at most
+            // one entry per other snapshot the store can hold; the bytes after them are zero.
+            marksCount = BinaryPrimitives.ReadUInt32LittleEndian(src[MarksCountOffset..]);
+            marksChunk = BinaryPrimitives.ReadUInt64LittleEndian(src[MarksChunkOffset..]);
+            bool none = marksChunk == 0 && marksCount == 0;
+            bool table = marksChunk == CowLayout.FirstDataChunk && marksCount <= Changes.ChangeMarks.MaxEntries;
+            if (!none && !table)
+                throw new StoreCorruptionException(file, MarksChunkOffset, $"the COW header names a creation-marks table at chunk {marksChunk} with {marksCount} entries (offset {MarksCountOffset})",
+                    $"none (both 0) or chunk {CowLayout.FirstDataChunk} with at most {Changes.ChangeMarks.MaxEntries} entries", $"chunk {marksChunk}, {marksCount} entries");
+            if (src.Slice(112, Size - 112).IndexOfAnyExcept((byte)0) is int at and >= 0)
+                throw new StoreCorruptionException(file, 112 + at, "a reserved COW header byte (112..127) is not zero", "0", src[112 + at].ToString());
+        }
+        return new CowHeader(magic, valid, version, chunk, id, slots) { StoreId = storeId, Kind = kind, MarksChunk = marksChunk, MarksCount = marksCount };
     }
 
     /// <inheritdoc/>
     public override string ToString() =>
-        $"CowHeader(magic 0x{Magic:x8}, valid {Valid}, version {Version}, chunk_size {ChunkSectors}, snapshot id {SnapshotId}, lsn slots {SlotCount}, store id 0x{StoreId:x16}, kind {Kind})";
+        $"CowHeader(magic 0x{Magic:x8}, valid {Valid}, version {Version}, chunk_size {ChunkSectors}, snapshot id {SnapshotId}, lsn slots {SlotCount}, store id 0x{StoreId:x16}, kind {Kind}, marks chunk {MarksChunk}, marks count {MarksCount})";
 }

@@ -309,8 +309,12 @@ internal sealed class NbdConnection
                     // since nothing is written there is nothing to make durable for FUA.
                     Sender.EnqueueAndWake(r);
                     break;
-                case NbdProtocol.CmdBlockStatus:
-                    DescribeBlocks(export, r);
+                case NbdProtocol.CmdBlockStatus when ImmediateContexts():
+                    // Contexts that answer without I/O (base:allocation) are answered here; the others (dirty bitmaps)
+                    // run on a worker like any store request.
+                    var described = DescribeBlocksAsync(export, r, _extents);
+                    if (!described.IsCompleted) throw new InvalidOperationException("an immediate metadata context did not complete at once");
+                    described.GetAwaiter().GetResult();
                     Sender.EnqueueAndWake(r);
                     break;
                 default:
@@ -376,12 +380,44 @@ internal sealed class NbdConnection
         return 0;
     }
 
-    private void DescribeBlocks(NbdExport export, NbdRequest r)
+    /// <summary>Most extents in one BLOCK_STATUS reply, over all selected contexts (they fit the reply staging buffer).</summary>
+    internal const int MaxExtentsPerReply = 2048;
+
+    // The reader's scratch for immediate contexts (workers have their own).
+    private readonly (uint Length, uint Flags)[] _extents = new (uint, uint)[MaxExtentsPerReply];
+
+    private bool ImmediateContexts()
     {
-        Span<(uint Length, uint Flags)> extents = stackalloc (uint, uint)[16];
+        foreach (var (_, context) in Session.Contexts) if (!context.IsImmediate) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// Fills a BLOCK_STATUS request's extents, context by context (each gets an equal share of
+    /// <see cref="MaxExtentsPerReply"/>); a context that fails (a dirty bitmap whose snapshot went away) fails the request.
+    /// Completes at once when every context is immediate.
+    /// </summary>
+    internal async ValueTask DescribeBlocksAsync(NbdExport export, NbdRequest r, (uint Length, uint Flags)[] extents)
+    {
+        int share = Math.Max(1, MaxExtentsPerReply / Math.Max(1, Session.Contexts.Count));
         foreach (var (id, context) in Session.Contexts)
         {
-            int n = r.Length == 0 ? 0 : context.Describe(export.Volume, (long)r.Offset, r.Length, extents);
+            int n = 0;
+            if (r.Length != 0)
+            {
+                try
+                {
+                    n = await context.DescribeAsync(export.Volume, (long)r.Offset, r.Length, extents, share, CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is Journal.JournalException or ArgumentException or IOException or ObjectDisposedException)
+                {
+                    r.Extents.Clear();
+                    var (error, message) = e is ArgumentException ? (NbdProtocol.EINVAL, OneLine(e)) : MapError(e);
+                    r.Fail(error, $"{context.Name}: {message}");
+                    LogFailure(r);
+                    return;
+                }
+            }
             if (n == 0)
             {
                 // A zero-length query still gets one extent (the protocol requires at least one; it may pass the end

@@ -20,7 +20,8 @@ namespace Snapshot.Nbd;
 /// gets NBD_REP_ERR_UNKNOWN with the reason; malformed data gets NBD_REP_ERR_INVALID. GO's ACK starts transmission.</item>
 /// <item>LIST answers one NBD_REP_SERVER per export (name and description), read live from the store, then ACK.</item>
 /// <item>STRUCTURED_REPLY is accepted (ACK). LIST_META_CONTEXT and SET_META_CONTEXT need it first (else
-/// NBD_REP_ERR_INVALID); their queries follow <see cref="NbdMetaContexts"/>; SET replaces the selection.</item>
+/// NBD_REP_ERR_INVALID); their queries follow <see cref="NbdMetaContexts"/> (a dirty bitmap of a snapshot the export
+/// cannot list changes from gets NBD_REP_ERR_INVALID with the reason); SET replaces the selection.</item>
 /// <item>ABORT gets ACK and closes. Any other option (STARTTLS, EXTENDED_HEADERS, ...) gets NBD_REP_ERR_UNSUP and
 /// the negotiation goes on.</item>
 /// </list>
@@ -268,8 +269,21 @@ internal sealed class NbdHandshake
         else
         {
             foreach (var q in queries)
+            {
+                bool any = false;
                 foreach (var c in NbdMetaContexts.Match(available, q, list))
+                {
+                    any = true;
                     if (!chosen.Contains(c)) chosen.Add(c);
+                }
+                // A dirty bitmap of a snapshot that exists but cannot be served on this export: an error reply, not
+                // silence (changed-block tracking).
+                if (!any && NbdMetaContexts.WhyNot(export.Volume, q) is { } refused)
+                {
+                    await ErrorAsync(option, NbdProtocol.RepErrInvalid, refused, ct).ConfigureAwait(false);
+                    return;
+                }
+            }
         }
         if (!list) Session.MetaExport = export.Name;
         uint id = 0;

@@ -4,7 +4,8 @@ using Journal.Storage;
 namespace Snapshot.Nbd;
 
 /// <summary>
-/// Runs one request at a time for its connection: READ, WRITE, WRITE_ZEROES and FLUSH against the store, then queues the
+/// Runs one request at a time for its connection: READ, WRITE, WRITE_ZEROES, FLUSH and BLOCK_STATUS of contexts that
+/// need the store against the store, then queues the
 /// reply and, holding nothing, sends it unless a send is already under way. A connection has at most one worker per
 /// request in flight; workers are reused, and their async state is pooled, so nothing is allocated per request.
 /// </summary>
@@ -31,6 +32,7 @@ internal sealed class NbdWorker
     private readonly NbdSignal _lockReleased = new();
     private readonly Action _onDone;
     private ValueTask _running;
+    private (uint Length, uint Flags)[]? _extents; // BLOCK_STATUS scratch, made on first use
 
     public NbdWorker(NbdConnection connection)
     {
@@ -79,6 +81,10 @@ internal sealed class NbdWorker
                 await WriteAsync(export, r).ConfigureAwait(false); // queues the reply inside (before the gate is given back)
                 await _c.Sender.SendQueuedAsync().ConfigureAwait(false);
                 return;
+            case NbdProtocol.CmdBlockStatus:
+                // A context that needs the store (a dirty bitmap's change map); its errors fail the request.
+                await _c.DescribeBlocksAsync(export, r, _extents ??= new (uint, uint)[NbdConnection.MaxExtentsPerReply]).ConfigureAwait(false);
+                break;
             case NbdProtocol.CmdFlush:
                 try
                 {

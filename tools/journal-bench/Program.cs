@@ -12,4 +12,5 @@ root.Subcommands.Add(RelogBenchmark.CreateCommand());
 root.Subcommands.Add(InsertBenchmark.CreateCommand());
 root.Subcommands.Add(CrcBenchmark.CreateCommand());
 root.Subcommands.Add(NbdBenchmark.CreateCommand());
+root.Subcommands.Add(DiffBenchmark.CreateCommand());
 return await BenchCommon.InvokeAsync(root, args);

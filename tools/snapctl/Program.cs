@@ -34,6 +34,7 @@ public static class Program
         root.Subcommands.Add(WriteCommand.Create(console));
         root.Subcommands.Add(ReadCommand.Create(console));
         root.Subcommands.Add(StatusCommand.Create(console));
+        root.Subcommands.Add(DiffCommand.Create(console));
         root.Subcommands.Add(ServeCommand.Create(console));
         root.Subcommands.Add(DemoCommand.Create(console));
         return root;

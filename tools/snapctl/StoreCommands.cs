@@ -183,7 +183,7 @@ internal static class StoreCommands
     /// When <c>snapctl serve</c> holds the store, runs the command in the serving process through the store's control
     /// socket and returns its exit code (its output printed); null when no server holds the store.
     /// </summary>
-    private static Task<int?> Served(ToolConsole console, string store, Control.ControlRequest request)
+    internal static Task<int?> Served(ToolConsole console, string store, Control.ControlRequest request)
     {
         RequireStore(store);
         return Control.ControlClient.TryForwardAsync(console, store, request);
@@ -230,7 +230,7 @@ internal static class StoreCommands
     }
 
     /// <summary>The snapshot named <paramref name="name"/>; a missing one is a missing input (exit 66).</summary>
-    private static StoreVolume RequireSnapshot(SnapshotStore s, string store, string name) =>
+    internal static StoreVolume RequireSnapshot(SnapshotStore s, string store, string name) =>
         s.Snapshots.FirstOrDefault(v => v.Name == name) ?? throw new InputException($"{store}: no snapshot named '{name}'");
 
     private static void RequireSectors(string option, long bytes)

@@ -5,7 +5,7 @@ using Journal.Tools;
 namespace SnapCtl.Control;
 
 /// <summary>
-/// The client side of the control socket: used by <c>snapshot create|delete|merge</c> and <c>status</c> before they
+/// The client side of the control socket: used by <c>snapshot create|delete|merge</c>, <c>status</c> and <c>diff</c> before they
 /// open the store. When a server holds the store they forward the command to it and print its answer; otherwise (no
 /// socket, or a socket left by a server that was killed) they go on offline.
 /// </summary>
@@ -44,7 +44,7 @@ internal static class ControlClient
         try
         {
             await ControlProtocol.WriteLineAsync(socket, request, timeout.Token).ConfigureAwait(false);
-            line = await ControlProtocol.ReadLineAsync(socket, timeout.Token).ConfigureAwait(false);
+            line = await ControlProtocol.ReadLineAsync(socket, timeout.Token, ControlProtocol.MaxResponseBytes).ConfigureAwait(false);
         }
         catch (Exception e) when (e is SocketException or IOException)
         {

@@ -13,9 +13,11 @@ namespace SnapCtl.Control;
 /// </summary>
 /// <remarks>
 /// Wire format: one JSON object per line (UTF-8, at most 64 KiB), request then response, then the connection closes.
-/// Request: <c>command</c> (<c>snapshot-create</c>, <c>snapshot-delete</c>, <c>snapshot-merge</c>, <c>status</c>),
-/// <c>store</c> (the store path as the user typed it, used in the output), <c>name</c>, <c>cow_bytes</c>,
-/// <c>transient</c>, <c>force</c>, <c>json</c>. Response: <c>exit</c>, <c>stdout</c>, <c>stderr</c>.
+/// Request: <c>command</c> (<c>snapshot-create</c>, <c>snapshot-delete</c>, <c>snapshot-merge</c>, <c>status</c>,
+/// <c>diff</c>), <c>store</c> (the store path as the user typed it, used in the output), <c>name</c> (for diff: the
+/// older snapshot), <c>to</c> (diff: the newer snapshot, null for the origin), <c>cow_bytes</c>, <c>transient</c>,
+/// <c>force</c>, <c>json</c>. Response: <c>exit</c>, <c>stdout</c>, <c>stderr</c>. A request line is at most
+/// <see cref="MaxLineBytes"/>; a response line at most <see cref="MaxResponseBytes"/> (a diff lists every extent).
 /// Access: the socket file is mode 0600 (checked by both sides), and each side checks the other's user id
 /// (SO_PEERCRED): only the store's owner reaches the serving process.
 /// </remarks>
@@ -27,8 +29,11 @@ internal static class ControlProtocol
     /// <summary>Mode of the control socket: owner read and write.</summary>
     public const UnixFileMode SocketMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
-    /// <summary>Longest request or response line.</summary>
+    /// <summary>Longest request line.</summary>
     public const int MaxLineBytes = 64 * 1024;
+
+    /// <summary>Longest response line (the output of a diff of many extents).</summary>
+    public const int MaxResponseBytes = 1 << 30;
 
     public static readonly JsonSerializerOptions Json = new()
     {
@@ -54,20 +59,24 @@ internal static class ControlProtocol
     [DllImport("libc")]
     private static extern uint geteuid();
 
-    /// <summary>Reads one line (up to <see cref="MaxLineBytes"/>); null at the end of the stream.</summary>
-    public static async Task<string?> ReadLineAsync(Socket socket, CancellationToken ct)
+    /// <summary>Reads one line (up to <paramref name="maxBytes"/>, <see cref="MaxLineBytes"/> by default); null at the end of the stream.</summary>
+    public static async Task<string?> ReadLineAsync(Socket socket, CancellationToken ct, int maxBytes = MaxLineBytes)
     {
-        var buffer = new byte[MaxLineBytes];
+        var buffer = new byte[Math.Min(maxBytes, MaxLineBytes)];
         int used = 0;
-        while (used < buffer.Length)
+        while (true)
         {
+            if (used == buffer.Length)
+            {
+                if (buffer.Length >= maxBytes) throw new IOException($"control message longer than {maxBytes} bytes");
+                Array.Resize(ref buffer, (int)Math.Min(maxBytes, 2L * buffer.Length));
+            }
             int n = await socket.ReceiveAsync(buffer.AsMemory(used), SocketFlags.None, ct).ConfigureAwait(false);
             if (n == 0) return null;
             int nl = Array.IndexOf(buffer, (byte)'\n', used, n);
             used += n;
             if (nl >= 0) return System.Text.Encoding.UTF8.GetString(buffer, 0, nl);
         }
-        throw new IOException($"control message longer than {MaxLineBytes} bytes");
     }
 
     /// <summary>Sends <paramref name="value"/> as one JSON line.</summary>
@@ -84,7 +93,7 @@ internal static class ControlProtocol
 
 /// <summary>A command for the serving process.</summary>
 internal sealed record ControlRequest(string Command, string Store, string? Name = null, long? CowBytes = null,
-    bool Transient = false, bool Force = false, bool Json = false);
+    bool Transient = false, bool Force = false, bool Json = false, string? To = null);
 
 /// <summary>What the command printed and its exit code.</summary>
 internal sealed record ControlResponse(int Exit, string Stdout, string Stderr);

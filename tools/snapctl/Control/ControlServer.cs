@@ -8,7 +8,7 @@ namespace SnapCtl.Control;
 /// <summary>
 /// The serving process's end of the control socket (<see cref="ControlProtocol"/>): accepts connections from the
 /// store's owner only (socket mode 0600, and the peer's user id checked), reads one request, runs it
-/// (<see cref="LiveCommands"/>) and answers. Snapshot changes run one at a time; <c>status</c> runs at once.
+/// (<see cref="LiveCommands"/>) and answers. Snapshot changes run one at a time; <c>status</c> and <c>diff</c> run at once.
 /// </summary>
 /// <remarks>Locking: <c>_changes</c> serialises create, delete and merge (held across the store call, never while
 /// waiting on a client's socket); nothing else is shared between control connections.</remarks>
@@ -90,7 +90,7 @@ internal sealed class ControlServer : IAsyncDisposable
                     return;
                 }
                 if (request is null) return;
-                bool change = request.Command != "status";
+                bool change = request.Command is not ("status" or "diff"); // those two only read: they run at once
                 _log.LogInformation("control: {Command}{Name}{Force}", request.Command, request.Name is null ? "" : " " + request.Name, request.Force ? " --force" : "");
                 // Why we wait: another snapshot change runs; they run one at a time.
                 if (change) await _changes.WaitAsync().ConfigureAwait(false);

@@ -30,6 +30,7 @@ internal static class LiveCommands
                 "snapshot-delete" => await DeleteAsync(console, server, request).ConfigureAwait(false),
                 "snapshot-merge" => await MergeAsync(console, server, request).ConfigureAwait(false),
                 "status" => Status(console, server, request),
+                "diff" => await DiffAsync(console, server, request).ConfigureAwait(false),
                 _ => throw new UsageException($"control socket: unknown command '{request.Command}'"),
             };
         }
@@ -84,6 +85,14 @@ internal static class LiveCommands
             return ExitCodes.Success;
         }
         foreach (var line in StatusReport.Lines(status)) console.Out.WriteLine(line);
+        return ExitCodes.Success;
+    }
+
+    private static async Task<int> DiffAsync(ToolConsole console, NbdServer server, ControlRequest r)
+    {
+        string from = r.Name ?? throw new UsageException("diff: no snapshot name");
+        var map = await Commands.DiffCommand.ComputeAsync(server.Store, r.Store, from, r.To, CancellationToken.None).ConfigureAwait(false);
+        Commands.DiffCommand.Print(console, r.Store, map, r.Json);
         return ExitCodes.Success;
     }
 
