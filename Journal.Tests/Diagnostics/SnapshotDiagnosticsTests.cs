@@ -199,9 +199,18 @@ public sealed class SnapshotDiagnosticsTests
         // Every event id of the store's log has a row: | 2000 | `StoreOpened` | Information | ... |
         var rows = Regex.Matches(doc, @"^\| (2\d\d\d) \| `([A-Za-z]+)` \| ([A-Za-z]+) \|", RegexOptions.Multiline)
             .ToDictionary(x => int.Parse(x.Groups[1].Value), x => (Name: x.Groups[2].Value, Level: x.Groups[3].Value));
-        var ids = typeof(SnapshotEventIds).GetFields().Select(f => (int)f.GetRawConstantValue()!).Order().ToArray();
-        Assert.Equal(ids, rows.Keys.Where(k => k < 2100).Order().ToArray());
-        var declared = typeof(SnapshotLog).GetMethods(System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.Public)
+        // The store's events are 2000..2099, the NBD server's 2100..2199.
+        CheckEvents(typeof(SnapshotEventIds), typeof(SnapshotLog), rows.Where(r => r.Key < 2100).ToDictionary());
+        CheckEvents(typeof(NbdEventIds), typeof(NbdLog), rows.Where(r => r.Key >= 2100).ToDictionary());
+    }
+
+    /// <summary>The ids a class declares, the messages a log class declares and the documented rows are the same set, with the same names and levels.</summary>
+    private static void CheckEvents(Type idClass, Type logClass, Dictionary<int, (string Name, string Level)> rows)
+    {
+        var ids = idClass.GetFields().Select(f => (int)f.GetRawConstantValue()!).Order().ToArray();
+        Assert.NotEmpty(ids);
+        Assert.Equal(ids, rows.Keys.Order().ToArray());
+        var declared = logClass.GetMethods(System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.Public)
             .Select(mi => mi.GetCustomAttributes(typeof(LoggerMessageAttribute), false).Cast<LoggerMessageAttribute>().SingleOrDefault())
             .Where(a => a is not null).ToDictionary(a => a!.EventId, a => (Name: a!.EventName!, Level: a.Level.ToString()));
         Assert.Equal(ids, declared.Keys.Order().ToArray());

@@ -7,51 +7,119 @@ namespace Snapshot.Nbd;
 /// </summary>
 internal static partial class NbdLog
 {
-    [LoggerMessage(1, LogLevel.Information, "listening on {Address}")]
+    [LoggerMessage(EventId = NbdEventIds.Listening, EventName = "Listening", Level = LogLevel.Information,
+        Message = "listening on {Address}")]
     public static partial void Listening(ILogger logger, string address);
 
-    [LoggerMessage(2, LogLevel.Information, "connection #{Id} from {Peer}: opened")]
+    [LoggerMessage(EventId = NbdEventIds.ConnectionOpened, EventName = "ConnectionOpened", Level = LogLevel.Information,
+        Message = "connection #{Id} from {Peer}: opened")]
     public static partial void Opened(ILogger logger, long id, string peer);
 
-    [LoggerMessage(3, LogLevel.Warning, "connection from {Peer} refused: the server already has {Max} connections")]
+    [LoggerMessage(EventId = NbdEventIds.ConnectionRefused, EventName = "ConnectionRefused", Level = LogLevel.Warning,
+        Message = "connection from {Peer} refused: the server already has {Max} connections")]
     public static partial void RefusedLimit(ILogger logger, string peer, int max);
 
-    [LoggerMessage(4, LogLevel.Information, "connection #{Id}: export {Export} ({Size} bytes{ReadOnly}), {Replies} replies{Contexts}")]
+    [LoggerMessage(EventId = NbdEventIds.ExportNegotiated, EventName = "ExportNegotiated", Level = LogLevel.Information,
+        Message = "connection #{Id}: export {Export} ({Size} bytes{ReadOnly}), {Replies} replies{Contexts}")]
     public static partial void Negotiated(ILogger logger, long id, string export, long size, string readOnly, string replies, string contexts);
 
-    [LoggerMessage(5, LogLevel.Warning, "connection #{Id}: handshake failed: {Reason}")]
+    [LoggerMessage(EventId = NbdEventIds.HandshakeFailed, EventName = "HandshakeFailed", Level = LogLevel.Warning,
+        Message = "connection #{Id}: handshake failed: {Reason}")]
     public static partial void HandshakeFailed(ILogger logger, long id, string reason);
 
-    [LoggerMessage(6, LogLevel.Information, "connection #{Id} closed: {Reason} ({Requests} requests)")]
+    [LoggerMessage(EventId = NbdEventIds.ConnectionClosed, EventName = "ConnectionClosed", Level = LogLevel.Information,
+        Message = "connection #{Id} closed: {Reason} ({Requests} requests)")]
     public static partial void Closed(ILogger logger, long id, string reason, long requests);
 
-    [LoggerMessage(7, LogLevel.Warning, "connection #{Id}: protocol error: {Reason}; closing the connection")]
+    [LoggerMessage(EventId = NbdEventIds.ProtocolError, EventName = "ProtocolError", Level = LogLevel.Warning,
+        Message = "connection #{Id}: protocol error: {Reason}; closing the connection")]
     public static partial void ProtocolError(ILogger logger, long id, string reason);
 
-    [LoggerMessage(8, LogLevel.Warning, "connection #{Id} ({Export}): {Request}: {Error}: {Message}")]
+    [LoggerMessage(EventId = NbdEventIds.RequestFailed, EventName = "RequestFailed", Level = LogLevel.Warning,
+        Message = "connection #{Id} ({Export}): {Request}: {Error}: {Message}")]
     public static partial void RequestFailed(ILogger logger, long id, string export, string request, string error, string message);
 
-    [LoggerMessage(9, LogLevel.Warning, "connection #{Id}: {Option} refused ({Reply}): {Message}")]
+    [LoggerMessage(EventId = NbdEventIds.OptionRefused, EventName = "OptionRefused", Level = LogLevel.Warning,
+        Message = "connection #{Id}: {Option} refused ({Reply}): {Message}")]
     public static partial void OptionRefused(ILogger logger, long id, string option, string reply, string message);
 
-    [LoggerMessage(10, LogLevel.Debug, "connection #{Id}: {Option} not supported")]
+    [LoggerMessage(EventId = NbdEventIds.OptionUnsupported, EventName = "OptionUnsupported", Level = LogLevel.Debug,
+        Message = "connection #{Id}: {Option} not supported")]
     public static partial void OptionUnsupported(ILogger logger, long id, string option);
 
-    [LoggerMessage(11, LogLevel.Information, "connection #{Id}: client stopped taking replies: {Message}")]
+    [LoggerMessage(EventId = NbdEventIds.RepliesNotTaken, EventName = "RepliesNotTaken", Level = LogLevel.Information,
+        Message = "connection #{Id}: client stopped taking replies: {Message}")]
     public static partial void SendFailed(ILogger logger, long id, string message);
 
-    [LoggerMessage(12, LogLevel.Information, "stopping: no new connections; finishing {Connections} connections' requests in flight")]
+    [LoggerMessage(EventId = NbdEventIds.Stopping, EventName = "Stopping", Level = LogLevel.Information,
+        Message = "stopping: no new connections; finishing {Connections} connections' requests in flight")]
     public static partial void Stopping(ILogger logger, int connections);
 
-    [LoggerMessage(13, LogLevel.Information, "stopped: every request in flight finished and the store flushed")]
+    [LoggerMessage(EventId = NbdEventIds.Stopped, EventName = "Stopped", Level = LogLevel.Information,
+        Message = "stopped: every request in flight finished and the store flushed")]
     public static partial void Stopped(ILogger logger);
 
-    [LoggerMessage(14, LogLevel.Warning, "accepting a connection failed: {Message}")]
+    [LoggerMessage(EventId = NbdEventIds.AcceptFailed, EventName = "AcceptFailed", Level = LogLevel.Warning,
+        Message = "accepting a connection failed: {Message}")]
     public static partial void AcceptFailed(ILogger logger, string message);
 
-    [LoggerMessage(15, LogLevel.Information, "export {Export}: disconnecting {Count} connections ({Reason})")]
+    [LoggerMessage(EventId = NbdEventIds.Disconnecting, EventName = "Disconnecting", Level = LogLevel.Information,
+        Message = "export {Export}: disconnecting {Count} connections ({Reason})")]
     public static partial void Disconnecting(ILogger logger, string export, int count, string reason);
 
-    [LoggerMessage(16, LogLevel.Error, "connection #{Id}: internal error: {Type}: {Message}")]
+    [LoggerMessage(EventId = NbdEventIds.InternalError, EventName = "InternalError", Level = LogLevel.Error,
+        Message = "connection #{Id}: internal error: {Type}: {Message}")]
     public static partial void InternalError(ILogger logger, long id, string type, string message);
+}
+
+/// <summary>The event ids of the NBD server's log (category <c>nbd</c>), documented in docs/metrics.md.</summary>
+public static class NbdEventIds
+{
+    /// <summary>Information: the server listens on an address.</summary>
+    public const int Listening = 2100;
+
+    /// <summary>Information: a client connected.</summary>
+    public const int ConnectionOpened = 2101;
+
+    /// <summary>Warning: a connection was refused because the server has its maximum of connections.</summary>
+    public const int ConnectionRefused = 2102;
+
+    /// <summary>Information: a connection chose its export and entered transmission.</summary>
+    public const int ExportNegotiated = 2103;
+
+    /// <summary>Warning: a handshake failed and the connection closed (a wrong magic, short or garbage input, the client left).</summary>
+    public const int HandshakeFailed = 2104;
+
+    /// <summary>Information: a connection closed, and why.</summary>
+    public const int ConnectionClosed = 2105;
+
+    /// <summary>Warning: a client broke the protocol in transmission; its connection is closed.</summary>
+    public const int ProtocolError = 2106;
+
+    /// <summary>Warning: a request got an error reply (out of range, read-only export, no space, I/O error).</summary>
+    public const int RequestFailed = 2107;
+
+    /// <summary>Warning: an option got an error reply during negotiation.</summary>
+    public const int OptionRefused = 2108;
+
+    /// <summary>Debug: an option the server does not support (the negotiation goes on).</summary>
+    public const int OptionUnsupported = 2109;
+
+    /// <summary>Information: sending a reply failed: the client stopped reading replies or left.</summary>
+    public const int RepliesNotTaken = 2110;
+
+    /// <summary>Information: the server stopped accepting and finishes the requests in flight.</summary>
+    public const int Stopping = 2111;
+
+    /// <summary>Information: the server stopped: every request finished and the store flushed.</summary>
+    public const int Stopped = 2112;
+
+    /// <summary>Warning: accepting a connection failed.</summary>
+    public const int AcceptFailed = 2113;
+
+    /// <summary>Information: an export's connections are being disconnected (a forced delete or merge).</summary>
+    public const int Disconnecting = 2114;
+
+    /// <summary>Error: a request failed in a way the server does not expect; the connection is closed.</summary>
+    public const int InternalError = 2115;
 }
