@@ -17,7 +17,7 @@ namespace Snapshot.Nbd;
 /// structured chunk         4 0x668e33ef | 2 flags | 2 type | 8 handle | 4 length | length bytes of payload
 /// </code>
 /// </remarks>
-public static class NbdProtocol
+internal static class NbdProtocol
 {
     /// <summary>"NBDMAGIC": the first 8 bytes the server sends.</summary>
     public const ulong InitMagic = 0x4e42444d41474943;

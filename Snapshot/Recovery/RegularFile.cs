@@ -7,7 +7,7 @@ namespace Snapshot.Recovery;
 /// writer appears, so a tool that opened a FIFO given as a log would hang. Linux: <c>statx</c> (symbolic links are
 /// followed); elsewhere only directories are told apart.
 /// </summary>
-public static partial class RegularFile
+internal static partial class RegularFile
 {
     private const int AtFdCwd = -100;
     private const uint StatxType = 0x1;

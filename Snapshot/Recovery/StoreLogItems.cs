@@ -16,7 +16,7 @@ namespace Snapshot.Recovery;
 /// <see cref="StoreRecovery"/>), and <c>jreplay</c> names, describes and validates items with the same code, so both
 /// refuse the same logs with the same line.
 /// </summary>
-public static class StoreLogItems
+internal static class StoreLogItems
 {
     /// <summary>The item type of a metadata segment of a snapshot's COW file ("SN").</summary>
     public const ushort SegmentType = AreaSegmentItem.Type;
