@@ -130,6 +130,36 @@ public sealed class MergeTests
     }
 
     /// <summary>
+    /// While a merge is unfinished, an origin write to a chunk the merging snapshot holds goes into that snapshot's COW
+    /// file: with FUA it is durable when it returns, so a power cut right after it keeps it.
+    /// </summary>
+    [Fact]
+    public async Task A_FUA_write_redirected_into_an_unfinished_merge_survives_a_power_cut()
+    {
+        var cut = new PowerCut();
+        var crashSim = cut.Devices.Wrap!;
+        FaultInjectingBlockDevice? originFaults = null;
+        cut.Devices.Wrap = (path, d) => path.EndsWith("origin.img", StringComparison.Ordinal)
+            ? originFaults = new FaultInjectingBlockDevice(crashSim(path, d)) : crashSim(path, d);
+        var store = await CreateMemoryStoreAsync(cut.Devices, OriginSectors);
+        var (_, s, t0, t1) = await PrepareAsync(store);
+        originFaults!.AddRule(FaultRule.Permanent(FaultOps.Write, firstSector: 160));
+        await Assert.ThrowsAsync<JournalException>(() => store.MergeSnapshotAsync("s").AsTask().WaitAsync(Watchdog));
+        originFaults.ClearFaults();
+
+        // Chunk 25 is one s holds: the write goes into s's COW chunk. Chunk 30 is not: it goes to the origin.
+        await store.Origin.WriteAsync(200, Pattern(200, 4, 7), WriteFlags.Fua).AsTask().WaitAsync(Watchdog);
+        await store.Origin.WriteAsync(240, Pattern(240, 8, 7), WriteFlags.Fua).AsTask().WaitAsync(Watchdog);
+        var expected = (byte[])s.Clone();
+        Pattern(200, 4, 7).CopyTo(expected, 200 * 512);
+        Pattern(240, 8, 7).CopyTo(expected, 240 * 512);
+
+        var images = cut.CrashImages();
+        await using var after = await global::Snapshot.SnapshotStore.OpenAsync(Folder, images.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
+        await AssertViewsAsync(after, expected, t0, t1, "after a power cut following FUA writes to a partly merged origin");
+    }
+
+    /// <summary>
     /// A crash at every flush point of a merge (with writes in flight kept, lost or torn): the reopened store shows the
     /// origin either as it was before the merge (the merge had not started) or as the snapshot (started or finished),
     /// never a mix; the other snapshots as they were; and an unfinished merge finishes when run again.

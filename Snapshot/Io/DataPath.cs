@@ -158,7 +158,7 @@ internal sealed class DataPath : ICopyCompletion
         long last = (end - 1) >> _layout.ChunkShift;
         if (last - first < runChunks)
         {
-            await WriteRunAsync((ulong)first, (ulong)last, sector, data, cancellationToken, admitted: null).ConfigureAwait(false);
+            await WriteRunAsync((ulong)first, (ulong)last, sector, data, cancellationToken, admitted: null, fua: fua).ConfigureAwait(false);
         }
         else
         {
@@ -171,7 +171,7 @@ internal sealed class DataPath : ICopyCompletion
                 long runEnd = Math.Min(end, ((c / runChunks + 1) * runChunks) << _layout.ChunkShift);
                 int off = (int)((s - sector) << BlockDevice.SectorShift);
                 int len = (int)((runEnd - s) << BlockDevice.SectorShift);
-                running.Add(WriteRunAsync((ulong)c, (ulong)((runEnd - 1) >> _layout.ChunkShift), s, data.Slice(off, len), cancellationToken, admitted: null).AsTask());
+                running.Add(WriteRunAsync((ulong)c, (ulong)((runEnd - 1) >> _layout.ChunkShift), s, data.Slice(off, len), cancellationToken, admitted: null, fua: fua).AsTask());
                 if (running.Count == running.Capacity)
                 {
                     var done = await Task.WhenAny(running).ConfigureAwait(false);
@@ -258,9 +258,13 @@ internal sealed class DataPath : ICopyCompletion
     /// flight, nothing is pending or tracked, and the throttle grants any request), and the write goes to the origin
     /// itself, after the copies the other snapshots need, instead of being redirected into the merging snapshot.
     /// </param>
+    /// <param name="fua">
+    /// The write must be durable when it returns: the caller flushes the origin afterwards, and a chunk redirected into
+    /// an unfinished merge's snapshot is flushed here (its COW file is not the origin).
+    /// </param>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     internal async ValueTask WriteRunAsync(ulong first, ulong last, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken,
-        TaskCompletionSource? admitted, bool merge = false)
+        TaskCompletionSource? admitted, bool merge = false, bool fua = false)
     {
         int wantSlots = 0;
         Task? wait = null;
@@ -297,7 +301,7 @@ internal sealed class DataPath : ICopyCompletion
                         case Look.Redirect:
                             admitted?.TrySetResult();
                             await redirectTo!.Store!.Cow.WriteAsync(CowSector(redirectChunk, first, sector), data, cancellationToken).ConfigureAwait(false);
-                            if (_writeThrough) await redirectTo.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
+                            if (_writeThrough || fua) await redirectTo.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
                             return;
                         case Look.Wait:
                             break;
@@ -328,7 +332,7 @@ internal sealed class DataPath : ICopyCompletion
                 {
                     long chunkEnd = Math.Min(end, (long)(c + 1) << _layout.ChunkShift);
                     int off = (int)((s - sector) << BlockDevice.SectorShift);
-                    await WriteRunAsync(c, c, s, data.Slice(off, (int)((chunkEnd - s) << BlockDevice.SectorShift)), cancellationToken, admitted, merge).ConfigureAwait(false);
+                    await WriteRunAsync(c, c, s, data.Slice(off, (int)((chunkEnd - s) << BlockDevice.SectorShift)), cancellationToken, admitted, merge, fua).ConfigureAwait(false);
                     s = chunkEnd;
                 }
                 return;
