@@ -3,9 +3,9 @@ using Journal;
 namespace Snapshot;
 
 /// <summary>
-/// A file of the store holds something a correct store never writes: a COW header or metadata entry that does not
-/// check, a superblock copy a create would refuse. The one-line message names the file, the byte offset, what is wrong,
-/// and the expected and found values.
+/// A COW file holds something a correct store never writes: a header, a creation-marks table or a metadata entry that
+/// does not check. The one-line message names the file, the byte offset, what is wrong, and the expected and found
+/// values. (A damaged or refused superblock copy is a <see cref="JournalException"/> naming <c>store.sb</c>.)
 /// </summary>
 public sealed class StoreCorruptionException : JournalException
 {

@@ -148,7 +148,8 @@ internal sealed class SnapshotCatalog
             }
             if (kind == SnapshotKind.Transient)
             {
-                // A transient snapshot's exceptions were only in memory: after a close (or crash) it has no contents.
+                // Case 11 (StoreRecovery, docs/snapshot.md): a transient snapshot's exceptions were only in memory: after
+                // a close (or crash) it has no contents.
                 RemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: false);
                 if (st.IsValid)
                 {
@@ -166,7 +167,7 @@ internal sealed class SnapshotCatalog
             }
             catch (Exception e) when (!st.Merging && e is IOException or JournalException)
             {
-                // One damaged, truncated or missing COW file costs that snapshot alone: it is invalidated (recorded in the
+                // Case 10: one damaged, truncated or missing COW file costs that snapshot alone: it is invalidated (recorded in the
                 // superblock, so the origin may change without it from now on), and the origin and the other snapshots
                 // open. A snapshot being merged is the exception: the origin reads through it, so its loss is an error.
                 st.Store?.Dispose();
@@ -180,7 +181,7 @@ internal sealed class SnapshotCatalog
             if (!st.IsValid) SnapshotLog.Invalidated(_store.Logger, _store.Folder, st.Name, st.InvalidReason!);
         }
         lock (_stateLock) _snapshots = states.ToArray();
-        // COW files no snapshot owns: left by a create or delete that a crash interrupted. Only files whose header carries
+        // Case 12, the sweep: COW files no snapshot owns, left by a create or delete that a crash interrupted. Only files whose header carries
         // this store's id (and a snapshot id the superblock does not list) are removed; anything else is left alone. The
         // superblock here is the newest the store has (a fallback to an older copy is refused unless the journal brings it
         // up to date), so no file is removed on the word of an older copy.

@@ -14,8 +14,8 @@ namespace Snapshot.Recovery;
 /// <summary>
 /// Opening a store's metadata after any stop, clean or not: the home superblock, one scan of the journal, two replays
 /// (the superblock items, then the metadata segments of the snapshots the replayed superblock lists), and the journal
-/// opened for writing. <see cref="SnapshotStore"/> then loads every snapshot's COW file (cases 10 to 12, in
-/// <c>SnapshotStore.LoadSnapshotsAsync</c>). Also the public entry points <c>jreplay</c> uses:
+/// opened for writing. The store's catalog then loads every snapshot's COW file (cases 10 to 12 of
+/// docs/snapshot.md, numbered in <c>SnapshotCatalog.LoadSnapshotsAsync</c>). Also the public entry points <c>jreplay</c> uses:
 /// <see cref="ReplayAsync(string, CancellationToken)"/> and <see cref="CheckAsync(string, CancellationToken)"/>.
 /// </summary>
 /// <remarks>

@@ -9,7 +9,7 @@ namespace Snapshot.Sync;
 /// instructions and never across an await or a callback. Waiters are woken after it is released, with continuations
 /// run asynchronously. Holders of the gate (shared or exclusive) may await device I/O, journal commits and forces,
 /// but a shared holder must never wait for the copy throttle, for another writer's pending exception or for tracked
-/// reads (those waits happen with nothing held; see <c>OriginWriter</c>), and nothing on the copy-completion path or
+/// reads (those waits happen with nothing held; see <c>DataPath.WriteRunAsync</c>), and nothing on the copy-completion path or
 /// the journal's write-back path ever enters the gate.
 /// Gate waits take no cancellation token: a waiter that gave up would leave the counts wrong, and every holder
 /// finishes in bounded time (its own I/O).
