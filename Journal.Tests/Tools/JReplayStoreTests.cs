@@ -142,6 +142,30 @@ public class JReplayStoreTests
         }
     }
 
+    /// <summary>
+    /// snapctl checks the store's own files before the store opens them: a FIFO would block an open until a writer came
+    /// (and a blocked open ignores SIGINT and SIGTERM), so each is refused at once, exit 66, one line.
+    /// </summary>
+    [Theory]
+    [InlineData("store.sb")]
+    [InlineData("journal.log")]
+    [InlineData("origin.img")]
+    public async Task A_store_file_that_is_a_FIFO_is_refused_by_snapctl_at_once_with_exit_66(string file)
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        await CrashedStore.CreateAsync(store, clean: true);
+        var path = Path.Combine(store, file);
+        File.Delete(path);
+        MakeFifo(path);
+        foreach (var args in new[] { new[] { "status", store }, ["read", store, "--offset", "0", "--length", "4K"], ["snapshot", "create", store, "x"] })
+        {
+            var r = Within(() => ToolRunner.SnapCtl(args));
+            Assert.True(r.ExitCode == 66, $"{string.Join(' ', args)}: {r}");
+            Assert.Equal([$"snapctl: {path}: is a FIFO, not a regular file"], r.ErrorLines);
+        }
+    }
+
     [Theory]
     [InlineData(0)]
     [InlineData(512 * 1024)]

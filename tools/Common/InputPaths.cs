@@ -27,9 +27,13 @@ internal static class InputPaths
         if (!File.Exists(path) && !Directory.Exists(path)) throw new InputException($"{path}: not found");
     }
 
-    /// <summary>Opens and closes the file for reading to prove it is readable.</summary>
+    /// <summary>
+    /// Opens and closes the file for reading to prove it is readable. Anything but a regular file (a FIFO, a device, a
+    /// socket) is refused first, without opening it: opening a FIFO would block until a writer came.
+    /// </summary>
     public static void RequireReadable(string path)
     {
+        RequireRegular(path);
         try
         {
             using var _ = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.None);
@@ -42,5 +46,11 @@ internal static class InputPaths
         {
             throw new InputException($"{path}: cannot be read: {ErrorMap.OneLine(e.Message)}", e);
         }
+    }
+
+    /// <summary>When <paramref name="path"/> exists, it must be a regular file (or a link to one); checked without opening it.</summary>
+    public static void RequireRegular(string path)
+    {
+        if (Snapshot.Recovery.RegularFile.WhatElse(path) is { } what) throw new InputException($"{path}: is {what}, not a regular file");
     }
 }

@@ -220,13 +220,16 @@ internal static class StoreCommands
         return s;
     }
 
-    /// <summary>The store folder must exist, be a folder, and hold a store superblock.</summary>
+    /// <summary>The store folder must exist, be a folder, and hold a store superblock; its own files must be regular files.</summary>
     public static void RequireStore(string store)
     {
         InputPaths.RequireDirectory(store, "a snapshot store folder");
         string sb = Path.Combine(store, SnapshotStore.SuperblockFileName);
         if (!File.Exists(sb)) throw new InputException($"{store}: not a snapshot store (no {SnapshotStore.SuperblockFileName})");
         InputPaths.RequireReadable(sb);
+        // The store's other files too: each is refused if it is not a regular file, before the store opens it.
+        InputPaths.RequireRegular(Path.Combine(store, SnapshotStore.JournalFileName));
+        InputPaths.RequireRegular(Path.Combine(store, SnapshotStore.OriginFileName));
     }
 
     /// <summary>The snapshot named <paramref name="name"/>; a missing one is a missing input (exit 66).</summary>
