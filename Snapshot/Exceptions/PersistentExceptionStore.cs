@@ -241,7 +241,7 @@ internal sealed class PersistentExceptionStore : ExceptionStore
             // The creation-marks chunks are taken: no entry may point at them, and the allocator starts past them.
             ulong marksEnd = _marksChunk + (ulong)_marksChunks;
             if (marksEnd > (ulong)fileChunks)
-                throw new CorruptionException(Cow.Name, 0, Lsn.Zero, "the creation-marks table the header names lies past the end of the file",
+                throw new StoreCorruptionException(Cow.Name, CowHeader.MarksChunkOffset, "the creation-marks table the header names lies past the end of the file",
                     $"chunks below {fileChunks}", $"chunks {_marksChunk}..{marksEnd - 1}");
             for (ulong c = _marksChunk; c < marksEnd; c++) used[(int)c] = true;
             maxNew = marksEnd - 1;
