@@ -81,6 +81,43 @@ public class DataPathTests
         for (int v = 0; v < 16; v++) Assert.Equal(Pattern(0, 128, v), await ReadAsync(again.GetSnapshot($"s{v}"), 0, 128));
     }
 
+    /// <summary>
+    /// With <see cref="CowFullPolicy.FailWrite"/> a write that needs a copy into a full COW file fails with
+    /// <see cref="CowFullException"/> naming the file, writes nothing, and every snapshot stays valid with its data; a
+    /// write that needs no copy from it goes on. Checked for a one-chunk write and for a run of chunks.
+    /// </summary>
+    [Fact]
+    public async Task With_FailWrite_a_full_cow_file_refuses_the_write_and_keeps_every_snapshot()
+    {
+        var p = new TestDeviceProvider();
+        var o = p.Options(new StoreOptions { OriginSectors = 8 * 64, ChunkSectors = 8, CowGrowthBytes = 1 << 20, LogBlocks = 2048, CowFullPolicy = CowFullPolicy.FailWrite });
+        await using var store = await SnapshotStore.CreateAsync(Folder, o).AsTask().WaitAsync(Watchdog);
+        await WriteAsync(store.Origin, 0, Pattern(0, 8 * 64, 1));
+        // Header, area, creation marks and 3 data chunks.
+        var small = await store.CreateSnapshotAsync("small", new SnapshotOptions { CowSectors = 6 * 8 });
+        var big = await store.CreateSnapshotAsync("big");
+        var before = Pattern(0, 8 * 64, 1);
+
+        // A run of 8 chunks needs 8 copies into small, which has room for 3: refused whole.
+        var run = await Assert.ThrowsAsync<CowFullException>(() => WriteAsync(store.Origin, 0, Pattern(0, 64, 2)));
+        Assert.StartsWith("/mem/store/small.cow: COW file of snapshot 'small' is full", run.Message);
+        Assert.Equal("small", run.Snapshot);
+        // One chunk at a time: the first 3 fit, the fourth is refused.
+        for (int c = 8; c < 11; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 3));
+        var one = await Assert.ThrowsAsync<CowFullException>(() => WriteAsync(store.Origin, 11 * 8, Pattern(11 * 8, 8, 3)));
+        Assert.Contains("chunk 11", one.Message);
+
+        var expectedOrigin = (byte[])before.Clone();
+        for (int c = 8; c < 11; c++) Pattern(c * 8L, 8, 3).CopyTo(expectedOrigin, c * 8 * 512);
+        Assert.Equal(expectedOrigin, await ReadAsync(store.Origin, 0, 8 * 64));   // nothing of the refused writes landed
+        Assert.Equal(before, await ReadAsync(small, 0, 8 * 64));
+        Assert.Equal(before, await ReadAsync(big, 0, 8 * 64));
+        Assert.All(store.GetStatus().Snapshots, s => Assert.True(s.IsValid, s.Name));
+        // A chunk small already holds needs no copy into it: writing it again goes on.
+        await WriteAsync(store.Origin, 8 * 8, Pattern(8 * 8, 8, 4));
+        Assert.Equal(before, await ReadAsync(small, 0, 8 * 64));
+    }
+
     [Fact]
     public async Task A_full_cow_file_invalidates_only_its_snapshot()
     {
