@@ -77,7 +77,7 @@ internal static class StormBenchmark
         return cmd;
     }
 
-    private static async Task<Result> RunOnceAsync(int snapshots, double gb, int bound, int logMib, CancellationToken ct)
+    internal static async Task<Result> RunOnceAsync(int snapshots, double gb, int bound, int logMib, CancellationToken ct)
     {
         using var dir = new TempFile("storm");
         long chunks = (long)(gb * (1L << 30)) / 4096;
