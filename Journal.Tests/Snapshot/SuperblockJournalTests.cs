@@ -294,6 +294,28 @@ public class SuperblockJournalTests
         Assert.True(p.Exists(store.CowPathOf("last")));
     }
 
+    /// <summary>
+    /// The escape from a damaged newest copy is the log reset, which takes the older copy: its plan names the COW file
+    /// the older copy does not list (the next open removes it) and never says that no snapshot loses anything.
+    /// </summary>
+    [Fact]
+    public async Task A_log_reset_after_a_damaged_newest_copy_names_the_cow_file_it_gives_up_and_does_not_promise_nothing_is_lost()
+    {
+        var p = new TestDeviceProvider();
+        var store = await CreateMemoryStoreAsync(p, 8 * 64);
+        await store.CreateSnapshotAsync("older");
+        await store.CreateSnapshotAsync("last");
+        await store.CloseAsync();
+        var (a, b) = Generations(p);
+        DamageCopy(p, Math.Max(a!.Value, b!.Value));
+
+        var plan = global::Snapshot.Recovery.LogReset.Plan(Folder, p, write: false);
+        var lines = plan.WarningLines().ToList();
+        Assert.Contains($"{store.CowPathOf("last")}: no snapshot lists this COW file; the next open of the store removes it", lines);
+        Assert.DoesNotContain(lines, l => l.Contains("no snapshot loses anything", StringComparison.Ordinal));
+        Assert.StartsWith($"{Folder}: the origin is not changed; a snapshot whose COW file is named above as unlisted is lost with it", lines[^1]);
+    }
+
     [Fact]
     public async Task After_a_clean_close_a_bad_byte_in_the_older_copy_is_refused_too_because_nothing_tells_which_copy_was_newer()
     {

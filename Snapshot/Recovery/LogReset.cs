@@ -285,8 +285,10 @@ public sealed record LogResetPlan(string Folder, string LogPath, string? LogStat
             yield return $"snapshot '{name}' is marked invalid: {why}";
         foreach (var f in UnlistedCowFiles)
             yield return $"{f}: no snapshot lists this COW file; the next open of the store removes it";
-        yield return Invalidated.Count == 0
+        yield return Invalidated.Count == 0 && UnlistedCowFiles.Count == 0
             ? $"{Folder}: no snapshot loses anything; the origin is not changed"
-            : $"{Folder}: the origin is not changed";
+            : UnlistedCowFiles.Count > 0
+                ? $"{Folder}: the origin is not changed; a snapshot whose COW file is named above as unlisted is lost with it (unless the file is what an interrupted create left)"
+                : $"{Folder}: the origin is not changed";
     }
 }
