@@ -4,14 +4,17 @@ namespace Snapshot.Exceptions;
 /// The complete-exception table of one snapshot: origin chunk -> COW chunk, as a hash table of consecutive runs.
 /// A run maps old chunks <c>Old .. Old+Count-1</c> to new chunks <c>New .. New+Count-1</c>; inserting an exception
 /// adjacent to a run (in both old and new chunk numbers) extends the run instead of adding an entry, so a sequential
-/// copy of N chunks costs about N/256 entries. Runs never cross a group of <see cref="GroupSize"/> old chunks and are
-/// hashed by group, so a lookup probes one short chain.
+/// copy of N chunks costs about N/16 entries. Runs never cross a group of <see cref="GroupSize"/> old chunks and are
+/// hashed by group, so a lookup probes one short chain: at most <see cref="GroupSize"/> runs of its own group (scattered
+/// single-chunk exceptions), plus the few of other groups that share the bucket. A larger group would make sequential
+/// tables smaller but every lookup in a table of scattered exceptions longer (the chain of a group grows with it), and
+/// the data path looks up every snapshot's table for every chunk it writes.
 /// </summary>
 /// <remarks>Not thread-safe: the store's state lock protects it.</remarks>
 internal sealed class ExceptionTable
 {
-    /// <summary>log2 of the run group: runs cover at most 256 consecutive chunks.</summary>
-    public const int ConsecutiveBits = 8;
+    /// <summary>log2 of the run group: runs cover at most 16 consecutive chunks.</summary>
+    public const int ConsecutiveBits = 4;
 
     /// <summary>Old chunks in one group.</summary>
     public const int GroupSize = 1 << ConsecutiveBits;
