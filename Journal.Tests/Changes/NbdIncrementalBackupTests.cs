@@ -22,29 +22,8 @@ public sealed class NbdIncrementalBackupTests
     private const long Size = 32 << 20;
     private const long Chunk = 4096;
 
-    /// <summary>Copies the dirty extents of an <c>nbdinfo --map --json</c> listing from an NBD URI into a file; prints the bytes moved.</summary>
-    private const string CopyScript = """
-        import json, sys, nbd
-        uri, listing, target = sys.argv[1], sys.argv[2], sys.argv[3]
-        with open(listing) as f:
-            extents = json.load(f)
-        h = nbd.NBD()
-        h.connect_uri(uri)
-        moved = 0
-        with open(target, "r+b") as out:
-            for e in extents:
-                if not e["type"] & 1:
-                    continue
-                offset, length, done = e["offset"], e["length"], 0
-                while done < length:
-                    n = min(length - done, 32 << 20)
-                    out.seek(offset + done)
-                    out.write(h.pread(n, offset + done))
-                    done += n
-                moved += length
-        h.shutdown()
-        print(moved)
-        """;
+    /// <summary>The benchmark's extent copier (python3-libnbd): URI, listing, target; prints the bytes moved.</summary>
+    private const string CopyScript = JournalBench.Benchmarks.DiffBenchmark.CopyScript;
 
     /// <summary>python3-libnbd (the <c>nbd</c> module of Debian's python3): installed if missing; the test fails if it cannot be.</summary>
     private static void RequirePythonNbd()

@@ -232,7 +232,11 @@ internal static class DiffBenchmark
 
     // ---- incremental backup ---------------------------------------------------------------------------------------
 
-    private const string CopyScript = """
+    /// <summary>
+    /// Copies the dirty extents of an <c>nbdinfo --map --json</c> listing from an NBD URI into a file (python3-libnbd),
+    /// and prints the bytes moved: arguments URI, listing file, target file. The incremental-backup tests run it too.
+    /// </summary>
+    internal const string CopyScript = """
         import json, sys, nbd
         uri, listing, target = sys.argv[1], sys.argv[2], sys.argv[3]
         with open(listing) as f:
