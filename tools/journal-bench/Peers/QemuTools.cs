@@ -82,7 +82,9 @@ internal static class QemuTools
         var elapsed = sw.Elapsed;
         string output = await stdout.ConfigureAwait(false);
         long at = Interlocked.Read(ref seen);
-        TimeSpan? since = at != 0 ? Stopwatch.GetElapsedTime(at, exited) : null;
+        // The watched line may be read only after the exit was seen (a slow reader on a busy machine): then the time
+        // from the line to the exit is not known, and none is reported.
+        TimeSpan? since = at != 0 && at <= exited ? Stopwatch.GetElapsedTime(at, exited) : null;
         return new Run(p.ExitCode, output, await stderr.ConfigureAwait(false), elapsed, since);
     }
 
