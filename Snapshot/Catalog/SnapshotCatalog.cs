@@ -167,9 +167,10 @@ internal sealed class SnapshotCatalog
             }
             catch (Exception e) when (!st.Merging && e is IOException or JournalException)
             {
-                // Case 10: one damaged, truncated or missing COW file costs that snapshot alone: it is invalidated (recorded in the
-                // superblock, so the origin may change without it from now on), and the origin and the other snapshots
-                // open. A snapshot being merged is the exception: the origin reads through it, so its loss is an error.
+                // Case 10: one damaged, truncated or missing COW file costs that snapshot alone: it is invalidated
+                // (recorded in the superblock, so the origin may change without it from now on), and the origin and the
+                // other snapshots open. A snapshot being merged is the exception: the origin reads through it, so its
+                // loss is an error.
                 st.Store?.Dispose();
                 st.Store = null;
                 st.Complete.Clear();
@@ -181,10 +182,10 @@ internal sealed class SnapshotCatalog
             if (!st.IsValid) SnapshotLog.Invalidated(_store.Logger, _store.Folder, st.Name, st.InvalidReason!);
         }
         lock (_stateLock) _snapshots = states.ToArray();
-        // Case 12, the sweep: COW files no snapshot owns, left by a create or delete that a crash interrupted. Only files whose header carries
-        // this store's id (and a snapshot id the superblock does not list) are removed; anything else is left alone. The
-        // superblock here is the newest the store has (a fallback to an older copy is refused unless the journal brings it
-        // up to date), so no file is removed on the word of an older copy.
+        // Case 12, the sweep: COW files no snapshot owns, left by a create or delete that a crash interrupted. Only files
+        // whose header carries this store's id (and a snapshot id the superblock does not list) are removed; anything
+        // else is left alone. The superblock here is the newest the store has (a fallback to an older copy is refused
+        // unless the journal brings it up to date), so no file is removed on the word of an older copy.
         var owned = new HashSet<string>(states.Select(s => Path.GetFullPath(s.CowPath)), StringComparer.Ordinal);
         var listed = states.Select(s => s.Id).ToHashSet();
         foreach (var f in _store.Provider.List(_store.Folder, SnapshotStore.CowExtension))
