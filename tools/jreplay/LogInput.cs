@@ -70,16 +70,11 @@ internal sealed class LogInput : IDisposable
             if (!File.Exists(logPath) && !Directory.Exists(logPath)) throw new InputException($"{logPath}: not found: the store has no journal");
             foreach (var f in new[] { sb, logPath, System.IO.Path.Combine(path, SnapshotStore.OriginFileName) }
                          .Concat(Directory.EnumerateFileSystemEntries(path, "*" + SnapshotStore.CowExtension)))
-                RequireRegular(f);
+                InputPaths.RequireRegular(f);
         }
-        RequireRegular(logPath);
+        InputPaths.RequireRegular(logPath);
         InputPaths.RequireFile(logPath);
         return logPath;
-    }
-
-    private static void RequireRegular(string file)
-    {
-        if (RegularFile.WhatElse(file) is { } what) throw new InputException($"{file}: is {what}, not a regular file");
     }
 
     /// <summary>

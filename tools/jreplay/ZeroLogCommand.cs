@@ -56,7 +56,7 @@ internal static class ZeroLogCommand
                      .Concat(Directory.EnumerateFileSystemEntries(path, "*" + SnapshotStore.CowExtension)))
         {
             if (!File.Exists(f) && !Directory.Exists(f)) continue;
-            if (RegularFile.WhatElse(f) is { } what) throw new InputException($"{f}: is {what}, not a regular file");
+            InputPaths.RequireRegular(f);
         }
     }
 }
