@@ -78,10 +78,7 @@ internal static partial class QemuImgBench
         using var overlayFile = new BenchCommon.TempFile("qcow2-overlay");
         try
         {
-            QemuTools.CreateRawBase(baseFile.Path, imageBytes);
-            await QemuTools.CreateOverlayAsync(qemuImg, overlayFile.Path, baseFile.Path, clusterBytes, ct).ConfigureAwait(false);
-            PageCache.Drop(baseFile.Path);
-            PageCache.Drop(overlayFile.Path);
+            await QemuTools.CreateColdImagesAsync(qemuImg, baseFile.Path, overlayFile.Path, imageBytes, clusterBytes, ct).ConfigureAwait(false);
             var args = Arguments(overlayFile.Path, count, depth, requestBytes, stride);
             string commandLine = QemuTools.CommandLine(qemuImg, args);
             string? stdbuf = QemuTools.Find("stdbuf");

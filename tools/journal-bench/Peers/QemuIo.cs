@@ -86,10 +86,7 @@ internal static partial class QemuIo
         using var overlayFile = new BenchCommon.TempFile("qemu-io-overlay");
         try
         {
-            QemuTools.CreateRawBase(baseFile.Path, bytes);
-            await QemuTools.CreateOverlayAsync(qemuImg, overlayFile.Path, baseFile.Path, clusterBytes, ct).ConfigureAwait(false);
-            PageCache.Drop(baseFile.Path);
-            PageCache.Drop(overlayFile.Path);
+            await QemuTools.CreateColdImagesAsync(qemuImg, baseFile.Path, overlayFile.Path, bytes, clusterBytes, ct).ConfigureAwait(false);
             var args = new List<string>();
             if (cacheMode is not null) args.AddRange(["-t", cacheMode]);
             args.AddRange(["-f", "qcow2", overlayFile.Path]);

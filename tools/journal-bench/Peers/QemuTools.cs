@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Journal.Storage;
+using JournalBench.Measure;
 
 namespace JournalBench.Peers;
 
@@ -125,6 +126,19 @@ internal static class QemuTools
     {
         string[] args = ["create", "-q", "-f", "qcow2", "-o", "cluster_size=" + clusterBytes.ToString(CultureInfo.InvariantCulture), "-b", basePath, "-F", "raw", overlayPath];
         (await RunAsync(qemuImg, args, ct).ConfigureAwait(false)).EnsureSuccess(CommandLine(qemuImg, args));
+    }
+
+    /// <summary>
+    /// The qcow2 peer's images as each run starts: a raw base of <paramref name="bytes"/> written in full, a fresh overlay
+    /// on it with clusters of <paramref name="clusterBytes"/>, both dropped from the page cache (a cold start, like the
+    /// store's side).
+    /// </summary>
+    public static async Task CreateColdImagesAsync(string qemuImg, string basePath, string overlayPath, long bytes, int clusterBytes, CancellationToken ct)
+    {
+        CreateRawBase(basePath, bytes);
+        await CreateOverlayAsync(qemuImg, overlayPath, basePath, clusterBytes, ct).ConfigureAwait(false);
+        PageCache.Drop(basePath);
+        PageCache.Drop(overlayPath);
     }
 
     /// <summary>Deletes <paramref name="path"/> if it exists, ignoring errors (temporary files).</summary>
