@@ -271,8 +271,11 @@ public class SuperblockJournalTests
         JournalRecovery.Scan(new LogRegion(MemoryBlockDevice.FromImage(p.Backing(LogPath).ToArray(), LogPath), 0, (uint)p.Backing(LogPath).SectorCount))
             .Checkpoints.Count(c => c.StartLsn > Lsn.FromValue(homeLsn) && c.Items.Any(i => i.ItemType == SuperblockItem.Type));
 
-    [Fact]
-    public async Task After_a_clean_close_a_bad_byte_in_the_newest_copy_is_refused_naming_store_sb_and_both_generations_and_nothing_is_removed()
+    /// <summary>
+    /// A store closed cleanly after creating snapshots "older" then "last", with a bad byte in its newest copy of
+    /// store.sb (the only one that lists "last"): the generations of both copies and the damaged copy's sector.
+    /// </summary>
+    private static async Task<(TestDeviceProvider P, SnapshotStore Store, ulong Newest, ulong Other, long Sector)> NewestCopyDamagedAfterCreatingLastAsync()
     {
         var p = new TestDeviceProvider();
         var store = await CreateMemoryStoreAsync(p, 8 * 64);
@@ -281,7 +284,13 @@ public class SuperblockJournalTests
         await store.CloseAsync();
         var (a, b) = Generations(p);
         ulong newest = Math.Max(a!.Value, b!.Value), other = Math.Min(a.Value, b.Value);
-        long sector = DamageCopy(p, newest);
+        return (p, store, newest, other, DamageCopy(p, newest));
+    }
+
+    [Fact]
+    public async Task After_a_clean_close_a_bad_byte_in_the_newest_copy_is_refused_naming_store_sb_and_both_generations_and_nothing_is_removed()
+    {
+        var (p, store, newest, other, sector) = await NewestCopyDamagedAfterCreatingLastAsync();
         var before = Images(p);
 
         var e = await Assert.ThrowsAsync<CorruptionException>(() => OpenAsync(p));
@@ -301,13 +310,7 @@ public class SuperblockJournalTests
     [Fact]
     public async Task A_log_reset_after_a_damaged_newest_copy_names_the_cow_file_it_gives_up_and_does_not_promise_nothing_is_lost()
     {
-        var p = new TestDeviceProvider();
-        var store = await CreateMemoryStoreAsync(p, 8 * 64);
-        await store.CreateSnapshotAsync("older");
-        await store.CreateSnapshotAsync("last");
-        await store.CloseAsync();
-        var (a, b) = Generations(p);
-        DamageCopy(p, Math.Max(a!.Value, b!.Value));
+        var (p, store, _, _, _) = await NewestCopyDamagedAfterCreatingLastAsync();
 
         var plan = global::Snapshot.Recovery.LogReset.Plan(Folder, p, write: false);
         var lines = plan.WarningLines().ToList();
