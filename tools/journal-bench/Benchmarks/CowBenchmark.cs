@@ -54,6 +54,7 @@ internal static class CowBenchmark
         string? QemuImg, string? QemuImgVersion, string? PeerSkipped, LoadAverage? LoadStart)
     {
         public LoadAverage? LoadEnd { get; set; }
+        public JitWarmUp.Report? WarmUp { get; set; }
         public string Semantics => WriteThrough ? "write-through" : "block-device";
     }
 
@@ -127,8 +128,17 @@ internal static class CowBenchmark
         // that went first would otherwise pay for the compilation of what they share.
         Progress("cow: warm-up");
         var warm = s with { Writes = Math.Min(s.Writes, 4000) };
-        await StoreRunAsync(1, MetadataMode.Journal, warm, ct).ConfigureAwait(false);
-        await StoreRunAsync(1, MetadataMode.DirectArea, warm, ct).ConfigureAwait(false);
+        int warmSnaps = Math.Clamp(snapshotCounts.Max(), 1, 8);
+        s.WarmUp = await JitWarmUp.RunAsync(async () =>
+        {
+            await StoreRunAsync(1, MetadataMode.Journal, warm, ct).ConfigureAwait(false);
+            await StoreRunAsync(1, MetadataMode.DirectArea, warm, ct).ConfigureAwait(false);
+            if (warmSnaps > 1)
+            {
+                await StoreRunAsync(warmSnaps, MetadataMode.Journal, warm, ct).ConfigureAwait(false);
+                await StoreRunAsync(warmSnaps, MetadataMode.DirectArea, warm, ct).ConfigureAwait(false);
+            }
+        }).ConfigureAwait(false);
         foreach (int snaps in snapshotCounts)
         {
             Progress($"cow: {snaps} snapshots, plain file");
@@ -241,6 +251,7 @@ internal static class CowBenchmark
         sb.Append(s.ColdCache ? "each side's files dropped from the page cache before it runs\n" : "files left in the page cache (--warm-cache)\n");
         sb.Append(s.PeerSkipped is { } why ? $"qcow2 peer skipped: {why}\n" : $"qcow2 peer: {s.QemuImgVersion}\n");
         sb.Append(CultureInfo.InvariantCulture, $"{LoadAverage.Describe(s.LoadStart)} at start, {LoadAverage.Describe(s.LoadEnd)} at end\n");
+        if (s.WarmUp is { } w) sb.Append(w.Describe()).Append('\n');
         if (plotPath is not null) sb.Append(CultureInfo.InvariantCulture, $"plot written to {plotPath}\n");
         return sb.ToString();
     }
@@ -355,6 +366,7 @@ internal static class CowBenchmark
         ["peer"] = s.PeerSkipped is { } why ? new JsonObject { ["skipped"] = why } : new JsonObject { ["qemu_img"] = s.QemuImg, ["version"] = s.QemuImgVersion },
         ["load_average_start"] = s.LoadStart?.ToString(),
         ["load_average_end"] = s.LoadEnd?.ToString(),
+        ["warm_up"] = s.WarmUp?.Describe(),
         ["plot"] = plotPath,
         ["results"] = new JsonArray(results.Select(r => (JsonNode)new JsonObject
         {
