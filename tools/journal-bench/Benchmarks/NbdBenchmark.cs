@@ -55,12 +55,20 @@ internal static class NbdBenchmark
                     Console.Error.WriteLine($"journal-bench: nbd needs {tool} (Debian: apt-get install fio qemu-utils)");
                     return 2;
                 }
+            // Untimed: the server runs in this process, so its code is compiled to its steady tier before any round.
+            BenchCommon.Progress("nbd: warm-up");
+            long warmOrigin = 64L << 20, warmWrites = Math.Min(n, 4000), warmSync = Math.Min(s, 1000);
+            var warm = await JitWarmUp.RunAsync(async () =>
+            {
+                await StoreCaseAsync(warmOrigin, warmWrites, sync: false, viaNbd: true, ct).ConfigureAwait(false);
+                await StoreCaseAsync(warmOrigin, warmSync, sync: true, viaNbd: true, ct).ConfigureAwait(false);
+            }).ConfigureAwait(false);
             var all = new List<Case>();
             for (int round = 1; round <= k; round++) all.AddRange(await RunAsync(n, s, round, k, ct).ConfigureAwait(false));
             ProgressDone();
             var results = Median(all);
-            if (pr.GetValue(json)) PrintJson(ToJson(results, n, s, k));
-            else Console.Out.Write(ToTable(results, n, s, k));
+            if (pr.GetValue(json)) PrintJson(ToJson(results, n, s, k, warm));
+            else Console.Out.Write(ToTable(results, n, s, k, warm));
             return 0;
         });
         return cmd;
@@ -329,7 +337,7 @@ internal static class NbdBenchmark
     private static Case? Find(IReadOnlyList<Case> results, string job, string engine) =>
         results.FirstOrDefault(c => c.Job == job && c.Engine == engine);
 
-    private static string ToTable(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds)
+    private static string ToTable(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds, JitWarmUp.Report warm)
     {
         var header = new[] { "job", "engine", "ops", "IOPS", "p50 us", "p99 us", "vs qemu-nbd", "vs direct" };
         var rows = results.OrderBy(c => c.Job == "write" ? 0 : c.Job == "write+flush" ? 1 : 2).ThenBy(c => c.Engine).Select(c =>
@@ -343,7 +351,7 @@ internal static class NbdBenchmark
                 d is null || c.Engine != "snapctl serve" ? "" : F(c.Iops / d.Iops, 2) + "x",
             };
         });
-        return $"journal-bench nbd: fio --ioengine=nbd, 4 KiB, iodepth {Depth}; {writes} first writes (and reads), {syncWrites} with --fsync=1; median of {rounds} rounds; in {Path.GetTempPath()}\n\n"
+        return $"journal-bench nbd: fio --ioengine=nbd, 4 KiB, iodepth {Depth}; {writes} first writes (and reads), {syncWrites} with --fsync=1; median of {rounds} rounds; in {Path.GetTempPath()}\n{warm.Describe()}\n\n"
             + Table(header, rows)
             + "\nsnapctl serve: the store's NBD server, 1 persistent snapshot; qemu-nbd -t: qcow2 overlay (4 KiB clusters) on a raw base;\n"
             + "direct: the same operations as store calls, 16 at a time (no NBD). snapshot read: the store's snapshot export after the\n"
@@ -351,8 +359,9 @@ internal static class NbdBenchmark
             + "completion latencies (direct: per call, flush included).\n";
     }
 
-    private static JsonObject ToJson(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds) => new()
+    private static JsonObject ToJson(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds, JitWarmUp.Report warm) => new()
     {
+        ["warm_up"] = warm.Describe(),
         ["benchmark"] = "nbd",
         ["rounds"] = rounds,
         ["machine"] = Machine(),
