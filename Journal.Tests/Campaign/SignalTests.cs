@@ -20,11 +20,7 @@ public sealed class SignalTests
         for (int megabytes = 16; ; megabytes *= 2)
         {
             using var dir = new TempFolder();
-            string store = dir["store"];
-            int sectors = megabytes << 11;
-            await Tool.SnapCtlOk("init", store, "--origin-size", $"{megabytes}M", "--chunk-size", "4K");
-            await Tool.SnapCtlOk(Tool.WriteArgs(store, null, 0, Tool.StampFile(dir.Path, Tag, 1, 0, sectors)));
-            await Tool.SnapCtlOk("snapshot", "create", store, "s1");
+            var (store, sectors) = await StoreWithSnapshotAsync(dir, megabytes);
 
             string input = Tool.StampFile(dir.Path, Tag, 2, 0, sectors);
             using var p = ToolProcess.Start("snapctl", Tool.WriteArgs(store, null, 0, input));
@@ -54,11 +50,7 @@ public sealed class SignalTests
         for (int megabytes = 16; ; megabytes *= 2)
         {
             using var dir = new TempFolder();
-            string store = dir["store"];
-            int sectors = megabytes << 11;
-            await Tool.SnapCtlOk("init", store, "--origin-size", $"{megabytes}M", "--chunk-size", "4K");
-            await Tool.SnapCtlOk(Tool.WriteArgs(store, null, 0, Tool.StampFile(dir.Path, Tag, 1, 0, sectors)));
-            await Tool.SnapCtlOk("snapshot", "create", store, "s1");
+            var (store, sectors) = await StoreWithSnapshotAsync(dir, megabytes);
             await Tool.SnapCtlOk(Tool.WriteArgs(store, null, 0, Tool.StampFile(dir.Path, Tag, 2, 0, sectors)));
             // s2 shares the origin's write 2: the merge copies every chunk into it before changing the origin.
             await Tool.SnapCtlOk("snapshot", "create", store, "s2");
@@ -82,6 +74,17 @@ public sealed class SignalTests
             Assert.True(problems.Count == 0, $"s1 after the signal: {(s1 is null ? "gone (merge finished)" : $"{s1.Status}, {s1.DmStatus}")}\n" + string.Join("\n", problems));
             return;
         }
+    }
+
+    /// <summary>A store of <paramref name="megabytes"/> MiB whose origin holds write 1, and snapshot s1 of it.</summary>
+    private static async Task<(string Store, int Sectors)> StoreWithSnapshotAsync(TempFolder dir, int megabytes)
+    {
+        string store = dir["store"];
+        int sectors = megabytes << 11;
+        await Tool.SnapCtlOk("init", store, "--origin-size", $"{megabytes}M", "--chunk-size", "4K");
+        await Tool.SnapCtlOk(Tool.WriteArgs(store, null, 0, Tool.StampFile(dir.Path, Tag, 1, 0, sectors)));
+        await Tool.SnapCtlOk("snapshot", "create", store, "s1");
+        return (store, sectors);
     }
 
     /// <summary>
