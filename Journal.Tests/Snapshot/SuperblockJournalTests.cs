@@ -338,14 +338,7 @@ public class SuperblockJournalTests
     public async Task After_a_crash_a_damaged_newest_copy_is_survived_when_the_journal_covers_it_and_store_sb_is_repaired()
     {
         var p = new TestDeviceProvider();
-        var store = await CreateMemoryStoreAsync(p, 8 * 64, writeThrough: true);
-        await store.CreateSnapshotAsync("a");
-        await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
-        var homeWithA = Superblock.Read(p.Backing(SbPath));
-        await store.CreateSnapshotAsync("b");
-        await WriteAsync(store.Origin, 0, Pattern(0, 8, 1));
-        await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
-        var newest = Superblock.Read(p.Backing(SbPath));
+        var (store, homeWithA, newest) = await SnapshotsAAndBWrittenHomeAsync(p, writeAfterB: true);
         Assert.Equal(["a", "b"], newest.Snapshots.Select(r => r.Name));
         var crashed = Copy(p);
         // The log still holds the superblock that named "b" (nothing was written after the write-back).
@@ -368,13 +361,7 @@ public class SuperblockJournalTests
     public async Task After_a_crash_a_damaged_newest_copy_the_journal_no_longer_covers_is_refused_and_nothing_is_removed()
     {
         var p = new TestDeviceProvider();
-        var store = await CreateMemoryStoreAsync(p, 8 * 64, writeThrough: true);
-        await store.CreateSnapshotAsync("a");
-        await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
-        var homeWithA = Superblock.Read(p.Backing(SbPath));
-        await store.CreateSnapshotAsync("b");
-        await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
-        var newest = Superblock.Read(p.Backing(SbPath));
+        var (store, homeWithA, newest) = await SnapshotsAAndBWrittenHomeAsync(p, writeAfterB: false);
         // More checkpoints, written after the write-back: their records carry a tail past the superblock's.
         for (int c = 0; c < 6; c++)
         {
@@ -393,5 +380,21 @@ public class SuperblockJournalTests
         AssertUnchanged(before, crashed);
         Assert.True(crashed.Exists(store.CowPathOf("b")));
         await store.CloseAsync();
+    }
+
+    /// <summary>
+    /// A write-through store with snapshot a written home (<c>HomeWithA</c>: the superblock then), then snapshot b (and,
+    /// if asked, an origin write) written home too (<c>Newest</c>).
+    /// </summary>
+    private static async Task<(SnapshotStore Store, Superblock HomeWithA, Superblock Newest)> SnapshotsAAndBWrittenHomeAsync(TestDeviceProvider p, bool writeAfterB)
+    {
+        var store = await CreateMemoryStoreAsync(p, 8 * 64, writeThrough: true);
+        await store.CreateSnapshotAsync("a");
+        await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
+        var homeWithA = Superblock.Read(p.Backing(SbPath));
+        await store.CreateSnapshotAsync("b");
+        if (writeAfterB) await WriteAsync(store.Origin, 0, Pattern(0, 8, 1));
+        await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
+        return (store, homeWithA, Superblock.Read(p.Backing(SbPath)));
     }
 }
