@@ -118,7 +118,7 @@ public class ChangeCrashMatrixTests
         SnapshotStore store;
         try
         {
-            store = await SnapshotStore.OpenAsync(Folder, p.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
+            store = await ReopenAsync(p);
         }
         catch (Exception e)
         {

@@ -8,14 +8,6 @@ namespace Journal.Tests.Snapshot;
 /// <summary>The store's metadata journal: replay at open after an unclean stop, idempotent replay, clean close.</summary>
 public class JournalReplayTests
 {
-    /// <summary>A provider holding a copy of every device of <paramref name="p"/> as it is now (a crash that keeps every write).</summary>
-    private static TestDeviceProvider Snapshot(TestDeviceProvider p)
-    {
-        var copy = new TestDeviceProvider();
-        foreach (var path in p.Paths) copy.Replace(path, MemoryBlockDevice.FromImage(p.Backing(path).ToArray(), path));
-        return copy;
-    }
-
     [Fact]
     public async Task Replay_after_an_unclean_stop_is_idempotent_and_a_clean_close_leaves_a_clean_log()
     {
@@ -34,18 +26,18 @@ public class JournalReplayTests
         Pattern(8 * 500, 8, 3).CopyTo(expected, 8 * 500 * 512);
 
         // The process stops without closing: open replays the log.
-        var crashed = Snapshot(p);
-        var a = await SnapshotStore.OpenAsync(Folder, crashed.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
+        var crashed = p.CopyAll();
+        var a = await ReopenAsync(crashed);
         Assert.False(a.LogClean);
         Assert.Equal(expected, await ReadAsync(a.GetSnapshot("s"), 0, 8 * 600));
         Assert.Equal(301, a.GetStatus().Snapshots.Single().Exceptions);
         // Stop again without closing, right after the replay: replaying again gives the same store.
-        var again = Snapshot(crashed);
-        var b = await SnapshotStore.OpenAsync(Folder, again.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
+        var again = crashed.CopyAll();
+        var b = await ReopenAsync(again);
         Assert.Equal(expected, await ReadAsync(b.GetSnapshot("s"), 0, 8 * 600));
         Assert.Equal(301, b.GetStatus().Snapshots.Single().Exceptions);
         await b.CloseAsync();
-        var c2 = await SnapshotStore.OpenAsync(Folder, again.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
+        var c2 = await ReopenAsync(again);
         Assert.True(c2.LogClean);
         Assert.Equal(expected, await ReadAsync(c2.GetSnapshot("s"), 0, 8 * 600));
         await c2.CloseAsync();
@@ -82,7 +74,7 @@ public class JournalReplayTests
         await WriteAsync(store.Origin, 0, Pattern(0, 8 * 64, 2));
         await store.FlushAsync();
         // The process stops without closing: the snapshot's exceptions are only in the journal.
-        var crashed = Snapshot(p);
+        var crashed = p.CopyAll();
         var before = crashed.Paths.ToDictionary(x => x, x => crashed.Backing(x).ToArray());
 
         var ro = await SnapshotStore.OpenAsync(Folder, crashed.Options(new StoreOptions { ReadOnly = true })).AsTask().WaitAsync(Watchdog);
@@ -101,7 +93,7 @@ public class JournalReplayTests
         foreach (var (path, bytes) in before) Assert.True(bytes.AsSpan().SequenceEqual(crashed.Backing(path).ToArray()), $"{path} changed");
 
         // A normal open still finds the log to replay, and the same contents.
-        var rw = await SnapshotStore.OpenAsync(Folder, crashed.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
+        var rw = await ReopenAsync(crashed);
         Assert.False(rw.LogClean);
         Assert.Equal(Pattern(0, 8 * 64, 1), await ReadAsync(rw.GetSnapshot("s"), 0, 8 * 64));
         await rw.CloseAsync();

@@ -155,7 +155,7 @@ public class StoreCrashMatrixTests
         SnapshotStore store;
         try
         {
-            store = await SnapshotStore.OpenAsync(Folder, p.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
+            store = await ReopenAsync(p);
         }
         catch (Exception e)
         {

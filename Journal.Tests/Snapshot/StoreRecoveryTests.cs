@@ -21,17 +21,6 @@ public class StoreRecoveryTests(ITestOutputHelper output)
 {
     private const string LogPath = Folder + "/" + SnapshotStore.JournalFileName;
 
-    private static TestDeviceProvider Copy(TestDeviceProvider p)
-    {
-        var copy = new TestDeviceProvider();
-        foreach (var path in p.Paths) copy.Replace(path, MemoryBlockDevice.FromImage(p.Backing(path).ToArray(), path));
-        return copy;
-    }
-
-    private static Task<SnapshotStore> OpenAsync(TestDeviceProvider p) =>
-        SnapshotStore.OpenAsync(Folder, p.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
-
-    private static Dictionary<string, byte[]> Images(TestDeviceProvider p) => p.Paths.ToDictionary(x => x, x => p.Backing(x).ToArray());
 
     private static void AssertUnchanged(Dictionary<string, byte[]> before, TestDeviceProvider p)
     {
@@ -58,7 +47,7 @@ public class StoreRecoveryTests(ITestOutputHelper output)
         for (int c = 20; c < 30; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 2));
         await store.DeleteSnapshotAsync("t");
         for (int c = 30; c < 40; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 2));
-        return (Copy(p), store);
+        return (p.CopyAll(), store);
     }
 
     /// <summary>
@@ -97,7 +86,7 @@ public class StoreRecoveryTests(ITestOutputHelper output)
         JournalRecovery.Scan(new LogRegion(alone, 0, (uint)alone.SectorCount));
         long oneScan = alone.Counters.BytesRead;
 
-        var store = await OpenAsync(crashed);
+        var store = await ReopenAsync(crashed);
         var read = store.LogDeviceCounters;
         output.WriteLine($"log of {alone.SectorCount} blocks, {reference.Log.RecordsScanned} records, {reference.Checkpoints.Count} checkpoints: " +
             $"one scan reads {alone.Counters.Reads} times, {oneScan} bytes; opening the store read {read.Reads} times, {read.BytesRead} bytes");
@@ -120,14 +109,14 @@ public class StoreRecoveryTests(ITestOutputHelper output)
     public async Task A_check_runs_the_same_open_writes_nothing_and_reports_what_the_open_then_does()
     {
         var (crashed, live) = await CrashedStoreAsync();
-        var before = Images(crashed);
+        var before = crashed.Images();
         var checkedReport = await StoreRecovery.CheckAsync(Folder, new ReadOnlyOverlayProvider(crashed, crashed.Open), CancellationToken.None);
         AssertUnchanged(before, crashed);
         Assert.False(checkedReport.Clean);
         Assert.True(checkedReport.SegmentCopiesApplied > 0);
         Assert.True(checkedReport.ItemsWithoutHome > 0);   // segments of the deleted snapshot t
 
-        var store = await OpenAsync(crashed);
+        var store = await ReopenAsync(crashed);
         var real = store.RecoveryReport!;
         Assert.Equal(WithoutTime(checkedReport), WithoutTime(real));   // the time each took differs; the work may not
         Assert.True(real.Elapsed > TimeSpan.Zero);
@@ -164,10 +153,10 @@ public class StoreRecoveryTests(ITestOutputHelper output)
             }
         });
         Assert.NotNull(ScanLog(crashed));   // the log itself reads: the CRC was forged
-        var before = Images(crashed);
+        var before = crashed.Images();
 
         var check = await Assert.ThrowsAnyAsync<JournalException>(() => StoreRecovery.CheckAsync(Folder, new ReadOnlyOverlayProvider(crashed, crashed.Open), CancellationToken.None));
-        var open = await Assert.ThrowsAnyAsync<JournalException>(() => OpenAsync(crashed));
+        var open = await Assert.ThrowsAnyAsync<JournalException>(() => ReopenAsync(crashed));
         Assert.Equal(open.Message, check.Message);
         Assert.StartsWith($"{LogPath}: ", open.Message);
         Assert.Contains(problem, open.Message);

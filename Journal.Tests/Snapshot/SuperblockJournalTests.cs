@@ -20,17 +20,6 @@ public class SuperblockJournalTests
     private const string SbPath = Folder + "/" + SnapshotStore.SuperblockFileName;
     private const string LogPath = Folder + "/" + SnapshotStore.JournalFileName;
 
-    /// <summary>A provider holding a copy of every device of <paramref name="p"/> as it is now.</summary>
-    private static TestDeviceProvider Copy(TestDeviceProvider p)
-    {
-        var copy = new TestDeviceProvider();
-        foreach (var path in p.Paths) copy.Replace(path, MemoryBlockDevice.FromImage(p.Backing(path).ToArray(), path));
-        return copy;
-    }
-
-    private static Task<SnapshotStore> OpenAsync(TestDeviceProvider p) =>
-        SnapshotStore.OpenAsync(Folder, p.Options(new StoreOptions())).AsTask().WaitAsync(Watchdog);
-
     /// <summary>Waits until the superblock item records <paramref name="name"/> invalid and that commit is durable.</summary>
     private static async Task WaitForInvalidationCommitAsync(SnapshotStore store, string name)
     {
@@ -90,9 +79,9 @@ public class SuperblockJournalTests
         Pattern(8 * 20, 8, 4).CopyTo(expectedKeep, 8 * 20 * 512);
 
         // Crash, and store.sb loses every write since the store was created.
-        var crashed = Copy(p);
+        var crashed = p.CopyAll();
         crashed.Replace(SbPath, MemoryBlockDevice.FromImage(sbAtCreate, SbPath));
-        var a = await OpenAsync(crashed);
+        var a = await ReopenAsync(crashed);
         Assert.False(a.LogClean);
         var status = a.GetStatus().Snapshots.ToDictionary(s => s.Name);
         Assert.Equal(["keep", "small"], status.Keys.Order());
@@ -107,14 +96,14 @@ public class SuperblockJournalTests
         Assert.NotEqual(0UL, home.HomeLsn);
 
         // Crash again right after that replay: replaying again gives the same store.
-        var again = Copy(crashed);
-        var b = await OpenAsync(again);
+        var again = crashed.CopyAll();
+        var b = await ReopenAsync(again);
         Assert.Equal(status.Values.Select(s => s.ToString()).Order(), b.GetStatus().Snapshots.Select(s => s.ToString()).Order());
         Assert.Equal(expectedKeep, await ReadAsync(b.GetSnapshot("keep"), 0, 8 * 64));
         // And once more with store.sb as it was at creation: the log still holds every change.
-        var third = Copy(crashed);
+        var third = crashed.CopyAll();
         third.Replace(SbPath, MemoryBlockDevice.FromImage(sbAtCreate, SbPath));
-        var c3 = await OpenAsync(third);
+        var c3 = await ReopenAsync(third);
         Assert.Equal(status.Values.Select(s => s.ToString()).Order(), c3.GetStatus().Snapshots.Select(s => s.ToString()).Order());
         await c3.CloseAsync();
 
@@ -122,7 +111,7 @@ public class SuperblockJournalTests
         await b.CloseAsync();
         var closedHome = Superblock.Read(again.Backing(SbPath));
         Assert.Equal(["keep", "small"], closedHome.Snapshots.Select(r => r.Name).Order());
-        var d = await OpenAsync(again);
+        var d = await ReopenAsync(again);
         Assert.True(d.LogClean);
         Assert.Equal(expectedKeep, await ReadAsync(d.GetSnapshot("keep"), 0, 8 * 64));
         await d.CloseAsync();
@@ -141,13 +130,13 @@ public class SuperblockJournalTests
         for (int c = 0; c < 8; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 2)); // segments of t logged
         await WriteAsync(t, 8 * 30, Pattern(8 * 30, 8, 3));
         // The crash hits after the delete was forced to the log but before its COW file was removed.
-        var beforeRemoval = Copy(p);
+        var beforeRemoval = p.CopyAll();
         await store.DeleteSnapshotAsync("t");
         beforeRemoval.Replace(LogPath, MemoryBlockDevice.FromImage(p.Backing(LogPath).ToArray(), LogPath));
         beforeRemoval.Replace(SbPath, MemoryBlockDevice.FromImage(sbAtCreate, SbPath));
         Assert.True(beforeRemoval.Exists(store.CowPathOf("t")));
 
-        var a = await OpenAsync(beforeRemoval);
+        var a = await ReopenAsync(beforeRemoval);
         Assert.False(a.LogClean);
         Assert.Empty(a.Snapshots);
         Assert.False(beforeRemoval.Exists(a.CowPathOf("t")));
@@ -170,12 +159,12 @@ public class SuperblockJournalTests
         // store.sb names "t" on disk (written home), then the delete is committed and forced but the file stays.
         await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
         Assert.Equal(["t"], Superblock.Read(p.Backing(SbPath)).Snapshots.Select(r => r.Name));
-        var beforeRemoval = Copy(p);
+        var beforeRemoval = p.CopyAll();
         await store.DeleteSnapshotAsync("t");
         beforeRemoval.Replace(LogPath, MemoryBlockDevice.FromImage(p.Backing(LogPath).ToArray(), LogPath));
         Assert.True(beforeRemoval.Exists(store.CowPathOf("t")));
 
-        var a = await OpenAsync(beforeRemoval);
+        var a = await ReopenAsync(beforeRemoval);
         Assert.Empty(a.Snapshots);
         Assert.False(beforeRemoval.Exists(a.CowPathOf("t")));
         Assert.Empty(Superblock.Read(beforeRemoval.Backing(SbPath)).Snapshots);
@@ -200,9 +189,9 @@ public class SuperblockJournalTests
         for (int c = 4; c < 12; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 3));
         Assert.Equal(expected, await ReadAsync(t2, 0, 8 * 64));
 
-        var crashed = Copy(p);
+        var crashed = p.CopyAll();
         crashed.Replace(SbPath, MemoryBlockDevice.FromImage(sbAtCreate, SbPath));
-        var a = await OpenAsync(crashed);
+        var a = await ReopenAsync(crashed);
         Assert.Equal(["t"], a.GetStatus().Snapshots.Select(s => s.Name));
         Assert.True(a.GetStatus().Snapshots.Single().IsValid);
         Assert.Equal(8, a.GetStatus().Snapshots.Single().Exceptions);
@@ -258,7 +247,6 @@ public class SuperblockJournalTests
     }
 
     /// <summary>Every device's bytes, by path.</summary>
-    private static Dictionary<string, byte[]> Images(TestDeviceProvider p) => p.Paths.ToDictionary(x => x, x => p.Backing(x).ToArray());
 
     private static void AssertUnchanged(Dictionary<string, byte[]> before, TestDeviceProvider p)
     {
@@ -291,9 +279,9 @@ public class SuperblockJournalTests
     public async Task After_a_clean_close_a_bad_byte_in_the_newest_copy_is_refused_naming_store_sb_and_both_generations_and_nothing_is_removed()
     {
         var (p, store, newest, other, sector) = await NewestCopyDamagedAfterCreatingLastAsync();
-        var before = Images(p);
+        var before = p.Images();
 
-        var e = await Assert.ThrowsAsync<CorruptionException>(() => OpenAsync(p));
+        var e = await Assert.ThrowsAsync<CorruptionException>(() => ReopenAsync(p));
         Assert.StartsWith($"{SbPath}: block {sector}: superblock copy {(sector == 0 ? 'A' : 'B')} (sector {sector}) is damaged", e.Message);
         Assert.Contains($"generation {newest} (claimed by the damaged header)", e.Message);
         Assert.Contains($"(generation {other}, home LSN ", e.Message);
@@ -328,8 +316,8 @@ public class SuperblockJournalTests
         await store.CloseAsync();
         var (a, b) = Generations(p);
         DamageCopy(p, Math.Min(a!.Value, b!.Value));
-        var before = Images(p);
-        var e = await Assert.ThrowsAsync<CorruptionException>(() => OpenAsync(p));
+        var before = p.Images();
+        var e = await Assert.ThrowsAsync<CorruptionException>(() => ReopenAsync(p));
         Assert.Contains($"generation {Math.Max(a.Value, b.Value)}, home LSN", e.Message);
         AssertUnchanged(before, p);
     }
@@ -340,12 +328,12 @@ public class SuperblockJournalTests
         var p = new TestDeviceProvider();
         var (store, homeWithA, newest) = await SnapshotsAAndBWrittenHomeAsync(p, writeAfterB: true);
         Assert.Equal(["a", "b"], newest.Snapshots.Select(r => r.Name));
-        var crashed = Copy(p);
+        var crashed = p.CopyAll();
         // The log still holds the superblock that named "b" (nothing was written after the write-back).
         Assert.True(LoggedSuperblocksAbove(crashed, homeWithA.HomeLsn) > 0);
         DamageCopy(crashed, newest.Generation);
 
-        var reopened = await OpenAsync(crashed);
+        var reopened = await ReopenAsync(crashed);
         Assert.Equal(["a", "b"], reopened.GetStatus().Snapshots.Select(s => s.Name));
         Assert.True(crashed.Exists(reopened.CowPathOf("b")));
         Assert.Contains("brought up to date by the journal", reopened.RecoveryReport!.SuperblockFallback);
@@ -368,12 +356,12 @@ public class SuperblockJournalTests
             await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 2));
             await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog);
         }
-        var crashed = Copy(p);
+        var crashed = p.CopyAll();
         Assert.Equal(0, LoggedSuperblocksAbove(crashed, homeWithA.HomeLsn));
         DamageCopy(crashed, newest.Generation);
-        var before = Images(crashed);
+        var before = crashed.Images();
 
-        var e = await Assert.ThrowsAsync<CorruptionException>(() => OpenAsync(crashed));
+        var e = await Assert.ThrowsAsync<CorruptionException>(() => ReopenAsync(crashed));
         Assert.StartsWith($"{SbPath}: block ", e.Message);
         Assert.Contains($"generation {newest.Generation} (claimed by the damaged header)", e.Message);
         Assert.Contains($"generation {homeWithA.Generation}, home LSN {Lsn.FromValue(homeWithA.HomeLsn)}", e.Message);

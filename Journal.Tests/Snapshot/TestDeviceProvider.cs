@@ -135,6 +135,17 @@ internal sealed class TestDeviceProvider : IDeviceProvider
     /// <summary>Replaces the content of every device (after a simulated crash).</summary>
     public void Replace(string path, MemoryBlockDevice device) { lock (_lock) _devices[path] = device; }
 
+    /// <summary>A provider holding a copy of every device as it is now (a crash that keeps every write).</summary>
+    public TestDeviceProvider CopyAll()
+    {
+        var copy = new TestDeviceProvider();
+        foreach (var path in Paths) copy.Replace(path, MemoryBlockDevice.FromImage(Backing(path).ToArray(), path));
+        return copy;
+    }
+
+    /// <summary>The bytes of every device now, by path.</summary>
+    public Dictionary<string, byte[]> Images() => Paths.ToDictionary(x => x, x => Backing(x).ToArray());
+
     /// <summary>Forgets a device (e.g. a file that did not exist at a crash point).</summary>
     public void Forget(string path) { lock (_lock) _devices.Remove(path); }
 
