@@ -206,23 +206,10 @@ public sealed class FullDiskTests
                 problems.Add($"the store does not open: {e.GetType().Name}: {e.Message}");
                 return problems;
             }
-            Compare("origin", Origin, image, problems);
-            foreach (var (name, model) in Snapshots) Compare(name, model, image, problems);
+            image.Check("origin", Origin, Tag, problems);
+            foreach (var (name, model) in Snapshots) image.Check(name, model, Tag, problems);
             return problems;
         }
 
-        private static void Compare(string name, VolumeModel model, StoreImage image, List<string> problems)
-        {
-            if (!image.Volumes.TryGetValue(name, out var data))
-            {
-                problems.Add($"{name}: cannot be read (status {image.Snapshot(name)?.ToString() ?? "missing"})");
-                return;
-            }
-            var (count, first) = model.Check(data, Tag, 5);
-            if (count == 0) return;
-            problems.Add($"{name}: {count} sectors wrong");
-            foreach (var m in first)
-                problems.Add($"  {name} {m.Sectors}: expected write {string.Join(" or ", m.Expected)}, found {m.Description}");
-        }
     }
 }

@@ -36,8 +36,8 @@ public sealed class SignalTests
             var image = await StoreImage.ReadAsync(store);
             var origin = new VolumeModel(sectors, 1);
             origin.MayHold(2, 0, sectors);
-            Check("origin", origin, image, problems);
-            Check("s1", new VolumeModel(sectors, 1), image, problems);
+            image.Check("origin", origin, Tag, problems);
+            image.Check("s1", new VolumeModel(sectors, 1), Tag, problems);
             Assert.True(problems.Count == 0, string.Join("\n", problems));
             return;
         }
@@ -68,8 +68,8 @@ public sealed class SignalTests
             var image = await StoreImage.ReadAsync(store);
             var s1 = image.Snapshot("s1");
             long expectedOrigin = s1 is { Merging: false } ? 2 : 1;
-            Check("origin", new VolumeModel(sectors, expectedOrigin), image, problems);
-            Check("s2", new VolumeModel(sectors, 2), image, problems);
+            image.Check("origin", new VolumeModel(sectors, expectedOrigin), Tag, problems);
+            image.Check("s2", new VolumeModel(sectors, 2), Tag, problems);
             if (s1 is { IsValid: false } || s1?.MergeFailure is not null) problems.Add($"s1 after the signal: {s1}");
             Assert.True(problems.Count == 0, $"s1 after the signal: {(s1 is null ? "gone (merge finished)" : $"{s1.Status}, {s1.DmStatus}")}\n" + string.Join("\n", problems));
             return;
@@ -123,19 +123,5 @@ public sealed class SignalTests
     {
         var check = await Tool.JReplay("check", store);
         return check.ExitCode == 0 ? [] : [$"jreplay check after the signal: expected 0 (clean, no replay needed): {check}"];
-    }
-
-    private static void Check(string name, VolumeModel model, StoreImage image, List<string> problems)
-    {
-        if (!image.Volumes.TryGetValue(name, out var data))
-        {
-            problems.Add($"{name}: cannot be read");
-            return;
-        }
-        var (count, first) = model.Check(data, Tag, 5);
-        if (count == 0) return;
-        problems.Add($"{name}: {count} sectors wrong");
-        foreach (var m in first)
-            problems.Add($"  {name} {m.Sectors}: expected write {string.Join(" or ", m.Expected)}, found {m.Description}");
     }
 }

@@ -25,6 +25,24 @@ public sealed class StoreImage
     /// <summary>The status of snapshot <paramref name="name"/>, or null when the store has no such snapshot.</summary>
     public SnapshotStatus? Snapshot(string name) => Status.Snapshots.FirstOrDefault(s => s.Name == name);
 
+    /// <summary>
+    /// Compares volume <paramref name="name"/> with <paramref name="model"/> (writes stamped with <paramref name="tag"/>)
+    /// and adds a line to <paramref name="problems"/> for an unreadable volume, or lines for its first wrong runs.
+    /// </summary>
+    public void Check(string name, VolumeModel model, uint tag, List<string> problems)
+    {
+        if (!Volumes.TryGetValue(name, out var data))
+        {
+            problems.Add($"{name}: cannot be read (status {Snapshot(name)?.ToString() ?? "missing"})");
+            return;
+        }
+        var (count, first) = model.Check(data, tag, 5);
+        if (count == 0) return;
+        problems.Add($"{name}: {count} sectors wrong");
+        foreach (var m in first)
+            problems.Add($"  {name} {m.Sectors}: expected write {string.Join(" or ", m.Expected)}, found {m.Description}");
+    }
+
     /// <summary>Reads the whole store in <paramref name="folder"/> (fails after two minutes: a hang is a failure).</summary>
     public static async Task<StoreImage> ReadAsync(string folder)
     {
