@@ -1,22 +1,16 @@
 using Journal.Storage;
+using Journal.Tests.Storage;
 
 namespace Journal.Tests.Cil;
 
 /// <summary>A device wrapper whose asynchronous flushes wait for <see cref="FlushGate"/> when it is set (a slow disk).</summary>
-public sealed class GatedDevice(BlockDevice inner) : BlockDevice
+public sealed class GatedDevice(BlockDevice inner) : ForwardingDevice(inner)
 {
     public Task? FlushGate { get; set; }
 
     /// <summary>When set, every asynchronous flush completes on another thread (as a real disk's would).</summary>
     public bool AsyncFlushes { get; set; }
     public int FlushesWaiting;
-
-    public override string Name => inner.Name;
-    public override long SectorCount => inner.SectorCount;
-    protected override void ReadCore(long sector, Span<byte> buffer) => inner.Read(sector, buffer);
-    protected override void WriteCore(long sector, ReadOnlySpan<byte> data) => inner.Write(sector, data);
-    protected override void FlushCore() => inner.Flush();
-    protected override void ExtendCore(long sectorCount) => inner.Extend(sectorCount);
 
     protected override async ValueTask FlushCoreAsync(CancellationToken cancellationToken)
     {
@@ -27,6 +21,6 @@ public sealed class GatedDevice(BlockDevice inner) : BlockDevice
             await gate.WaitAsync(cancellationToken);
             Interlocked.Decrement(ref FlushesWaiting);
         }
-        await inner.FlushAsync(cancellationToken);
+        await Inner.FlushAsync(cancellationToken);
     }
 }

@@ -1,5 +1,6 @@
 using Journal.Storage;
 using Journal.Testing;
+using Journal.Tests.Storage;
 using Snapshot;
 using Snapshot.Storage;
 
@@ -160,21 +161,13 @@ internal sealed class TestDeviceProvider : IDeviceProvider
 }
 
 /// <summary>A handle on a shared memory device: disposing the handle leaves the storage for the next open.</summary>
-internal sealed class SharedDevice(BlockDevice inner) : BlockDevice
-{
-    public override string Name => inner.Name;
-    public override long SectorCount => inner.SectorCount;
-    protected override void ReadCore(long sector, Span<byte> buffer) => inner.Read(sector, buffer);
-    protected override void WriteCore(long sector, ReadOnlySpan<byte> data) => inner.Write(sector, data);
-    protected override void FlushCore() => inner.Flush();
-    protected override void ExtendCore(long sectorCount) => inner.Extend(sectorCount);
-}
+internal sealed class SharedDevice(BlockDevice inner) : ForwardingDevice(inner);
 
 /// <summary>
 /// A device whose writes can be held: while closed, every write waits (asynchronously) until <see cref="Open"/>.
 /// Used to keep copies in flight.
 /// </summary>
-internal sealed class GatedDevice(BlockDevice inner) : BlockDevice
+internal sealed class GatedDevice(BlockDevice inner) : ForwardingDevice(inner)
 {
     private volatile TaskCompletionSource? _closed;
     private int _heldWrites;
@@ -185,13 +178,6 @@ internal sealed class GatedDevice(BlockDevice inner) : BlockDevice
 
     public void Open() => Interlocked.Exchange(ref _closed, null)?.TrySetResult();
 
-    public override string Name => inner.Name;
-    public override long SectorCount => inner.SectorCount;
-    protected override void ReadCore(long sector, Span<byte> buffer) => inner.Read(sector, buffer);
-    protected override void WriteCore(long sector, ReadOnlySpan<byte> data) => inner.Write(sector, data);
-    protected override void FlushCore() => inner.Flush();
-    protected override void ExtendCore(long sectorCount) => inner.Extend(sectorCount);
-
     protected override async ValueTask WriteCoreAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         var gate = _closed;
@@ -201,6 +187,6 @@ internal sealed class GatedDevice(BlockDevice inner) : BlockDevice
             try { await gate.Task.ConfigureAwait(false); }
             finally { Interlocked.Decrement(ref _heldWrites); }
         }
-        inner.Write(sector, data.Span);
+        Inner.Write(sector, data.Span);
     }
 }

@@ -1,4 +1,5 @@
 using Journal.Storage;
+using Journal.Tests.Storage;
 using Snapshot;
 using Snapshot.Copy;
 using Snapshot.Memory;
@@ -19,15 +20,9 @@ public class ThrottleTests
     /// A COW device whose writes first wait for <paramref name="start"/>, then yield and sometimes sleep, so copies stay
     /// in flight and writers pile up at the bound.
     /// </summary>
-    private sealed class SlowDevice(BlockDevice inner, int seed, Task start) : BlockDevice
+    private sealed class SlowDevice(BlockDevice inner, int seed, Task start) : ForwardingDevice(inner)
     {
         private readonly Random _r = new(seed);
-        public override string Name => inner.Name;
-        public override long SectorCount => inner.SectorCount;
-        protected override void ReadCore(long sector, Span<byte> buffer) => inner.Read(sector, buffer);
-        protected override void WriteCore(long sector, ReadOnlySpan<byte> data) => inner.Write(sector, data);
-        protected override void FlushCore() => inner.Flush();
-        protected override void ExtendCore(long sectorCount) => inner.Extend(sectorCount);
         protected override async ValueTask WriteCoreAsync(long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
         {
             await start.ConfigureAwait(false);   // held until the test has seen a writer wait at the bound
@@ -35,7 +30,7 @@ public class ThrottleTests
             lock (_r) d = _r.Next(4);
             if (d == 0) await Task.Delay(1, cancellationToken).ConfigureAwait(false);
             else await Task.Yield();
-            inner.Write(sector, data.Span);
+            Inner.Write(sector, data.Span);
         }
     }
 

@@ -1,3 +1,4 @@
+using Journal.Tests.Storage;
 using Snapshot;
 using Xunit.Abstractions;
 using static Journal.Tests.Snapshot.SnapTestUtil;
@@ -56,19 +57,12 @@ public sealed class WritePathAllocationTests(ITestOutputHelper output)
     }
 
     /// <summary>A device whose asynchronous flush takes about a millisecond.</summary>
-    private sealed class SlowFlushDevice(Journal.Storage.BlockDevice inner) : Journal.Storage.BlockDevice
+    private sealed class SlowFlushDevice(Journal.Storage.BlockDevice inner) : Journal.Tests.Storage.ForwardingDevice(inner)
     {
-        public override string Name => inner.Name;
-        public override long SectorCount => inner.SectorCount;
-        protected override void ReadCore(long sector, Span<byte> buffer) => inner.Read(sector, buffer);
-        protected override void WriteCore(long sector, ReadOnlySpan<byte> data) => inner.Write(sector, data);
-        protected override void FlushCore() => inner.Flush();
-        protected override void ExtendCore(long sectorCount) => inner.Extend(sectorCount);
-
         protected override async ValueTask FlushCoreAsync(CancellationToken cancellationToken)
         {
             await Task.Delay(1, cancellationToken);
-            inner.Flush();
+            Inner.Flush();
         }
     }
 

@@ -284,18 +284,13 @@ public class RecordingBlockDeviceTests
     }
 
     /// <summary>Passes through to an inner device, running a hook inside each flush.</summary>
-    private sealed class HookDevice(BlockDevice inner, Action onFlush) : BlockDevice
+    private sealed class HookDevice(BlockDevice inner, Action onFlush) : ForwardingDevice(inner)
     {
         private bool _inHook;
-        public override string Name => inner.Name;
-        public override long SectorCount => inner.SectorCount;
-        protected override void ReadCore(long sector, Span<byte> buffer) => inner.Read(sector, buffer);
-        protected override void WriteCore(long sector, ReadOnlySpan<byte> data) => inner.Write(sector, data);
-        protected override void ExtendCore(long sectorCount) => inner.Extend(sectorCount);
         protected override void FlushCore()
         {
             if (!_inHook) { _inHook = true; onFlush(); _inHook = false; }
-            inner.Flush();
+            Inner.Flush();
         }
     }
 }
