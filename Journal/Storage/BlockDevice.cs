@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Journal.Storage;
 
 /// <summary>
@@ -100,6 +102,7 @@ public abstract class BlockDevice : IDisposable
     }
 
     /// <summary>Asynchronous <see cref="Flush"/>.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
         ThrowIfDisposed();

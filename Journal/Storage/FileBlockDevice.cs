@@ -1,3 +1,4 @@
+using System.Threading.Tasks.Sources;
 using Microsoft.Win32.SafeHandles;
 
 namespace Journal.Storage;
@@ -332,11 +333,78 @@ public sealed class FileBlockDevice : BlockDevice
     }
 
     /// <inheritdoc/>
-    /// <remarks>The flush blocks a thread-pool thread, not the caller's.</remarks>
+    /// <remarks>
+    /// The flush blocks a thread-pool thread, not the caller's. It runs as a pooled work item that is also the returned
+    /// task's source, so a steady stream of flushes allocates nothing (a commit round flushes every COW file with
+    /// copies in it).
+    /// </remarks>
     protected override ValueTask FlushCoreAsync(CancellationToken cancellationToken)
     {
         if (_readOnly) return ValueTask.CompletedTask;
-        return new ValueTask(Task.Run(SyncData, cancellationToken));
+        cancellationToken.ThrowIfCancellationRequested();
+        FlushOperation op;
+        lock (_flushOps) op = _flushOps.Count > 0 ? _flushOps.Pop() : new FlushOperation(this);
+        return op.Start();
+    }
+
+    // Idle flush operations (lock: the stack itself; a leaf, held for a push or a pop).
+    private readonly Stack<FlushOperation> _flushOps = new();
+
+    /// <summary>Most idle flush operations kept: more flushes of one file at once than this allocate their own.</summary>
+    private const int MaxIdleFlushOps = 16;
+
+    private void ReturnFlushOperation(FlushOperation op)
+    {
+        lock (_flushOps) if (_flushOps.Count < MaxIdleFlushOps) _flushOps.Push(op);
+    }
+
+    /// <summary>
+    /// One asynchronous fdatasync: queued to the thread pool, it runs <see cref="SyncData"/> there and completes the
+    /// value task it handed out; the awaiter's <c>GetResult</c> returns it to its device's pool (a value task is awaited
+    /// once). The continuation runs on the pool thread that flushed, as after <c>Task.Run</c>.
+    /// </summary>
+    private sealed class FlushOperation(FileBlockDevice device) : IValueTaskSource, IThreadPoolWorkItem
+    {
+        private ManualResetValueTaskSourceCore<bool> _core;
+
+        public ValueTask Start()
+        {
+            var task = new ValueTask(this, _core.Version);
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+            return task;
+        }
+
+        void IThreadPoolWorkItem.Execute()
+        {
+            try
+            {
+                device.SyncData();
+            }
+            catch (Exception e)
+            {
+                _core.SetException(e);
+                return;
+            }
+            _core.SetResult(true);
+        }
+
+        public void GetResult(short token)
+        {
+            try
+            {
+                _core.GetResult(token);
+            }
+            finally
+            {
+                _core.Reset();
+                device.ReturnFlushOperation(this);
+            }
+        }
+
+        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _core.OnCompleted(continuation, state, token, flags);
     }
 
     private void SyncData()
