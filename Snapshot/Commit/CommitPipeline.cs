@@ -52,6 +52,7 @@ internal sealed class CommitPipeline
     private readonly Task _pump, _completer;
     private bool _stopping;
     private long _nextRound;
+    private ValueTask[] _flushes = new ValueTask[8]; // the pump's own (step 1 runs for one round at a time)
 
     // Statistics (under _lock).
     private long _rounds, _exceptions, _cowFlushes, _largest, _roundTicks, _failedRounds;
@@ -193,12 +194,18 @@ internal sealed class CommitPipeline
         }
         else
         {
-            var flushes = new Task[n];
-            for (int i = 0; i < n; i++) flushes[i] = round.Groups[i].Store.Cow.FlushAsync(CancellationToken.None).AsTask();
+            // Started together, awaited in order: a file whose flush could not start fails its group like one that failed.
+            if (_flushes.Length < n) _flushes = new ValueTask[Math.Max(n, _flushes.Length * 2)];
             for (int i = 0; i < n; i++)
             {
-                try { await flushes[i].ConfigureAwait(false); }
+                try { _flushes[i] = round.Groups[i].Store.Cow.FlushAsync(CancellationToken.None); }
+                catch (Exception e) { _flushes[i] = ValueTask.FromException(e); }
+            }
+            for (int i = 0; i < n; i++)
+            {
+                try { await _flushes[i].ConfigureAwait(false); }
                 catch (Exception e) { round.Groups[i].Error = e; }
+                finally { _flushes[i] = default; }
             }
         }
         lock (_lock) _cowFlushes += n;
