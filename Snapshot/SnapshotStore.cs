@@ -460,6 +460,9 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
         return new StoreStatus(Folder, OriginSectors, ChunkSectors, LogClean, list, _options.MaxInFlightCopies,
             _dataPath.Throttle.InFlight, _dataPath.Throttle.Peak, _dataPath.Throttle.Waits, _dataPath.PendingPool.Statistics, _dataPath.PlanPool.Statistics)
         {
+            PendingCopyBound = _dataPath.Throttle.PendingBound == int.MaxValue ? 0 : _dataPath.Throttle.PendingBound,
+            CopiesPending = _dataPath.Throttle.Pending,
+            PeakCopiesPending = _dataPath.Throttle.PendingPeak,
             Commits = _pipeline?.Statistics,
         };
     }

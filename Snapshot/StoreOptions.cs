@@ -28,8 +28,17 @@ public sealed class StoreOptions
     /// <summary>Size of the shared metadata journal in 512-byte blocks (creation only). Default 32768 (16 MiB).</summary>
     public uint LogBlocks { get; init; } = 32768;
 
-    /// <summary>Most copy-on-write copies in flight; 0 means unlimited. Default 2048.</summary>
+    /// <summary>
+    /// Most copy-on-write copies in flight (their old data being read and written to the COW files); 0 means
+    /// unlimited. Default 2048. A copy leaves this bound once its data is written and handed to the commit pipeline.
+    /// </summary>
     public int MaxInFlightCopies { get; init; } = DefaultMaxInFlightCopies;
+
+    /// <summary>
+    /// Most copies pending at once: in flight, or written and waiting for their commit round. 0 (default) means sixteen
+    /// times <see cref="MaxInFlightCopies"/> (unlimited when that is); otherwise at least <see cref="MaxInFlightCopies"/>.
+    /// </summary>
+    public int MaxPendingCopies { get; init; }
 
     /// <summary>
     /// When true, every origin and snapshot write is durable when it returns (the store flushes the device it wrote,
@@ -84,7 +93,7 @@ public sealed class StoreOptions
 
     private StoreOptions Copy(IDeviceProvider provider, ILoggerFactory? loggerFactory) => new()
     {
-        OriginSectors = OriginSectors, ChunkSectors = ChunkSectors, LogBlocks = LogBlocks, MaxInFlightCopies = MaxInFlightCopies,
+        OriginSectors = OriginSectors, ChunkSectors = ChunkSectors, LogBlocks = LogBlocks, MaxInFlightCopies = MaxInFlightCopies, MaxPendingCopies = MaxPendingCopies,
         WriteThrough = WriteThrough, CowFullPolicy = CowFullPolicy, CowGrowthBytes = CowGrowthBytes, PoolReserve = PoolReserve,
         ReadOnly = ReadOnly, LoggerFactory = loggerFactory, DeviceProvider = provider, MetadataMode = MetadataMode, StoreId = StoreId,
     };
@@ -118,6 +127,10 @@ public sealed class StoreOptions
     {
         if (MaxInFlightCopies < 0)
             throw new SnapshotArgumentException($"{where}: in-flight copy bound {MaxInFlightCopies} is negative (0 means unlimited)");
+        if (MaxPendingCopies < 0)
+            throw new SnapshotArgumentException($"{where}: pending copy bound {MaxPendingCopies} is negative (0 means sixteen times the in-flight bound)");
+        if (MaxPendingCopies > 0 && MaxInFlightCopies > 0 && MaxPendingCopies < MaxInFlightCopies)
+            throw new SnapshotArgumentException($"{where}: pending copy bound {MaxPendingCopies} is below the in-flight copy bound {MaxInFlightCopies}");
         if (CowGrowthBytes < (1 << 20))
             throw new SnapshotArgumentException($"{where}: COW growth step {CowGrowthBytes} bytes is too small: at least 1 MiB");
         if (PoolReserve < 0)
@@ -126,7 +139,7 @@ public sealed class StoreOptions
 
     /// <inheritdoc/>
     public override string ToString() =>
-        $"StoreOptions(origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {LogBlocks} blocks, in-flight copies {(MaxInFlightCopies == 0 ? "unlimited" : MaxInFlightCopies)}, write-through {WriteThrough}, COW growth {CowGrowthBytes} bytes, pool reserve {PoolReserve}, COW full: {CowFullPolicy}, read-only {ReadOnly})";
+        $"StoreOptions(origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {LogBlocks} blocks, in-flight copies {(MaxInFlightCopies == 0 ? "unlimited" : MaxInFlightCopies)}, pending copies {(MaxPendingCopies == 0 ? "default" : MaxPendingCopies)}, write-through {WriteThrough}, COW growth {CowGrowthBytes} bytes, pool reserve {PoolReserve}, COW full: {CowFullPolicy}, read-only {ReadOnly})";
 }
 
 /// <summary>What a write that needs a copy does when a snapshot's COW file is full (<see cref="StoreOptions.CowFullPolicy"/>).</summary>

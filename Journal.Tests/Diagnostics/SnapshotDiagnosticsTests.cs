@@ -52,6 +52,7 @@ public sealed class SnapshotDiagnosticsTests
         Assert.Equal(commits.CowFlushes, Single(m, "snapshot.commit.cow_flushes"));
         Assert.Equal(commits.DurabilityWaits, Single(m, "snapshot.commit.log_forces"));
         Assert.Equal(0, Single(m, "snapshot.copies.in_flight"));
+        Assert.Equal(0, Single(m, "snapshot.copies.pending"));
         Assert.Equal(store.Throttle.Peak, Single(m, "snapshot.copies.peak_in_flight"));
         Assert.True(store.Throttle.Peak >= 1);
         Assert.Equal(store.Throttle.Waits, Single(m, "snapshot.throttle.waits"));

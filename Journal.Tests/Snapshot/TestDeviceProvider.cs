@@ -37,6 +37,7 @@ internal sealed class TestDeviceProvider : IDeviceProvider
         ChunkSectors = o?.ChunkSectors ?? StoreOptions.DefaultChunkSectors,
         LogBlocks = o?.LogBlocks ?? 2048,
         MaxInFlightCopies = o?.MaxInFlightCopies ?? StoreOptions.DefaultMaxInFlightCopies,
+        MaxPendingCopies = o?.MaxPendingCopies ?? 0,
         WriteThrough = o?.WriteThrough ?? false,
         CowGrowthBytes = o?.CowGrowthBytes ?? (1 << 20),
         PoolReserve = o?.PoolReserve ?? 16,

@@ -145,26 +145,117 @@ public class ThrottleTests
         Assert.False(t.TryAcquire(2));
         var w = t.WaitForRoomAsync(2);
         Assert.False(w.IsCompleted);
-        t.Release(1);
+        t.ReleaseUnused(1);
         await w.WaitAsync(Watchdog);
         Assert.True(t.TryAcquire(2));
         Assert.Equal(4, t.InFlight);
         Assert.False(t.TryAcquire(8));
         var big = t.WaitForRoomAsync(8);
         var small = t.WaitForRoomAsync(1);
-        t.Release(2);
+        t.ReleaseUnused(2);
         await small.WaitAsync(Watchdog);     // 2 + 1 fits
         Assert.False(big.IsCompleted);
-        t.Release(2);
+        t.ReleaseUnused(2);
         await big.WaitAsync(Watchdog);       // nothing in flight: any request fits
         Assert.True(t.TryAcquire(8));
         Assert.Equal(8, t.Peak);
-        t.Release(8);
+        t.ReleaseUnused(8);
         Assert.Equal(0, t.InFlight);
-        Assert.Throws<InvalidOperationException>(() => t.Release(1));
+        Assert.Throws<InvalidOperationException>(() => t.ReleaseUnused(1));
         var unlimited = new CopyThrottle(0);
         Assert.True(unlimited.TryAcquire(100000));
         Assert.Equal(int.MaxValue, unlimited.Bound);
+    }
+
+    [Fact]
+    public async Task A_written_copy_frees_its_in_flight_slot_and_keeps_its_pending_one_until_complete()
+    {
+        var t = new CopyThrottle(2, 4);
+        Assert.Equal(4, t.PendingBound);
+        Assert.True(t.TryAcquire(2));
+        Assert.False(t.TryAcquire(1));                 // the in-flight stage is full
+        var w = t.WaitForRoomAsync(1);
+        Assert.False(w.IsCompleted);
+        Assert.Throws<InvalidOperationException>(() => t.Release(1)); // still in flight: refused, nothing changed
+        t.CopiesWritten(2);                            // data written: room in flight, still pending
+        await w.WaitAsync(Watchdog);
+        Assert.Equal((0, 2), (t.InFlight, t.Pending));
+        Assert.True(t.TryAcquire(2));
+        t.CopiesWritten(2);
+        Assert.Equal((0, 4), (t.InFlight, t.Pending));
+        Assert.False(t.TryAcquire(1));                 // nothing in flight, but the pending stage is full
+        var big = t.WaitForRoomAsync(6);               // larger than the pending bound: granted once nothing is pending
+        var small = t.WaitForRoomAsync(1);
+        t.Release(1);
+        await small.WaitAsync(Watchdog);
+        Assert.False(big.IsCompleted);
+        t.Release(3);
+        await big.WaitAsync(Watchdog);
+        Assert.True(t.TryAcquire(6));
+        Assert.Equal((6, 6), (t.Peak, t.PendingPeak));
+        t.ReleaseUnused(6);
+        Assert.Equal((0, 0), (t.InFlight, t.Pending));
+        Assert.Throws<InvalidOperationException>(() => t.CopiesWritten(1));
+        Assert.Equal(2048 * CopyThrottle.DefaultPendingFactor, new CopyThrottle(2048).PendingBound);
+        Assert.Equal(int.MaxValue, new CopyThrottle(0).PendingBound);
+    }
+
+    /// <summary>
+    /// The in-flight bound holds the copy (read and write of the old data), not the commit: with the commit round held
+    /// (its COW flush gated), writers whose copies are written wait for the round holding only pending slots, so more
+    /// copies run meanwhile, up to the pending bound; past it a writer waits, and the round's completion lets it go.
+    /// </summary>
+    [Fact]
+    public async Task Copies_waiting_for_their_commit_leave_the_in_flight_bound_and_stop_at_the_pending_one()
+    {
+        var p = new TestDeviceProvider();
+        var flushGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Cil.GatedDevice? cow = null;
+        p.Wrap = (path, d) => path.EndsWith(".cow", StringComparison.Ordinal) ? cow = new Cil.GatedDevice(d) : d;
+        var store = await CreateMemoryStoreAsync(p, 8 * 64, maxInFlight: 1, maxPending: 3);
+        await store.CreateSnapshotAsync("s");
+        cow!.FlushGate = flushGate.Task;
+        // Three writers, three chunks: one copy in flight at a time, all three written and waiting for the held round.
+        var writes = Enumerable.Range(0, 3).Select(i => store.Origin.WriteAsync(i * 8, Pattern(i * 8, 8, 1)).AsTask()).ToList();
+        var watchdog = Task.Delay(Watchdog);
+        while (store.Throttle.Pending < 3 || store.Throttle.InFlight > 0)
+        {
+            Assert.False(watchdog.IsCompleted, $"copies did not leave the in-flight stage while their commit was held: {store.Throttle}");
+            await Task.Delay(1);
+        }
+        Assert.All(writes, w => Assert.False(w.IsCompleted));
+        // A fourth writer needs one more copy: the pending stage is full, so it waits (holding nothing).
+        writes.Add(store.Origin.WriteAsync(3 * 8, Pattern(3 * 8, 8, 1)).AsTask());
+        while (store.Throttle.Waiting == 0)
+        {
+            Assert.False(watchdog.IsCompleted, $"the fourth writer never waited at the pending bound: {store.Throttle}");
+            await Task.Delay(1);
+        }
+        flushGate.SetResult();
+        await Task.WhenAll(writes).WaitAsync(Watchdog);
+        var status = store.GetStatus();
+        Assert.Equal((1, 3), (status.PeakCopiesInFlight, status.PeakCopiesPending));
+        Assert.Equal((0, 0), (status.CopiesInFlight, status.CopiesPending));
+        string json = status.ToJson();
+        Assert.Contains("\"pending_copy_bound\":3", json);
+        Assert.Contains("\"peak_copies_pending\":3", json);
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.Equal(Pattern(i * 8, 8, 1), await ReadAsync(store.Origin, i * 8, 8));
+            Assert.Equal(new byte[8 * 512], await ReadAsync(store.GetSnapshot("s"), i * 8, 8));
+        }
+        await store.CloseAsync();
+    }
+
+    [Theory]
+    [InlineData(-1, 4, "pending copy bound -1 is negative")]
+    [InlineData(2, 4, "pending copy bound 2 is below the in-flight copy bound 4")]
+    public async Task A_bad_pending_bound_is_refused_naming_the_folder(int pending, int inFlight, string message)
+    {
+        var p = new TestDeviceProvider();
+        var e = await Assert.ThrowsAsync<SnapshotArgumentException>(() => CreateMemoryStoreAsync(p, 8 * 64, maxInFlight: inFlight, maxPending: pending));
+        Assert.Contains(message, e.Message);
+        Assert.StartsWith(Folder, e.Message);
     }
 
     [Fact]

@@ -74,6 +74,7 @@ internal sealed class CopyEngine
     {
         Interlocked.Increment(ref _jobs);
         byte[]? buffer = null;
+        int inFlight = plan.Slots; // throttle slots in their in-flight stage, ended once the copies are handed over
         try
         {
             var pending = plan.Pending;
@@ -93,6 +94,9 @@ internal sealed class CopyEngine
                 await CopyInPiecesAsync(plan, buffer).ConfigureAwait(false);
             }
             for (int i = 0; i < pending.Count; i++) Enqueue(pending[i]);
+            if (buffer is not null) { ArrayPool<byte>.Shared.Return(buffer); buffer = null; }
+            _completion.CopiesWritten(inFlight);
+            inFlight = 0;
             int committed = 0;
             for (int i = 0; i < pending.Count; i++)
             {
@@ -104,6 +108,7 @@ internal sealed class CopyEngine
         finally
         {
             if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+            if (inFlight > 0) _completion.CopiesWritten(inFlight);
             await InvalidateFailedAsync(plan.Pending).ConfigureAwait(false);
             var noSpace = FirstNoSpace(plan.Pending);
             _completion.Complete(plan.Pending, plan.Slots);
@@ -178,6 +183,7 @@ internal sealed class CopyEngine
         var pe = list[0];
         var st = pe.Snapshot!;
         byte[]? buffer = null;
+        int inFlight = slots; // as in RunOriginCopyAsync
         try
         {
             await GrowAsync(pe).ConfigureAwait(false);
@@ -210,11 +216,14 @@ internal sealed class CopyEngine
                 }
             }
             Enqueue(pe);
+            _completion.CopiesWritten(inFlight);
+            inFlight = 0;
             await AwaitCommitAsync(pe).ConfigureAwait(false);
         }
         finally
         {
             if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+            if (inFlight > 0) _completion.CopiesWritten(inFlight);
             bool failed = pe.Failed;
             var noSpace = pe.NoSpace;
             await InvalidateFailedAsync(list).ConfigureAwait(false);

@@ -10,8 +10,15 @@ namespace Snapshot.Copy;
 internal interface ICopyCompletion
 {
     /// <summary>
+    /// Says the data of <paramref name="slots"/> copies is written and handed to the commit pipeline (or they failed):
+    /// their in-flight throttle slots are free, their pending ones stay until <see cref="Complete"/>. Never waits.
+    /// </summary>
+    void CopiesWritten(int slots);
+
+    /// <summary>
     /// Moves each exception to its snapshot's complete table (or drops it and frees its chunk when it was not
-    /// committed), wakes its waiters, returns it to its pool, and gives back <paramref name="slots"/> throttle slots.
+    /// committed), wakes its waiters, returns it to its pool, and gives back <paramref name="slots"/> pending throttle slots (whose in-flight stage
+    /// <see cref="CopiesWritten"/> ended).
     /// Never waits (takes the state lock and the throttle's leaf lock).
     /// </summary>
     void Complete(List<PendingException> pending, int slots);

@@ -31,10 +31,11 @@ public static class SnapshotMetrics
     static SnapshotMetrics()
     {
         var m = s_meter;
-        Stores.CreateUpDownCounter(m, "snapshot.copies.in_flight", "{copy}", "Copy-on-write copies in flight (pending exceptions).", s => s.Throttle.InFlight);
+        Stores.CreateUpDownCounter(m, "snapshot.copies.in_flight", "{copy}", "Copy-on-write copies in flight (their data being read and written).", s => s.Throttle.InFlight);
+        Stores.CreateUpDownCounter(m, "snapshot.copies.pending", "{copy}", "Copies pending: in flight, or written and waiting for their commit round.", s => s.Throttle.Pending);
         Stores.CreateGauge(m, "snapshot.copies.peak_in_flight", "{copy}", "The most copies in flight at once since open.", s => s.Throttle.Peak);
         Stores.CreateCounter(m, "snapshot.copies", "{copy}", "Chunk copies written and committed (one per snapshot per chunk).", s => s.CopyCounters.ChunksCopied);
-        Stores.CreateCounter(m, "snapshot.throttle.waits", "{wait}", "Times a write waited for room under the in-flight copy bound.", s => s.Throttle.Waits);
+        Stores.CreateCounter(m, "snapshot.throttle.waits", "{wait}", "Times a write waited for room under the in-flight or pending copy bound.", s => s.Throttle.Waits);
         Stores.CreateCounter(m, "snapshot.commit.rounds", "{round}", "Commit rounds completed.", s => s.CommitStatistics.Rounds);
         Stores.CreateCounter(m, "snapshot.commit.exceptions", "{exception}", "Exceptions made durable by commit rounds.", s => s.CommitStatistics.Exceptions);
         Stores.CreateCounter(m, "snapshot.commit.cow_flushes", "{flush}", "COW file flushes issued by commit rounds.", s => s.CommitStatistics.CowFlushes);

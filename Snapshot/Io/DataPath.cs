@@ -90,8 +90,10 @@ internal sealed class DataPath : ICopyCompletion
         _originFlush = new GroupFlush(ct => _origin.FlushAsync(ct));
         _writeThrough = options.WriteThrough;
         _cowFullPolicy = options.CowFullPolicy;
-        _throttle = new CopyThrottle(options.MaxInFlightCopies);
-        int budget = options.MaxInFlightCopies > 0 ? options.MaxInFlightCopies : StoreOptions.DefaultMaxInFlightCopies;
+        _throttle = new CopyThrottle(options.MaxInFlightCopies, options.MaxPendingCopies);
+        // The pools hold what is pending (a plan lives as long as its exceptions): budget the pending bound.
+        int budget = _throttle.PendingBound != int.MaxValue ? _throttle.PendingBound
+            : StoreOptions.DefaultMaxInFlightCopies * CopyThrottle.DefaultPendingFactor;
         _pendingPool = new BoundedPool<PendingException>("pending exceptions", budget, options.PoolReserve, () => new PendingException());
         _planPool = new BoundedPool<CopyPlan>("copy jobs", budget, options.PoolReserve, () => new CopyPlan());
     }
@@ -407,7 +409,7 @@ internal sealed class DataPath : ICopyCompletion
             }
             if (p.Pending.Count < need)
             {
-                _throttle.Release(need - p.Pending.Count);
+                _throttle.ReleaseUnused(need - p.Pending.Count);
                 p.Slots = p.Pending.Count;
             }
             if (p.Pending.Count == 0)
@@ -573,7 +575,7 @@ internal sealed class DataPath : ICopyCompletion
                     else if (!_throttle.TryAcquire(slots)) wantSlots = slots;
                     else if (!st.Store!.TryAllocate(out newChunk))
                     {
-                        _throttle.Release(slots);
+                        _throttle.ReleaseUnused(slots);
                         isFull = true;
                     }
                     else
@@ -642,6 +644,9 @@ internal sealed class DataPath : ICopyCompletion
     }
 
     // ---- completion ---------------------------------------------------------------------------------------------
+
+    /// <inheritdoc/>
+    public void CopiesWritten(int slots) => _throttle.CopiesWritten(slots);
 
     /// <inheritdoc/>
     public void Complete(List<PendingException> pending, int slots)

@@ -20,6 +20,15 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
     IReadOnlyList<SnapshotStatus> Snapshots, int CopyBound, int CopiesInFlight, int PeakCopiesInFlight, long ThrottleWaits,
     PoolStatistics PendingPool, PoolStatistics CopyJobPool)
 {
+    /// <summary>The pending copy bound: copies in flight or waiting for their commit (0 = unlimited).</summary>
+    public int PendingCopyBound { get; init; }
+
+    /// <summary>Copies pending now: in flight, or written and waiting for their commit.</summary>
+    public int CopiesPending { get; init; }
+
+    /// <summary>Most copies pending at once since open.</summary>
+    public int PeakCopiesPending { get; init; }
+
     /// <summary>The commit pipeline's counters since open (rounds, their exceptions, COW flushes, log forces, wait time).</summary>
     public CommitPipelineStatistics? Commits { get; init; }
 
@@ -27,7 +36,8 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
     /// The status as one JSON object. Field names: <c>folder</c>, <c>origin_sectors</c>, <c>chunk_sectors</c>,
     /// <c>log_clean</c>, <c>snapshots[]</c> (<c>name</c>, <c>kind</c>, <c>status</c>, <c>sectors_allocated</c>,
     /// <c>total_sectors</c>, <c>metadata_sectors</c>, <c>exceptions</c>, <c>invalid_reason</c>), <c>copy_bound</c>,
-    /// <c>copies_in_flight</c>, <c>peak_copies_in_flight</c>, <c>throttle_waits</c>, <c>pools[]</c> (<c>name</c>,
+    /// <c>copies_in_flight</c>, <c>peak_copies_in_flight</c>, <c>pending_copy_bound</c>, <c>copies_pending</c>,
+    /// <c>peak_copies_pending</c>, <c>throttle_waits</c>, <c>pools[]</c> (<c>name</c>,
     /// <c>budget</c>, <c>reserve</c>, <c>in_use</c>, <c>peak_in_use</c>, <c>emergency</c>, <c>peak_emergency</c>,
     /// <c>emergency_total</c>), <c>commits</c> (<c>committer</c>, <c>rounds</c>, <c>exceptions</c>,
     /// <c>exceptions_per_round</c>, <c>largest_round</c>, <c>cow_flushes</c>, <c>transactions</c>, <c>log_forces</c>,
@@ -63,6 +73,9 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
             w.WriteNumber("copy_bound", CopyBound);
             w.WriteNumber("copies_in_flight", CopiesInFlight);
             w.WriteNumber("peak_copies_in_flight", PeakCopiesInFlight);
+            w.WriteNumber("pending_copy_bound", PendingCopyBound);
+            w.WriteNumber("copies_pending", CopiesPending);
+            w.WriteNumber("peak_copies_pending", PeakCopiesPending);
             w.WriteNumber("throttle_waits", ThrottleWaits);
             w.WriteStartArray("pools");
             foreach (var p in new[] { PendingPool, CopyJobPool })
