@@ -21,7 +21,14 @@ internal static class StormBenchmark
 {
     internal sealed record Result(int Bound, double Gigabytes, int Snapshots, long Writes, double WritesPerS, long PeakRssBytes,
         long StartRssBytes, long PeakManagedBytes, int PeakCopiesInFlight, long ThrottleWaits, PoolStatistics PendingPool, PoolStatistics CopyJobPool,
-        CommitDelta Commit);
+        CommitDelta Commit)
+    {
+        /// <summary>Which pass of the cases this run was (1-based).</summary>
+        public int Pass { get; init; } = 1;
+    }
+
+    /// <summary>Size of a warm-up pass's origin in GiB (32 MiB).</summary>
+    private const double WarmUpGigabytes = 1.0 / 32;
 
     public static Command CreateCommand()
     {
@@ -29,11 +36,12 @@ internal static class StormBenchmark
         var gigabytes = new Option<string>("--gigabytes") { Description = "Origin sizes in GiB to write through, comma-separated (e.g. 1,4).", DefaultValueFactory = _ => "1" };
         var bounds = new Option<string>("--bounds") { Description = "In-flight copy bounds to run, comma-separated (0 = unlimited).", DefaultValueFactory = _ => "2048,0" };
         var logSize = new Option<int>("--log-mib") { Description = "Size of the store's journal in MiB (at least 1; a small log makes commit rounds split).", DefaultValueFactory = _ => 32 };
+        var passes = new Option<int>("--passes") { Description = "Times every case runs, in alternating order (the order of --bounds, then reversed, ...); writes/s side by side is each case's median.", DefaultValueFactory = _ => 2 };
         var unboundedMax = new Option<double>("--unbounded-max-gigabytes") { Description = "Largest size run with the bound off (0); larger unbounded runs are skipped, since their memory grows with the data written.", DefaultValueFactory = _ => 1 };
         var json = JsonOption();
         var cmd = new Command("storm", "A write storm through the origin with the in-flight copy bound on and off: peak memory, pools, throughput, commit rounds.")
         {
-            snapshots, gigabytes, bounds, logSize, unboundedMax, json,
+            snapshots, gigabytes, bounds, logSize, passes, unboundedMax, json,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -53,9 +61,12 @@ internal static class StormBenchmark
             if (logMib is < 1 or > 4096) return UsageError("--log-mib must be in 1..4096");
             double maxUnbounded = pr.GetValue(unboundedMax);
             if (double.IsNaN(maxUnbounded) || maxUnbounded < 0) return UsageError("--unbounded-max-gigabytes must not be negative");
+            int passCount = pr.GetValue(passes);
+            if (passCount is < 1 or > 10) return UsageError("--passes must be in 1..10");
             var load = LoadAverage.Read();
             var results = new List<Result>();
             var skipped = new List<string>();
+            var cases = new List<(int Bound, double Gigabytes)>();
             foreach (int b in bs)
                 foreach (double g in gbs)
                 {
@@ -66,12 +77,27 @@ internal static class StormBenchmark
                         Console.Error.WriteLine($"journal-bench: storm: {why}");
                         continue;
                     }
-                    results.Add(await RunOnceAsync(s, g, b, logMib, ct).ConfigureAwait(false));
+                    cases.Add((b, g));
                 }
+            // Untimed warm-up of every bound on a small origin, so no case is timed while the JIT compiles what all
+            // of them share (the first case of a run would otherwise be the slow one).
+            Progress("storm: warm-up");
+            var warm = await JitWarmUp.RunAsync(async () =>
+            {
+                foreach (int b in bs.Distinct()) await RunOnceAsync(s, WarmUpGigabytes, b, logMib, ct).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+            // Alternating order (A B, then B A, ...): whatever favours a place in the sequence (the disk's background
+            // writeback of the previous case, the load of a shared machine drifting) is spread over the cases.
+            for (int pass = 1; pass <= passCount; pass++)
+            {
+                var order = pass % 2 == 1 ? cases : Enumerable.Reverse(cases).ToList();
+                foreach (var (b, g) in order) results.Add(await RunOnceAsync(s, g, b, logMib, ct).ConfigureAwait(false) with { Pass = pass });
+            }
+            results = results.OrderBy(r => cases.IndexOf((r.Bound, r.Gigabytes))).ThenBy(r => r.Pass).ToList();
             ProgressDone();
             var loadEnd = LoadAverage.Read();
-            if (pr.GetValue(json)) PrintJson(ToJson(results, skipped, load, loadEnd));
-            else Console.Out.Write(ToTable(results, skipped, load, loadEnd));
+            if (pr.GetValue(json)) PrintJson(ToJson(results, skipped, load, loadEnd, warm));
+            else Console.Out.Write(ToTable(results, skipped, load, loadEnd, warm));
             return 0;
         });
         return cmd;
@@ -95,6 +121,10 @@ internal static class StormBenchmark
             try
             {
                 for (int s = 0; s < snapshots; s++) await store.CreateSnapshotAsync($"s{s}", null, ct).ConfigureAwait(false);
+                // Every case starts from the same state: its files durable and out of the page cache (the creation's
+                // dirty pages would otherwise be written back during whichever case runs first).
+                await store.FlushAsync(ct).ConfigureAwait(false);
+                PageCache.DropFolder(dir.Path);
                 var data = new byte[4096];
                 Random.Shared.NextBytes(data);
                 using var stop = new CancellationTokenSource();
@@ -149,32 +179,54 @@ internal static class StormBenchmark
         }
     }
 
-    private static string ToTable(IReadOnlyList<Result> results, IReadOnlyList<string> skipped, LoadAverage? load, LoadAverage? loadEnd)
+    /// <summary>Median writes/s of the runs of one case.</summary>
+    internal static double MedianWritesPerS(IEnumerable<Result> runs)
     {
-        var header = new[] { "bound", "GiB", "writes", "writes/s", "peak RSS MiB", "peak heap MiB", "peak copies", "throttle waits", "pending peak", "pending emerg.", "jobs peak", "jobs emerg." };
-        var rows = results.Select(r => (IReadOnlyList<string>)new[]
-        {
-            r.Bound == 0 ? "0 (off)" : r.Bound.ToString(CultureInfo.InvariantCulture), r.Gigabytes.ToString(CultureInfo.InvariantCulture), F(r.Writes),
-            F(r.WritesPerS), F(r.PeakRssBytes / 1048576.0, 1), F(r.PeakManagedBytes / 1048576.0, 1), F(r.PeakCopiesInFlight), F(r.ThrottleWaits), F(r.PendingPool.PeakInUse),
-            F(r.PendingPool.EmergencyTotal), F(r.CopyJobPool.PeakInUse), F(r.CopyJobPool.EmergencyTotal),
-        });
-        var commitHeader = new[] { "bound", "GiB", "writes/s", "rounds", "exc/round", "largest round", "COW flushes", "log forces", "transactions", "round wait ms" };
-        var commitRows = results.Select(r => (IReadOnlyList<string>)new[]
-        {
-            r.Bound == 0 ? "0 (off)" : r.Bound.ToString(CultureInfo.InvariantCulture), r.Gigabytes.ToString(CultureInfo.InvariantCulture), F(r.WritesPerS),
-            F(r.Commit.Rounds), F(r.Commit.ExceptionsPerRound, 1), F(r.Commit.LargestRound), F(r.Commit.CowFlushes), F(r.Commit.DurabilityWaits),
-            F(r.Commit.Transactions), F(r.Commit.AverageRoundWaitMs, 2),
-        });
+        var v = runs.Select(r => r.WritesPerS).Order().ToArray();
+        if (v.Length == 0) return double.NaN;
+        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+    }
+
+    /// <summary>One line per bounded case and size: its median writes/s and largest peak RSS beside the unbounded run's.</summary>
+    internal static List<string> SideBySide(IReadOnlyList<Result> results)
+    {
         var side = new List<string>();
         foreach (var g in results.Select(r => r.Gigabytes).Distinct())
         {
-            var on = results.Where(r => r.Gigabytes == g && r.Bound > 0).ToList();
-            var off = results.FirstOrDefault(r => r.Gigabytes == g && r.Bound == 0);
-            foreach (var b in on)
-                if (off is not null)
-                    side.Add(string.Create(CultureInfo.InvariantCulture, $"{g} GiB: bound {b.Bound} {F(b.WritesPerS)} writes/s, peak RSS {F(b.PeakRssBytes / 1048576.0, 1)} MiB; bound off {F(off.WritesPerS)} writes/s, peak RSS {F(off.PeakRssBytes / 1048576.0, 1)} MiB; bounded/unbounded {F(b.WritesPerS / off.WritesPerS, 2)}x"));
+            var off = results.Where(r => r.Gigabytes == g && r.Bound == 0).ToList();
+            if (off.Count == 0) continue;
+            double offWps = MedianWritesPerS(off);
+            long offRss = off.Max(r => r.PeakRssBytes);
+            foreach (var b in results.Where(r => r.Gigabytes == g && r.Bound > 0).Select(r => r.Bound).Distinct())
+            {
+                var on = results.Where(r => r.Gigabytes == g && r.Bound == b).ToList();
+                double onWps = MedianWritesPerS(on);
+                side.Add(string.Create(CultureInfo.InvariantCulture, $"{g} GiB: bound {b} {F(onWps)} writes/s, peak RSS {F(on.Max(r => r.PeakRssBytes) / 1048576.0, 1)} MiB; bound off {F(offWps)} writes/s, peak RSS {F(offRss / 1048576.0, 1)} MiB; bounded/unbounded {F(onWps / offWps, 2)}x (medians of {on.Count} and {off.Count} runs)"));
+            }
         }
+        return side;
+    }
+
+    private static string ToTable(IReadOnlyList<Result> results, IReadOnlyList<string> skipped, LoadAverage? load, LoadAverage? loadEnd, JitWarmUp.Report warm)
+    {
+        var header = new[] { "bound", "GiB", "pass", "writes", "writes/s", "peak RSS MiB", "peak heap MiB", "peak copies", "throttle waits", "pending peak", "pending emerg.", "jobs peak", "jobs emerg." };
+        var rows = results.Select(r => (IReadOnlyList<string>)new[]
+        {
+            r.Bound == 0 ? "0 (off)" : r.Bound.ToString(CultureInfo.InvariantCulture), r.Gigabytes.ToString(CultureInfo.InvariantCulture), F(r.Pass), F(r.Writes),
+            F(r.WritesPerS), F(r.PeakRssBytes / 1048576.0, 1), F(r.PeakManagedBytes / 1048576.0, 1), F(r.PeakCopiesInFlight), F(r.ThrottleWaits), F(r.PendingPool.PeakInUse),
+            F(r.PendingPool.EmergencyTotal), F(r.CopyJobPool.PeakInUse), F(r.CopyJobPool.EmergencyTotal),
+        });
+        var commitHeader = new[] { "bound", "GiB", "pass", "writes/s", "rounds", "exc/round", "largest round", "COW flushes", "log forces", "transactions", "round wait ms" };
+        var commitRows = results.Select(r => (IReadOnlyList<string>)new[]
+        {
+            r.Bound == 0 ? "0 (off)" : r.Bound.ToString(CultureInfo.InvariantCulture), r.Gigabytes.ToString(CultureInfo.InvariantCulture), F(r.Pass), F(r.WritesPerS),
+            F(r.Commit.Rounds), F(r.Commit.ExceptionsPerRound, 1), F(r.Commit.LargestRound), F(r.Commit.CowFlushes), F(r.Commit.DurabilityWaits),
+            F(r.Commit.Transactions), F(r.Commit.AverageRoundWaitMs, 2),
+        });
+        var side = SideBySide(results);
+        int passCount = results.Count == 0 ? 0 : results.Max(r => r.Pass);
         return $"journal-bench storm: {results.FirstOrDefault()?.Snapshots} snapshots, 4 KiB first writes issued without waiting for completion, in {Path.GetTempPath()}\n"
+            + $"{warm.Describe()}; {passCount} pass(es) over the cases, in alternating order\n"
             + $"{LoadAverage.Describe(load)} at start, {LoadAverage.Describe(loadEnd)} at end\n\n"
             + Table(header, rows)
             + "\npeak RSS / heap: resident set and managed heap sampled every 20 ms during the run; emerg.: objects handed out beyond\n"
@@ -194,9 +246,11 @@ internal static class StormBenchmark
         ["emergency_total"] = p.EmergencyTotal,
     };
 
-    private static JsonObject ToJson(IReadOnlyList<Result> results, IReadOnlyList<string> skipped, LoadAverage? load, LoadAverage? loadEnd) => new()
+    private static JsonObject ToJson(IReadOnlyList<Result> results, IReadOnlyList<string> skipped, LoadAverage? load, LoadAverage? loadEnd, JitWarmUp.Report warm) => new()
     {
         ["benchmark"] = "storm",
+        ["warm_up"] = warm.Describe(),
+        ["side_by_side"] = new JsonArray(SideBySide(results).Select(x => (JsonNode)JsonValue.Create(x)).ToArray()),
         ["machine"] = Machine(),
         ["load_average_start"] = load?.ToString(),
         ["load_average_end"] = loadEnd?.ToString(),
@@ -205,6 +259,7 @@ internal static class StormBenchmark
         {
             ["bound"] = r.Bound,
             ["gigabytes"] = r.Gigabytes,
+            ["pass"] = r.Pass,
             ["snapshots"] = r.Snapshots,
             ["writes"] = r.Writes,
             ["writes_per_s"] = Math.Round(r.WritesPerS, 1),
