@@ -35,7 +35,11 @@ internal static class CowSequentialBenchmark
         string? PeerSkipped, LoadAverage? LoadStart)
     {
         public LoadAverage? LoadEnd { get; set; }
+        public JitWarmUp.Report? WarmUp { get; set; }
     }
+
+    /// <summary>Bytes a warm-up pass writes (64 MiB, or the whole size when smaller).</summary>
+    private const long WarmUpBytes = 64L << 20;
 
     public static async Task<int> RunCommandAsync(int[] snapshotCounts, double gigabytes, int requestKib, bool writeThrough, bool requirePeer, bool cold, bool json, CancellationToken ct)
     {
@@ -53,6 +57,14 @@ internal static class CowSequentialBenchmark
         }
         var s = new Settings(bytes, requestBytes, writeThrough, cold, qemuIo, qemuImg,
             qemuIo is null ? null : await QemuTools.VersionAsync(qemuIo, ct).ConfigureAwait(false), skipped, LoadAverage.Read());
+        // Untimed passes of the same requests on a small origin until the code runs at its steady tier (a GiB is only
+        // 1,024 requests: timed cold, the first part of it would run the JIT's first, unoptimized code).
+        Progress("cow --sequential: warm-up");
+        var warm = s with { Bytes = Math.Max(s.RequestBytes, Math.Min(s.Bytes, WarmUpBytes) / s.RequestBytes * s.RequestBytes) };
+        s.WarmUp = await JitWarmUp.RunAsync(async () =>
+        {
+            foreach (int snaps in snapshotCounts.Distinct()) await StoreRunAsync(snaps, warm, ct).ConfigureAwait(false);
+        }).ConfigureAwait(false);
         var rows = new List<Row>();
         foreach (int snaps in snapshotCounts) rows.Add(await RunRowAsync(snaps, s, ct).ConfigureAwait(false));
         ProgressDone();
@@ -65,12 +77,23 @@ internal static class CowSequentialBenchmark
     private static async Task<Row> RunRowAsync(int snaps, Settings s, CancellationToken ct)
     {
         Progress($"cow --sequential: store, {snaps} snapshot(s)");
+        var store = await StoreRunAsync(snaps, s, ct).ConfigureAwait(false);
+        var data = new byte[s.RequestBytes];
+        Array.Fill(data, (byte)7);
+
+        Progress("cow --sequential: plain file");
+        return await PeersAsync(snaps, s, store, data, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The store's side: <see cref="Settings.Bytes"/> of first writes from offset 0, then one flush, timed.</summary>
+    private static async Task<CowStoreResult> StoreRunAsync(int snaps, Settings s, CancellationToken ct)
+    {
         long sectors = s.Bytes / BlockDevice.SectorSize;
         long chunks = sectors / ChunkSectors;
         var setup = new CowStoreSetup(snaps, sectors, ChunkSectors, MetadataMode.Journal, s.WriteThrough, CowStoreRun.CowSectorsFor(chunks, ChunkSectors), s.ColdCache);
         var data = new byte[s.RequestBytes];
         Array.Fill(data, (byte)7);
-        var store = await CowStoreRun.RunAsync(setup, chunks, async (st, latency, token) =>
+        return await CowStoreRun.RunAsync(setup, chunks, async (st, latency, token) =>
         {
             long n = 0;
             for (long off = 0; off < s.Bytes; off += s.RequestBytes, n++)
@@ -81,8 +104,10 @@ internal static class CowSequentialBenchmark
             }
             return (n, s.Bytes);
         }, ct).ConfigureAwait(false);
+    }
 
-        Progress("cow --sequential: plain file");
+    private static async Task<Row> PeersAsync(int snaps, Settings s, CowStoreResult store, byte[] data, CancellationToken ct)
+    {
         var (plainSeconds, plainRate) = await PlainFileAsync(s, data, ct).ConfigureAwait(false);
 
         var qemu = new List<QemuIo.Result>();
@@ -131,6 +156,7 @@ internal static class CowSequentialBenchmark
         sb.Append(s.WriteThrough ? "write-through" : "one flush at the end (timed)");
         sb.Append(CultureInfo.InvariantCulture, $", in {Path.GetTempPath()}\n");
         sb.Append(s.ColdCache ? "each side's files dropped from the page cache before it runs\n" : "files left in the page cache (--warm-cache)\n");
+        if (s.WarmUp is { } w) sb.Append(w.Describe()).Append(" of the store's side\n");
         sb.Append(s.PeerSkipped is { } why ? $"qcow2 peer skipped: {why}\n" : $"qcow2 peer: {s.Version}, overlay with 64 KiB clusters over a raw base of the same size\n");
         sb.Append(CultureInfo.InvariantCulture, $"{LoadAverage.Describe(s.LoadStart)} at start, {LoadAverage.Describe(s.LoadEnd)} at end\n");
         foreach (var r in rows)
@@ -170,6 +196,7 @@ internal static class CowSequentialBenchmark
         ["request_bytes"] = s.RequestBytes,
         ["semantics"] = s.WriteThrough ? "write-through" : "block-device",
         ["cold_cache"] = s.ColdCache,
+        ["warm_up"] = s.WarmUp?.Describe(),
         ["peer"] = s.PeerSkipped is { } why ? new JsonObject { ["skipped"] = why } : new JsonObject { ["qemu_io"] = s.QemuIo, ["version"] = s.Version },
         ["load_average_start"] = s.LoadStart?.ToString(),
         ["load_average_end"] = s.LoadEnd?.ToString(),
