@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Journal.Cil;
 using Journal.Format;
 using Journal.Log;
@@ -179,7 +180,8 @@ internal sealed class ActiveItemList
 
     private readonly record struct BatchResult(int Written, bool Pinned);
 
-    private async Task<BatchResult> WriteBackBatchAsync(Lsn target, CancellationToken cancellationToken)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<BatchResult> WriteBackBatchAsync(Lsn target, CancellationToken cancellationToken)
     {
         await _writeBackGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         int n = 0, written = 0;

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using Journal.Format;
 using Journal.Memory;
 
@@ -37,12 +38,13 @@ internal sealed partial class CommittedItemList
     public const int MaxPushesInFlight = EmergencyReserve.PushSlots;
 
     private readonly AsyncSignal _pushSignal = new();
-    private readonly AsyncSignal _throttled = new();   // set when a committer starts waiting at the hard limit
+    private readonly AsyncSignal _pushWake = new();    // set when a checkpoint completes and when a committer starts waiting at the hard limit
     private readonly SemaphoreSlim _pushSlots = new(MaxPushesInFlight, MaxPushesInFlight);
     private long _pushTarget;                 // highest sequence someone asked to push
     private ulong _durableSeq;                // every sequence at or below it is durable
     private Task _pushLoop = Task.CompletedTask;
-    private Task<CilContext>? _spare;         // next context, prepared outside the lock after each switch
+    private ValueTask<CilContext> _spare;     // next context, prepared outside the lock after each switch (when _hasSpare)
+    private bool _hasSpare;                   // push loop only (and the constructor, and StopAsync once it has ended)
     private Task _lastCompletion = Task.CompletedTask;
     private volatile bool _stopping;
     private Exception? _shutdown;
@@ -89,7 +91,9 @@ internal sealed partial class CommittedItemList
                     {
                         if (!prev.Durable.Task.IsCompleted)
                         {
-                            await Task.WhenAny(prev.Durable.Task, _throttled.WaitAsync()).ConfigureAwait(false);
+                            // Both wake-ups set _pushWake; a set with nobody waiting stays set, so neither is lost
+                            // between the check above and this wait (a stale one costs a look, nothing else).
+                            await _pushWake.WaitAsync().ConfigureAwait(false);
                             continue;
                         }
                         if (!cur.Gathered)
@@ -106,11 +110,11 @@ internal sealed partial class CommittedItemList
                     var old = Switch(next);
                     if (old is null)
                     {
-                        _spare = Task.FromResult(next);
+                        SetSpare(new ValueTask<CilContext>(next));
                         _pushSlots.Release();
                         break;
                     }
-                    _spare ??= NextSpare(); // one preparation at a time
+                    if (!_hasSpare) SetSpare(NextSpare()); // one preparation at a time
                     _lastCompletion = WriteCheckpointAsync(old);
                 }
             }
@@ -171,31 +175,40 @@ internal sealed partial class CommittedItemList
     /// </summary>
     private async ValueTask<CilContext> TakeSpareAsync()
     {
+        bool had = _hasSpare;
         var t = _spare;
-        _spare = null;
-        if (t is not null && t.IsCompletedSuccessfully) return t.Result;
+        _hasSpare = false;
+        _spare = default;
+        if (had && t.IsCompletedSuccessfully) return t.Result;
         if (_pool.TryRentCached(CheckpointHeader.Size) is { } cached)
         {
-            _spare = t; // still being prepared: it will serve a later switch
+            if (had) SetSpare(t); // still being prepared: it will serve a later switch
             return new CilContext(cached, pooled: true);
         }
         var header = _pool.Reserve.TryTakePush(CheckpointHeader.Size);
         if (header is not null)
         {
-            _spare = t; // still being prepared (allocator failing or stalled): it will serve a later switch
+            if (had) SetSpare(t); // still being prepared (allocator failing or stalled): it will serve a later switch
             return new CilContext(header, pooled: true);
         }
         // Every push slot is out, which needs MaxPushesInFlight emergency pushes still completing; the spare is our
         // only way forward, so wait for it (it waits for the pool, which those completions refill).
-        return await (t ?? PrepareSpareAsync()).ConfigureAwait(false);
+        return await (had ? t : new ValueTask<CilContext>(PrepareSpareAsync())).ConfigureAwait(false);
     }
 
     /// <summary>
     /// The spare for the next switch: at once around a header the pool has cached (the previous checkpoint gave its
     /// header back before this push could start), else prepared in the background. Never calls the allocator itself.
     /// </summary>
-    private Task<CilContext> NextSpare() =>
-        _pool.TryRentCached(CheckpointHeader.Size) is { } cached ? Task.FromResult(new CilContext(cached, pooled: true)) : PrepareSpareAsync();
+    /// <remarks>A ready spare is a value (no task is allocated for it); one being prepared wraps its task.</remarks>
+    private ValueTask<CilContext> NextSpare() =>
+        _pool.TryRentCached(CheckpointHeader.Size) is { } cached ? new ValueTask<CilContext>(new CilContext(cached, pooled: true)) : new ValueTask<CilContext>(PrepareSpareAsync());
+
+    private void SetSpare(ValueTask<CilContext> spare)
+    {
+        _spare = spare;
+        _hasSpare = true;
+    }
 
     /// <summary>Builds a context whose header buffer comes from the pool (may wait for memory). Never under a lock.</summary>
     private async Task<CilContext> PrepareSpareAsync()
@@ -279,6 +292,7 @@ internal sealed partial class CommittedItemList
             ctx.Previous = null;
             ctx.DurableTimestamp = Stopwatch.GetTimestamp();
             ctx.Durable.TrySetResult();
+            _pushWake.Set();
             _ail.CheckpointCompleted();
         }
         catch (Exception e)
@@ -289,6 +303,7 @@ internal sealed partial class CommittedItemList
             ctx.StartWritten.TrySetException(err);
             ctx.CommitWritten.TrySetException(err);
             ctx.Durable.TrySetException(err);
+            _pushWake.Set();
         }
     }
 
@@ -312,6 +327,8 @@ internal sealed partial class CommittedItemList
     // ---------------------------------------------------------------------------------------------------------------
 
     /// <summary>Completes once checkpoint <paramref name="sequence"/> and every earlier one are durable.</summary>
+    /// <remarks>Its state machine is pooled: a force that waits (every commit round's) allocates nothing of its own.</remarks>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask ForceAsync(ulong sequence, CancellationToken cancellationToken)
     {
         while (true)
@@ -367,7 +384,7 @@ internal sealed partial class CommittedItemList
                 _throttleTcs ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 t = _throttleTcs.Task;
             }
-            _throttled.Set();
+            _pushWake.Set();
             RequestPush(ctx.Sequence);
             // Why we wait: the context is over the hard limit; the push switching it out (or a relog shrinking it
             // below the limit) wakes us.
@@ -405,6 +422,7 @@ internal sealed partial class CommittedItemList
         for (var c = Volatile.Read(ref _current); c is not null; c = c.Previous) c.Durable.TrySetException(err);
         _space.Fail(err);
         _pushSignal.Set();
+        _pushWake.Set();
         Diagnostics.ShutDown(error);
     }
 
@@ -412,7 +430,7 @@ internal sealed partial class CommittedItemList
     internal string DescribeState()
     {
         var sb = new System.Text.StringBuilder();
-        sb.Append($"target={Volatile.Read(ref _pushTarget)} durable={DurableSequence} slots={_pushSlots.CurrentCount} spare={(_spare is null ? "none" : _spare.Status.ToString())} stopping={_stopping} loop={_pushLoop.Status} throttled={Volatile.Read(ref _throttleTcs) is not null}");
+        sb.Append($"target={Volatile.Read(ref _pushTarget)} durable={DurableSequence} slots={_pushSlots.CurrentCount} spare={(!_hasSpare ? "none" : _spare.IsCompleted ? "ready" : "preparing")} stopping={_stopping} loop={_pushLoop.Status} throttled={Volatile.Read(ref _throttleTcs) is not null}");
         for (var c = Volatile.Read(ref _current); c is not null; c = c.Previous)
             sb.Append($" | {c} started={c.StartWritten.Task.Status} committed={c.CommitWritten.Task.Status} durable={c.Durable.Task.Status}");
         return sb.ToString();
@@ -434,9 +452,11 @@ internal sealed partial class CommittedItemList
         // Give back the header buffers of the (empty) current context and of the spare.
         var cur = Volatile.Read(ref _current);
         if (cur.IsEmpty && cur.HeaderPooled) _pool.Return(cur.Header);
+        bool had = _hasSpare;
         var spare = _spare;
-        _spare = null;
-        if (spare is not null)
+        _hasSpare = false;
+        _spare = default;
+        if (had)
         {
             var ctx = await spare.ConfigureAwait(false);
             if (ctx.HeaderPooled) _pool.Return(ctx.Header);

@@ -95,7 +95,7 @@ internal sealed partial class CommittedItemList
         // and count (and report) an emergency on a journal under no memory pressure at all. Prepared here, before the
         // journal runs, when the pool can serve it at once; else in the background as after every switch.
         var header = _pool.TryRent(CheckpointHeader.Size);
-        _spare = header is not null ? Task.FromResult(new CilContext(header, pooled: true)) : PrepareSpareAsync();
+        SetSpare(header is not null ? new ValueTask<CilContext>(new CilContext(header, pooled: true)) : new ValueTask<CilContext>(PrepareSpareAsync()));
         _pushLoop = Task.Run(PushLoopAsync);
     }
 
