@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Journal;
 using Journal.Format;
 using Journal.Storage;
@@ -80,6 +81,7 @@ internal sealed class AreaSegmentItem : LogItem
         for (int i = from; i < to; i++) Entries[i].Write(span.Slice(SegmentLogHeader.Size + (i - from) * DiskException.Size, DiskException.Size));
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public override async ValueTask<bool> WriteBackAsync(Lsn lsn, CancellationToken cancellationToken)
     {
         if (Dead) return true;

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Snapshot.Sync;
 
 /// <summary>
@@ -24,6 +26,8 @@ internal sealed class GroupFlush
     public long Rounds => Interlocked.Read(ref _rounds);
 
     /// <summary>Returns when every write that returned before this call is durable.</summary>
+    /// <remarks>Its state machine is pooled: a caller that waits for a round allocates nothing of its own.</remarks>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
         long ticket;
@@ -42,7 +46,8 @@ internal sealed class GroupFlush
                 round = _running;
             }
             // Waiting for a flush round (ours or one already running, after which we start or join the next).
-            await round.WaitAsync(cancellationToken).ConfigureAwait(false);
+            if (cancellationToken.CanBeCanceled) await round.WaitAsync(cancellationToken).ConfigureAwait(false);
+            else await round.ConfigureAwait(false);
         }
     }
 
