@@ -8,6 +8,55 @@ namespace Journal.Tests.Snapshot;
 
 public class DataPathTests
 {
+    /// <summary>
+    /// An origin whose reads complete synchronously (as a file read from the page cache does) and wait, blocking the
+    /// calling thread, until two reads have been in progress at once or five seconds have passed.
+    /// </summary>
+    private sealed class RendezvousOrigin(Journal.Storage.BlockDevice inner) : Journal.Tests.Storage.ForwardingDevice(inner)
+    {
+        private int _inProgress, _peak;
+        public volatile bool Armed;
+        public int Peak => Volatile.Read(ref _peak);
+
+        protected override void ReadCore(long sector, Span<byte> buffer)
+        {
+            if (Armed)
+            {
+                int n = Interlocked.Increment(ref _inProgress);
+                int p;
+                while ((p = Volatile.Read(ref _peak)) < n && Interlocked.CompareExchange(ref _peak, n, p) != p) { }
+                SpinWait.SpinUntil(() => Volatile.Read(ref _peak) >= 2, TimeSpan.FromSeconds(5)); // once two overlapped, nobody waits
+                Inner.Read(sector, buffer);
+                Interlocked.Decrement(ref _inProgress);
+                return;
+            }
+            Inner.Read(sector, buffer);
+        }
+    }
+
+    /// <summary>
+    /// A request larger than a run is cut into runs copied in parallel: even when the origin completes its reads on the
+    /// calling thread, a second run's copy reads the origin while the first run's read is in progress (run inline, the
+    /// first read would block until its five seconds were up, and no second one would ever overlap it).
+    /// </summary>
+    [Fact]
+    public async Task The_runs_of_a_large_origin_write_are_copied_in_parallel()
+    {
+        var p = new TestDeviceProvider();
+        RendezvousOrigin? origin = null;
+        p.Wrap = (path, d) => path.EndsWith(SnapshotStore.OriginFileName, StringComparison.Ordinal) ? origin = new RendezvousOrigin(d) : d;
+        await using var store = await CreateMemoryStoreAsync(p, 8 * 1024);
+        await store.CreateSnapshotAsync("s");
+        int runBytes = global::Snapshot.Io.DataPath.ParallelRunBytes;
+        var data = Pattern(0, 4 * runBytes / 512, 3);
+        origin!.Armed = true;
+        await WriteAsync(store.Origin, 0, data);
+        origin.Armed = false;
+        Assert.True(origin.Peak >= 2, $"the runs' origin reads never overlapped (peak {origin.Peak})");
+        Assert.Equal(data, await ReadAsync(store.Origin, 0, data.Length / 512));
+        Assert.Equal(new byte[data.Length], await ReadAsync(store.GetSnapshot("s"), 0, data.Length / 512));
+    }
+
     [Fact]
     public async Task Origin_writes_never_change_what_a_snapshot_reads()
     {
