@@ -78,11 +78,16 @@ internal static class CowSequentialBenchmark
     {
         Progress($"cow --sequential: store, {snaps} snapshot(s)");
         var store = await StoreRunAsync(snaps, s, ct).ConfigureAwait(false);
+        Progress("cow --sequential: plain file");
+        return await PeersAsync(snaps, s, store, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>What every side writes: requests of pattern 7.</summary>
+    private static byte[] RequestData(Settings s)
+    {
         var data = new byte[s.RequestBytes];
         Array.Fill(data, (byte)7);
-
-        Progress("cow --sequential: plain file");
-        return await PeersAsync(snaps, s, store, data, ct).ConfigureAwait(false);
+        return data;
     }
 
     /// <summary>The store's side: <see cref="Settings.Bytes"/> of first writes from offset 0, then one flush, timed.</summary>
@@ -91,8 +96,7 @@ internal static class CowSequentialBenchmark
         long sectors = s.Bytes / BlockDevice.SectorSize;
         long chunks = sectors / ChunkSectors;
         var setup = new CowStoreSetup(snaps, sectors, ChunkSectors, MetadataMode.Journal, s.WriteThrough, CowStoreRun.CowSectorsFor(chunks, ChunkSectors), s.ColdCache);
-        var data = new byte[s.RequestBytes];
-        Array.Fill(data, (byte)7);
+        var data = RequestData(s);
         return await CowStoreRun.RunAsync(setup, chunks, async (st, latency, token) =>
         {
             long n = 0;
@@ -106,8 +110,9 @@ internal static class CowSequentialBenchmark
         }, ct).ConfigureAwait(false);
     }
 
-    private static async Task<Row> PeersAsync(int snaps, Settings s, CowStoreResult store, byte[] data, CancellationToken ct)
+    private static async Task<Row> PeersAsync(int snaps, Settings s, CowStoreResult store, CancellationToken ct)
     {
+        var data = RequestData(s);
         var (plainSeconds, plainRate) = await PlainFileAsync(s, data, ct).ConfigureAwait(false);
 
         var qemu = new List<QemuIo.Result>();
