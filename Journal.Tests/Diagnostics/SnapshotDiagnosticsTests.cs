@@ -50,6 +50,7 @@ public sealed class SnapshotDiagnosticsTests
         Assert.True(commits.Rounds > 0);
         Assert.Equal(commits.Exceptions, Single(m, "snapshot.commit.exceptions"));
         Assert.Equal(commits.CowFlushes, Single(m, "snapshot.commit.cow_flushes"));
+        Assert.Equal(commits.CowWriteBacks, Single(m, "snapshot.commit.cow_write_backs"));
         Assert.Equal(commits.DurabilityWaits, Single(m, "snapshot.commit.log_forces"));
         Assert.Equal(0, Single(m, "snapshot.copies.in_flight"));
         Assert.Equal(0, Single(m, "snapshot.copies.pending"));

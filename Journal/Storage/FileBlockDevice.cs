@@ -20,6 +20,17 @@ namespace Journal.Storage;
 /// <item>I/O errors become <see cref="BlockDeviceException"/> naming the file and the sector; no space left becomes
 /// <see cref="DeviceFullException"/>.</item>
 /// </list>
+/// <para><b>Shared device flushes</b> (<see cref="CanFlushThrough"/>, <see cref="WriteBackAsync"/>): fdatasync of any file
+/// on an ext2/3/4 file system ends with a flush of the storage device's volatile cache (or a journal commit that
+/// issues one), which makes every write the device completed before it durable, whichever file it belongs to. So the
+/// data of several files can be made durable by sending each file's dirty pages to the device (sync_file_range,
+/// which waits for them but flushes neither the cache nor the file's metadata) and then one fdatasync of any of them.
+/// That is sound only for writes that change no metadata: overwrites of blocks already allocated and written, with
+/// the allocation durable. A device therefore shares flushes only when all of these hold: it is on ext2/3/4 mounted
+/// without <c>data=journal</c> and the file has no data-journaling flag (journaled data reaches its place only after a
+/// journal commit); its own last fdatasync found no hole in it (a block never written, or reserved but unwritten,
+/// would be allocated or converted by the write); and it has not grown since (growth is new blocks and a new size).
+/// Anything else, and every other file system, is flushed by its own fdatasync.</para>
 /// Locking: <c>_extendLock</c> serialises growth (who: <see cref="BlockDevice.Extend"/> only); reads and writes take
 /// no lock (disjoint ranges are the caller's business; the handle is safe for concurrent positional I/O).
 /// </remarks>
@@ -35,6 +46,15 @@ public sealed class FileBlockDevice : BlockDevice
     private readonly object _extendLock = new();
     private long _sectors;
 
+    // Shared flushes (see the remarks). _flushDomain: the file system's device number when a flush of any file on it
+    // flushes the device for all, else 0. _needsOwnFlush: 1 while the file may hold writes that only its own
+    // fdatasync makes durable (growth since its last one, or anything before its first one after open); cleared just
+    // before an fdatasync, set again when it fails. _fullyWritten: an fdatasync found no hole in the file; growth
+    // writes its zeros, so it stays true.
+    private readonly ulong _flushDomain;
+    private int _needsOwnFlush = 1;
+    private volatile bool _fullyWritten;
+
     private FileBlockDevice(SafeFileHandle handle, string path, long sectors, bool readOnly, bool locked)
     {
         _handle = handle;
@@ -42,6 +62,47 @@ public sealed class FileBlockDevice : BlockDevice
         _sectors = sectors;
         _readOnly = readOnly;
         IsLockedExclusive = locked;
+        if (!readOnly) _flushDomain = FlushDomainOf(handle);
+    }
+
+    /// <summary>The file system's device number when an fdatasync there flushes the device for every file on it, else 0.</summary>
+    private static ulong FlushDomainOf(SafeFileHandle handle)
+    {
+        if (NativeFile.DescribeOpenFile(handle) is not { } file || file.JournalsData || file.Device == 0) return 0;
+        if (NativeFile.MountOf(file.Device) is not { } mount) return 0;
+        if (mount.Type is not ("ext4" or "ext3" or "ext2")) return 0;
+        foreach (string option in mount.SuperOptions.Split(','))
+            if (option == "data=journal") return 0;
+        return file.Device;
+    }
+
+    /// <summary>
+    /// True when a flush of <paramref name="carrier"/> makes durable every write of this device that a
+    /// <see cref="WriteBackAsync"/> has completed (see the remarks on shared device flushes): both files are on the same
+    /// ext2/3/4 file system without data journaling, and this one is fully written, with no growth since its last own
+    /// flush. False for a read-only device and off Linux. It can turn false at any time (growth); a caller checks it
+    /// after the writes it wants covered have returned.
+    /// </summary>
+    public bool CanFlushThrough(FileBlockDevice carrier)
+    {
+        ArgumentNullException.ThrowIfNull(carrier);
+        return _flushDomain != 0 && carrier._flushDomain == _flushDomain && _fullyWritten && Volatile.Read(ref _needsOwnFlush) == 0;
+    }
+
+    /// <summary>
+    /// Sends every write that returned before this call to the storage device and waits for it (sync_file_range),
+    /// without flushing the device's cache or the file's metadata: the writes are durable only after a later flush of
+    /// this device, or of a device this one <see cref="CanFlushThrough"/>. Off Linux it is a full flush. The call
+    /// blocks a thread-pool thread, not the caller's, and a steady stream of them allocates nothing.
+    /// </summary>
+    /// <exception cref="BlockDeviceException">The write-back failed (an I/O error on any of the file's pages).</exception>
+    public ValueTask WriteBackAsync(CancellationToken cancellationToken = default)
+    {
+        if (_readOnly) return ValueTask.CompletedTask;
+        cancellationToken.ThrowIfCancellationRequested();
+        FlushOperation op;
+        lock (_flushOps) op = _flushOps.Count > 0 ? _flushOps.Pop() : new FlushOperation(this);
+        return op.Start(writeBackOnly: true);
     }
 
     /// <summary>The full path of the file.</summary>
@@ -344,7 +405,7 @@ public sealed class FileBlockDevice : BlockDevice
         cancellationToken.ThrowIfCancellationRequested();
         FlushOperation op;
         lock (_flushOps) op = _flushOps.Count > 0 ? _flushOps.Pop() : new FlushOperation(this);
-        return op.Start();
+        return op.Start(writeBackOnly: false);
     }
 
     // Idle flush operations (lock: the stack itself; a leaf, held for a push or a pop).
@@ -359,16 +420,18 @@ public sealed class FileBlockDevice : BlockDevice
     }
 
     /// <summary>
-    /// One asynchronous fdatasync: queued to the thread pool, it runs <see cref="SyncData"/> there and completes the
-    /// value task it handed out; the awaiter's <c>GetResult</c> returns it to its device's pool (a value task is awaited
+    /// One asynchronous fdatasync (or write-back): queued to the thread pool, it runs <see cref="SyncData"/> (or
+    /// <see cref="WriteBackData"/>) there and completes the value task it handed out; the awaiter's <c>GetResult</c> returns it to its device's pool (a value task is awaited
     /// once). The continuation runs on the pool thread that flushed, as after <c>Task.Run</c>.
     /// </summary>
     private sealed class FlushOperation(FileBlockDevice device) : IValueTaskSource, IThreadPoolWorkItem
     {
         private ManualResetValueTaskSourceCore<bool> _core;
+        private bool _writeBackOnly;
 
-        public ValueTask Start()
+        public ValueTask Start(bool writeBackOnly)
         {
+            _writeBackOnly = writeBackOnly;
             var task = new ValueTask(this, _core.Version);
             ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
             return task;
@@ -378,7 +441,7 @@ public sealed class FileBlockDevice : BlockDevice
         {
             try
             {
-                device.SyncData();
+                if (_writeBackOnly) device.WriteBackData(); else device.SyncData();
             }
             catch (Exception e)
             {
@@ -407,16 +470,42 @@ public sealed class FileBlockDevice : BlockDevice
             _core.OnCompleted(continuation, state, token, flags);
     }
 
+    private void WriteBackData()
+    {
+        if (!NativeFile.IsLinux)
+        {
+            SyncData();
+            return;
+        }
+        int errno = NativeFile.WriteBack(_handle);
+        if (errno == NativeFile.ENOSPC)
+            throw new DeviceFullException(Path, 0, $"no space left on device: write-back (sync_file_range) failed: {NativeFile.Describe(errno)}");
+        if (errno != 0)
+            throw new BlockDeviceException(Path, 0, $"write-back (sync_file_range) failed: {NativeFile.Describe(errno)}");
+    }
+
     private void SyncData()
     {
         int errno;
+        // Cleared before the fdatasync, which covers every growth finished before it; growth that finishes during or
+        // after it sets the flag again (after its zeros are written), and a failure sets it back.
+        Volatile.Write(ref _needsOwnFlush, 0);
         try
         {
             errno = NativeFile.DataSync(_handle);
         }
         catch (IOException e)
         {
+            Volatile.Write(ref _needsOwnFlush, 1);
             throw new BlockDeviceException(Path, 0, $"flush failed: {OneLine(e.Message)}", e);
+        }
+        if (errno != 0) Volatile.Write(ref _needsOwnFlush, 1);
+        else if (_flushDomain != 0 && !_fullyWritten)
+        {
+            // Checked after a successful fdatasync: every block written before it is allocated, so a hole now is a
+            // block never written (a sparse file) or reserved but unwritten. Growth writes zeros, so it adds none.
+            long length = Length, hole = NativeFile.FirstHole(_handle);
+            if (hole >= length) _fullyWritten = true;
         }
         if (errno == NativeFile.ENOSPC)
             throw new DeviceFullException(Path, 0, $"no space left on device: fdatasync failed: {NativeFile.Describe(errno)}");
@@ -464,6 +553,9 @@ public sealed class FileBlockDevice : BlockDevice
             }
             offset += n;
         }
+        // New blocks and a new size: only this file's own fdatasync makes them durable (set before the size is
+        // published, so no write into the new sectors can be sent before the flag says so).
+        Volatile.Write(ref _needsOwnFlush, 1);
         Volatile.Write(ref _sectors, to);
     }
 

@@ -6,8 +6,9 @@ namespace Journal.Storage;
 /// <summary>
 /// The few system calls .NET does not offer: fdatasync (data and the metadata needed to read it back, not
 /// timestamps), flock for an exclusive advisory lock, fsync of a directory (so a new file's name is durable), statx
-/// (the file type, before opening: a FIFO must be refused, not opened), fallocate (space reserved without writing it)
-/// and statvfs (free space, read-only mounts).
+/// (the file type, before opening: a FIFO must be refused, not opened), fallocate (space reserved without writing it),
+/// statvfs (free space, read-only mounts), and what a shared device flush needs: sync_file_range (data sent to the
+/// device without a cache flush), lseek SEEK_HOLE, the inode's data-journaling flag and the mount's options.
 /// Linux only; other systems use <see cref="RandomAccess.FlushToDisk"/> and <see cref="FileShare.None"/>, and report
 /// every path as a regular file, reservation as unsupported and free space as unknown.
 /// </summary>
@@ -154,6 +155,117 @@ internal static partial class NativeFile
 
     [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
     private static partial int FDataSync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "sync_file_range", SetLastError = true)]
+    private static partial int SyncFileRangeNative(int fd, long offset, long nbytes, uint flags);
+
+    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
+    private static partial long LSeek(int fd, long offset, int whence);
+
+    [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    private static unsafe partial int Ioctl(int fd, nuint request, int* argument);
+
+    private const uint SYNC_FILE_RANGE_WAIT_BEFORE = 1, SYNC_FILE_RANGE_WRITE = 2, SYNC_FILE_RANGE_WAIT_AFTER = 4;
+    private const int SEEK_HOLE = 4;
+    private const nuint FS_IOC_GETFLAGS = 0x80086601;
+    private const int FS_JOURNAL_DATA_FL = 0x4000;
+    private const int AT_EMPTY_PATH = 0x1000;
+
+    /// <summary>
+    /// Writes the file's dirty pages to the storage device and waits for them (sync_file_range with WAIT_BEFORE, WRITE
+    /// and WAIT_AFTER over the whole file), without the file's metadata and without flushing the device's cache.
+    /// Returns 0 or the errno. Linux only.
+    /// </summary>
+    internal static int WriteBack(SafeFileHandle handle)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            int fd = (int)handle.DangerousGetHandle();
+            while (true)
+            {
+                if (SyncFileRangeNative(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) == 0) return 0;
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno != EINTR) return errno;
+            }
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>
+    /// The offset of the file's first hole (lseek SEEK_HOLE from 0: the file's length when it has none; a block
+    /// reserved but never written counts as a hole), or -1 when the system does not say.
+    /// </summary>
+    internal static long FirstHole(SafeFileHandle handle)
+    {
+        if (!IsLinux) return -1;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            return LSeek((int)handle.DangerousGetHandle(), 0, SEEK_HOLE);
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>
+    /// The device number (major &lt;&lt; 32 | minor) of the file system an open file is on, and whether the file is
+    /// marked for data journaling (the inode flag FS_JOURNAL_DATA_FL); null when the system does not say.
+    /// </summary>
+    internal static unsafe (ulong Device, bool JournalsData)? DescribeOpenFile(SafeFileHandle handle)
+    {
+        if (!IsLinux) return null;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            int fd = (int)handle.DangerousGetHandle();
+            byte* buf = stackalloc byte[256];
+            if (StatX(fd, "", AT_EMPTY_PATH, STATX_TYPE, buf) != 0) return null;
+            ulong dev = ((ulong)*(uint*)(buf + 136) << 32) | *(uint*)(buf + 140);
+            int flags = 0;
+            // A file system without inode flags has no per-file data journaling either.
+            bool journalsData = Ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 && (flags & FS_JOURNAL_DATA_FL) != 0;
+            return (dev, journalsData);
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>
+    /// The type and the superblock options of the file system mounted from <paramref name="device"/> (major &lt;&lt;
+    /// 32 | minor), from /proc/self/mountinfo; null when it is not listed or cannot be read. Every mount of one
+    /// file system shares its superblock options.
+    /// </summary>
+    internal static (string Type, string SuperOptions)? MountOf(ulong device)
+    {
+        if (!IsLinux) return null;
+        string wanted = $"{device >> 32}:{device & 0xFFFFFFFF}";
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/self/mountinfo"))
+            {
+                // id parent major:minor root mountpoint options [optional fields...] - type source superoptions
+                string[] f = line.Split(' ');
+                if (f.Length < 10 || f[2] != wanted) continue;
+                int dash = Array.IndexOf(f, "-", 6);
+                if (dash < 0 || dash + 3 >= f.Length) continue;
+                return (f[dash + 1], f[dash + 3]);
+            }
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return null;
+    }
 
     [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
     private static partial int FSync(int fd);

@@ -13,8 +13,9 @@ namespace Snapshot.Commit;
 /// <remarks>
 /// <para>A <b>round</b> takes every exception queued since the previous round and:</para>
 /// <list type="number">
-/// <item>flushes each COW file that has copies in the round, all at once (the data is durable before any metadata can
-/// point at it);</item>
+/// <item>makes the copies of each COW file in the round durable, all files at once, with one device flush for all the
+/// files on one ext4 file system where it can (see <see cref="FlushCowFilesAsync"/>): the data is durable before any
+/// metadata can point at it;</item>
 /// <item>commits every file's exceptions through the <see cref="IMetadataCommitter"/> (the journal: one transaction,
 /// split only when it would not fit the log, then one log force);</item>
 /// <item>completes the exceptions once the commit is durable.</item>
@@ -53,9 +54,10 @@ internal sealed class CommitPipeline
     private bool _stopping;
     private long _nextRound;
     private ValueTask[] _flushes = new ValueTask[8]; // the pump's own (step 1 runs for one round at a time)
+    private bool[] _rides = new bool[8];             // the pump's own: which files of the round are written back, not flushed
 
     // Statistics (under _lock).
-    private long _rounds, _exceptions, _cowFlushes, _largest, _roundTicks, _failedRounds;
+    private long _rounds, _exceptions, _cowFlushes, _cowWriteBacks, _largest, _roundTicks, _failedRounds;
 
     public CommitPipeline(IMetadataCommitter committer)
     {
@@ -181,7 +183,17 @@ internal sealed class CommitPipeline
         }
     }
 
-    /// <summary>Step 1: flushes every COW file of the round at once; a file whose flush fails fails its group.</summary>
+    /// <summary>
+    /// Step 1: makes every COW file's copies in the round durable; a file whose flush fails fails its group.
+    /// </summary>
+    /// <remarks>
+    /// With several files, the first one on a <see cref="FileBlockDevice"/> is the <b>carrier</b>: every other file
+    /// that <see cref="FileBlockDevice.CanFlushThrough"/> it (same ext4 file system, fully written, not grown since its
+    /// own last flush) <b>rides</b>: its copies are written back to the device (sync_file_range), and once every rider
+    /// and the carrier are written back, the carrier's one fdatasync flushes the device's cache for all of them. So a
+    /// round costs one device flush for its COW data however many snapshots it copied for, not one per file. Files
+    /// that cannot ride are flushed by their own fdatasync, all at once, as with a single file.
+    /// </remarks>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask FlushCowFilesAsync(CommitRound round)
     {
@@ -191,24 +203,53 @@ internal sealed class CommitPipeline
             var g = round.Groups[0];
             try { await g.Store.Cow.FlushAsync(CancellationToken.None).ConfigureAwait(false); }
             catch (Exception e) { g.Error = e; }
+            lock (_lock) _cowFlushes++;
+            return;
         }
-        else
+        if (_flushes.Length < n)
         {
-            // Started together, awaited in order: a file whose flush could not start fails its group like one that failed.
-            if (_flushes.Length < n) _flushes = new ValueTask[Math.Max(n, _flushes.Length * 2)];
-            for (int i = 0; i < n; i++)
-            {
-                try { _flushes[i] = round.Groups[i].Store.Cow.FlushAsync(CancellationToken.None); }
-                catch (Exception e) { _flushes[i] = ValueTask.FromException(e); }
-            }
-            for (int i = 0; i < n; i++)
-            {
-                try { await _flushes[i].ConfigureAwait(false); }
-                catch (Exception e) { round.Groups[i].Error = e; }
-                finally { _flushes[i] = default; }
-            }
+            _flushes = new ValueTask[Math.Max(n, _flushes.Length * 2)];
+            _rides = new bool[_flushes.Length];
         }
-        lock (_lock) _cowFlushes += n;
+        int carrierIndex = -1, riders = 0;
+        FileBlockDevice? carrier = null;
+        for (int i = 0; i < n; i++)
+        {
+            _rides[i] = false;
+            if (round.Groups[i].Store.Cow is not FileBlockDevice f) continue;
+            if (carrier is null) { carrier = f; carrierIndex = i; }
+            else if (f.CanFlushThrough(carrier)) { _rides[i] = true; riders++; }
+        }
+        if (riders > 0) _rides[carrierIndex] = true; // written back with the riders, so its fdatasync has nothing left to send
+        // Started together, awaited in order: a file whose flush could not start fails its group like one that failed.
+        for (int i = 0; i < n; i++)
+        {
+            var cow = round.Groups[i].Store.Cow;
+            try { _flushes[i] = _rides[i] ? ((FileBlockDevice)cow).WriteBackAsync(CancellationToken.None) : cow.FlushAsync(CancellationToken.None); }
+            catch (Exception e) { _flushes[i] = ValueTask.FromException(e); }
+        }
+        for (int i = 0; i < n; i++)
+        {
+            try { await _flushes[i].ConfigureAwait(false); }
+            catch (Exception e) { round.Groups[i].Error = e; }
+            finally { _flushes[i] = default; }
+        }
+        if (riders > 0)
+        {
+            // Why we wait: the one device flush that makes every written-back file's copies durable. It starts only
+            // after every write-back above completed, so it covers them all.
+            Exception? carried = null;
+            try { await carrier!.FlushAsync(CancellationToken.None).ConfigureAwait(false); }
+            catch (Exception e) { carried = e; }
+            if (carried is not null)
+                for (int i = 0; i < n; i++)
+                    if (_rides[i]) round.Groups[i].Error ??= carried;
+        }
+        lock (_lock)
+        {
+            _cowFlushes += n - riders;
+            _cowWriteBacks += riders;
+        }
     }
 
     /// <summary>Step 3's end: completes the round's exceptions, recycles it and frees its slot.</summary>
@@ -243,7 +284,7 @@ internal sealed class CommitPipeline
         {
             lock (_lock)
                 return new CommitPipelineStatistics(_committer.Name, _rounds, _exceptions, _cowFlushes, _committer.Transactions, _committer.DurabilityWaits, _largest,
-                    TimeSpan.FromSeconds((double)_roundTicks / Stopwatch.Frequency), _failedRounds);
+                    TimeSpan.FromSeconds((double)_roundTicks / Stopwatch.Frequency), _failedRounds, _cowWriteBacks);
         }
     }
 

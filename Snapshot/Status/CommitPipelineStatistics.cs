@@ -4,14 +4,18 @@ namespace Snapshot;
 /// <param name="Committer">"journal" or "direct-area".</param>
 /// <param name="Rounds">Rounds completed.</param>
 /// <param name="Exceptions">Exceptions those rounds took.</param>
-/// <param name="CowFlushes">COW file flushes issued by rounds (one per file per round).</param>
+/// <param name="CowFlushes">COW file flushes (fdatasync) issued by rounds: one per file with copies per round, except
+/// files whose copies were made durable by another file's flush (<paramref name="CowWriteBacks"/>).</param>
 /// <param name="Transactions">Journal transactions (more than the rounds when a round was split to fit the log), or area commits.</param>
 /// <param name="DurabilityWaits">Log forces (journal) or durable area writes (direct) issued.</param>
 /// <param name="LargestRound">Most exceptions in one round.</param>
 /// <param name="WaitTime">Total time from the first exception queued in a round to the round's completion.</param>
 /// <param name="FailedRounds">Rounds whose commit or durability wait failed.</param>
+/// <param name="CowWriteBacks">COW files whose copies in a round were written back to the device and made durable by
+/// the flush of another COW file on the same file system (one device flush for the round's files), instead of their
+/// own flush.</param>
 public sealed record CommitPipelineStatistics(string Committer, long Rounds, long Exceptions, long CowFlushes, long Transactions, long DurabilityWaits,
-    long LargestRound, TimeSpan WaitTime, long FailedRounds)
+    long LargestRound, TimeSpan WaitTime, long FailedRounds, long CowWriteBacks)
 {
     /// <summary>Exceptions per round on average.</summary>
     public double ExceptionsPerRound => Rounds == 0 ? 0 : (double)Exceptions / Rounds;

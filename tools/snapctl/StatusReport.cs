@@ -17,7 +17,7 @@ internal sealed record StatusReport(
         long MetadataSectors, long Exceptions, string? InvalidReason, bool Merging, string? MergeFailure);
     public sealed record CopyInfo(int Bound, int InFlight, int PeakInFlight, long ThrottleWaits);
     public sealed record CommitInfo(string Committer, long Rounds, long Exceptions, double ExceptionsPerRound, long LargestRound, long CowFlushes,
-        long Transactions, long LogForces, double WaitMs, double AverageRoundMs, long FailedRounds);
+        long CowWriteBacks, long Transactions, long LogForces, double WaitMs, double AverageRoundMs, long FailedRounds);
 
     public static StatusReport From(StoreStatus s) => new(
         s.Folder,
@@ -27,7 +27,7 @@ internal sealed record StatusReport(
             x.SectorsAllocated, x.TotalSectors, x.MetadataSectors, x.Exceptions, x.InvalidReason, x.Merging, x.MergeFailure)).ToArray(),
         new CopyInfo(s.CopyBound, s.CopiesInFlight, s.PeakCopiesInFlight, s.ThrottleWaits),
         s.Commits is { } c
-            ? new CommitInfo(c.Committer, c.Rounds, c.Exceptions, Math.Round(c.ExceptionsPerRound, 2), c.LargestRound, c.CowFlushes, c.Transactions,
+            ? new CommitInfo(c.Committer, c.Rounds, c.Exceptions, Math.Round(c.ExceptionsPerRound, 2), c.LargestRound, c.CowFlushes, c.CowWriteBacks, c.Transactions,
                 c.DurabilityWaits, Math.Round(c.WaitTime.TotalMilliseconds, 3), Math.Round(c.AverageRoundWait.TotalMilliseconds, 3), c.FailedRounds)
             : null);
 

@@ -328,6 +328,7 @@ internal static class CowBenchmark
         ["latency_max_us"] = Math.Round(x.Latency.QuantileMicros(1), 1),
         ["flushes_per_write"] = Math.Round(x.FlushesPerWrite, 3),
         ["cow_flushes"] = x.Commit.CowFlushes,
+        ["cow_write_backs"] = x.Commit.CowWriteBacks,
         ["log_forces"] = x.Commit.DurabilityWaits,
         ["log_device_flushes"] = x.LogDeviceFlushes,
         ["origin_flushes"] = x.OriginFlushes,

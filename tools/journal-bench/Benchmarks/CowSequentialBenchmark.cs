@@ -221,6 +221,7 @@ internal static class CowSequentialBenchmark
                 ["commit_rounds"] = x.Commit.Rounds,
                 ["exceptions_per_round"] = Math.Round(x.Commit.ExceptionsPerRound, 2),
                 ["cow_flushes"] = x.Commit.CowFlushes,
+                ["cow_write_backs"] = x.Commit.CowWriteBacks,
                 ["log_forces"] = x.Commit.DurabilityWaits,
                 ["origin_flushes"] = x.OriginFlushes,
                 ["flushes_per_request"] = Math.Round(x.FlushesPerWrite, 3),

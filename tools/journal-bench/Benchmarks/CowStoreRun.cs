@@ -22,12 +22,12 @@ internal sealed record CowStoreSetup(int Snapshots, long OriginSectors, int Chun
 
 /// <summary>Commit-pipeline counters over the timed part (differences of <see cref="SnapshotStore.CommitStatistics"/>).</summary>
 internal readonly record struct CommitDelta(string Committer, long Rounds, long Exceptions, long CowFlushes, long Transactions, long DurabilityWaits,
-    long LargestRound, TimeSpan WaitTime, long FailedRounds)
+    long LargestRound, TimeSpan WaitTime, long FailedRounds, long CowWriteBacks)
 {
     public static CommitDelta Between(CommitPipelineStatistics before, CommitPipelineStatistics after) => new(after.Committer,
         after.Rounds - before.Rounds, after.Exceptions - before.Exceptions, after.CowFlushes - before.CowFlushes,
         after.Transactions - before.Transactions, after.DurabilityWaits - before.DurabilityWaits, after.LargestRound,
-        after.WaitTime - before.WaitTime, after.FailedRounds - before.FailedRounds);
+        after.WaitTime - before.WaitTime, after.FailedRounds - before.FailedRounds, after.CowWriteBacks - before.CowWriteBacks);
 
     public double ExceptionsPerRound => Rounds == 0 ? 0 : (double)Exceptions / Rounds;
 

@@ -275,6 +275,7 @@ internal static class StormBenchmark
             ["exceptions_per_round"] = Math.Round(r.Commit.ExceptionsPerRound, 2),
             ["largest_round"] = r.Commit.LargestRound,
             ["cow_flushes"] = r.Commit.CowFlushes,
+            ["cow_write_backs"] = r.Commit.CowWriteBacks,
             ["log_forces"] = r.Commit.DurabilityWaits,
             ["commit_transactions"] = r.Commit.Transactions,
             ["average_round_wait_ms"] = Math.Round(r.Commit.AverageRoundWaitMs, 3),

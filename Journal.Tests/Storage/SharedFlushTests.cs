@@ -1,0 +1,193 @@
+using System.Diagnostics;
+using Journal.Storage;
+using Journal.Tests.Tools;
+using Snapshot;
+using static Journal.Tests.Snapshot.SnapTestUtil;
+
+namespace Journal.Tests.Storage;
+
+/// <summary>
+/// Shared device flushes (<see cref="FileBlockDevice.CanFlushThrough"/>): a file's written-back data may be made durable
+/// by another file's fdatasync only on ext2/3/4 without data journaling, when the file is fully written (no hole, no
+/// reserved-but-unwritten block) and has not grown since its own last fdatasync. Each rule has a case here that turns
+/// it off; the store's commit rounds use it for every COW file but one.
+/// </summary>
+[Collection(Journal.Tests.Cil.AllocationMeasurement.Name)]
+public sealed class SharedFlushTests : IDisposable
+{
+    private readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    /// <summary>True when the test folder's file system shares flushes (ext2/3/4 without data=journal); the expectations follow it.</summary>
+    private bool TempSharesFlushes()
+    {
+        using var probe = File.OpenHandle(_dir.File("probe"), FileMode.CreateNew, FileAccess.ReadWrite);
+        var file = NativeFile.DescribeOpenFile(probe);
+        Assert.True(file is not null, "statx of an open file failed");
+        var mount = NativeFile.MountOf(file!.Value.Device);
+        Assert.True(mount is not null, $"device {file.Value.Device >> 32}:{file.Value.Device & 0xFFFFFFFF} is not in /proc/self/mountinfo");
+        return mount!.Value.Type is "ext4" or "ext3" or "ext2" && !mount.Value.SuperOptions.Split(',').Contains("data=journal")
+            && !file.Value.JournalsData;
+    }
+
+    [Fact]
+    public void Created_files_share_until_one_grows_and_again_after_its_own_flush()
+    {
+        bool shares = TempSharesFlushes();
+        using var a = FileBlockDevice.Create(_dir.File("a"), 64);
+        using var b = FileBlockDevice.Create(_dir.File("b"), 64);
+        Assert.Equal(shares, b.CanFlushThrough(a));
+        Assert.Equal(shares, a.CanFlushThrough(b));
+        Assert.Equal(shares, a.CanFlushThrough(a));
+
+        // Growth: new blocks and a new size, which only b's own fdatasync makes durable.
+        b.Extend(128);
+        Assert.False(b.CanFlushThrough(a));
+        Assert.Equal(shares, a.CanFlushThrough(b)); // a did not grow
+        b.Write(100, new byte[512]);
+        Assert.False(b.CanFlushThrough(a));
+        b.Flush();
+        Assert.Equal(shares, b.CanFlushThrough(a));
+    }
+
+    [Fact]
+    public void A_reopened_file_shares_only_after_its_first_own_flush_and_never_when_read_only()
+    {
+        bool shares = TempSharesFlushes();
+        using var a = FileBlockDevice.Create(_dir.File("a"), 64);
+        FileBlockDevice.Create(_dir.File("b"), 64).Dispose();
+        using (var b = FileBlockDevice.Open(_dir.File("b")))
+        {
+            Assert.False(b.CanFlushThrough(a)); // nothing known about it until its own fdatasync
+            b.Flush();
+            Assert.Equal(shares, b.CanFlushThrough(a));
+        }
+        using var ro = FileBlockDevice.Open(_dir.File("b"), readOnly: true);
+        ro.Flush();
+        Assert.False(ro.CanFlushThrough(a));
+        Assert.False(a.CanFlushThrough(ro));
+    }
+
+    [Fact]
+    public void A_sparse_file_shares_only_once_every_block_is_written()
+    {
+        bool shares = TempSharesFlushes();
+        using var a = FileBlockDevice.Create(_dir.File("a"), 64);
+        using (var f = File.Create(_dir.File("sparse"))) f.SetLength(1 << 20); // one hole, 1 MiB
+        using var sparse = FileBlockDevice.Open(_dir.File("sparse"));
+        sparse.Flush();
+        Assert.False(sparse.CanFlushThrough(a)); // a write would allocate a block
+
+        sparse.Write(0, new byte[512 * 1024]); // half of it
+        sparse.Flush();
+        Assert.False(sparse.CanFlushThrough(a));
+        sparse.Write(1024, new byte[512 * 1024]); // the rest
+        sparse.Flush();
+        Assert.Equal(shares, sparse.CanFlushThrough(a));
+    }
+
+    [Fact]
+    public void Reserved_but_unwritten_blocks_inside_the_file_stop_it_sharing()
+    {
+        TempSharesFlushes();
+        using var a = FileBlockDevice.Create(_dir.File("a"), 64);
+        // fallocate(1) without --keep-size: blocks allocated as unwritten, the size set; a write converts them (metadata).
+        var p = Process.Start(new ProcessStartInfo("fallocate", ["-l", "1M", _dir.File("reserved")]) { RedirectStandardError = true })!;
+        p.WaitForExit(30_000);
+        Assert.True(p.ExitCode == 0, "fallocate -l 1M failed: " + p.StandardError.ReadToEnd());
+        using var reserved = FileBlockDevice.Open(_dir.File("reserved"));
+        reserved.Flush();
+        Assert.False(reserved.CanFlushThrough(a));
+    }
+
+    [Fact]
+    public void Files_on_different_file_systems_do_not_share()
+    {
+        Assert.True(Directory.Exists("/dev/shm"), "/dev/shm (tmpfs) is missing");
+        string other = Path.Combine("/dev/shm", "journal-tests-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            using var a = FileBlockDevice.Create(_dir.File("a"), 64);
+            using var b = FileBlockDevice.Create(other, 64);
+            Assert.False(b.CanFlushThrough(a));
+            Assert.False(a.CanFlushThrough(b));
+        }
+        finally
+        {
+            File.Delete(other);
+        }
+    }
+
+    [Fact]
+    public async Task Steady_write_backs_allocate_nothing_and_leave_the_data_readable()
+    {
+        using var dev = FileBlockDevice.Create(_dir.File("dev"), 64);
+        var data = new byte[4096];
+        const int Warm = 200, Count = 1000, Trials = 5;
+        double perCall = double.MaxValue;
+        long before = 0;
+        for (int i = 0; i < Warm + Trials * Count; i++)
+        {
+            if (i >= Warm && (i - Warm) % Count == 0)
+            {
+                long now = GC.GetTotalAllocatedBytes(precise: true);
+                if (i > Warm) perCall = Math.Min(perCall, (double)(now - before) / Count);
+                before = GC.GetTotalAllocatedBytes(precise: true);
+            }
+            data[0] = (byte)i;
+            await dev.WriteAsync(i % 8 * 8, data);
+            await dev.WriteBackAsync();
+        }
+        perCall = Math.Min(perCall, (double)(GC.GetTotalAllocatedBytes(precise: true) - before) / Count);
+        Assert.True(perCall < 16, $"{perCall:F1} bytes allocated per write-back (lowest of {Trials} trials)");
+        Assert.Equal(0, dev.Counters.Flushes); // a write-back is not a flush
+        var back = new byte[4096];
+        int last = Warm + Trials * Count - 1;
+        dev.Read(last % 8 * 8, back);
+        Assert.Equal((byte)last, back[0]);
+    }
+
+    [Fact]
+    public async Task A_round_with_eight_cow_files_flushes_the_device_once_for_them()
+    {
+        bool shares = TempSharesFlushes();
+        using var dir = new TempFolder();
+        string folder = dir["store"];
+        const int Snapshots = 8, Chunks = 256;
+        var store = await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = Chunks * 8, LogBlocks = 4096 }).AsTask().WaitAsync(Watchdog);
+        try
+        {
+            for (int s = 0; s < Snapshots; s++) await store.CreateSnapshotAsync($"s{s}").AsTask().WaitAsync(Watchdog);
+            var before = store.CommitStatistics;
+            // Sixteen writers at once, so rounds take several exceptions of every file.
+            await Parallel.ForEachAsync(Enumerable.Range(0, Chunks), new ParallelOptions { MaxDegreeOfParallelism = 16 },
+                async (c, _) => await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 1)));
+            var after = store.CommitStatistics;
+            long rounds = after.Rounds - before.Rounds;
+            long flushes = after.CowFlushes - before.CowFlushes, writeBacks = after.CowWriteBacks - before.CowWriteBacks;
+            // Every round copied for all eight files: each file was flushed or written back once per round.
+            Assert.Equal(rounds * Snapshots, flushes + writeBacks);
+            if (shares)
+            {
+                // Only growth (the first round of each file after it grew) makes a file flush itself.
+                Assert.True(writeBacks > flushes, $"{flushes} COW flushes, {writeBacks} write-backs in {rounds} rounds");
+            }
+            else
+            {
+                Assert.Equal(0, writeBacks);
+            }
+            await store.CloseAsync().AsTask().WaitAsync(Watchdog);
+            store = await SnapshotStore.OpenAsync(folder).AsTask().WaitAsync(Watchdog);
+            for (int s = 0; s < Snapshots; s++)
+                for (int c = 0; c < Chunks; c += 37)
+                    Assert.Equal(new byte[8 * 512], await ReadAsync(store.GetSnapshot($"s{s}"), c * 8L, 8));
+            for (int c = 0; c < Chunks; c += 37)
+                Assert.Equal(Pattern(c * 8L, 8, 1), await ReadAsync(store.Origin, c * 8L, 8));
+        }
+        finally
+        {
+            await store.DisposeAsync();
+        }
+    }
+}
