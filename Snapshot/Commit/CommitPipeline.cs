@@ -57,7 +57,7 @@ internal sealed class CommitPipeline
     private bool[] _rides = new bool[8];             // the pump's own: which files of the round are written back, not flushed
 
     // Statistics (under _lock).
-    private long _rounds, _exceptions, _cowFlushes, _cowWriteBacks, _largest, _roundTicks, _failedRounds;
+    private long _rounds, _exceptions, _cowFlushes, _cowWriteBacks, _largest, _roundTicks, _failedRounds, _flushTicks, _commitTicks;
 
     public CommitPipeline(IMetadataCommitter committer)
     {
@@ -130,8 +130,16 @@ internal sealed class CommitPipeline
             try
             {
                 round.GroupByFile();
+                long t0 = Stopwatch.GetTimestamp();
                 await FlushCowFilesAsync(round).ConfigureAwait(false);
+                long t1 = Stopwatch.GetTimestamp();
                 if (round.CommittableCount > 0) ticket = await _committer.CommitAsync(round, CancellationToken.None).ConfigureAwait(false);
+                long t2 = Stopwatch.GetTimestamp();
+                lock (_lock)
+                {
+                    _flushTicks += t1 - t0;
+                    _commitTicks += t2 - t1;
+                }
             }
             catch (Exception e)
             {
@@ -284,7 +292,8 @@ internal sealed class CommitPipeline
         {
             lock (_lock)
                 return new CommitPipelineStatistics(_committer.Name, _rounds, _exceptions, _cowFlushes, _committer.Transactions, _committer.DurabilityWaits, _largest,
-                    TimeSpan.FromSeconds((double)_roundTicks / Stopwatch.Frequency), _failedRounds, _cowWriteBacks);
+                    TimeSpan.FromSeconds((double)_roundTicks / Stopwatch.Frequency), _failedRounds, _cowWriteBacks,
+                    TimeSpan.FromSeconds((double)_flushTicks / Stopwatch.Frequency), TimeSpan.FromSeconds((double)_commitTicks / Stopwatch.Frequency));
         }
     }
 

@@ -14,8 +14,11 @@ namespace Snapshot;
 /// <param name="CowWriteBacks">COW files whose copies in a round were written back to the device and made durable by
 /// the flush of another COW file on the same file system (one device flush for the round's files), instead of their
 /// own flush.</param>
+/// <param name="FlushTime">Total time rounds spent making their COW data durable (step 1; one round at a time).</param>
+/// <param name="CommitTime">Total time rounds spent committing their exceptions, up to handing the force on (step 2; one
+/// round at a time, after its step 1).</param>
 public sealed record CommitPipelineStatistics(string Committer, long Rounds, long Exceptions, long CowFlushes, long Transactions, long DurabilityWaits,
-    long LargestRound, TimeSpan WaitTime, long FailedRounds, long CowWriteBacks)
+    long LargestRound, TimeSpan WaitTime, long FailedRounds, long CowWriteBacks, TimeSpan FlushTime, TimeSpan CommitTime)
 {
     /// <summary>Exceptions per round on average.</summary>
     public double ExceptionsPerRound => Rounds == 0 ? 0 : (double)Exceptions / Rounds;

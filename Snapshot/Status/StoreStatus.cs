@@ -105,6 +105,8 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
                 w.WriteNumber("transactions", c.Transactions);
                 w.WriteNumber("log_forces", c.DurabilityWaits);
                 w.WriteNumber("wait_ms", Math.Round(c.WaitTime.TotalMilliseconds, 3));
+                w.WriteNumber("flush_ms", Math.Round(c.FlushTime.TotalMilliseconds, 3));
+                w.WriteNumber("commit_ms", Math.Round(c.CommitTime.TotalMilliseconds, 3));
                 w.WriteNumber("average_round_ms", Math.Round(c.AverageRoundWait.TotalMilliseconds, 3));
                 w.WriteNumber("failed_rounds", c.FailedRounds);
                 w.WriteEndObject();

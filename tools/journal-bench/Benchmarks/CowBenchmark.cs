@@ -269,12 +269,12 @@ internal static class CowBenchmark
                 F(r.BaselineWritesPerS), Ratio(r.WritesPerS, r.BaselineWritesPerS),
             ]));
         var costs = Table(
-            ["snapshots", "metadata", "writes/s", "p50 µs", "p99 µs", "flushes/write", "COW flushes", "log forces", "origin flushes", "rounds", "exc/round", "cpu µs/write", "alloc B/write", "flush ms"],
+            ["snapshots", "metadata", "writes/s", "p50 µs", "p99 µs", "flushes/write", "COW flushes", "log forces", "origin flushes", "rounds", "exc/round", "step 1 µs", "step 2 µs", "cpu µs/write", "alloc B/write", "flush ms"],
             results.SelectMany(r => new[] { r.Store, r.Area }.Select(x => (IReadOnlyList<string>)
             [
                 I(r.Snapshots), x.Commit.Committer, F(x.WritesPerS), F(x.Latency.QuantileMicros(0.50)), F(x.Latency.QuantileMicros(0.99)),
                 F(x.FlushesPerWrite, 2), F(x.Commit.CowFlushes), F(x.Commit.DurabilityWaits), F(x.OriginFlushes), F(x.Commit.Rounds),
-                F(x.Commit.ExceptionsPerRound, 1), F(x.CpuMicrosPerWrite, 1), F(x.AllocatedBytesPerWrite, 0), F(x.FlushSeconds * 1000, 1),
+                F(x.Commit.ExceptionsPerRound, 1), F(x.Commit.FlushMicrosPerRound, 0), F(x.Commit.CommitMicrosPerRound, 0), F(x.CpuMicrosPerWrite, 1), F(x.AllocatedBytesPerWrite, 0), F(x.FlushSeconds * 1000, 1),
             ])));
         var bytes = Table(
             ["snapshots", "journal B/exc", "area B/exc", "home B/exc"],
@@ -289,6 +289,7 @@ internal static class CowBenchmark
             + "file with the store's durability; ratio: store/file.\n\n"
             + costs
             + "\nflushes/write: (COW flushes + log forces or durable area writes + origin flushes) / writes; rounds: commit rounds;\n"
+            + "step 1, step 2: a round's mean time making its COW data durable, then committing (the pump runs them one round at a time);\n"
             + "cpu: the whole process's CPU time (every thread); alloc: bytes allocated by every thread; flush ms: the closing FlushAsync.\n\n"
             + bytes
             + "\njournal B/exc: journal log bytes written per exception; area B/exc: COW metadata bytes per exception when each commit\n"
@@ -338,6 +339,8 @@ internal static class CowBenchmark
         ["exceptions_per_round"] = Math.Round(x.Commit.ExceptionsPerRound, 2),
         ["largest_round"] = x.Commit.LargestRound,
         ["average_round_wait_ms"] = Math.Round(x.Commit.AverageRoundWaitMs, 3),
+        ["round_flush_us"] = Math.Round(x.Commit.FlushMicrosPerRound, 1),
+        ["round_commit_us"] = Math.Round(x.Commit.CommitMicrosPerRound, 1),
         ["failed_rounds"] = x.Commit.FailedRounds,
         ["cpu_us_per_write"] = Math.Round(x.CpuMicrosPerWrite, 2),
         ["allocated_bytes_per_write"] = Math.Round(x.AllocatedBytesPerWrite, 1),
