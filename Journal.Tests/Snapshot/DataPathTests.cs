@@ -255,7 +255,8 @@ public class DataPathTests
         var s = await store.CreateSnapshotAsync("s");
         gated!.Close();
         var write = store.Origin.WriteAsync(0, Pattern(0, 8, 2)).AsTask();
-        while (gated.HeldWrites == 0) await Task.Delay(1).WaitAsync(Watchdog);
+        // The copy of chunk 0 claimed and its COW write held (not some other write to the COW file, such as a write home).
+        while (gated.HeldWrites == 0 || store.Throttle.InFlight == 0) await Task.Delay(1).WaitAsync(Watchdog);
         // The copy of chunk 0 is in flight: a read of chunk 0 waits for it, a read of another chunk does not.
         var readPending = ReadAsync(s, 0, 8);
         Assert.Equal(Pattern(8, 8, 1), await ReadAsync(s, 8, 8));
@@ -279,7 +280,8 @@ public class DataPathTests
         var s = await store.CreateSnapshotAsync("s");
         gated!.Close();
         var w1 = store.Origin.WriteAsync(0, Pattern(0, 8, 2)).AsTask();
-        while (gated.HeldWrites == 0) await Task.Delay(1).WaitAsync(Watchdog);
+        // The copy of chunk 0 claimed and its COW write held (not some other write to the COW file, such as a write home).
+        while (gated.HeldWrites == 0 || store.Throttle.InFlight == 0) await Task.Delay(1).WaitAsync(Watchdog);
         var w2 = store.Origin.WriteAsync(2, Pattern(2, 1, 3)).AsTask();
         var w3 = s.WriteAsync(4, Pattern(4, 1, 4)).AsTask();
         await Task.Delay(20);

@@ -20,7 +20,7 @@ namespace Journal.Storage;
 /// <item>I/O errors become <see cref="BlockDeviceException"/> naming the file and the sector; no space left becomes
 /// <see cref="DeviceFullException"/>.</item>
 /// </list>
-/// <para><b>Shared device flushes</b> (<see cref="CanFlushThrough"/>, <see cref="WriteBackAsync"/>): fdatasync of any file
+/// <para><b>Shared device flushes</b> (<see cref="CanFlushThrough"/>, <see cref="WriteBack"/>): fdatasync of any file
 /// on an ext2/3/4 file system ends with a flush of the storage device's volatile cache (or a journal commit that
 /// issues one), which makes every write the device completed before it durable, whichever file it belongs to. So the
 /// data of several files can be made durable by sending each file's dirty pages to the device (sync_file_range,
@@ -78,7 +78,7 @@ public sealed class FileBlockDevice : BlockDevice
 
     /// <summary>
     /// True when a flush of <paramref name="carrier"/> makes durable every write of this device that a
-    /// <see cref="WriteBackAsync"/> has completed (see the remarks on shared device flushes): both files are on the same
+    /// <see cref="WriteBack"/> has completed (see the remarks on shared device flushes): both files are on the same
     /// ext2/3/4 file system without data journaling, and this one is fully written, with no growth since its last own
     /// flush. False for a read-only device and off Linux. It can turn false at any time (growth); a caller checks it
     /// after the writes it wants covered have returned.
@@ -90,19 +90,43 @@ public sealed class FileBlockDevice : BlockDevice
     }
 
     /// <summary>
+    /// Starts sending this device's written data to the storage device without waiting for it (sync_file_range WRITE):
+    /// a later <see cref="WriteBack"/> then waits for I/O already under way, so several devices started one after the
+    /// other write in parallel. Off Linux and on a read-only device it does nothing.
+    /// </summary>
+    /// <exception cref="BlockDeviceException">The system refused (an I/O error already recorded on the file).</exception>
+    public void StartWriteBack()
+    {
+        ThrowIfDisposed();
+        if (_readOnly || !NativeFile.IsLinux) return;
+        CheckWriteBack(NativeFile.WriteBack(_handle, wait: false));
+    }
+
+    /// <summary>
     /// Sends every write that returned before this call to the storage device and waits for it (sync_file_range),
     /// without flushing the device's cache or the file's metadata: the writes are durable only after a later flush of
-    /// this device, or of a device this one <see cref="CanFlushThrough"/>. Off Linux it is a full flush. The call
-    /// blocks a thread-pool thread, not the caller's, and a steady stream of them allocates nothing.
+    /// this device, or of a device this one <see cref="CanFlushThrough"/>. Off Linux it is a full flush. Blocks the
+    /// calling thread.
     /// </summary>
     /// <exception cref="BlockDeviceException">The write-back failed (an I/O error on any of the file's pages).</exception>
-    public ValueTask WriteBackAsync(CancellationToken cancellationToken = default)
+    public void WriteBack()
     {
-        if (_readOnly) return ValueTask.CompletedTask;
-        cancellationToken.ThrowIfCancellationRequested();
-        FlushOperation op;
-        lock (_flushOps) op = _flushOps.Count > 0 ? _flushOps.Pop() : new FlushOperation(this);
-        return op.Start(writeBackOnly: true);
+        ThrowIfDisposed();
+        if (_readOnly) return;
+        if (!NativeFile.IsLinux)
+        {
+            Flush();
+            return;
+        }
+        CheckWriteBack(NativeFile.WriteBack(_handle, wait: true));
+    }
+
+    private void CheckWriteBack(int errno)
+    {
+        if (errno == NativeFile.ENOSPC)
+            throw new DeviceFullException(Path, 0, $"no space left on device: write-back (sync_file_range) failed: {NativeFile.Describe(errno)}");
+        if (errno != 0)
+            throw new BlockDeviceException(Path, 0, $"write-back (sync_file_range) failed: {NativeFile.Describe(errno)}");
     }
 
     /// <summary>The full path of the file.</summary>
@@ -405,7 +429,7 @@ public sealed class FileBlockDevice : BlockDevice
         cancellationToken.ThrowIfCancellationRequested();
         FlushOperation op;
         lock (_flushOps) op = _flushOps.Count > 0 ? _flushOps.Pop() : new FlushOperation(this);
-        return op.Start(writeBackOnly: false);
+        return op.Start();
     }
 
     // Idle flush operations (lock: the stack itself; a leaf, held for a push or a pop).
@@ -420,18 +444,16 @@ public sealed class FileBlockDevice : BlockDevice
     }
 
     /// <summary>
-    /// One asynchronous fdatasync (or write-back): queued to the thread pool, it runs <see cref="SyncData"/> (or
-    /// <see cref="WriteBackData"/>) there and completes the value task it handed out; the awaiter's <c>GetResult</c> returns it to its device's pool (a value task is awaited
+    /// One asynchronous fdatasync: queued to the thread pool, it runs <see cref="SyncData"/> there and completes the
+    /// value task it handed out; the awaiter's <c>GetResult</c> returns it to its device's pool (a value task is awaited
     /// once). The continuation runs on the pool thread that flushed, as after <c>Task.Run</c>.
     /// </summary>
     private sealed class FlushOperation(FileBlockDevice device) : IValueTaskSource, IThreadPoolWorkItem
     {
         private ManualResetValueTaskSourceCore<bool> _core;
-        private bool _writeBackOnly;
 
-        public ValueTask Start(bool writeBackOnly)
+        public ValueTask Start()
         {
-            _writeBackOnly = writeBackOnly;
             var task = new ValueTask(this, _core.Version);
             ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
             return task;
@@ -441,7 +463,7 @@ public sealed class FileBlockDevice : BlockDevice
         {
             try
             {
-                if (_writeBackOnly) device.WriteBackData(); else device.SyncData();
+                device.SyncData();
             }
             catch (Exception e)
             {
@@ -468,20 +490,6 @@ public sealed class FileBlockDevice : BlockDevice
 
         public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
             _core.OnCompleted(continuation, state, token, flags);
-    }
-
-    private void WriteBackData()
-    {
-        if (!NativeFile.IsLinux)
-        {
-            SyncData();
-            return;
-        }
-        int errno = NativeFile.WriteBack(_handle);
-        if (errno == NativeFile.ENOSPC)
-            throw new DeviceFullException(Path, 0, $"no space left on device: write-back (sync_file_range) failed: {NativeFile.Describe(errno)}");
-        if (errno != 0)
-            throw new BlockDeviceException(Path, 0, $"write-back (sync_file_range) failed: {NativeFile.Describe(errno)}");
     }
 
     private void SyncData()

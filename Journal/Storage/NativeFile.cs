@@ -173,10 +173,11 @@ internal static partial class NativeFile
 
     /// <summary>
     /// Writes the file's dirty pages to the storage device and waits for them (sync_file_range with WAIT_BEFORE, WRITE
-    /// and WAIT_AFTER over the whole file), without the file's metadata and without flushing the device's cache.
+    /// and WAIT_AFTER over the whole file), without the file's metadata and without flushing the device's cache; with
+    /// <paramref name="wait"/> false, only starts writing the pages not already being written (WRITE alone).
     /// Returns 0 or the errno. Linux only.
     /// </summary>
-    internal static int WriteBack(SafeFileHandle handle)
+    internal static int WriteBack(SafeFileHandle handle, bool wait = true)
     {
         bool added = false;
         try
@@ -185,7 +186,8 @@ internal static partial class NativeFile
             int fd = (int)handle.DangerousGetHandle();
             while (true)
             {
-                if (SyncFileRangeNative(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) == 0) return 0;
+                uint flags = wait ? SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER : SYNC_FILE_RANGE_WRITE;
+                if (SyncFileRangeNative(fd, 0, 0, flags) == 0) return 0;
                 int errno = Marshal.GetLastPInvokeError();
                 if (errno != EINTR) return errno;
             }
