@@ -186,6 +186,8 @@ internal static class CowSequentialBenchmark
             sb.Append(CultureInfo.InvariantCulture,
                 $"{F(x.Commit.CowFlushes)} COW flushes, {F(x.Commit.DurabilityWaits)} log forces, {F(x.OriginFlushes)} origin flushes ({F(x.FlushesPerWrite, 2)} per request); ");
             sb.Append(CultureInfo.InvariantCulture,
+                $"a round's step 1 (COW data durable) {F(x.Commit.FlushMicrosPerRound, 0)} µs, step 2 (commit) {F(x.Commit.CommitMicrosPerRound, 0)} µs, wait {F(x.Commit.AverageRoundWaitMs * 1000, 0)} µs; ");
+            sb.Append(CultureInfo.InvariantCulture,
                 $"cpu {F(x.Usage.Cpu.TotalMilliseconds / (x.Bytes / 1048576.0), 2)} ms/MiB, allocated {F(x.Usage.AllocatedBytes / (x.Bytes / 1048576.0), 0)} B/MiB\n");
         }
         sb.Append("\nseconds: writes plus the closing flush (flush s). qemu-io: its own time for each write (-C), plus the flush timed from\n"
@@ -222,6 +224,9 @@ internal static class CowSequentialBenchmark
                 ["exceptions_per_round"] = Math.Round(x.Commit.ExceptionsPerRound, 2),
                 ["cow_flushes"] = x.Commit.CowFlushes,
                 ["cow_write_backs"] = x.Commit.CowWriteBacks,
+                ["round_flush_us"] = Math.Round(x.Commit.FlushMicrosPerRound, 1),
+                ["round_commit_us"] = Math.Round(x.Commit.CommitMicrosPerRound, 1),
+                ["average_round_wait_ms"] = Math.Round(x.Commit.AverageRoundWaitMs, 3),
                 ["log_forces"] = x.Commit.DurabilityWaits,
                 ["origin_flushes"] = x.OriginFlushes,
                 ["flushes_per_request"] = Math.Round(x.FlushesPerWrite, 3),
