@@ -56,9 +56,18 @@ public sealed class WritePathAllocationTests(ITestOutputHelper output)
         return ((double)firstWrites / (chunks / 2), (double)overwrites / chunks);
     }
 
-    /// <summary>A device whose asynchronous flush takes about a millisecond.</summary>
+    /// <summary>
+    /// A device whose flush takes about a millisecond: the asynchronous one waits, the synchronous one (the commit
+    /// pipeline's, on its own thread) blocks its thread, as a disk's fdatasync does.
+    /// </summary>
     private sealed class SlowFlushDevice(Journal.Storage.BlockDevice inner) : Journal.Tests.Storage.ForwardingDevice(inner)
     {
+        protected override void FlushCore()
+        {
+            Thread.Sleep(1);
+            Inner.Flush();
+        }
+
         protected override async ValueTask FlushCoreAsync(CancellationToken cancellationToken)
         {
             await Task.Delay(1, cancellationToken);

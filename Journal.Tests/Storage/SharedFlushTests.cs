@@ -150,6 +150,49 @@ public sealed class SharedFlushTests : IDisposable
     }
 
     [Fact]
+    public async Task Preallocated_cow_files_never_flush_on_their_own_and_fill_no_hole()
+    {
+        bool shares = TempSharesFlushes();
+        using var dir = new TempFolder();
+        string folder = dir["store"];
+        // 1,500 chunks of 4 KiB: past the first 4 MiB growth step of a file grown on demand.
+        const int Chunks = 1500;
+        var store = await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = Chunks * 8, LogBlocks = 4096 }).AsTask().WaitAsync(Watchdog);
+        try
+        {
+            for (int s = 0; s < 2; s++)
+                await store.CreateSnapshotAsync($"p{s}", new SnapshotOptions { Preallocate = true }).AsTask().WaitAsync(Watchdog);
+            foreach (var st in store.Catalog.Snapshots)
+            {
+                var cow = Assert.IsType<FileBlockDevice>(st.Store!.Cow);
+                Assert.Equal(st.Store.TotalSectors, cow.SectorCount);
+                using var h = File.OpenHandle(st.CowPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+                Assert.Equal(cow.Length, NativeFile.FirstHole(h)); // written in full: no hole, nothing reserved but unwritten
+            }
+            var before = store.CommitStatistics;
+            await Parallel.ForEachAsync(Enumerable.Range(0, Chunks), new ParallelOptions { MaxDegreeOfParallelism = 16 },
+                async (c, _) => await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 1)));
+            var after = store.CommitStatistics;
+            long rounds = after.Rounds - before.Rounds, flushes = after.CowFlushes - before.CowFlushes;
+            long writeBacks = after.CowWriteBacks - before.CowWriteBacks;
+            Assert.Equal(2 * rounds, flushes + writeBacks);
+            // No file ever grew, so every round made both files durable with one flush (where flushes can be shared).
+            Assert.Equal(shares ? rounds : 2 * rounds, flushes);
+            await store.CloseAsync().AsTask().WaitAsync(Watchdog);
+            store = await SnapshotStore.OpenAsync(folder).AsTask().WaitAsync(Watchdog);
+            for (int c = 0; c < Chunks; c += 97)
+            {
+                Assert.Equal(new byte[8 * 512], await ReadAsync(store.GetSnapshot("p1"), c * 8L, 8));
+                Assert.Equal(Pattern(c * 8L, 8, 1), await ReadAsync(store.Origin, c * 8L, 8));
+            }
+        }
+        finally
+        {
+            await store.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task A_round_with_eight_cow_files_flushes_the_device_once_for_them()
     {
         bool shares = TempSharesFlushes();

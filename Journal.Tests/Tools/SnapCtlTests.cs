@@ -66,6 +66,22 @@ public class SnapCtlTests
     }
 
     [Fact]
+    public void A_preallocated_snapshot_has_its_whole_cow_file_written_at_creation()
+    {
+        using var dir = new TempFolder();
+        var store = Init(dir);
+        var c = ToolRunner.SnapCtl("snapshot", "create", store, "full", "--cow-size", "8M", "--preallocate");
+        Ok(c);
+        Assert.Equal("created snapshot full: persistent, COW 8M (16384 sectors), preallocated\n", c.Stdout);
+        Ok(ToolRunner.SnapCtl("snapshot", "create", store, "grows", "--cow-size", "8M"));
+        var files = Directory.GetFiles(store, "*.cow").Select(f => new FileInfo(f).Length).Order().ToArray();
+        // The one grown on demand holds its header and first metadata area; the preallocated one its whole size.
+        Assert.Equal(2, files.Length);
+        Assert.True(files[0] < 8 << 20, $"the COW file grown on demand is {files[0]} bytes");
+        Assert.Equal(8 << 20, files[1]);
+    }
+
+    [Fact]
     public void A_snapshot_keeps_the_old_data_while_the_origin_changes()
     {
         using var dir = new TempFolder();

@@ -381,7 +381,7 @@ internal sealed class SnapshotCatalog
         // The COW file is made (header written, space reserved, flushed) before I/O is quiesced, on a pool thread: the
         // zero-fill and flushes take the longest, and neither needs the snapshot list. Ids are never reused, so an id
         // taken here and lost to a failure is simply skipped.
-        st.Store = await Task.Run(() => CreateCowFile(st, options.Persistent, cowSectors), cancellationToken).ConfigureAwait(false);
+        st.Store = await Task.Run(() => CreateCowFile(st, options.Persistent, cowSectors, options.Preallocate), cancellationToken).ConfigureAwait(false);
         ChangeTracker.ReserveMarks(st); // changed-block tracking: the chunks of its creation-marks table
         bool added = false;
         try
@@ -433,9 +433,10 @@ internal sealed class SnapshotCatalog
     /// <summary>
     /// Makes a new snapshot's COW file: created (refusing a path that exists: the store never overwrites a file),
     /// header written and flushed, and the whole configured size reserved on the file system, so a full disk later
-    /// never costs the snapshot its data. On failure the file is removed and the error says what was needed.
+    /// never costs the snapshot its data; with <paramref name="preallocate"/>, the whole size also written with zeros
+    /// and flushed. On failure the file is removed and the error says what was needed.
     /// </summary>
-    private ExceptionStore CreateCowFile(SnapshotState st, bool persistent, long cowSectors)
+    private ExceptionStore CreateCowFile(SnapshotState st, bool persistent, long cowSectors, bool preallocate)
     {
         if (_store.Provider.Exists(st.CowPath)) throw new JournalException($"{st.CowPath}: file already exists");
         ExceptionStore? store = null;
@@ -458,6 +459,12 @@ internal sealed class SnapshotCatalog
             {
                 throw new DeviceFullException(st.CowPath, 0,
                     $"no space left on device for snapshot '{st.Name}': its COW file needs {store.TotalSectors * BlockDevice.SectorSize} bytes reserved ({e.Message}); free space or give a smaller COW size", e);
+            }
+            if (preallocate)
+            {
+                // Zeros over the whole size (the space is reserved above), durable before the snapshot is named.
+                store.Cow.Extend(store.TotalSectors);
+                store.Cow.Flush();
             }
             return store;
         }

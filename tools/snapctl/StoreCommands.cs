@@ -41,17 +41,17 @@ internal static class StoreCommands
         return ExitCodes.Success;
     }
 
-    public static async Task<int> CreateSnapshotAsync(ToolConsole console, string store, string name, long? cowSize, bool transient)
+    public static async Task<int> CreateSnapshotAsync(ToolConsole console, string store, string name, long? cowSize, bool transient, bool preallocate = false)
     {
         if (cowSize is { } c) RequireSectors("--cow-size", c);
-        if (await Served(console, store, new("snapshot-create", store, name, cowSize, transient)) is { } served) return served;
+        if (await Served(console, store, new("snapshot-create", store, name, cowSize, transient, Preallocate: preallocate)) is { } served) return served;
         await using var s = await OpenAsync(console, store).ConfigureAwait(false);
-        var options = new SnapshotOptions { Persistent = !transient, CowSectors = cowSize / Sector };
+        var options = new SnapshotOptions { Persistent = !transient, CowSectors = cowSize / Sector, Preallocate = preallocate };
         await s.CreateSnapshotAsync(name, options, console.Cancellation).ConfigureAwait(false);
         var status = s.GetStatus().Snapshots.Single(x => x.Name == name);
         await s.CloseAsync().ConfigureAwait(false);
         console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"created snapshot {name}: {(transient ? "transient" : "persistent")}, COW {Sizes.Friendly(status.TotalSectors * Sector)} ({status.TotalSectors} sectors)"));
+            $"created snapshot {name}: {(transient ? "transient" : "persistent")}, COW {Sizes.Friendly(status.TotalSectors * Sector)} ({status.TotalSectors} sectors){(preallocate ? ", preallocated" : "")}"));
         if (transient)
             console.Error.WriteLine($"{console.Name}: note: a transient snapshot keeps its contents only while the store stays open; from now on '{name}' reports Invalid");
         return ExitCodes.Success;

@@ -14,7 +14,9 @@ namespace JournalBench.Benchmarks;
 /// <param name="WriteThrough">Each origin write durable when it returns (else block-device semantics: one flush at the end).</param>
 /// <param name="CowSectors">Size of each COW file (null: a full copy of the origin, the store's default).</param>
 /// <param name="ColdCache">Drop the store's files from the page cache before the timed part.</param>
-internal sealed record CowStoreSetup(int Snapshots, long OriginSectors, int ChunkSectors, MetadataMode Mode, bool WriteThrough, long? CowSectors, bool ColdCache)
+/// <param name="Preallocate">Create the snapshots with <see cref="SnapshotOptions.Preallocate"/> (untimed, like the rest of creation).</param>
+internal sealed record CowStoreSetup(int Snapshots, long OriginSectors, int ChunkSectors, MetadataMode Mode, bool WriteThrough, long? CowSectors, bool ColdCache,
+    bool Preallocate = false)
 {
     /// <summary>Size of the store's journal: 32 MiB.</summary>
     public const uint LogBlocks = 65536;
@@ -108,7 +110,7 @@ internal static class CowStoreRun
             try
             {
                 for (int s = 0; s < setup.Snapshots; s++)
-                    await store.CreateSnapshotAsync($"s{s}", new SnapshotOptions { CowSectors = setup.CowSectors }, ct).ConfigureAwait(false);
+                    await store.CreateSnapshotAsync($"s{s}", new SnapshotOptions { CowSectors = setup.CowSectors, Preallocate = setup.Preallocate }, ct).ConfigureAwait(false);
                 await store.FlushAsync(ct).ConfigureAwait(false);
                 if (setup.ColdCache) PageCache.DropFolder(dir.Path);
 

@@ -21,11 +21,15 @@ internal static class SnapshotCommand
         var name = CommonOptions.Name("name", "The new snapshot's name.");
         var cowSize = CommonOptions.Size("--cow-size", "Size of the snapshot's COW file (default: the origin size plus its metadata).");
         var transient = new Option<bool>("--transient") { Description = "Keep the snapshot in memory only (it does not survive a close)." };
-        var command = new Command("create", "Take a point-in-time snapshot of the origin.") { store, name, cowSize, transient };
+        var preallocate = new Option<bool>("--preallocate")
+        {
+            Description = "Write the whole COW file with zeros now (uses its full size at once; first writes then never wait for it to grow).",
+        };
+        var command = new Command("create", "Take a point-in-time snapshot of the origin.") { store, name, cowSize, transient, preallocate };
         command.SetAction(r => StoreCommands.CreateSnapshotAsync(console,
             r.GetValue(store)!, r.GetValue(name)!,
             r.GetResult(cowSize) is { Implicit: false } ? r.GetValue(cowSize) : null,
-            r.GetValue(transient)));
+            r.GetValue(transient), r.GetValue(preallocate)));
         return command;
     }
 

@@ -16,7 +16,7 @@ namespace SnapCtl.Control;
 /// Request: <c>command</c> (<c>snapshot-create</c>, <c>snapshot-delete</c>, <c>snapshot-merge</c>, <c>status</c>,
 /// <c>diff</c>), <c>store</c> (the store path as the user typed it, used in the output), <c>name</c> (for diff: the
 /// older snapshot), <c>to</c> (diff: the newer snapshot, null for the origin), <c>cow_bytes</c>, <c>transient</c>,
-/// <c>force</c>, <c>json</c>. Response: <c>exit</c>, <c>stdout</c>, <c>stderr</c>. A request line is at most
+/// <c>preallocate</c>, <c>force</c>, <c>json</c>. Response: <c>exit</c>, <c>stdout</c>, <c>stderr</c>. A request line is at most
 /// <see cref="MaxLineBytes"/>; a response line at most <see cref="MaxResponseBytes"/> (a diff lists every extent).
 /// Access: the socket file is mode 0600 (checked by both sides), and each side checks the other's user id
 /// (SO_PEERCRED): only the store's owner reaches the serving process.
@@ -93,7 +93,7 @@ internal static class ControlProtocol
 
 /// <summary>A command for the serving process.</summary>
 internal sealed record ControlRequest(string Command, string Store, string? Name = null, long? CowBytes = null,
-    bool Transient = false, bool Force = false, bool Json = false, string? To = null);
+    bool Transient = false, bool Force = false, bool Json = false, string? To = null, bool Preallocate = false);
 
 /// <summary>What the command printed and its exit code.</summary>
 internal sealed record ControlResponse(int Exit, string Stdout, string Stderr);

@@ -48,11 +48,11 @@ internal static class LiveCommands
     {
         string name = r.Name ?? throw new UsageException("snapshot create: no name");
         if (r.CowBytes is { } c && c % Sector != 0) throw new UsageException($"--cow-size: {c} bytes is not a whole number of {Sector}-byte sectors");
-        var options = new SnapshotOptions { Persistent = !r.Transient, CowSectors = r.CowBytes / Sector };
+        var options = new SnapshotOptions { Persistent = !r.Transient, CowSectors = r.CowBytes / Sector, Preallocate = r.Preallocate };
         await server.CreateSnapshotAsync(name, options).ConfigureAwait(false);
         var status = server.Store.GetStatus().Snapshots.Single(x => x.Name == name);
         console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"created snapshot {name}: {(r.Transient ? "transient" : "persistent")}, COW {Sizes.Friendly(status.TotalSectors * Sector)} ({status.TotalSectors} sectors)"));
+            $"created snapshot {name}: {(r.Transient ? "transient" : "persistent")}, COW {Sizes.Friendly(status.TotalSectors * Sector)} ({status.TotalSectors} sectors){(r.Preallocate ? ", preallocated" : "")}"));
         if (r.Transient)
             console.Error.WriteLine($"{console.Name}: note: a transient snapshot keeps its contents only while the store stays open; once the server stops, '{name}' reports Invalid");
         return ExitCodes.Success;
