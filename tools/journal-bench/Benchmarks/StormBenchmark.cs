@@ -232,7 +232,8 @@ internal static class StormBenchmark
             + "\npeak RSS / heap: resident set and managed heap sampled every 20 ms during the run; emerg.: objects handed out beyond\n"
             + "the pool's budget (from its reserve, then freshly allocated).\n\n"
             + Table(commitHeader, commitRows)
-            + "\nrounds: commit rounds during the run; exc/round: exceptions per round; COW flushes: one per COW file per round; log forces:\n"
+            + "\nrounds: commit rounds during the run; exc/round: exceptions per round; COW flushes: fdatasyncs of COW files (one a round for\n"
+            + "the files that share a device flush, plus one per file flushed on its own, after it grew); log forces:\n"
             + "one per round (more when a round was split to fit the log); round wait: from a round's first exception queued to its completion.\n"
             + (side.Count > 0 ? "\n" + string.Join("\n", side) + "\n" : "")
             + (skipped.Count > 0 ? "\n" + string.Join("\n", skipped) + "\n" : "");
