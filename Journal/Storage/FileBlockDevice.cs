@@ -28,8 +28,10 @@ namespace Journal.Storage;
 /// That is sound only for writes that change no metadata: overwrites of blocks already allocated and written, with
 /// the allocation durable. A device therefore shares flushes only when all of these hold: it is on ext2/3/4 mounted
 /// without <c>data=journal</c> and the file has no data-journaling flag (journaled data reaches its place only after a
-/// journal commit); its own last fdatasync found no hole in it (a block never written, or reserved but unwritten,
-/// would be allocated or converted by the write); and it has not grown since (growth is new blocks and a new size).
+/// journal commit), on Linux 5.2 or later; its own fdatasync found every block written (FIEMAP: a block never written,
+/// reserved but unwritten, or inline in the inode would be allocated or converted by the write); and it has not grown
+/// since its last own fdatasync completed (growth is new blocks and a new size). The carrier must qualify as well (its
+/// fdatasync then has no journal commit to wait for and flushes the device itself).
 /// Anything else, and every other file system, is flushed by its own fdatasync.</para>
 /// Locking: <c>_extendLock</c> serialises growth (who: <see cref="BlockDevice.Extend"/> only); reads and writes take
 /// no lock (disjoint ranges are the caller's business; the handle is safe for concurrent positional I/O).
@@ -47,13 +49,15 @@ public sealed class FileBlockDevice : BlockDevice
     private long _sectors;
 
     // Shared flushes (see the remarks). _flushDomain: the file system's device number when a flush of any file on it
-    // flushes the device for all, else 0. _needsOwnFlush: 1 while the file may hold writes that only its own
-    // fdatasync makes durable (growth since its last one, or anything before its first one after open); cleared just
-    // before an fdatasync, set again when it fails. _fullyWritten: an fdatasync found no hole in the file; growth
-    // writes its zeros, so it stays true.
+    // flushes the device for all, else 0. _growth: bumped by each growth before its size is published (1 at open:
+    // nothing is known before the first own fdatasync). _flushedGrowth: the _growth an own fdatasync read before it
+    // began, once it succeeded (only ever raised); the file may ride only when the two are equal, so a growth is never
+    // taken as durable while the fdatasync that covers it is still running. _fullyWritten: FIEMAP after an fdatasync
+    // found every block written; growth writes its zeros, so it stays true. _journalsData: the file's data-journaling
+    // flag, read again at every own fdatasync.
     private readonly ulong _flushDomain;
-    private int _needsOwnFlush = 1;
-    private volatile bool _fullyWritten;
+    private long _growth = 1, _flushedGrowth;
+    private volatile bool _fullyWritten, _journalsData;
 
     private FileBlockDevice(SafeFileHandle handle, string path, long sectors, bool readOnly, bool locked)
     {
@@ -66,15 +70,25 @@ public sealed class FileBlockDevice : BlockDevice
     }
 
     /// <summary>The file system's device number when an fdatasync there flushes the device for every file on it, else 0.</summary>
+    /// <remarks>
+    /// Needs Linux 5.2 or later (before it, sync_file_range with WAIT_AFTER could skip a page redirtied while under
+    /// writeback), a file system of type ext2/3/4 in the mount table, and its own option list
+    /// (<c>/proc/fs/ext4/&lt;device&gt;/options</c>, which shows a data mode that is the superblock's default) without
+    /// <c>data=journal</c>; the file's own data-journaling flag is checked at every own flush.
+    /// </remarks>
     private static ulong FlushDomainOf(SafeFileHandle handle)
     {
+        if (s_kernel is not { } kernel || kernel < new Version(5, 2)) return 0;
         if (NativeFile.DescribeOpenFile(handle) is not { } file || file.JournalsData || file.Device == 0) return 0;
         if (NativeFile.MountOf(file.Device) is not { } mount) return 0;
         if (mount.Type is not ("ext4" or "ext3" or "ext2")) return 0;
+        if (NativeFile.Ext4Options(file.Device) is not { } options || options.Contains("data=journal")) return 0;
         foreach (string option in mount.SuperOptions.Split(','))
             if (option == "data=journal") return 0;
         return file.Device;
     }
+
+    private static readonly Version? s_kernel = NativeFile.KernelVersion();
 
     /// <summary>
     /// True when a flush of <paramref name="carrier"/> makes durable every write of this device that a
@@ -86,7 +100,8 @@ public sealed class FileBlockDevice : BlockDevice
     public bool CanFlushThrough(FileBlockDevice carrier)
     {
         ArgumentNullException.ThrowIfNull(carrier);
-        return _flushDomain != 0 && carrier._flushDomain == _flushDomain && _fullyWritten && Volatile.Read(ref _needsOwnFlush) == 0;
+        return _flushDomain != 0 && carrier._flushDomain == _flushDomain && _fullyWritten && !_journalsData
+            && Interlocked.Read(ref _flushedGrowth) == Interlocked.Read(ref _growth);
     }
 
     /// <summary>
@@ -495,25 +510,29 @@ public sealed class FileBlockDevice : BlockDevice
     private void SyncData()
     {
         int errno;
-        // Cleared before the fdatasync, which covers every growth finished before it; growth that finishes during or
-        // after it sets the flag again (after its zeros are written), and a failure sets it back.
-        Volatile.Write(ref _needsOwnFlush, 0);
+        // Read before the fdatasync, which covers every growth finished before it; recorded only once it succeeded.
+        long growth = Interlocked.Read(ref _growth);
         try
         {
             errno = NativeFile.DataSync(_handle);
         }
         catch (IOException e)
         {
-            Volatile.Write(ref _needsOwnFlush, 1);
             throw new BlockDeviceException(Path, 0, $"flush failed: {OneLine(e.Message)}", e);
         }
-        if (errno != 0) Volatile.Write(ref _needsOwnFlush, 1);
-        else if (_flushDomain != 0 && !_fullyWritten)
+        if (errno == 0 && _flushDomain != 0)
         {
-            // Checked after a successful fdatasync: every block written before it is allocated, so a hole now is a
-            // block never written (a sparse file) or reserved but unwritten. Growth writes zeros, so it adds none.
-            long length = Length, hole = NativeFile.FirstHole(_handle);
-            if (hole >= length) _fullyWritten = true;
+            _journalsData = NativeFile.JournalsData(_handle);
+            // Checked after a successful fdatasync, so no block is merely delayed: a gap or an unwritten extent now is
+            // a block never written (a sparse file) or reserved but unwritten. Growth writes zeros, so it adds none.
+            if (!_fullyWritten && NativeFile.IsFullyWritten(_handle, Length)) _fullyWritten = true;
+            long seen = Interlocked.Read(ref _flushedGrowth);
+            while (seen < growth)
+            {
+                long was = Interlocked.CompareExchange(ref _flushedGrowth, growth, seen);
+                if (was == seen) break;
+                seen = was;
+            }
         }
         if (errno == NativeFile.ENOSPC)
             throw new DeviceFullException(Path, 0, $"no space left on device: fdatasync failed: {NativeFile.Describe(errno)}");
@@ -561,9 +580,9 @@ public sealed class FileBlockDevice : BlockDevice
             }
             offset += n;
         }
-        // New blocks and a new size: only this file's own fdatasync makes them durable (set before the size is
-        // published, so no write into the new sectors can be sent before the flag says so).
-        Volatile.Write(ref _needsOwnFlush, 1);
+        // New blocks and a new size: only this file's own fdatasync makes them durable (bumped before the size is
+        // published, so no write into the new sectors can be sent before the count says so).
+        Interlocked.Increment(ref _growth);
         Volatile.Write(ref _sectors, to);
     }
 

@@ -8,7 +8,7 @@ namespace Journal.Storage;
 /// timestamps), flock for an exclusive advisory lock, fsync of a directory (so a new file's name is durable), statx
 /// (the file type, before opening: a FIFO must be refused, not opened), fallocate (space reserved without writing it),
 /// statvfs (free space, read-only mounts), and what a shared device flush needs: sync_file_range (data sent to the
-/// device without a cache flush), lseek SEEK_HOLE, the inode's data-journaling flag and the mount's options.
+/// device without a cache flush), FIEMAP (every block written), the inode's data-journaling flag and the file system's options.
 /// Linux only; other systems use <see cref="RandomAccess.FlushToDisk"/> and <see cref="FileShare.None"/>, and report
 /// every path as a regular file, reservation as unsupported and free space as unknown.
 /// </summary>
@@ -159,14 +159,10 @@ internal static partial class NativeFile
     [LibraryImport("libc", EntryPoint = "sync_file_range", SetLastError = true)]
     private static partial int SyncFileRangeNative(int fd, long offset, long nbytes, uint flags);
 
-    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
-    private static partial long LSeek(int fd, long offset, int whence);
-
     [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     private static unsafe partial int Ioctl(int fd, nuint request, int* argument);
 
     private const uint SYNC_FILE_RANGE_WAIT_BEFORE = 1, SYNC_FILE_RANGE_WRITE = 2, SYNC_FILE_RANGE_WAIT_AFTER = 4;
-    private const int SEEK_HOLE = 4;
     private const nuint FS_IOC_GETFLAGS = 0x80086601;
     private const int FS_JOURNAL_DATA_FL = 0x4000;
     private const int AT_EMPTY_PATH = 0x1000;
@@ -198,18 +194,68 @@ internal static partial class NativeFile
         }
     }
 
+    private const nuint FS_IOC_FIEMAP = 0xC020660B;
+    private const uint FIEMAP_FLAG_SYNC = 1;
+    private const uint FIEMAP_EXTENT_LAST = 0x1, FIEMAP_EXTENT_MERGED = 0x1000;
+    private const int FiemapHeader = 32, FiemapExtent = 56, FiemapBatch = 32;
+
     /// <summary>
-    /// The offset of the file's first hole (lseek SEEK_HOLE from 0: the file's length when it has none; a block
-    /// reserved but never written counts as a hole), or -1 when the system does not say.
+    /// True when the file's blocks cover [0, <paramref name="length"/>) without a gap, every extent plainly written:
+    /// not unwritten (reserved), delayed, inline in the inode, shared, encoded or unknown (FS_IOC_FIEMAP with
+    /// FIEMAP_FLAG_SYNC, which writes back dirty pages first). An overwrite of such a file changes no block map. False
+    /// when the system does not say.
     /// </summary>
-    internal static long FirstHole(SafeFileHandle handle)
+    internal static unsafe bool IsFullyWritten(SafeFileHandle handle, long length)
     {
-        if (!IsLinux) return -1;
+        if (!IsLinux || length <= 0) return false;
         bool added = false;
         try
         {
             handle.DangerousAddRef(ref added);
-            return LSeek((int)handle.DangerousGetHandle(), 0, SEEK_HOLE);
+            int fd = (int)handle.DangerousGetHandle();
+            byte* buf = stackalloc byte[FiemapHeader + FiemapBatch * FiemapExtent];
+            long covered = 0;
+            while (covered < length)
+            {
+                new Span<byte>(buf, FiemapHeader + FiemapBatch * FiemapExtent).Clear();
+                *(ulong*)buf = (ulong)covered;
+                *(ulong*)(buf + 8) = (ulong)(length - covered);
+                *(uint*)(buf + 16) = FIEMAP_FLAG_SYNC;
+                *(uint*)(buf + 24) = FiemapBatch;
+                if (Ioctl(fd, FS_IOC_FIEMAP, (int*)buf) != 0) return false;
+                uint mapped = *(uint*)(buf + 20);
+                if (mapped == 0) return false; // a hole up to the end
+                bool last = false;
+                for (uint i = 0; i < mapped; i++)
+                {
+                    byte* e = buf + FiemapHeader + i * FiemapExtent;
+                    ulong logical = *(ulong*)e, extentLength = *(ulong*)(e + 16);
+                    uint flags = *(uint*)(e + 40);
+                    if ((long)logical > covered) return false; // a hole
+                    if ((flags & ~(FIEMAP_EXTENT_LAST | FIEMAP_EXTENT_MERGED)) != 0) return false;
+                    covered = Math.Max(covered, (long)(logical + extentLength));
+                    last |= (flags & FIEMAP_EXTENT_LAST) != 0;
+                }
+                if (last) break;
+            }
+            return covered >= length;
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>True when the open file is marked for data journaling (FS_JOURNAL_DATA_FL); false when not or when the system does not say.</summary>
+    internal static unsafe bool JournalsData(SafeFileHandle handle)
+    {
+        if (!IsLinux) return false;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            int flags = 0;
+            return Ioctl((int)handle.DangerousGetHandle(), FS_IOC_GETFLAGS, &flags) == 0 && (flags & FS_JOURNAL_DATA_FL) != 0;
         }
         finally
         {
@@ -263,6 +309,43 @@ internal static partial class NativeFile
                 if (dash < 0 || dash + 3 >= f.Length) continue;
                 return (f[dash + 1], f[dash + 3]);
             }
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return null;
+    }
+
+    /// <summary>
+    /// The options of the ext2/3/4 file system on <paramref name="device"/> as the file system itself lists them, defaults
+    /// included (<c>/proc/fs/ext4/&lt;name&gt;/options</c>, the name from <c>/sys/dev/block/major:minor</c>): unlike the
+    /// mount table, it shows a data mode set as the superblock's default. Null when it cannot be read.
+    /// </summary>
+    internal static string[]? Ext4Options(ulong device)
+    {
+        if (!IsLinux) return null;
+        try
+        {
+            var link = new FileInfo($"/sys/dev/block/{device >> 32}:{device & 0xFFFFFFFF}").LinkTarget;
+            if (link is null) return null;
+            string name = Path.GetFileName(link.TrimEnd('/'));
+            if (name.Length == 0 || name.Contains("..", StringComparison.Ordinal)) return null;
+            return File.ReadAllLines($"/proc/fs/ext4/{name}/options");
+        }
+        catch (IOException) { return null; }
+        catch (UnauthorizedAccessException) { return null; }
+    }
+
+    /// <summary>The running kernel's version (major, minor), or null off Linux or when it cannot be read.</summary>
+    internal static Version? KernelVersion()
+    {
+        if (!IsLinux) return null;
+        try
+        {
+            string release = File.ReadAllText("/proc/sys/kernel/osrelease").Trim();
+            var parts = release.Split('.', 3);
+            if (parts.Length >= 2 && int.TryParse(parts[0], out int major)
+                && int.TryParse(new string(parts[1].TakeWhile(char.IsAsciiDigit).ToArray()), out int minor))
+                return new Version(major, minor);
         }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }

@@ -196,7 +196,8 @@ internal sealed class CommitPipeline
     /// Step 1: makes every COW file's copies in the round durable; a file whose flush fails fails its group.
     /// </summary>
     /// <remarks>
-    /// With several files, the first one on a <see cref="FileBlockDevice"/> is the <b>carrier</b>: every other file
+    /// With several files, the first one on a <see cref="FileBlockDevice"/> that could ride itself (it qualifies on its
+    /// own: same rules) is the <b>carrier</b>: every later file
     /// that <see cref="FileBlockDevice.CanFlushThrough"/> it (same ext4 file system, fully written, not grown since its
     /// own last flush) <b>rides</b>: its copies are written back to the device (sync_file_range, started for every
     /// file before any is waited for, so they are written in parallel), and then the carrier's one fdatasync flushes
@@ -230,7 +231,9 @@ internal sealed class CommitPipeline
         {
             _rides[i] = false;
             if (round.Groups[i].Store.Cow is not FileBlockDevice f) continue;
-            if (carrier is null) { carrier = f; carrierIndex = i; }
+            // The carrier qualifies itself: with nothing of its own for the file system's journal to commit, its
+            // fdatasync flushes the device directly.
+            if (carrier is null) { if (f.CanFlushThrough(f)) { carrier = f; carrierIndex = i; } }
             else if (f.CanFlushThrough(carrier)) { _rides[i] = true; riders++; }
         }
         if (riders > 0) _rides[carrierIndex] = true; // written back with the riders, then flushed for them all
