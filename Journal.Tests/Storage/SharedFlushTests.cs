@@ -175,9 +175,19 @@ public sealed class SharedFlushTests : IDisposable
             var after = store.CommitStatistics;
             long rounds = after.Rounds - before.Rounds, flushes = after.CowFlushes - before.CowFlushes;
             long writeBacks = after.CowWriteBacks - before.CowWriteBacks;
-            Assert.Equal(2 * rounds, flushes + writeBacks);
-            // No file ever grew, so every round made both files durable with one flush (where flushes can be shared).
-            Assert.Equal(shares ? rounds : 2 * rounds, flushes);
+            // A round holds the exceptions queued since the last one: usually both files', sometimes one file's (the
+            // pump can take a round between the two exceptions of a copy). Each file in a round is flushed or rides.
+            Assert.InRange(flushes + writeBacks, rounds, 2 * rounds);
+            if (shares)
+            {
+                // No file ever grew, so every round made its files durable with one fdatasync.
+                Assert.Equal(rounds, flushes);
+                Assert.True(writeBacks > rounds / 2, $"{writeBacks} write-backs in {rounds} rounds");
+            }
+            else
+            {
+                Assert.Equal(0, writeBacks);
+            }
             await store.CloseAsync().AsTask().WaitAsync(Watchdog);
             store = await SnapshotStore.OpenAsync(folder).AsTask().WaitAsync(Watchdog);
             for (int c = 0; c < Chunks; c += 97)
@@ -210,8 +220,9 @@ public sealed class SharedFlushTests : IDisposable
             var after = store.CommitStatistics;
             long rounds = after.Rounds - before.Rounds;
             long flushes = after.CowFlushes - before.CowFlushes, writeBacks = after.CowWriteBacks - before.CowWriteBacks;
-            // Every round copied for all eight files: each file was flushed or written back once per round.
-            Assert.Equal(rounds * Snapshots, flushes + writeBacks);
+            // Each file in a round was flushed or written back once (a round holds what was queued since the last one:
+            // usually all eight files' exceptions, sometimes fewer).
+            Assert.InRange(flushes + writeBacks, rounds, rounds * Snapshots);
             if (shares)
             {
                 // Only growth (the first round of each file after it grew) makes a file flush itself.
