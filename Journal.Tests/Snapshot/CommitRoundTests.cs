@@ -9,6 +9,25 @@ namespace Journal.Tests.Snapshot;
 public sealed class CommitRoundTests
 {
     [Fact]
+    public async Task A_first_write_to_eight_snapshots_is_one_round_with_all_eight_exceptions()
+    {
+        // One writer, one chunk at a time, eight snapshots: each write's eight exceptions are committed by one round
+        // (not a round per snapshot, nor split across rounds), with one log force. The COW flush hands off to another
+        // thread, as a disk's does.
+        const int Writes = 1000, Snapshots = 8;
+        var p = new TestDeviceProvider { Wrap = (path, d) => path.EndsWith(".cow", StringComparison.Ordinal) ? new Journal.Tests.Cil.GatedDevice(d) { AsyncFlushes = true } : d };
+        await using var store = await CreateMemoryStoreAsync(p, Writes * 8L);
+        for (int s = 0; s < Snapshots; s++) await store.CreateSnapshotAsync($"s{s}").AsTask().WaitAsync(Watchdog);
+        var before = store.CommitStatistics;
+        for (int c = 0; c < Writes; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 2));
+        var after = store.CommitStatistics;
+        Assert.Equal(Writes * Snapshots, after.Exceptions - before.Exceptions);
+        Assert.Equal(Writes, after.Rounds - before.Rounds);
+        Assert.Equal(Writes, after.DurabilityWaits - before.DurabilityWaits);
+        Assert.Equal(Snapshots, after.LargestRound);
+    }
+
+    [Fact]
     public async Task A_round_many_times_larger_than_the_log_commits_in_transactions_that_fit()
     {
         // 512-byte chunks: 32 exceptions per metadata area, so a batch touches many segments for little memory.

@@ -88,6 +88,28 @@ internal sealed class CommitPipeline
     }
 
     /// <summary>
+    /// Queues every exception of <paramref name="items"/> marked <see cref="PendingException.Queued"/>, all into the same
+    /// round (one copy's exceptions, one per snapshot, are committed together or not at all: a round is one journal
+    /// transaction unless it does not fit the log). Never waits.
+    /// </summary>
+    public void EnqueueMarked(List<PendingException> items)
+    {
+        bool any = false;
+        lock (_lock)
+        {
+            if (_stopping) throw new InvalidOperationException("the commit pipeline is stopped");
+            foreach (var pe in items)
+            {
+                if (!pe.Queued) continue;
+                if (_collecting.Items.Count == 0) _collecting.FirstQueuedTicks = Stopwatch.GetTimestamp();
+                _collecting.Items.Add(pe);
+                any = true;
+            }
+        }
+        if (any) _work.Set();
+    }
+
+    /// <summary>
     /// Stops both loops once every queued exception is completed. Every queued exception's writer waits for its
     /// completion before it leaves the store's I/O gate, so once the gate is held exclusively nothing is queued.
     /// </summary>

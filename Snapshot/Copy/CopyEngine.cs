@@ -93,7 +93,10 @@ internal sealed class CopyEngine
                 buffer = ArrayPool<byte>.Shared.Rent(PieceBytes);
                 await CopyInPiecesAsync(plan, buffer).ConfigureAwait(false);
             }
-            for (int i = 0; i < pending.Count; i++) Enqueue(pending[i]);
+            // The plan's exceptions (every snapshot's copy of every chunk of the run) go into one round together: a
+            // crash never finds one snapshot's copy of a chunk committed and another's not.
+            for (int i = 0; i < pending.Count; i++) MarkForCommit(pending[i]);
+            _pipeline.EnqueueMarked(pending);
             if (buffer is not null) { ArrayPool<byte>.Shared.Return(buffer); buffer = null; }
             _completion.CopiesWritten(inFlight);
             inFlight = 0;
@@ -215,7 +218,7 @@ internal sealed class CopyEngine
                     await WriteCowAsync(pe, cowSector + (off >> BlockDevice.SectorShift), buf).ConfigureAwait(false);
                 }
             }
-            Enqueue(pe);
+            if (MarkForCommit(pe)) _pipeline.Enqueue(pe);
             _completion.CopiesWritten(inFlight);
             inFlight = 0;
             await AwaitCommitAsync(pe).ConfigureAwait(false);
@@ -282,14 +285,18 @@ internal sealed class CopyEngine
     /// every other copy of the round). A transient snapshot keeps nothing on disk: its copy is complete at once. A copy
     /// that already failed, or whose snapshot was invalidated meanwhile, is not committed.
     /// </summary>
-    private void Enqueue(PendingException pe)
+    /// <summary>
+    /// Marks <paramref name="pe"/> to be committed by the pipeline (<see cref="PendingException.Queued"/>) and returns
+    /// true, unless it failed, its snapshot is invalid, or its snapshot is transient (committed at once, nothing on disk).
+    /// </summary>
+    private static bool MarkForCommit(PendingException pe)
     {
-        if (pe.Failed || pe.NoSpace is not null) return;
+        if (pe.Failed || pe.NoSpace is not null) return false;
         var s = pe.Snapshot!;
-        if (!s.IsValid) return;
-        if (!s.Store!.IsPersistent) { pe.Committed = true; return; }
+        if (!s.IsValid) return false;
+        if (!s.Store!.IsPersistent) { pe.Committed = true; return false; }
         pe.Queued = true;
-        _pipeline.Enqueue(pe);
+        return true;
     }
 
     /// <summary>Waits for <paramref name="pe"/>'s round (if it was queued) and records the outcome.</summary>
