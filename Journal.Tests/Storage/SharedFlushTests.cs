@@ -23,12 +23,12 @@ public sealed class SharedFlushTests : IDisposable
     private bool TempSharesFlushes()
     {
         using var probe = File.OpenHandle(_dir.File("probe"), FileMode.CreateNew, FileAccess.ReadWrite);
-        var file = NativeFile.DescribeOpenFile(probe);
-        Assert.True(file is not null, "statx of an open file failed");
-        var mount = NativeFile.MountOf(file!.Value.Device);
-        Assert.True(mount is not null, $"device {file.Value.Device >> 32}:{file.Value.Device & 0xFFFFFFFF} is not in /proc/self/mountinfo");
-        return mount!.Value.Type is "ext4" or "ext3" or "ext2" && !mount.Value.SuperOptions.Split(',').Contains("data=journal")
-            && !file.Value.JournalsData;
+        var device = NativeFile.DeviceOf(probe);
+        Assert.True(device is not null, "statx of an open file failed");
+        string? type = NativeFile.MountTypeOf(device!.Value);
+        Assert.True(type is not null, $"device {device >> 32}:{device & 0xFFFFFFFF} is not in /proc/self/mountinfo");
+        return type is "ext4" or "ext3" or "ext2" && NativeFile.Ext4Options(device.Value) is { } options
+            && !options.Contains("data=journal") && !NativeFile.JournalsData(probe);
     }
 
     [Fact]

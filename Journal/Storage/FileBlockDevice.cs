@@ -79,13 +79,10 @@ public sealed class FileBlockDevice : BlockDevice
     private static ulong FlushDomainOf(SafeFileHandle handle)
     {
         if (s_kernel is not { } kernel || kernel < new Version(5, 2)) return 0;
-        if (NativeFile.DescribeOpenFile(handle) is not { } file || file.JournalsData || file.Device == 0) return 0;
-        if (NativeFile.MountOf(file.Device) is not { } mount) return 0;
-        if (mount.Type is not ("ext4" or "ext3" or "ext2")) return 0;
-        if (NativeFile.Ext4Options(file.Device) is not { } options || options.Contains("data=journal")) return 0;
-        foreach (string option in mount.SuperOptions.Split(','))
-            if (option == "data=journal") return 0;
-        return file.Device;
+        if (NativeFile.DeviceOf(handle) is not { } device || device == 0 || NativeFile.JournalsData(handle)) return 0;
+        if (NativeFile.MountTypeOf(device) is not ("ext4" or "ext3" or "ext2")) return 0;
+        if (NativeFile.Ext4Options(device) is not { } options || options.Contains("data=journal")) return 0;
+        return device;
     }
 
     private static readonly Version? s_kernel = NativeFile.KernelVersion();

@@ -263,25 +263,17 @@ internal static partial class NativeFile
         }
     }
 
-    /// <summary>
-    /// The device number (major &lt;&lt; 32 | minor) of the file system an open file is on, and whether the file is
-    /// marked for data journaling (the inode flag FS_JOURNAL_DATA_FL); null when the system does not say.
-    /// </summary>
-    internal static unsafe (ulong Device, bool JournalsData)? DescribeOpenFile(SafeFileHandle handle)
+    /// <summary>The device number (major &lt;&lt; 32 | minor) of the file system an open file is on; null when the system does not say.</summary>
+    internal static unsafe ulong? DeviceOf(SafeFileHandle handle)
     {
         if (!IsLinux) return null;
         bool added = false;
         try
         {
             handle.DangerousAddRef(ref added);
-            int fd = (int)handle.DangerousGetHandle();
             byte* buf = stackalloc byte[256];
-            if (StatX(fd, "", AT_EMPTY_PATH, STATX_TYPE, buf) != 0) return null;
-            ulong dev = ((ulong)*(uint*)(buf + 136) << 32) | *(uint*)(buf + 140);
-            int flags = 0;
-            // A file system without inode flags has no per-file data journaling either.
-            bool journalsData = Ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 && (flags & FS_JOURNAL_DATA_FL) != 0;
-            return (dev, journalsData);
+            if (StatX((int)handle.DangerousGetHandle(), "", AT_EMPTY_PATH, STATX_TYPE, buf) != 0) return null;
+            return ((ulong)*(uint*)(buf + 136) << 32) | *(uint*)(buf + 140);
         }
         finally
         {
@@ -290,11 +282,11 @@ internal static partial class NativeFile
     }
 
     /// <summary>
-    /// The type and the superblock options of the file system mounted from <paramref name="device"/> (major &lt;&lt;
-    /// 32 | minor), from /proc/self/mountinfo; null when it is not listed or cannot be read. Every mount of one
-    /// file system shares its superblock options.
+    /// The type of the file system mounted from <paramref name="device"/> (major &lt;&lt; 32 | minor), from
+    /// /proc/self/mountinfo; null when it is not listed or cannot be read. (Its options there leave out defaults: see
+    /// <see cref="Ext4Options"/>.)
     /// </summary>
-    internal static (string Type, string SuperOptions)? MountOf(ulong device)
+    internal static string? MountTypeOf(ulong device)
     {
         if (!IsLinux) return null;
         string wanted = $"{device >> 32}:{device & 0xFFFFFFFF}";
@@ -306,8 +298,8 @@ internal static partial class NativeFile
                 string[] f = line.Split(' ');
                 if (f.Length < 10 || f[2] != wanted) continue;
                 int dash = Array.IndexOf(f, "-", 6);
-                if (dash < 0 || dash + 3 >= f.Length) continue;
-                return (f[dash + 1], f[dash + 3]);
+                if (dash < 0 || dash + 1 >= f.Length) continue;
+                return f[dash + 1];
             }
         }
         catch (IOException) { }

@@ -78,12 +78,7 @@ internal sealed class CommitPipeline
     /// </summary>
     public void Enqueue(PendingException pe)
     {
-        lock (_lock)
-        {
-            if (_stopping) throw new InvalidOperationException("the commit pipeline is stopped");
-            if (_collecting.Items.Count == 0) _collecting.FirstQueuedTicks = Stopwatch.GetTimestamp();
-            _collecting.Items.Add(pe);
-        }
+        lock (_lock) AddLocked(pe);
         _work.Set();
     }
 
@@ -97,16 +92,22 @@ internal sealed class CommitPipeline
         bool any = false;
         lock (_lock)
         {
-            if (_stopping) throw new InvalidOperationException("the commit pipeline is stopped");
             foreach (var pe in items)
             {
                 if (!pe.Queued) continue;
-                if (_collecting.Items.Count == 0) _collecting.FirstQueuedTicks = Stopwatch.GetTimestamp();
-                _collecting.Items.Add(pe);
+                AddLocked(pe);
                 any = true;
             }
         }
         if (any) _work.Set();
+    }
+
+    /// <summary>Adds <paramref name="pe"/> to the round being gathered. Under <c>_lock</c>.</summary>
+    private void AddLocked(PendingException pe)
+    {
+        if (_stopping) throw new InvalidOperationException("the commit pipeline is stopped");
+        if (_collecting.Items.Count == 0) _collecting.FirstQueuedTicks = Stopwatch.GetTimestamp();
+        _collecting.Items.Add(pe);
     }
 
     /// <summary>
