@@ -463,6 +463,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
             PendingCopyBound = _dataPath.Throttle.PendingBound == int.MaxValue ? 0 : _dataPath.Throttle.PendingBound,
             CopiesPending = _dataPath.Throttle.Pending,
             PeakCopiesPending = _dataPath.Throttle.PendingPeak,
+            DeferredWrites = _dataPath.DeferredWrites,
+            DeferredWritesPending = _dataPath.DeferredWritesPending,
             Commits = _pipeline?.Statistics,
         };
     }
@@ -507,6 +509,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
                     if (s.Store is null) continue;
                     await s.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
                 }
+                _dataPath.ThrowIfDeferredFailed();
                 await _origin.FlushAsync(cancellationToken).ConfigureAwait(false);
                 flushed = true;
             }

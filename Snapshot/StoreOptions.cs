@@ -49,6 +49,19 @@ public sealed class StoreOptions
     public bool WriteThrough { get; init; }
 
     /// <summary>
+    /// When true (per open; ignored with <see cref="WriteThrough"/>), an origin write that needs copies returns once the
+    /// copies are written to the COW files and queued for commit, instead of once they are committed and the origin is
+    /// written: the origin write is issued in the background after the commit round, as a disk with a volatile write
+    /// cache does. Reads see the new data at once (a read of such a chunk waits for it to reach the origin);
+    /// <see cref="SnapshotStore.FlushAsync"/> waits for every such write acknowledged before it and then flushes, so
+    /// durability is the same as without it. A FUA write is never deferred. If a deferred write fails after it returned
+    /// (its origin write, or no space on the file system for a copy at commit), its data is not on the origin and every later flush (and close) fails with that
+    /// error. The copy-on-write guarantee does not change: the origin chunk is overwritten only after its exceptions
+    /// are durable. Default false.
+    /// </summary>
+    public bool DeferCopiedWrites { get; init; }
+
+    /// <summary>
     /// What happens when a write needs a copy and a snapshot's COW file has reached its configured size:
     /// <see cref="Snapshot.CowFullPolicy.InvalidateSnapshot"/> (default, as dm-snapshot does) or
     /// <see cref="Snapshot.CowFullPolicy.FailWrite"/>. Either way nothing acknowledged is lost. (A file system with no
@@ -94,7 +107,7 @@ public sealed class StoreOptions
     private StoreOptions Copy(IDeviceProvider provider, ILoggerFactory? loggerFactory) => new()
     {
         OriginSectors = OriginSectors, ChunkSectors = ChunkSectors, LogBlocks = LogBlocks, MaxInFlightCopies = MaxInFlightCopies, MaxPendingCopies = MaxPendingCopies,
-        WriteThrough = WriteThrough, CowFullPolicy = CowFullPolicy, CowGrowthBytes = CowGrowthBytes, PoolReserve = PoolReserve,
+        WriteThrough = WriteThrough, DeferCopiedWrites = DeferCopiedWrites, CowFullPolicy = CowFullPolicy, CowGrowthBytes = CowGrowthBytes, PoolReserve = PoolReserve,
         ReadOnly = ReadOnly, LoggerFactory = loggerFactory, DeviceProvider = provider, MetadataMode = MetadataMode, StoreId = StoreId,
     };
 
@@ -139,7 +152,7 @@ public sealed class StoreOptions
 
     /// <inheritdoc/>
     public override string ToString() =>
-        $"StoreOptions(origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {LogBlocks} blocks, in-flight copies {(MaxInFlightCopies == 0 ? "unlimited" : MaxInFlightCopies)}, pending copies {(MaxPendingCopies == 0 ? "default" : MaxPendingCopies)}, write-through {WriteThrough}, COW growth {CowGrowthBytes} bytes, pool reserve {PoolReserve}, COW full: {CowFullPolicy}, read-only {ReadOnly})";
+        $"StoreOptions(origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {LogBlocks} blocks, in-flight copies {(MaxInFlightCopies == 0 ? "unlimited" : MaxInFlightCopies)}, pending copies {(MaxPendingCopies == 0 ? "default" : MaxPendingCopies)}, write-through {WriteThrough}, defer copied writes {DeferCopiedWrites}, COW growth {CowGrowthBytes} bytes, pool reserve {PoolReserve}, COW full: {CowFullPolicy}, read-only {ReadOnly})";
 }
 
 /// <summary>What a write that needs a copy does when a snapshot's COW file is full (<see cref="StoreOptions.CowFullPolicy"/>).</summary>

@@ -39,6 +39,7 @@ internal sealed class TestDeviceProvider : IDeviceProvider
         MaxInFlightCopies = o?.MaxInFlightCopies ?? StoreOptions.DefaultMaxInFlightCopies,
         MaxPendingCopies = o?.MaxPendingCopies ?? 0,
         WriteThrough = o?.WriteThrough ?? false,
+        DeferCopiedWrites = o?.DeferCopiedWrites ?? false,
         CowGrowthBytes = o?.CowGrowthBytes ?? (1 << 20),
         PoolReserve = o?.PoolReserve ?? 16,
         DeviceProvider = this,

@@ -72,6 +72,18 @@ internal sealed class CopyEngine
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask RunOriginCopyAsync(CopyPlan plan)
     {
+        await StartOriginCopyAsync(plan).ConfigureAwait(false);
+        await FinishOriginCopyAsync(plan).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The first half of an origin copy: grows the COW files, reads the run and writes it to every snapshot, and queues
+    /// the exceptions for commit (steps 1-3). If it throws (an origin read error), the plan has been completed and
+    /// returned to its pool; otherwise <see cref="FinishOriginCopyAsync"/> must follow.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask StartOriginCopyAsync(CopyPlan plan)
+    {
         Interlocked.Increment(ref _jobs);
         byte[]? buffer = null;
         int inFlight = plan.Slots; // throttle slots in their in-flight stage, ended once the copies are handed over
@@ -97,9 +109,31 @@ internal sealed class CopyEngine
             // crash never finds one snapshot's copy of a chunk committed and another's not.
             for (int i = 0; i < pending.Count; i++) MarkForCommit(pending[i]);
             _pipeline.EnqueueMarked(pending);
-            if (buffer is not null) { ArrayPool<byte>.Shared.Return(buffer); buffer = null; }
+            ArrayPool<byte>.Shared.Return(buffer);
+            buffer = null;
             _completion.CopiesWritten(inFlight);
             inFlight = 0;
+        }
+        catch
+        {
+            if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+            if (inFlight > 0) _completion.CopiesWritten(inFlight);
+            await CompleteAsync(plan).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The second half of an origin copy (after <see cref="StartOriginCopyAsync"/>): waits for the exceptions' commit
+    /// round (steps 4-5), completes them and returns the plan to its pool. Throws the no-space error when a COW file had
+    /// no space for a copy (the caller must not overwrite the origin).
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask FinishOriginCopyAsync(CopyPlan plan)
+    {
+        try
+        {
+            var pending = plan.Pending;
             int committed = 0;
             for (int i = 0; i < pending.Count; i++)
             {
@@ -110,15 +144,23 @@ internal sealed class CopyEngine
         }
         finally
         {
-            if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
-            if (inFlight > 0) _completion.CopiesWritten(inFlight);
-            await InvalidateFailedAsync(plan.Pending).ConfigureAwait(false);
-            var noSpace = FirstNoSpace(plan.Pending);
-            _completion.Complete(plan.Pending, plan.Slots);
-            plan.Reset();
-            _plans.Return(plan);
-            if (noSpace is not null) throw NoSpaceError(noSpace);
+            await CompleteAsync(plan).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>True when a COW file had no space for one of <paramref name="plan"/>'s copies (known once it is started).</summary>
+    public static bool HasNoSpace(CopyPlan plan) => FirstNoSpace(plan.Pending) is not null;
+
+    /// <summary>Invalidates failed snapshots, completes the plan's exceptions, returns the plan; throws the no-space error.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask CompleteAsync(CopyPlan plan)
+    {
+        await InvalidateFailedAsync(plan.Pending).ConfigureAwait(false);
+        var noSpace = FirstNoSpace(plan.Pending);
+        _completion.Complete(plan.Pending, plan.Slots);
+        plan.Reset();
+        _plans.Return(plan);
+        if (noSpace is not null) throw NoSpaceError(noSpace);
     }
 
     /// <summary>

@@ -36,6 +36,10 @@ internal static partial class SnapshotLog
     [LoggerMessage(EventId = SnapshotEventIds.Closed, EventName = "StoreClosed", Level = LogLevel.Information,
         Message = "store {Store}: closed{How}")]
     public static partial void Closed(ILogger logger, string store, string how);
+
+    [LoggerMessage(EventId = SnapshotEventIds.DeferredWriteFailed, EventName = "DeferredWriteFailed", Level = LogLevel.Error,
+        Message = "store {Store}: an origin write of {Bytes} bytes at sector {Sector}, acknowledged before its copies were committed, did not reach the origin (every later flush fails): {Error}")]
+    public static partial void DeferredWriteFailed(ILogger logger, string store, long sector, int bytes, string error);
 }
 
 /// <summary>The event ids of the snapshot store's log messages (docs/metrics.md lists them with their level and meaning).</summary>
@@ -61,4 +65,10 @@ public static class SnapshotEventIds
 
     /// <summary>Information: a store closed (cleanly, or leaving its journal to replay).</summary>
     public const int Closed = 2006;
+
+    /// <summary>
+    /// Error: an origin write acknowledged before its copies were committed (<see cref="StoreOptions.DeferCopiedWrites"/>)
+    /// did not reach the origin; every later flush fails.
+    /// </summary>
+    public const int DeferredWriteFailed = 2007;
 }

@@ -36,6 +36,15 @@ namespace Snapshot.Io;
 /// </list>
 /// <para>When the write returns, every snapshot that shared a chunk holds its old data durably, and the new data is
 /// written (durable after <see cref="SnapshotStore.FlushAsync"/>, or at once with FUA or <see cref="StoreOptions.WriteThrough"/>).</para>
+/// <para><b>Deferred origin write</b> (<see cref="StoreOptions.DeferCopiedWrites"/>, not FUA, at most
+/// <see cref="MaxDeferredWriteBytes"/>, while the data held is under <see cref="MaxDeferredBytes"/>): step 2 also
+/// registers the run as deferred (under the state lock, with the claim); step 3 copies the caller's data into a pooled
+/// buffer, starts the plan (read, COW writes, queued for commit) and returns: the write is acknowledged.
+/// <see cref="FinishDeferredAsync"/> then, in the background and holding the writer's shared hold of the gate, waits for
+/// the round, for tracked reads of the run, and writes the origin. Until then an origin read of the run, and any write
+/// to it, waits for it (the look finds it, as it finds a pending exception); a flush waits for every deferred write
+/// registered before it; snapshot create, delete, merge and close wait for it at the gate. An error after the
+/// acknowledgement is kept and fails every later flush.</para>
 /// <para><b>Snapshot read</b> of chunk c: a complete exception reads the COW file; a pending one waits for it; with
 /// neither, the read is tracked (so an origin write of c waits for it) and goes to the origin.</para>
 /// <para><b>Snapshot write</b> of chunk c: into its COW chunk if c has a complete exception; else a new exception: a
@@ -46,7 +55,9 @@ namespace Snapshot.Io;
 /// no throttle slot (<see cref="WaitHoldingNothingAsync"/>). Snapshot create/delete need the gate exclusively, and the
 /// completion path (<see cref="Complete"/>) needs only the state lock and the throttle's leaf lock, so no waiter holds
 /// what they need. A writer holding the gate shared does wait for its own copies' commit rounds: the commit pipeline
-/// never enters the gate nor takes the state lock.</para>
+/// never enters the gate nor takes the state lock. A deferred write's completion holds the gate shared while it waits for
+/// its round and then for tracked reads: those readers already hold the gate and finish on their own I/O, and the round
+/// needs neither the gate nor the state lock.</para>
 /// <para>Lock order: I/O gate, then the state lock, then the leaves (throttle, pools, a COW file's allocation lock).
 /// The state lock is never held across an await.</para>
 /// </remarks>
@@ -80,6 +91,31 @@ internal sealed class DataPath : ICopyCompletion
     private readonly Dictionary<ulong, TrackedChunk> _tracked = new(); // under _stateLock
     private CopyEngine _engine = null!;
 
+    // Deferred origin writes (StoreOptions.DeferCopiedWrites). _deferredChunks maps each chunk of a deferred write's
+    // run to it, _deferredLive lists them (each knows its index) and _deferredFree recycles them: all under _stateLock.
+    // _deferredCount mirrors _deferredLive.Count for the lock-free look of an origin read. _deferredError is the first
+    // error of a deferred write after it was acknowledged: every later flush reports it.
+    private readonly bool _deferWrites;
+    private readonly Dictionary<ulong, DeferredWrite> _deferredChunks = new();
+    private readonly List<DeferredWrite> _deferredLive = new();
+    private readonly Stack<DeferredWrite> _deferredFree = new();
+    private int _deferredCount;
+    private long _deferredBytes;  // data held by live deferred writes, at most MaxDeferredBytes
+    private long _deferredWrites;
+    private Exception? _deferredError;
+    private readonly Stack<byte[]>[] _deferredBuffers = new Stack<byte[]>[DeferredBufferClasses]; // 4 KiB << class; under _stateLock
+
+    /// <summary>Most data held by deferred origin writes at once; a write that would go past it is not deferred.</summary>
+    public const int MaxDeferredBytes = 32 << 20;
+
+    /// <summary>Largest origin write (run) that is deferred; larger ones are not.</summary>
+    public const int MaxDeferredWriteBytes = 4096 << (DeferredBufferClasses - 1);
+
+    private const int DeferredBufferClasses = 9; // 4 KiB .. 1 MiB
+
+    /// <summary>Data buffers of one size class kept for reuse (each class at most half of <see cref="MaxDeferredBytes"/>).</summary>
+    private static int RetainedBuffers(int cls) => (MaxDeferredBytes / 2) >> (12 + cls);
+
     public DataPath(SnapshotStore store, Catalog.SnapshotCatalog catalog, AsyncGate gate, CowLayout layout, BlockDevice origin, StoreOptions options)
     {
         _store = store;
@@ -90,6 +126,7 @@ internal sealed class DataPath : ICopyCompletion
         _origin = origin;
         _originFlush = new GroupFlush(ct => _origin.FlushAsync(ct));
         _writeThrough = options.WriteThrough;
+        _deferWrites = options.DeferCopiedWrites && !options.WriteThrough;
         _cowFullPolicy = options.CowFullPolicy;
         _throttle = new CopyThrottle(options.MaxInFlightCopies, options.MaxPendingCopies);
         // The pools hold what is pending (a plan lives as long as its exceptions): budget the pending bound.
@@ -113,14 +150,59 @@ internal sealed class DataPath : ICopyCompletion
     public BoundedPool<CopyPlan> PlanPool => _planPool;
     public CopyEngine Engine => _engine;
 
-    /// <summary>Makes every origin write that returned before the call durable (shared among concurrent callers).</summary>
-    public ValueTask FlushOriginAsync(CancellationToken cancellationToken) => _originFlush.FlushAsync(cancellationToken);
+    /// <summary>
+    /// Makes every origin write that returned before the call durable (shared among concurrent callers): waits for the
+    /// deferred writes acknowledged so far to reach the origin, then flushes it. Throws if a deferred write failed after
+    /// it was acknowledged (then, and at every later flush: its data is not on the origin).
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask FlushOriginAsync(CancellationToken cancellationToken)
+    {
+        if (Volatile.Read(ref _deferredCount) > 0)
+        {
+            Task[] waits;
+            lock (_stateLock)
+            {
+                waits = new Task[_deferredLive.Count];
+                for (int i = 0; i < waits.Length; i++) waits[i] = _deferredLive[i].WaitTask;
+            }
+            // Why we wait: the deferred writes acknowledged before this flush must be on the origin before it is flushed;
+            // each finishes on its own (its commit round, then its origin write) and holds nothing this caller holds.
+            await Task.WhenAll(waits).WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        ThrowIfDeferredFailed();
+        await _originFlush.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Throws the error of a deferred write that failed after it was acknowledged, if one did.</summary>
+    public void ThrowIfDeferredFailed()
+    {
+        var e = Volatile.Read(ref _deferredError);
+        if (e is not null)
+            throw new IOException($"{_origin.Name}: an origin write acknowledged before its copies were committed did not reach the origin: {e.Message}", e);
+    }
+
+    /// <summary>Origin writes deferred (acknowledged before their copies' commit) since open.</summary>
+    public long DeferredWrites => Interlocked.Read(ref _deferredWrites);
+
+    /// <summary>Deferred origin writes not yet on the origin.</summary>
+    public int DeferredWritesPending => Volatile.Read(ref _deferredCount);
 
     // ---- origin -------------------------------------------------------------------------------------------------
 
     public async ValueTask OriginReadAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken)
     {
         _store.ThrowIfClosed();
+        while (Volatile.Read(ref _deferredCount) > 0)
+        {
+            Task? deferred;
+            lock (_stateLock)
+                deferred = DeferredOverlapLocked((ulong)(sector >> _layout.ChunkShift), (ulong)((sector + (buffer.Length >> BlockDevice.SectorShift) - 1) >> _layout.ChunkShift));
+            if (deferred is null) break;
+            // Why we wait (holding nothing): an acknowledged write of a chunk read here has not reached the origin yet;
+            // it does once its copies are committed, without needing anything a reader holds.
+            await deferred.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
         // Inside the gate, so that a merge (which holds it exclusively) never runs under a read.
         await _gate.EnterSharedAsync().ConfigureAwait(false);
         try
@@ -297,17 +379,20 @@ internal sealed class DataPath : ICopyCompletion
             wait = null;
             _store.ThrowIfClosed();
             if (!merge) await _gate.EnterSharedAsync().ConfigureAwait(false);
+            bool handedOff = false; // the gate's shared hold went to a deferred write's completion
             try
             {
                 while (true) // within one hold of the gate: after our own copies, look again without letting a snapshot in between
                 {
                     CopyPlan? plan = null;
+                    DeferredWrite? deferred = null;
                     List<SnapshotState>? full = null;
                     SnapshotState? redirectTo = null;
                     ulong redirectChunk = 0;
                     Look look;
                     lock (_stateLock)
-                        look = LookLocked(first, last, merge, ref plan, ref full, ref redirectTo, ref redirectChunk, ref wantSlots, ref wait);
+                        look = LookLocked(first, last, merge, deferBytes: _deferWrites && !merge && !fua && admitted is null && data.Length <= MaxDeferredWriteBytes ? data.Length : 0,
+                            ref plan, ref deferred, ref full, ref redirectTo, ref redirectChunk, ref wantSlots, ref wait);
                     switch (look)
                     {
                         case Look.Split:
@@ -327,6 +412,15 @@ internal sealed class DataPath : ICopyCompletion
                             admitted?.TrySetResult();
                             // A copy once claimed runs to its end whatever the caller's token says; cancellation is
                             // honoured at the waits, where nothing is held.
+                            if (deferred is not null)
+                            {
+                                if (await StartDeferredAsync(deferred, plan!, sector, data).ConfigureAwait(false))
+                                {
+                                    handedOff = true;
+                                    return;
+                                }
+                                continue; // not deferred after all (no space): the copy was finished, look again
+                            }
                             await _engine.RunOriginCopyAsync(plan!).ConfigureAwait(false);
                             continue; // look again: the copies are complete now
                         default:
@@ -339,7 +433,7 @@ internal sealed class DataPath : ICopyCompletion
             }
             finally
             {
-                if (!merge) _gate.ExitShared();
+                if (!merge && !handedOff) _gate.ExitShared();
             }
             if (wait is null && wantSlots == 0)
             {
@@ -362,9 +456,11 @@ internal sealed class DataPath : ICopyCompletion
     /// The look at a run, under the state lock (never waits, never does I/O): decides what the writer does next and,
     /// for <see cref="Look.Copy"/>, claims the copies (throttle slots, COW chunks, pending exceptions, a plan).
     /// </summary>
-    private Look LookLocked(ulong first, ulong last, bool merge, ref CopyPlan? plan, ref List<SnapshotState>? full,
-        ref SnapshotState? redirectTo, ref ulong redirectChunk, ref int wantSlots, ref Task? wait)
+    private Look LookLocked(ulong first, ulong last, bool merge, int deferBytes, ref CopyPlan? plan, ref DeferredWrite? deferred,
+        ref List<SnapshotState>? full, ref SnapshotState? redirectTo, ref ulong redirectChunk, ref int wantSlots, ref Task? wait)
     {
+        // An acknowledged write of a chunk of the run has not reached the origin yet: this write goes after it.
+        if (DeferredOverlapLocked(first, last) is { } before) { wait = before; return Look.Wait; }
         var snapshots = _catalog.SnapshotsUnsafe;
         // An unfinished merge: the origin reads as the merging snapshot, so a chunk it still holds is written into its
         // COW chunk (the merge copies it home later); the origin chunk (which the other snapshots still share) is not
@@ -437,23 +533,188 @@ internal sealed class DataPath : ICopyCompletion
             p.FirstChunk = lo;
             p.LastChunk = hi;
             plan = p;
+            if (deferBytes > 0 && full is null) deferred = TryRegisterDeferredLocked(first, last, deferBytes);
             // Copies claimed for the other snapshots run first; a full one is invalidated after them (look again).
             return Look.Copy;
         }
         if (full is not null) return Look.Full;
-        if (_tracked.Count > 0)
+        if (TrackedReadsLocked(first, last) is { } reads) { wait = reads; return Look.Wait; }
+        return Look.Write;
+    }
+
+    /// <summary>
+    /// The snapshot reads of a chunk of <paramref name="first"/>..<paramref name="last"/> that are still reading the
+    /// origin's old data (an origin write of the chunk waits for them), or null. Under the state lock.
+    /// </summary>
+    private Task? TrackedReadsLocked(ulong first, ulong last)
+    {
+        if (_tracked.Count == 0) return null;
+        for (ulong c = first; c <= last; c++)
         {
-            for (ulong c = first; c <= last; c++)
+            if (_tracked.TryGetValue(c, out var tracked) && tracked.Readers > 0)
             {
-                if (_tracked.TryGetValue(c, out var tracked) && tracked.Readers > 0)
-                {
-                    tracked.Waiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                    wait = tracked.Waiters.Task;
-                    return Look.Wait;
-                }
+                tracked.Waiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                return tracked.Waiters.Task;
             }
         }
-        return Look.Write;
+        return null;
+    }
+
+    // ---- deferred origin writes ---------------------------------------------------------------------------------
+
+    /// <summary>
+    /// An origin write acknowledged before its copies were committed (<see cref="StoreOptions.DeferCopiedWrites"/>): its
+    /// run's chunks, its data (a pooled copy of the caller's), and who waits for it to reach the origin. Recycled.
+    /// </summary>
+    private sealed class DeferredWrite
+    {
+        public ulong First, Last;
+        public long Sector;
+        public byte[]? Buffer;
+        public int Length;
+        public int Index; // in _deferredLive
+        public int Class; // the buffer's size class
+        public TaskCompletionSource? Waiters;
+
+        /// <summary>Completes when the write is on the origin (or failed). Under the state lock.</summary>
+        public Task WaitTask => (Waiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+    }
+
+    /// <summary>A deferred write of a chunk of <paramref name="first"/>..<paramref name="last"/> not yet on the origin, or null. Under the state lock.</summary>
+    private Task? DeferredOverlapLocked(ulong first, ulong last)
+    {
+        int live = _deferredLive.Count;
+        if (live == 0) return null;
+        if (last - first < (ulong)live * 4)
+        {
+            for (ulong c = first; c <= last; c++)
+                if (_deferredChunks.TryGetValue(c, out var d)) return d.WaitTask;
+        }
+        else
+        {
+            foreach (var d in _deferredLive)
+                if (d.First <= last && d.Last >= first) return d.WaitTask;
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Registers a deferred write of <paramref name="bytes"/> to the run <paramref name="first"/>..<paramref name="last"/>
+    /// (none of whose chunks has one), with a data buffer from the pool when it has one; null when the data held by
+    /// deferred writes would pass <see cref="MaxDeferredBytes"/>. Under the state lock.
+    /// </summary>
+    private DeferredWrite? TryRegisterDeferredLocked(ulong first, ulong last, int bytes)
+    {
+        int cls = BufferClass(bytes);
+        int size = 4096 << cls;
+        if (_deferredBytes + size > MaxDeferredBytes) return null;
+        _deferredBytes += size;
+        var d = _deferredFree.Count > 0 ? _deferredFree.Pop() : new DeferredWrite();
+        d.First = first;
+        d.Last = last;
+        d.Class = cls;
+        d.Buffer = _deferredBuffers[cls] is { Count: > 0 } stack ? stack.Pop() : null; // else allocated outside the lock
+        d.Index = _deferredLive.Count;
+        _deferredLive.Add(d);
+        for (ulong c = first; c <= last; c++) _deferredChunks[c] = d;
+        Volatile.Write(ref _deferredCount, _deferredLive.Count);
+        return d;
+    }
+
+    /// <summary>The size class (4 KiB &lt;&lt; class) of a buffer for <paramref name="bytes"/> bytes.</summary>
+    private static int BufferClass(int bytes) => Math.Max(0, 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)(bytes - 1)) - 12);
+
+    /// <summary>Removes <paramref name="d"/> (its write is on the origin, failed, or was not deferred) and wakes its waiters.</summary>
+    private void UnregisterDeferred(DeferredWrite d)
+    {
+        TaskCompletionSource? waiters;
+        lock (_stateLock)
+        {
+            for (ulong c = d.First; c <= d.Last; c++)
+                if (_deferredChunks.TryGetValue(c, out var x) && ReferenceEquals(x, d)) _deferredChunks.Remove(c);
+            int lastIndex = _deferredLive.Count - 1;
+            var moved = _deferredLive[lastIndex];
+            _deferredLive[d.Index] = moved;
+            moved.Index = d.Index;
+            _deferredLive.RemoveAt(lastIndex);
+            Volatile.Write(ref _deferredCount, _deferredLive.Count);
+            _deferredBytes -= 4096 << d.Class;
+            if (d.Buffer is not null)
+            {
+                var stack = _deferredBuffers[d.Class] ??= new Stack<byte[]>();
+                if (stack.Count < RetainedBuffers(d.Class)) stack.Push(d.Buffer);
+            }
+            waiters = d.Waiters;
+            d.Waiters = null;
+            d.Buffer = null;
+            if (_deferredFree.Count < 64) _deferredFree.Push(d);
+        }
+        waiters?.TrySetResult();
+    }
+
+    /// <summary>
+    /// Starts <paramref name="plan"/>'s copies and, once they are written and queued for commit, hands the origin write to
+    /// <see cref="FinishDeferredAsync"/> (which owns the caller's shared hold of the gate from then on) and returns true:
+    /// the write is acknowledged. Returns false, with the copy finished, when a COW file had no space (the write is not
+    /// deferred; looking again fails it). An origin read error throws, with nothing deferred.
+    /// </summary>
+    private async ValueTask<bool> StartDeferredAsync(DeferredWrite d, CopyPlan plan, long sector, ReadOnlyMemory<byte> data)
+    {
+        try
+        {
+            d.Sector = sector;
+            d.Length = data.Length;
+            d.Buffer ??= GC.AllocateUninitializedArray<byte>(4096 << d.Class);
+            data.Span.CopyTo(d.Buffer);
+            await _engine.StartOriginCopyAsync(plan).ConfigureAwait(false);
+        }
+        catch
+        {
+            UnregisterDeferred(d);
+            throw;
+        }
+        if (CopyEngine.HasNoSpace(plan))
+        {
+            UnregisterDeferred(d);
+            await _engine.FinishOriginCopyAsync(plan).ConfigureAwait(false); // throws the no-space error
+            return false;
+        }
+        Interlocked.Increment(ref _deferredWrites);
+        _ = FinishDeferredAsync(d, plan);
+        return true;
+    }
+
+    /// <summary>
+    /// A deferred write's second half, in the background: waits for its copies' commit, then for snapshot reads still
+    /// reading the old data, then writes the origin; an error is kept for the next flush (the write was acknowledged).
+    /// Holds the gate shared (handed over by the writer) until done, so snapshot create, delete and close wait for it.
+    /// </summary>
+    private async Task FinishDeferredAsync(DeferredWrite d, CopyPlan plan)
+    {
+        try
+        {
+            // Why we wait: the exceptions must be durable before the origin chunks they protect are overwritten.
+            await _engine.FinishOriginCopyAsync(plan).ConfigureAwait(false);
+            while (true)
+            {
+                Task? reads;
+                lock (_stateLock) reads = TrackedReadsLocked(d.First, d.Last);
+                if (reads is null) break;
+                // Why we wait (holding the gate shared): snapshot reads of the old data finish on their own.
+                await reads.ConfigureAwait(false);
+            }
+            await _origin.WriteAsync(d.Sector, d.Buffer.AsMemory(0, d.Length), CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            Interlocked.CompareExchange(ref _deferredError, e, null);
+            SnapshotLog.DeferredWriteFailed(_store.Logger, _store.Folder, d.Sector, d.Length, e.Message);
+        }
+        finally
+        {
+            UnregisterDeferred(d);
+            _gate.ExitShared();
+        }
     }
 
     // ---- snapshots ----------------------------------------------------------------------------------------------

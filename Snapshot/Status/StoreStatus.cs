@@ -29,6 +29,15 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
     /// <summary>Most copies pending at once since open.</summary>
     public int PeakCopiesPending { get; init; }
 
+    /// <summary>
+    /// Origin writes deferred since open (<see cref="StoreOptions.DeferCopiedWrites"/>: returned once their copies were
+    /// queued, written to the origin after their commit).
+    /// </summary>
+    public long DeferredWrites { get; init; }
+
+    /// <summary>Deferred origin writes not yet on the origin now.</summary>
+    public int DeferredWritesPending { get; init; }
+
     /// <summary>The commit pipeline's counters since open (rounds, their exceptions, COW flushes, log forces, wait time).</summary>
     public CommitPipelineStatistics? Commits { get; init; }
 
@@ -37,7 +46,7 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
     /// <c>log_clean</c>, <c>snapshots[]</c> (<c>name</c>, <c>kind</c>, <c>status</c>, <c>sectors_allocated</c>,
     /// <c>total_sectors</c>, <c>metadata_sectors</c>, <c>exceptions</c>, <c>invalid_reason</c>), <c>copy_bound</c>,
     /// <c>copies_in_flight</c>, <c>peak_copies_in_flight</c>, <c>pending_copy_bound</c>, <c>copies_pending</c>,
-    /// <c>peak_copies_pending</c>, <c>throttle_waits</c>, <c>pools[]</c> (<c>name</c>,
+    /// <c>peak_copies_pending</c>, <c>throttle_waits</c>, <c>deferred_writes</c>, <c>deferred_writes_pending</c>, <c>pools[]</c> (<c>name</c>,
     /// <c>budget</c>, <c>reserve</c>, <c>in_use</c>, <c>peak_in_use</c>, <c>emergency</c>, <c>peak_emergency</c>,
     /// <c>emergency_total</c>), <c>commits</c> (<c>committer</c>, <c>rounds</c>, <c>exceptions</c>,
     /// <c>exceptions_per_round</c>, <c>largest_round</c>, <c>cow_flushes</c>, <c>transactions</c>, <c>log_forces</c>,
@@ -77,6 +86,8 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
             w.WriteNumber("copies_pending", CopiesPending);
             w.WriteNumber("peak_copies_pending", PeakCopiesPending);
             w.WriteNumber("throttle_waits", ThrottleWaits);
+            w.WriteNumber("deferred_writes", DeferredWrites);
+            w.WriteNumber("deferred_writes_pending", DeferredWritesPending);
             w.WriteStartArray("pools");
             foreach (var p in new[] { PendingPool, CopyJobPool })
             {

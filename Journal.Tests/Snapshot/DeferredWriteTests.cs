@@ -1,0 +1,242 @@
+using Journal.Storage;
+using Journal.Tests.Storage;
+using Snapshot;
+using static Journal.Tests.Snapshot.SnapTestUtil;
+
+namespace Journal.Tests.Snapshot;
+
+/// <summary>
+/// <see cref="StoreOptions.DeferCopiedWrites"/>: an origin write that needs copies returns once they are written and
+/// queued; its origin write follows their commit. The COW file's flushes are held (a slow disk) so that the commit round
+/// cannot finish while a test looks: each test would hang on its watchdog, or read the wrong data, if the rule it names
+/// were broken.
+/// </summary>
+public class DeferredWriteTests
+{
+    /// <summary>An origin whose writes fail (an I/O error) once armed; reads still work.</summary>
+    private sealed class FailingOrigin(BlockDevice inner) : ForwardingDevice(inner)
+    {
+        public volatile bool FailWrites;
+
+        protected override void WriteCore(long sector, ReadOnlySpan<byte> data)
+        {
+            if (FailWrites) throw new BlockDeviceException(Name, sector, "injected write error");
+            Inner.Write(sector, data);
+        }
+    }
+
+    /// <summary>The store and its held COW flushes; disposing opens the gate (a failed assertion must not leave the close waiting on it).</summary>
+    private sealed record Setup(SnapshotStore Store, Cil.GatedDevice Cow, TaskCompletionSource Gate, FailingOrigin Origin) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            Gate.TrySetResult();
+            try { await Store.DisposeAsync().AsTask().WaitAsync(Watchdog); }
+            catch (IOException) { } // a test that failed the origin's writes
+        }
+    }
+
+    /// <summary>A store with <paramref name="sectors"/> of pattern 1 and snapshot "s", whose COW flushes wait for the gate once it is closed.</summary>
+    private static async Task<Setup> CreateAsync(long sectors = 64, int chunkSectors = 8)
+    {
+        var p = new TestDeviceProvider();
+        Cil.GatedDevice? cow = null;
+        FailingOrigin? origin = null;
+        p.Wrap = (path, d) =>
+            path.EndsWith(".cow", StringComparison.Ordinal) ? cow = new Cil.GatedDevice(d)
+            : path.EndsWith(SnapshotStore.OriginFileName, StringComparison.Ordinal) ? origin = new FailingOrigin(d)
+            : d;
+        var o = p.Options(new StoreOptions
+        {
+            OriginSectors = sectors, ChunkSectors = chunkSectors, CowGrowthBytes = 1 << 20, LogBlocks = 2048, DeferCopiedWrites = true,
+        });
+        var store = await SnapshotStore.CreateAsync(Folder, o).AsTask().WaitAsync(Watchdog);
+        await WriteAsync(store.Origin, 0, Pattern(0, (int)sectors, 1));
+        await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        cow!.FlushGate = gate.Task;
+        return new Setup(store, cow, gate, origin!);
+    }
+
+    /// <summary>Waits until the commit pipeline is held in the COW file's flush (a round is in step 1).</summary>
+    private static async Task RoundHeldAsync(Cil.GatedDevice cow)
+    {
+        var deadline = DateTime.UtcNow + Watchdog;
+        while (Volatile.Read(ref cow.FlushesWaiting) == 0)
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("no commit round reached the COW flush");
+            await Task.Delay(1);
+        }
+    }
+
+    [Fact]
+    public async Task A_write_that_needs_a_copy_returns_before_its_round_commits_and_a_read_of_it_waits_for_the_origin_write()
+    {
+        await using var setup = await CreateAsync();
+        var (store, cow, gate, _) = setup;
+        // Returns while the round that commits its copy is held in the COW flush: the write was deferred.
+        await WriteAsync(store.Origin, 0, Pattern(0, 8, 2));
+        await RoundHeldAsync(cow);
+        var originRead = ReadAsync(store.Origin, 0, 8);
+        var snapshotRead = ReadAsync(store.GetSnapshot("s"), 0, 8);
+        var flush = store.FlushAsync().AsTask();
+        // A chunk with no deferred write reads at once.
+        Assert.Equal(Pattern(8, 8, 1), await ReadAsync(store.Origin, 8, 8));
+        await Task.Delay(20);
+        Assert.False(originRead.IsCompleted, "an origin read returned before the acknowledged write reached the origin");
+        Assert.False(snapshotRead.IsCompleted, "a snapshot read of a chunk whose copy is not committed returned");
+        Assert.False(flush.IsCompleted, "a flush returned before an acknowledged write reached the origin");
+        gate.TrySetResult();
+        Assert.Equal(Pattern(0, 8, 2), await originRead);
+        Assert.Equal(Pattern(0, 8, 1), await snapshotRead);
+        await flush.WaitAsync(Watchdog);
+        Assert.Equal(1, store.GetStatus().DeferredWrites);
+    }
+
+    [Fact]
+    public async Task A_later_write_to_a_chunk_with_a_deferred_write_lands_after_it()
+    {
+        await using var setup = await CreateAsync();
+        var (store, cow, gate, _) = setup;
+        await WriteAsync(store.Origin, 0, Pattern(0, 8, 2));
+        await RoundHeldAsync(cow);
+        // Sector 2 of the same chunk: no copy needed any more, but it must not reach the origin before the whole chunk
+        // of the first write does (which would then overwrite it).
+        var later = WriteAsync(store.Origin, 2, Pattern(2, 1, 3));
+        await Task.Delay(20);
+        Assert.False(later.IsCompleted, "a write overlapping a deferred one went ahead of it");
+        gate.TrySetResult();
+        await later;
+        var expect = Pattern(0, 8, 2);
+        Pattern(2, 1, 3).CopyTo(expect, 2 * 512);
+        Assert.Equal(expect, await ReadAsync(store.Origin, 0, 8));
+        Assert.Equal(Pattern(0, 8, 1), await ReadAsync(store.GetSnapshot("s"), 0, 8));
+    }
+
+    [Fact]
+    public async Task A_later_write_waits_for_a_deferred_write_whose_copy_is_committed_but_whose_origin_write_is_not_done()
+    {
+        // The origin's writes are held instead of the COW flushes: the deferred write's copy commits (the chunk has a
+        // complete exception and needs no copy any more), and its origin write waits at the device.
+        var p = new TestDeviceProvider();
+        GatedDevice? origin = null;
+        p.Wrap = (path, d) => path.EndsWith(SnapshotStore.OriginFileName, StringComparison.Ordinal) ? origin = new GatedDevice(d) : d;
+        var o = p.Options(new StoreOptions { OriginSectors = 64, ChunkSectors = 8, CowGrowthBytes = 1 << 20, LogBlocks = 2048, DeferCopiedWrites = true });
+        var store = await SnapshotStore.CreateAsync(Folder, o).AsTask().WaitAsync(Watchdog);
+        try
+        {
+            await WriteAsync(store.Origin, 0, Pattern(0, 64, 1));
+            await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+            origin!.Close();
+            await WriteAsync(store.Origin, 0, Pattern(0, 8, 2));
+            while (origin.HeldWrites == 0) await Task.Delay(1).WaitAsync(Watchdog);
+            var later = WriteAsync(store.Origin, 2, Pattern(2, 1, 3));
+            var read = ReadAsync(store.Origin, 0, 8);
+            await Task.Delay(20);
+            Assert.Equal(1, origin.HeldWrites); // the later write was not issued ahead of the deferred one
+            Assert.False(later.IsCompleted);
+            Assert.False(read.IsCompleted, "an origin read returned before the acknowledged write reached the origin");
+            origin.Open();
+            await later;
+            var expect = Pattern(0, 8, 2);
+            Pattern(2, 1, 3).CopyTo(expect, 2 * 512);
+            Assert.Equal(Pattern(0, 8, 2), await read);
+            Assert.Equal(expect, await ReadAsync(store.Origin, 0, 8));
+        }
+        finally
+        {
+            origin?.Open();
+            await store.DisposeAsync().AsTask().WaitAsync(Watchdog);
+        }
+    }
+
+    [Fact]
+    public async Task Deleting_a_snapshot_waits_for_a_deferred_write_that_copied_to_it()
+    {
+        await using var setup = await CreateAsync();
+        var (store, cow, gate, _) = setup;
+        await WriteAsync(store.Origin, 0, Pattern(0, 8, 2));
+        await RoundHeldAsync(cow);
+        // The deferred write holds the I/O gate shared until its origin write is done, as a write without the option
+        // does until it returns: a delete (which quiesces I/O) waits for it.
+        var delete = store.DeleteSnapshotAsync("s").AsTask();
+        await Task.Delay(20);
+        Assert.False(delete.IsCompleted, "a snapshot was deleted under a copy to it that is not committed");
+        gate.TrySetResult();
+        await delete.WaitAsync(Watchdog);
+        Assert.Equal(Pattern(0, 8, 2), await ReadAsync(store.Origin, 0, 8));
+    }
+
+    [Fact]
+    public async Task A_FUA_write_is_not_deferred()
+    {
+        await using var setup = await CreateAsync();
+        var (store, cow, gate, _) = setup;
+        var fua = store.Origin.WriteAsync(0, Pattern(0, 8, 2), WriteFlags.Fua).AsTask();
+        await RoundHeldAsync(cow);
+        await Task.Delay(20);
+        Assert.False(fua.IsCompleted, "a FUA write returned before its copy was committed");
+        gate.TrySetResult();
+        await fua.WaitAsync(Watchdog);
+        Assert.Equal(0, store.GetStatus().DeferredWrites);
+    }
+
+    [Fact]
+    public async Task A_snapshot_created_after_a_deferred_write_returned_holds_its_data()
+    {
+        await using var setup = await CreateAsync();
+        var (store, cow, gate, _) = setup;
+        await WriteAsync(store.Origin, 0, Pattern(0, 8, 2));
+        await RoundHeldAsync(cow);
+        // The create waits for the deferred write (it holds the I/O gate shared until its origin write is done).
+        var create = store.CreateSnapshotAsync("t").AsTask();
+        await Task.Delay(20);
+        Assert.False(create.IsCompleted, "a snapshot was created while an acknowledged write had not reached the origin");
+        gate.TrySetResult();
+        await create.WaitAsync(Watchdog);
+        Assert.Equal(Pattern(0, 8, 2), await ReadAsync(store.GetSnapshot("t"), 0, 8));
+        Assert.Equal(Pattern(0, 8, 1), await ReadAsync(store.GetSnapshot("s"), 0, 8));
+    }
+
+    [Fact]
+    public async Task A_deferred_write_that_fails_after_it_returned_fails_every_later_flush()
+    {
+        await using var setup = await CreateAsync();
+        var (store, cow, gate, origin) = setup;
+        await WriteAsync(store.Origin, 0, Pattern(0, 8, 2));
+        await RoundHeldAsync(cow);
+        origin.FailWrites = true;
+        gate.TrySetResult();
+        var e1 = await Assert.ThrowsAsync<IOException>(() => store.FlushAsync().AsTask().WaitAsync(Watchdog));
+        Assert.Contains("acknowledged before its copies were committed did not reach the origin", e1.Message);
+        Assert.Contains("injected write error", e1.Message);
+        origin.FailWrites = false;
+        // Sticky: the data is not on the origin, so no later flush may report success.
+        await Assert.ThrowsAsync<IOException>(() => store.FlushAsync().AsTask().WaitAsync(Watchdog));
+        // The snapshot kept its data (its exception was committed); the origin kept the old data.
+        Assert.Equal(Pattern(0, 8, 1), await ReadAsync(store.GetSnapshot("s"), 0, 8));
+        Assert.Equal(Pattern(0, 8, 1), await ReadAsync(store.Origin, 0, 8));
+        await Assert.ThrowsAsync<IOException>(() => store.CloseAsync().AsTask().WaitAsync(Watchdog));
+    }
+
+    [Fact]
+    public async Task Deferred_writes_hold_at_most_their_bound_of_data()
+    {
+        // 1 MiB chunks: each first write of a chunk is a deferred write of 1 MiB; with the round held, the bound lets
+        // MaxDeferredBytes / 1 MiB of them return, and the next one waits for its commit like a write without the option.
+        int chunkSectors = 2048;
+        int bound = global::Snapshot.Io.DataPath.MaxDeferredBytes >> 20;
+        await using var setup = await CreateAsync(sectors: (long)chunkSectors * (bound + 2), chunkSectors: chunkSectors);
+        var (store, cow, gate, _) = setup;
+        for (int c = 0; c < bound; c++) await WriteAsync(store.Origin, (long)c * chunkSectors, Pattern((long)c * chunkSectors, chunkSectors, 2));
+        var over = WriteAsync(store.Origin, (long)bound * chunkSectors, Pattern((long)bound * chunkSectors, chunkSectors, 2));
+        await RoundHeldAsync(cow);
+        await Task.Delay(20);
+        Assert.False(over.IsCompleted, "a write past the bound of deferred data was deferred");
+        gate.TrySetResult();
+        await over;
+        Assert.Equal(bound, store.GetStatus().DeferredWrites);
+        for (int c = 0; c <= bound; c++)
+            Assert.Equal(Pattern((long)c * chunkSectors, chunkSectors, 2), await ReadAsync(store.Origin, (long)c * chunkSectors, chunkSectors));
+    }
+}
