@@ -199,14 +199,15 @@ internal static class StoreCommands
     /// failing (a journal that needs replay is then replayed in memory only; stderr says so).
     /// </param>
     /// <param name="loggerFactory">Where the store and its journal log (null: nowhere).</param>
+    /// <param name="deferCopiedWrites">Open with <see cref="StoreOptions.DeferCopiedWrites"/>.</param>
     public static async Task<SnapshotStore> OpenAsync(ToolConsole console, string store, bool readOnlyIfNeeded = false,
-        Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null)
+        Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null, bool deferCopiedWrites = false)
     {
         RequireStore(store);
         SnapshotStore s;
         try
         {
-            s = await SnapshotStore.OpenAsync(store, new StoreOptions { LoggerFactory = loggerFactory }, console.Cancellation).ConfigureAwait(false);
+            s = await SnapshotStore.OpenAsync(store, new StoreOptions { LoggerFactory = loggerFactory, DeferCopiedWrites = deferCopiedWrites }, console.Cancellation).ConfigureAwait(false);
         }
         catch (StoreReadOnlyException) when (readOnlyIfNeeded)
         {

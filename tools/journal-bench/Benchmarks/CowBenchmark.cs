@@ -51,7 +51,7 @@ internal static class CowBenchmark
 
     /// <summary>The run's settings, for the header and the JSON.</summary>
     internal sealed record Settings(int Writers, long Writes, bool WriteThrough, long OriginSectors, long CowSectors, bool ColdCache,
-        string? QemuImg, string? QemuImgVersion, string? PeerSkipped, LoadAverage? LoadStart, bool Preallocate = false)
+        string? QemuImg, string? QemuImgVersion, string? PeerSkipped, LoadAverage? LoadStart, bool Preallocate = false, bool DeferWrites = false)
     {
         public LoadAverage? LoadEnd { get; set; }
         public JitWarmUp.Report? WarmUp { get; set; }
@@ -69,13 +69,14 @@ internal static class CowBenchmark
         var cowMib = new Option<long?>("--cow-mib") { Description = "Size of each COW file in MiB (default: what the writes need, with their metadata and 1 MiB spare)." };
         var warm = new Option<bool>("--warm-cache") { Description = "Leave each side's freshly made files in the page cache (default: drop them, so every side starts cold)." };
         var preallocate = new Option<bool>("--preallocate") { Description = "Create the snapshots with preallocated COW files (SnapshotOptions.Preallocate: written in full with zeros at creation, untimed)." };
+        var deferWrites = new Option<bool>("--defer-writes") { Description = "Open the stores with StoreOptions.DeferCopiedWrites: an origin write that needs copies returns once they are written and queued for commit (its origin write follows the commit; durable after the timed flush at the end, as without it)." };
         var sequential = new Option<bool>("--sequential") { Description = "Sequential first writes: --gigabytes of the origin in --request-kib requests with one snapshot, against qemu-io on qcow2 and a plain file." };
         var gigabytes = new Option<double>("--gigabytes") { Description = "With --sequential: GiB written.", DefaultValueFactory = _ => 1 };
         var requestKib = new Option<int>("--request-kib") { Description = "With --sequential: request size in KiB.", DefaultValueFactory = _ => 1024 };
         var json = JsonOption();
         var cmd = new Command("cow", "Copy-on-write first writes to the origin: journal vs dm-snapshot area writes vs qcow2 (qemu-img bench) vs a plain file.")
         {
-            snapshots, writers, count, writeThrough, requirePeer, plot, cowMib, warm, preallocate, sequential, gigabytes, requestKib, json,
+            snapshots, writers, count, writeThrough, requirePeer, plot, cowMib, warm, preallocate, deferWrites, sequential, gigabytes, requestKib, json,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -88,7 +89,7 @@ internal static class CowBenchmark
                     if (seqCounts is null) return UsageError($"--snapshots must be a comma-separated list of counts in 1..{SnapshotStore.MaxSnapshots} with --sequential");
                 }
                 return await CowSequentialBenchmark.RunCommandAsync(seqCounts ?? [1], pr.GetValue(gigabytes), pr.GetValue(requestKib), pr.GetValue(writeThrough),
-                    pr.GetValue(requirePeer), !pr.GetValue(warm), pr.GetValue(json), ct, pr.GetValue(preallocate)).ConfigureAwait(false);
+                    pr.GetValue(requirePeer), !pr.GetValue(warm), pr.GetValue(json), ct, pr.GetValue(preallocate), pr.GetValue(deferWrites)).ConfigureAwait(false);
             }
             if (CountList.Parse(pr.GetValue(snapshots)!, SnapshotStore.MaxSnapshots, min: 0) is not { } counts)
                 return UsageError($"--snapshots must be a comma-separated list of counts in 0..{SnapshotStore.MaxSnapshots}");
@@ -111,7 +112,7 @@ internal static class CowBenchmark
             long originSectors = OriginChunks(n) * ChunkSectors;
             long cowSectors = cow is { } c ? c * 2048 : CowStoreRun.CowSectorsFor(n, ChunkSectors);
             var settings = new Settings(w, n, pr.GetValue(writeThrough), originSectors, cowSectors, !pr.GetValue(warm), qemuImg,
-                qemuImg is null ? null : await QemuTools.VersionAsync(qemuImg, ct).ConfigureAwait(false), skipped, LoadAverage.Read(), pr.GetValue(preallocate));
+                qemuImg is null ? null : await QemuTools.VersionAsync(qemuImg, ct).ConfigureAwait(false), skipped, LoadAverage.Read(), pr.GetValue(preallocate), pr.GetValue(deferWrites));
             var results = await RunAsync(counts, settings, ct).ConfigureAwait(false);
             settings.LoadEnd = LoadAverage.Read();
             if (plotPath is not null) File.WriteAllText(plotPath, Plot(results, settings));
@@ -208,7 +209,7 @@ internal static class CowBenchmark
 
     private static Task<CowStoreResult> StoreRunAsync(int snaps, MetadataMode mode, Settings s, CancellationToken ct)
     {
-        var setup = new CowStoreSetup(snaps, s.OriginSectors, ChunkSectors, mode, s.WriteThrough, s.CowSectors, s.ColdCache, s.Preallocate);
+        var setup = new CowStoreSetup(snaps, s.OriginSectors, ChunkSectors, mode, s.WriteThrough, s.CowSectors, s.ColdCache, s.Preallocate, s.DeferWrites);
         var order = Order(s.OriginSectors / ChunkSectors, s.Writes, 2);
         var data = new byte[ChunkBytes];
         Random.Shared.NextBytes(data);
@@ -251,6 +252,7 @@ internal static class CowBenchmark
         sb.Append(CultureInfo.InvariantCulture, $"origin {s.OriginSectors * BlockDevice.SectorSize / 1048576.0:N0} MiB; each COW file {s.CowSectors * BlockDevice.SectorSize / 1048576.0:N0} MiB (explicit SnapshotOptions.CowSectors: the writes need it; the default is a full copy of the origin); ");
         sb.Append(s.ColdCache ? "each side's files dropped from the page cache before it runs\n" : "files left in the page cache (--warm-cache)\n");
         if (s.Preallocate) sb.Append("snapshots created with preallocated COW files (--preallocate: zeros written over each file and flushed at creation, untimed)\n");
+        if (s.DeferWrites) sb.Append("stores opened with DeferCopiedWrites (--defer-writes: a write returns once its copies are written and queued; its origin write follows their commit)\n");
         sb.Append(s.PeerSkipped is { } why ? $"qcow2 peer skipped: {why}\n" : $"qcow2 peer: {s.QemuImgVersion}\n");
         sb.Append(CultureInfo.InvariantCulture, $"{LoadAverage.Describe(s.LoadStart)} at start, {LoadAverage.Describe(s.LoadEnd)} at end\n");
         if (s.WarmUp is { } w) sb.Append(w.Describe()).Append('\n');
@@ -370,6 +372,7 @@ internal static class CowBenchmark
         ["cow_bytes_per_snapshot"] = s.CowSectors * BlockDevice.SectorSize,
         ["cold_cache"] = s.ColdCache,
         ["preallocate"] = s.Preallocate,
+        ["defer_writes"] = s.DeferWrites,
         ["peer"] = s.PeerSkipped is { } why ? new JsonObject { ["skipped"] = why } : new JsonObject { ["qemu_img"] = s.QemuImg, ["version"] = s.QemuImgVersion },
         ["load_average_start"] = s.LoadStart?.ToString(),
         ["load_average_end"] = s.LoadEnd?.ToString(),

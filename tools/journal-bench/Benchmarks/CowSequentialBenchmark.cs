@@ -32,7 +32,7 @@ internal static class CowSequentialBenchmark
     internal sealed record Row(int Snapshots, CowStoreResult Store, double PlainBytesPerS, double PlainSeconds, IReadOnlyList<QemuIo.Result> Qemu);
 
     internal sealed record Settings(long Bytes, int RequestBytes, bool WriteThrough, bool ColdCache, string? QemuIo, string? QemuImg, string? Version,
-        string? PeerSkipped, LoadAverage? LoadStart, bool Preallocate = false)
+        string? PeerSkipped, LoadAverage? LoadStart, bool Preallocate = false, bool DeferWrites = false)
     {
         public LoadAverage? LoadEnd { get; set; }
         public JitWarmUp.Report? WarmUp { get; set; }
@@ -41,7 +41,7 @@ internal static class CowSequentialBenchmark
     /// <summary>Bytes a warm-up pass writes (64 MiB, or the whole size when smaller).</summary>
     private const long WarmUpBytes = 64L << 20;
 
-    public static async Task<int> RunCommandAsync(int[] snapshotCounts, double gigabytes, int requestKib, bool writeThrough, bool requirePeer, bool cold, bool json, CancellationToken ct, bool preallocate = false)
+    public static async Task<int> RunCommandAsync(int[] snapshotCounts, double gigabytes, int requestKib, bool writeThrough, bool requirePeer, bool cold, bool json, CancellationToken ct, bool preallocate = false, bool deferWrites = false)
     {
         if (double.IsNaN(gigabytes) || gigabytes <= 0 || gigabytes > 64) return UsageError("--gigabytes must be in (0, 64]");
         if (requestKib is < 4 or > 65536 || (requestKib & 3) != 0) return UsageError("--request-kib must be a multiple of 4 in 4..65536");
@@ -56,7 +56,7 @@ internal static class CowSequentialBenchmark
             if (requirePeer) return 2;
         }
         var s = new Settings(bytes, requestBytes, writeThrough, cold, qemuIo, qemuImg,
-            qemuIo is null ? null : await QemuTools.VersionAsync(qemuIo, ct).ConfigureAwait(false), skipped, LoadAverage.Read(), preallocate);
+            qemuIo is null ? null : await QemuTools.VersionAsync(qemuIo, ct).ConfigureAwait(false), skipped, LoadAverage.Read(), preallocate, deferWrites);
         // Untimed passes of the same requests on a small origin until the code runs at its steady tier (a GiB is only
         // 1,024 requests: timed cold, the first part of it would run the JIT's first, unoptimized code).
         Progress("cow --sequential: warm-up");
@@ -95,7 +95,7 @@ internal static class CowSequentialBenchmark
     {
         long sectors = s.Bytes / BlockDevice.SectorSize;
         long chunks = sectors / ChunkSectors;
-        var setup = new CowStoreSetup(snaps, sectors, ChunkSectors, MetadataMode.Journal, s.WriteThrough, CowStoreRun.CowSectorsFor(chunks, ChunkSectors), s.ColdCache, s.Preallocate);
+        var setup = new CowStoreSetup(snaps, sectors, ChunkSectors, MetadataMode.Journal, s.WriteThrough, CowStoreRun.CowSectorsFor(chunks, ChunkSectors), s.ColdCache, s.Preallocate, s.DeferWrites);
         var data = RequestData(s);
         return await CowStoreRun.RunAsync(setup, chunks, async (st, latency, token) =>
         {
@@ -162,6 +162,7 @@ internal static class CowSequentialBenchmark
         sb.Append(CultureInfo.InvariantCulture, $", in {Path.GetTempPath()}\n");
         sb.Append(s.ColdCache ? "each side's files dropped from the page cache before it runs\n" : "files left in the page cache (--warm-cache)\n");
         if (s.Preallocate) sb.Append("snapshot created with a preallocated COW file (--preallocate: zeros written over it and flushed at creation, untimed)\n");
+        if (s.DeferWrites) sb.Append("store opened with DeferCopiedWrites (--defer-writes: a write returns once its copies are written and queued; its origin write follows their commit)\n");
         if (s.WarmUp is { } w) sb.Append(w.Describe()).Append(" of the store's side\n");
         sb.Append(s.PeerSkipped is { } why ? $"qcow2 peer skipped: {why}\n" : $"qcow2 peer: {s.Version}, overlay with 64 KiB clusters over a raw base of the same size\n");
         sb.Append(CultureInfo.InvariantCulture, $"{LoadAverage.Describe(s.LoadStart)} at start, {LoadAverage.Describe(s.LoadEnd)} at end\n");
@@ -205,6 +206,7 @@ internal static class CowSequentialBenchmark
         ["semantics"] = s.WriteThrough ? "write-through" : "block-device",
         ["cold_cache"] = s.ColdCache,
         ["preallocate"] = s.Preallocate,
+        ["defer_writes"] = s.DeferWrites,
         ["warm_up"] = s.WarmUp?.Describe(),
         ["peer"] = s.PeerSkipped is { } why ? new JsonObject { ["skipped"] = why } : new JsonObject { ["qemu_io"] = s.QemuIo, ["version"] = s.Version },
         ["load_average_start"] = s.LoadStart?.ToString(),

@@ -14,9 +14,10 @@ namespace JournalBench.Benchmarks;
 /// <param name="WriteThrough">Each origin write durable when it returns (else block-device semantics: one flush at the end).</param>
 /// <param name="CowSectors">Size of each COW file (null: a full copy of the origin, the store's default).</param>
 /// <param name="ColdCache">Drop the store's files from the page cache before the timed part.</param>
+/// <param name="DeferWrites">Open the store with <see cref="StoreOptions.DeferCopiedWrites"/>.</param>
 /// <param name="Preallocate">Create the snapshots with <see cref="SnapshotOptions.Preallocate"/> (untimed, like the rest of creation).</param>
 internal sealed record CowStoreSetup(int Snapshots, long OriginSectors, int ChunkSectors, MetadataMode Mode, bool WriteThrough, long? CowSectors, bool ColdCache,
-    bool Preallocate = false)
+    bool Preallocate = false, bool DeferWrites = false)
 {
     /// <summary>Size of the store's journal: 32 MiB.</summary>
     public const uint LogBlocks = 65536;
@@ -104,7 +105,7 @@ internal static class CowStoreRun
             var options = new StoreOptions
             {
                 OriginSectors = setup.OriginSectors, ChunkSectors = setup.ChunkSectors, WriteThrough = setup.WriteThrough,
-                LogBlocks = CowStoreSetup.LogBlocks, MetadataMode = setup.Mode,
+                LogBlocks = CowStoreSetup.LogBlocks, MetadataMode = setup.Mode, DeferCopiedWrites = setup.DeferWrites,
             };
             var store = await SnapshotStore.CreateAsync(dir.Path, options, ct).ConfigureAwait(false);
             try

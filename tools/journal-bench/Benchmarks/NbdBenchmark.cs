@@ -37,15 +37,17 @@ internal static class NbdBenchmark
         var count = new Option<long>("--count") { Description = "Writes (and reads) per job without flush.", DefaultValueFactory = _ => 20000 };
         var syncCount = new Option<long>("--sync-count") { Description = "Writes in the job with a flush after every write.", DefaultValueFactory = _ => 4000 };
         var rounds = new Option<int>("--rounds") { Description = "Times every job runs on every engine (interleaved); the median is reported.", DefaultValueFactory = _ => 3 };
+        var deferWrites = new Option<bool>("--defer-writes") { Description = "Open the store with StoreOptions.DeferCopiedWrites (snapctl serve --defer-writes): a write that needs a copy is answered once the copy is written and queued for commit." };
         var json = JsonOption();
         var cmd = new Command("nbd", "fio over NBD: the store's server (1 snapshot) vs qemu-nbd on a qcow2 overlay vs direct store calls.")
         {
-            count, syncCount, rounds, json,
+            count, syncCount, rounds, deferWrites, json,
         };
         cmd.SetAction(async (pr, ct) =>
         {
             long n = pr.GetValue(count), s = pr.GetValue(syncCount);
             int k = pr.GetValue(rounds);
+            bool defer = pr.GetValue(deferWrites);
             if (k is < 1 or > 99) return UsageError("--rounds must be in 1..99");
             if (n is < 16 or > 2_000_000) return UsageError("--count must be in 16..2000000");
             if (s is < 16 or > 2_000_000) return UsageError("--sync-count must be in 16..2000000");
@@ -60,15 +62,15 @@ internal static class NbdBenchmark
             long warmOrigin = 64L << 20, warmWrites = Math.Min(n, 4000), warmSync = Math.Min(s, 1000);
             var warm = await JitWarmUp.RunAsync(async () =>
             {
-                await StoreCaseAsync(warmOrigin, warmWrites, sync: false, viaNbd: true, ct).ConfigureAwait(false);
-                await StoreCaseAsync(warmOrigin, warmSync, sync: true, viaNbd: true, ct).ConfigureAwait(false);
+                await StoreCaseAsync(warmOrigin, warmWrites, sync: false, viaNbd: true, defer, ct).ConfigureAwait(false);
+                await StoreCaseAsync(warmOrigin, warmSync, sync: true, viaNbd: true, defer, ct).ConfigureAwait(false);
             }).ConfigureAwait(false);
             var all = new List<Case>();
-            for (int round = 1; round <= k; round++) all.AddRange(await RunAsync(n, s, round, k, ct).ConfigureAwait(false));
+            for (int round = 1; round <= k; round++) all.AddRange(await RunAsync(n, s, round, k, defer, ct).ConfigureAwait(false));
             ProgressDone();
             var results = Median(all);
-            if (pr.GetValue(json)) PrintJson(ToJson(results, n, s, k, warm));
-            else Console.Out.Write(ToTable(results, n, s, k, warm));
+            if (pr.GetValue(json)) PrintJson(ToJson(results, n, s, k, warm, defer));
+            else Console.Out.Write(ToTable(results, n, s, k, warm, defer));
             return 0;
         });
         return cmd;
@@ -86,7 +88,7 @@ internal static class NbdBenchmark
             return new Case(g.Key.Job, g.Key.Engine, g.First().Operations, M(c => c.Iops), M(c => c.P50Us), M(c => c.P99Us));
         }).ToList();
 
-    private static async Task<List<Case>> RunAsync(long writes, long syncWrites, int round, int rounds, CancellationToken ct)
+    private static async Task<List<Case>> RunAsync(long writes, long syncWrites, int round, int rounds, bool defer, CancellationToken ct)
     {
         void Progress(string text) => BenchCommon.Progress($"{text} (round {round} of {rounds})");
         var results = new List<Case>();
@@ -94,24 +96,24 @@ internal static class NbdBenchmark
         long syncOriginBytes = Math.Max(syncWrites * 2 * Block, 64L << 20);
 
         Progress("nbd: snapctl serve, writes and snapshot reads");
-        results.AddRange(await StoreCaseAsync(originBytes, writes, sync: false, viaNbd: true, ct).ConfigureAwait(false));
+        results.AddRange(await StoreCaseAsync(originBytes, writes, sync: false, viaNbd: true, defer, ct).ConfigureAwait(false));
         Progress("nbd: snapctl serve, writes with a flush after each");
-        results.AddRange(await StoreCaseAsync(syncOriginBytes, syncWrites, sync: true, viaNbd: true, ct).ConfigureAwait(false));
+        results.AddRange(await StoreCaseAsync(syncOriginBytes, syncWrites, sync: true, viaNbd: true, defer, ct).ConfigureAwait(false));
         Progress("nbd: qemu-nbd, writes and base reads");
         results.AddRange(await QemuCaseAsync(originBytes, writes, sync: false, ct).ConfigureAwait(false));
         Progress("nbd: qemu-nbd, writes with a flush after each");
         results.AddRange(await QemuCaseAsync(syncOriginBytes, syncWrites, sync: true, ct).ConfigureAwait(false));
         Progress("nbd: direct store calls, writes and snapshot reads");
-        results.AddRange(await StoreCaseAsync(originBytes, writes, sync: false, viaNbd: false, ct).ConfigureAwait(false));
+        results.AddRange(await StoreCaseAsync(originBytes, writes, sync: false, viaNbd: false, defer, ct).ConfigureAwait(false));
         Progress("nbd: direct store calls, writes with a flush after each");
-        results.AddRange(await StoreCaseAsync(syncOriginBytes, syncWrites, sync: true, viaNbd: false, ct).ConfigureAwait(false));
+        results.AddRange(await StoreCaseAsync(syncOriginBytes, syncWrites, sync: true, viaNbd: false, defer, ct).ConfigureAwait(false));
         return results;
     }
 
     private static string JobName(bool sync) => sync ? "write+flush" : "write";
 
     /// <summary>A fresh store with one snapshot; the write job (and, without flush, the snapshot read job) through NBD or direct.</summary>
-    private static async Task<List<Case>> StoreCaseAsync(long originBytes, long writes, bool sync, bool viaNbd, CancellationToken ct)
+    private static async Task<List<Case>> StoreCaseAsync(long originBytes, long writes, bool sync, bool viaNbd, bool defer, CancellationToken ct)
     {
         string dir = TempDir("store");
         var list = new List<Case>();
@@ -119,7 +121,7 @@ internal static class NbdBenchmark
         {
             var store = await SnapshotStore.CreateAsync(Path.Combine(dir, "store"), new StoreOptions
             {
-                OriginSectors = originBytes / 512, ChunkSectors = Block / 512, LogBlocks = 65536,
+                OriginSectors = originBytes / 512, ChunkSectors = Block / 512, LogBlocks = 65536, DeferCopiedWrites = defer,
             }, ct).ConfigureAwait(false);
             try
             {
@@ -337,7 +339,7 @@ internal static class NbdBenchmark
     private static Case? Find(IReadOnlyList<Case> results, string job, string engine) =>
         results.FirstOrDefault(c => c.Job == job && c.Engine == engine);
 
-    private static string ToTable(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds, JitWarmUp.Report warm)
+    private static string ToTable(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds, JitWarmUp.Report warm, bool defer)
     {
         var header = new[] { "job", "engine", "ops", "IOPS", "p50 us", "p99 us", "vs qemu-nbd", "vs direct" };
         var rows = results.OrderBy(c => c.Job == "write" ? 0 : c.Job == "write+flush" ? 1 : 2).ThenBy(c => c.Engine).Select(c =>
@@ -351,7 +353,8 @@ internal static class NbdBenchmark
                 d is null || c.Engine != "snapctl serve" ? "" : F(c.Iops / d.Iops, 2) + "x",
             };
         });
-        return $"journal-bench nbd: fio --ioengine=nbd, 4 KiB, iodepth {Depth}; {writes} first writes (and reads), {syncWrites} with --fsync=1; median of {rounds} rounds; in {Path.GetTempPath()}\n{warm.Describe()}\n\n"
+        return $"journal-bench nbd: fio --ioengine=nbd, 4 KiB, iodepth {Depth}; {writes} first writes (and reads), {syncWrites} with --fsync=1; median of {rounds} rounds; in {Path.GetTempPath()}\n"
+            + (defer ? "store opened with DeferCopiedWrites (--defer-writes, as snapctl serve --defer-writes)\n" : "") + $"{warm.Describe()}\n\n"
             + Table(header, rows)
             + "\nsnapctl serve: the store's NBD server, 1 persistent snapshot; qemu-nbd -t: qcow2 overlay (4 KiB clusters) on a raw base;\n"
             + "direct: the same operations as store calls, 16 at a time (no NBD). snapshot read: the store's snapshot export after the\n"
@@ -359,8 +362,9 @@ internal static class NbdBenchmark
             + "completion latencies (direct: per call, flush included).\n";
     }
 
-    private static JsonObject ToJson(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds, JitWarmUp.Report warm) => new()
+    private static JsonObject ToJson(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds, JitWarmUp.Report warm, bool defer) => new()
     {
+        ["defer_writes"] = defer,
         ["warm_up"] = warm.Describe(),
         ["benchmark"] = "nbd",
         ["rounds"] = rounds,

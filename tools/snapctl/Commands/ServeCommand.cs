@@ -32,6 +32,11 @@ internal static class ServeCommand
             HelpName = "host:port",
         };
         var readOnly = new Option<bool>("--read-only") { Description = "Serve every export read-only." };
+        var deferWrites = new Option<bool>("--defer-writes")
+        {
+            Description = "Reply to an origin write that needs copies once they are written and queued for commit; its origin write follows the commit " +
+                "(StoreOptions.DeferCopiedWrites). Durability is unchanged: a flush waits for such writes; a FUA write is never deferred.",
+        };
         var maxConnections = new Option<int>("--max-connections")
         {
             Description = "Most client connections at once.",
@@ -42,9 +47,10 @@ internal static class ServeCommand
             "Serve the origin and every snapshot as NBD exports (origin, or the empty name, and each snapshot's name) until SIGINT/SIGTERM. " +
             "While it runs, 'snapshot create|delete|merge' and 'status' on the store go to this process.")
         {
-            store, socket, listen, readOnly, maxConnections,
+            store, socket, listen, readOnly, maxConnections, deferWrites,
         };
-        command.SetAction(r => RunAsync(console, r.GetValue(store)!, r.GetValue(socket), r.GetValue(listen), r.GetValue(readOnly), r.GetValue(maxConnections)));
+        command.SetAction(r => RunAsync(console, r.GetValue(store)!, r.GetValue(socket), r.GetValue(listen), r.GetValue(readOnly), r.GetValue(maxConnections),
+            r.GetValue(deferWrites)));
         return command;
     }
 
@@ -79,7 +85,8 @@ internal static class ServeCommand
         return new IPEndPoint(address, p);
     }
 
-    private static async Task<int> RunAsync(ToolConsole console, string store, string? socketPath, string? listen, bool readOnly, int maxConnections)
+    private static async Task<int> RunAsync(ToolConsole console, string store, string? socketPath, string? listen, bool readOnly, int maxConnections,
+        bool deferWrites = false)
     {
         if (OperatingSystem.IsWindows()) throw new ToolException(ExitCodes.Failure, "serve needs Unix sockets and signals (Linux)");
         if (socketPath is null && listen is null) throw new UsageException("serve: give --socket <path> or --listen <host:port> (or both)");
@@ -103,7 +110,7 @@ internal static class ServeCommand
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.TrySetResult("SIGTERM"); });
 
         // The store and its journal log through the same factory as the server (warnings: replays, invalidations...).
-        var s = await StoreCommands.OpenAsync(console, store, loggerFactory: loggerFactory).ConfigureAwait(false);
+        var s = await StoreCommands.OpenAsync(console, store, loggerFactory: loggerFactory, deferCopiedWrites: deferWrites).ConfigureAwait(false);
         NbdServer? server = null;
         ControlServer? control = null;
         try
