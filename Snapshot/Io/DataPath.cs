@@ -101,6 +101,7 @@ internal sealed class DataPath : ICopyCompletion
     private readonly Stack<DeferredWrite> _deferredFree = new();
     private int _deferredCount;
     private long _deferredBytes;  // data held by live deferred writes, at most MaxDeferredBytes
+    private long _retainedBytes;  // buffers kept in _deferredBuffers for reuse, at most MaxDeferredBytes
     private long _deferredWrites;
     private Exception? _deferredError;
     private readonly Stack<byte[]>[] _deferredBuffers = new Stack<byte[]>[DeferredBufferClasses]; // 4 KiB << class; under _stateLock
@@ -113,8 +114,6 @@ internal sealed class DataPath : ICopyCompletion
 
     private const int DeferredBufferClasses = 9; // 4 KiB .. 1 MiB
 
-    /// <summary>Data buffers of one size class kept for reuse (each class at most half of <see cref="MaxDeferredBytes"/>).</summary>
-    private static int RetainedBuffers(int cls) => (MaxDeferredBytes / 2) >> (12 + cls);
 
     public DataPath(SnapshotStore store, Catalog.SnapshotCatalog catalog, AsyncGate gate, CowLayout layout, BlockDevice origin, StoreOptions options)
     {
@@ -575,6 +574,8 @@ internal sealed class DataPath : ICopyCompletion
         public int Index; // in _deferredLive
         public int Class; // the buffer's size class
         public TaskCompletionSource? Waiters;
+        public ValueTask Running;  // FinishDeferredAsync's task, consumed (and its pooled state returned) by Done
+        public Action? Done;       // made once per object: the continuation that consumes Running and recycles it
 
         /// <summary>Completes when the write is on the origin (or failed). Under the state lock.</summary>
         public Task WaitTask => (Waiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
@@ -613,7 +614,12 @@ internal sealed class DataPath : ICopyCompletion
         d.First = first;
         d.Last = last;
         d.Class = cls;
-        d.Buffer = _deferredBuffers[cls] is { Count: > 0 } stack ? stack.Pop() : null; // else allocated outside the lock
+        if (_deferredBuffers[cls] is { Count: > 0 } stack)
+        {
+            d.Buffer = stack.Pop();
+            _retainedBytes -= size;
+        }
+        else d.Buffer = null; // allocated outside the lock
         d.Index = _deferredLive.Count;
         _deferredLive.Add(d);
         for (ulong c = first; c <= last; c++) _deferredChunks[c] = d;
@@ -624,8 +630,11 @@ internal sealed class DataPath : ICopyCompletion
     /// <summary>The size class (4 KiB &lt;&lt; class) of a buffer for <paramref name="bytes"/> bytes.</summary>
     private static int BufferClass(int bytes) => Math.Max(0, 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)(bytes - 1)) - 12);
 
-    /// <summary>Removes <paramref name="d"/> (its write is on the origin, failed, or was not deferred) and wakes its waiters.</summary>
-    private void UnregisterDeferred(DeferredWrite d)
+    /// <summary>
+    /// Removes <paramref name="d"/> (its write is on the origin, failed, or was not deferred) and wakes its waiters; the
+    /// object itself is recycled at once when <paramref name="recycle"/>, else by <see cref="DeferredDone"/>.
+    /// </summary>
+    private void UnregisterDeferred(DeferredWrite d, bool recycle = true)
     {
         TaskCompletionSource? waiters;
         lock (_stateLock)
@@ -642,12 +651,16 @@ internal sealed class DataPath : ICopyCompletion
             if (d.Buffer is not null)
             {
                 var stack = _deferredBuffers[d.Class] ??= new Stack<byte[]>();
-                if (stack.Count < RetainedBuffers(d.Class)) stack.Push(d.Buffer);
+                if (_retainedBytes + d.Buffer.Length <= MaxDeferredBytes)
+                {
+                    stack.Push(d.Buffer);
+                    _retainedBytes += d.Buffer.Length;
+                }
             }
             waiters = d.Waiters;
             d.Waiters = null;
             d.Buffer = null;
-            if (_deferredFree.Count < 64) _deferredFree.Push(d);
+            if (recycle && _deferredFree.Count < MaxDeferredBytes / 4096 / 4) _deferredFree.Push(d);
         }
         waiters?.TrySetResult();
     }
@@ -658,6 +671,7 @@ internal sealed class DataPath : ICopyCompletion
     /// the write is acknowledged. Returns false, with the copy finished, when a COW file had no space (the write is not
     /// deferred; looking again fails it). An origin read error throws, with nothing deferred.
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> StartDeferredAsync(DeferredWrite d, CopyPlan plan, long sector, ReadOnlyMemory<byte> data)
     {
         try
@@ -680,7 +694,9 @@ internal sealed class DataPath : ICopyCompletion
             return false;
         }
         Interlocked.Increment(ref _deferredWrites);
-        _ = FinishDeferredAsync(d, plan);
+        d.Running = FinishDeferredAsync(d, plan);
+        if (d.Running.IsCompleted) DeferredDone(d);
+        else d.Running.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(d.Done ??= () => DeferredDone(d));
         return true;
     }
 
@@ -689,7 +705,8 @@ internal sealed class DataPath : ICopyCompletion
     /// reading the old data, then writes the origin; an error is kept for the next flush (the write was acknowledged).
     /// Holds the gate shared (handed over by the writer) until done, so snapshot create, delete and close wait for it.
     /// </summary>
-    private async Task FinishDeferredAsync(DeferredWrite d, CopyPlan plan)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask FinishDeferredAsync(DeferredWrite d, CopyPlan plan)
     {
         try
         {
@@ -712,9 +729,22 @@ internal sealed class DataPath : ICopyCompletion
         }
         finally
         {
-            UnregisterDeferred(d);
+            UnregisterDeferred(d, recycle: false);
             _gate.ExitShared();
         }
+    }
+
+    /// <summary>
+    /// Consumes a finished <see cref="FinishDeferredAsync"/> (returning its pooled state; it never throws) and recycles
+    /// <paramref name="d"/>, which nothing refers to any more.
+    /// </summary>
+    private void DeferredDone(DeferredWrite d)
+    {
+        var running = d.Running;
+        d.Running = default;
+        running.GetAwaiter().GetResult();
+        lock (_stateLock)
+            if (_deferredFree.Count < MaxDeferredBytes / 4096 / 4) _deferredFree.Push(d);
     }
 
     // ---- snapshots ----------------------------------------------------------------------------------------------
