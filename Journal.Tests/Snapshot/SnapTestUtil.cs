@@ -36,9 +36,13 @@ internal static class SnapTestUtil
     public static Task WriteAsync(StoreVolume v, long sector, byte[] data) => v.WriteAsync(sector, data).AsTask().WaitAsync(Watchdog);
 
     public static async Task<SnapshotStore> CreateMemoryStoreAsync(TestDeviceProvider p, long originSectors, int chunkSectors = 8,
-        int maxInFlight = StoreOptions.DefaultMaxInFlightCopies, bool writeThrough = false, int maxPending = 0)
+        int maxInFlight = StoreOptions.DefaultMaxInFlightCopies, bool writeThrough = false, int maxPending = 0, bool deferWrites = false)
     {
-        var o = p.Options(new StoreOptions { OriginSectors = originSectors, ChunkSectors = chunkSectors, MaxInFlightCopies = maxInFlight, MaxPendingCopies = maxPending, WriteThrough = writeThrough, CowGrowthBytes = 1 << 20, LogBlocks = 2048 });
+        var o = p.Options(new StoreOptions
+        {
+            OriginSectors = originSectors, ChunkSectors = chunkSectors, MaxInFlightCopies = maxInFlight, MaxPendingCopies = maxPending, WriteThrough = writeThrough,
+            CowGrowthBytes = 1 << 20, LogBlocks = 2048, DeferCopiedWrites = deferWrites,
+        });
         return await SnapshotStore.CreateAsync(Folder, o).AsTask().WaitAsync(Watchdog);
     }
 
