@@ -509,8 +509,9 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
                     if (s.Store is null) continue;
                     await s.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
                 }
-                _dataPath.ThrowIfDeferredFailed();
                 await _origin.FlushAsync(cancellationToken).ConfigureAwait(false);
+                // A deferred write that failed after it returned: everything else is flushed, but the close reports it.
+                _dataPath.ThrowIfDeferredFailed();
                 flushed = true;
             }
             finally

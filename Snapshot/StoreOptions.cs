@@ -55,8 +55,8 @@ public sealed class StoreOptions
     /// cache does. Reads see the new data at once (a read of such a chunk waits for it to reach the origin);
     /// <see cref="SnapshotStore.FlushAsync"/> waits for every such write acknowledged before it and then flushes, so
     /// durability is the same as without it. A FUA write is never deferred. If a deferred write fails after it returned
-    /// (its origin write, or no space on the file system for a copy at commit), its data is not on the origin and every later flush (and close) fails with that
-    /// error. The copy-on-write guarantee does not change: the origin chunk is overwritten only after its exceptions
+    /// (its origin write, or no space on the file system for a copy at commit), its data is not on the origin: every later flush (and close) flushes
+    /// the rest and then fails with that error, and origin reads of its chunks fail until the store is reopened. The copy-on-write guarantee does not change: the origin chunk is overwritten only after its exceptions
     /// are durable. Default false.
     /// </summary>
     public bool DeferCopiedWrites { get; init; }

@@ -13,10 +13,17 @@ namespace Journal.Tests.Snapshot;
 /// </summary>
 public class DeferredWriteTests
 {
-    /// <summary>An origin whose writes fail (an I/O error) once armed; reads still work.</summary>
+    /// <summary>An origin whose writes fail (an I/O error) once armed; reads still work; flushes are counted.</summary>
     private sealed class FailingOrigin(BlockDevice inner) : ForwardingDevice(inner)
     {
         public volatile bool FailWrites;
+        public int Flushes;
+
+        protected override void FlushCore()
+        {
+            Interlocked.Increment(ref Flushes);
+            Inner.Flush();
+        }
 
         protected override void WriteCore(long sector, ReadOnlySpan<byte> data)
         {
@@ -199,7 +206,7 @@ public class DeferredWriteTests
     }
 
     [Fact]
-    public async Task A_deferred_write_that_fails_after_it_returned_fails_every_later_flush()
+    public async Task A_deferred_write_that_fails_after_it_returned_fails_every_later_flush_and_reads_of_its_chunk()
     {
         await using var setup = await CreateAsync();
         var (store, cow, gate, origin) = setup;
@@ -211,12 +218,30 @@ public class DeferredWriteTests
         Assert.Contains("acknowledged before its copies were committed did not reach the origin", e1.Message);
         Assert.Contains("injected write error", e1.Message);
         origin.FailWrites = false;
-        // Sticky: the data is not on the origin, so no later flush may report success.
+        // A read of the chunk must not return the older data as if the acknowledged write had never happened.
+        var lost = await Assert.ThrowsAsync<IOException>(() => ReadAsync(store.Origin, 0, 8));
+        Assert.Contains("chunk 0 does not hold the data of a write acknowledged", lost.Message);
+        Assert.Equal(Pattern(8, 8, 1), await ReadAsync(store.Origin, 8, 8));
+        // Other writes are still made durable by a flush, which then reports the lost write again (sticky).
+        await WriteAsync(store.Origin, 16, Pattern(16, 8, 3));
+        int flushes = origin.Flushes;
         await Assert.ThrowsAsync<IOException>(() => store.FlushAsync().AsTask().WaitAsync(Watchdog));
-        // The snapshot kept its data (its exception was committed); the origin kept the old data.
+        Assert.True(origin.Flushes > flushes, "the origin was not flushed because of an earlier lost write");
+        // The snapshot kept its data (its exception was committed).
         Assert.Equal(Pattern(0, 8, 1), await ReadAsync(store.GetSnapshot("s"), 0, 8));
-        Assert.Equal(Pattern(0, 8, 1), await ReadAsync(store.Origin, 0, 8));
+        flushes = origin.Flushes;
         await Assert.ThrowsAsync<IOException>(() => store.CloseAsync().AsTask().WaitAsync(Watchdog));
+        Assert.True(origin.Flushes > flushes, "the close did not flush the origin");
+    }
+
+    [Fact]
+    public async Task An_empty_read_does_not_wait_for_deferred_writes()
+    {
+        await using var setup = await CreateAsync();
+        var (store, cow, _, _) = setup;
+        await WriteAsync(store.Origin, 56, Pattern(56, 8, 2));
+        await RoundHeldAsync(cow);
+        await store.Origin.ReadAsync(0, Memory<byte>.Empty).AsTask().WaitAsync(Watchdog);
     }
 
     [Fact]

@@ -104,6 +104,8 @@ internal sealed class DataPath : ICopyCompletion
     private long _retainedBytes;  // buffers kept in _deferredBuffers for reuse, at most MaxDeferredBytes
     private long _deferredWrites;
     private Exception? _deferredError;
+    private readonly HashSet<ulong> _lostChunks = new(); // chunks of failed deferred writes: origin reads of them fail (under _stateLock)
+    private int _lostCount;                              // _lostChunks.Count, for the lock-free look of an origin read
     private readonly Stack<byte[]>[] _deferredBuffers = new Stack<byte[]>[DeferredBufferClasses]; // 4 KiB << class; under _stateLock
 
     /// <summary>Most data held by deferred origin writes at once; a write that would go past it is not deferred.</summary>
@@ -169,8 +171,9 @@ internal sealed class DataPath : ICopyCompletion
             // each finishes on its own (its commit round, then its origin write) and holds nothing this caller holds.
             await Task.WhenAll(waits).WaitAsync(cancellationToken).ConfigureAwait(false);
         }
-        ThrowIfDeferredFailed();
+        // Flushed even after a deferred write failed (the other writes are durable as promised), then that is reported.
         await _originFlush.FlushAsync(cancellationToken).ConfigureAwait(false);
+        ThrowIfDeferredFailed();
     }
 
     /// <summary>Throws the error of a deferred write that failed after it was acknowledged, if one did.</summary>
@@ -179,6 +182,29 @@ internal sealed class DataPath : ICopyCompletion
         var e = Volatile.Read(ref _deferredError);
         if (e is not null)
             throw new IOException($"{_origin.Name}: an origin write acknowledged before its copies were committed did not reach the origin: {e.Message}", e);
+    }
+
+    /// <summary>
+    /// Fails an origin read that touches a chunk whose deferred write failed after it was acknowledged: the origin holds
+    /// older data there than a write that returned, so the read must not succeed (until the store is reopened).
+    /// </summary>
+    private void ThrowIfLost(long sector, int bytes)
+    {
+        ulong first = (ulong)(sector >> _layout.ChunkShift), last = (ulong)((sector + (bytes >> BlockDevice.SectorShift) - 1) >> _layout.ChunkShift);
+        lock (_stateLock)
+        {
+            if (last - first >= (ulong)_lostChunks.Count)
+            {
+                ulong hit = ulong.MaxValue;
+                foreach (ulong c in _lostChunks) if (c >= first && c <= last && c < hit) hit = c;
+                if (hit != ulong.MaxValue) first = last = hit;
+                else return;
+            }
+            for (ulong c = first; c <= last; c++)
+                if (_lostChunks.Contains(c))
+                    throw new IOException($"{_origin.Name}: chunk {c} does not hold the data of a write acknowledged before its copies were committed " +
+                        $"(it did not reach the origin: {Volatile.Read(ref _deferredError)?.Message}); its reads fail until the store is reopened");
+        }
     }
 
     /// <summary>Origin writes deferred (acknowledged before their copies' commit) since open.</summary>
@@ -192,6 +218,7 @@ internal sealed class DataPath : ICopyCompletion
     public async ValueTask OriginReadAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken)
     {
         _store.ThrowIfClosed();
+        if (buffer.Length == 0) return;
         while (Volatile.Read(ref _deferredCount) > 0)
         {
             Task? deferred;
@@ -202,6 +229,7 @@ internal sealed class DataPath : ICopyCompletion
             // it does once its copies are committed, without needing anything a reader holds.
             await deferred.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
+        if (Volatile.Read(ref _lostCount) > 0) ThrowIfLost(sector, buffer.Length);
         // Inside the gate, so that a merge (which holds it exclusively) never runs under a read.
         await _gate.EnterSharedAsync().ConfigureAwait(false);
         try
@@ -257,20 +285,31 @@ internal sealed class DataPath : ICopyCompletion
             // copy one after another (measured in docs/benchmarks.md: 1 MiB sequential requests, +32%).
             var running = new List<Task>(4);
             long s = sector;
-            while (s < end)
+            try
             {
-                long c = s >> _layout.ChunkShift;
-                long runEnd = Math.Min(end, ((c / runChunks + 1) * runChunks) << _layout.ChunkShift);
-                int off = (int)((s - sector) << BlockDevice.SectorShift);
-                int len = (int)((runEnd - s) << BlockDevice.SectorShift);
-                running.Add(StartRun((ulong)c, (ulong)((runEnd - 1) >> _layout.ChunkShift), s, data.Slice(off, len), fua, cancellationToken));
-                if (running.Count == running.Capacity)
+                while (s < end)
                 {
-                    var done = await Task.WhenAny(running).ConfigureAwait(false);
-                    running.Remove(done);
-                    await done.ConfigureAwait(false);
+                    long c = s >> _layout.ChunkShift;
+                    long runEnd = Math.Min(end, ((c / runChunks + 1) * runChunks) << _layout.ChunkShift);
+                    int off = (int)((s - sector) << BlockDevice.SectorShift);
+                    int len = (int)((runEnd - s) << BlockDevice.SectorShift);
+                    running.Add(StartRun((ulong)c, (ulong)((runEnd - 1) >> _layout.ChunkShift), s, data.Slice(off, len), fua, cancellationToken));
+                    if (running.Count == running.Capacity)
+                    {
+                        var done = await Task.WhenAny(running).ConfigureAwait(false);
+                        running.Remove(done);
+                        await done.ConfigureAwait(false);
+                    }
+                    s = runEnd;
                 }
-                s = runEnd;
+            }
+            catch
+            {
+                // Why we wait: the other runs still read the caller's buffer; the write returns (failed) only once
+                // none does. Their own errors are dropped: the first one is reported.
+                try { await Task.WhenAll(running).ConfigureAwait(false); }
+                catch { }
+                throw;
             }
             await Task.WhenAll(running).ConfigureAwait(false);
         }
@@ -413,12 +452,9 @@ internal sealed class DataPath : ICopyCompletion
                             // honoured at the waits, where nothing is held.
                             if (deferred is not null)
                             {
-                                if (await StartDeferredAsync(deferred, plan!, sector, data).ConfigureAwait(false))
-                                {
-                                    handedOff = true;
-                                    return;
-                                }
-                                continue; // not deferred after all (no space): the copy was finished, look again
+                                await StartDeferredAsync(deferred, plan!, sector, data).ConfigureAwait(false);
+                                handedOff = true;
+                                return;
                             }
                             await _engine.RunOriginCopyAsync(plan!).ConfigureAwait(false);
                             continue; // look again: the copies are complete now
@@ -619,7 +655,14 @@ internal sealed class DataPath : ICopyCompletion
             d.Buffer = stack.Pop();
             _retainedBytes -= size;
         }
-        else d.Buffer = null; // allocated outside the lock
+        else
+        {
+            d.Buffer = null; // allocated outside the lock
+            // Live and kept buffers together stay within the bound: drop kept buffers of other sizes to make room.
+            for (int other = 0; other < DeferredBufferClasses && _deferredBytes + _retainedBytes > MaxDeferredBytes; other++)
+                while (_deferredBuffers[other] is { Count: > 0 } kept && _deferredBytes + _retainedBytes > MaxDeferredBytes)
+                    _retainedBytes -= kept.Pop().Length;
+        }
         d.Index = _deferredLive.Count;
         _deferredLive.Add(d);
         for (ulong c = first; c <= last; c++) _deferredChunks[c] = d;
@@ -651,7 +694,7 @@ internal sealed class DataPath : ICopyCompletion
             if (d.Buffer is not null)
             {
                 var stack = _deferredBuffers[d.Class] ??= new Stack<byte[]>();
-                if (_retainedBytes + d.Buffer.Length <= MaxDeferredBytes)
+                if (_deferredBytes + _retainedBytes + d.Buffer.Length <= MaxDeferredBytes)
                 {
                     stack.Push(d.Buffer);
                     _retainedBytes += d.Buffer.Length;
@@ -666,38 +709,50 @@ internal sealed class DataPath : ICopyCompletion
     }
 
     /// <summary>
-    /// Starts <paramref name="plan"/>'s copies and, once they are written and queued for commit, hands the origin write to
-    /// <see cref="FinishDeferredAsync"/> (which owns the caller's shared hold of the gate from then on) and returns true:
-    /// the write is acknowledged. Returns false, with the copy finished, when a COW file had no space (the write is not
-    /// deferred; looking again fails it). An origin read error throws, with nothing deferred.
+    /// Starts <paramref name="plan"/>'s copies and, once they are written and queued for commit, keeps a copy of the
+    /// caller's data and hands the origin write to <see cref="FinishDeferredAsync"/> (which owns the caller's shared hold
+    /// of the gate from then on): the write is acknowledged when this returns. Throws, with nothing deferred and the
+    /// plan completed, for an origin read error, for a COW file without space (the origin is not written), or when the
+    /// data cannot be kept (its copies still complete; the origin is not written).
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> StartDeferredAsync(DeferredWrite d, CopyPlan plan, long sector, ReadOnlyMemory<byte> data)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask StartDeferredAsync(DeferredWrite d, CopyPlan plan, long sector, ReadOnlyMemory<byte> data)
     {
         try
         {
-            d.Sector = sector;
-            d.Length = data.Length;
-            d.Buffer ??= GC.AllocateUninitializedArray<byte>(4096 << d.Class);
-            data.Span.CopyTo(d.Buffer);
-            await _engine.StartOriginCopyAsync(plan).ConfigureAwait(false);
+            await _engine.StartOriginCopyAsync(plan).ConfigureAwait(false); // on an error, the plan is completed
         }
         catch
         {
             UnregisterDeferred(d);
             throw;
         }
-        if (CopyEngine.HasNoSpace(plan))
+        Exception? notKept = null;
+        if (!CopyEngine.HasNoSpace(plan))
+        {
+            try
+            {
+                // The caller's buffer is still valid: nothing was acknowledged yet.
+                d.Sector = sector;
+                d.Length = data.Length;
+                d.Buffer ??= GC.AllocateUninitializedArray<byte>(4096 << d.Class);
+                data.Span.CopyTo(d.Buffer);
+            }
+            catch (Exception e)
+            {
+                notKept = e;
+            }
+        }
+        if (notKept is not null || CopyEngine.HasNoSpace(plan))
         {
             UnregisterDeferred(d);
-            await _engine.FinishOriginCopyAsync(plan).ConfigureAwait(false); // throws the no-space error
-            return false;
+            await _engine.FinishOriginCopyAsync(plan).ConfigureAwait(false); // throws the no-space error, if that was it
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(notKept!);
         }
         Interlocked.Increment(ref _deferredWrites);
         d.Running = FinishDeferredAsync(d, plan);
         if (d.Running.IsCompleted) DeferredDone(d);
         else d.Running.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(d.Done ??= () => DeferredDone(d));
-        return true;
     }
 
     /// <summary>
@@ -725,6 +780,11 @@ internal sealed class DataPath : ICopyCompletion
         catch (Exception e)
         {
             Interlocked.CompareExchange(ref _deferredError, e, null);
+            lock (_stateLock)
+            {
+                for (ulong c = d.First; c <= d.Last; c++) _lostChunks.Add(c);
+                Volatile.Write(ref _lostCount, _lostChunks.Count);
+            }
             SnapshotLog.DeferredWriteFailed(_store.Logger, _store.Folder, d.Sector, d.Length, e.Message);
         }
         finally

@@ -365,8 +365,14 @@ public sealed class NbdServer : IAsyncDisposable
     /// <summary>Same as <see cref="StopAsync"/>.</summary>
     public async ValueTask DisposeAsync()
     {
-        await StopAsync().ConfigureAwait(false);
-        _stopAccepting.Dispose();
+        try
+        {
+            await StopAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _stopAccepting.Dispose();
+        }
     }
 
     /// <inheritdoc/>

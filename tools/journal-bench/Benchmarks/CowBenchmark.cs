@@ -80,6 +80,8 @@ internal static class CowBenchmark
         };
         cmd.SetAction(async (pr, ct) =>
         {
+            if (pr.GetValue(deferWrites) && pr.GetValue(writeThrough))
+                return UsageError("--defer-writes has no effect with --write-through (every write is durable when it returns)");
             if (pr.GetValue(sequential))
             {
                 int[]? seqCounts = null;

@@ -137,9 +137,22 @@ internal static class ServeCommand
         {
             // Stop order: no more commands, no more connections; requests in flight finish; the store is flushed and
             // closed cleanly (everything written home, the log marked clean).
-            if (control is not null) await control.DisposeAsync().ConfigureAwait(false);
-            if (server is not null) await server.DisposeAsync().ConfigureAwait(false);
-            await s.CloseAsync().ConfigureAwait(false);
+            // Each step runs even if the one before failed (a failed final flush must not leave the store open).
+            try
+            {
+                try
+                {
+                    if (control is not null) await control.DisposeAsync().ConfigureAwait(false);
+                }
+                finally
+                {
+                    if (server is not null) await server.DisposeAsync().ConfigureAwait(false);
+                }
+            }
+            finally
+            {
+                await s.CloseAsync().ConfigureAwait(false);
+            }
         }
         log.LogInformation("store {Store} closed cleanly", store);
         return ExitCodes.Success;
