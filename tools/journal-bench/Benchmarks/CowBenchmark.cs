@@ -314,7 +314,8 @@ internal static class CowBenchmark
         var plot = new SvgLinePlot
         {
             Title = "Origin random 4 KiB first writes against the number of snapshots",
-            Subtitle = $"journal-bench cow, {s.Writers} writers, {s.Writes:N0} writes per point, {s.Semantics} semantics, {LoadAverage.Describe(s.LoadStart)}",
+            Subtitle = $"journal-bench cow, {s.Writers} writers, {s.Writes:N0} writes per point, {s.Semantics} semantics"
+                + (s.Preallocate ? ", preallocated COW files" : "") + (s.DeferWrites ? ", deferred origin writes" : "") + $", {LoadAverage.Describe(s.LoadStart)}",
             XLabel = "snapshots of the origin",
             YLabel = "origin writes/s (log scale)",
             LogY = true,
