@@ -119,14 +119,16 @@ public sealed class NbdClientTests
         Assert.Equal(0, await serve.StopAsync());
     }
 
-    [Fact]
-    public async Task Fio_random_writes_verify_on_four_connections_at_iodepth_32()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)] // snapctl serve --defer-writes: a write is answered before its origin write; reads must still see it
+    public async Task Fio_random_writes_verify_on_four_connections_at_iodepth_32(bool deferWrites)
     {
         Require("fio");
         using var dir = new TempFolder();
         string store = NewStore(dir, "64M");
         Ok(SnapCtl("snapshot", "create", store, "s"));
-        using var serve = await ServeProcess.StartAsync(store, dir["nbd.sock"]);
+        using var serve = await ServeProcess.StartAsync(store, dir["nbd.sock"], false, deferWrites ? ["--defer-writes"] : []);
         var r = Run("fio", ["--name=randwrite-verify", "--ioengine=nbd", $"--uri={serve.Uri()}", "--rw=randwrite", "--bs=4k",
             "--iodepth=32", "--numjobs=4", "--size=8M", "--offset_increment=16M", "--verify=crc32c", "--verify_fatal=1",
             "--group_reporting"], TimeSpan.FromMinutes(5));
@@ -134,6 +136,7 @@ public sealed class NbdClientTests
         Assert.Contains("err= 0", r.Stdout);
         Assert.DoesNotContain("verify: bad", r.Output);
         Assert.DoesNotContain("crc32c: verify failed", r.Output);
+        if (deferWrites) Assert.True(DeferredWrites(store) > 0, "no write was deferred");
         Assert.Equal(0, await serve.StopAsync());
         Assert.DoesNotContain("   at ", serve.Process.Stderr);
     }
@@ -242,8 +245,19 @@ public sealed class NbdClientTests
         Assert.All(read.Raw, b => Assert.Equal(0x3c, b));
     }
 
-    [Fact]
-    public async Task Writes_acknowledged_before_an_acknowledged_FLUSH_survive_SIGKILL_of_the_server()
+    /// <summary><c>copies.deferred_writes</c> of a live <c>snapctl status --json</c> (the serving process's count).</summary>
+    private static long DeferredWrites(string store)
+    {
+        var status = SnapCtl("status", store, "--json");
+        Assert.True(status.ExitCode == 0, status.ToString());
+        using var doc = System.Text.Json.JsonDocument.Parse(status.Stdout);
+        return doc.RootElement.GetProperty("copies").GetProperty("deferred_writes").GetInt64();
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)] // snapctl serve --defer-writes: the FLUSH must wait for the deferred origin writes
+    public async Task Writes_acknowledged_before_an_acknowledged_FLUSH_survive_SIGKILL_of_the_server(bool deferWrites)
     {
         using var dir = new TempFolder();
         string store = NewStore(dir, "32M");
@@ -252,12 +266,22 @@ public sealed class NbdClientTests
         var acknowledged = new List<(ulong Offset, byte[] Data)>();
         var toSnapshot = new List<(ulong Offset, byte[] Data)>();
         var random = new Random(11);
-        using (var serve = await ServeProcess.StartAsync(store, dir["nbd.sock"]))
+        using (var serve = await ServeProcess.StartAsync(store, dir["nbd.sock"], false, deferWrites ? ["--defer-writes"] : []))
         {
             await using var a = await RawNbdClient.ConnectAsync(serve.Socket);
             await a.NegotiateAsync();
             await using var b = await RawNbdClient.ConnectAsync(serve.Socket);
             await b.NegotiateAsync("s");
+            if (deferWrites)
+            {
+                // The option is on: a first write is deferred (checked now, not before the kill, which must follow the
+                // FLUSH at once).
+                var first = new byte[4096];
+                random.NextBytes(first);
+                await a.WriteAsync(0, first);
+                acknowledged.Add((0, first));
+                Assert.True(DeferredWrites(store) > 0, "no write was deferred");
+            }
             for (int i = 0; i < 200; i++)
             {
                 var data = new byte[4096 * (1 + i % 4)];
@@ -267,7 +291,7 @@ public sealed class NbdClientTests
                 (i % 5 == 0 ? toSnapshot : acknowledged).Add((offset, data));
             }
             await b.FlushAsync(); // on the other connection: covers a's writes too
-            await serve.KillAsync();
+            await serve.KillAsync(); // at once: deferred origin writes not yet issued would die with the process
         }
         using (var again = await ServeProcess.StartAsync(store, dir["nbd.sock"]))
         {

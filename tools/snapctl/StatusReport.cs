@@ -15,7 +15,7 @@ internal sealed record StatusReport(
     public sealed record LogInfo(bool Clean);
     public sealed record SnapshotInfo(string Name, string Kind, string Status, bool Valid, long SectorsAllocated, long TotalSectors,
         long MetadataSectors, long Exceptions, string? InvalidReason, bool Merging, string? MergeFailure);
-    public sealed record CopyInfo(int Bound, int InFlight, int PeakInFlight, long ThrottleWaits);
+    public sealed record CopyInfo(int Bound, int InFlight, int PeakInFlight, long ThrottleWaits, long DeferredWrites, int DeferredWritesPending);
     public sealed record CommitInfo(string Committer, long Rounds, long Exceptions, double ExceptionsPerRound, long LargestRound, long CowFlushes,
         long CowWriteBacks, long Transactions, long LogForces, double WaitMs, double FlushMs, double CommitMs, double AverageRoundMs, long FailedRounds);
 
@@ -25,7 +25,7 @@ internal sealed record StatusReport(
         new LogInfo(s.LogClean),
         s.Snapshots.Select(x => new SnapshotInfo(x.Name, x.Kind == SnapshotKind.Persistent ? "persistent" : "transient", x.DmStatus, x.IsValid,
             x.SectorsAllocated, x.TotalSectors, x.MetadataSectors, x.Exceptions, x.InvalidReason, x.Merging, x.MergeFailure)).ToArray(),
-        new CopyInfo(s.CopyBound, s.CopiesInFlight, s.PeakCopiesInFlight, s.ThrottleWaits),
+        new CopyInfo(s.CopyBound, s.CopiesInFlight, s.PeakCopiesInFlight, s.ThrottleWaits, s.DeferredWrites, s.DeferredWritesPending),
         s.Commits is { } c
             ? new CommitInfo(c.Committer, c.Rounds, c.Exceptions, Math.Round(c.ExceptionsPerRound, 2), c.LargestRound, c.CowFlushes, c.CowWriteBacks, c.Transactions,
                 c.DurabilityWaits, Math.Round(c.WaitTime.TotalMilliseconds, 3), Math.Round(c.FlushTime.TotalMilliseconds, 3), Math.Round(c.CommitTime.TotalMilliseconds, 3), Math.Round(c.AverageRoundWait.TotalMilliseconds, 3), c.FailedRounds)
