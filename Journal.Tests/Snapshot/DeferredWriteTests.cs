@@ -65,6 +65,15 @@ public class DeferredWriteTests
         return new Setup(store, cow, gate, origin!);
     }
 
+    /// <summary>A store as <see cref="CreateAsync"/> makes it, after a deferred write of chunk 0 (pattern 2) whose round is held.</summary>
+    private static async Task<Setup> DeferredWriteHeldAsync()
+    {
+        var setup = await CreateAsync();
+        await WriteAsync(setup.Store.Origin, 0, Pattern(0, 8, 2));
+        await RoundHeldAsync(setup.Cow);
+        return setup;
+    }
+
     /// <summary>Waits until the commit pipeline is held in the COW file's flush (a round is in step 1).</summary>
     private static async Task RoundHeldAsync(Cil.GatedDevice cow)
     {
@@ -74,6 +83,18 @@ public class DeferredWriteTests
             if (DateTime.UtcNow > deadline) throw new TimeoutException("no commit round reached the COW flush");
             await Task.Delay(1);
         }
+    }
+
+    /// <summary>
+    /// <paramref name="operation"/> must still be waiting while the round is held (<paramref name="why"/> otherwise);
+    /// then the round is let go and it must finish.
+    /// </summary>
+    private static async Task HeldUntilTheRoundAsync(Task operation, TaskCompletionSource gate, string why)
+    {
+        await Task.Delay(20);
+        Assert.False(operation.IsCompleted, why);
+        gate.TrySetResult();
+        await operation.WaitAsync(Watchdog);
     }
 
     [Fact]
@@ -103,10 +124,8 @@ public class DeferredWriteTests
     [Fact]
     public async Task A_later_write_to_a_chunk_with_a_deferred_write_lands_after_it()
     {
-        await using var setup = await CreateAsync();
+        await using var setup = await DeferredWriteHeldAsync();
         var (store, cow, gate, _) = setup;
-        await WriteAsync(store.Origin, 0, Pattern(0, 8, 2));
-        await RoundHeldAsync(cow);
         // Sector 2 of the same chunk: no copy needed any more, but it must not reach the origin before the whole chunk
         // of the first write does (which would then overwrite it).
         var later = WriteAsync(store.Origin, 2, Pattern(2, 1, 3));
@@ -160,17 +179,11 @@ public class DeferredWriteTests
     [Fact]
     public async Task Deleting_a_snapshot_waits_for_a_deferred_write_that_copied_to_it()
     {
-        await using var setup = await CreateAsync();
+        await using var setup = await DeferredWriteHeldAsync();
         var (store, cow, gate, _) = setup;
-        await WriteAsync(store.Origin, 0, Pattern(0, 8, 2));
-        await RoundHeldAsync(cow);
         // The deferred write holds the I/O gate shared until its origin write is done, as a write without the option
         // does until it returns: a delete (which quiesces I/O) waits for it.
-        var delete = store.DeleteSnapshotAsync("s").AsTask();
-        await Task.Delay(20);
-        Assert.False(delete.IsCompleted, "a snapshot was deleted under a copy to it that is not committed");
-        gate.TrySetResult();
-        await delete.WaitAsync(Watchdog);
+        await HeldUntilTheRoundAsync(store.DeleteSnapshotAsync("s").AsTask(), gate, "a snapshot was deleted under a copy to it that is not committed");
         Assert.Equal(Pattern(0, 8, 2), await ReadAsync(store.Origin, 0, 8));
     }
 
@@ -181,26 +194,17 @@ public class DeferredWriteTests
         var (store, cow, gate, _) = setup;
         var fua = store.Origin.WriteAsync(0, Pattern(0, 8, 2), WriteFlags.Fua).AsTask();
         await RoundHeldAsync(cow);
-        await Task.Delay(20);
-        Assert.False(fua.IsCompleted, "a FUA write returned before its copy was committed");
-        gate.TrySetResult();
-        await fua.WaitAsync(Watchdog);
+        await HeldUntilTheRoundAsync(fua, gate, "a FUA write returned before its copy was committed");
         Assert.Equal(0, store.GetStatus().DeferredWrites);
     }
 
     [Fact]
     public async Task A_snapshot_created_after_a_deferred_write_returned_holds_its_data()
     {
-        await using var setup = await CreateAsync();
+        await using var setup = await DeferredWriteHeldAsync();
         var (store, cow, gate, _) = setup;
-        await WriteAsync(store.Origin, 0, Pattern(0, 8, 2));
-        await RoundHeldAsync(cow);
         // The create waits for the deferred write (it holds the I/O gate shared until its origin write is done).
-        var create = store.CreateSnapshotAsync("t").AsTask();
-        await Task.Delay(20);
-        Assert.False(create.IsCompleted, "a snapshot was created while an acknowledged write had not reached the origin");
-        gate.TrySetResult();
-        await create.WaitAsync(Watchdog);
+        await HeldUntilTheRoundAsync(store.CreateSnapshotAsync("t").AsTask(), gate, "a snapshot was created while an acknowledged write had not reached the origin");
         Assert.Equal(Pattern(0, 8, 2), await ReadAsync(store.GetSnapshot("t"), 0, 8));
         Assert.Equal(Pattern(0, 8, 1), await ReadAsync(store.GetSnapshot("s"), 0, 8));
     }
