@@ -116,7 +116,6 @@ internal sealed class DataPath : ICopyCompletion
 
     private const int DeferredBufferClasses = 9; // 4 KiB .. 1 MiB
 
-
     public DataPath(SnapshotStore store, Catalog.SnapshotCatalog catalog, AsyncGate gate, CowLayout layout, BlockDevice origin, StoreOptions options)
     {
         _store = store;
