@@ -38,16 +38,17 @@ internal static class NbdBenchmark
         var syncCount = new Option<long>("--sync-count") { Description = "Writes in the job with a flush after every write.", DefaultValueFactory = _ => 4000 };
         var rounds = new Option<int>("--rounds") { Description = "Times every job runs on every engine (interleaved); the median is reported.", DefaultValueFactory = _ => 3 };
         var deferWrites = new Option<bool>("--defer-writes") { Description = "Open the store with StoreOptions.DeferCopiedWrites (snapctl serve --defer-writes): a write that needs a copy is answered once the copy is written and queued for commit." };
+        var preallocate = new Option<bool>("--preallocate") { Description = "Create the store's snapshot with a preallocated COW file (SnapshotOptions.Preallocate, untimed)." };
         var json = JsonOption();
         var cmd = new Command("nbd", "fio over NBD: the store's server (1 snapshot) vs qemu-nbd on a qcow2 overlay vs direct store calls.")
         {
-            count, syncCount, rounds, deferWrites, json,
+            count, syncCount, rounds, deferWrites, preallocate, json,
         };
         cmd.SetAction(async (pr, ct) =>
         {
             long n = pr.GetValue(count), s = pr.GetValue(syncCount);
             int k = pr.GetValue(rounds);
-            bool defer = pr.GetValue(deferWrites);
+            var choices = new StoreChoices(pr.GetValue(deferWrites), pr.GetValue(preallocate));
             if (k is < 1 or > 99) return UsageError("--rounds must be in 1..99");
             if (n is < 16 or > 2_000_000) return UsageError("--count must be in 16..2000000");
             if (s is < 16 or > 2_000_000) return UsageError("--sync-count must be in 16..2000000");
@@ -62,15 +63,15 @@ internal static class NbdBenchmark
             long warmOrigin = 64L << 20, warmWrites = Math.Min(n, 4000), warmSync = Math.Min(s, 1000);
             var warm = await JitWarmUp.RunAsync(async () =>
             {
-                await StoreCaseAsync(warmOrigin, warmWrites, sync: false, viaNbd: true, defer, ct).ConfigureAwait(false);
-                await StoreCaseAsync(warmOrigin, warmSync, sync: true, viaNbd: true, defer, ct).ConfigureAwait(false);
+                await StoreCaseAsync(warmOrigin, warmWrites, sync: false, viaNbd: true, choices, ct).ConfigureAwait(false);
+                await StoreCaseAsync(warmOrigin, warmSync, sync: true, viaNbd: true, choices, ct).ConfigureAwait(false);
             }).ConfigureAwait(false);
             var all = new List<Case>();
-            for (int round = 1; round <= k; round++) all.AddRange(await RunAsync(n, s, round, k, defer, ct).ConfigureAwait(false));
+            for (int round = 1; round <= k; round++) all.AddRange(await RunAsync(n, s, round, k, choices, ct).ConfigureAwait(false));
             ProgressDone();
             var results = Median(all);
-            if (pr.GetValue(json)) PrintJson(ToJson(results, n, s, k, warm, defer));
-            else Console.Out.Write(ToTable(results, n, s, k, warm, defer));
+            if (pr.GetValue(json)) PrintJson(ToJson(results, n, s, k, warm, choices));
+            else Console.Out.Write(ToTable(results, n, s, k, warm, choices));
             return 0;
         });
         return cmd;
@@ -88,7 +89,7 @@ internal static class NbdBenchmark
             return new Case(g.Key.Job, g.Key.Engine, g.First().Operations, M(c => c.Iops), M(c => c.P50Us), M(c => c.P99Us));
         }).ToList();
 
-    private static async Task<List<Case>> RunAsync(long writes, long syncWrites, int round, int rounds, bool defer, CancellationToken ct)
+    private static async Task<List<Case>> RunAsync(long writes, long syncWrites, int round, int rounds, StoreChoices choices, CancellationToken ct)
     {
         void Progress(string text) => BenchCommon.Progress($"{text} (round {round} of {rounds})");
         var results = new List<Case>();
@@ -96,24 +97,27 @@ internal static class NbdBenchmark
         long syncOriginBytes = Math.Max(syncWrites * 2 * Block, 64L << 20);
 
         Progress("nbd: snapctl serve, writes and snapshot reads");
-        results.AddRange(await StoreCaseAsync(originBytes, writes, sync: false, viaNbd: true, defer, ct).ConfigureAwait(false));
+        results.AddRange(await StoreCaseAsync(originBytes, writes, sync: false, viaNbd: true, choices, ct).ConfigureAwait(false));
         Progress("nbd: snapctl serve, writes with a flush after each");
-        results.AddRange(await StoreCaseAsync(syncOriginBytes, syncWrites, sync: true, viaNbd: true, defer, ct).ConfigureAwait(false));
+        results.AddRange(await StoreCaseAsync(syncOriginBytes, syncWrites, sync: true, viaNbd: true, choices, ct).ConfigureAwait(false));
         Progress("nbd: qemu-nbd, writes and base reads");
         results.AddRange(await QemuCaseAsync(originBytes, writes, sync: false, ct).ConfigureAwait(false));
         Progress("nbd: qemu-nbd, writes with a flush after each");
         results.AddRange(await QemuCaseAsync(syncOriginBytes, syncWrites, sync: true, ct).ConfigureAwait(false));
         Progress("nbd: direct store calls, writes and snapshot reads");
-        results.AddRange(await StoreCaseAsync(originBytes, writes, sync: false, viaNbd: false, defer, ct).ConfigureAwait(false));
+        results.AddRange(await StoreCaseAsync(originBytes, writes, sync: false, viaNbd: false, choices, ct).ConfigureAwait(false));
         Progress("nbd: direct store calls, writes with a flush after each");
-        results.AddRange(await StoreCaseAsync(syncOriginBytes, syncWrites, sync: true, viaNbd: false, defer, ct).ConfigureAwait(false));
+        results.AddRange(await StoreCaseAsync(syncOriginBytes, syncWrites, sync: true, viaNbd: false, choices, ct).ConfigureAwait(false));
         return results;
     }
 
     private static string JobName(bool sync) => sync ? "write+flush" : "write";
 
     /// <summary>A fresh store with one snapshot; the write job (and, without flush, the snapshot read job) through NBD or direct.</summary>
-    private static async Task<List<Case>> StoreCaseAsync(long originBytes, long writes, bool sync, bool viaNbd, bool defer, CancellationToken ct)
+    /// <summary>How the benchmark's stores are opened and their snapshot made (<c>--defer-writes</c>, <c>--preallocate</c>).</summary>
+    private sealed record StoreChoices(bool DeferWrites, bool Preallocate);
+
+    private static async Task<List<Case>> StoreCaseAsync(long originBytes, long writes, bool sync, bool viaNbd, StoreChoices choices, CancellationToken ct)
     {
         string dir = TempDir("store");
         var list = new List<Case>();
@@ -121,11 +125,11 @@ internal static class NbdBenchmark
         {
             var store = await SnapshotStore.CreateAsync(Path.Combine(dir, "store"), new StoreOptions
             {
-                OriginSectors = originBytes / 512, ChunkSectors = Block / 512, LogBlocks = 65536, DeferCopiedWrites = defer,
+                OriginSectors = originBytes / 512, ChunkSectors = Block / 512, LogBlocks = 65536, DeferCopiedWrites = choices.DeferWrites,
             }, ct).ConfigureAwait(false);
             try
             {
-                await store.CreateSnapshotAsync("s", null, ct).ConfigureAwait(false);
+                await store.CreateSnapshotAsync("s", choices.Preallocate ? new SnapshotOptions { Preallocate = true } : null, ct).ConfigureAwait(false);
                 string engine = viaNbd ? "snapctl serve" : "direct";
                 if (viaNbd)
                 {
@@ -339,7 +343,7 @@ internal static class NbdBenchmark
     private static Case? Find(IReadOnlyList<Case> results, string job, string engine) =>
         results.FirstOrDefault(c => c.Job == job && c.Engine == engine);
 
-    private static string ToTable(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds, JitWarmUp.Report warm, bool defer)
+    private static string ToTable(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds, JitWarmUp.Report warm, StoreChoices choices)
     {
         var header = new[] { "job", "engine", "ops", "IOPS", "p50 us", "p99 us", "vs qemu-nbd", "vs direct" };
         var rows = results.OrderBy(c => c.Job == "write" ? 0 : c.Job == "write+flush" ? 1 : 2).ThenBy(c => c.Engine).Select(c =>
@@ -354,7 +358,8 @@ internal static class NbdBenchmark
             };
         });
         return $"journal-bench nbd: fio --ioengine=nbd, 4 KiB, iodepth {Depth}; {writes} first writes (and reads), {syncWrites} with --fsync=1; median of {rounds} rounds; in {Path.GetTempPath()}\n"
-            + (defer ? "store opened with DeferCopiedWrites (--defer-writes, as snapctl serve --defer-writes)\n" : "") + $"{warm.Describe()}\n\n"
+            + (choices.DeferWrites ? "store opened with DeferCopiedWrites (--defer-writes, as snapctl serve --defer-writes)\n" : "")
+            + (choices.Preallocate ? "snapshot created with a preallocated COW file (--preallocate, untimed)\n" : "") + $"{warm.Describe()}\n\n"
             + Table(header, rows)
             + "\nsnapctl serve: the store's NBD server, 1 persistent snapshot; qemu-nbd -t: qcow2 overlay (4 KiB clusters) on a raw base;\n"
             + "direct: the same operations as store calls, 16 at a time (no NBD). snapshot read: the store's snapshot export after the\n"
@@ -362,9 +367,10 @@ internal static class NbdBenchmark
             + "completion latencies (direct: per call, flush included).\n";
     }
 
-    private static JsonObject ToJson(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds, JitWarmUp.Report warm, bool defer) => new()
+    private static JsonObject ToJson(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds, JitWarmUp.Report warm, StoreChoices choices) => new()
     {
-        ["defer_writes"] = defer,
+        ["defer_writes"] = choices.DeferWrites,
+        ["preallocate"] = choices.Preallocate,
         ["warm_up"] = warm.Describe(),
         ["benchmark"] = "nbd",
         ["rounds"] = rounds,
