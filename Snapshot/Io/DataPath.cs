@@ -187,9 +187,8 @@ internal sealed class DataPath : ICopyCompletion
     /// Fails an origin read that touches a chunk whose deferred write failed after it was acknowledged: the origin holds
     /// older data there than a write that returned, so the read must not succeed (until the store is reopened).
     /// </summary>
-    private void ThrowIfLost(long sector, int bytes)
+    private void ThrowIfLost(ulong first, ulong last)
     {
-        ulong first = (ulong)(sector >> _layout.ChunkShift), last = (ulong)((sector + (bytes >> BlockDevice.SectorShift) - 1) >> _layout.ChunkShift);
         lock (_stateLock)
         {
             if (last - first >= (ulong)_lostChunks.Count)
@@ -218,17 +217,18 @@ internal sealed class DataPath : ICopyCompletion
     {
         _store.ThrowIfClosed();
         if (buffer.Length == 0) return;
+        ulong firstChunk = (ulong)(sector >> _layout.ChunkShift);
+        ulong lastChunk = (ulong)((sector + (buffer.Length >> BlockDevice.SectorShift) - 1) >> _layout.ChunkShift);
         while (Volatile.Read(ref _deferredCount) > 0)
         {
             Task? deferred;
-            lock (_stateLock)
-                deferred = DeferredOverlapLocked((ulong)(sector >> _layout.ChunkShift), (ulong)((sector + (buffer.Length >> BlockDevice.SectorShift) - 1) >> _layout.ChunkShift));
+            lock (_stateLock) deferred = DeferredOverlapLocked(firstChunk, lastChunk);
             if (deferred is null) break;
             // Why we wait (holding nothing): an acknowledged write of a chunk read here has not reached the origin yet;
             // it does once its copies are committed, without needing anything a reader holds.
             await deferred.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
-        if (Volatile.Read(ref _lostCount) > 0) ThrowIfLost(sector, buffer.Length);
+        if (Volatile.Read(ref _lostCount) > 0) ThrowIfLost(firstChunk, lastChunk);
         // Inside the gate, so that a merge (which holds it exclusively) never runs under a read.
         await _gate.EnterSharedAsync().ConfigureAwait(false);
         try
@@ -403,6 +403,8 @@ internal sealed class DataPath : ICopyCompletion
     internal async ValueTask WriteRunAsync(ulong first, ulong last, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken,
         TaskCompletionSource? admitted, bool merge = false, bool fua = false)
     {
+        // What a copy of this run may defer (0: nothing; see StoreOptions.DeferCopiedWrites).
+        int deferBytes = _deferWrites && !merge && !fua && admitted is null && data.Length <= MaxDeferredWriteBytes ? data.Length : 0;
         int wantSlots = 0;
         Task? wait = null;
         while (true)
@@ -428,8 +430,7 @@ internal sealed class DataPath : ICopyCompletion
                     ulong redirectChunk = 0;
                     Look look;
                     lock (_stateLock)
-                        look = LookLocked(first, last, merge, deferBytes: _deferWrites && !merge && !fua && admitted is null && data.Length <= MaxDeferredWriteBytes ? data.Length : 0,
-                            ref plan, ref deferred, ref full, ref redirectTo, ref redirectChunk, ref wantSlots, ref wait);
+                        look = LookLocked(first, last, merge, deferBytes, ref plan, ref deferred, ref full, ref redirectTo, ref redirectChunk, ref wantSlots, ref wait);
                     switch (look)
                     {
                         case Look.Split:
@@ -727,7 +728,8 @@ internal sealed class DataPath : ICopyCompletion
             throw;
         }
         Exception? notKept = null;
-        if (!CopyEngine.HasNoSpace(plan))
+        bool noSpace = CopyEngine.HasNoSpace(plan);
+        if (!noSpace)
         {
             try
             {
@@ -742,7 +744,7 @@ internal sealed class DataPath : ICopyCompletion
                 notKept = e;
             }
         }
-        if (notKept is not null || CopyEngine.HasNoSpace(plan))
+        if (noSpace || notKept is not null)
         {
             UnregisterDeferred(d);
             await _engine.FinishOriginCopyAsync(plan).ConfigureAwait(false); // throws the no-space error, if that was it
