@@ -189,6 +189,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
         ArgumentNullException.ThrowIfNull(folder);
         ArgumentNullException.ThrowIfNull(options);
         options.ValidateForCreate(folder);
+        options.ApplyThreadPoolMinimum();
         var provider = options.DeviceProvider;
         if (provider.Exists(Path.Combine(folder, SuperblockFileName)))
             throw new JournalException($"{Path.Combine(folder, SuperblockFileName)}: a snapshot store already exists in {folder}");
@@ -278,6 +279,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
         ArgumentNullException.ThrowIfNull(folder);
         options ??= new StoreOptions();
         options.ValidateForOpen(folder);
+        options.ApplyThreadPoolMinimum();
         ReadOnlyOverlayProvider? overlay = null;
         if (options.ReadOnly)
         {

@@ -40,6 +40,7 @@ internal sealed class TestDeviceProvider : IDeviceProvider
         MaxPendingCopies = o?.MaxPendingCopies ?? 0,
         WriteThrough = o?.WriteThrough ?? false,
         DeferCopiedWrites = o?.DeferCopiedWrites ?? false,
+        MinThreadPoolThreads = o?.MinThreadPoolThreads ?? StoreOptions.DefaultMinThreadPoolThreads,
         CowGrowthBytes = o?.CowGrowthBytes ?? (1 << 20),
         PoolReserve = o?.PoolReserve ?? 16,
         DeviceProvider = this,

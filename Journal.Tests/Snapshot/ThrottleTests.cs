@@ -259,6 +259,35 @@ public class ThrottleTests
     }
 
     [Fact]
+    public async Task Opening_a_store_raises_the_thread_pool_minimum_and_never_lowers_it()
+    {
+        // The minimum is the process's, shared with every other test: this test only raises it, and checks the rule
+        // with values relative to whatever it is when the test runs.
+        ThreadPool.GetMinThreads(out int before, out int completionBefore);
+        var p = new TestDeviceProvider();
+        var o = p.Options(new StoreOptions { OriginSectors = 64, ChunkSectors = 8, MinThreadPoolThreads = before + 3 });
+        var store = await SnapshotStore.CreateAsync(Folder, o).AsTask().WaitAsync(Watchdog);
+        ThreadPool.GetMinThreads(out int created, out int completion);
+        Assert.True(created >= before + 3, $"minimum {created} after a create asking for {before + 3}");
+        Assert.Equal(completionBefore, completion);
+        await store.CloseAsync();
+
+        // A lower value (and 0) leaves it where it is.
+        foreach (int lower in new[] { 1, 0 })
+        {
+            store = await SnapshotStore.OpenAsync(Folder, p.Options(new StoreOptions { MinThreadPoolThreads = lower })).AsTask().WaitAsync(Watchdog);
+            ThreadPool.GetMinThreads(out int now, out _);
+            Assert.True(now >= before + 3, $"minimum {now} after an open with {lower}: lowered");
+            await store.CloseAsync();
+        }
+
+        var e = await Assert.ThrowsAsync<SnapshotArgumentException>(
+            () => SnapshotStore.OpenAsync(Folder, p.Options(new StoreOptions { MinThreadPoolThreads = -1 })).AsTask());
+        Assert.Contains("thread-pool minimum -1 is negative", e.Message);
+        Assert.StartsWith(Folder, e.Message);
+    }
+
+    [Fact]
     public void Pool_hands_out_reserve_then_fresh_emergency_objects_and_counts_them()
     {
         int made = 0;
