@@ -411,6 +411,33 @@ public sealed class FileBlockDevice : BlockDevice
         {
             throw IoError("write", sector, data.Length >> SectorShift, e);
         }
+        // A large write starts its own write-back at once (see EagerWriteBackBytes). Errors are not lost: a
+        // write-back that fails marks the file, and its next fdatasync (or waiting write-back) reports it; starting one
+        // consumes no error.
+        long eager = Volatile.Read(ref _eagerWriteBackBytes);
+        if (eager > 0 && data.Length >= eager && NativeFile.IsLinux)
+            NativeFile.WriteBack(_handle, sector << SectorShift, data.Length, wait: false);
+    }
+
+    private long _eagerWriteBackBytes;
+
+    /// <summary>
+    /// When above 0, a write of at least this many bytes starts sending its own pages to the storage device as soon as
+    /// it is in the page cache, without waiting (sync_file_range WRITE on its range), so a later
+    /// <see cref="BlockDevice.Flush"/> or <see cref="WriteBack"/> finds the data of large writes already written
+    /// instead of writing it all while its caller waits; smaller writes are left to the page cache (their write-back
+    /// during a run of random writes competes with the run's reads, and the flush writes them together). 0 (the
+    /// default): the page cache decides when to write. It changes nothing about durability: data is durable after a
+    /// flush, as before. Linux only (elsewhere it does nothing).
+    /// </summary>
+    public long EagerWriteBackBytes
+    {
+        get => Volatile.Read(ref _eagerWriteBackBytes);
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            Volatile.Write(ref _eagerWriteBackBytes, value);
+        }
     }
 
     /// <inheritdoc/>

@@ -173,7 +173,10 @@ internal static partial class NativeFile
     /// <paramref name="wait"/> false, only starts writing the pages not already being written (WRITE alone).
     /// Returns 0 or the errno. Linux only.
     /// </summary>
-    internal static int WriteBack(SafeFileHandle handle, bool wait = true)
+    internal static int WriteBack(SafeFileHandle handle, bool wait = true) => WriteBack(handle, 0, 0, wait);
+
+    /// <summary>As <see cref="WriteBack(SafeFileHandle, bool)"/>, for <paramref name="length"/> bytes at <paramref name="offset"/> (0: to the end).</summary>
+    internal static int WriteBack(SafeFileHandle handle, long offset, long length, bool wait)
     {
         bool added = false;
         try
@@ -183,7 +186,7 @@ internal static partial class NativeFile
             while (true)
             {
                 uint flags = wait ? SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER : SYNC_FILE_RANGE_WRITE;
-                if (SyncFileRangeNative(fd, 0, 0, flags) == 0) return 0;
+                if (SyncFileRangeNative(fd, offset, length, flags) == 0) return 0;
                 int errno = Marshal.GetLastPInvokeError();
                 if (errno != EINTR) return errno;
             }
