@@ -428,7 +428,9 @@ public sealed class FileBlockDevice : BlockDevice
     /// instead of writing it all while its caller waits; smaller writes are left to the page cache (their write-back
     /// during a run of random writes competes with the run's reads, and the flush writes them together). 0 (the
     /// default): the page cache decides when to write. It changes nothing about durability: data is durable after a
-    /// flush, as before. Linux only (elsewhere it does nothing).
+    /// flush, as before (a crash may keep an unflushed write or lose it, with or without this). The write's caller pays
+    /// for submitting its I/O, and may wait briefly when the device's queue is full. Linux only (elsewhere it does
+    /// nothing).
     /// </summary>
     public long EagerWriteBackBytes
     {

@@ -65,7 +65,7 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
     /// (<see cref="FileBlockDevice.EagerWriteBackBytes"/>): a copy run's COW write and its origin write (runs of up to
     /// 256 KiB) reach the disk while the next ones are made, instead of all at the next flush. Measured with
     /// <c>journal-bench cow --sequential --preallocate --defer-writes</c> (docs/benchmarks.md): the closing flush of 1 GiB
-    /// went from 0.46-0.61 s to 0.01-0.17 s. Random 4 KiB writes are left to the page cache: starting theirs at once
+    /// went from 0.46-0.61 s to 0.12-0.17 s. Random 4 KiB writes are left to the page cache: starting theirs at once
     /// (a whole-file write-back every 1 MiB written) did not raise random first writes.
     /// </summary>
     public const long EagerWriteBackBytes = 256 << 10;
