@@ -14,7 +14,10 @@ namespace Journal.Tests.Snapshot;
 /// with FUA), every snapshot reads exactly its point-in-time data plus its own durable writes, and nothing else is
 /// possible but a write not yet durable. The cases cover write-through and flush semantics, up to 8 snapshots,
 /// concurrent writers (so commit rounds overlap: one flushes COW data while another's log force runs), and the
-/// direct-area commit mode. Size knob: <c>JOURNAL_SNAP_CRASH_STATES</c> (default 240 states per case).
+/// direct-area commit mode. In the cases marked "shared", the COW files share device flushes (like files on one ext4
+/// file system): a round writes each file's copies back and flushes the storage device once for them
+/// (<see cref="BlockDevice.CanFlushThrough"/>), and the crash states make a file's copies durable only through that.
+/// Size knob: <c>JOURNAL_SNAP_CRASH_STATES</c> (default 240 states per case).
 /// </summary>
 public class StoreCrashMatrixTests
 {
@@ -29,18 +32,19 @@ public class StoreCrashMatrixTests
 
     [Theory]
     [InlineData(1, 8, true, 3, 1, false)]
-    [InlineData(2, 16, true, 3, 1, false)]
+    [InlineData(2, 16, true, 3, 1, false, false, true)]  // shared
     [InlineData(3, 8, false, 3, 1, false)]  // block-device semantics: durable after a flush or with FUA
-    [InlineData(4, 8, false, 8, 1, false)]  // 8 snapshots
-    [InlineData(5, 8, false, 3, 4, false)]  // 4 concurrent writers: commit rounds overlap
+    [InlineData(4, 8, false, 8, 1, false, false, true)]  // 8 snapshots, shared
+    [InlineData(5, 8, false, 3, 4, false, false, true)]  // 4 concurrent writers: commit rounds overlap; shared
     [InlineData(6, 8, true, 3, 2, true)]    // the direct-area commit mode
     [InlineData(7, 8, false, 3, 4, false, true)]  // deferred origin writes (DeferCopiedWrites), 4 writers
-    [InlineData(8, 16, false, 8, 1, false, true)] // deferred origin writes, 8 snapshots
+    [InlineData(8, 16, false, 8, 1, false, true, true)] // deferred origin writes, 8 snapshots, shared
+    [InlineData(9, 8, false, 8, 4, false, false, true)]  // 8 snapshots, 4 writers, shared
     public async Task After_a_crash_anywhere_acknowledged_writes_and_point_in_time_contents_survive(int seed, int chunkSectors, bool writeThrough,
-        int maxSnapshots, int writers, bool directArea, bool deferWrites = false)
+        int maxSnapshots, int writers, bool directArea, bool deferWrites = false, bool sharedFlushes = false)
     {
         var log = new WriteLog();
-        var p = new TestDeviceProvider { Log = log };
+        var p = new TestDeviceProvider { Log = log, CowFilesShareFlushes = sharedFlushes };
         var r = new Random(seed);
         var o = p.Options(new StoreOptions
         {
@@ -129,6 +133,8 @@ public class StoreCrashMatrixTests
             Assert.True(store.GetStatus().DeferredWrites > 0, "no origin write was deferred");
             while (store.GetStatus().DeferredWritesPending > 0) await Task.Delay(1).WaitAsync(Watchdog);
         }
+        if (sharedFlushes)
+            Assert.True(store.CommitStatistics.CowWriteBacks > 0, $"no COW file rode a shared flush ({store.CommitStatistics})");
         // The process dies here: no close. Every device's fate is decided by the crash state.
         int checkedStates = 0;
         foreach (var state in log.CrashStates(new CrashStateOptions { Seed = seed, FirstPoint = created + 1, MaxPoints = Math.Max(1, States / 3), MaxVariantsPerPoint = 3 }))

@@ -22,6 +22,12 @@ internal sealed class TestDeviceProvider : IDeviceProvider
     /// <summary>When set, devices are recorded into this log when they are created.</summary>
     public WriteLog? Log { get; init; }
 
+    /// <summary>
+    /// With <see cref="Log"/>: the COW files are recorded as sharing device flushes (like files on one ext4 file
+    /// system), so commit rounds write them back and flush the storage device once, and the crash states follow that.
+    /// </summary>
+    public bool CowFilesShareFlushes { get; init; }
+
     /// <summary>Optional wrapper applied to every device handed out (path, device) -> device.</summary>
     public Func<string, BlockDevice, BlockDevice>? Wrap { get; set; }
 
@@ -61,7 +67,8 @@ internal sealed class TestDeviceProvider : IDeviceProvider
             BlockDevice handle = new SharedDevice(d);
             if (Log is not null)
             {
-                var rec = new RecordingBlockDevice(handle, Log, path, leaveOpen: false);
+                var rec = new RecordingBlockDevice(handle, Log, path, leaveOpen: false,
+                    sharesFlushes: CowFilesShareFlushes && path.EndsWith(SnapshotStore.CowExtension, StringComparison.Ordinal));
                 DeviceIds[path] = rec.DeviceId;
                 handle = rec;
             }

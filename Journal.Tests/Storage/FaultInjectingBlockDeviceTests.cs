@@ -84,6 +84,30 @@ public class FaultInjectingBlockDeviceTests
     }
 
     [Fact]
+    public void Write_back_rules_match_only_their_own_step_and_sharing_is_asked_of_the_inner_devices()
+    {
+        var log = new WriteLog();
+        using var carrier = new FaultInjectingBlockDevice(new RecordingBlockDevice(new MemoryBlockDevice(8), log, "carrier", sharesFlushes: true));
+        using var dev = new FaultInjectingBlockDevice(new RecordingBlockDevice(new MemoryBlockDevice(8), log, "dev", sharesFlushes: true));
+        dev.Flush();
+        Assert.True(dev.CanFlushThrough(carrier));                       // unwrapped on both sides
+        Assert.False(dev.CanFlushThrough(new MemoryBlockDevice(8)));
+
+        var start = dev.AddRule(FaultRule.Transient(FaultOps.StartWriteBack, 1));
+        dev.Flush();
+        dev.WriteBack();
+        Assert.Equal(0, start.Injected);                                 // neither a flush nor a write-back matches
+        Assert.Contains("injected start of write-back error", Assert.Throws<BlockDeviceException>(() => dev.StartWriteBack()).Message);
+        var wait = dev.AddRule(FaultRule.Transient(FaultOps.WriteBack, 1));
+        int entries = log.Count;
+        dev.StartWriteBack();
+        Assert.Contains("injected write-back error", Assert.Throws<BlockDeviceException>(() => dev.WriteBack()).Message);
+        Assert.Equal(entries, log.Count);                                // the failed write-back reached nothing
+        Assert.Equal(1, wait.Injected);
+        Assert.Equal(2, dev.Faults.FlushErrors);
+    }
+
+    [Fact]
     public void The_space_limit_fails_writes_and_growth_past_it_like_a_full_device()
     {
         using var dev = new FaultInjectingBlockDevice(new MemoryBlockDevice(100, "cow"));

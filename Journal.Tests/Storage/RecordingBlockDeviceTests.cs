@@ -221,6 +221,64 @@ public class RecordingBlockDeviceTests
     }
 
     [Fact]
+    public void A_write_back_is_durable_after_a_later_flush_of_a_device_sharing_flushes_and_only_then()
+    {
+        var log = new WriteLog();
+        using var carrier = new RecordingBlockDevice(new MemoryBlockDevice(8), log, "carrier", sharesFlushes: true);
+        using var rider = new RecordingBlockDevice(new MemoryBlockDevice(8), log, "rider", sharesFlushes: true);
+        using var alone = new RecordingBlockDevice(new MemoryBlockDevice(8), log, "alone");
+        // Nothing is known about a new device until its own flush, as for a new file.
+        Assert.False(rider.CanFlushThrough(carrier));
+        rider.Flush();                               // #0
+        Assert.True(rider.CanFlushThrough(carrier));
+        Assert.False(rider.CanFlushThrough(alone));  // alone does not share
+        Assert.False(alone.CanFlushThrough(carrier));
+
+        rider.Write(1, Patterns.Sectors(1, 11));     // #1: written back below
+        rider.WriteBack();                           // #2
+        rider.Write(2, Patterns.Sectors(1, 22));     // #3: after the write-back began, so not covered
+        int beforeFlush = log.Count;
+        Assert.Equal(WriteLogEntryKind.WriteBack, log[2].Kind);
+        Assert.Equal(2, log[2].DurableBefore);
+        Assert.Equal(0, log.DurableBefore(rider.DeviceId, beforeFlush)); // written back, but no flush yet
+        carrier.Flush();                             // #4: flushes the storage device for both
+        Assert.Equal(2, log.DurableBefore(rider.DeviceId, log.Count));
+        var after = log.CrashStates(new CrashStateOptions { FirstPoint = log.Count, MaxVariantsPerPoint = 4 }).ToList();
+        Assert.All(after, s => Assert.True(Patterns.SectorEquals(s.Image(rider.DeviceId), 1, Patterns.Sectors(1, 11))));
+        Assert.Contains(after, s => Patterns.SectorEquals(s.Image(rider.DeviceId), 2, new byte[512]));
+        var before = log.CrashStates(new CrashStateOptions { FirstPoint = beforeFlush, LastPoint = beforeFlush, MaxVariantsPerPoint = 4 }).ToList();
+        Assert.Contains(before, s => Patterns.SectorEquals(s.Image(rider.DeviceId), 1, new byte[512]));
+
+        // A flush of a device that does not share covers nothing else.
+        rider.WriteBack();
+        alone.Flush();
+        Assert.Equal(2, log.DurableBefore(rider.DeviceId, log.Count));
+    }
+
+    [Fact]
+    public void A_growth_rides_no_shared_flush_and_stops_the_device_riding_until_its_own_flush()
+    {
+        var log = new WriteLog();
+        using var carrier = new RecordingBlockDevice(new MemoryBlockDevice(8), log, "carrier", sharesFlushes: true);
+        using var rider = new RecordingBlockDevice(new MemoryBlockDevice(8), log, "rider", sharesFlushes: true);
+        rider.Flush();                               // #0
+        rider.Write(1, Patterns.Sectors(1, 11));     // #1
+        rider.Extend(12);                            // #2: not durable without rider's own flush
+        Assert.False(rider.CanFlushThrough(carrier));
+        rider.Write(10, Patterns.Sectors(1, 33));    // #3
+        rider.WriteBack();                           // #4
+        carrier.Flush();                             // #5
+        // The write before the growth rode; the growth and everything after it did not.
+        Assert.Equal(2, log.DurableBefore(rider.DeviceId, log.Count));
+        var sizes = log.CrashStates(new CrashStateOptions { FirstPoint = log.Count, MaxVariantsPerPoint = 4 })
+            .Select(s => s.Image(rider.DeviceId).Length / 512).ToHashSet();
+        Assert.Equal(new HashSet<int> { 8, 12 }, sizes);
+        rider.Flush();                               // its own flush covers the growth
+        Assert.True(rider.CanFlushThrough(carrier));
+        Assert.Equal(log.Count - 1, log.DurableBefore(rider.DeviceId, log.Count));
+    }
+
+    [Fact]
     public void Growth_is_recorded_and_an_unflushed_growth_may_be_lost()
     {
         var log = new WriteLog();

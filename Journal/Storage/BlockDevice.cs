@@ -111,6 +111,35 @@ public abstract class BlockDevice : IDisposable
     }
 
     /// <summary>
+    /// True when a <see cref="Flush"/> of <paramref name="carrier"/> makes durable every write of this device that a
+    /// <see cref="WriteBack"/> completed before that flush began: both sit on one storage device whose flush covers
+    /// whatever it holds, and a write of this device changes nothing but its data (no growth since this device's own
+    /// last flush, no block still to allocate). False by default. It can turn false at any time (growth); a caller
+    /// checks it after the writes it wants covered have returned. <c>carrier.CanFlushThrough(carrier)</c> says whether
+    /// the carrier qualifies itself.
+    /// </summary>
+    public virtual bool CanFlushThrough(BlockDevice carrier)
+    {
+        ArgumentNullException.ThrowIfNull(carrier);
+        return false;
+    }
+
+    /// <summary>
+    /// Starts sending this device's written data to the storage device without waiting for it, so that several
+    /// devices' <see cref="WriteBack"/>s run in parallel. Makes nothing durable. Does nothing by default.
+    /// </summary>
+    public virtual void StartWriteBack() => ThrowIfDisposed();
+
+    /// <summary>
+    /// Sends every write that returned before this call to the storage device and waits for it, without flushing the
+    /// storage device's cache: the writes are durable after a later <see cref="Flush"/> of this device or of a device
+    /// this one <see cref="CanFlushThrough"/>. By default (a device that cannot share a flush) it is a full
+    /// <see cref="Flush"/>.
+    /// </summary>
+    /// <exception cref="BlockDeviceException">The write-back failed; the writes it covers are not durable.</exception>
+    public virtual void WriteBack() => Flush();
+
+    /// <summary>
     /// Grows the device to at least <paramref name="sectorCount"/> sectors. The new sectors read as zeros and are
     /// really written (not sparse, not merely reserved); the new size is durable after the next <see cref="Flush"/>.
     /// Never shrinks.

@@ -94,10 +94,10 @@ public sealed class FileBlockDevice : BlockDevice
     /// flush. False for a read-only device and off Linux. It can turn false at any time (growth); a caller checks it
     /// after the writes it wants covered have returned.
     /// </summary>
-    public bool CanFlushThrough(FileBlockDevice carrier)
+    public override bool CanFlushThrough(BlockDevice carrier)
     {
         ArgumentNullException.ThrowIfNull(carrier);
-        return _flushDomain != 0 && carrier._flushDomain == _flushDomain && _fullyWritten && !_journalsData
+        return carrier is FileBlockDevice file && _flushDomain != 0 && file._flushDomain == _flushDomain && _fullyWritten && !_journalsData
             && Interlocked.Read(ref _flushedGrowth) == Interlocked.Read(ref _growth);
     }
 
@@ -107,7 +107,7 @@ public sealed class FileBlockDevice : BlockDevice
     /// other write in parallel. Off Linux and on a read-only device it does nothing.
     /// </summary>
     /// <exception cref="BlockDeviceException">The system refused (an I/O error already recorded on the file).</exception>
-    public void StartWriteBack()
+    public override void StartWriteBack()
     {
         ThrowIfDisposed();
         if (_readOnly || !NativeFile.IsLinux) return;
@@ -121,7 +121,7 @@ public sealed class FileBlockDevice : BlockDevice
     /// calling thread.
     /// </summary>
     /// <exception cref="BlockDeviceException">The write-back failed (an I/O error on any of the file's pages).</exception>
-    public void WriteBack()
+    public override void WriteBack()
     {
         ThrowIfDisposed();
         if (_readOnly) return;

@@ -106,12 +106,16 @@ public sealed class FaultInjectingBlockDevice : BlockDevice
             }
         }
         if (hit is null) return;
-        string what = op switch { FaultOps.Read => "read", FaultOps.Write => "write", _ => "flush" };
+        string what = op switch
+        {
+            FaultOps.Read => "read", FaultOps.Write => "write", FaultOps.StartWriteBack => "start of write-back",
+            FaultOps.WriteBack => "write-back", _ => "flush",
+        };
         if (op == FaultOps.Read) Interlocked.Increment(ref _readErrors);
         else if (op == FaultOps.Write) Interlocked.Increment(ref _writeErrors);
         else Interlocked.Increment(ref _flushErrors);
-        throw new BlockDeviceException(Name, sector, op == FaultOps.Flush
-            ? $"injected flush error ({hit})"
+        throw new BlockDeviceException(Name, sector, op is FaultOps.Flush or FaultOps.StartWriteBack or FaultOps.WriteBack
+            ? $"injected {what} error ({hit})"
             : $"injected {what} error at sector {sector} ({sectors} sectors; {hit})");
     }
 
@@ -155,6 +159,29 @@ public sealed class FaultInjectingBlockDevice : BlockDevice
     {
         Check(FaultOps.Flush, 0, 0);
         return Inner.FlushAsync(cancellationToken);
+    }
+
+    /// <summary>The inner device's answer, for the inner device of <paramref name="carrier"/> when it is wrapped too.</summary>
+    public override bool CanFlushThrough(BlockDevice carrier)
+    {
+        ArgumentNullException.ThrowIfNull(carrier);
+        return Inner.CanFlushThrough(carrier is FaultInjectingBlockDevice f ? f.Inner : carrier);
+    }
+
+    /// <summary>The inner device's, unless a <see cref="FaultOps.StartWriteBack"/> rule fails it (counted as a flush error).</summary>
+    public override void StartWriteBack()
+    {
+        ThrowIfDisposed();
+        Check(FaultOps.StartWriteBack, 0, 0);
+        Inner.StartWriteBack();
+    }
+
+    /// <summary>The inner device's, unless a <see cref="FaultOps.WriteBack"/> rule fails it (counted as a flush error).</summary>
+    public override void WriteBack()
+    {
+        ThrowIfDisposed();
+        Check(FaultOps.WriteBack, 0, 0);
+        Inner.WriteBack();
     }
 
     /// <inheritdoc/>

@@ -63,7 +63,7 @@ public sealed class FaultRule
     internal bool Matches(FaultOps op, long sector, long sectors)
     {
         if ((Ops & op) == 0 || _remaining == 0) return false;
-        if (op == FaultOps.Flush) return true;
+        if (op is FaultOps.Flush or FaultOps.StartWriteBack or FaultOps.WriteBack) return true;
         long end = SectorCount > long.MaxValue - FirstSector ? long.MaxValue : FirstSector + SectorCount;
         return sector < end && sector + sectors > FirstSector;
     }

@@ -12,11 +12,20 @@ namespace Journal.Testing;
 /// recorded after the inner write returns; a flush records, when it returns, the log position at which it was
 /// issued, so writes that raced with it are not counted as made durable by it. Failed operations are not recorded.
 /// Reads are passed through unrecorded.
+/// <para>Devices created with <c>sharesFlushes</c> model files on one file system that share device flushes
+/// (<see cref="BlockDevice.CanFlushThrough"/>, <see cref="WriteBack"/>): a <see cref="WriteBack"/> is recorded, and
+/// the log's crash model lets a later flush of any sharing device make it durable. Like a file, such a device may
+/// ride only when it has not grown since its own last flush completed (its flush must have begun after the growth).</para>
 /// </remarks>
 public sealed class RecordingBlockDevice : BlockDevice
 {
     private readonly bool _leaveOpen;
     private readonly string _name;
+    private readonly bool _sharesFlushes;
+    // Growths so far (1 at creation, as for a file: nothing is known to be durable before the first own flush), and
+    // the count an own flush read before it began, once it returned (only raised): the device may ride only when the
+    // two are equal.
+    private long _growth = 1, _flushedGrowth;
 
     /// <summary>
     /// Wraps <paramref name="inner"/>, reads its whole content as the initial image and registers it in
@@ -26,7 +35,8 @@ public sealed class RecordingBlockDevice : BlockDevice
     /// <param name="log">The log to record into (may be shared with other recording devices).</param>
     /// <param name="name">The name in the log and in error messages.</param>
     /// <param name="leaveOpen">Do not dispose <paramref name="inner"/> with this device.</param>
-    public RecordingBlockDevice(BlockDevice inner, WriteLog log, string? name = null, bool leaveOpen = false)
+    /// <param name="sharesFlushes">Share device flushes with the log's other devices created with it (see the remarks).</param>
+    public RecordingBlockDevice(BlockDevice inner, WriteLog log, string? name = null, bool leaveOpen = false, bool sharesFlushes = false)
     {
         ArgumentNullException.ThrowIfNull(inner);
         ArgumentNullException.ThrowIfNull(log);
@@ -34,12 +44,13 @@ public sealed class RecordingBlockDevice : BlockDevice
         Log = log;
         _name = name ?? inner.Name;
         _leaveOpen = leaveOpen;
+        _sharesFlushes = sharesFlushes;
 
         var initial = new byte[checked((int)inner.Length)];
         const int Step = 1 << 20;
         for (int offset = 0; offset < initial.Length; offset += Step)
             inner.Read(offset >> SectorShift, initial.AsSpan(offset, Math.Min(Step, initial.Length - offset)));
-        DeviceId = log.Register(_name, initial);
+        DeviceId = log.Register(_name, initial, sharesFlushes);
     }
 
     /// <summary>The wrapped device.</summary>
@@ -86,22 +97,72 @@ public sealed class RecordingBlockDevice : BlockDevice
     /// <inheritdoc/>
     protected override void FlushCore()
     {
+        long growth = Interlocked.Read(ref _growth);
         int issuedAt = Log.Count;
         Inner.Flush();
         Log.RecordFlush(DeviceId, issuedAt);
+        Flushed(growth);
     }
 
     /// <inheritdoc/>
     protected override async ValueTask FlushCoreAsync(CancellationToken cancellationToken)
     {
+        long growth = Interlocked.Read(ref _growth);
         int issuedAt = Log.Count;
         await Inner.FlushAsync(cancellationToken).ConfigureAwait(false);
         Log.RecordFlush(DeviceId, issuedAt);
+        Flushed(growth);
+    }
+
+    private void Flushed(long growth)
+    {
+        long seen = Interlocked.Read(ref _flushedGrowth);
+        while (growth > seen)
+        {
+            long was = Interlocked.CompareExchange(ref _flushedGrowth, growth, seen);
+            if (was == seen) break;
+            seen = was;
+        }
+    }
+
+    /// <summary>
+    /// True when both devices share flushes in the same log and this one has not grown since its own last flush.
+    /// </summary>
+    public override bool CanFlushThrough(BlockDevice carrier)
+    {
+        ArgumentNullException.ThrowIfNull(carrier);
+        return _sharesFlushes && carrier is RecordingBlockDevice r && r._sharesFlushes && ReferenceEquals(r.Log, Log)
+            && !IsReadOnly && Interlocked.Read(ref _flushedGrowth) == Interlocked.Read(ref _growth);
+    }
+
+    /// <inheritdoc/>
+    public override void StartWriteBack()
+    {
+        ThrowIfDisposed();
+        if (_sharesFlushes) Inner.StartWriteBack();
+    }
+
+    /// <summary>
+    /// For a device sharing flushes: the inner device's write-back, then a <see cref="WriteLogEntryKind.WriteBack"/>
+    /// entry. Otherwise a full flush (recorded as one).
+    /// </summary>
+    public override void WriteBack()
+    {
+        if (!_sharesFlushes)
+        {
+            Flush();
+            return;
+        }
+        ThrowIfDisposed();
+        int issuedAt = Log.Count;
+        Inner.WriteBack();
+        Log.RecordWriteBack(DeviceId, issuedAt);
     }
 
     /// <inheritdoc/>
     protected override void ExtendCore(long sectorCount)
     {
+        Interlocked.Increment(ref _growth);
         Inner.Extend(sectorCount);
         Log.RecordExtend(DeviceId, Inner.SectorCount);
     }

@@ -13,7 +13,12 @@ namespace Journal.Testing;
 /// <para>Crash model at point p, for each device D: writes of D before the newest of D's flushes recorded before p
 /// (precisely: before that flush's <see cref="WriteLogEntry.DurableBefore"/>) are durable and always present. D's
 /// writes and growths after that and before p are in flight: each may be kept, lost, or (writes) torn at sector
-/// granularity, and kept ones may land in any order. A flush of one device makes nothing of another durable.</para>
+/// granularity, and kept ones may land in any order. A flush of one device makes nothing of another durable, except
+/// between devices registered as <b>sharing flushes</b> (one storage device under them, like files on one ext4 file
+/// system, see <see cref="BlockDevice.CanFlushThrough"/>): there a flush of any of them, issued after a
+/// <see cref="WriteLogEntryKind.WriteBack"/> of another was recorded, makes that device's writes before the write-back's
+/// <see cref="WriteLogEntry.DurableBefore"/> durable too, up to its first growth not covered by a flush of its own (a
+/// growth is new blocks and a new size: only the device's own flush makes it durable).</para>
 /// <para>Efficiency: each device keeps a cursor image that moves forward through its entries, plus a bounded set of
 /// checkpoint images (at most <see cref="MaxCheckpoints"/>, spaced by at least four device sizes of replayed
 /// writes, thinned by half when full), so rebuilding states in log order costs one image copy plus the writes
@@ -30,6 +35,8 @@ public sealed class WriteLog
     private readonly object _lock = new();
     private readonly List<WriteLogEntry> _entries = new();
     private readonly List<Track> _tracks = new();
+    private readonly List<int> _sharedFlushAt = new();       // flushes of devices sharing flushes, increasing
+    private readonly List<int> _sharedFlushFrontier = new(); // running max of their DurableBefore
 
     // Per-device index of the log and the image cache.
     private sealed class Track(WriteLogDevice info, byte[] initial)
@@ -39,6 +46,10 @@ public sealed class WriteLog
         public readonly List<int> Changes = new();        // indices of this device's writes and growths
         public readonly List<int> FlushAt = new();        // indices of this device's flushes, increasing
         public readonly List<int> FlushFrontier = new();  // running max of DurableBefore over FlushAt[0..k]
+        public bool SharesFlushes;                        // in the shared-flush group (see the remarks)
+        public readonly List<int> WriteBackAt = new();    // indices of this device's write-backs, increasing
+        public readonly List<int> WriteBackFrontier = new(); // running max of DurableBefore over WriteBackAt[0..k]
+        public readonly List<int> ExtendAt = new();       // indices of this device's growths, increasing
         public byte[]? Cursor;                            // image after Changes[0..CursorPos)
         public int CursorPos;
         public readonly List<(int Pos, byte[] Image)> Checkpoints = new();
@@ -70,12 +81,13 @@ public sealed class WriteLog
         }
     }
 
-    internal int Register(string name, byte[] initialImage)
+    internal int Register(string name, byte[] initialImage, bool sharesFlushes)
     {
         lock (_lock)
         {
             int id = _tracks.Count;
-            _tracks.Add(new Track(new WriteLogDevice(id, name, initialImage.Length >> BlockDevice.SectorShift, _entries.Count), initialImage));
+            _tracks.Add(new Track(new WriteLogDevice(id, name, initialImage.Length >> BlockDevice.SectorShift, _entries.Count), initialImage)
+                { SharesFlushes = sharesFlushes });
             return id;
         }
     }
@@ -99,6 +111,7 @@ public sealed class WriteLog
             int index = _entries.Count;
             _entries.Add(new WriteLogEntry(index, deviceId, t.Info.Name, WriteLogEntryKind.Extend, 0, null, newSectorCount, 0, null));
             t.Changes.Add(index);
+            t.ExtendAt.Add(index);
         }
     }
 
@@ -112,6 +125,23 @@ public sealed class WriteLog
             int frontier = t.FlushFrontier.Count == 0 ? durableBefore : Math.Max(durableBefore, t.FlushFrontier[^1]);
             t.FlushAt.Add(index);
             t.FlushFrontier.Add(frontier);
+            if (t.SharesFlushes)
+            {
+                _sharedFlushAt.Add(index);
+                _sharedFlushFrontier.Add(_sharedFlushFrontier.Count == 0 ? durableBefore : Math.Max(durableBefore, _sharedFlushFrontier[^1]));
+            }
+        }
+    }
+
+    internal void RecordWriteBack(int deviceId, int durableBefore)
+    {
+        lock (_lock)
+        {
+            Track t = _tracks[deviceId];
+            int index = _entries.Count;
+            _entries.Add(new WriteLogEntry(index, deviceId, t.Info.Name, WriteLogEntryKind.WriteBack, 0, null, 0, durableBefore, null));
+            t.WriteBackAt.Add(index);
+            t.WriteBackFrontier.Add(t.WriteBackFrontier.Count == 0 ? durableBefore : Math.Max(durableBefore, t.WriteBackFrontier[^1]));
         }
     }
 
@@ -124,7 +154,8 @@ public sealed class WriteLog
 
     /// <summary>
     /// The log position before which every write of the device is durable at <paramref name="point"/> (0 if the
-    /// device had no flush before it).
+    /// device had no flush before it): its own flushes', and for a device sharing flushes, its write-backs covered by
+    /// a later shared flush (see the remarks).
     /// </summary>
     public int DurableBefore(int deviceId, int point)
     {
@@ -132,10 +163,21 @@ public sealed class WriteLog
     }
 
     // Caller holds _lock.
-    private static int Frontier(Track t, int point)
+    private int Frontier(Track t, int point)
     {
         int k = LowerBound(t.FlushAt, point) - 1;   // last flush with index < point
-        return k < 0 ? 0 : Math.Min(t.FlushFrontier[k], point);
+        int own = k < 0 ? 0 : Math.Min(t.FlushFrontier[k], point);
+        if (!t.SharesFlushes) return own;
+        int f = LowerBound(_sharedFlushAt, point) - 1;   // last shared flush with index < point
+        if (f < 0) return own;
+        int flushStart = Math.Min(_sharedFlushFrontier[f], point);
+        int w = LowerBound(t.WriteBackAt, flushStart) - 1; // last write-back recorded before that flush began
+        if (w < 0) return own;
+        int shared = Math.Min(t.WriteBackFrontier[w], point);
+        // A growth is durable only by the device's own flush: nothing from its first uncovered growth on rides.
+        int g = LowerBound(t.ExtendAt, own);
+        if (g < t.ExtendAt.Count && t.ExtendAt[g] < shared) shared = t.ExtendAt[g];
+        return Math.Max(own, shared);
     }
 
     // First position in the increasing list whose value is >= value.

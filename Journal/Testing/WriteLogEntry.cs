@@ -50,7 +50,8 @@ public sealed class WriteLogEntry
     /// <summary>
     /// For a flush: the log position when the flush was issued. Every write of this device with a smaller index had
     /// completed before the flush began and is durable once the flush is recorded; writes between that position and
-    /// the flush entry raced with it and are not.
+    /// the flush entry raced with it and are not. For a write-back: the log position when it was issued; the device's
+    /// writes before it are on the storage device once the write-back is recorded (durable after a later shared flush).
     /// </summary>
     public int DurableBefore { get; }
 
@@ -65,6 +66,7 @@ public sealed class WriteLogEntry
     {
         WriteLogEntryKind.Write => $"#{Index} write {DeviceName}[{DeviceId}] sector {Sector} +{SectorCount}",
         WriteLogEntryKind.Flush => $"#{Index} flush {DeviceName}[{DeviceId}] (durable before #{DurableBefore})",
+        WriteLogEntryKind.WriteBack => $"#{Index} write-back {DeviceName}[{DeviceId}] (written before #{DurableBefore})",
         WriteLogEntryKind.Extend => $"#{Index} extend {DeviceName}[{DeviceId}] to {NewSectorCount} sectors",
         _ => $"#{Index} mark \"{Note}\"",
     };

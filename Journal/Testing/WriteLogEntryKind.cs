@@ -11,4 +11,10 @@ public enum WriteLogEntryKind
     Extend,
     /// <summary>A note placed by a test (e.g. "force of LSN 3:40 returned"); changes no image.</summary>
     Mark,
+    /// <summary>
+    /// A completed write-back of one device (<see cref="Journal.Storage.BlockDevice.WriteBack"/>): its writes before
+    /// <see cref="WriteLogEntry.DurableBefore"/> reached the storage device, durable after a later flush of any device
+    /// sharing flushes with it.
+    /// </summary>
+    WriteBack,
 }

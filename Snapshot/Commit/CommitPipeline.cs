@@ -219,10 +219,10 @@ internal sealed class CommitPipeline
     /// Step 1: makes every COW file's copies in the round durable; a file whose flush fails fails its group.
     /// </summary>
     /// <remarks>
-    /// With several files, the first one on a <see cref="FileBlockDevice"/> that could ride itself (it qualifies on its
-    /// own: same rules) is the <b>carrier</b>: every later file
-    /// that <see cref="FileBlockDevice.CanFlushThrough"/> it (same ext4 file system, fully written, not grown since its
-    /// own last flush) <b>rides</b>: its copies are written back to the device (sync_file_range, started for every
+    /// With several files, the first one that could ride itself (it qualifies on its own: same rules) is the
+    /// <b>carrier</b>: every later file that <see cref="BlockDevice.CanFlushThrough"/> it (for files,
+    /// <see cref="FileBlockDevice"/>: same ext4 file system, fully written, not grown since its own last flush)
+    /// <b>rides</b>: its copies are written back to the device (sync_file_range, started for every
     /// file before any is waited for, so they are written in parallel), and then the carrier's one fdatasync flushes
     /// the device's cache for all of them. So a round costs one device flush for its COW data however many snapshots it
     /// copied for, not one per file. Files that cannot ride are flushed by their own fdatasync, all at once on the
@@ -249,11 +249,11 @@ internal sealed class CommitPipeline
             _rides = new bool[_flushes.Length];
         }
         int carrierIndex = -1, riders = 0, own = 0;
-        FileBlockDevice? carrier = null;
+        BlockDevice? carrier = null;
         for (int i = 0; i < n; i++)
         {
             _rides[i] = false;
-            if (round.Groups[i].Store.Cow is not FileBlockDevice f) continue;
+            BlockDevice f = round.Groups[i].Store.Cow;
             // The carrier qualifies itself: with nothing of its own for the file system's journal to commit, its
             // fdatasync flushes the device directly.
             if (carrier is null) { if (f.CanFlushThrough(f)) { carrier = f; carrierIndex = i; } }
@@ -274,13 +274,13 @@ internal sealed class CommitPipeline
             for (int i = 0; i < n; i++)
             {
                 if (!_rides[i]) continue;
-                try { ((FileBlockDevice)round.Groups[i].Store.Cow).StartWriteBack(); }
+                try { round.Groups[i].Store.Cow.StartWriteBack(); }
                 catch (Exception e) { round.Groups[i].Error = e; }
             }
             for (int i = 0; i < n; i++)
             {
                 if (!_rides[i] || round.Groups[i].Error is not null) continue;
-                try { ((FileBlockDevice)round.Groups[i].Store.Cow).WriteBack(); }
+                try { round.Groups[i].Store.Cow.WriteBack(); }
                 catch (Exception e) { round.Groups[i].Error = e; }
             }
             // The one device flush: it starts after every write-back above completed, so it covers them all.
