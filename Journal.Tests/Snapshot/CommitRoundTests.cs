@@ -1,3 +1,4 @@
+using Journal.Testing;
 using Snapshot;
 using Snapshot.Exceptions;
 using Snapshot.Format;
@@ -74,5 +75,66 @@ public sealed class CommitRoundTests
         Assert.Equal(chunks, reopened.GetStatus().Snapshots.Single().Exceptions);
         var first = await ReadAsync(reopened.GetSnapshot("s"), 0, 1);
         Assert.Equal(0, first[0]);
+    }
+
+    [Fact]
+    public async Task A_crash_between_the_transactions_of_a_split_round_never_commits_one_snapshot_s_copy_without_the_other_s()
+    {
+        // Two snapshots: each first write queues a unit of two exceptions (s0's and s1's copy of the chunk). A round
+        // too big for the log is cut into transactions between units, so at every crash point the two snapshots hold
+        // the same number of exceptions, chunk for chunk. Cutting the round per COW file instead (s0's slice in the
+        // first transactions, s1's in the last) fails this at the points between them.
+        var log = new WriteLog();
+        var p = new TestDeviceProvider { Log = log };
+        Journal.Tests.Cil.GatedDevice? gate = null;
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        p.Wrap = (path, d) => path.EndsWith("s0.cow", StringComparison.Ordinal) ? gate = new Journal.Tests.Cil.GatedDevice(d) { AsyncFlushes = true } : d;
+        var journalProbe = await CreateMemoryStoreAsync(new TestDeviceProvider(), 8, chunkSectors: 1);
+        int segmentEntries = PersistentExceptionStore.SegmentEntriesFor(new CowLayout(1));
+        long segmentBytes = journalProbe.Journal!.EstimateLogBytes(new LogItemSize(1, SegmentLogHeader.Size + segmentEntries * DiskException.Size));
+        long perTransaction = journalProbe.Journal!.MaxTransactionBytes / segmentBytes * segmentEntries;
+        await journalProbe.CloseAsync();
+        // Big enough that the journal pushes its committed items to the log between the round's transactions (a push
+        // writes one checkpoint, which recovery applies whole): 16 transactions' worth for each snapshot.
+        int chunks = (int)(perTransaction * 16);
+
+        var store = await CreateMemoryStoreAsync(p, chunks, chunkSectors: 1, maxInFlight: 0);
+        await store.CreateSnapshotAsync("s0").AsTask().WaitAsync(Watchdog);
+        await store.CreateSnapshotAsync("s1").AsTask().WaitAsync(Watchdog);
+        gate!.FlushGate = release.Task;
+        var data = new byte[512];
+        var completions = new List<Task>(chunks);
+        for (int c = 0; c < chunks; c++)
+        {
+            data[0] = (byte)(c + 1);
+            await store.SubmitOriginWrite(c, data.ToArray(), out var done).WaitAsync(Watchdog);
+            completions.Add(done);
+        }
+        int releasedAt = log.Mark("big round released");
+        release.SetResult();
+        await Task.WhenAll(completions).WaitAsync(TimeSpan.FromMinutes(2));
+        var stats = store.CommitStatistics;
+        Assert.True(stats.LargestRound > perTransaction, $"largest round {stats.LargestRound} of {perTransaction} a transaction: not split");
+        Assert.True(stats.Transactions >= stats.Rounds + 2, $"{stats.Transactions} transactions in {stats.Rounds} rounds");
+
+        int checkedStates = 0, partial = 0;
+        foreach (var state in log.CrashStates(new CrashStateOptions { Seed = 5, FirstPoint = releasedAt, MaxPoints = 100, MaxVariantsPerPoint = 2 }))
+        {
+            var crashed = new TestDeviceProvider();
+            foreach (var dev in log.Devices)
+                if (dev.RegisteredAt <= state.Point) crashed.Replace(dev.Name, state.Device(dev.Id));
+            var reopened = await ReopenAsync(crashed);
+            try
+            {
+                var counts = reopened.GetStatus().Snapshots.ToDictionary(x => x.Name, x => x.Exceptions);
+                Assert.True(counts["s0"] == counts["s1"], $"s0 holds {counts["s0"]} exceptions and s1 {counts["s1"]} at {state.Description}");
+                if (counts["s0"] > 1 && counts["s0"] < chunks) partial++;
+            }
+            finally { await reopened.CloseAsync(); }
+            checkedStates++;
+        }
+        Assert.True(checkedStates >= 6, $"only {checkedStates} crash states");
+        Assert.True(partial > 0, "no crash state fell between the round's transactions");
+        await store.CloseAsync();
     }
 }

@@ -78,14 +78,18 @@ internal sealed class CommitPipeline
     /// </summary>
     public void Enqueue(PendingException pe)
     {
-        lock (_lock) AddLocked(pe);
+        lock (_lock)
+        {
+            AddLocked(pe);
+            _collecting.UnitEnds.Add(_collecting.Items.Count);
+        }
         _work.Set();
     }
 
     /// <summary>
     /// Queues every exception of <paramref name="items"/> marked <see cref="PendingException.Queued"/>, all into the same
-    /// round (one copy's exceptions, one per snapshot, are committed together or not at all: a round is one journal
-    /// transaction unless it does not fit the log). Never waits.
+    /// round and one unit (one copy's exceptions, one per snapshot, are committed together or not at all: a round is one
+    /// journal transaction unless it does not fit the log, and then it is cut between units). Never waits.
     /// </summary>
     public void EnqueueMarked(List<PendingException> items)
     {
@@ -98,6 +102,7 @@ internal sealed class CommitPipeline
                 AddLocked(pe);
                 any = true;
             }
+            if (any) _collecting.UnitEnds.Add(_collecting.Items.Count);
         }
         if (any) _work.Set();
     }

@@ -25,6 +25,15 @@ internal sealed class CommitRound
     /// <summary>Every exception of the round, in queue order.</summary>
     public readonly List<PendingException> Items = new();
 
+    /// <summary>
+    /// The end (exclusive, in <see cref="Items"/>) of each unit: the exceptions one copy queued together, which a
+    /// crash must find all committed or none (see <see cref="TransactionPlanner"/>).
+    /// </summary>
+    public readonly List<int> UnitEnds = new();
+
+    /// <summary>The index in <see cref="Groups"/> of each exception of <see cref="Items"/> (after <see cref="GroupByFile"/>).</summary>
+    public readonly List<int> GroupOf = new();
+
     /// <summary>Round number (1, 2, ...).</summary>
     public long Number;
 
@@ -54,16 +63,17 @@ internal sealed class CommitRound
         foreach (var pe in Items)
         {
             var store = (PersistentExceptionStore)pe.Snapshot!.Store!;
-            Group? g = null;
+            int index = -1;
             for (int i = 0; i < _groupCount; i++)
-                if (ReferenceEquals(_groups[i].Store, store)) { g = _groups[i]; break; }
-            if (g is null)
+                if (ReferenceEquals(_groups[i].Store, store)) { index = i; break; }
+            if (index < 0)
             {
                 if (_groupCount == _groups.Count) _groups.Add(new Group());
-                g = _groups[_groupCount++];
-                g.Store = store;
+                index = _groupCount++;
+                _groups[index].Store = store;
             }
-            g.Items.Add(pe);
+            _groups[index].Items.Add(pe);
+            GroupOf.Add(index);
         }
     }
 
@@ -71,6 +81,8 @@ internal sealed class CommitRound
     public void Reset()
     {
         Items.Clear();
+        UnitEnds.Clear();
+        GroupOf.Clear();
         for (int i = 0; i < _groupCount; i++)
         {
             _groups[i].Items.Clear();

@@ -10,7 +10,8 @@ namespace Snapshot.Commit;
 /// Commits a round's exceptions through the store's metadata journal: each COW file's new entries are appended to its
 /// area segments (log items), all of them joined to one transaction, committed, and forced once. A round too big for
 /// one transaction (more log space than <see cref="MetadataJournal.MaxTransactionBytes"/>) is committed as several, in
-/// order, and forced once at the end. The journal's AIL later writes the segments home into the COW files' areas.
+/// order, cut between units (one copy's exceptions stay in one transaction, see <see cref="TransactionPlanner"/>), and
+/// forced once at the end. The journal's AIL later writes the segments home into the COW files' areas.
 /// </summary>
 /// <remarks>
 /// <para>Lock order, where locks nest here: the journal's log-space reservation is taken first, holding nothing (the
@@ -25,6 +26,11 @@ internal sealed class JournalCommitter : IMetadataCommitter
     private readonly MetadataJournal _journal;
     private readonly WriteBackKicker _kicker;
     private readonly List<(CommitRound.Group Group, int Start, int Count)> _slices = new();
+    private readonly TransactionPlanner _planner = new();
+    private readonly List<int> _groupOf = new();
+    private int[] _segmentEntries = new int[8];
+    private long[] _segmentBytes = new long[8];
+    private bool[] _skip = new bool[8];
     private readonly List<AreaSegmentItem> _held = new();
     private long _forces, _transactions;
 
@@ -51,35 +57,38 @@ internal sealed class JournalCommitter : IMetadataCommitter
     public async ValueTask<ulong> CommitAsync(CommitRound round, CancellationToken cancellationToken)
     {
         ulong sequence = 0;
-        int g = 0, next = 0;
-        while (true)
+        PrepareRound(round);
+        while (_planner.Next(_groupOf, round.UnitEnds, _segmentEntries.AsSpan(0, round.GroupCount),
+            _segmentBytes.AsSpan(0, round.GroupCount), _journal.MaxTransactionBytes))
         {
-            // One transaction: as many file slices as fit the per-transaction limit. A slice of n entries touches at
-            // most 1 + ceil(n / segment entries) segments (the partly filled one it starts in, then whole ones).
             _slices.Clear();
-            long reserve = 0;
-            while (g < round.GroupCount)
-            {
-                var group = round.Groups[g];
-                if (group.Error is not null || !group.Store.IsValid || group.Items.Count == 0) { g++; next = 0; continue; }
-                int perSegment = group.Store.SegmentEntries;
-                int segmentBytes = SegmentReserveBytes(perSegment);
-                long room = (_journal.MaxTransactionBytes - reserve) / segmentBytes - 1; // whole segments still allowed
-                if (room < 1)
-                {
-                    if (_slices.Count > 0) break;
-                    room = 1; // a log this small still commits one segment at a time
-                }
-                int take = (int)Math.Min(group.Items.Count - next, room * perSegment);
-                _slices.Add((group, next, take));
-                reserve += (1 + (take + perSegment - 1) / perSegment) * (long)segmentBytes;
-                next += take;
-                if (next == group.Items.Count) { g++; next = 0; }
-            }
-            if (_slices.Count == 0) break;
-            sequence = await CommitTransactionAsync((int)reserve, cancellationToken).ConfigureAwait(false);
+            var planned = _planner.Slices;
+            for (int i = 0; i < planned.Count; i++) _slices.Add((round.Groups[planned[i].Group], planned[i].Start, planned[i].Count));
+            sequence = await CommitTransactionAsync((int)_planner.Reserve, cancellationToken).ConfigureAwait(false);
         }
         return sequence;
+    }
+
+    /// <summary>The planner's input for <paramref name="round"/>: each exception's group (-1 when its file failed or is invalid) and each group's segment costs.</summary>
+    private void PrepareRound(CommitRound round)
+    {
+        int groups = round.GroupCount;
+        if (_segmentEntries.Length < groups)
+        {
+            _segmentEntries = new int[Math.Max(groups, _segmentEntries.Length * 2)];
+            _segmentBytes = new long[_segmentEntries.Length];
+            _skip = new bool[_segmentEntries.Length];
+        }
+        for (int g = 0; g < groups; g++)
+        {
+            var group = round.Groups[g];
+            _skip[g] = group.Error is not null || !group.Store.IsValid;
+            _segmentEntries[g] = group.Store.SegmentEntries;
+            _segmentBytes[g] = SegmentReserveBytes(_segmentEntries[g]);
+        }
+        _groupOf.Clear();
+        foreach (int g in round.GroupOf) _groupOf.Add(_skip[g] ? -1 : g);
+        _planner.Begin(groups);
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
