@@ -116,6 +116,7 @@ public sealed class CommitRoundTests
         var stats = store.CommitStatistics;
         Assert.True(stats.LargestRound > perTransaction, $"largest round {stats.LargestRound} of {perTransaction} a transaction: not split");
         Assert.True(stats.Transactions >= stats.Rounds + 2, $"{stats.Transactions} transactions in {stats.Rounds} rounds");
+        Assert.True(store.Journal!.Statistics.ReservationOverruns == 0, "a transaction needed more log space than it reserved");
 
         int checkedStates = 0, partial = 0;
         foreach (var state in log.CrashStates(new CrashStateOptions { Seed = 5, FirstPoint = releasedAt, MaxPoints = 100, MaxVariantsPerPoint = 2 }))

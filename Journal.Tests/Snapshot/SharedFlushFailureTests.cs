@@ -10,7 +10,8 @@ namespace Journal.Tests.Snapshot;
 /// through the carrier. A failed start of a write-back or a failed write-back fails that file's exceptions alone; a
 /// failed carrier flush fails every file that rode on it. Each failure invalidates exactly the snapshots whose copies
 /// were not made durable, the origin write goes on, the other snapshots keep their point-in-time data, and all of it
-/// holds after the store is closed and reopened.
+/// holds after the store is closed and reopened. And a carrier that stops qualifying between being chosen and being
+/// flushed (a writer grew it) carries nothing: the riders are then flushed on their own.
 /// </summary>
 public sealed class SharedFlushFailureTests
 {
@@ -98,5 +99,72 @@ public sealed class SharedFlushFailureTests
         var reopened = await ReopenAsync(p);
         try { await CheckAsync(reopened, Sector, Names, "after reopening"); }
         finally { await reopened.CloseAsync().AsTask().WaitAsync(Watchdog); }
+    }
+
+    /// <summary>
+    /// Passes everything to a recording COW file; when armed, grows it as its write-back starts, as a writer extending
+    /// the carrier after the round chose it would.
+    /// </summary>
+    private sealed class GrowingCow(RecordingBlockDevice recording) : Journal.Tests.Storage.ForwardingDevice(recording)
+    {
+        public volatile bool GrowOnWriteBack;
+        public RecordingBlockDevice Recording => recording;
+        public override bool CanFlushThrough(global::Journal.Storage.BlockDevice carrier) =>
+            recording.CanFlushThrough(carrier is GrowingCow g ? g.Recording : carrier);
+        public override void StartWriteBack()
+        {
+            if (GrowOnWriteBack)
+            {
+                GrowOnWriteBack = false;
+                recording.Extend(recording.SectorCount + 8);
+            }
+            recording.StartWriteBack();
+        }
+        public override void WriteBack() => recording.WriteBack();
+        protected override bool FlushAsCarrierCore() => recording.FlushAsCarrier();
+    }
+
+    [Fact]
+    public async Task A_carrier_that_grew_after_it_was_chosen_carries_nothing_and_the_riders_flush_on_their_own()
+    {
+        var log = new WriteLog();
+        var p = new TestDeviceProvider { Log = log, CowFilesShareFlushes = true };
+        var cow = new Dictionary<string, GrowingCow>(StringComparer.Ordinal);
+        p.Wrap = (path, d) => path.EndsWith(SnapshotStore.CowExtension, StringComparison.Ordinal)
+            ? cow[Path.GetFileNameWithoutExtension(path)] = new GrowingCow((RecordingBlockDevice)d)
+            : d;
+        var store = await CreateMemoryStoreAsync(p, OriginSectors, Chunk);
+        try
+        {
+            await WriteAsync(store.Origin, 0, Pattern(0, OriginSectors, 1));
+            foreach (string name in Names) await store.CreateSnapshotAsync(name).AsTask().WaitAsync(Watchdog);
+            for (int c = 0; store.CommitStatistics.CowWriteBacks == 0; c++)
+            {
+                Assert.True(c < 4, $"no COW file rode a shared flush after {c} copies ({store.CommitStatistics})");
+                await WriteAsync(store.Origin, c * Chunk, Pattern(c * Chunk, Chunk, 2));
+            }
+            var flushesBefore = Names.ToDictionary(n => n, n => cow[n].Counters.Flushes);
+            await WriteAsync(store.Origin, 10 * Chunk, Pattern(10 * Chunk, Chunk, 2));
+            string carrier = Names.Single(n => cow[n].Counters.Flushes > flushesBefore[n]);
+
+            cow[carrier].GrowOnWriteBack = true;
+            var before = store.CommitStatistics;
+            const long Sector = 22 * Chunk;
+            await WriteAsync(store.Origin, Sector, Pattern(Sector, Chunk, 3));
+            int acknowledged = log.Mark("acknowledged");
+            var after = store.CommitStatistics;
+            Assert.False(cow[carrier].GrowOnWriteBack, "the carrier's write-back never started");
+            Assert.Equal(before.CowWriteBacks, after.CowWriteBacks);   // no file rode in the end
+            Assert.Equal(before.CowFlushes + Names.Length, after.CowFlushes);
+            // And the crash model agrees: every file's copy is durable once the write returned.
+            foreach (string name in Names)
+            {
+                int id = cow[name].Recording.DeviceId;
+                int lastWrite = log.Entries.Last(e => e.DeviceId == id && e.Kind == WriteLogEntryKind.Write && e.Index < acknowledged).Index;
+                Assert.True(log.DurableBefore(id, acknowledged) > lastWrite, $"{name}'s copy is not durable when the write returned");
+            }
+            await CheckAsync(store, Sector, [], "after the round");
+        }
+        finally { await store.CloseAsync().AsTask().WaitAsync(Watchdog); }
     }
 }

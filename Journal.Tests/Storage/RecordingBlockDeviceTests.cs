@@ -229,6 +229,7 @@ public class RecordingBlockDeviceTests
         using var alone = new RecordingBlockDevice(new MemoryBlockDevice(8), log, "alone");
         // Nothing is known about a new device until its own flush, as for a new file.
         Assert.False(rider.CanFlushThrough(carrier));
+        carrier.Flush();                             // qualifies the carrier (its own flush, nothing uncovered)
         rider.Flush();                               // #0
         Assert.True(rider.CanFlushThrough(carrier));
         Assert.False(rider.CanFlushThrough(alone));  // alone does not share
@@ -238,11 +239,11 @@ public class RecordingBlockDeviceTests
         rider.WriteBack();                           // #2
         rider.Write(2, Patterns.Sectors(1, 22));     // #3: after the write-back began, so not covered
         int beforeFlush = log.Count;
-        Assert.Equal(WriteLogEntryKind.WriteBack, log[2].Kind);
-        Assert.Equal(2, log[2].DurableBefore);
-        Assert.Equal(0, log.DurableBefore(rider.DeviceId, beforeFlush)); // written back, but no flush yet
+        Assert.Equal(WriteLogEntryKind.WriteBack, log[3].Kind);
+        Assert.Equal(3, log[3].DurableBefore);
+        Assert.Equal(1, log.DurableBefore(rider.DeviceId, beforeFlush)); // written back, but no flush yet
         carrier.Flush();                             // #4: flushes the storage device for both
-        Assert.Equal(2, log.DurableBefore(rider.DeviceId, log.Count));
+        Assert.Equal(3, log.DurableBefore(rider.DeviceId, log.Count));
         var after = log.CrashStates(new CrashStateOptions { FirstPoint = log.Count, MaxVariantsPerPoint = 4 }).ToList();
         Assert.All(after, s => Assert.True(Patterns.SectorEquals(s.Image(rider.DeviceId), 1, Patterns.Sectors(1, 11))));
         Assert.Contains(after, s => Patterns.SectorEquals(s.Image(rider.DeviceId), 2, new byte[512]));
@@ -252,7 +253,7 @@ public class RecordingBlockDeviceTests
         // A flush of a device that does not share covers nothing else.
         rider.WriteBack();
         alone.Flush();
-        Assert.Equal(2, log.DurableBefore(rider.DeviceId, log.Count));
+        Assert.Equal(3, log.DurableBefore(rider.DeviceId, log.Count));
     }
 
     [Fact]
@@ -261,6 +262,7 @@ public class RecordingBlockDeviceTests
         var log = new WriteLog();
         using var carrier = new RecordingBlockDevice(new MemoryBlockDevice(8), log, "carrier", sharesFlushes: true);
         using var rider = new RecordingBlockDevice(new MemoryBlockDevice(8), log, "rider", sharesFlushes: true);
+        carrier.Flush();
         rider.Flush();                               // #0
         rider.Write(1, Patterns.Sectors(1, 11));     // #1
         rider.Extend(12);                            // #2: not durable without rider's own flush
@@ -269,7 +271,7 @@ public class RecordingBlockDeviceTests
         rider.WriteBack();                           // #4
         carrier.Flush();                             // #5
         // The write before the growth rode; the growth and everything after it did not.
-        Assert.Equal(2, log.DurableBefore(rider.DeviceId, log.Count));
+        Assert.Equal(3, log.DurableBefore(rider.DeviceId, log.Count));
         var sizes = log.CrashStates(new CrashStateOptions { FirstPoint = log.Count, MaxVariantsPerPoint = 4 })
             .Select(s => s.Image(rider.DeviceId).Length / 512).ToHashSet();
         Assert.Equal(new HashSet<int> { 8, 12 }, sizes);

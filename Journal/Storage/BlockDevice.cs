@@ -82,6 +82,27 @@ public abstract class BlockDevice : IDisposable
         Interlocked.Increment(ref _flushes);
     }
 
+    /// <summary>
+    /// A <see cref="Flush"/> that also says whether it carried other devices' write-backs: true when, as it began, this
+    /// device qualified as a carrier (<c>CanFlushThrough(this)</c>), so every <see cref="WriteBack"/> of a device that
+    /// <see cref="CanFlushThrough"/> this one, completed before this call, is durable once it returns. False by default.
+    /// A carrier chosen earlier may have stopped qualifying (it grew); its caller then flushes the riders themselves.
+    /// </summary>
+    public bool FlushAsCarrier()
+    {
+        ThrowIfDisposed();
+        bool carried = FlushAsCarrierCore();
+        Interlocked.Increment(ref _flushes);
+        return carried;
+    }
+
+    /// <summary>Device-specific <see cref="FlushAsCarrier"/>: by default a plain flush that carries nothing.</summary>
+    protected virtual bool FlushAsCarrierCore()
+    {
+        FlushCore();
+        return false;
+    }
+
     /// <summary>Asynchronous <see cref="Read"/>.</summary>
     public async ValueTask ReadAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {

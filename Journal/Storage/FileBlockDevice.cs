@@ -459,6 +459,15 @@ public sealed class FileBlockDevice : BlockDevice
     }
 
     /// <inheritdoc/>
+    protected override bool FlushAsCarrierCore()
+    {
+        if (_readOnly) return false;
+        bool carries = CanFlushThrough(this); // as the fdatasync begins: no growth it would have to commit
+        SyncData();
+        return carries;
+    }
+
+    /// <inheritdoc/>
     /// <remarks>
     /// The flush blocks a thread-pool thread, not the caller's. It runs as a pooled work item that is also the returned
     /// task's source, so a steady stream of flushes allocates nothing (a commit round flushes every COW file with

@@ -154,6 +154,13 @@ public sealed class FaultInjectingBlockDevice : BlockDevice
         Inner.Flush();
     }
 
+    /// <summary>The inner device's, unless a flush rule fails it.</summary>
+    protected override bool FlushAsCarrierCore()
+    {
+        Check(FaultOps.Flush, 0, 0);
+        return Inner.FlushAsCarrier();
+    }
+
     /// <inheritdoc/>
     protected override ValueTask FlushCoreAsync(CancellationToken cancellationToken)
     {

@@ -26,6 +26,9 @@ public sealed class RecordingBlockDevice : BlockDevice
     // the count an own flush read before it began, once it returned (only raised): the device may ride only when the
     // two are equal.
     private long _growth = 1, _flushedGrowth;
+    // The size this device shows: published only once a growth is done, logged and counted, so no write into new
+    // sectors is logged before the growth, and no flush can read the new count before the growth is in the log.
+    private long _sectors;
 
     /// <summary>
     /// Wraps <paramref name="inner"/>, reads its whole content as the initial image and registers it in
@@ -51,6 +54,7 @@ public sealed class RecordingBlockDevice : BlockDevice
         for (int offset = 0; offset < initial.Length; offset += Step)
             inner.Read(offset >> SectorShift, initial.AsSpan(offset, Math.Min(Step, initial.Length - offset)));
         DeviceId = log.Register(_name, initial, sharesFlushes);
+        _sectors = inner.SectorCount;
     }
 
     /// <summary>The wrapped device.</summary>
@@ -66,7 +70,7 @@ public sealed class RecordingBlockDevice : BlockDevice
     public override string Name => _name;
 
     /// <inheritdoc/>
-    public override long SectorCount => Inner.SectorCount;
+    public override long SectorCount => Volatile.Read(ref _sectors);
 
     /// <inheritdoc/>
     public override bool IsReadOnly => Inner.IsReadOnly;
@@ -95,22 +99,33 @@ public sealed class RecordingBlockDevice : BlockDevice
     }
 
     /// <inheritdoc/>
-    protected override void FlushCore()
+    protected override void FlushCore() => FlushAsCarrierCore();
+
+    /// <summary>
+    /// The inner flush, recorded; it carries other sharing devices' write-backs (in the log's crash model, and as its
+    /// result) only when this device qualified itself as it began: sharing, with no growth its own flushes had not
+    /// covered.
+    /// </summary>
+    protected override bool FlushAsCarrierCore()
     {
         long growth = Interlocked.Read(ref _growth);
+        bool carries = _sharesFlushes && !IsReadOnly && Interlocked.Read(ref _flushedGrowth) == growth;
         int issuedAt = Log.Count;
         Inner.Flush();
-        Log.RecordFlush(DeviceId, issuedAt);
+        Log.RecordFlush(DeviceId, issuedAt, carries);
         Flushed(growth);
+        return carries;
     }
 
     /// <inheritdoc/>
     protected override async ValueTask FlushCoreAsync(CancellationToken cancellationToken)
     {
         long growth = Interlocked.Read(ref _growth);
+        // It carries other devices' write-backs only when it qualifies itself as it begins (no uncovered growth).
+        bool carries = _sharesFlushes && Interlocked.Read(ref _flushedGrowth) == growth;
         int issuedAt = Log.Count;
         await Inner.FlushAsync(cancellationToken).ConfigureAwait(false);
-        Log.RecordFlush(DeviceId, issuedAt);
+        Log.RecordFlush(DeviceId, issuedAt, carries);
         Flushed(growth);
     }
 
@@ -162,9 +177,18 @@ public sealed class RecordingBlockDevice : BlockDevice
     /// <inheritdoc/>
     protected override void ExtendCore(long sectorCount)
     {
-        Interlocked.Increment(ref _growth);
         Inner.Extend(sectorCount);
-        Log.RecordExtend(DeviceId, Inner.SectorCount);
+        long now = Inner.SectorCount;
+        Log.RecordExtend(DeviceId, now);
+        // As FileBlockDevice: counted once the growth is done (here: logged), before the new size is published.
+        Interlocked.Increment(ref _growth);
+        long seen = Volatile.Read(ref _sectors);
+        while (now > seen)
+        {
+            long was = Interlocked.CompareExchange(ref _sectors, now, seen);
+            if (was == seen) break;
+            seen = was;
+        }
     }
 
     /// <inheritdoc/>

@@ -115,7 +115,7 @@ public sealed class WriteLog
         }
     }
 
-    internal void RecordFlush(int deviceId, int durableBefore)
+    internal void RecordFlush(int deviceId, int durableBefore, bool carries = false)
     {
         lock (_lock)
         {
@@ -125,7 +125,7 @@ public sealed class WriteLog
             int frontier = t.FlushFrontier.Count == 0 ? durableBefore : Math.Max(durableBefore, t.FlushFrontier[^1]);
             t.FlushAt.Add(index);
             t.FlushFrontier.Add(frontier);
-            if (t.SharesFlushes)
+            if (t.SharesFlushes && carries)
             {
                 _sharedFlushAt.Add(index);
                 _sharedFlushFrontier.Add(_sharedFlushFrontier.Count == 0 ? durableBefore : Math.Max(durableBefore, _sharedFlushFrontier[^1]));

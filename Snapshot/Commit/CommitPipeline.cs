@@ -274,6 +274,7 @@ internal sealed class CommitPipeline
             try { _flushes[i] = round.Groups[i].Store.Cow.FlushAsync(CancellationToken.None); }
             catch (Exception e) { _flushes[i] = ValueTask.FromException(e); }
         }
+        int carrierFlushes = riders > 0 ? 1 : 0;
         if (riders > 0)
         {
             for (int i = 0; i < n; i++)
@@ -288,12 +289,26 @@ internal sealed class CommitPipeline
                 try { round.Groups[i].Store.Cow.WriteBack(); }
                 catch (Exception e) { round.Groups[i].Error = e; }
             }
-            // The one device flush: it starts after every write-back above completed, so it covers them all.
-            try { carrier!.Flush(); }
+            // The one device flush: it starts after every write-back above completed, so it covers them all, provided
+            // the carrier still qualifies as it begins (a writer may have grown it since it was chosen).
+            bool carried = false;
+            try { carried = carrier!.FlushAsCarrier(); }
             catch (Exception e)
             {
                 for (int i = 0; i < n; i++)
                     if (_rides[i]) round.Groups[i].Error ??= e;
+            }
+            if (!carried)
+            {
+                // It did not carry: each rider is flushed on its own (its data is already on the device).
+                for (int i = 0; i < n; i++)
+                {
+                    if (!_rides[i] || i == carrierIndex || round.Groups[i].Error is not null) continue;
+                    try { round.Groups[i].Store.Cow.Flush(); }
+                    catch (Exception e) { round.Groups[i].Error = e; }
+                    own++;
+                    riders--;
+                }
             }
         }
         if (own > 0)
@@ -309,7 +324,7 @@ internal sealed class CommitPipeline
         }
         lock (_lock)
         {
-            _cowFlushes += own + (riders > 0 ? 1 : 0);
+            _cowFlushes += own + carrierFlushes;
             _cowWriteBacks += riders;
         }
     }

@@ -12,8 +12,8 @@ namespace Snapshot.Commit;
 /// the log bytes reserved for a segment. A transaction's reserve for a group with n entries is
 /// <c>(1 + ceil(n / segment entries))</c> segments: the partly filled segment the entries start in, then whole ones.</para>
 /// <para>Each transaction takes whole units in queue order while their reserve fits <c>maxBytes</c>; a unit that does
-/// not fit even alone is taken entry by entry, and a transaction always takes at least one entry (a log too small for
-/// one segment still commits one at a time). The entries a transaction takes of each group are consecutive in that
+/// not fit even alone is taken entry by entry, and a transaction always takes at least one entry, with any entries
+/// after it that cost nothing more (a log too small for one segment still commits a segment at a time). The entries a transaction takes of each group are consecutive in that
 /// group's list, so a transaction is one slice (start, count) per group.</para>
 /// <para>Not thread-safe: its committer plans one round at a time. Its arrays grow to the largest round's groups and
 /// are reused, so planning allocates nothing in the steady state.</para>
@@ -85,7 +85,7 @@ internal sealed class TransactionPlanner
             if (g >= 0)
             {
                 long di = Cost(_count[g] + 1, segmentEntries[g], segmentBytes[g]) - Cost(_count[g], segmentEntries[g], segmentBytes[g]);
-                if (reserve > 0 && reserve + di > maxBytes) break;
+                if (di > 0 && reserve > 0 && reserve + di > maxBytes) break;
                 _count[g]++;
                 reserve += di;
             }
