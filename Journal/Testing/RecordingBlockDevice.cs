@@ -129,12 +129,15 @@ public sealed class RecordingBlockDevice : BlockDevice
         Flushed(growth);
     }
 
-    private void Flushed(long growth)
+    private void Flushed(long growth) => RaiseTo(ref _flushedGrowth, growth);
+
+    /// <summary>Raises <paramref name="field"/> to <paramref name="value"/> unless it is already at least that (lock-free).</summary>
+    private static void RaiseTo(ref long field, long value)
     {
-        long seen = Interlocked.Read(ref _flushedGrowth);
-        while (growth > seen)
+        long seen = Interlocked.Read(ref field);
+        while (value > seen)
         {
-            long was = Interlocked.CompareExchange(ref _flushedGrowth, growth, seen);
+            long was = Interlocked.CompareExchange(ref field, value, seen);
             if (was == seen) break;
             seen = was;
         }
@@ -182,13 +185,7 @@ public sealed class RecordingBlockDevice : BlockDevice
         Log.RecordExtend(DeviceId, now);
         // As FileBlockDevice: counted once the growth is done (here: logged), before the new size is published.
         Interlocked.Increment(ref _growth);
-        long seen = Volatile.Read(ref _sectors);
-        while (now > seen)
-        {
-            long was = Interlocked.CompareExchange(ref _sectors, now, seen);
-            if (was == seen) break;
-            seen = was;
-        }
+        RaiseTo(ref _sectors, now);
     }
 
     /// <inheritdoc/>
