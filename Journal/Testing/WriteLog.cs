@@ -15,7 +15,8 @@ namespace Journal.Testing;
 /// writes and growths after that and before p are in flight: each may be kept, lost, or (writes) torn at sector
 /// granularity, and kept ones may land in any order. A flush of one device makes nothing of another durable, except
 /// between devices registered as <b>sharing flushes</b> (one storage device under them, like files on one ext4 file
-/// system, see <see cref="BlockDevice.CanFlushThrough"/>): there a flush of any of them, issued after a
+/// system, see <see cref="BlockDevice.CanFlushThrough"/>): there a flush of any of them that qualified as a carrier as
+/// it began (<see cref="BlockDevice.FlushAsCarrier"/>: no growth of its own uncovered), issued after a
 /// <see cref="WriteLogEntryKind.WriteBack"/> of another was recorded, makes that device's writes before the write-back's
 /// <see cref="WriteLogEntry.DurableBefore"/> durable too, up to its first growth not covered by a flush of its own (a
 /// growth is new blocks and a new size: only the device's own flush makes it durable).</para>
