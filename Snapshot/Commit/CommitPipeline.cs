@@ -28,8 +28,8 @@ namespace Snapshot.Commit;
 /// held for a few instructions, never across an await, and nothing is taken under it. Two loops live as long as the
 /// pipeline: the pump (steps 1 and 2, one round at a time) and the completer (step 3, rounds in order). Waits and why:
 /// the pump waits for work, for a free durability slot (the oldest waiting round completes; it holds nothing anyone else
-/// needs), for the COW flushes (blocking its own thread for the write-backs and the carrier's or a lone file's flush,
-/// holding nothing) and for the commit (which takes the journal's log space and the segment locks, see
+/// needs), for the COW flushes (blocking its own thread for the write-backs and the carrier's flush, a lone file's
+/// flush, or the riders' own flushes when the carrier did not carry, holding nothing) and for the commit (which takes the journal's log space and the segment locks, see
 /// <see cref="JournalCommitter"/>); the completer waits for a committed round and for its force. Nothing in here ever enters the store's I/O
 /// gate or takes its state lock, so a writer that holds the gate while it waits for its exceptions cannot block a
 /// round.</para>
