@@ -32,6 +32,49 @@ public class DeferredWriteTests
         }
     }
 
+    /// <summary>A COW file whose flushes fail (an I/O error) once armed.</summary>
+    private sealed class FailingFlushes(BlockDevice inner) : ForwardingDevice(inner)
+    {
+        public volatile bool Fail;
+
+        protected override void FlushCore()
+        {
+            if (Fail) throw new BlockDeviceException(Name, 0, "injected flush error");
+            Inner.Flush();
+        }
+    }
+
+    /// <summary>An origin whose next asynchronous read, once armed, waits until the test lets it go.</summary>
+    private sealed class HeldRead(BlockDevice inner) : ForwardingDevice(inner)
+    {
+        private TaskCompletionSource? _hold;
+        public volatile bool Holding;
+
+        public TaskCompletionSource Arm() => _hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        protected override async ValueTask ReadCoreAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken)
+        {
+            if (Interlocked.Exchange(ref _hold, null) is { } hold)
+            {
+                Holding = true;
+                // Why we wait: this read stands for a slow one; the test lets it go.
+                await hold.Task;
+            }
+            await Inner.ReadAsync(sector, buffer, cancellationToken);
+        }
+    }
+
+    /// <summary>A store with a 64-sector origin of pattern 1, 4 KiB chunks, deferred writes and snapshot "s", its devices wrapped by <paramref name="wrap"/>.</summary>
+    private static async Task<SnapshotStore> CreatePlainAsync(Func<string, BlockDevice, BlockDevice> wrap)
+    {
+        var p = new TestDeviceProvider { Wrap = wrap };
+        var o = p.Options(new StoreOptions { OriginSectors = 64, ChunkSectors = 8, CowGrowthBytes = 1 << 20, LogBlocks = 2048, DeferCopiedWrites = true });
+        var store = await SnapshotStore.CreateAsync(Folder, o).AsTask().WaitAsync(Watchdog);
+        await WriteAsync(store.Origin, 0, Pattern(0, 64, 1));
+        await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+        return store;
+    }
+
     /// <summary>The store and its held COW flushes; disposing opens the gate (a failed assertion must not leave the close waiting on it).</summary>
     private sealed record Setup(SnapshotStore Store, Cil.GatedDevice Cow, TaskCompletionSource Gate, FailingOrigin Origin) : IAsyncDisposable
     {
@@ -240,6 +283,75 @@ public class DeferredWriteTests
         flushes = origin.Flushes;
         await Assert.ThrowsAsync<IOException>(() => store.CloseAsync().AsTask().WaitAsync(Watchdog));
         Assert.True(origin.Flushes > flushes, "the close did not flush the origin");
+    }
+
+    [Fact]
+    public async Task A_deferred_write_whose_round_fails_invalidates_the_snapshot_and_still_reaches_the_origin()
+    {
+        // The round's COW flush fails after the write was acknowledged: the copy is not durable, so the snapshot is
+        // invalidated (with the reason recorded), and the write, which no valid snapshot needs held back any more, goes
+        // on to the origin; the flush after it reports nothing lost.
+        FailingFlushes? cow = null;
+        var store = await CreatePlainAsync((path, d) => path.EndsWith(".cow", StringComparison.Ordinal) ? cow = new FailingFlushes(d) : d);
+        try
+        {
+            cow!.Fail = true;
+            await WriteAsync(store.Origin, 0, Pattern(0, 8, 2));
+            Assert.Equal(1, store.GetStatus().DeferredWrites);
+            // A flush before the invalidation would flush the snapshot's COW file too, and fail with it.
+            var deadline = DateTime.UtcNow + Watchdog;
+            while (store.GetStatus().Snapshots.Single().IsValid)
+            {
+                if (DateTime.UtcNow > deadline) throw new TimeoutException("the snapshot whose copy did not become durable is still valid");
+                await Task.Delay(1);
+            }
+            Assert.Equal("I/O error on the COW file", store.GetStatus().Snapshots.Single().InvalidReason);
+            await store.FlushAsync().AsTask().WaitAsync(Watchdog);
+            Assert.Equal(Pattern(0, 8, 2), await ReadAsync(store.Origin, 0, 8));
+            await WriteAsync(store.Origin, 8, Pattern(8, 8, 3));
+            Assert.Equal(Pattern(8, 8, 3), await ReadAsync(store.Origin, 8, 8));
+        }
+        finally
+        {
+            cow!.Fail = false;
+            await store.DisposeAsync().AsTask().WaitAsync(Watchdog);
+        }
+    }
+
+    [Fact]
+    public async Task A_deferred_write_waits_for_a_snapshot_read_of_the_old_data_before_it_writes_the_origin()
+    {
+        // A snapshot read of chunk 0 reads the origin (no copy yet) and is held at the device; a deferred write of the
+        // chunk then copies it and is acknowledged. Its round commits, but its origin write must wait for the read:
+        // written at once, the read would return the new data as the snapshot's.
+        HeldRead? origin = null;
+        var store = await CreatePlainAsync((path, d) => path.EndsWith(SnapshotStore.OriginFileName, StringComparison.Ordinal) ? origin = new HeldRead(d) : d);
+        try
+        {
+            var hold = origin!.Arm();
+            var snapshotRead = ReadAsync(store.GetSnapshot("s"), 0, 8);
+            while (!origin.Holding) await Task.Delay(1).WaitAsync(Watchdog);
+            long rounds = store.CommitStatistics.Rounds;
+            await WriteAsync(store.Origin, 0, Pattern(0, 8, 2));
+            Assert.Equal(1, store.GetStatus().DeferredWrites);
+            var deadline = DateTime.UtcNow + Watchdog;
+            while (store.CommitStatistics.Rounds == rounds)
+            {
+                if (DateTime.UtcNow > deadline) throw new TimeoutException("the deferred write's round did not commit");
+                await Task.Delay(1);
+            }
+            await Task.Delay(20); // time for an origin write that broke the rule to land
+            Assert.False(snapshotRead.IsCompleted);
+            hold.TrySetResult();
+            Assert.Equal(Pattern(0, 8, 1), await snapshotRead.WaitAsync(Watchdog));
+            await store.FlushAsync().AsTask().WaitAsync(Watchdog);
+            Assert.Equal(Pattern(0, 8, 2), await ReadAsync(store.Origin, 0, 8));
+            Assert.Equal(Pattern(0, 8, 1), await ReadAsync(store.GetSnapshot("s"), 0, 8));
+        }
+        finally
+        {
+            await store.DisposeAsync().AsTask().WaitAsync(Watchdog);
+        }
     }
 
     [Fact]

@@ -34,19 +34,20 @@ public sealed class WritePathAllocationTests(ITestOutputHelper output)
 
     /// <summary>
     /// The same with <see cref="StoreOptions.DeferCopiedWrites"/>: a deferred write's data buffer comes from the store's
-    /// pool (a 4 KiB buffer per write, the smallest size class, would show as 4,096 bytes a write or more). On memory
-    /// devices the writers outrun the rounds, so deferred writes pile up to their bound during the measurement; each one
-    /// outstanding holds its own async state (the completion and its commit wait: pooled state machines are reused
-    /// only as they finish), a few hundred bytes a write while their number grows. 512-byte chunks and writes (so the
-    /// bound holds 8,192 of them), three quarters of 32,768 chunks as warm-up.
+    /// pool (a 4 KiB buffer per write, the smallest size class, would show as 4,096 bytes a write or more), and its
+    /// background half is a state machine on the pooled deferred-write object, not an async method (each of thousands
+    /// outstanding would hold a state box: about 530 bytes a write here when it was one). On memory devices the writers
+    /// outrun the rounds, so deferred writes pile up to their bound during the measurement. 512-byte chunks and writes
+    /// (so the bound holds 8,192 of them), three quarters of 32,768 chunks as warm-up.
     /// </summary>
     [Fact]
-    public async Task Deferred_origin_writes_allocate_no_data_buffer_per_write()
+    public async Task Deferred_origin_writes_allocate_almost_nothing_per_write()
     {
         double perFirst = double.MaxValue;
         for (int trial = 0; trial < 3; trial++) perFirst = Math.Min(perFirst, (await MeasureAsync(deferWrites: true)).First);
         output.WriteLine($"deferred first writes: {perFirst:F1} B/write");
-        Assert.True(perFirst < 1024, $"{perFirst:F1} bytes allocated per deferred first write");
+        // As for a first write without deferral, plus the thread-pool work item that resumes the write after its round.
+        Assert.True(perFirst < 160, $"{perFirst:F1} bytes allocated per deferred first write");
     }
 
     private static async Task<(double First, double Over)> MeasureAsync(bool deferWrites = false)

@@ -134,18 +134,55 @@ internal sealed class CopyEngine
         try
         {
             var pending = plan.Pending;
-            int committed = 0;
-            for (int i = 0; i < pending.Count; i++)
-            {
-                await AwaitCommitAsync(pending[i]).ConfigureAwait(false);
-                if (pending[i].Committed) committed++;
-            }
-            Interlocked.Add(ref _chunksCopied, committed);
+            for (int i = 0; i < pending.Count; i++) await AwaitCommitAsync(pending[i]).ConfigureAwait(false);
+            CountCommitted(pending);
         }
         finally
         {
             await CompleteAsync(plan).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// The wait of <see cref="FinishOriginCopyAsync"/> without an async method, for a caller that drives its own
+    /// continuation (a deferred write, so that thousands of them outstanding hold no async state each): records the
+    /// outcome of each of <paramref name="plan"/>'s commits from <paramref name="next"/> on while they are complete.
+    /// Returns true once every one is recorded (<see cref="CompleteOriginCopyAsync"/> must follow, also when this
+    /// throws); false with the first exception whose commit is still running in <paramref name="waitFor"/> (call again
+    /// once it completes: <see cref="PendingException.OnCommitCompleted"/>).
+    /// </summary>
+    public bool PollOriginCommits(CopyPlan plan, ref int next, out PendingException? waitFor)
+    {
+        var pending = plan.Pending;
+        for (; next < pending.Count; next++)
+        {
+            var pe = pending[next];
+            if (!pe.Queued) continue;
+            if (!pe.CommitCompleted) { waitFor = pe; return false; }
+            try
+            {
+                pe.ConsumeCommit();
+                pe.Committed = true;
+            }
+            catch (IOException e) { Fail(pe, e); }
+        }
+        CountCommitted(pending);
+        waitFor = null;
+        return true;
+    }
+
+    /// <summary>
+    /// Completes <paramref name="plan"/> after <see cref="PollOriginCommits"/> (the last step of
+    /// <see cref="FinishOriginCopyAsync"/>): the plan goes back to its pool. Throws the no-space error.
+    /// </summary>
+    public ValueTask CompleteOriginCopyAsync(CopyPlan plan) => CompleteAsync(plan);
+
+    private void CountCommitted(List<PendingException> pending)
+    {
+        int committed = 0;
+        for (int i = 0; i < pending.Count; i++)
+            if (pending[i].Committed) committed++;
+        Interlocked.Add(ref _chunksCopied, committed);
     }
 
     /// <summary>True when a COW file had no space for one of <paramref name="plan"/>'s copies (known once it is started).</summary>

@@ -48,6 +48,20 @@ internal sealed class PendingException : IValueTaskSource
     /// </summary>
     public ValueTask CommitTask => new(this, _commit.Version);
 
+    /// <summary>True once the commit pipeline has completed this (queued) exception's commit, either way.</summary>
+    public bool CommitCompleted => _commit.GetStatus(_commit.Version) != ValueTaskSourceStatus.Pending;
+
+    /// <summary>
+    /// Runs <paramref name="continuation"/>(<paramref name="state"/>) on the thread pool once the commit completes (never
+    /// on the pipeline's thread), without consuming the outcome: <see cref="ConsumeCommit"/> does that, once. Takes the
+    /// place of awaiting <see cref="CommitTask"/>, for a caller that drives its own continuation.
+    /// </summary>
+    public void OnCommitCompleted(Action<object?> continuation, object? state) =>
+        _commit.OnCompleted(continuation, state, _commit.Version, ValueTaskSourceOnCompletedFlags.None);
+
+    /// <summary>The outcome of a completed commit: returns if durable, throws the round's error if not. Once per commit.</summary>
+    public void ConsumeCommit() => _commit.GetResult(_commit.Version);
+
     /// <summary>Called once by the commit pipeline: durable (<paramref name="error"/> null) or failed.</summary>
     public void CompleteCommit(Exception? error)
     {

@@ -40,7 +40,7 @@ namespace Snapshot.Io;
 /// <see cref="MaxDeferredWriteBytes"/>, while the data held is under <see cref="MaxDeferredBytes"/>): step 2 also
 /// registers the run as deferred (under the state lock, with the claim); step 3 copies the caller's data into a pooled
 /// buffer, starts the plan (read, COW writes, queued for commit) and returns: the write is acknowledged.
-/// <see cref="FinishDeferredAsync"/> then, in the background and holding the writer's shared hold of the gate, waits for
+/// <see cref="ContinueDeferred"/> then, in the background and holding the writer's shared hold of the gate, waits for
 /// the round, for tracked reads of the run, and writes the origin. Until then an origin read of the run, and any write
 /// to it, waits for it (the look finds it, as it finds a pending exception); a flush waits for every deferred write
 /// registered before it; snapshot create, delete, merge and close wait for it at the gate. An error after the
@@ -107,6 +107,7 @@ internal sealed class DataPath : ICopyCompletion
     private readonly HashSet<ulong> _lostChunks = new(); // chunks of failed deferred writes: origin reads of them fail (under _stateLock)
     private int _lostCount;                              // _lostChunks.Count, for the lock-free look of an origin read
     private readonly Stack<byte[]>[] _deferredBuffers = new Stack<byte[]>[DeferredBufferClasses]; // 4 KiB << class; under _stateLock
+    private readonly Action<object?> _continueDeferred; // ContinueDeferred as a commit's continuation (state: the DeferredWrite)
 
     /// <summary>Most data held by deferred origin writes at once; a write that would go past it is not deferred.</summary>
     public const int MaxDeferredBytes = 32 << 20;
@@ -134,6 +135,7 @@ internal sealed class DataPath : ICopyCompletion
             : StoreOptions.DefaultMaxInFlightCopies * CopyThrottle.DefaultPendingFactor;
         _pendingPool = new BoundedPool<PendingException>("pending exceptions", budget, options.PoolReserve, () => new PendingException());
         _planPool = new BoundedPool<CopyPlan>("copy jobs", budget, options.PoolReserve, () => new CopyPlan());
+        _continueDeferred = state => ContinueDeferred((DeferredWrite)state!);
     }
 
     /// <summary>Largest run an origin write request is cut into: runs of a larger request are copied in parallel.</summary>
@@ -603,6 +605,8 @@ internal sealed class DataPath : ICopyCompletion
     /// </summary>
     private sealed class DeferredWrite
     {
+        public DeferredWrite(DataPath owner) => Resume = () => owner.ContinueDeferred(this);
+
         public ulong First, Last;
         public long Sector;
         public byte[]? Buffer;
@@ -610,11 +614,31 @@ internal sealed class DataPath : ICopyCompletion
         public int Index; // in _deferredLive
         public int Class; // the buffer's size class
         public TaskCompletionSource? Waiters;
-        public ValueTask Running;  // FinishDeferredAsync's task, consumed (and its pooled state returned) by Done
-        public Action? Done;       // made once per object: the continuation that consumes Running and recycles it
+
+        // The background half (ContinueDeferred), a state machine of its own so that an outstanding write holds no
+        // async state beyond this pooled object.
+        public DeferredStage Stage;
+        public CopyPlan? Plan;     // until the copies are completed
+        public int Next;           // the plan's first exception whose commit outcome is not recorded yet
+        public ValueTask Awaited;  // the step being waited for, consumed when the write resumes
+        public Exception? Error;   // a commit error kept while the plan completes
+        public readonly Action Resume; // resumes ContinueDeferred (made once per object)
 
         /// <summary>Completes when the write is on the origin (or failed). Under the state lock.</summary>
         public Task WaitTask => (Waiters ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+    }
+
+    /// <summary>Where a deferred write's background half stands (see <see cref="ContinueDeferred"/>).</summary>
+    private enum DeferredStage
+    {
+        /// <summary>Waiting for the copies' commit rounds.</summary>
+        Commits,
+        /// <summary>Completing the copy plan (invalidations of failed snapshots, the plan back to its pool).</summary>
+        Complete,
+        /// <summary>Waiting for snapshot reads of the old data.</summary>
+        Reads,
+        /// <summary>Writing the origin.</summary>
+        Write,
     }
 
     /// <summary>A deferred write of a chunk of <paramref name="first"/>..<paramref name="last"/> not yet on the origin, or null. Under the state lock.</summary>
@@ -646,7 +670,7 @@ internal sealed class DataPath : ICopyCompletion
         int size = 4096 << cls;
         if (_deferredBytes + size > MaxDeferredBytes) return null;
         _deferredBytes += size;
-        var d = _deferredFree.Count > 0 ? _deferredFree.Pop() : new DeferredWrite();
+        var d = _deferredFree.Count > 0 ? _deferredFree.Pop() : new DeferredWrite(this);
         d.First = first;
         d.Last = last;
         d.Class = cls;
@@ -674,10 +698,10 @@ internal sealed class DataPath : ICopyCompletion
     private static int BufferClass(int bytes) => Math.Max(0, 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)(bytes - 1)) - 12);
 
     /// <summary>
-    /// Removes <paramref name="d"/> (its write is on the origin, failed, or was not deferred) and wakes its waiters; the
-    /// object itself is recycled at once when <paramref name="recycle"/>, else by <see cref="DeferredDone"/>.
+    /// Removes <paramref name="d"/> (its write is on the origin, failed, or was not deferred), wakes its waiters and
+    /// recycles it: the caller must not touch it afterwards.
     /// </summary>
-    private void UnregisterDeferred(DeferredWrite d, bool recycle = true)
+    private void UnregisterDeferred(DeferredWrite d)
     {
         TaskCompletionSource? waiters;
         lock (_stateLock)
@@ -703,14 +727,15 @@ internal sealed class DataPath : ICopyCompletion
             waiters = d.Waiters;
             d.Waiters = null;
             d.Buffer = null;
-            if (recycle && _deferredFree.Count < MaxDeferredBytes / 4096 / 4) _deferredFree.Push(d);
+            // Kept up to the most that can be live at once (one per 4 KiB of the bound): a few hundred bytes each.
+            if (_deferredFree.Count < MaxDeferredBytes / 4096) _deferredFree.Push(d);
         }
         waiters?.TrySetResult();
     }
 
     /// <summary>
     /// Starts <paramref name="plan"/>'s copies and, once they are written and queued for commit, keeps a copy of the
-    /// caller's data and hands the origin write to <see cref="FinishDeferredAsync"/> (which owns the caller's shared hold
+    /// caller's data and hands the origin write to <see cref="ContinueDeferred"/> (which owns the caller's shared hold
     /// of the gate from then on): the write is acknowledged when this returns. Throws, with nothing deferred and the
     /// plan completed, for an origin read error, for a COW file without space (the origin is not written), or when the
     /// data cannot be kept (its copies still complete; the origin is not written).
@@ -751,61 +776,119 @@ internal sealed class DataPath : ICopyCompletion
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(notKept!);
         }
         Interlocked.Increment(ref _deferredWrites);
-        d.Running = FinishDeferredAsync(d, plan);
-        if (d.Running.IsCompleted) DeferredDone(d);
-        else d.Running.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(d.Done ??= () => DeferredDone(d));
+        d.Stage = DeferredStage.Commits;
+        d.Plan = plan;
+        d.Next = 0;
+        ContinueDeferred(d);
     }
 
     /// <summary>
-    /// A deferred write's second half, in the background: waits for its copies' commit, then for snapshot reads still
-    /// reading the old data, then writes the origin; an error is kept for the next flush (the write was acknowledged).
-    /// Holds the gate shared (handed over by the writer) until done, so snapshot create, delete and close wait for it.
+    /// A deferred write's second half, in the background: waits for its copies' commit, completes the plan, waits for
+    /// snapshot reads still reading the old data, then writes the origin; an error is kept for the next flush (the write
+    /// was acknowledged). Holds the gate shared (handed over by the writer) until done, so snapshot create, delete and
+    /// close wait for it. Written as a state machine over <paramref name="d"/> (<see cref="DeferredWrite.Stage"/>), not
+    /// an async method: each of thousands of outstanding writes would otherwise hold a state box of its own. Runs until
+    /// a step is not complete, registers itself as that step's continuation and returns; never throws.
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask FinishDeferredAsync(DeferredWrite d, CopyPlan plan)
+    private void ContinueDeferred(DeferredWrite d)
     {
         try
         {
-            // Why we wait: the exceptions must be durable before the origin chunks they protect are overwritten.
-            await _engine.FinishOriginCopyAsync(plan).ConfigureAwait(false);
             while (true)
             {
-                Task? reads;
-                lock (_stateLock) reads = TrackedReadsLocked(d.First, d.Last);
-                if (reads is null) break;
-                // Why we wait (holding the gate shared): snapshot reads of the old data finish on their own.
-                await reads.ConfigureAwait(false);
+                switch (d.Stage)
+                {
+                    case DeferredStage.Commits:
+                        try
+                        {
+                            if (!_engine.PollOriginCommits(d.Plan!, ref d.Next, out var waitFor))
+                            {
+                                // Why we wait: the exceptions must be durable before the origin chunks they protect are
+                                // overwritten. The round holds nothing this write holds (it never enters the gate).
+                                waitFor!.OnCommitCompleted(_continueDeferred, d);
+                                return;
+                            }
+                        }
+                        catch (Exception e)
+                        {
+                            d.Error = e; // the plan is completed all the same
+                        }
+                        d.Stage = DeferredStage.Complete;
+                        if (Suspend(d, _engine.CompleteOriginCopyAsync(d.Plan!))) return;
+                        break;
+                    case DeferredStage.Complete:
+                        d.Plan = null;
+                        Consume(d); // the no-space error, if that was it
+                        if (d.Error is { } error) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
+                        d.Stage = DeferredStage.Reads;
+                        break;
+                    case DeferredStage.Reads:
+                        Consume(d); // nothing yet, or the reads waited for
+                        Task? reads;
+                        lock (_stateLock) reads = TrackedReadsLocked(d.First, d.Last);
+                        if (reads is not null)
+                        {
+                            // Why we wait (holding the gate shared): snapshot reads of the old data finish on their own.
+                            if (Suspend(d, new ValueTask(reads))) return;
+                            break;
+                        }
+                        d.Stage = DeferredStage.Write;
+                        if (Suspend(d, _origin.WriteAsync(d.Sector, d.Buffer.AsMemory(0, d.Length), CancellationToken.None))) return;
+                        break;
+                    case DeferredStage.Write:
+                        Consume(d);
+                        EndDeferred(d, null);
+                        return;
+                }
             }
-            await _origin.WriteAsync(d.Sector, d.Buffer.AsMemory(0, d.Length), CancellationToken.None).ConfigureAwait(false);
         }
         catch (Exception e)
         {
-            Interlocked.CompareExchange(ref _deferredError, e, null);
+            EndDeferred(d, e);
+        }
+    }
+
+    /// <summary>
+    /// Makes <paramref name="step"/> the step <paramref name="d"/> waits for: true when it is still running (the write
+    /// resumes once it completes), false when it is done (go on at once). Either way <see cref="Consume"/> takes its result.
+    /// </summary>
+    private bool Suspend(DeferredWrite d, ValueTask step)
+    {
+        d.Awaited = step;
+        if (step.IsCompleted) return false;
+        step.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(d.Resume);
+        return true;
+    }
+
+    /// <summary>Takes the result of the step <paramref name="d"/> waited for (throws its error).</summary>
+    private static void Consume(DeferredWrite d)
+    {
+        var step = d.Awaited;
+        d.Awaited = default;
+        step.GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// Ends a deferred write: keeps <paramref name="error"/> (the write's data did not reach the origin; its chunks read
+    /// as lost and the next flush fails), unregisters and recycles <paramref name="d"/>, and gives back the gate.
+    /// </summary>
+    private void EndDeferred(DeferredWrite d, Exception? error)
+    {
+        if (error is not null)
+        {
+            Interlocked.CompareExchange(ref _deferredError, error, null);
             lock (_stateLock)
             {
                 for (ulong c = d.First; c <= d.Last; c++) _lostChunks.Add(c);
                 Volatile.Write(ref _lostCount, _lostChunks.Count);
             }
-            SnapshotLog.DeferredWriteFailed(_store.Logger, _store.Folder, d.Sector, d.Length, e.Message);
+            SnapshotLog.DeferredWriteFailed(_store.Logger, _store.Folder, d.Sector, d.Length, error.Message);
         }
-        finally
-        {
-            UnregisterDeferred(d, recycle: false);
-            _gate.ExitShared();
-        }
-    }
-
-    /// <summary>
-    /// Consumes a finished <see cref="FinishDeferredAsync"/> (returning its pooled state; it never throws) and recycles
-    /// <paramref name="d"/>, which nothing refers to any more.
-    /// </summary>
-    private void DeferredDone(DeferredWrite d)
-    {
-        var running = d.Running;
-        d.Running = default;
-        running.GetAwaiter().GetResult();
-        lock (_stateLock)
-            if (_deferredFree.Count < MaxDeferredBytes / 4096 / 4) _deferredFree.Push(d);
+        d.Plan = null;
+        d.Awaited = default;
+        d.Error = null;
+        UnregisterDeferred(d);
+        _gate.ExitShared();
     }
 
     // ---- snapshots ----------------------------------------------------------------------------------------------
