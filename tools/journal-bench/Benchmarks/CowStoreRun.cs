@@ -57,8 +57,13 @@ internal readonly record struct CommitDelta(string Committer, long Rounds, long 
 /// <param name="LogDeviceFlushes">Flushes of the log file (concurrent log forces share one).</param>
 /// <param name="OriginFlushes">Flushes of the origin file (the closing flush's, or write-through's shared flushes).</param>
 /// <param name="Usage">Wall time, CPU time of the whole process and bytes allocated by every thread, over the timed part.</param>
+/// <param name="KeptBytes">
+/// Growth of the managed heap over the timed part, each end measured after a full collection: what the run allocated
+/// and still holds at its end (the exception tables' new entries, pools grown to the number of writes outstanding).
+/// The rest of <see cref="ProcessMeter.Usage.AllocatedBytes"/> is garbage.
+/// </param>
 internal sealed record CowStoreResult(CowStoreSetup Setup, long Writes, long Bytes, double Seconds, double FlushSeconds, LatencyHistogram Latency,
-    long LogBytes, long CowMetadataBytes, CommitDelta Commit, long LogDeviceFlushes, long OriginFlushes, ProcessMeter.Usage Usage)
+    long LogBytes, long CowMetadataBytes, CommitDelta Commit, long LogDeviceFlushes, long OriginFlushes, ProcessMeter.Usage Usage, long KeptBytes)
 {
     public double WritesPerS => Writes / Seconds;
     public double BytesPerS => Bytes / Seconds;
@@ -67,6 +72,9 @@ internal sealed record CowStoreResult(CowStoreSetup Setup, long Writes, long Byt
     public double FlushesPerWrite => (Commit.CowFlushes + Commit.DurabilityWaits + OriginFlushes) / (double)Writes;
 
     public double AllocatedBytesPerWrite => Usage.AllocatedBytes / (double)Writes;
+
+    /// <summary>Bytes a write that the run still holds at its end (<see cref="KeptBytes"/> per write).</summary>
+    public double KeptBytesPerWrite => KeptBytes / (double)Writes;
 
     public double CpuMicrosPerWrite => Usage.Cpu.TotalMicroseconds / Writes;
 }
@@ -119,11 +127,13 @@ internal static class CowStoreRun
                 long log0 = store.LogDeviceCounters.BytesWritten, logFlush0 = store.LogDeviceCounters.Flushes;
                 long cow0 = store.CowBytesWritten, origin0 = store.OriginDevice.Counters.Flushes;
                 var commit0 = store.CommitStatistics;
+                long heap0 = GC.GetTotalMemory(forceFullCollection: true); // untimed
                 var meter = ProcessMeter.Start();
                 var (writes, bytes) = await workload(store, latency, ct).ConfigureAwait(false);
                 long written = System.Diagnostics.Stopwatch.GetTimestamp();
                 if (!setup.WriteThrough) await store.FlushAsync(ct).ConfigureAwait(false);
                 var usage = meter.Stop();
+                long kept = GC.GetTotalMemory(forceFullCollection: true) - heap0; // untimed
                 double flushSeconds = System.Diagnostics.Stopwatch.GetElapsedTime(written).TotalSeconds;
                 var commit = CommitDelta.Between(commit0, store.CommitStatistics);
                 long logBytes = store.LogDeviceCounters.BytesWritten - log0;
@@ -132,7 +142,7 @@ internal static class CowStoreRun
                 long copies = commit.Exceptions * setup.ChunkSectors * (long)BlockDevice.SectorSize;
                 long cowMeta = store.CowBytesWritten - cow0 - copies;
                 CheckSnapshots(store, expectedChunksPerSnapshot, setup);
-                return new CowStoreResult(setup, writes, bytes, usage.Wall.TotalSeconds, flushSeconds, latency, logBytes, cowMeta, commit, logFlushes, originFlushes, usage);
+                return new CowStoreResult(setup, writes, bytes, usage.Wall.TotalSeconds, flushSeconds, latency, logBytes, cowMeta, commit, logFlushes, originFlushes, usage, kept);
             }
             finally
             {
