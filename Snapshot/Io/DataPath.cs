@@ -874,21 +874,28 @@ internal sealed class DataPath : ICopyCompletion
     /// </summary>
     private void EndDeferred(DeferredWrite d, Exception? error)
     {
-        if (error is not null)
+        try
         {
-            Interlocked.CompareExchange(ref _deferredError, error, null);
-            lock (_stateLock)
+            if (error is not null)
             {
-                for (ulong c = d.First; c <= d.Last; c++) _lostChunks.Add(c);
-                Volatile.Write(ref _lostCount, _lostChunks.Count);
+                Interlocked.CompareExchange(ref _deferredError, error, null);
+                lock (_stateLock)
+                {
+                    for (ulong c = d.First; c <= d.Last; c++) _lostChunks.Add(c);
+                    Volatile.Write(ref _lostCount, _lostChunks.Count);
+                }
+                SnapshotLog.DeferredWriteFailed(_store.Logger, _store.Folder, d.Sector, d.Length, error.Message);
             }
-            SnapshotLog.DeferredWriteFailed(_store.Logger, _store.Folder, d.Sector, d.Length, error.Message);
         }
-        d.Plan = null;
-        d.Awaited = default;
-        d.Error = null;
-        UnregisterDeferred(d);
-        _gate.ExitShared();
+        finally
+        {
+            // Whatever the logger does, the write ends: its waiters are woken and the gate is given back.
+            d.Plan = null;
+            d.Awaited = default;
+            d.Error = null;
+            UnregisterDeferred(d);
+            _gate.ExitShared();
+        }
     }
 
     // ---- snapshots ----------------------------------------------------------------------------------------------
