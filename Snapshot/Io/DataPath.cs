@@ -799,19 +799,24 @@ internal sealed class DataPath : ICopyCompletion
                 switch (d.Stage)
                 {
                     case DeferredStage.Commits:
+                        bool recorded;
+                        PendingException? waitFor;
                         try
                         {
-                            if (!_engine.PollOriginCommits(d.Plan!, ref d.Next, out var waitFor))
-                            {
-                                // Why we wait: the exceptions must be durable before the origin chunks they protect are
-                                // overwritten. The round holds nothing this write holds (it never enters the gate).
-                                waitFor!.OnCommitCompleted(_continueDeferred, d);
-                                return;
-                            }
+                            recorded = _engine.PollOriginCommits(d.Plan!, ref d.Next, out waitFor);
                         }
                         catch (Exception e)
                         {
                             d.Error = e; // the plan is completed all the same
+                            recorded = true;
+                            waitFor = null;
+                        }
+                        if (!recorded)
+                        {
+                            // Why we wait: the exceptions must be durable before the origin chunks they protect are
+                            // overwritten. The round holds nothing this write holds (it never enters the gate).
+                            waitFor!.OnCommitCompleted(_continueDeferred, d);
+                            return;
                         }
                         d.Stage = DeferredStage.Complete;
                         if (Suspend(d, _engine.CompleteOriginCopyAsync(d.Plan!))) return;
