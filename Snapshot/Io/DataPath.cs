@@ -102,6 +102,8 @@ internal sealed class DataPath : ICopyCompletion
     private int _deferredCount;
     private long _deferredBytes;  // data held by live deferred writes, at most MaxDeferredBytes
     private long _retainedBytes;  // buffers kept in _deferredBuffers for reuse, at most MaxDeferredBytes
+    private long _peakDeferredBytes; // most data live at once since the last trim (TrimDeferredPools)
+    private int _peakDeferredCount;  // most deferred writes live at once since the last trim
     private long _deferredWrites;
     private Exception? _deferredError;
     private readonly HashSet<ulong> _lostChunks = new(); // chunks of failed deferred writes: origin reads of them fail (under _stateLock)
@@ -136,6 +138,7 @@ internal sealed class DataPath : ICopyCompletion
         _pendingPool = new BoundedPool<PendingException>("pending exceptions", budget, options.PoolReserve, () => new PendingException());
         _planPool = new BoundedPool<CopyPlan>("copy jobs", budget, options.PoolReserve, () => new CopyPlan());
         _continueDeferred = state => ContinueDeferred((DeferredWrite)state!);
+        if (_deferWrites) Gen2Trim.Start(this);
     }
 
     /// <summary>Largest run an origin write request is cut into: runs of a larger request are copied in parallel.</summary>
@@ -689,9 +692,73 @@ internal sealed class DataPath : ICopyCompletion
         }
         d.Index = _deferredLive.Count;
         _deferredLive.Add(d);
+        if (_deferredBytes > _peakDeferredBytes) _peakDeferredBytes = _deferredBytes;
+        if (_deferredLive.Count > _peakDeferredCount) _peakDeferredCount = _deferredLive.Count;
         for (ulong c = first; c <= last; c++) _deferredChunks[c] = d;
         Volatile.Write(ref _deferredCount, _deferredLive.Count);
         return d;
+    }
+
+    /// <summary>Data buffers kept for reuse by later deferred writes, in bytes (at most <see cref="MaxDeferredBytes"/> with those in use).</summary>
+    internal long DeferredBytesKept { get { lock (_stateLock) return _retainedBytes; } }
+
+    /// <summary>Trims since open (<see cref="TrimDeferredPools"/>).</summary>
+    internal long Trims => Interlocked.Read(ref _trims);
+    private long _trims;
+
+    /// <summary>Deferred-write objects kept for reuse.</summary>
+    internal int DeferredObjectsKept { get { lock (_stateLock) return _deferredFree.Count; } }
+
+    /// <summary>
+    /// Gives back what the deferred-write pools keep beyond what the busiest moment since the last trim needed: data
+    /// buffers and objects past the peak in use, less what is in use now (those come back to the pools as their
+    /// writes end). A store idle since the last trim keeps nothing. Run at every full (gen 2) garbage collection
+    /// (<see cref="Gen2Trim"/>), as the runtime's shared array pool trims itself: a burst of deferred writes leaves up to
+    /// <see cref="MaxDeferredBytes"/> of buffers behind, kept while writes keep coming and released once they stop and
+    /// the process collects. Under the state lock, for the few instructions it takes.
+    /// </summary>
+    internal void TrimDeferredPools()
+    {
+        Interlocked.Increment(ref _trims);
+        lock (_stateLock)
+        {
+            long keepBytes = Math.Max(0, _peakDeferredBytes - _deferredBytes);
+            for (int cls = DeferredBufferClasses - 1; cls >= 0 && _retainedBytes > keepBytes; cls--)
+                while (_deferredBuffers[cls] is { Count: > 0 } kept && _retainedBytes > keepBytes)
+                    _retainedBytes -= kept.Pop().Length;
+            int keepObjects = Math.Max(0, _peakDeferredCount - _deferredLive.Count);
+            while (_deferredFree.Count > keepObjects) _deferredFree.Pop();
+            _peakDeferredBytes = _deferredBytes;
+            _peakDeferredCount = _deferredLive.Count;
+        }
+    }
+
+    /// <summary>
+    /// Calls <see cref="TrimDeferredPools"/> after every full collection, for as long as the data path is alive: an
+    /// object nothing refers to, whose finalizer (run on the finalizer thread after each collection that finds it,
+    /// which is every gen 2 collection once it has been promoted there) trims and registers it for finalization again.
+    /// </summary>
+    private sealed class Gen2Trim
+    {
+        // A weak GC handle, not a WeakReference: a WeakReference is finalizable itself, and when this object becomes
+        // unreachable so does its WeakReference, whose finalizer may run first and clear it.
+        private System.Runtime.InteropServices.GCHandle _target;
+
+        private Gen2Trim(DataPath target) => _target = System.Runtime.InteropServices.GCHandle.Alloc(target, System.Runtime.InteropServices.GCHandleType.Weak);
+
+        public static void Start(DataPath target) => _ = new Gen2Trim(target);
+
+        ~Gen2Trim()
+        {
+            if (_target.Target is not DataPath target)
+            {
+                _target.Free(); // the data path is gone: stop
+                return;
+            }
+            try { target.TrimDeferredPools(); }
+            catch (Exception) { } // a finalizer must not throw; the next collection tries again
+            GC.ReRegisterForFinalize(this);
+        }
     }
 
     /// <summary>The size class (4 KiB &lt;&lt; class) of a buffer for <paramref name="bytes"/> bytes.</summary>
