@@ -83,7 +83,15 @@ internal sealed class SegmentedMetadata : CowMetadata
             {
                 lock (_lock)
                 {
-                    _live.RemoveAll(x => x != seg && x.HomeCount == x.Entries.Length);
+                    // Segments wholly written home leave the live list (a loop, not RemoveAll with a lambda: a
+                    // closure over seg would be allocated on every append).
+                    int kept = 0;
+                    for (int k = 0; k < _live.Count; k++)
+                    {
+                        var x = _live[k];
+                        if (x == seg || x.HomeCount != x.Entries.Length) _live[kept++] = x;
+                    }
+                    _live.RemoveRange(kept, _live.Count - kept);
                     _segment = NewSegment(seg.Segment + 1);
                 }
             }

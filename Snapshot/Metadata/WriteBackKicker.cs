@@ -22,7 +22,13 @@ internal sealed class WriteBackKicker
     private long _rounds;
     private Exception? _lastError;
 
-    public WriteBackKicker(MetadataJournal journal) => _journal = journal;
+    private readonly Func<Task> _run;
+
+    public WriteBackKicker(MetadataJournal journal)
+    {
+        _journal = journal;
+        _run = RunAsync;
+    }
 
     /// <summary>Rounds run.</summary>
     public long Rounds => Interlocked.Read(ref _rounds);
@@ -36,7 +42,7 @@ internal sealed class WriteBackKicker
         lock (_lock)
         {
             if (_running is not null) { _again = true; return; }
-            _running = Task.Run(RunAsync);
+            _running = Task.Run(_run);
         }
     }
 
