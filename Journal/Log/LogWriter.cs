@@ -561,7 +561,8 @@ internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     /// Flushes the device until no written buffer is left uncovered. Only one runs at a time (<c>_flushRunning</c>).
     /// Each round covers every buffer whose write had finished when the round started.
     /// </summary>
-    private async Task FlushLoopAsync()
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask FlushLoopAsync()
     {
         while (true)
         {
