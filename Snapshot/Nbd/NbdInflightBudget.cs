@@ -1,3 +1,5 @@
+using Snapshot.Sync;
+
 namespace Snapshot.Nbd;
 
 /// <summary>
@@ -20,7 +22,7 @@ namespace Snapshot.Nbd;
 internal sealed class NbdInflightBudget
 {
     private readonly object _lock = new();
-    private readonly NbdSignal _readerSignal = new();
+    private readonly AsyncAutoSignal _readerSignal = new();
     private int _requests;
     private long _bytes;
     private bool _readerWaiting;

@@ -1,3 +1,5 @@
+using Snapshot.Sync;
+
 namespace Snapshot.Nbd;
 
 /// <summary>
@@ -9,7 +11,7 @@ namespace Snapshot.Nbd;
 /// <remarks>
 /// <para>Locking: <c>_lock</c> (a monitor) protects the held ranges and the waiters; it is held to scan the held ranges
 /// (at most the requests in flight on the volume) and never across an await. Waiters are woken by
-/// <see cref="NbdSignal.Set"/>, which runs nothing inline.</para>
+/// <see cref="AsyncAutoSignal.Set"/>, which runs nothing inline.</para>
 /// <para>The wait rule: <see cref="TryAcquire"/> never waits. A request that finds a conflict is registered as a
 /// waiter, lets go of everything it holds (the server's write gate included), awaits its signal, and tries again from
 /// the start. A range lock is held only across store I/O (and, for a FUA write, a store flush), never while a reply is
@@ -20,7 +22,7 @@ internal sealed class NbdRangeLocks
 {
     private readonly object _lock = new();
     private readonly List<Held> _held = new();
-    private readonly List<NbdSignal> _waiters = new();
+    private readonly List<AsyncAutoSignal> _waiters = new();
 
     private readonly record struct Held(long First, long Last, bool Exclusive, object Owner);
 
@@ -32,7 +34,7 @@ internal sealed class NbdRangeLocks
     /// range is held in a conflicting mode; otherwise registers <paramref name="waiter"/> to be set at the next release
     /// and returns false.
     /// </summary>
-    public bool TryAcquire(long first, long last, bool exclusive, object owner, NbdSignal waiter)
+    public bool TryAcquire(long first, long last, bool exclusive, object owner, AsyncAutoSignal waiter)
     {
         lock (_lock)
         {

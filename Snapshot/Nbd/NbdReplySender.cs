@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Text;
+using Snapshot.Sync;
 
 namespace Snapshot.Nbd;
 
@@ -33,7 +34,7 @@ internal sealed class NbdReplySender
     private readonly Socket _socket;
     private readonly object _lock = new();
     private readonly Queue<NbdRequest> _queue = new();
-    private readonly NbdSignal _signal = new();
+    private readonly AsyncAutoSignal _signal = new();
     private readonly byte[] _staging = new byte[StagingBytes];
     private readonly List<NbdRequest> _staged = new();
     private bool _stopping;

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using Journal.Storage;
+using Snapshot.Sync;
 
 namespace Snapshot.Nbd;
 
@@ -29,7 +30,7 @@ internal sealed class NbdWorker
     private static readonly byte[] s_zeros = new byte[ZeroPieceBytes];
 
     private readonly NbdConnection _c;
-    private readonly NbdSignal _lockReleased = new();
+    private readonly AsyncAutoSignal _lockReleased = new();
     private readonly Action _onDone;
     private ValueTask _running;
     private (uint Length, uint Flags)[]? _extents; // BLOCK_STATUS scratch, made on first use
