@@ -467,6 +467,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
             PeakCopiesPending = _dataPath.Throttle.PendingPeak,
             DeferredWrites = _dataPath.DeferredWrites,
             DeferredWritesPending = _dataPath.DeferredWritesPending,
+            DeferredBytesHeld = _dataPath.DeferredBytesHeld,
+            DeferredBytesKept = _dataPath.DeferredBytesKept,
             Commits = _pipeline?.Statistics,
         };
     }

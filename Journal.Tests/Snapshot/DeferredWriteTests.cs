@@ -378,9 +378,14 @@ public class DeferredWriteTests
         await RoundHeldAsync(cow);
         await Task.Delay(20);
         Assert.False(over.IsCompleted, "a write past the bound of deferred data was deferred");
+        Assert.Equal((long)global::Snapshot.Io.DataPath.MaxDeferredBytes, store.GetStatus().DeferredBytesHeld);
         gate.TrySetResult();
         await over;
         Assert.Equal(bound, store.GetStatus().DeferredWrites);
+        await store.FlushAsync().AsTask().WaitAsync(Watchdog);
+        var status = store.GetStatus();
+        Assert.Equal(0, status.DeferredBytesHeld);
+        Assert.Equal((long)global::Snapshot.Io.DataPath.MaxDeferredBytes, status.DeferredBytesKept); // every buffer back in the pool
         for (int c = 0; c <= bound; c++)
             Assert.Equal(Pattern((long)c * chunkSectors, chunkSectors, 2), await ReadAsync(store.Origin, (long)c * chunkSectors, chunkSectors));
     }

@@ -699,6 +699,9 @@ internal sealed class DataPath : ICopyCompletion
         return d;
     }
 
+    /// <summary>Data buffers held by the deferred writes pending now, in bytes (their size classes).</summary>
+    internal long DeferredBytesHeld { get { lock (_stateLock) return _deferredBytes; } }
+
     /// <summary>Data buffers kept for reuse by later deferred writes, in bytes (at most <see cref="MaxDeferredBytes"/> with those in use).</summary>
     internal long DeferredBytesKept { get { lock (_stateLock) return _retainedBytes; } }
 

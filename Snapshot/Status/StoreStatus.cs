@@ -38,6 +38,15 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
     /// <summary>Deferred origin writes not yet on the origin now.</summary>
     public int DeferredWritesPending { get; init; }
 
+    /// <summary>Bytes of data buffers held by the deferred writes pending now (in their size classes).</summary>
+    public long DeferredBytesHeld { get; init; }
+
+    /// <summary>
+    /// Bytes of data buffers kept for reuse by later deferred writes (with <see cref="DeferredBytesHeld"/>, at most 32
+    /// MiB; given back at full garbage collections once deferred writes stop).
+    /// </summary>
+    public long DeferredBytesKept { get; init; }
+
     /// <summary>The commit pipeline's counters since open (rounds, their exceptions, COW flushes, log forces, wait time).</summary>
     public CommitPipelineStatistics? Commits { get; init; }
 
@@ -46,7 +55,8 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
     /// <c>log_clean</c>, <c>snapshots[]</c> (<c>name</c>, <c>kind</c>, <c>status</c>, <c>sectors_allocated</c>,
     /// <c>total_sectors</c>, <c>metadata_sectors</c>, <c>exceptions</c>, <c>invalid_reason</c>), <c>copy_bound</c>,
     /// <c>copies_in_flight</c>, <c>peak_copies_in_flight</c>, <c>pending_copy_bound</c>, <c>copies_pending</c>,
-    /// <c>peak_copies_pending</c>, <c>throttle_waits</c>, <c>deferred_writes</c>, <c>deferred_writes_pending</c>, <c>pools[]</c> (<c>name</c>,
+    /// <c>peak_copies_pending</c>, <c>throttle_waits</c>, <c>deferred_writes</c>, <c>deferred_writes_pending</c>, <c>deferred_bytes_held</c>,
+    /// <c>deferred_bytes_kept</c>, <c>pools[]</c> (<c>name</c>,
     /// <c>budget</c>, <c>reserve</c>, <c>in_use</c>, <c>peak_in_use</c>, <c>emergency</c>, <c>peak_emergency</c>,
     /// <c>emergency_total</c>), <c>commits</c> (<c>committer</c>, <c>rounds</c>, <c>exceptions</c>,
     /// <c>exceptions_per_round</c>, <c>largest_round</c>, <c>cow_flushes</c>, <c>transactions</c>, <c>log_forces</c>,
@@ -88,6 +98,8 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
             w.WriteNumber("throttle_waits", ThrottleWaits);
             w.WriteNumber("deferred_writes", DeferredWrites);
             w.WriteNumber("deferred_writes_pending", DeferredWritesPending);
+            w.WriteNumber("deferred_bytes_held", DeferredBytesHeld);
+            w.WriteNumber("deferred_bytes_kept", DeferredBytesKept);
             w.WriteStartArray("pools");
             foreach (var p in new[] { PendingPool, CopyJobPool })
             {
