@@ -74,7 +74,7 @@ public sealed class WritePathAllocationTests(ITestOutputHelper output)
             GC.Collect();
             GC.WaitForPendingFinalizers();
         }
-        output.WriteLine($"kept after two full collections: {path.DeferredBytesKept} bytes, {path.DeferredObjectsKept} objects, {path.Trims} trims");
+        output.WriteLine($"kept after two full collections: {path.DeferredBytesKept} bytes, {path.DeferredObjectsKept} objects");
         Assert.Equal(0, store.GetStatus().DeferredBytesKept);
         Assert.Equal(0, path.DeferredObjectsKept);
         long deferred = store.GetStatus().DeferredWrites;

@@ -686,9 +686,7 @@ internal sealed class DataPath : ICopyCompletion
         {
             d.Buffer = null; // allocated outside the lock
             // Live and kept buffers together stay within the bound: drop kept buffers of other sizes to make room.
-            for (int other = 0; other < DeferredBufferClasses && _deferredBytes + _retainedBytes > MaxDeferredBytes; other++)
-                while (_deferredBuffers[other] is { Count: > 0 } kept && _deferredBytes + _retainedBytes > MaxDeferredBytes)
-                    _retainedBytes -= kept.Pop().Length;
+            DropKeptBuffersLocked(MaxDeferredBytes - _deferredBytes);
         }
         d.Index = _deferredLive.Count;
         _deferredLive.Add(d);
@@ -705,10 +703,6 @@ internal sealed class DataPath : ICopyCompletion
     /// <summary>Data buffers kept for reuse by later deferred writes, in bytes (at most <see cref="MaxDeferredBytes"/> with those in use).</summary>
     internal long DeferredBytesKept { get { lock (_stateLock) return _retainedBytes; } }
 
-    /// <summary>Trims since open (<see cref="TrimDeferredPools"/>).</summary>
-    internal long Trims => Interlocked.Read(ref _trims);
-    private long _trims;
-
     /// <summary>Deferred-write objects kept for reuse.</summary>
     internal int DeferredObjectsKept { get { lock (_stateLock) return _deferredFree.Count; } }
 
@@ -722,18 +716,22 @@ internal sealed class DataPath : ICopyCompletion
     /// </summary>
     internal void TrimDeferredPools()
     {
-        Interlocked.Increment(ref _trims);
         lock (_stateLock)
         {
-            long keepBytes = Math.Max(0, _peakDeferredBytes - _deferredBytes);
-            for (int cls = DeferredBufferClasses - 1; cls >= 0 && _retainedBytes > keepBytes; cls--)
-                while (_deferredBuffers[cls] is { Count: > 0 } kept && _retainedBytes > keepBytes)
-                    _retainedBytes -= kept.Pop().Length;
+            DropKeptBuffersLocked(Math.Max(0, _peakDeferredBytes - _deferredBytes));
             int keepObjects = Math.Max(0, _peakDeferredCount - _deferredLive.Count);
             while (_deferredFree.Count > keepObjects) _deferredFree.Pop();
             _peakDeferredBytes = _deferredBytes;
             _peakDeferredCount = _deferredLive.Count;
         }
+    }
+
+    /// <summary>Drops kept data buffers, largest first, until at most <paramref name="keepBytes"/> are kept. Under the state lock.</summary>
+    private void DropKeptBuffersLocked(long keepBytes)
+    {
+        for (int cls = DeferredBufferClasses - 1; cls >= 0 && _retainedBytes > keepBytes; cls--)
+            while (_deferredBuffers[cls] is { Count: > 0 } kept && _retainedBytes > keepBytes)
+                _retainedBytes -= kept.Pop().Length;
     }
 
     /// <summary>
