@@ -599,9 +599,42 @@ public sealed class FileBlockDevice : BlockDevice
     }
 
     // Writes zeros over [from, to) sectors, then publishes the new size.
+    //
+    // The 4 KiB-aligned middle of the range is written with O_DIRECT (NativeFile.ZeroFillDirect), past the page cache,
+    // so the range leaves no cached pages behind. Zeros written through the page cache in 1 MiB pieces leave it cached
+    // in large folios (Linux 6.x file systems with large folios, ext4 since 6.16), and every later 4 KiB write into such
+    // a folio is far dearer than one into a page of its own (16.7 µs of CPU a write against 2.6 here, on a 1 GiB file
+    // written once with 1 MiB buffered writes and once with O_DIRECT ones): the store writes 4 KiB chunks into exactly
+    // these files (the origin after create, COW files after growth or preallocation). Where O_DIRECT is refused (tmpfs,
+    // a device whose logical block is larger than 4 KiB) the rest is written through the page cache, as are an unaligned
+    // head and tail.
     private void ZeroFill(long from, long to)
     {
         long offset = from << SectorShift, end = to << SectorShift;
+        long alignedStart = Math.Min(end, (offset + DirectAlignment - 1) & ~(long)(DirectAlignment - 1));
+        long alignedEnd = end & ~(long)(DirectAlignment - 1);
+        if (alignedEnd > alignedStart)
+        {
+            ZeroFillBuffered(offset, alignedStart);
+            int errno = NativeFile.ZeroFillDirect(_handle, alignedStart, alignedEnd, ZeroFillStep, out long done);
+            offset = alignedStart + done;
+            if (errno == NativeFile.ENOSPC)
+                throw new DeviceFullException(Path, offset >> SectorShift, $"no space left on device: zero-fill at sector {offset >> SectorShift} failed");
+            if (errno != 0 && !NativeFile.DirectRefused(errno))
+                throw new BlockDeviceException(Path, offset >> SectorShift, $"zero-fill at sector {offset >> SectorShift} failed: {NativeFile.Describe(errno)}");
+        }
+        ZeroFillBuffered(offset, end);
+        // New blocks and a new size: only this file's own fdatasync makes them durable (bumped before the size is
+        // published, so no write into the new sectors can be sent before the count says so).
+        Interlocked.Increment(ref _growth);
+        Volatile.Write(ref _sectors, to);
+    }
+
+    /// <summary>Alignment of the zero-fill's O_DIRECT writes: a page, which any logical block size up to 4 KiB divides.</summary>
+    private const int DirectAlignment = 4096;
+
+    private void ZeroFillBuffered(long offset, long end)
+    {
         while (offset < end)
         {
             int n = (int)Math.Min(ZeroFillStep, end - offset);
@@ -615,10 +648,6 @@ public sealed class FileBlockDevice : BlockDevice
             }
             offset += n;
         }
-        // New blocks and a new size: only this file's own fdatasync makes them durable (bumped before the size is
-        // published, so no write into the new sectors can be sent before the count says so).
-        Interlocked.Increment(ref _growth);
-        Volatile.Write(ref _sectors, to);
     }
 
     /// <inheritdoc/>

@@ -359,6 +359,78 @@ internal static partial class NativeFile
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     private static partial int Close(int fd);
 
+    [LibraryImport("libc", EntryPoint = "pwrite", SetLastError = true)]
+    private static unsafe partial nint PWrite(int fd, void* buffer, nuint count, long offset);
+
+    private const int O_WRONLY = 1, O_DIRECT = 0x4000;
+    private const int EINVAL = 22, EIO = 5;
+
+    // Zeros for O_DIRECT writes: one page-aligned block for the process's life, allocated on first use.
+    private static readonly Lazy<nint> s_directZeros = new(() =>
+    {
+        unsafe
+        {
+            void* p = NativeMemory.AlignedAlloc(FileBlockDevice.ZeroFillStep, 4096);
+            NativeMemory.Clear(p, FileBlockDevice.ZeroFillStep);
+            return (nint)p;
+        }
+    });
+
+    /// <summary>True for the errors with which a file system refuses O_DIRECT (tmpfs, an unsupported alignment).</summary>
+    internal static bool DirectRefused(int errno) => errno is EINVAL or EOPNOTSUPP;
+
+    /// <summary>
+    /// Writes zeros over bytes [<paramref name="offset"/>, <paramref name="end"/>) of the file behind
+    /// <paramref name="handle"/> with O_DIRECT, in pieces of at most <paramref name="step"/> bytes, through a second open
+    /// of the same file (<c>/proc/self/fd</c>: the same inode, whatever its name is now), so nothing of the range is left
+    /// in the page cache. Both ends must be 4 KiB-aligned. Returns 0 once the whole range is written, else the errno
+    /// of the failure with <paramref name="done"/> bytes written: EINVAL or EOPNOTSUPP when the file system refuses
+    /// O_DIRECT (<see cref="DirectRefused"/>; the caller writes the rest another way), EOPNOTSUPP off Linux too.
+    /// Durability is the caller's: the data may sit in the device's cache and the new blocks' metadata in the file
+    /// system's until an fdatasync.
+    /// </summary>
+    internal static unsafe int ZeroFillDirect(SafeFileHandle handle, long offset, long end, int step, out long done)
+    {
+        done = 0;
+        if (!IsLinux) return EOPNOTSUPP;
+        if (((offset | end) & 4095) != 0 || step % 4096 != 0 || step > FileBlockDevice.ZeroFillStep) return EINVAL;
+        bool added = false;
+        int fd = -1;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            fd = Open($"/proc/self/fd/{(int)handle.DangerousGetHandle()}", O_WRONLY | O_DIRECT | O_CLOEXEC);
+            if (fd < 0)
+            {
+                // No /proc, or the file system refuses O_DIRECT at open: the caller writes the range another way.
+                return EINVAL;
+            }
+            void* zeros = (void*)s_directZeros.Value;
+            while (offset + done < end)
+            {
+                int n = (int)Math.Min(step, end - offset - done);
+                nint w = PWrite(fd, zeros, (nuint)n, offset + done);
+                if (w < 0)
+                {
+                    int errno = Marshal.GetLastPInvokeError();
+                    if (errno == EINTR) continue;
+                    return errno;
+                }
+                if (w == 0) return EIO;
+                // A short O_DIRECT write (possible near the end of space) leaves the rest for the next call; a length that
+                // is no longer aligned falls back to the caller's way.
+                done += w;
+                if ((w & 4095) != 0) return EINVAL;
+            }
+            return 0;
+        }
+        finally
+        {
+            if (fd >= 0) Close(fd);
+            if (added) handle.DangerousRelease();
+        }
+    }
+
     /// <summary>Makes the file's data durable. Returns 0, or the errno of the failure.</summary>
     internal static int DataSync(SafeFileHandle handle)
     {
