@@ -6,6 +6,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Snapshot;
 using Snapshot.Nbd;
+using JournalBench.Measure;
 using static JournalBench.BenchCommon;
 
 namespace JournalBench.Benchmarks;
@@ -18,7 +19,10 @@ namespace JournalBench.Benchmarks;
 /// <item><b>qemu-nbd</b>: <c>qemu-nbd -t</c> serving a qcow2 overlay (4 KiB clusters) on a raw base of the same size
 /// (fully written), cache=writeback, on a Unix socket;</item>
 /// <item><b>direct</b>: the same operations as calls on the store's volumes in this process (no NBD), 16 at a time —
-/// the <c>journal-bench cow</c> workload — to show what the NBD layer costs.</item>
+/// the <c>journal-bench cow</c> workload — to show what the NBD layer costs;</item>
+/// <item><b>nbdkit memory</b> (when nbdkit is installed): a server that keeps the volume in RAM and does no disk I/O, on
+/// a Unix socket — the ceiling: what fio can drive through one NBD connection on this machine, client and protocol
+/// included, so a ratio to qemu-nbd can be read against the most any server could reach here.</item>
 /// </list>
 /// Jobs: random 4 KiB first writes at iodepth 16, each to a chunk (cluster) not yet copied (fio's random map writes every
 /// block of the region once), without flush and with a flush after every write (<c>--fsync=1</c>); then random 4 KiB
@@ -30,7 +34,11 @@ internal static class NbdBenchmark
     private const int Depth = 16;
     private const int Block = 4096;
 
-    internal sealed record Case(string Job, string Engine, long Operations, double Iops, double P50Us, double P99Us);
+    internal sealed record Case(string Job, string Engine, long Operations, double Iops, double P50Us, double P99Us)
+    {
+        /// <summary>Busy CPU time of the whole machine during the job, per operation (µs); NaN when not measured.</summary>
+        public double MachineCpuUs { get; init; } = double.NaN;
+    }
 
     public static Command CreateCommand()
     {
@@ -86,7 +94,7 @@ internal static class NbdBenchmark
                 var v = g.Select(f).OrderBy(x => x).ToArray();
                 return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
             }
-            return new Case(g.Key.Job, g.Key.Engine, g.First().Operations, M(c => c.Iops), M(c => c.P50Us), M(c => c.P99Us));
+            return new Case(g.Key.Job, g.Key.Engine, g.First().Operations, M(c => c.Iops), M(c => c.P50Us), M(c => c.P99Us)) { MachineCpuUs = M(c => c.MachineCpuUs) };
         }).ToList();
 
     private static async Task<List<Case>> RunAsync(long writes, long syncWrites, int round, int rounds, StoreChoices choices, CancellationToken ct)
@@ -104,6 +112,13 @@ internal static class NbdBenchmark
         results.AddRange(await QemuCaseAsync(originBytes, writes, sync: false, ct).ConfigureAwait(false));
         Progress("nbd: qemu-nbd, writes with a flush after each");
         results.AddRange(await QemuCaseAsync(syncOriginBytes, syncWrites, sync: true, ct).ConfigureAwait(false));
+        if (Which("nbdkit") is not null)
+        {
+            Progress("nbd: nbdkit memory (the ceiling), writes and reads");
+            results.AddRange(await CeilingCaseAsync(originBytes, writes, sync: false, ct).ConfigureAwait(false));
+            Progress("nbd: nbdkit memory (the ceiling), writes with a flush after each");
+            results.AddRange(await CeilingCaseAsync(syncOriginBytes, syncWrites, sync: true, ct).ConfigureAwait(false));
+        }
         Progress("nbd: direct store calls, writes and snapshot reads");
         results.AddRange(await StoreCaseAsync(originBytes, writes, sync: false, viaNbd: false, choices, ct).ConfigureAwait(false));
         Progress("nbd: direct store calls, writes with a flush after each");
@@ -130,6 +145,8 @@ internal static class NbdBenchmark
             try
             {
                 await store.CreateSnapshotAsync("s", choices.Preallocate ? new SnapshotOptions { Preallocate = true } : null, ct).ConfigureAwait(false);
+                // Every side starts with its files out of the page cache, as in journal-bench cow.
+                PageCache.DropFolder(dir);
                 string engine = viaNbd ? "snapctl serve" : "direct";
                 if (viaNbd)
                 {
@@ -166,6 +183,7 @@ internal static class NbdBenchmark
             string baseImg = Path.Combine(dir, "base.raw"), overlay = Path.Combine(dir, "overlay.qcow2");
             Tool("qemu-img", "create", "-q", "-f", "raw", "-o", "preallocation=full", baseImg, originBytes.ToString(CultureInfo.InvariantCulture));
             Tool("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "-b", baseImg, "-F", "raw", overlay);
+            PageCache.DropFolder(dir);
             string socket = Path.Combine(dir, "qemu.sock");
             using (var q = await QemuNbdAsync(socket, ["-f", "qcow2", overlay], ct).ConfigureAwait(false))
                 list.Add(Fio(JobName(sync), "qemu-nbd", $"nbd+unix:///?socket={socket}", "randwrite", writes * Block, writes, sync));
@@ -183,6 +201,30 @@ internal static class NbdBenchmark
         return list;
     }
 
+    /// <summary>
+    /// The ceiling: <c>nbdkit memory</c> (the volume in RAM, no disk I/O; a flush does nothing), the same jobs; its reads
+    /// cover the same region as the store's snapshot reads, after the write job.
+    /// </summary>
+    private static async Task<List<Case>> CeilingCaseAsync(long originBytes, long writes, bool sync, CancellationToken ct)
+    {
+        string dir = TempDir("ceil");
+        var list = new List<Case>();
+        try
+        {
+            string socket = Path.Combine(dir, "nbdkit.sock");
+            using var server = await ServerAsync("nbdkit", ["-f", "-U", socket, "memory", $"size={originBytes}"], socket, ct).ConfigureAwait(false);
+            list.Add(Fio(JobName(sync), Ceiling, $"nbd+unix:///?socket={socket}", "randwrite", writes * Block, writes, sync));
+            if (!sync) list.Add(Fio("snapshot read", Ceiling, $"nbd+unix:///?socket={socket}", "randread", originBytes, writes, false));
+        }
+        finally
+        {
+            TryDelete(dir);
+        }
+        return list;
+    }
+
+    private const string Ceiling = "nbdkit memory";
+
     private sealed class Running(Process process) : IDisposable
     {
         public void Dispose()
@@ -193,17 +235,21 @@ internal static class NbdBenchmark
         }
     }
 
-    private static async Task<Running> QemuNbdAsync(string socket, string[] image, CancellationToken ct)
+    private static Task<Running> QemuNbdAsync(string socket, string[] image, CancellationToken ct) =>
+        ServerAsync("qemu-nbd", new[] { "-t", "-k", socket, "--cache=writeback", "--aio=threads" }.Concat(image).ToArray(), socket, ct);
+
+    /// <summary>Starts an NBD server process and returns once <paramref name="socket"/> accepts connections.</summary>
+    private static async Task<Running> ServerAsync(string program, string[] args, string socket, CancellationToken ct)
     {
-        var psi = new ProcessStartInfo(Which("qemu-nbd")!) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in new[] { "-t", "-k", socket, "--cache=writeback", "--aio=threads" }.Concat(image)) psi.ArgumentList.Add(a);
+        var psi = new ProcessStartInfo(Which(program)!) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in args) psi.ArgumentList.Add(a);
         var p = Process.Start(psi)!;
         var running = new Running(p);
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        // Why we poll: qemu-nbd has no readiness signal but the socket accepting connections.
+        // Why we poll: the server has no readiness signal but the socket accepting connections.
         while (true)
         {
-            if (p.HasExited) throw new IOException($"qemu-nbd exited with {p.ExitCode}: {await p.StandardError.ReadToEndAsync(ct).ConfigureAwait(false)}");
+            if (p.HasExited) throw new IOException($"{program} exited with {p.ExitCode}: {await p.StandardError.ReadToEndAsync(ct).ConfigureAwait(false)}");
             if (File.Exists(socket))
             {
                 using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
@@ -217,7 +263,7 @@ internal static class NbdBenchmark
             if (DateTime.UtcNow > deadline)
             {
                 running.Dispose();
-                throw new IOException("qemu-nbd did not start listening within 60 s");
+                throw new IOException($"{program} did not start listening within 60 s");
             }
             await Task.Delay(50, ct).ConfigureAwait(false);
         }
@@ -233,14 +279,19 @@ internal static class NbdBenchmark
         };
         if (sync) args.Add("--fsync=1");
         if (rw == "randread") args.AddRange(["--norandommap", "--randrepeat=1"]);
+        double? busy0 = MachineCpu.BusySeconds();
         var r = Tool("fio", args.ToArray());
+        double? busy1 = MachineCpu.BusySeconds();
         using var doc = JsonDocument.Parse(r[r.IndexOf('{')..]);
         var j = doc.RootElement.GetProperty("jobs")[0];
         var dir = j.GetProperty(rw == "randread" ? "read" : "write");
         var pct = dir.GetProperty("clat_ns").GetProperty("percentile");
         long done = dir.GetProperty("total_ios").GetInt64();
         return new Case(job, engine, done, dir.GetProperty("iops").GetDouble(),
-            pct.GetProperty("50.000000").GetDouble() / 1000, pct.GetProperty("99.000000").GetDouble() / 1000);
+            pct.GetProperty("50.000000").GetDouble() / 1000, pct.GetProperty("99.000000").GetDouble() / 1000)
+        {
+            MachineCpuUs = PerOperationUs(busy0, busy1, done),
+        };
     }
 
     /// <summary>The write job as direct calls: 16 writers, each write to a chunk not written before (random order).</summary>
@@ -251,6 +302,7 @@ internal static class NbdBenchmark
         var data = new byte[Block];
         Random.Shared.NextBytes(data);
         long next = -1;
+        double? busy0 = MachineCpu.BusySeconds();
         var sw = Stopwatch.StartNew();
         await Task.WhenAll(Enumerable.Range(0, Depth).Select(_ => Task.Run(async () =>
         {
@@ -263,7 +315,8 @@ internal static class NbdBenchmark
                 latencies[i] = Stopwatch.GetTimestamp() - t0;
             }
         }, ct))).ConfigureAwait(false);
-        return Summary(JobName(sync), "direct", writes, sw.Elapsed, latencies);
+        var elapsed = sw.Elapsed;
+        return Summary(JobName(sync), "direct", writes, elapsed, latencies, busy0, MachineCpu.BusySeconds());
     }
 
     /// <summary>The snapshot read job as direct calls: 16 readers, random 4 KiB reads over the whole volume.</summary>
@@ -272,6 +325,7 @@ internal static class NbdBenchmark
         var latencies = new long[reads];
         long blocks = bytes / Block;
         long next = -1;
+        double? busy0 = MachineCpu.BusySeconds();
         var sw = Stopwatch.StartNew();
         await Task.WhenAll(Enumerable.Range(0, Depth).Select(t => Task.Run(async () =>
         {
@@ -285,15 +339,20 @@ internal static class NbdBenchmark
                 latencies[i] = Stopwatch.GetTimestamp() - t0;
             }
         }, ct))).ConfigureAwait(false);
-        return Summary("snapshot read", "direct", reads, sw.Elapsed, latencies);
+        var elapsed = sw.Elapsed;
+        return Summary("snapshot read", "direct", reads, elapsed, latencies, busy0, MachineCpu.BusySeconds());
     }
 
-    private static Case Summary(string job, string engine, long n, TimeSpan elapsed, long[] ticks)
+    private static Case Summary(string job, string engine, long n, TimeSpan elapsed, long[] ticks, double? busy0, double? busy1)
     {
         Array.Sort(ticks);
         double Us(double q) => ticks[(int)Math.Min(ticks.Length - 1, q * ticks.Length)] * 1e6 / Stopwatch.Frequency;
-        return new Case(job, engine, n, n / elapsed.TotalSeconds, Us(0.50), Us(0.99));
+        return new Case(job, engine, n, n / elapsed.TotalSeconds, Us(0.50), Us(0.99)) { MachineCpuUs = PerOperationUs(busy0, busy1, n) };
     }
+
+    /// <summary>The machine's busy CPU time between two readings, per operation, in µs (NaN when not measured).</summary>
+    private static double PerOperationUs(double? busy0, double? busy1, long operations) =>
+        busy0 is null || busy1 is null || operations == 0 ? double.NaN : (busy1.Value - busy0.Value) * 1e6 / operations;
 
     private static long[] Shuffled(long n, int seed)
     {
@@ -345,16 +404,18 @@ internal static class NbdBenchmark
 
     private static string ToTable(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds, JitWarmUp.Report warm, StoreChoices choices)
     {
-        var header = new[] { "job", "engine", "ops", "IOPS", "p50 us", "p99 us", "vs qemu-nbd", "vs direct" };
+        var header = new[] { "job", "engine", "ops", "IOPS", "p50 us", "p99 us", "cpu us/op", "vs qemu-nbd", "vs direct", "of ceiling" };
         var rows = results.OrderBy(c => c.Job == "write" ? 0 : c.Job == "write+flush" ? 1 : 2).ThenBy(c => c.Engine).Select(c =>
         {
             var q = Find(results, c.Job, "qemu-nbd");
             var d = Find(results, c.Job, "direct");
+            var m = Find(results, c.Job, Ceiling);
             return (IReadOnlyList<string>)new[]
             {
-                c.Job, c.Engine, F(c.Operations), F(c.Iops), F(c.P50Us), F(c.P99Us),
+                c.Job, c.Engine, F(c.Operations), F(c.Iops), F(c.P50Us), F(c.P99Us), double.IsNaN(c.MachineCpuUs) ? "-" : F(c.MachineCpuUs, 1),
                 q is null || c.Engine == "qemu-nbd" ? "" : F(c.Iops / q.Iops, 2) + "x",
                 d is null || c.Engine != "snapctl serve" ? "" : F(c.Iops / d.Iops, 2) + "x",
+                m is null || c.Engine is Ceiling or "direct" ? "" : F(c.Iops / m.Iops, 2) + "x",
             };
         });
         return $"journal-bench nbd: fio --ioengine=nbd, 4 KiB, iodepth {Depth}; {writes} first writes (and reads), {syncWrites} with --fsync=1; median of {rounds} rounds; in {Path.GetTempPath()}\n"
@@ -363,8 +424,13 @@ internal static class NbdBenchmark
             + Table(header, rows)
             + "\nsnapctl serve: the store's NBD server, 1 persistent snapshot; qemu-nbd -t: qcow2 overlay (4 KiB clusters) on a raw base;\n"
             + "direct: the same operations as store calls, 16 at a time (no NBD). snapshot read: the store's snapshot export after the\n"
-            + "write job (half its chunks copied); for qemu-nbd the raw base (the overlay's point in time). Latencies are fio's\n"
-            + "completion latencies (direct: per call, flush included).\n";
+            + "write job (half its chunks copied); for qemu-nbd the raw base (the overlay's point in time). Each side's files are\n"
+            + "dropped from the page cache before its jobs (the store's after create, qemu's base and overlay). Latencies are fio's\n"
+            + "completion latencies (direct: per call, flush included). nbdkit memory: the volume in RAM, no disk I/O (its flush\n"
+            + "does nothing), the most fio can drive through one connection here; of ceiling: IOPS / nbdkit memory's. cpu us/op:\n"
+            + "busy CPU time of the whole machine during the job (/proc/stat: fio, the server and the kernel together, fio's start\n"
+            + "and exit included) per operation; 2 cores busy for a second is 2,000,000 us.\n"
+            + (Find(results, "write", Ceiling) is null ? "nbdkit not installed: no ceiling measured (Debian: apt-get install nbdkit)\n" : "");
     }
 
     private static JsonObject ToJson(IReadOnlyList<Case> results, long writes, long syncWrites, int rounds, JitWarmUp.Report warm, StoreChoices choices) => new()
@@ -383,6 +449,7 @@ internal static class NbdBenchmark
         {
             var q = Find(results, c.Job, "qemu-nbd");
             var d = Find(results, c.Job, "direct");
+            var m = Find(results, c.Job, Ceiling);
             return (JsonNode)new JsonObject
             {
                 ["job"] = c.Job,
@@ -391,8 +458,10 @@ internal static class NbdBenchmark
                 ["iops"] = Math.Round(c.Iops, 1),
                 ["p50_us"] = Math.Round(c.P50Us, 1),
                 ["p99_us"] = Math.Round(c.P99Us, 1),
+                ["machine_cpu_us_per_op"] = double.IsNaN(c.MachineCpuUs) ? null : Math.Round(c.MachineCpuUs, 2),
                 ["ratio_to_qemu_nbd"] = q is null ? null : Math.Round(c.Iops / q.Iops, 3),
                 ["ratio_to_direct"] = d is null ? null : Math.Round(c.Iops / d.Iops, 3),
+                ["ratio_to_ceiling"] = m is null ? null : Math.Round(c.Iops / m.Iops, 3),
             };
         }).ToArray()),
     };
