@@ -26,6 +26,24 @@ public abstract class BlockDevice : IDisposable
     /// <summary>log2(<see cref="SectorSize"/>).</summary>
     public const int SectorShift = 9;
 
+    [ThreadStatic]
+    private static bool t_readsMustNotWait;
+
+    /// <summary>
+    /// Per thread: true while this thread takes work for others and must not wait for a device, such as an NBD
+    /// connection's reader running a request's first steps inline. An asynchronous read started on such a thread reads
+    /// what the page cache holds at once and, where the data must come from the device, goes on on a thread-pool thread
+    /// instead of blocking this one (<see cref="FileBlockDevice"/>; other devices never block on a read). Off (the
+    /// default), a read that misses the cache blocks the calling thread, which costs one sleep instead of a hand-off to
+    /// another thread: better where many callers already run in parallel on pool threads.
+    /// </summary>
+    /// <remarks>Set it around the inline part and clear it after (in a <c>finally</c>); it is not carried across awaits.</remarks>
+    public static bool ReadsMustNotWait
+    {
+        get => t_readsMustNotWait;
+        set => t_readsMustNotWait = value;
+    }
+
     private long _reads, _writes, _bytesRead, _bytesWritten, _flushes;
     private int _disposed;
 

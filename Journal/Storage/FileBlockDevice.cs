@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Threading.Tasks.Sources;
 using Microsoft.Win32.SafeHandles;
 
@@ -388,16 +389,43 @@ public sealed class FileBlockDevice : BlockDevice
 
     /// <inheritdoc/>
     /// <remarks>
-    /// The read runs on the calling thread (<see cref="ReadCore"/>): on Linux, .NET's asynchronous file I/O is the same
-    /// blocking pread on a thread-pool thread, so running it inline saves a thread hop and an allocation per request and
-    /// blocks a thread exactly as long. The caller is an asynchronous method on a pool thread; the pool adds threads when
-    /// they block for long.
+    /// <para>The read runs on the calling thread (<see cref="ReadCore"/>): on Linux, .NET's asynchronous file I/O is the
+    /// same blocking pread on a thread-pool thread, so running it inline saves a thread hop and an allocation and blocks a
+    /// thread exactly as long. Callers are asynchronous methods on pool threads, many at once; the pool adds threads when
+    /// they block for long.</para>
+    /// <para>On a thread that must not wait (<see cref="BlockDevice.ReadsMustNotWait"/>: an NBD connection's reader, the
+    /// one thread taking that connection's requests), what the page cache holds is read inline all the same (preadv2
+    /// with RWF_NOWAIT, which never waits for the device), and a read that would wait goes on on a pool thread
+    /// (<see cref="ReadUncachedAsync"/>): the reader takes the next request meanwhile, and several such reads wait for
+    /// the device at once instead of one after the other. Not by default: where many callers already run in parallel,
+    /// the hand-off cost more CPU than the blocking read (docs/benchmarks.md). Where RWF_NOWAIT is refused (a file system
+    /// or kernel without it) every read blocks the calling thread.</para>
     /// </remarks>
     protected override ValueTask ReadCoreAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        if (ReadsMustNotWait && !_noWaitRefused && buffer.Length > 0)
+        {
+            int n = NativeFile.ReadCached(_handle, buffer.Span, sector << SectorShift);
+            if (n == buffer.Length) return ValueTask.CompletedTask;
+            if (n > 0 && (n & (SectorSize - 1)) == 0) return ReadUncachedAsync(sector + (n >> SectorShift), buffer[n..]);
+            if (n == -NativeFile.EWOULDBLOCK || n > 0) return ReadUncachedAsync(sector, buffer);
+            if (n == -NativeFile.EOPNOTSUPP) _noWaitRefused = true;
+            // 0 (the end of the file) or another error: the blocking read below reports it.
+        }
         ReadCore(sector, buffer.Span);
         return ValueTask.CompletedTask;
+    }
+
+    private volatile bool _noWaitRefused = !NativeFile.IsLinux;
+
+    /// <summary>The part of an asynchronous read the page cache did not hold, as a blocking read on a pool thread.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ReadUncachedAsync(long sector, Memory<byte> buffer)
+    {
+        // Why we hop: the read waits for the device; the caller's thread goes back to its work (see ReadCoreAsync).
+        await Task.Yield();
+        ReadCore(sector, buffer.Span);
     }
 
     /// <inheritdoc/>

@@ -359,6 +359,46 @@ internal static partial class NativeFile
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     private static partial int Close(int fd);
 
+    [LibraryImport("libc", EntryPoint = "preadv2", SetLastError = true)]
+    private static unsafe partial nint PReadV2(int fd, void* iov, int iovcnt, long offset, int flags);
+
+    private const int RWF_NOWAIT = 0x8;
+
+    /// <summary>
+    /// Reads into <paramref name="buffer"/> at <paramref name="offset"/> only what the page cache already holds
+    /// (preadv2 with RWF_NOWAIT: no wait for the device, no readahead started). Returns the bytes read (0 at the end of
+    /// the file; fewer than asked when only the first part is cached), or minus the errno: -EWOULDBLOCK when the first
+    /// byte is not cached, -EOPNOTSUPP where the file system or kernel cannot. Off Linux: -EOPNOTSUPP.
+    /// </summary>
+    internal static unsafe int ReadCached(SafeFileHandle handle, Span<byte> buffer, long offset)
+    {
+        if (!IsLinux) return -EOPNOTSUPP;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            int fd = (int)handle.DangerousGetHandle();
+            fixed (byte* p = buffer)
+            {
+                nint* iov = stackalloc nint[2];
+                iov[0] = (nint)p;
+                iov[1] = buffer.Length;
+                while (true)
+                {
+                    nint n = PReadV2(fd, iov, 1, offset, RWF_NOWAIT);
+                    if (n >= 0) return (int)n;
+                    int errno = Marshal.GetLastPInvokeError();
+                    if (errno == EINTR) continue;
+                    return -errno;
+                }
+            }
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
     [LibraryImport("libc", EntryPoint = "pwrite", SetLastError = true)]
     private static unsafe partial nint PWrite(int fd, void* buffer, nuint count, long offset);
 

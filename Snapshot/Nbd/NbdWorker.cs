@@ -48,7 +48,18 @@ internal sealed class NbdWorker
     /// </summary>
     public void Run(NbdRequest r)
     {
-        _running = ExecuteAsync(r);
+        // Until its first wait the request runs on the reader's thread, which must take the next request rather than
+        // wait for a device: a read that misses the page cache goes on on a pool thread.
+        bool outer = BlockDevice.ReadsMustNotWait;
+        BlockDevice.ReadsMustNotWait = true;
+        try
+        {
+            _running = ExecuteAsync(r);
+        }
+        finally
+        {
+            BlockDevice.ReadsMustNotWait = outer;
+        }
         if (_running.IsCompleted) OnDone();
         else _running.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onDone);
     }

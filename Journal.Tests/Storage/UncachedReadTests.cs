@@ -1,0 +1,124 @@
+using System.Runtime.InteropServices;
+using Journal.Storage;
+using Microsoft.Win32.SafeHandles;
+
+namespace Journal.Tests.Storage;
+
+/// <summary>
+/// <see cref="FileBlockDevice"/>'s asynchronous read on a thread that must not wait (<see cref="BlockDevice.ReadsMustNotWait"/>,
+/// as an NBD connection's reader sets it): what the page cache holds is read on the calling thread and the read completes
+/// before it returns; a read that would wait for the device (its pages dropped from the cache here with posix_fadvise
+/// DONTNEED) returns at once, unfinished, and completes on a pool thread with the right data. A read half cached
+/// completes the same way. Without the setting the same uncached read blocks and completes before it returns. (The
+/// calling thread of these tests is a dedicated thread.)
+/// </summary>
+public sealed class UncachedReadTests : IDisposable
+{
+    private const int PosixFadvDontNeed = 4;
+    private readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    [DllImport("libc", EntryPoint = "posix_fadvise")]
+    private static extern int PosixFadvise(SafeFileHandle fd, long offset, long length, int advice);
+
+    /// <summary>Drops bytes [offset, offset+length) of <paramref name="path"/> from the page cache (clean pages only).</summary>
+    private static void Drop(string path, long offset, long length)
+    {
+        using var h = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        Assert.Equal(0, PosixFadvise(h, offset, length, PosixFadvDontNeed));
+    }
+
+    private static T OnOwnThread<T>(Func<T> f, bool mustNotWait = true)
+    {
+        T result = default!;
+        Exception? error = null;
+        var t = new Thread(() =>
+        {
+            BlockDevice.ReadsMustNotWait = mustNotWait;
+            try { result = f(); }
+            catch (Exception e) { error = e; }
+            finally { BlockDevice.ReadsMustNotWait = false; }
+        });
+        t.Start();
+        Assert.True(t.Join(TimeSpan.FromMinutes(1)), "the read did not return");
+        if (error is not null) throw new InvalidOperationException("the read failed", error);
+        return result;
+    }
+
+    [Fact]
+    public async Task A_read_the_page_cache_holds_completes_inline_and_one_it_does_not_completes_on_the_pool_with_the_data()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        string path = _dir.File("dev");
+        var data = Patterns.Sectors(64, 5);
+        using var dev = FileBlockDevice.Create(path, 256);
+        dev.Write(64, data);
+        dev.Flush();
+        Drop(path, 0, 0);
+
+        var back = new byte[data.Length];
+        var (inlineDone, task) = OnOwnThread(() =>
+        {
+            var vt = dev.ReadAsync(64, back);
+            return (vt.IsCompleted, vt.AsTask());
+        });
+        Assert.False(inlineDone, "a read of sectors out of the page cache completed on the calling thread");
+        await task.WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(data, back);
+
+        // Now cached: the same read completes before it returns.
+        var again = new byte[data.Length];
+        bool cachedInline = OnOwnThread(() => dev.ReadAsync(64, again).IsCompleted);
+        Assert.True(cachedInline, "a read of cached sectors did not complete on the calling thread");
+        Assert.Equal(data, again);
+    }
+
+    [Fact]
+    public void Without_the_setting_an_uncached_read_blocks_the_calling_thread_and_completes_before_it_returns()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        string path = _dir.File("dev");
+        var data = Patterns.Sectors(64, 6);
+        using var dev = FileBlockDevice.Create(path, 256);
+        dev.Write(64, data);
+        dev.Flush();
+        Drop(path, 0, 0);
+        var back = new byte[data.Length];
+        bool inlineDone = OnOwnThread(() => dev.ReadAsync(64, back).IsCompleted, mustNotWait: false);
+        Assert.True(inlineDone, "a read on a thread that may wait did not complete on it");
+        Assert.Equal(data, back);
+    }
+
+    [Fact]
+    public async Task A_read_whose_first_part_is_cached_reads_the_rest_on_the_pool()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        string path = _dir.File("dev");
+        var data = Patterns.Sectors(32, 9);
+        using var dev = FileBlockDevice.Create(path, 256);
+        // 4 KiB writes into pages not cached make a page each (a larger write may make one large folio, which a drop of
+        // part of it would leave cached).
+        for (int s = 0; s < 32; s += 8) dev.Write(s, data.AsSpan(s * 512, 8 * 512));
+        dev.Flush();
+        Drop(path, 4096, 0); // keep the first 4 KiB (8 sectors) cached, drop the rest
+        var back = new byte[data.Length];
+        var (inlineDone, task) = OnOwnThread(() =>
+        {
+            var vt = dev.ReadAsync(0, back);
+            return (vt.IsCompleted, vt.AsTask());
+        });
+        Assert.False(inlineDone, "a read whose tail is out of the page cache completed on the calling thread");
+        await task.WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(data, back);
+    }
+
+    [Fact]
+    public async Task Reads_past_the_end_still_fail_naming_the_file()
+    {
+        string path = _dir.File("dev");
+        using var dev = FileBlockDevice.Create(path, 16);
+        var e = await Assert.ThrowsAsync<BlockDeviceException>(async () => await dev.ReadAsync(12, new byte[8 * 512]));
+        Assert.Contains(Path.GetFullPath(path), e.Message);
+    }
+}
