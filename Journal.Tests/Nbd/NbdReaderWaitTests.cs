@@ -43,6 +43,42 @@ public sealed class NbdReaderWaitTests
         }
     }
 
+    /// <summary>A COW file that counts its growths and the ones made on a thread that must not wait.</summary>
+    private sealed class GrowthCountingDevice(BlockDevice inner) : ForwardingDevice(inner)
+    {
+        public int Growths, OnReader;
+
+        protected override void ExtendCore(long sectorCount)
+        {
+            Interlocked.Increment(ref Growths);
+            if (BlockDevice.ReadsMustNotWait) Interlocked.Increment(ref OnReader);
+            base.ExtendCore(sectorCount);
+        }
+    }
+
+    /// <summary>
+    /// A COW file's growth writes its zeros to the device and waits for them, so a first write that needs one does not
+    /// grow the file on the reader's thread: it goes on on a pool thread first.
+    /// </summary>
+    [Fact]
+    public async Task A_cow_file_growth_for_an_nbd_write_is_not_made_on_the_reader_thread()
+    {
+        GrowthCountingDevice? cow = null;
+        var devices = new TestDeviceProvider
+        {
+            Wrap = (path, d) => path.EndsWith(".cow", StringComparison.Ordinal) ? cow = new GrowthCountingDevice(d) : d,
+        };
+        await using var h = await NbdHarness.StartAsync(originBytes: 32 << 20, devices: devices);
+        await h.Server.CreateSnapshotAsync("s").WaitAsync(Watchdog);
+        Assert.NotNull(cow);
+        int before = cow!.Growths;
+        await using var c = await h.OpenAsync("origin");
+        var data = new byte[4096];
+        for (int i = 0; i < 2048; i++) await c.WriteAsync((ulong)i * 4096 * 3 % (32 << 20), data).WaitAsync(Watchdog);
+        Assert.True(cow.Growths > before, "no write needed the COW file to grow");
+        Assert.Equal(0, cow.OnReader);
+    }
+
     [Fact]
     public async Task A_read_that_waits_for_the_device_does_not_stop_the_reader_taking_the_next_request()
     {

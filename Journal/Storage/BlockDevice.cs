@@ -33,9 +33,10 @@ public abstract class BlockDevice : IDisposable
     /// Per thread: true while this thread takes work for others and must not wait for a device, such as an NBD
     /// connection's reader running a request's first steps inline. An asynchronous read started on such a thread reads
     /// what the page cache holds at once and, where the data must come from the device, goes on on a thread-pool thread
-    /// instead of blocking this one (<see cref="FileBlockDevice"/>; other devices never block on a read). Off (the
-    /// default), a read that misses the cache blocks the calling thread, which costs one sleep instead of a hand-off to
-    /// another thread: better where many callers already run in parallel on pool threads.
+    /// instead of blocking this one (<see cref="FileBlockDevice"/>; other devices never block on a read); callers that
+    /// are about to wait for a device in another way (a snapshot store growing a COW file) move to a pool thread
+    /// first too. Off (the default), a read that misses the cache blocks the calling thread, which costs one sleep
+    /// instead of a hand-off to another thread: better where many callers already run in parallel on pool threads.
     /// </summary>
     /// <remarks>Set it around the inline part and clear it after (in a <c>finally</c>); it is not carried across awaits.</remarks>
     public static bool ReadsMustNotWait

@@ -618,9 +618,10 @@ public sealed class FileBlockDevice : BlockDevice
             {
                 ZeroFill(old, sectorCount);
             }
-            catch (BlockDeviceException)
+            catch
             {
-                try { RandomAccess.SetLength(_handle, old << SectorShift); } catch (IOException) { }
+                // Whatever failed, the file goes back to its old size (the new sectors were never published).
+                try { RandomAccess.SetLength(_handle, old << SectorShift); } catch (IOException) { } catch (ObjectDisposedException) { }
                 throw;
             }
         }
@@ -633,9 +634,9 @@ public sealed class FileBlockDevice : BlockDevice
     // in large folios (Linux 6.x file systems with large folios, ext4 since 6.16), and every later 4 KiB write into such
     // a folio is far dearer than one into a page of its own (16.7 µs of CPU a write against 2.6 here, on a 1 GiB file
     // written once with 1 MiB buffered writes and once with O_DIRECT ones): the store writes 4 KiB chunks into exactly
-    // these files (the origin after create, COW files after growth or preallocation). Where O_DIRECT is refused (tmpfs,
-    // a device whose logical block is larger than 4 KiB) the rest is written through the page cache, as are an unaligned
-    // head and tail.
+    // these files (the origin after create, COW files after growth or preallocation). Where O_DIRECT is refused (a file
+    // system without it, a device whose logical block is larger than 4 KiB) the rest is written through the page cache,
+    // as are an unaligned head and tail.
     private void ZeroFill(long from, long to)
     {
         long offset = from << SectorShift, end = to << SectorShift;

@@ -366,7 +366,8 @@ internal static partial class NativeFile
 
     /// <summary>
     /// Reads into <paramref name="buffer"/> at <paramref name="offset"/> only what the page cache already holds
-    /// (preadv2 with RWF_NOWAIT: no wait for the device, no readahead started). Returns the bytes read (0 at the end of
+    /// (preadv2 with RWF_NOWAIT: no wait for the data to come from the device; on a miss the kernel may still submit
+    /// readahead for the range before it returns, which can take a moment on a busy device). Returns the bytes read (0 at the end of
     /// the file; fewer than asked when only the first part is cached), or minus the errno: -EWOULDBLOCK when the first
     /// byte is not cached, -EOPNOTSUPP where the file system or kernel cannot. Off Linux: -EOPNOTSUPP.
     /// </summary>
@@ -416,7 +417,18 @@ internal static partial class NativeFile
         }
     });
 
-    /// <summary>True for the errors with which a file system refuses O_DIRECT (tmpfs, an unsupported alignment).</summary>
+    /// <summary>
+    /// Tests only: when 0, <see cref="ZeroFillDirect"/> is refused at once; when positive, refused once that many bytes
+    /// are written (as a file system that refuses O_DIRECT would be, so the fallback can be tested on any file system).
+    /// Per thread (a zero-fill runs on its caller's thread); null (the default): off.
+    /// </summary>
+    [ThreadStatic]
+    internal static long? TestRefuseDirectAfterBytes;
+
+    /// <summary>
+    /// True for the errors with which a file system refuses O_DIRECT (one without it, such as tmpfs before Linux 6.6, or an
+    /// unsupported alignment).
+    /// </summary>
     internal static bool DirectRefused(int errno) => errno is EINVAL or EOPNOTSUPP;
 
     /// <summary>
@@ -439,16 +451,20 @@ internal static partial class NativeFile
         try
         {
             handle.DangerousAddRef(ref added);
+            long? refuseAfter = TestRefuseDirectAfterBytes;
+            if (refuseAfter == 0) return EINVAL;
             fd = Open($"/proc/self/fd/{(int)handle.DangerousGetHandle()}", O_WRONLY | O_DIRECT | O_CLOEXEC);
             if (fd < 0)
             {
-                // No /proc, or the file system refuses O_DIRECT at open: the caller writes the range another way.
+                // No /proc, or the file system refuses O_DIRECT at open: the caller writes the range another way
+                // (what failed does not matter to it: the buffered way reports its own errors).
                 return EINVAL;
             }
             void* zeros = (void*)s_directZeros.Value;
             while (offset + done < end)
             {
                 int n = (int)Math.Min(step, end - offset - done);
+                if (refuseAfter > 0 && done >= refuseAfter) return EINVAL;
                 nint w = PWrite(fd, zeros, (nuint)n, offset + done);
                 if (w < 0)
                 {
