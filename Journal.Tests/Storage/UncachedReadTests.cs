@@ -1,6 +1,4 @@
-using System.Runtime.InteropServices;
 using Journal.Storage;
-using Microsoft.Win32.SafeHandles;
 
 namespace Journal.Tests.Storage;
 
@@ -14,20 +12,9 @@ namespace Journal.Tests.Storage;
 /// </summary>
 public sealed class UncachedReadTests : IDisposable
 {
-    private const int PosixFadvDontNeed = 4;
     private readonly TempDirectory _dir = new();
 
     public void Dispose() => _dir.Dispose();
-
-    [DllImport("libc", EntryPoint = "posix_fadvise")]
-    private static extern int PosixFadvise(SafeFileHandle fd, long offset, long length, int advice);
-
-    /// <summary>Drops bytes [offset, offset+length) of <paramref name="path"/> from the page cache (clean pages only).</summary>
-    private static void Drop(string path, long offset, long length)
-    {
-        using var h = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        Assert.Equal(0, PosixFadvise(h, offset, length, PosixFadvDontNeed));
-    }
 
     private static T OnOwnThread<T>(Func<T> f, bool mustNotWait = true)
     {
@@ -54,7 +41,7 @@ public sealed class UncachedReadTests : IDisposable
         var dev = FileBlockDevice.Create(path, 256);
         dev.Write(64, data);
         dev.Flush();
-        Drop(path, 0, 0);
+        PageCacheProbe.DropFrom(path, 0, 0);
         return (dev, data);
     }
 
@@ -115,7 +102,7 @@ public sealed class UncachedReadTests : IDisposable
         // part of it would leave cached).
         for (int s = 0; s < 32; s += 8) dev.Write(s, data.AsSpan(s * 512, 8 * 512));
         dev.Flush();
-        Drop(path, 4096, 0); // keep the first 4 KiB (8 sectors) cached, drop the rest
+        PageCacheProbe.DropFrom(path, 4096, 4096); // keep the first 4 KiB (8 sectors) cached, drop the rest
         var back = new byte[data.Length];
         var (inlineDone, task) = StartRead(dev, 0, back);
         Assert.False(inlineDone, "a read whose tail is out of the page cache completed on the calling thread");

@@ -27,9 +27,9 @@ public sealed class ZeroFillTests : IDisposable
         string path = _dir.File("dev");
         const long Sectors = 16384; // 8 MiB: eight zero-fill steps
         using var dev = FileBlockDevice.Create(path, Sectors);
-        Assert.Equal(0, CachedBytes(path));
+        Assert.Equal(0, PageCacheProbe.CachedBytes(path));
         dev.Extend(Sectors * 2);
-        Assert.Equal(0, CachedBytes(path));
+        Assert.Equal(0, PageCacheProbe.CachedBytes(path));
         // The file reads as zeros and takes writes as before.
         var data = Patterns.Sectors(8, 3);
         dev.Write(Sectors + 8, data);
@@ -94,7 +94,7 @@ public sealed class ZeroFillTests : IDisposable
         if (OperatingSystem.IsLinux())
         {
             // Through the page cache: what went that way is cached (all of it when refused at once).
-            long cached = CachedBytes(path);
+            long cached = PageCacheProbe.CachedBytes(path);
             Assert.True(cached >= (refuseAfterBytes == 0 ? 24576L * 512 - (1 << 20) : 8L << 20), $"only {cached} bytes cached");
         }
     }
@@ -111,19 +111,6 @@ public sealed class ZeroFillTests : IDisposable
         Assert.Contains("no space left on device", e.Message);
         Assert.Equal(2048, dev.SectorCount);
         Assert.Equal(2048 * 512, new FileInfo(path).Length);
-    }
-
-    /// <summary>Bytes of <paramref name="path"/> in the page cache (util-linux fincore).</summary>
-    private static long CachedBytes(string path)
-    {
-        var psi = new ProcessStartInfo("fincore") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { "--bytes", "--noheadings", "--output", "RES", path }) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        string output = p.StandardOutput.ReadToEnd();
-        string error = p.StandardError.ReadToEnd();
-        Assert.True(p.WaitForExit(30_000), "fincore did not finish");
-        Assert.True(p.ExitCode == 0, $"fincore {path} failed: {error}");
-        return long.Parse(output.Trim(), CultureInfo.InvariantCulture);
     }
 
     /// <summary>The type of the file system holding <paramref name="path"/> (stat -f).</summary>
