@@ -395,8 +395,8 @@ public sealed class FileBlockDevice : BlockDevice
     /// they block for long.</para>
     /// <para>On a thread that must not wait (<see cref="BlockDevice.ReadsMustNotWait"/>: an NBD connection's reader, the
     /// one thread taking that connection's requests), what the page cache holds is read inline all the same (preadv2
-    /// with RWF_NOWAIT, which never waits for the device), and a read that would wait goes on on a pool thread
-    /// (<see cref="ReadUncachedAsync"/>): the reader takes the next request meanwhile, and several such reads wait for
+    /// with RWF_NOWAIT, which does not wait for data to come from the device), and a read that would wait goes on on a
+    /// pool thread (<see cref="ReadUncachedAsync"/>): the reader takes the next request meanwhile, and several such reads wait for
     /// the device at once instead of one after the other. Not by default: where many callers already run in parallel,
     /// the hand-off cost more CPU than the blocking read (docs/benchmarks.md). Where RWF_NOWAIT is refused (a file system
     /// or kernel without it) every read blocks the calling thread.</para>

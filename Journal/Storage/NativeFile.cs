@@ -367,9 +367,10 @@ internal static partial class NativeFile
     /// <summary>
     /// Reads into <paramref name="buffer"/> at <paramref name="offset"/> only what the page cache already holds
     /// (preadv2 with RWF_NOWAIT: no wait for the data to come from the device; on a miss the kernel may still submit
-    /// readahead for the range before it returns, which can take a moment on a busy device). Returns the bytes read (0 at the end of
-    /// the file; fewer than asked when only the first part is cached), or minus the errno: -EWOULDBLOCK when the first
-    /// byte is not cached, -EOPNOTSUPP where the file system or kernel cannot. Off Linux: -EOPNOTSUPP.
+    /// readahead for the range before it returns, which can take a moment on a busy device). Returns the bytes read
+    /// (0 at the end of the file; fewer than asked when only the first part is cached), or minus the errno:
+    /// -EWOULDBLOCK when the first byte is not cached, -EOPNOTSUPP where the file system or kernel cannot. Off Linux:
+    /// -EOPNOTSUPP.
     /// </summary>
     internal static unsafe int ReadCached(SafeFileHandle handle, Span<byte> buffer, long offset)
     {
