@@ -84,7 +84,7 @@ internal abstract class ExceptionStore : IDisposable
             target = Math.Max(target, need);
             // The growth writes its zeros to the device (O_DIRECT) and waits for them: on a thread that must not wait
             // (an NBD connection's reader), go on on a pool thread first.
-            if (Journal.Storage.BlockDevice.ReadsMustNotWait) await Task.Yield();
+            if (BlockDevice.ReadsMustNotWait) await Task.Yield();
             Cow.Extend(target);
         }
         finally
