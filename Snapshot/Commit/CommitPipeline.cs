@@ -329,12 +329,23 @@ internal sealed class CommitPipeline
         }
     }
 
-    /// <summary>Step 3's end: completes the round's exceptions, recycles it and frees its slot.</summary>
+    /// <summary>Step 3's end: counts the round, completes its exceptions, recycles it and frees its slot.</summary>
+    /// <remarks>
+    /// The round is counted before its exceptions complete, so a writer that sees its write done also sees the round in
+    /// <see cref="Statistics"/> (and in the metrics read from them).
+    /// </remarks>
     private void Complete(CommitRound round, Exception? error)
     {
         long now = Stopwatch.GetTimestamp();
         int count = round.Items.Count;
-        long first = round.FirstQueuedTicks;
+        lock (_lock)
+        {
+            _rounds++;
+            _exceptions += count;
+            if (count > _largest) _largest = count;
+            _roundTicks += now - round.FirstQueuedTicks;
+            if (error is not null) _failedRounds++;
+        }
         for (int i = 0; i < round.GroupCount; i++)
         {
             var g = round.Groups[i];
@@ -343,11 +354,6 @@ internal sealed class CommitPipeline
         }
         lock (_lock)
         {
-            _rounds++;
-            _exceptions += count;
-            if (count > _largest) _largest = count;
-            _roundTicks += now - first;
-            if (error is not null) _failedRounds++;
             round.Reset();
             if (_free.Count < MaxRoundsWaiting + 2) _free.Push(round);
         }
