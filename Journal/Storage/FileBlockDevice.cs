@@ -14,7 +14,9 @@ namespace Journal.Storage;
 /// fdatasync after overwriting written blocks is much cheaper than after filling fresh ones (the file system has no
 /// allocation metadata left to flush).</item>
 /// <item><see cref="BlockDevice.Flush"/> is fdatasync on Linux (<see cref="RandomAccess.FlushToDisk"/> elsewhere):
-/// the data and the file size are durable when it returns.</item>
+/// the data and the file size are durable when it returns. Once a flush or write-back has failed, every later one
+/// fails too, naming the first failure (Linux reports a write-back error once, so a later fdatasync could succeed over
+/// data that never reached the disk); only a new open starts clean.</item>
 /// <item>With <c>lockExclusive</c> the file is opened with <see cref="FileShare.None"/> and, on Linux, an exclusive
 /// non-blocking flock; a second opener (another process, or another handle in this one) is refused at once with
 /// <see cref="DeviceOpenError.InUse"/>. The lock goes with the handle when the device is disposed.</item>
@@ -112,6 +114,7 @@ public sealed class FileBlockDevice : BlockDevice
     {
         ThrowIfDisposed();
         if (_readOnly || !NativeFile.IsLinux) return;
+        ThrowIfWritesLost();
         CheckWriteBack(NativeFile.WriteBack(_handle, wait: false));
     }
 
@@ -131,16 +134,53 @@ public sealed class FileBlockDevice : BlockDevice
             Flush();
             return;
         }
-        CheckWriteBack(NativeFile.WriteBack(_handle, wait: true));
+        ThrowIfWritesLost();
+        int failure = TakeTestFailure();
+        CheckWriteBack(failure != 0 ? failure : NativeFile.WriteBack(_handle, wait: true));
     }
 
     private void CheckWriteBack(int errno)
     {
-        if (errno == NativeFile.ENOSPC)
-            throw new DeviceFullException(Path, 0, $"no space left on device: write-back (sync_file_range) failed: {NativeFile.Describe(errno)}");
-        if (errno != 0)
-            throw new BlockDeviceException(Path, 0, $"write-back (sync_file_range) failed: {NativeFile.Describe(errno)}");
+        if (errno != 0) throw WriteBackFailed("write-back (sync_file_range)", errno);
     }
+
+    // The first failed fdatasync or write-back of this device, kept for good. Linux reports a write-back error once per
+    // open file: the call that sees it fails, and a later one succeeds although the pages that failed never reached the
+    // device (they are marked clean). So once one has failed, every later flush and write-back fails too, naming the
+    // first failure; only reopening (and recovery) can tell what is on the device. Written once (compare-exchange).
+    private LostWrites? _lostWrites;
+
+    private sealed record LostWrites(BlockDeviceException Error, string Problem);
+
+    /// <summary>
+    /// Tests only: when not 0, the next fdatasync or write-back of this device fails with this errno instead of calling
+    /// the kernel (which a test cannot make fail on demand), then it goes back to 0.
+    /// </summary>
+    internal int TestFailNextSync;
+
+    /// <summary>Throws if an earlier flush or write-back of this device failed (see <c>_lostWrites</c>).</summary>
+    private void ThrowIfWritesLost()
+    {
+        if (Volatile.Read(ref _lostWrites) is not { } lost) return;
+        string problem = $"refused: an earlier flush failed, so written data may be lost ({lost.Problem})";
+        throw lost.Error is DeviceFullException
+            ? new DeviceFullException(Path, 0, problem, lost.Error)
+            : new BlockDeviceException(Path, 0, problem, lost.Error);
+    }
+
+    /// <summary>Records a failed fdatasync or write-back as this device's lost writes and returns the error to throw.</summary>
+    private BlockDeviceException WriteBackFailed(string what, int errno)
+    {
+        string problem = errno == NativeFile.ENOSPC
+            ? $"no space left on device: {what} failed: {NativeFile.Describe(errno)}"
+            : $"{what} failed: {NativeFile.Describe(errno)}";
+        BlockDeviceException e = errno == NativeFile.ENOSPC ? new DeviceFullException(Path, 0, problem) : new BlockDeviceException(Path, 0, problem);
+        Interlocked.CompareExchange(ref _lostWrites, new LostWrites(e, problem), null);
+        return e;
+    }
+
+    /// <summary>The errno a test asked the next fdatasync or write-back to fail with (0: none), cleared as it is taken.</summary>
+    private int TakeTestFailure() => TestFailNextSync == 0 ? 0 : Interlocked.Exchange(ref TestFailNextSync, 0);
 
     /// <summary>The full path of the file.</summary>
     public string Path { get; }
@@ -573,15 +613,20 @@ public sealed class FileBlockDevice : BlockDevice
     private void SyncData()
     {
         int errno;
+        ThrowIfWritesLost();
         // Read before the fdatasync, which covers every growth finished before it; recorded only once it succeeded.
         long growth = Interlocked.Read(ref _growth);
         try
         {
-            errno = NativeFile.DataSync(_handle);
+            errno = TakeTestFailure();
+            if (errno == 0) errno = NativeFile.DataSync(_handle);
         }
         catch (IOException e)
         {
-            throw new BlockDeviceException(Path, 0, $"flush failed: {OneLine(e.Message)}", e);
+            string problem = $"flush failed: {OneLine(e.Message)}";
+            var failed = new BlockDeviceException(Path, 0, problem, e);
+            Interlocked.CompareExchange(ref _lostWrites, new LostWrites(failed, problem), null);
+            throw failed;
         }
         if (errno == 0 && _flushDomain != 0)
         {
@@ -597,10 +642,7 @@ public sealed class FileBlockDevice : BlockDevice
                 seen = was;
             }
         }
-        if (errno == NativeFile.ENOSPC)
-            throw new DeviceFullException(Path, 0, $"no space left on device: fdatasync failed: {NativeFile.Describe(errno)}");
-        if (errno != 0)
-            throw new BlockDeviceException(Path, 0, $"fdatasync failed: {NativeFile.Describe(errno)}");
+        if (errno != 0) throw WriteBackFailed("fdatasync", errno);
     }
 
     /// <inheritdoc/>
