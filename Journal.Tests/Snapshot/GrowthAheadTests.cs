@@ -1,8 +1,13 @@
 using Journal.Storage;
 using Journal.Tests.Storage;
+using Journal.Testing;
+using Journal.Tests.Diagnostics;
+using Snapshot;
 using Snapshot.Commit;
+using Snapshot.Diagnostics;
 using Snapshot.Exceptions;
 using Snapshot.Format;
+using static Journal.Tests.Snapshot.SnapTestUtil;
 
 namespace Journal.Tests.Snapshot;
 
@@ -131,17 +136,26 @@ public class GrowthAheadTests
     {
         var (store, cow) = NewStore();
         using var _ = store;
+        var reported = new List<Exception>();
+        store.GrowthAheadFailed = e => { lock (reported) reported.Add(e); };
         long size = cow.SectorCount;
         cow.Full = true;
         await store.EnsureCapacityAsync(LastChunkOf(size));
         Assert.True(await Eventually(() => store.FailedGrowthsAhead == 1), "the failed growth ahead was not counted");
         Assert.Equal(size, cow.SectorCount);
+        // No retry (each would write zeros until the disk refused) and one report, however many copies come near the end.
+        for (int i = 0; i < 20; i++) await store.EnsureCapacityAsync(LastChunkOf(size) - (ulong)(i % 4));
+        await Task.Delay(50);
+        Assert.Equal(1, store.FailedGrowthsAhead);
+        Assert.Equal(1, cow.Entered.CurrentCount); // one attempt to grow
+        lock (reported) Assert.IsType<DeviceFullException>(Assert.Single(reported));
         var e = await Assert.ThrowsAsync<DeviceFullException>(() => store.EnsureCapacityAsync(LastChunkOf(size) + 1).AsTask());
         Assert.Contains("no space left", e.Message);
-        // Space again: the next writer grows the file.
+        // Space again: the next writer grows the file, and growing ahead resumes.
         cow.Full = false;
         await store.EnsureCapacityAsync(LastChunkOf(size) + 1);
         Assert.True(cow.SectorCount > size);
+        Assert.True(await Eventually(() => store.GrowthsAhead == 1), "growing ahead did not resume after a writer's growth succeeded");
     }
 
     [Fact]
@@ -170,5 +184,32 @@ public class GrowthAheadTests
         await Task.Delay(50);
         Assert.Equal(Total, cow.SectorCount);
         Assert.Equal(0, store.FailedGrowthsAhead);
+    }
+
+    [Fact]
+    public async Task A_store_logs_a_failed_growth_ahead_once_and_its_writes_go_on()
+    {
+        // Every COW file may not grow past its size at creation (a full disk for it): the first copy starts a growth
+        // ahead (a new file is one growth step long; the COW size, a copy of the 4 MiB origin, is larger), which fails. The store logs it once, naming the snapshot; the writes that fit go on.
+        var log = new ListLogger();
+        var p = new TestDeviceProvider
+        {
+            Wrap = (path, d) => path.EndsWith(SnapshotStore.CowExtension, StringComparison.Ordinal)
+                ? new FaultInjectingBlockDevice(d) { SpaceLimit = d.SectorCount }
+                : d,
+        };
+        var store = await SnapshotStore.CreateAsync(Folder, p.Options(new StoreOptions { OriginSectors = 8 * 1024, LogBlocks = 2048, LoggerFactory = log }));
+        await store.CreateSnapshotAsync("s");
+        for (int c = 0; c < 32; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 1));
+        Assert.True(await Eventually(() => log.WithId(SnapshotEventIds.GrowthAheadFailed).Any()), "no GrowthAheadFailed logged");
+        for (int c = 32; c < 64; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 1));
+        var entry = Assert.Single(log.WithId(SnapshotEventIds.GrowthAheadFailed));
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, entry.Level);
+        Assert.Contains("snapshot 's'", entry.Message);
+        Assert.Contains("no space left on device", entry.Message);
+        Assert.DoesNotContain('\n', entry.Message);
+        var snap = store.GetSnapshot("s");
+        for (int c = 0; c < 64; c += 9) Assert.Equal(new byte[4096], await ReadAsync(snap, c * 8L, 8));
+        await store.CloseAsync();
     }
 }

@@ -205,6 +205,7 @@ internal sealed class SnapshotCatalog
         if (!_store.Provider.Exists(st.CowPath))
             throw new DeviceOpenException(st.CowPath, DeviceOpenError.Missing, $"COW file of snapshot '{st.Name}' is missing");
         var store = PersistentExceptionStore.Open(_store.Provider, st.CowPath, _store.Layout, rec.CowSectors, GrowthSectors, rec.Id, StoreId, out var header, _store.Committer);
+        ReportGrowthAheadFailures(store, st.Name);
         st.Store = store;
         // Stores made before COW space was reserved at create get their reservation now. Short of space, the store
         // still opens: a write that then finds no space fails by itself and the snapshot keeps its data.
@@ -314,6 +315,10 @@ internal sealed class SnapshotCatalog
     }
 
     private long GrowthSectors => Math.Max(_store.Options.CowGrowthBytes / BlockDevice.SectorSize, 2048);
+
+    /// <summary>Logs a failed growth ahead of <paramref name="store"/>'s COW file (once per failure; see <see cref="ExceptionStore.GrowthAheadFailed"/>).</summary>
+    private void ReportGrowthAheadFailures(ExceptionStore store, string snapshot) =>
+        store.GrowthAheadFailed = e => SnapshotLog.GrowthAheadFailed(_store.Logger, _store.Folder, snapshot, e.Message);
 
     /// <summary>
     /// Commits the superblock with the current snapshot list through the journal and forces it: when this returns the
@@ -460,6 +465,7 @@ internal sealed class SnapshotCatalog
                 throw new DeviceFullException(st.CowPath, 0,
                     $"no space left on device for snapshot '{st.Name}': its COW file needs {store.TotalSectors * BlockDevice.SectorSize} bytes reserved ({e.Message}); free space or give a smaller COW size", e);
             }
+            ReportGrowthAheadFailures(store, st.Name);
             if (preallocate)
             {
                 // Zeros over the whole size (the space is reserved above), durable before the snapshot is named.

@@ -40,6 +40,10 @@ internal static partial class SnapshotLog
     [LoggerMessage(EventId = SnapshotEventIds.DeferredWriteFailed, EventName = "DeferredWriteFailed", Level = LogLevel.Error,
         Message = "store {Store}: an origin write of {Bytes} bytes at sector {Sector}, acknowledged before its copies were committed, did not reach the origin (every later flush fails): {Error}")]
     public static partial void DeferredWriteFailed(ILogger logger, string store, long sector, int bytes, string error);
+
+    [LoggerMessage(EventId = SnapshotEventIds.GrowthAheadFailed, EventName = "GrowthAheadFailed", Level = LogLevel.Warning,
+        Message = "store {Store}: snapshot '{Snapshot}': growing its COW file ahead of its copies failed (a copy that needs the space grows the file itself, and gets the error if it fails again): {Error}")]
+    public static partial void GrowthAheadFailed(ILogger logger, string store, string snapshot, string error);
 }
 
 /// <summary>The event ids of the snapshot store's log messages (docs/metrics.md lists them with their level and meaning).</summary>
@@ -71,4 +75,10 @@ public static class SnapshotEventIds
     /// did not reach the origin; every later flush fails.
     /// </summary>
     public const int DeferredWriteFailed = 2007;
+
+    /// <summary>
+    /// Warning: growing a COW file ahead of its copies failed (most often a full disk); a copy that needs the space
+    /// grows the file itself. Once per failure: no growth ahead is tried again until a copy's own growth succeeds.
+    /// </summary>
+    public const int GrowthAheadFailed = 2008;
 }

@@ -83,8 +83,9 @@ internal abstract class ExceptionStore : IDisposable
     /// <para>The grower's flush makes the new blocks and size durable off the writers' path, so the file can share a
     /// commit round's device flush again at once (a grown file must be flushed on its own first: see
     /// <see cref="BlockDevice.CanFlushThrough"/>). A failed growth ahead is dropped (the file keeps its old size; the
-    /// writer that needs the space grows it and gets the error); a failed flush is kept by the device and fails every
-    /// later flush of the file, so it cannot pass unnoticed.</para>
+    /// writer that needs the space grows it and gets the error), reported once through <see cref="GrowthAheadFailed"/>,
+    /// and none is tried again until a writer's own growth succeeds; a failed flush is kept by the device and fails
+    /// every later flush of the file, so it cannot pass unnoticed.</para>
     /// </remarks>
     public async ValueTask EnsureCapacityAsync(ulong chunk, CancellationToken cancellationToken = default)
     {
@@ -93,7 +94,7 @@ internal abstract class ExceptionStore : IDisposable
         long size = Cow.SectorCount;
         if (size >= need)
         {
-            if (size - need < GrowthSectors && size < TotalSectors) StartGrowthAhead();
+            if (size - need < GrowthSectors && size < TotalSectors && !_aheadFailed) StartGrowthAhead();
             return;
         }
         // Waiting for another writer's growth of this file, or the grower's; the holder takes nothing else.
@@ -106,13 +107,14 @@ internal abstract class ExceptionStore : IDisposable
                 // wait (an NBD connection's reader), go on on a pool thread first.
                 if (BlockDevice.ReadsMustNotWait) await Task.Yield();
                 Cow.Extend(NextSize(need));
+                _aheadFailed = false; // the file grew again: growing ahead may work again too
             }
         }
         finally
         {
             _growLock.Release();
         }
-        if (Cow.SectorCount - need < GrowthSectors && Cow.SectorCount < TotalSectors) StartGrowthAhead();
+        if (Cow.SectorCount - need < GrowthSectors && Cow.SectorCount < TotalSectors && !_aheadFailed) StartGrowthAhead();
     }
 
     /// <summary>The size a growth to at least <paramref name="need"/> sectors makes: whole steps, at most the configured size.</summary>
@@ -143,6 +145,17 @@ internal abstract class ExceptionStore : IDisposable
     public long FailedGrowthsAhead => Interlocked.Read(ref _failedGrowthsAhead);
 
     private long _growthsAhead, _failedGrowthsAhead;
+
+    // Set when a growth ahead failed, cleared when a writer's own growth succeeds: until then no growth ahead is tried
+    // (on a full disk every copy near the end would otherwise start one, each writing zeros until the disk refuses and
+    // cutting the file back), and the failure is reported once (GrowthAheadFailed).
+    private volatile bool _aheadFailed;
+
+    /// <summary>
+    /// Called (on the grower's thread) when a growth ahead fails, with the error; once per failure: none is tried again
+    /// until a writer's own growth of the file succeeds. The store logs it.
+    /// </summary>
+    public Action<Exception>? GrowthAheadFailed { get; set; }
 
     /// <summary>Starts the grower unless it is running. Never waits.</summary>
     private void StartGrowthAhead()
@@ -197,6 +210,11 @@ internal abstract class ExceptionStore : IDisposable
             // Dropped: the writer that needs the space grows the file itself and gets the error (a flush error is kept
             // by the device, see the remarks on EnsureCapacityAsync).
             Interlocked.Increment(ref _failedGrowthsAhead);
+            if (!_disposed)
+            {
+                _aheadFailed = true;
+                try { GrowthAheadFailed?.Invoke(e); } catch (Exception) { } // a report must not fault the grower
+            }
         }
         finally
         {
