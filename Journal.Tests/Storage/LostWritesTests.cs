@@ -56,8 +56,55 @@ public sealed class LostWritesTests : IDisposable
         dev.TestFailNextSync = ENOSPC;
         var first = Assert.Throws<DeviceFullException>(() => dev.WriteBack());
         Assert.Contains("write-back (sync_file_range) failed", first.Message);
-        var again = Assert.Throws<DeviceFullException>(() => dev.Flush());
+        // The refusal is an I/O error, not "no space": freeing space does not bring the lost pages back.
+        var again = Assert.Throws<BlockDeviceException>(() => dev.Flush());
+        Assert.IsNotType<DeviceFullException>(again);
         Assert.Contains("refused: an earlier flush failed", again.Message);
         Assert.Contains("no space left on device", again.Message);
+    }
+
+    [Fact]
+    public async Task A_flush_waits_for_one_in_progress_so_a_failure_is_never_missed_by_a_call_already_running()
+    {
+        // Flush A is held inside the device, just before its fdatasync. Flush B (which fails) must wait for it: were
+        // both in the kernel at once, the kernel would report the error to one and A could succeed after B's failure.
+        using var dev = FileBlockDevice.Create(_dir.File("dev"), 64);
+        using var inside = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        dev.TestInsideSync = () =>
+        {
+            dev.TestInsideSync = null; // A only
+            inside.Set();
+            Assert.True(release.Wait(TimeSpan.FromSeconds(30)), "flush A was never released");
+        };
+        var a = Task.Run(dev.Flush);
+        Assert.True(inside.Wait(TimeSpan.FromSeconds(30)), "flush A never started");
+        dev.TestFailNextSync = EIO;
+        var b = Task.Run(dev.Flush);
+        await Task.WhenAny(b, Task.Delay(200));
+        Assert.False(b.IsCompleted, "flush B ran while flush A was in progress");
+        release.Set();
+        await a.WaitAsync(TimeSpan.FromSeconds(30));                   // A began and ended before B's failure
+        await Assert.ThrowsAsync<BlockDeviceException>(() => b.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Throws<BlockDeviceException>(() => dev.Flush());
+    }
+
+    [Fact]
+    public void A_device_with_lost_writes_neither_carries_nor_rides()
+    {
+        // A carrier that refuses its flush would fail every rider's group (and invalidate their snapshots) although their
+        // write-backs worked; a rider with lost writes must be refused at its own write-back instead.
+        using var a = FileBlockDevice.Create(_dir.File("a"), 64);
+        using var b = FileBlockDevice.Create(_dir.File("b"), 64);
+        a.Flush();
+        b.Flush();
+        // The rule is only visible where files share flushes (ext4 without data journaling, as the test folder is here).
+        Assert.True(a.CanFlushThrough(a) && b.CanFlushThrough(a), $"{a.Path}: files here do not share flushes (not ext4?)");
+        a.TestFailNextSync = EIO;
+        Assert.Throws<BlockDeviceException>(() => a.Flush());
+        Assert.False(a.CanFlushThrough(a), "a device that refuses every flush still qualifies as a carrier");
+        Assert.False(b.CanFlushThrough(a), "a device rides on one that refuses every flush");
+        Assert.False(a.CanFlushThrough(b), "a device with lost writes rides on another");
+        Assert.True(b.CanFlushThrough(b), "a healthy device stopped carrying for itself");
     }
 }

@@ -101,7 +101,8 @@ public sealed class FileBlockDevice : BlockDevice
     {
         ArgumentNullException.ThrowIfNull(carrier);
         return carrier is FileBlockDevice file && _flushDomain != 0 && file._flushDomain == _flushDomain && _fullyWritten && !_journalsData
-            && Interlocked.Read(ref _flushedGrowth) == Interlocked.Read(ref _growth);
+            && Interlocked.Read(ref _flushedGrowth) == Interlocked.Read(ref _growth)
+            && Volatile.Read(ref _lostWrites) is null && Volatile.Read(ref file._lostWrites) is null;
     }
 
     /// <summary>
@@ -134,10 +135,20 @@ public sealed class FileBlockDevice : BlockDevice
             Flush();
             return;
         }
-        ThrowIfWritesLost();
-        int failure = TakeTestFailure();
-        CheckWriteBack(failure != 0 ? failure : NativeFile.WriteBack(_handle, wait: true));
+        lock (_syncLock)
+        {
+            ThrowIfWritesLost();
+            int failure = TakeTestFailure();
+            CheckWriteBack(failure != 0 ? failure : NativeFile.WriteBack(_handle, wait: true));
+        }
     }
+
+    // One waiting fdatasync or write-back of this device at a time (a leaf lock, held across the system call; nothing is
+    // taken under it). The kernel reports a write-back error to one of the calls in progress and the others succeed,
+    // so a call that began before another failed could return success over the lost pages; one at a time, each call's
+    // error is recorded (_lostWrites) before the next begins, and the next is refused. Two flushes of one file wait
+    // for each other; the second finds little left to write.
+    private readonly object _syncLock = new();
 
     private void CheckWriteBack(int errno)
     {
@@ -162,10 +173,9 @@ public sealed class FileBlockDevice : BlockDevice
     private void ThrowIfWritesLost()
     {
         if (Volatile.Read(ref _lostWrites) is not { } lost) return;
-        string problem = $"refused: an earlier flush failed, so written data may be lost ({lost.Problem})";
-        throw lost.Error is DeviceFullException
-            ? new DeviceFullException(Path, 0, problem, lost.Error)
-            : new BlockDeviceException(Path, 0, problem, lost.Error);
+        // An I/O error whatever the first failure was: freeing space does not bring the lost pages back (a
+        // DeviceFullException would read as "free space and retry" to a caller).
+        throw new BlockDeviceException(Path, 0, $"refused: an earlier flush failed, so written data may be lost ({lost.Problem})", lost.Error);
     }
 
     /// <summary>Records a failed fdatasync or write-back as this device's lost writes and returns the error to throw.</summary>
@@ -612,6 +622,14 @@ public sealed class FileBlockDevice : BlockDevice
 
     private void SyncData()
     {
+        lock (_syncLock) SyncDataLocked();
+    }
+
+    /// <summary>Tests only: run inside the sync lock just before the kernel's fdatasync (to hold a flush in progress).</summary>
+    internal Action? TestInsideSync;
+
+    private void SyncDataLocked()
+    {
         int errno;
         ThrowIfWritesLost();
         // Read before the fdatasync, which covers every growth finished before it; recorded only once it succeeded.
@@ -619,6 +637,7 @@ public sealed class FileBlockDevice : BlockDevice
         try
         {
             errno = TakeTestFailure();
+            TestInsideSync?.Invoke();
             if (errno == 0) errno = NativeFile.DataSync(_handle);
         }
         catch (IOException e)
