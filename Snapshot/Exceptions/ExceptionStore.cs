@@ -81,11 +81,14 @@ internal abstract class ExceptionStore : IDisposable
     /// together, and every writer stopped for them). A writer waits only when it outruns the grower: then it takes
     /// <c>_growLock</c> and grows the file itself, as the grower would.</para>
     /// <para>The grower's flush makes the new blocks and size durable off the writers' path, so the file can share a
-    /// commit round's device flush again at once (a grown file must be flushed on its own first: see
+    /// commit round's device flush again once that flush has completed (a grown file must be flushed on its own first:
+    /// copies may land in the new sectors before it, and the file does not ride until its own flush covered the growth; see
     /// <see cref="BlockDevice.CanFlushThrough"/>). A failed growth ahead is dropped (the file keeps its old size; the
     /// writer that needs the space grows it and gets the error), reported once through <see cref="GrowthAheadFailed"/>,
-    /// and none is tried again until a writer's own growth succeeds; a failed flush is kept by the device and fails
-    /// every later flush of the file, so it cannot pass unnoticed.</para>
+    /// and none is tried again until a writer's own growth succeeds. A failed flush of the grower's is dropped here too:
+    /// a <see cref="FileBlockDevice"/> keeps it and refuses every later flush and write-back of the file (one at a time,
+    /// so none already running can succeed over it), and stops sharing flushes, so the next round's own flush of the
+    /// file fails with it. A device without that rule reports a flush error only to its own caller.</para>
     /// </remarks>
     public async ValueTask EnsureCapacityAsync(ulong chunk, CancellationToken cancellationToken = default)
     {
@@ -136,6 +139,7 @@ internal abstract class ExceptionStore : IDisposable
     private static readonly SemaphoreSlim s_growersGate = new(1, 1);
     private Task _growerDone = Task.CompletedTask;
     private volatile bool _disposed;
+    private int _disposeStarted;
     private readonly CancellationTokenSource _closing = new(); // cancelled by Dispose: a grower waiting for the gate gives up
 
     /// <summary>Growths made ahead of need, and those that failed (dropped; see <see cref="EnsureCapacityAsync"/>).</summary>
@@ -231,7 +235,7 @@ internal abstract class ExceptionStore : IDisposable
     /// <summary>Closes the device.</summary>
     public virtual void Dispose()
     {
-        if (_disposed) return;
+        if (Interlocked.Exchange(ref _disposeStarted, 1) != 0) return; // once, even when called twice at once
         _disposed = true;
         _closing.Cancel();
         // Claims the grower's flag for good, so none starts after this. Why we wait: a growth ahead is running (one
