@@ -97,7 +97,7 @@ internal abstract class ExceptionStore : IDisposable
         long size = Cow.SectorCount;
         if (size >= need)
         {
-            if (size - need < GrowthSectors && size < TotalSectors && !_aheadFailed) StartGrowthAhead();
+            GrowAheadIfNear(size, need);
             return;
         }
         // Waiting for another writer's growth of this file, or the grower's; the holder takes nothing else.
@@ -117,7 +117,7 @@ internal abstract class ExceptionStore : IDisposable
         {
             _growLock.Release();
         }
-        if (Cow.SectorCount - need < GrowthSectors && Cow.SectorCount < TotalSectors && !_aheadFailed) StartGrowthAhead();
+        GrowAheadIfNear(Cow.SectorCount, need);
     }
 
     /// <summary>The size a growth to at least <paramref name="need"/> sectors makes: whole steps, at most the configured size.</summary>
@@ -125,7 +125,7 @@ internal abstract class ExceptionStore : IDisposable
 
     // The grower (see EnsureCapacityAsync): _growingAhead is 1 from the moment a growth ahead is started until it has
     // finished (compare-exchange), so at most one runs per file; _growerDone completes when it finishes. Dispose takes
-    // the flag for good once no grower runs, before the device closes. _disposed stops a grower that has not begun.
+    // the flag for good once no grower runs, before the device closes; a grower that has not begun sees Disposed and stops.
     private int _growingAhead;
 
     /// <summary>
@@ -138,14 +138,15 @@ internal abstract class ExceptionStore : IDisposable
     /// </summary>
     private static readonly SemaphoreSlim s_growersGate = new(1, 1);
     private Task _growerDone = Task.CompletedTask;
-    private volatile bool _disposed;
-    private int _disposeStarted;
+    private int _disposeStarted; // 1 once Dispose began (exchange: it runs once)
+
+    private bool Disposed => Volatile.Read(ref _disposeStarted) != 0;
     private readonly CancellationTokenSource _closing = new(); // cancelled by Dispose: a grower waiting for the gate gives up
 
-    /// <summary>Growths made ahead of need, and those that failed (dropped; see <see cref="EnsureCapacityAsync"/>).</summary>
+    /// <summary>Growths made ahead of need (see <see cref="EnsureCapacityAsync"/>).</summary>
     public long GrowthsAhead => Interlocked.Read(ref _growthsAhead);
 
-    /// <summary>Growths ahead that failed.</summary>
+    /// <summary>Growths ahead that failed (dropped; see <see cref="EnsureCapacityAsync"/>).</summary>
     public long FailedGrowthsAhead => Interlocked.Read(ref _failedGrowthsAhead);
 
     private long _growthsAhead, _failedGrowthsAhead;
@@ -161,10 +162,15 @@ internal abstract class ExceptionStore : IDisposable
     /// </summary>
     public Action<Exception>? GrowthAheadFailed { get; set; }
 
-    /// <summary>Starts the grower unless it is running. Never waits.</summary>
-    private void StartGrowthAhead()
+    /// <summary>
+    /// Starts the grower when <paramref name="need"/> sectors lie within one step of the file's <paramref name="size"/>,
+    /// the file can still grow, no growth ahead has failed since a writer's own last growth, and none is running.
+    /// Never waits.
+    /// </summary>
+    private void GrowAheadIfNear(long size, long need)
     {
-        if (_disposed || Interlocked.CompareExchange(ref _growingAhead, 1, 0) != 0) return;
+        if (size - need >= GrowthSectors || size >= TotalSectors || _aheadFailed || Disposed) return;
+        if (Interlocked.CompareExchange(ref _growingAhead, 1, 0) != 0) return;
         Volatile.Write(ref _growerDone, Task.Run(GrowAheadAsync));
     }
 
@@ -183,7 +189,7 @@ internal abstract class ExceptionStore : IDisposable
                 try
                 {
                     long size = Cow.SectorCount;
-                    if (!_disposed && size < TotalSectors)
+                    if (!Disposed && size < TotalSectors)
                     {
                         Cow.Extend(NextSize(size + 1));
                         grew = true;
@@ -202,7 +208,7 @@ internal abstract class ExceptionStore : IDisposable
             {
                 Interlocked.Increment(ref _growthsAhead);
                 // Outside the grow lock: a writer that outruns the grower need not wait for this flush too.
-                if (IsPersistent && !_disposed) Cow.Flush();
+                if (IsPersistent && !Disposed) Cow.Flush();
             }
         }
         catch (OperationCanceledException)
@@ -214,7 +220,7 @@ internal abstract class ExceptionStore : IDisposable
             // Dropped: the writer that needs the space grows the file itself and gets the error (a flush error is kept
             // by the device, see the remarks on EnsureCapacityAsync).
             Interlocked.Increment(ref _failedGrowthsAhead);
-            if (!_disposed)
+            if (!Disposed)
             {
                 _aheadFailed = true;
                 try { GrowthAheadFailed?.Invoke(e); } catch (Exception) { } // a report must not fault the grower
@@ -236,7 +242,6 @@ internal abstract class ExceptionStore : IDisposable
     public virtual void Dispose()
     {
         if (Interlocked.Exchange(ref _disposeStarted, 1) != 0) return; // once, even when called twice at once
-        _disposed = true;
         _closing.Cancel();
         // Claims the grower's flag for good, so none starts after this. Why we wait: a growth ahead is running (one
         // still waiting for the gate gives up at once); it ends within one growth step's I/O and a flush, and takes no
