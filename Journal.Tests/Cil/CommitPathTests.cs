@@ -189,12 +189,12 @@ public sealed class CommitPathTests
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
     }
 
-    internal static async Task WaitUntil(Func<bool> condition)
+    internal static async Task WaitUntil(Func<bool> condition, string? what = null)
     {
         var deadline = DateTime.UtcNow + Watchdog;
         while (!condition())
         {
-            if (DateTime.UtcNow > deadline) Assert.Fail("condition not reached before the watchdog");
+            if (DateTime.UtcNow > deadline) Assert.Fail(what ?? "condition not reached before the watchdog");
             await Task.Delay(1);
         }
     }

@@ -1,6 +1,7 @@
 using Journal.Storage;
 using Journal.Tests.Storage;
 using Journal.Testing;
+using Journal.Tests.Cil;
 using Journal.Tests.Diagnostics;
 using Snapshot;
 using Snapshot.Commit;
@@ -25,13 +26,13 @@ public class GrowthAheadTests
     private static readonly CowLayout Layout = new(8);
     private const long Step = 256, Total = 8 * 1024;
 
-    /// <summary>Holds every growth inside Extend until released; counts growths and flushes; can refuse growths.</summary>
+    /// <summary>Holds every growth inside Extend until released (counting the attempts); counts flushes; can refuse growths.</summary>
     private sealed class HeldGrowth(BlockDevice inner) : ForwardingDevice(inner)
     {
         public readonly ManualResetEventSlim Release = new(true);
         public readonly SemaphoreSlim Entered = new(0);
         public volatile bool Full;
-        public int Growths, Flushes;
+        public int Flushes;
         public volatile bool ExtendDone, DisposedAfterExtend;
 
         protected override void ExtendCore(long sectorCount)
@@ -40,7 +41,6 @@ public class GrowthAheadTests
             Assert.True(Release.Wait(Watchdog), "a growth was never released");
             if (Full) throw new DeviceFullException(Name, SectorCount, "no space left on device (test)");
             Inner.Extend(sectorCount);
-            Interlocked.Increment(ref Growths);
             ExtendDone = true;
         }
 
@@ -67,17 +67,6 @@ public class GrowthAheadTests
 
     private static ulong LastChunkOf(long sectors) => (ulong)(sectors / Layout.ChunkSectors) - 1;
 
-    private static async Task<bool> Eventually(Func<bool> condition)
-    {
-        var until = DateTime.UtcNow + Watchdog;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > until) return false;
-            await Task.Delay(5);
-        }
-        return true;
-    }
-
     [Fact]
     public async Task A_chunk_near_the_end_grows_the_file_ahead_and_the_writer_does_not_wait_for_it()
     {
@@ -91,10 +80,10 @@ public class GrowthAheadTests
         Assert.True(await cow.Entered.WaitAsync(Watchdog), "no growth ahead started");
         Assert.True(ensure.IsCompletedSuccessfully, "the writer waited for a growth it did not need");
         cow.Release.Set();
-        Assert.True(await Eventually(() => store.GrowthsAhead == 1), "the growth ahead never finished");
+        await CommitPathTests.WaitUntil(() => store.GrowthsAhead == 1, "the growth ahead never finished");
         Assert.Equal(size + Step, cow.SectorCount);
         // Persistent: the grower flushed the file (its new size and blocks durable before any copy lands there).
-        Assert.True(await Eventually(() => Volatile.Read(ref cow.Flushes) > flushes), "the grower did not flush the file");
+        await CommitPathTests.WaitUntil(() => Volatile.Read(ref cow.Flushes) > flushes, "the grower did not flush the file");
     }
 
     [Fact]
@@ -105,7 +94,7 @@ public class GrowthAheadTests
         long size = cow.SectorCount;
         // A new file is one step long, so its first copy starts a growth ahead; then the file is a step ahead.
         await store.EnsureCapacityAsync(2);
-        Assert.True(await Eventually(() => store.GrowthsAhead == 1), "the first copy started no growth ahead");
+        await CommitPathTests.WaitUntil(() => store.GrowthsAhead == 1, "the first copy started no growth ahead");
         Assert.Equal(size + Step, cow.SectorCount);
         for (ulong c = 3; c <= LastChunkOf(size); c++) await store.EnsureCapacityAsync(c);
         await Task.Delay(50);
@@ -141,7 +130,7 @@ public class GrowthAheadTests
         long size = cow.SectorCount;
         cow.Full = true;
         await store.EnsureCapacityAsync(LastChunkOf(size));
-        Assert.True(await Eventually(() => store.FailedGrowthsAhead == 1), "the failed growth ahead was not counted");
+        await CommitPathTests.WaitUntil(() => store.FailedGrowthsAhead == 1, "the failed growth ahead was not counted");
         Assert.Equal(size, cow.SectorCount);
         // No retry (each would write zeros until the disk refused) and one report, however many copies come near the end.
         for (int i = 0; i < 20; i++) await store.EnsureCapacityAsync(LastChunkOf(size) - (ulong)(i % 4));
@@ -155,7 +144,7 @@ public class GrowthAheadTests
         cow.Full = false;
         await store.EnsureCapacityAsync(LastChunkOf(size) + 1);
         Assert.True(cow.SectorCount > size);
-        Assert.True(await Eventually(() => store.GrowthsAhead == 1), "growing ahead did not resume after a writer's growth succeeded");
+        await CommitPathTests.WaitUntil(() => store.GrowthsAhead == 1, "growing ahead did not resume after a writer's growth succeeded");
     }
 
     [Fact]
@@ -180,7 +169,7 @@ public class GrowthAheadTests
         using var _ = store;
         // Walk the file to its configured size, chunk by chunk, as copies would.
         for (ulong c = 2; c < (ulong)(Total / Layout.ChunkSectors); c++) await store.EnsureCapacityAsync(c);
-        Assert.True(await Eventually(() => cow.SectorCount == Total));
+        await CommitPathTests.WaitUntil(() => cow.SectorCount == Total);
         await Task.Delay(50);
         Assert.Equal(Total, cow.SectorCount);
         Assert.Equal(0, store.FailedGrowthsAhead);
@@ -201,7 +190,7 @@ public class GrowthAheadTests
         var store = await SnapshotStore.CreateAsync(Folder, p.Options(new StoreOptions { OriginSectors = 8 * 1024, LogBlocks = 2048, LoggerFactory = log }));
         await store.CreateSnapshotAsync("s");
         for (int c = 0; c < 32; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 1));
-        Assert.True(await Eventually(() => log.WithId(SnapshotEventIds.GrowthAheadFailed).Any()), "no GrowthAheadFailed logged");
+        await CommitPathTests.WaitUntil(() => log.WithId(SnapshotEventIds.GrowthAheadFailed).Any(), "no GrowthAheadFailed logged");
         for (int c = 32; c < 64; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 1));
         var entry = Assert.Single(log.WithId(SnapshotEventIds.GrowthAheadFailed));
         Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, entry.Level);
