@@ -129,7 +129,11 @@ public sealed class ForceTests
         Assert.All(seqs, s => Assert.Equal(seqs[0], s));
         var sixteen = seqs.Select(s => Task.Run(async () => await j.ForceAsync(s))).ToArray();
         await WaitUntil(() => j.Statistics.Forces == 16);
+        // The push switches contexts on its own thread after the first force: until it has, a 17th commit would join
+        // the 16's checkpoint (and nothing would be left to gather for).
+        await WaitUntil(() => j.CurrentSequence > seqs[0]);
         ulong seq = await CommitAsync(j, new TestItem(home, 16), 1);
+        Assert.True(seq > seqs[0], "the 17th commit joined the held checkpoint");
         var lone = j.ForceAsync(seq).AsTask();
         await WaitUntil(() => j.Statistics.Forces == 17);
         sink.FlushGate = null;
