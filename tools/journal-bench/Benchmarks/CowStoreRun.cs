@@ -77,6 +77,12 @@ internal sealed record CowStoreResult(CowStoreSetup Setup, long Writes, long Byt
     public double KeptBytesPerWrite => KeptBytes / (double)Writes;
 
     public double CpuMicrosPerWrite => Usage.Cpu.TotalMicroseconds / Writes;
+
+    /// <summary>Voluntary context switches of every thread per write: a thread blocking for I/O or for work another thread hands it.</summary>
+    public double SwitchesPerWrite => Usage.VoluntarySwitches / (double)Writes;
+
+    /// <summary>Involuntary context switches (threads preempted) per write.</summary>
+    public double PreemptionsPerWrite => Usage.InvoluntarySwitches / (double)Writes;
 }
 
 /// <summary>
@@ -129,10 +135,13 @@ internal static class CowStoreRun
                 var commit0 = store.CommitStatistics;
                 long heap0 = GC.GetTotalMemory(forceFullCollection: true); // untimed
                 var meter = ProcessMeter.Start();
+                // The timed part's bounds on standard error, for a profiler recording the whole run.
+                Console.Error.WriteLine($"timed part: start {DateTime.Now:HH:mm:ss.fff}");
                 var (writes, bytes) = await workload(store, latency, ct).ConfigureAwait(false);
                 long written = System.Diagnostics.Stopwatch.GetTimestamp();
                 if (!setup.WriteThrough) await store.FlushAsync(ct).ConfigureAwait(false);
                 var usage = meter.Stop();
+                Console.Error.WriteLine($"timed part: end {DateTime.Now:HH:mm:ss.fff}");
                 long kept = GC.GetTotalMemory(forceFullCollection: true) - heap0; // untimed
                 double flushSeconds = System.Diagnostics.Stopwatch.GetElapsedTime(written).TotalSeconds;
                 var commit = CommitDelta.Between(commit0, store.CommitStatistics);
