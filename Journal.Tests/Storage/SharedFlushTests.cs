@@ -20,9 +20,12 @@ public sealed class SharedFlushTests : IDisposable
     public void Dispose() => _dir.Dispose();
 
     /// <summary>True when the test folder's file system shares flushes (ext2/3/4 without data=journal); the expectations follow it.</summary>
-    private bool TempSharesFlushes()
+    private bool TempSharesFlushes() => SharesFlushes(_dir);
+
+    /// <summary>True when the file system of <paramref name="dir"/> shares flushes (see <see cref="TempSharesFlushes"/>).</summary>
+    internal static bool SharesFlushes(TempDirectory dir)
     {
-        using var probe = File.OpenHandle(_dir.File("probe"), FileMode.CreateNew, FileAccess.ReadWrite);
+        using var probe = File.OpenHandle(dir.File("probe"), FileMode.CreateNew, FileAccess.ReadWrite);
         var device = NativeFile.DeviceOf(probe);
         Assert.True(device is not null, "statx of an open file failed");
         string? type = NativeFile.MountTypeOf(device!.Value);

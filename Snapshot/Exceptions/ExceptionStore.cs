@@ -143,10 +143,10 @@ internal abstract class ExceptionStore : IDisposable
     private bool Disposed => Volatile.Read(ref _disposeStarted) != 0;
     private readonly CancellationTokenSource _closing = new(); // cancelled by Dispose: a grower waiting for the gate gives up
 
-    /// <summary>Growths made ahead of need (see <see cref="EnsureCapacityAsync"/>).</summary>
+    /// <summary>Growths made ahead of need (see <see cref="EnsureCapacityAsync"/>), counted once finished (and flushed, for a persistent file).</summary>
     public long GrowthsAhead => Interlocked.Read(ref _growthsAhead);
 
-    /// <summary>Growths ahead that failed (dropped; see <see cref="EnsureCapacityAsync"/>).</summary>
+    /// <summary>Growths ahead that failed, in the growth or its flush (dropped; see <see cref="EnsureCapacityAsync"/>), counted once reported.</summary>
     public long FailedGrowthsAhead => Interlocked.Read(ref _failedGrowthsAhead);
 
     private long _growthsAhead, _failedGrowthsAhead;
@@ -176,9 +176,9 @@ internal abstract class ExceptionStore : IDisposable
 
     private async Task GrowAheadAsync()
     {
+        bool grew = false, failed = false;
         try
         {
-            bool grew = false;
             // Why we wait: for the growth ahead of another file to finish (see s_growersGate); the holder takes only
             // its own file's grow lock.
             await s_growersGate.WaitAsync(_closing.Token).ConfigureAwait(false);
@@ -204,12 +204,8 @@ internal abstract class ExceptionStore : IDisposable
             {
                 s_growersGate.Release();
             }
-            if (grew)
-            {
-                Interlocked.Increment(ref _growthsAhead);
-                // Outside the grow lock: a writer that outruns the grower need not wait for this flush too.
-                if (IsPersistent && !Disposed) Cow.Flush();
-            }
+            // Outside the grow lock: a writer that outruns the grower need not wait for this flush too.
+            if (grew && IsPersistent && !Disposed) Cow.Flush();
         }
         catch (OperationCanceledException)
         {
@@ -219,7 +215,7 @@ internal abstract class ExceptionStore : IDisposable
         {
             // Dropped: the writer that needs the space grows the file itself and gets the error (a flush error is kept
             // by the device, see the remarks on EnsureCapacityAsync).
-            Interlocked.Increment(ref _failedGrowthsAhead);
+            failed = true;
             if (!Disposed)
             {
                 _aheadFailed = true;
@@ -229,6 +225,10 @@ internal abstract class ExceptionStore : IDisposable
         finally
         {
             Volatile.Write(ref _growingAhead, 0);
+            // Counted last: whoever sees a growth ahead counted sees it finished (reported, flushed, and the next one
+            // free to start).
+            if (failed) Interlocked.Increment(ref _failedGrowthsAhead);
+            else if (grew) Interlocked.Increment(ref _growthsAhead);
         }
     }
 
