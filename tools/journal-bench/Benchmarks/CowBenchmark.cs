@@ -133,6 +133,7 @@ internal static class CowBenchmark
         Progress("cow: warm-up");
         var warm = s with { Writes = Math.Min(s.Writes, 4000) };
         int warmSnaps = Math.Clamp(snapshotCounts.Max(), 1, 8);
+        CowStoreRun.MarkTimedParts = false;
         s.WarmUp = await JitWarmUp.RunAsync(async () =>
         {
             await StoreRunAsync(1, MetadataMode.Journal, warm, ct).ConfigureAwait(false);
@@ -143,6 +144,7 @@ internal static class CowBenchmark
                 await StoreRunAsync(warmSnaps, MetadataMode.DirectArea, warm, ct).ConfigureAwait(false);
             }
         }).ConfigureAwait(false);
+        CowStoreRun.MarkTimedParts = true;
         foreach (int snaps in snapshotCounts)
         {
             Progress($"cow: {snaps} snapshots, plain file");

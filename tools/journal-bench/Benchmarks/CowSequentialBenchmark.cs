@@ -61,10 +61,12 @@ internal static class CowSequentialBenchmark
         // 1,024 requests: timed cold, the first part of it would run the JIT's first, unoptimized code).
         Progress("cow --sequential: warm-up");
         var warm = s with { Bytes = Math.Max(s.RequestBytes, Math.Min(s.Bytes, WarmUpBytes) / s.RequestBytes * s.RequestBytes) };
+        CowStoreRun.MarkTimedParts = false;
         s.WarmUp = await JitWarmUp.RunAsync(async () =>
         {
             foreach (int snaps in snapshotCounts.Distinct()) await StoreRunAsync(snaps, warm, ct).ConfigureAwait(false);
         }).ConfigureAwait(false);
+        CowStoreRun.MarkTimedParts = true;
         var rows = new List<Row>();
         foreach (int snaps in snapshotCounts) rows.Add(await RunRowAsync(snaps, s, ct).ConfigureAwait(false));
         ProgressDone();

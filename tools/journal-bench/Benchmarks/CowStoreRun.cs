@@ -111,6 +111,16 @@ internal static class CowStoreRun
         return (sectors + chunkSectors - 1) / chunkSectors * chunkSectors;
     }
 
+    /// <summary>Whether runs print their timed part's bounds (off during a warm-up).</summary>
+    public static volatile bool MarkTimedParts = true;
+
+    /// <summary>The timed part's bounds on standard error (local time), for a profiler that records the whole command.</summary>
+    private static void MarkTimedPart(string edge, CowStoreSetup setup)
+    {
+        if (MarkTimedParts)
+            Console.Error.WriteLine($"timed part: {edge} {DateTime.Now:HH:mm:ss.fff} ({setup.Snapshots} snapshots, {setup.Mode})");
+    }
+
     public static async Task<CowStoreResult> RunAsync(CowStoreSetup setup, long expectedChunksPerSnapshot, Workload workload, CancellationToken ct)
     {
         using var dir = new TempFile("cow-store");
@@ -135,13 +145,12 @@ internal static class CowStoreRun
                 var commit0 = store.CommitStatistics;
                 long heap0 = GC.GetTotalMemory(forceFullCollection: true); // untimed
                 var meter = ProcessMeter.Start();
-                // The timed part's bounds on standard error, for a profiler recording the whole run.
-                Console.Error.WriteLine($"timed part: start {DateTime.Now:HH:mm:ss.fff}");
+                MarkTimedPart("start", setup);
                 var (writes, bytes) = await workload(store, latency, ct).ConfigureAwait(false);
                 long written = System.Diagnostics.Stopwatch.GetTimestamp();
                 if (!setup.WriteThrough) await store.FlushAsync(ct).ConfigureAwait(false);
                 var usage = meter.Stop();
-                Console.Error.WriteLine($"timed part: end {DateTime.Now:HH:mm:ss.fff}");
+                MarkTimedPart("end", setup);
                 long kept = GC.GetTotalMemory(forceFullCollection: true) - heap0; // untimed
                 double flushSeconds = System.Diagnostics.Stopwatch.GetElapsedTime(written).TotalSeconds;
                 var commit = CommitDelta.Between(commit0, store.CommitStatistics);
