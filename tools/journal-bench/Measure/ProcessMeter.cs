@@ -60,5 +60,5 @@ internal readonly partial record struct ProcessMeter(long StartTimestamp, TimeSp
     }
 
     /// <summary>What a timed part cost.</summary>
-    internal readonly record struct Usage(TimeSpan Wall, TimeSpan Cpu, long AllocatedBytes, long VoluntarySwitches = 0, long InvoluntarySwitches = 0);
+    internal readonly record struct Usage(TimeSpan Wall, TimeSpan Cpu, long AllocatedBytes, long VoluntarySwitches, long InvoluntarySwitches);
 }
