@@ -133,9 +133,31 @@ public sealed class ToolProcess : IDisposable
     }
 
     /// <summary>Sends a signal (e.g. <see cref="SigInt"/>, <see cref="SigTerm"/>) to the process.</summary>
+    /// <remarks>
+    /// A signal the process ignores is refused with the reason: a process started with SIGINT ignored (the tests run in
+    /// the background of a non-interactive shell, or under nohup) hands that on to every child, and a child's runtime
+    /// keeps it ignored, so a test that signals would otherwise fail as if the tool had not reacted.
+    /// </remarks>
     public void Signal(int signal)
     {
+        if (signal is > 0 and < 64 && IgnoredSignals(Pid) is { } ignored && (ignored & (1UL << (signal - 1))) != 0)
+            throw new InvalidOperationException($"{Tool} (pid {Pid}) ignores signal {signal}: it inherited that from the test process "
+                + "(started in the background of a non-interactive shell, or under nohup?); run the tests where the signal is not ignored");
         if (kill(Pid, signal) != 0) throw new InvalidOperationException($"kill({Pid}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    /// <summary>The SigIgn mask of <paramref name="pid"/> (bit N-1 set: signal N ignored), or null when it cannot be read.</summary>
+    internal static ulong? IgnoredSignals(int pid)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+                if (line.StartsWith("SigIgn:", StringComparison.Ordinal))
+                    return Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16);
+        }
+        catch (IOException) { } // the process has ended
+        catch (UnauthorizedAccessException) { }
+        return null;
     }
 
     /// <summary>SIGINT.</summary>
