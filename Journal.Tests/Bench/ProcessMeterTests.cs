@@ -23,4 +23,27 @@ public class ProcessMeterTests
         Assert.True(usage.VoluntarySwitches >= Sleeps, $"{usage.VoluntarySwitches} voluntary switches for {Sleeps} sleeps of an ended thread");
         Assert.True(usage.Wall >= TimeSpan.FromMilliseconds(Sleeps), $"wall time {usage.Wall}");
     }
+
+    [Fact]
+    public void Cpu_time_counts_a_thread_that_ended_and_is_no_more_than_the_cores_allow()
+    {
+        var meter = ProcessMeter.Start();
+        var spinner = new Thread(() =>
+        {
+            // Spins until the process has spent 100 ms more CPU (by /proc's count), whatever the machine's load.
+            using var p = System.Diagnostics.Process.GetCurrentProcess();
+            var until = p.TotalProcessorTime + TimeSpan.FromMilliseconds(100);
+            while (true)
+            {
+                p.Refresh();
+                if (p.TotalProcessorTime >= until) break;
+            }
+        });
+        spinner.Start();
+        spinner.Join();
+        var usage = meter.Stop();
+        Assert.True(usage.Cpu >= TimeSpan.FromMilliseconds(100), $"{usage.Cpu.TotalMilliseconds} ms of CPU for 100 ms spent");
+        var most = usage.Wall * Environment.ProcessorCount + TimeSpan.FromMilliseconds(20);
+        Assert.True(usage.Cpu <= most, $"{usage.Cpu.TotalMilliseconds} ms of CPU in {usage.Wall.TotalMilliseconds} ms on {Environment.ProcessorCount} cores");
+    }
 }
