@@ -78,9 +78,11 @@ public sealed class ForceTests
         // instead of the first few (the rest then wait for one more flush each round). The window is long (250 ms) so
         // that a committer descheduled for a while on a busy machine still comes back inside it: the test is about the
         // push waiting for its committers, not about how long they take to return (with 10 ms it failed now and then
-        // under a loaded full-suite run).
+        // under a loaded full-suite run). The thread pool never looks idle to the push here: a committer taken off the
+        // pool's queue but descheduled before it commits would otherwise end a gather early.
         const int committers = 16, rounds = 40;
         var (j, sink) = Create(8192, SmallOptions(8192, b => b.GatherWindow = TimeSpan.FromMilliseconds(250)));
+        j.Cil.NothingQueued = static () => false;
         sink.FlushDelay = TimeSpan.FromMilliseconds(1);
         await ForceLoops(j, committers, rounds).Within(j);
         var st = j.Statistics;
@@ -114,12 +116,23 @@ public sealed class ForceTests
     [Fact]
     public async Task ForcersThatDoNotComeBack_HoldTheNextCheckpointNoLongerThanTheWindow()
     {
-        // 16 committers force one checkpoint whose flush is held; a 17th commits into the next context and forces it.
-        // Then the flush goes through and the 16 stop. The push expects 16 back and sees one; the thread pool is made
-        // to look busy, so the push cannot tell that nobody else is coming. It must switch when the window has passed
-        // (if it did not, the 17th force would never complete and the watchdog would fail the test). The window is long
-        // (200 ms) so that a busy machine cannot start the push after it has already passed.
-        var (j, sink) = Create(8192, SmallOptions(8192, b => b.GatherWindow = TimeSpan.FromMilliseconds(200)));
+        // The window is the longest allowed (1 s), so that a busy machine cannot start the push after it has already
+        // passed (then there is no gather to time out).
+        var (j, sink) = Create(8192, SmallOptions(8192, b => b.GatherWindow = TimeSpan.FromSeconds(1)));
+        await OneForcerComesBackAsync(j, sink);
+        Assert.Equal(1, j.Statistics.GatherTimeouts);
+        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
+    }
+
+    /// <summary>
+    /// 16 committers force one checkpoint whose flush is held; a 17th commits into the next context and forces it. Then
+    /// the flush goes through and the 16 stop. The push expects 16 back and sees one; the thread pool is made to look
+    /// busy, so the push cannot tell that nobody else is coming. It must switch when the window has passed (if it did
+    /// not, the 17th force would never complete and the watchdog would fail the test). Returns the 17th's sequence once
+    /// every force has completed.
+    /// </summary>
+    internal static async Task<ulong> OneForcerComesBackAsync(MetadataJournal j, MemoryLogSink sink)
+    {
         j.Cil.NothingQueued = static () => false;
         var gate = new TaskCompletionSource();
         sink.FlushGate = gate.Task;
@@ -140,8 +153,7 @@ public sealed class ForceTests
         gate.SetResult();
         await Task.WhenAll(sixteen).Within(j);
         await lone.Within(j);
-        Assert.Equal(1, j.Statistics.GatherTimeouts);
-        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
+        return seq;
     }
 
     [Fact]

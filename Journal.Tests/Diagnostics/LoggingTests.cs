@@ -105,25 +105,10 @@ public sealed class LoggingTests
     public async Task GatherTimeout_IsAWarningNamingTheCheckpointAndTheCommittersBack()
     {
         // As ForceTests.ForcersThatDoNotComeBack_HoldTheNextCheckpointNoLongerThanTheWindow: 16 forcers of one
-        // checkpoint, one comes back, the thread pool looks busy, the window runs out. The window is the longest
-        // allowed (1 s) so that a loaded machine cannot start the push after it has already passed (then there is no
-        // gather to time out).
+        // checkpoint, one comes back, the thread pool looks busy, the window (the longest allowed) runs out.
         var logger = new ListLogger();
         var (j, sink) = Create(8192, Logged(SmallOptions(8192, b => b.GatherWindow = TimeSpan.FromSeconds(1)), logger));
-        j.Cil.NothingQueued = static () => false;
-        var gate = new TaskCompletionSource();
-        sink.FlushGate = gate.Task;
-        var home = new TestHome();
-        var seqs = Enumerable.Range(0, 16).Select(i => Commit(j, new TestItem(home, (ulong)i), 1)).ToArray();
-        var sixteen = seqs.Select(s => Task.Run(async () => await j.ForceAsync(s))).ToArray();
-        await CommitPathTests.WaitUntil(() => j.Statistics.Forces == 16);
-        ulong seq = await CommitAsync(j, new TestItem(home, 16), 1);
-        var lone = j.ForceAsync(seq).AsTask();
-        await CommitPathTests.WaitUntil(() => j.Statistics.Forces == 17);
-        sink.FlushGate = null;
-        gate.SetResult();
-        await Task.WhenAll(sixteen).Within(j);
-        await lone.Within(j);
+        ulong seq = await ForceTests.OneForcerComesBackAsync(j, sink);
         Assert.Equal(1, j.Statistics.GatherTimeouts);
         var e = Assert.Single(logger.WithId(JournalEventIds.GatherTimeout));
         Assert.Equal(LogLevel.Warning, e.Level);
