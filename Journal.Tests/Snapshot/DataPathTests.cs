@@ -25,7 +25,7 @@ public class DataPathTests
                 int n = Interlocked.Increment(ref _inProgress);
                 int p;
                 while ((p = Volatile.Read(ref _peak)) < n && Interlocked.CompareExchange(ref _peak, n, p) != p) { }
-                SpinWait.SpinUntil(() => Volatile.Read(ref _peak) >= 2, TimeSpan.FromSeconds(5)); // once two overlapped, nobody waits
+                SpinWait.SpinUntil(() => Volatile.Read(ref _peak) >= 2, TimeSpan.FromSeconds(20)); // once two overlapped, nobody waits
                 Inner.Read(sector, buffer);
                 Interlocked.Decrement(ref _inProgress);
                 return;
@@ -37,7 +37,8 @@ public class DataPathTests
     /// <summary>
     /// A request larger than a run is cut into runs copied in parallel: even when the origin completes its reads on the
     /// calling thread, a second run's copy reads the origin while the first run's read is in progress (run inline, the
-    /// first read would block until its five seconds were up, and no second one would ever overlap it).
+    /// first read would block until its twenty seconds were up, and no second one would ever overlap it; the wait is long so
+    /// that a busy thread pool has time to start the second run).
     /// </summary>
     [Fact]
     public async Task The_runs_of_a_large_origin_write_are_copied_in_parallel()
