@@ -30,20 +30,19 @@ public class ProcessMeterTests
         var meter = ProcessMeter.Start();
         var spinner = new Thread(() =>
         {
-            // Spins until the process has spent 100 ms more CPU (by /proc's count), whatever the machine's load.
+            // Spins until the process has spent 100 ms more CPU by /proc's count (another clock than the meter's, in
+            // 10 ms ticks), whatever the machine's load.
             using var p = System.Diagnostics.Process.GetCurrentProcess();
             var until = p.TotalProcessorTime + TimeSpan.FromMilliseconds(100);
-            while (true)
-            {
-                p.Refresh();
-                if (p.TotalProcessorTime >= until) break;
-            }
+            do p.Refresh(); while (p.TotalProcessorTime < until);
         });
         spinner.Start();
         spinner.Join();
         var usage = meter.Stop();
-        Assert.True(usage.Cpu >= TimeSpan.FromMilliseconds(100), $"{usage.Cpu.TotalMilliseconds} ms of CPU for 100 ms spent");
-        var most = usage.Wall * Environment.ProcessorCount + TimeSpan.FromMilliseconds(20);
+        Assert.True(usage.Cpu >= TimeSpan.FromMilliseconds(80), $"{usage.Cpu.TotalMilliseconds} ms of CPU for 100 ms spent by /proc's count");
+        // Slack: the meter reads the CPU time just outside its wall-clock interval (a thread descheduled there adds the
+        // others' CPU but no wall time), and the kernel's total lags by up to a tick per running thread.
+        var most = usage.Wall * Environment.ProcessorCount * 1.1 + TimeSpan.FromMilliseconds(100);
         Assert.True(usage.Cpu <= most, $"{usage.Cpu.TotalMilliseconds} ms of CPU in {usage.Wall.TotalMilliseconds} ms on {Environment.ProcessorCount} cores");
     }
 }
