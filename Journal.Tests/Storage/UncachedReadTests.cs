@@ -66,22 +66,8 @@ public sealed class UncachedReadTests : IDisposable
         if (!OperatingSystem.IsLinux()) return;
         var (dev, data) = UncachedDevice(5);
         using var _ = dev;
-        // As in the half-cached case below: a read the device answers at once may complete inline; tried again then.
-        bool wentOn = false;
-        for (int attempt = 0; attempt < Attempts && !wentOn; attempt++)
-        {
-            if (attempt > 0)
-            {
-                Thread.Sleep(100 * attempt); // away from whatever made the last read quick
-                PageCacheProbe.DropFrom(dev.Path, 0, 0);
-            }
-            var back = new byte[data.Length];
-            var (inlineDone, task) = StartRead(dev, 64, back);
-            wentOn = !inlineDone;
-            await task.WaitAsync(TimeSpan.FromMinutes(1));
-            Assert.Equal(data, back);
-        }
-        Assert.True(wentOn, $"a read of sectors out of the page cache completed on the calling thread {Attempts} times out of {Attempts}");
+        await AssertSomeReadGoesOnAsync(dev, 64, data, () => PageCacheProbe.DropFrom(dev.Path, 0, 0),
+            "a read of sectors out of the page cache");
 
         // Now cached: the same read completes before it returns.
         var again = new byte[data.Length];
@@ -113,27 +99,39 @@ public sealed class UncachedReadTests : IDisposable
         // part of it would leave cached).
         for (int s = 0; s < 32; s += 8) dev.Write(s, data.AsSpan(s * 512, 8 * 512));
         dev.Flush();
-        // The kernel may start reading the dropped pages for the no-wait read and find them read before it returns (a
-        // virtual disk served from the host's cache answers within microseconds): then the read rightly completes
-        // inline (1 read in 2,000 here, measured with a C program doing the same; the suite saw it in runs that were
-        // busy with other I/O). So the drop and the read are tried up to five times, further apart each time; a read
-        // that never went on elsewhere fails.
-        bool wentOn = false;
-        for (int attempt = 0; attempt < Attempts && !wentOn; attempt++)
-        {
-            if (attempt > 0) Thread.Sleep(100 * attempt); // away from whatever made the last read quick
-            PageCacheProbe.DropFrom(path, 4096, 4096); // keep the first 4 KiB (8 sectors) cached, drop the rest
-            var back = new byte[data.Length];
-            var (inlineDone, task) = StartRead(dev, 0, back);
-            wentOn = !inlineDone;
-            await task.WaitAsync(TimeSpan.FromMinutes(1));
-            Assert.Equal(data, back);
-        }
-        Assert.True(wentOn, $"a read whose tail is out of the page cache completed on the calling thread {Attempts} times out of {Attempts}");
+        // Keep the first 4 KiB (8 sectors) cached, drop the rest.
+        await AssertSomeReadGoesOnAsync(dev, 0, data, () => PageCacheProbe.DropFrom(path, 4096, 4096),
+            "a read whose tail is out of the page cache");
     }
 
-    /// <summary>Tries of a read that should go on on the pool (see <see cref="A_read_whose_first_part_is_cached_reads_the_rest_on_the_pool"/>).</summary>
+    /// <summary>Tries of a read that should go on on the pool (see <see cref="AssertSomeReadGoesOnAsync"/>).</summary>
     private const int Attempts = 5;
+
+    /// <summary>
+    /// Drops pages with <paramref name="drop"/> and reads <paramref name="expected"/> at <paramref name="sector"/> on a
+    /// thread that must not wait, until a read returns unfinished (and completes with the data on the pool).
+    /// </summary>
+    /// <remarks>
+    /// The kernel may start reading the dropped pages for the no-wait read and find them read before it returns (a
+    /// virtual disk served from the host's cache answers within microseconds): then the read rightly completes inline
+    /// (1 read in 2,000 here, measured with a C program doing the same; the suite saw it in runs that were busy with
+    /// other I/O). So the drop and the read are tried up to <see cref="Attempts"/> times, further apart each time; a read
+    /// that never went on elsewhere fails.
+    /// </remarks>
+    private static async Task AssertSomeReadGoesOnAsync(FileBlockDevice dev, long sector, byte[] expected, Action drop, string what)
+    {
+        for (int attempt = 0; attempt < Attempts; attempt++)
+        {
+            if (attempt > 0) Thread.Sleep(100 * attempt); // away from whatever made the last read quick
+            drop();
+            var back = new byte[expected.Length];
+            var (inlineDone, task) = StartRead(dev, sector, back);
+            await task.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.Equal(expected, back);
+            if (!inlineDone) return;
+        }
+        Assert.Fail($"{what} completed on the calling thread {Attempts} times out of {Attempts}");
+    }
 
     /// <summary>
     /// A file cut short underneath the device (by another program): a read that starts past the new end (the cached read
