@@ -184,7 +184,12 @@ public sealed class FileBlockDevice : BlockDevice
         string problem = errno == NativeFile.ENOSPC
             ? $"no space left on device: {what} failed: {NativeFile.Describe(errno)}"
             : $"{what} failed: {NativeFile.Describe(errno)}";
-        BlockDeviceException e = errno == NativeFile.ENOSPC ? new DeviceFullException(Path, 0, problem) : new BlockDeviceException(Path, 0, problem);
+        return Lost(errno == NativeFile.ENOSPC ? new DeviceFullException(Path, 0, problem) : new BlockDeviceException(Path, 0, problem), problem);
+    }
+
+    /// <summary>Keeps <paramref name="e"/> as this device's lost writes unless an earlier failure is kept; returns it.</summary>
+    private BlockDeviceException Lost(BlockDeviceException e, string problem)
+    {
         Interlocked.CompareExchange(ref _lostWrites, new LostWrites(e, problem), null);
         return e;
     }
@@ -643,9 +648,7 @@ public sealed class FileBlockDevice : BlockDevice
         catch (IOException e)
         {
             string problem = $"flush failed: {OneLine(e.Message)}";
-            var failed = new BlockDeviceException(Path, 0, problem, e);
-            Interlocked.CompareExchange(ref _lostWrites, new LostWrites(failed, problem), null);
-            throw failed;
+            throw Lost(new BlockDeviceException(Path, 0, problem, e), problem);
         }
         if (errno == 0 && _flushDomain != 0)
         {
