@@ -277,12 +277,12 @@ internal static class CowBenchmark
                 F(r.BaselineWritesPerS), Ratio(r.WritesPerS, r.BaselineWritesPerS),
             ]));
         var costs = Table(
-            ["snapshots", "metadata", "writes/s", "p50 µs", "p99 µs", "flushes/write", "COW flushes", "log forces", "origin flushes", "rounds", "exc/round", "step 1 µs", "step 2 µs", "cpu µs/write", "csw/write", "alloc B/write", "kept B/write", "flush ms"],
+            ["snapshots", "metadata", "writes/s", "p50 µs", "p99 µs", "flushes/write", "COW flushes", "log forces", "origin flushes", "rounds", "exc/round", "step 1 µs", "step 2 µs", "cpu µs/write", "csw/write", "items/write", "alloc B/write", "kept B/write", "flush ms"],
             results.SelectMany(r => new[] { r.Store, r.Area }.Select(x => (IReadOnlyList<string>)
             [
                 I(r.Snapshots), x.Commit.Committer, F(x.WritesPerS), F(x.Latency.QuantileMicros(0.50)), F(x.Latency.QuantileMicros(0.99)),
                 F(x.FlushesPerWrite, 2), F(x.Commit.CowFlushes), F(x.Commit.DurabilityWaits), F(x.OriginFlushes), F(x.Commit.Rounds),
-                F(x.Commit.ExceptionsPerRound, 1), F(x.Commit.FlushMicrosPerRound, 0), F(x.Commit.CommitMicrosPerRound, 0), F(x.CpuMicrosPerWrite, 1), F(x.SwitchesPerWrite, 2), F(x.AllocatedBytesPerWrite, 0), F(x.KeptBytesPerWrite, 0), F(x.FlushSeconds * 1000, 1),
+                F(x.Commit.ExceptionsPerRound, 1), F(x.Commit.FlushMicrosPerRound, 0), F(x.Commit.CommitMicrosPerRound, 0), F(x.CpuMicrosPerWrite, 1), F(x.SwitchesPerWrite, 2), F(x.WorkItemsPerWrite, 2), F(x.AllocatedBytesPerWrite, 0), F(x.KeptBytesPerWrite, 0), F(x.FlushSeconds * 1000, 1),
             ])));
         var bytes = Table(
             ["snapshots", "journal B/exc", "area B/exc", "home B/exc"],
@@ -299,7 +299,8 @@ internal static class CowBenchmark
             + "\nflushes/write: (COW flushes + log forces or durable area writes + origin flushes) / writes; rounds: commit rounds;\n"
             + "step 1, step 2: a round's mean time making its COW data durable, then committing (the pump runs them one round at a time);\n"
             + "cpu: the whole process's CPU time (every thread); csw: voluntary context switches of every thread (a thread blocking for\n"
-            + "I/O or for work another thread hands it); alloc: bytes allocated by every thread; kept: of those, what is still\n"
+            + "I/O or for work another thread hands it); items: thread-pool work items completed (work handed to a pool thread: a\n"
+            + "continuation resumed there, a queued flush, a woken loop); alloc: bytes allocated by every thread; kept: of those, what is still\n"
             + "held at the end (heap growth between full collections before and after: new exception-table entries, pools grown; the\n"
             + "rest is garbage); flush ms: the closing FlushAsync.\n\n"
             + bytes
@@ -357,6 +358,7 @@ internal static class CowBenchmark
         ["cpu_us_per_write"] = Math.Round(x.CpuMicrosPerWrite, 2),
         ["voluntary_switches_per_write"] = Math.Round(x.SwitchesPerWrite, 3),
         ["involuntary_switches_per_write"] = Math.Round(x.PreemptionsPerWrite, 3),
+        ["pool_work_items_per_write"] = Math.Round(x.WorkItemsPerWrite, 3),
         ["allocated_bytes_per_write"] = Math.Round(x.AllocatedBytesPerWrite, 1),
         ["kept_bytes_per_write"] = Math.Round(x.KeptBytesPerWrite, 1),
         ["log_bytes"] = x.LogBytes,

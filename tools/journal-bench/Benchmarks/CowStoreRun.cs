@@ -83,6 +83,9 @@ internal sealed record CowStoreResult(CowStoreSetup Setup, long Writes, long Byt
 
     /// <summary>Involuntary context switches (threads preempted) per write.</summary>
     public double PreemptionsPerWrite => Usage.InvoluntarySwitches / (double)Writes;
+
+    /// <summary>Thread-pool work items completed per write: pieces of work handed from one thread to another.</summary>
+    public double WorkItemsPerWrite => Usage.WorkItems / (double)Writes;
 }
 
 /// <summary>

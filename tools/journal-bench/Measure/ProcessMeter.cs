@@ -8,17 +8,18 @@ namespace JournalBench.Measure;
 /// allocated on the managed heap by every thread (<see cref="GC.GetTotalAllocatedBytes(bool)"/>, precise; the
 /// per-thread counter would miss the store's background rounds and completions), and context switches of every thread
 /// (voluntary ones are a thread that blocked, for I/O or for work handed to it by another thread, so they count a write
-/// path's hand-offs; involuntary ones are threads preempted). CPU time and switches come from one getrusage call, which
-/// allocates nothing.
+/// path's hand-offs; involuntary ones are threads preempted), and thread-pool work items completed (each one a piece of
+/// work handed to a pool thread: a continuation resumed there, a queued flush, a signal's waiter). CPU time and switches
+/// come from one getrusage call, which allocates nothing.
 /// </summary>
-internal readonly record struct ProcessMeter(long StartTimestamp, ProcessCounters StartCounters, long StartAllocated)
+internal readonly record struct ProcessMeter(long StartTimestamp, ProcessCounters StartCounters, long StartAllocated, long StartWorkItems)
 {
     /// <summary>Reads the counters now.</summary>
     public static ProcessMeter Start()
     {
         var counters = ProcessCounters.Read(); // before reading the allocation counter: off Linux, reading the CPU time allocates
         long allocated = GC.GetTotalAllocatedBytes(true);
-        return new ProcessMeter(Stopwatch.GetTimestamp(), counters, allocated);
+        return new ProcessMeter(Stopwatch.GetTimestamp(), counters, allocated, ThreadPool.CompletedWorkItemCount);
     }
 
     /// <summary>Wall time, CPU time, bytes allocated and context switches since <see cref="Start"/>.</summary>
@@ -28,11 +29,11 @@ internal readonly record struct ProcessMeter(long StartTimestamp, ProcessCounter
         long allocated = GC.GetTotalAllocatedBytes(true); // before reading the CPU time (see Start)
         var counters = ProcessCounters.Read();
         return new Usage(Stopwatch.GetElapsedTime(StartTimestamp, end), counters.Cpu - StartCounters.Cpu, allocated - StartAllocated,
-            counters.Voluntary - StartCounters.Voluntary, counters.Involuntary - StartCounters.Involuntary);
+            counters.Voluntary - StartCounters.Voluntary, counters.Involuntary - StartCounters.Involuntary, ThreadPool.CompletedWorkItemCount - StartWorkItems);
     }
 
     /// <summary>What a timed part cost.</summary>
-    internal readonly record struct Usage(TimeSpan Wall, TimeSpan Cpu, long AllocatedBytes, long VoluntarySwitches, long InvoluntarySwitches);
+    internal readonly record struct Usage(TimeSpan Wall, TimeSpan Cpu, long AllocatedBytes, long VoluntarySwitches, long InvoluntarySwitches, long WorkItems);
 }
 
 /// <summary>The process's CPU time and context switches so far, every thread's, ended ones included.</summary>
