@@ -46,7 +46,7 @@ internal sealed class CommitPipeline
     private readonly IMetadataCommitter _committer;
     private readonly object _lock = new();
     private CommitRound _collecting = new();
-    private readonly Queue<(CommitRound Round, ulong Ticket, Exception? Error)> _waiting = new();
+    private readonly Queue<(CommitRound Round, ValueTask Durable, Exception? Error)> _waiting = new();
     private readonly Stack<CommitRound> _free = new();
     private readonly AsyncAutoSignal _work = new();      // the pump's: exceptions were queued (or stop)
     private readonly AsyncAutoSignal _committed = new(); // the completer's: a round was committed (or stop)
@@ -174,7 +174,15 @@ internal sealed class CommitPipeline
             {
                 commitError = e;
             }
-            lock (_lock) _waiting.Enqueue((round, ticket, commitError));
+            // The force is asked for here, on the pump, as soon as the round is committed: the push starts writing the
+            // checkpoint while the completer is still being woken (it only waits for the result).
+            ValueTask durable = default;
+            if (commitError is null && ticket != 0)
+            {
+                try { durable = _committer.WaitDurableAsync(ticket, CancellationToken.None); }
+                catch (Exception e) { commitError = e; }
+            }
+            lock (_lock) _waiting.Enqueue((round, durable, commitError));
             _committed.Set();
         }
     }
@@ -184,7 +192,7 @@ internal sealed class CommitPipeline
         while (true)
         {
             CommitRound round;
-            ulong ticket;
+            ValueTask durable;
             Exception? error;
             lock (_lock)
             {
@@ -192,12 +200,12 @@ internal sealed class CommitPipeline
                 {
                     if (_stopping && _pump.IsCompleted) return;
                     round = null!;
-                    ticket = 0;
+                    durable = default;
                     error = null;
                 }
                 else
                 {
-                    (round, ticket, error) = next;
+                    (round, durable, error) = next;
                 }
             }
             if (round is null)
@@ -210,7 +218,7 @@ internal sealed class CommitPipeline
             {
                 // Why we wait: the round's log force (the journal shares it with concurrent forces). Rounds complete in
                 // order, and a later round's force covers every earlier one.
-                if (error is null && ticket != 0) await _committer.WaitDurableAsync(ticket, CancellationToken.None).ConfigureAwait(false);
+                await durable.ConfigureAwait(false);
             }
             catch (Exception e)
             {
