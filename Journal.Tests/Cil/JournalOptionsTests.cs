@@ -15,7 +15,7 @@ public sealed class JournalOptionsTests
         Assert.Equal(
             "LogSizeBytes=16777216 LogBufferCount=8 LogBufferSize=32768 CilSoftLimitBytes=2097152 (12.5% of log) " +
             "CilHardLimitBytes=4194304 (2x soft) MemoryBudgetBytes=67108864 EmergencyReserveBytes=262144 " +
-            "EmergencyBufferBytes=16384 EmergencyAfter=50ms CheckpointGatherWindow=200us Allocator=gc Name=(log device) Logging=off", o.ToString());
+            "EmergencyBufferBytes=16384 EmergencyAfter=50ms CheckpointGatherWindow=200us FlushOnForcingThread=False Allocator=gc Name=(log device) Logging=off", o.ToString());
     }
 
     public static TheoryData<JournalOptions, string> BadOptions => new()

@@ -507,6 +507,25 @@ internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     }
 
     /// <summary>
+    /// Set while a force with <see cref="LogWriterOptions.FlushOnForcingThread"/> submits the buffer it sealed: the flush
+    /// loop that the buffer's write starts on this thread runs its device flushes here, blocking, instead of on a pool
+    /// thread. It is read only before the flush loop's first await, so a loop that went asynchronous (a device whose
+    /// write completed later) flushes on the pool as usual.
+    /// </summary>
+    [ThreadStatic] private static bool t_flushHere;
+
+    /// <summary>
+    /// <see cref="Submit"/> for a force that runs the flush its buffer's write starts on its own thread (it would only
+    /// wait for it). Never under the lock. A flush loop already running on another thread covers the buffer instead.
+    /// </summary>
+    private void SubmitAndFlushHere(List<Iclog> toSubmit)
+    {
+        t_flushHere = true;
+        try { Submit(toSubmit); }
+        finally { t_flushHere = false; }
+    }
+
+    /// <summary>
     /// Starts the sync task of every sealed buffer, in LSN order. Never under the lock. A sync task may run inline
     /// (synchronous devices) and seal and submit more through the same per-thread list, so each buffer is taken off
     /// the list before its task starts.
@@ -578,7 +597,10 @@ internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
             }
             try
             {
-                await _device.FlushAsync().ConfigureAwait(false);
+                // On the forcing thread when it asked for that (it would only wait for this flush otherwise), else on
+                // a pool thread.
+                if (t_flushHere) _device.Flush();
+                else await _device.FlushAsync().ConfigureAwait(false);
             }
             catch
             {
@@ -730,9 +752,11 @@ internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         }
         finally
         {
-            Submit(toSubmit);
+            if (wait is not null && _options.FlushOnForcingThread && toSubmit.Count > 0) SubmitAndFlushHere(toSubmit);
+            else Submit(toSubmit);
         }
-        // Wait for the record at `target` and all before it to be written and flushed.
+        // Wait for the record at `target` and all before it to be written and flushed (with FlushOnForcingThread, it
+        // usually is by now).
         return new ValueTask(wait.WaitAsync(cancellationToken));
     }
 

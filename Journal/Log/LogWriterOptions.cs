@@ -35,6 +35,12 @@ internal sealed class LogWriterOptions
     public int IclogSize { get; init; } = 32 * 1024;
 
     /// <summary>
+    /// Whether a force that starts the device flush runs it on its own thread (see
+    /// <see cref="JournalOptions.FlushOnForcingThread"/>). Default false: the flush runs on a thread-pool thread.
+    /// </summary>
+    public bool FlushOnForcingThread { get; init; }
+
+    /// <summary>
     /// Buffers a writer opened by a journal holds from open to close (its reserve: one being filled while another is
     /// on its way to disk); the rest, up to <see cref="IclogCount"/>, it rents from the journal's pool when busy.
     /// A writer opened on its own holds all <see cref="IclogCount"/>. Always 2.
@@ -78,5 +84,5 @@ internal sealed class LogWriterOptions
 
     /// <inheritdoc/>
     public override string ToString() =>
-        string.Create(CultureInfo.InvariantCulture, $"IclogCount={IclogCount}, IclogSize={IclogSize} ({IclogPayloadBlocks} blocks, record up to {MaxRecordBlocks} blocks)");
+        string.Create(CultureInfo.InvariantCulture, $"IclogCount={IclogCount}, IclogSize={IclogSize} ({IclogPayloadBlocks} blocks, record up to {MaxRecordBlocks} blocks){(FlushOnForcingThread ? ", FlushOnForcingThread" : "")}");
 }
