@@ -66,14 +66,15 @@ public sealed class JournalOptions
     public TimeSpan CheckpointGatherWindow { get; init; } = TimeSpan.FromMicroseconds(200);
 
     /// <summary>
-    /// Whether a force that starts the log's device flush runs it on its own thread, blocking that thread for the flush,
-    /// instead of handing it to a thread-pool thread and waiting for it: two thread hand-offs fewer per force (the flush
-    /// work item, and the wake-up of the waiting force). The checkpoint push forces its own commit record, so with this
-    /// on the push's thread blocks during the flush; it waits for that checkpoint before it starts the next one anyway,
-    /// except when committers are throttled at the hard limit (then the next push starts after the flush instead of
-    /// during it). For a journal whose commits come from a few threads that wait for them (a commit pipeline), not for
-    /// many committers that could use the push's thread meanwhile. A force that finds a flush already running (or an
-    /// earlier buffer still in flight) waits for it as before. Default false.
+    /// Whether a force that starts the log's device flush runs that flush on its own thread, blocking that thread for
+    /// it, instead of handing it to a thread-pool thread and waiting for it: two thread hand-offs fewer per force (the
+    /// flush work item, and the wake-up of the waiting force). Only the one flush that covers the force's own buffer runs
+    /// there; buffers written meanwhile are flushed on the pool as usual. The checkpoint push forces its own commit
+    /// record, so with this on the push's thread blocks during that flush; it waits for that checkpoint before it starts
+    /// the next one anyway, except when committers are throttled at the hard limit (then the next push starts after the
+    /// flush instead of during it). For a journal whose commits come from a few threads that wait for them (a commit
+    /// pipeline), not for many committers that could use the push's thread meanwhile. A force that finds a flush already
+    /// running (or an earlier buffer still in flight), or that has a cancellation token, waits as before. Default false.
     /// </summary>
     public bool FlushOnForcingThread { get; init; }
 

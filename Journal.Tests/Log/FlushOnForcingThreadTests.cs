@@ -60,6 +60,96 @@ public sealed class FlushOnForcingThreadTests
         }
     }
 
+    /// <summary>
+    /// A flush that fails on the forcing thread fails the force and the log as one on a pool thread does: the force
+    /// throws the log's shutdown error naming the device's, and so does the next call.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_failing_flush_fails_the_force_and_the_log_either_way(bool here)
+    {
+        var dev = new FlushThreadDevice(new MemoryBlockDevice(256, "log"));
+        var region = new LogRegion(dev, 0, 256);
+        LogWriter.Format(region);
+        await using var w = LogWriter.Open(region, new LogWriterOptions { IclogCount = 4, IclogSize = 2048, FlushOnForcingThread = here });
+        uint tid = w.AllocateTransactionId();
+        await w.WriteAsync(tid, [Payload(1, 0, 300)], start: true).Within();
+        var commit = await w.WriteCommitAsync(tid).Within();
+        dev.FailNext = true;
+        var e = await Assert.ThrowsAsync<JournalException>(() => w.ForceAsync(commit).Within());
+        Assert.Contains("log shut down after an I/O error", e.Message);
+        Assert.Contains("injected flush failure", e.Message);
+        Assert.True(w.DurableLsn < commit);
+        var again = await Assert.ThrowsAsync<JournalException>(() => w.ForceAsync(commit).Within());
+        Assert.Same(e, again);
+    }
+
+    /// <summary>A force with a cancellation token never blocks its thread in a flush: the token could not stop it.</summary>
+    [Fact]
+    public async Task A_force_that_can_be_cancelled_waits_for_a_pool_flush()
+    {
+        var dev = new FlushThreadDevice(new MemoryBlockDevice(256, "log"));
+        var region = new LogRegion(dev, 0, 256);
+        LogWriter.Format(region);
+        await using var w = LogWriter.Open(region, new LogWriterOptions { IclogCount = 4, IclogSize = 2048, FlushOnForcingThread = true });
+        uint tid = w.AllocateTransactionId();
+        await w.WriteAsync(tid, [Payload(1, 0, 300)], start: true).Within();
+        var commit = await w.WriteCommitAsync(tid).Within();
+        dev.Reset();
+        using var cts = new CancellationTokenSource();
+        await w.ForceAsync(commit, cts.Token).Within();
+        Assert.Equal(0, dev.SyncFlushes);
+        Assert.Equal(1, dev.AsyncFlushes);
+    }
+
+    /// <summary>
+    /// The forcing thread runs only the flush that covers its own buffer: a buffer another force left pending while
+    /// that flush ran is written after it and flushed by the loop's next round on the pool, and the first force has
+    /// returned by then. The forcer's flush is held until the second force is waiting; had the loop's next round run on
+    /// the forcing thread too, the device would count two synchronous flushes and none on the pool.
+    /// </summary>
+    [Fact]
+    public async Task Buffers_written_during_the_forcers_flush_are_flushed_on_the_pool()
+    {
+        var dev = new FlushThreadDevice(new MemoryBlockDevice(256, "log"));
+        var region = new LogRegion(dev, 0, 256);
+        LogWriter.Format(region);
+        await using var w = LogWriter.Open(region, new LogWriterOptions { IclogCount = 4, IclogSize = 2048, FlushOnForcingThread = true });
+        uint tid = w.AllocateTransactionId();
+        await w.WriteAsync(tid, [Payload(1, 0, 300)], start: true).Within();
+        var commit1 = await w.WriteCommitAsync(tid).Within();
+        dev.Reset();
+        using var entered = new ManualResetEventSlim();
+        using var gate = new ManualResetEventSlim();
+        dev.Hold = new Held(entered, gate);
+
+        ValueTask force1 = default;
+        bool doneOnReturn = false;
+        var t = new Thread(() =>
+        {
+            force1 = w.ForceAsync(commit1);
+            doneOnReturn = force1.IsCompleted;
+        });
+        t.Start();
+        Assert.True(entered.Wait(Watch.Watchdog), "the forcer's flush did not start");
+        dev.Hold = null; // only the first synchronous flush is held
+
+        uint tid2 = w.AllocateTransactionId();
+        await w.WriteAsync(tid2, [Payload(2, 0, 300)], start: true).Within();
+        var commit2 = await w.WriteCommitAsync(tid2).Within();
+        var force2 = w.ForceAsync(commit2);
+        Assert.False(force2.IsCompleted, "the second force completed while the first flush was held");
+
+        gate.Set();
+        Assert.True(t.Join(Watch.Watchdog), "the first force did not return");
+        Assert.True(doneOnReturn, "the first force returned before its flush was done");
+        await force2.AsTask().WaitAsync(Watch.Watchdog);
+        Assert.True(w.DurableLsn >= commit2);
+        Assert.Equal(1, dev.SyncFlushes);
+        Assert.Equal(1, dev.AsyncFlushes);
+    }
+
     /// <summary>The journal passes the option to its log writer: every checkpoint's flush is then the synchronous one.</summary>
     [Theory]
     [InlineData(true)]
@@ -87,6 +177,8 @@ public sealed class FlushOnForcingThreadTests
         await j.CloseAsync().AsTask().WaitAsync(Watch.Watchdog);
     }
 
+    private sealed record Held(ManualResetEventSlim Entered, ManualResetEventSlim Gate);
+
     /// <summary>A log device that counts its synchronous and asynchronous flushes and runs the latter on a pool thread.</summary>
     private sealed class FlushThreadDevice(BlockDevice inner) : Storage.ForwardingDevice(inner)
     {
@@ -102,8 +194,30 @@ public sealed class FlushOnForcingThreadTests
             Volatile.Write(ref _async, 0);
         }
 
+        /// <summary>Set: the next flush (either kind) fails before reaching the device.</summary>
+        public volatile bool FailNext;
+
+        /// <summary>Set: a synchronous flush signals <see cref="Held.Entered"/> and waits for <see cref="Held.Gate"/>.</summary>
+        public volatile Held? Hold;
+
+        private void MaybeFail()
+        {
+            if (FailNext)
+            {
+                FailNext = false;
+                throw new IOException("injected flush failure");
+            }
+        }
+
         protected override void FlushCore()
         {
+            MaybeFail();
+            if (Hold is { } h)
+            {
+                h.Entered.Set();
+                // Why we wait: the test holds this flush until the second force is waiting (it releases it itself).
+                h.Gate.Wait();
+            }
             Interlocked.Increment(ref _sync);
             Volatile.Write(ref _lastThread, Environment.CurrentManagedThreadId);
             Inner.Flush();
@@ -112,6 +226,7 @@ public sealed class FlushOnForcingThreadTests
         protected override async ValueTask FlushCoreAsync(CancellationToken cancellationToken)
         {
             await Task.Yield();
+            MaybeFail();
             Interlocked.Increment(ref _async);
             Volatile.Write(ref _lastThread, Environment.CurrentManagedThreadId);
             Inner.Flush();

@@ -507,10 +507,11 @@ internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     }
 
     /// <summary>
-    /// Set while a force with <see cref="LogWriterOptions.FlushOnForcingThread"/> submits the buffer it sealed: the flush
-    /// loop that the buffer's write starts on this thread runs its device flushes here, blocking, instead of on a pool
-    /// thread. It is read only before the flush loop's first await, so a loop that went asynchronous (a device whose
-    /// write completed later) flushes on the pool as usual.
+    /// Set while a force with <see cref="LogWriterOptions.FlushOnForcingThread"/> (and no cancellation token) submits the
+    /// buffer it sealed: the flush loop that the buffer's write starts on this thread runs its first device flush here,
+    /// blocking, instead of on a pool thread; that flush covers the buffer. The loop reads it once, as it starts, so a
+    /// loop started on a pool thread (a device whose write completed later) flushes there as usual, and the loop's
+    /// later rounds go to the pool.
     /// </summary>
     [ThreadStatic] private static bool t_flushHere;
 
@@ -583,6 +584,10 @@ internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask FlushLoopAsync()
     {
+        // Whether the first flush runs here, on a forcing thread that asked for that (see t_flushHere); later rounds of
+        // the loop (buffers written during that flush) always go to the pool, so the force returns once its own
+        // buffer is durable instead of draining the log for everyone.
+        bool here = t_flushHere;
         while (true)
         {
             lock (_lock)
@@ -599,7 +604,11 @@ internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
             {
                 // On the forcing thread when it asked for that (it would only wait for this flush otherwise), else on
                 // a pool thread.
-                if (t_flushHere) _device.Flush();
+                if (here)
+                {
+                    here = false;
+                    _device.Flush();
+                }
                 else await _device.FlushAsync().ConfigureAwait(false);
             }
             catch
@@ -752,7 +761,8 @@ internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
         }
         finally
         {
-            if (wait is not null && _options.FlushOnForcingThread && toSubmit.Count > 0) SubmitAndFlushHere(toSubmit);
+            // A force that can be cancelled never blocks its thread in a flush (the cancellation could not stop it).
+            if (wait is not null && _options.FlushOnForcingThread && toSubmit.Count > 0 && !cancellationToken.CanBeCanceled) SubmitAndFlushHere(toSubmit);
             else Submit(toSubmit);
         }
         // Wait for the record at `target` and all before it to be written and flushed (with FlushOnForcingThread, it
