@@ -27,6 +27,10 @@ internal sealed class TestMemoryDevice : BlockDevice
     public Func<long, bool>? FailWrite { get; set; }
 
     /// <summary>When set, awaited before each asynchronous flush takes effect.</summary>
+    /// <remarks>
+    /// Holds asynchronous flushes only: a synchronous one (<see cref="BlockDevice.Flush"/>, as a log writer with
+    /// <see cref="Journal.Log.LogWriterOptions.FlushOnForcingThread"/> runs on its forcing thread) is not held.
+    /// </remarks>
     public Func<Task>? FlushGate { get; set; }
 
     /// <summary>When true, flushes throw.</summary>
