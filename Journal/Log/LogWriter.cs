@@ -722,6 +722,8 @@ internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
     {
         var toSubmit = SubmitList();
         Task? wait = null;
+        bool flushHere = false;
+        Lsn target = Lsn.Zero;
         try
         {
             lock (_lock)
@@ -747,27 +749,45 @@ internal sealed class LogWriter : ILogSink, IDisposable, IAsyncDisposable
                     }
                 }
                 var highest = pending ?? _lastSealedLsn;
-                var target = lsn < highest ? lsn : highest;
+                target = lsn < highest ? lsn : highest;
                 if (target <= _durableLsn)
                 {
                     _forcesNoIo++;
                     return ValueTask.CompletedTask;
                 }
                 _forceWaits++;
-                var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                _forceWaiters.Add((target, tcs));
-                wait = tcs.Task;
+                // A force that can be cancelled never blocks its thread in a flush (the cancellation could not stop it).
+                // One that flushes here registers no waiter yet: it looks at the durable LSN once it has flushed.
+                flushHere = _options.FlushOnForcingThread && toSubmit.Count > 0 && !cancellationToken.CanBeCanceled;
+                if (!flushHere) wait = AddForceWaiterLocked(target);
             }
         }
         finally
         {
-            // A force that can be cancelled never blocks its thread in a flush (the cancellation could not stop it).
-            if (wait is not null && _options.FlushOnForcingThread && toSubmit.Count > 0 && !cancellationToken.CanBeCanceled) SubmitAndFlushHere(toSubmit);
+            if (flushHere) SubmitAndFlushHere(toSubmit);
             else Submit(toSubmit);
         }
-        // Wait for the record at `target` and all before it to be written and flushed (with FlushOnForcingThread, it
-        // usually is by now).
-        return new ValueTask(wait.WaitAsync(cancellationToken));
+        if (flushHere)
+        {
+            // Usually durable by now (the flush this thread just ran covered the buffer), so no waiter is allocated.
+            // If another thread's flush loop was running, that loop covers the buffer instead: wait for it.
+            lock (_lock)
+            {
+                if (target <= _durableLsn) return ValueTask.CompletedTask;
+                if (_failure is not null) return ValueTask.FromException(_failure);
+                wait = AddForceWaiterLocked(target);
+            }
+        }
+        // Wait for the record at `target` and all before it to be written and flushed.
+        return new ValueTask(wait!.WaitAsync(cancellationToken));
+    }
+
+    /// <summary>Registers a force waiting until <paramref name="target"/> is durable. Under the lock.</summary>
+    private Task AddForceWaiterLocked(Lsn target)
+    {
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _forceWaiters.Add((target, tcs));
+        return tcs.Task;
     }
 
     /// <summary>Forces everything written so far.</summary>
