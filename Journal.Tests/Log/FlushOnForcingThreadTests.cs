@@ -21,13 +21,9 @@ public sealed class FlushOnForcingThreadTests
     [InlineData(false)]
     public async Task A_force_flushes_on_its_own_thread_only_when_asked(bool here)
     {
-        var dev = new FlushThreadDevice(new MemoryBlockDevice(256, "log"));
-        var region = new LogRegion(dev, 0, 256);
-        LogWriter.Format(region);
-        await using var w = LogWriter.Open(region, new LogWriterOptions { IclogCount = 4, IclogSize = 2048, FlushOnForcingThread = here });
-        uint tid = w.AllocateTransactionId();
-        await w.WriteAsync(tid, [Payload(1, 0, 300)], start: true).Within();
-        var commit = await w.WriteCommitAsync(tid).Within();
+        var (dev, w) = Open(here);
+        await using var _ = w;
+        var commit = await CommitOneAsync(w, 1);
         dev.Reset();
 
         // A thread of its own, so that its id is no pool thread's.
@@ -69,13 +65,9 @@ public sealed class FlushOnForcingThreadTests
     [InlineData(false)]
     public async Task A_failing_flush_fails_the_force_and_the_log_either_way(bool here)
     {
-        var dev = new FlushThreadDevice(new MemoryBlockDevice(256, "log"));
-        var region = new LogRegion(dev, 0, 256);
-        LogWriter.Format(region);
-        await using var w = LogWriter.Open(region, new LogWriterOptions { IclogCount = 4, IclogSize = 2048, FlushOnForcingThread = here });
-        uint tid = w.AllocateTransactionId();
-        await w.WriteAsync(tid, [Payload(1, 0, 300)], start: true).Within();
-        var commit = await w.WriteCommitAsync(tid).Within();
+        var (dev, w) = Open(here);
+        await using var _ = w;
+        var commit = await CommitOneAsync(w, 1);
         dev.FailNext = true;
         var e = await Assert.ThrowsAsync<JournalException>(() => w.ForceAsync(commit).Within());
         Assert.Contains("log shut down after an I/O error", e.Message);
@@ -89,13 +81,9 @@ public sealed class FlushOnForcingThreadTests
     [Fact]
     public async Task A_force_that_can_be_cancelled_waits_for_a_pool_flush()
     {
-        var dev = new FlushThreadDevice(new MemoryBlockDevice(256, "log"));
-        var region = new LogRegion(dev, 0, 256);
-        LogWriter.Format(region);
-        await using var w = LogWriter.Open(region, new LogWriterOptions { IclogCount = 4, IclogSize = 2048, FlushOnForcingThread = true });
-        uint tid = w.AllocateTransactionId();
-        await w.WriteAsync(tid, [Payload(1, 0, 300)], start: true).Within();
-        var commit = await w.WriteCommitAsync(tid).Within();
+        var (dev, w) = Open(true);
+        await using var _ = w;
+        var commit = await CommitOneAsync(w, 1);
         dev.Reset();
         using var cts = new CancellationTokenSource();
         await w.ForceAsync(commit, cts.Token).Within();
@@ -112,13 +100,9 @@ public sealed class FlushOnForcingThreadTests
     [Fact]
     public async Task Buffers_written_during_the_forcers_flush_are_flushed_on_the_pool()
     {
-        var dev = new FlushThreadDevice(new MemoryBlockDevice(256, "log"));
-        var region = new LogRegion(dev, 0, 256);
-        LogWriter.Format(region);
-        await using var w = LogWriter.Open(region, new LogWriterOptions { IclogCount = 4, IclogSize = 2048, FlushOnForcingThread = true });
-        uint tid = w.AllocateTransactionId();
-        await w.WriteAsync(tid, [Payload(1, 0, 300)], start: true).Within();
-        var commit1 = await w.WriteCommitAsync(tid).Within();
+        var (dev, w) = Open(true);
+        await using var _ = w;
+        var commit1 = await CommitOneAsync(w, 1);
         dev.Reset();
         using var entered = new ManualResetEventSlim();
         using var gate = new ManualResetEventSlim();
@@ -135,9 +119,7 @@ public sealed class FlushOnForcingThreadTests
         Assert.True(entered.Wait(Watch.Watchdog), "the forcer's flush did not start");
         dev.Hold = null; // only the first synchronous flush is held
 
-        uint tid2 = w.AllocateTransactionId();
-        await w.WriteAsync(tid2, [Payload(2, 0, 300)], start: true).Within();
-        var commit2 = await w.WriteCommitAsync(tid2).Within();
+        var commit2 = await CommitOneAsync(w, 2);
         var force2 = w.ForceAsync(commit2);
         Assert.False(force2.IsCompleted, "the second force completed while the first flush was held");
 
@@ -175,6 +157,23 @@ public sealed class FlushOnForcingThreadTests
         if (here) Assert.Equal(0, dev.AsyncFlushes);
         else Assert.Equal(0, dev.SyncFlushes);
         await j.CloseAsync().AsTask().WaitAsync(Watch.Watchdog);
+    }
+
+    /// <summary>A freshly formatted 256-block log on a <see cref="FlushThreadDevice"/>, and its writer.</summary>
+    private static (FlushThreadDevice Device, LogWriter Writer) Open(bool flushOnForcingThread)
+    {
+        var dev = new FlushThreadDevice(new MemoryBlockDevice(256, "log"));
+        var region = new LogRegion(dev, 0, 256);
+        LogWriter.Format(region);
+        return (dev, LogWriter.Open(region, new LogWriterOptions { IclogCount = 4, IclogSize = 2048, FlushOnForcingThread = flushOnForcingThread }));
+    }
+
+    /// <summary>Writes one transaction of one 300-byte region and its commit record (not forced); returns the commit's LSN.</summary>
+    private static async Task<Lsn> CommitOneAsync(LogWriter w, int seq)
+    {
+        uint tid = w.AllocateTransactionId();
+        await w.WriteAsync(tid, [Payload(seq, 0, 300)], start: true).Within();
+        return await w.WriteCommitAsync(tid).Within();
     }
 
     private sealed record Held(ManualResetEventSlim Entered, ManualResetEventSlim Gate);
