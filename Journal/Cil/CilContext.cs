@@ -40,9 +40,11 @@ internal sealed class CilContext
     internal Lsn StartLsn, CommitLsn;
     internal Lsn TailBound;                  // the log head when the push registered with the AIL: the tail may not pass it
 
-    internal readonly TaskCompletionSource StartWritten = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    internal readonly TaskCompletionSource CommitWritten = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    internal readonly TaskCompletionSource Durable = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // Completions of the push's steps: each allocates a task only if someone waits before it completes. Mutable structs
+    // used in place: never readonly (a readonly field would be copied at each use and never see its completion).
+    internal LazyCompletion StartWritten;
+    internal LazyCompletion CommitWritten;
+    internal LazyCompletion Durable;
 
     public CilContext(byte[] header, bool pooled)
     {

@@ -89,7 +89,7 @@ internal sealed partial class CommittedItemList
                     var prev = cur.Previous;
                     if (prev is not null && Volatile.Read(ref _throttleTcs) is null)
                     {
-                        if (!prev.Durable.Task.IsCompleted)
+                        if (!prev.Durable.IsCompleted)
                         {
                             // Both wake-ups set _pushWake; a set with nobody waiting stays set, so neither is lost
                             // between the check above and this wait (a stale one costs a look, nothing else).
@@ -432,7 +432,7 @@ internal sealed partial class CommittedItemList
         var sb = new System.Text.StringBuilder();
         sb.Append($"target={Volatile.Read(ref _pushTarget)} durable={DurableSequence} slots={_pushSlots.CurrentCount} spare={(!_hasSpare ? "none" : _spare.IsCompleted ? "ready" : "preparing")} stopping={_stopping} loop={_pushLoop.Status} throttled={Volatile.Read(ref _throttleTcs) is not null}");
         for (var c = Volatile.Read(ref _current); c is not null; c = c.Previous)
-            sb.Append($" | {c} started={c.StartWritten.Task.Status} committed={c.CommitWritten.Task.Status} durable={c.Durable.Task.Status}");
+            sb.Append($" | {c} started={c.StartWritten.Status} committed={c.CommitWritten.Status} durable={c.Durable.Status}");
         return sb.ToString();
     }
 
