@@ -77,5 +77,4 @@ internal struct LazyCompletion
         Failed => TaskStatus.Faulted,
         _ => TaskStatus.WaitingForActivation,
     };
-
 }
