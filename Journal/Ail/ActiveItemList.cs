@@ -49,7 +49,7 @@ internal sealed class ActiveItemList
     private readonly SemaphoreSlim _writeBackGate = new(1, 1);
     private readonly (LogItem? Item, Lsn Lsn)[] _batch = new (LogItem?, Lsn)[BatchSize];
     private readonly List<BlockDevice> _devices = new();
-    private readonly AsyncSignal _signal = new();
+    private readonly AsyncSignal _signal = new(); // the worker's (WaitOneAsync)
     private Task _worker = Task.CompletedTask;
     private volatile bool _stopping;
 
@@ -127,7 +127,7 @@ internal sealed class ActiveItemList
     {
         while (true)
         {
-            await _signal.WaitAsync().ConfigureAwait(false);
+            await _signal.WaitOneAsync().ConfigureAwait(false);
             if (_stopping) return;
             try
             {

@@ -34,8 +34,8 @@ internal sealed class CilContext
     internal long PayloadBytes;              // bytes of those regions
 
     internal readonly CheckpointRegionList Regions; // the whole checkpoint as one region list for the log
-    internal readonly byte[] Header;         // the checkpoint header region
-    internal readonly bool HeaderPooled;     // Header came from the pool or the emergency reserve (give it back)
+    internal byte[] Header;                  // the checkpoint header region (a new one each time the context is reused)
+    internal bool HeaderPooled;              // Header came from the pool or the emergency reserve (give it back)
 
     internal Lsn StartLsn, CommitLsn;
     internal Lsn TailBound;                  // the log head when the push registered with the AIL: the tail may not pass it
@@ -51,6 +51,29 @@ internal sealed class CilContext
         Header = header;
         HeaderPooled = pooled;
         Regions = new CheckpointRegionList(this);
+    }
+
+    /// <summary>
+    /// Makes a recycled context new again around <paramref name="header"/> (see
+    /// <see cref="CommittedItemList.Recycle"/>). Only its renter holds it: nothing else can reach it any more.
+    /// </summary>
+    internal void Reset(byte[] header, bool pooled)
+    {
+        Sequence = 0;
+        Previous = null;
+        Head = Tail = null;
+        SpaceUsed = Reserved = 0;
+        OverheadPaid = ItemCount = Forcers = RegionCount = 0;
+        Gathered = false;
+        DurableTimestamp = 0;
+        PayloadBytes = 0;
+        Header = header;
+        HeaderPooled = pooled;
+        StartLsn = CommitLsn = TailBound = default;
+        StartWritten.Reset();
+        CommitWritten.Reset();
+        Durable.Reset();
+        Regions.Reset();
     }
 
     public bool IsEmpty => Volatile.Read(ref ItemCount) == 0;
@@ -70,6 +93,13 @@ internal sealed class CilContext
         private int _index, _within;      // element _index is region _within of _vector
 
         public int Count => 1 + ctx.RegionCount;
+
+        /// <summary>Forgets the cursor (the context is being reused: its vectors are gone).</summary>
+        public void Reset()
+        {
+            _vector = null;
+            _index = _within = 0;
+        }
 
         public ReadOnlyMemory<byte> this[int index]
         {

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Journal.Format;
 using Journal.Memory;
+using Microsoft.Extensions.ObjectPool;
 
 namespace Journal.Cil;
 
@@ -30,15 +31,16 @@ namespace Journal.Cil;
 //      at the start LSN, unpin them, free the vectors and the header, and mark the sequence durable.
 //
 // Force (ForceAsync): a sequence at or below the durable sequence returns at once (no I/O). Otherwise find its
-// context: if it is the current one and empty, force the one before; else request a push up to it and wait for its
-// Durable task. Many forcers of one sequence wait on one task and one device flush.
+// context: if it is the current one and empty, force the one before; else register a pooled waiter, request a push up
+// to it and wait for the waiter, which step 5 completes once the sequence is durable. Many forcers of one sequence wait
+// for one device flush.
 internal sealed partial class CommittedItemList
 {
     /// <summary>Checkpoints being written at once (their vectors are held until each completes).</summary>
     public const int MaxPushesInFlight = EmergencyReserve.PushSlots;
 
-    private readonly AsyncSignal _pushSignal = new();
-    private readonly AsyncSignal _pushWake = new();    // set when a checkpoint completes and when a committer starts waiting at the hard limit
+    private readonly AsyncSignal _pushSignal = new(); // the push loop's (WaitOneAsync): a push was requested (or stop)
+    private readonly AsyncSignal _pushWake = new();   // the push loop's (WaitOneAsync): set when a checkpoint completes and when a committer starts waiting at the hard limit
     private readonly SemaphoreSlim _pushSlots = new(MaxPushesInFlight, MaxPushesInFlight);
     private long _pushTarget;                 // highest sequence someone asked to push
     private ulong _durableSeq;                // every sequence at or below it is durable
@@ -48,6 +50,21 @@ internal sealed partial class CommittedItemList
     private Task _lastCompletion = Task.CompletedTask;
     private volatile bool _stopping;
     private Exception? _shutdown;
+
+    // Contexts kept for reuse (Recycle, RentContext). _freeContextsLock protects the array and the count: a leaf, held for
+    // a few instructions, never with another lock.
+    private readonly object _freeContextsLock = new();
+    private readonly CilContext?[] _freeContexts = new CilContext?[MaxPushesInFlight + 2];
+    private int _freeContextCount;
+
+    /// <summary>Contexts made anew for a switch (not reused), since the journal was opened; for tests.</summary>
+    internal long ContextsCreated;
+
+    // Forces waiting for durability (ForceAsync). _waitersLock protects _waiters only: held for a few instructions,
+    // nothing is taken under it, and waiters are completed after it is released. A leaf: never held with another lock.
+    private readonly object _waitersLock = new();
+    private DurabilityWaiter? _waiters;
+    private readonly ObjectPool<DurabilityWaiter> _waiterPool = DurabilityWaiter.NewPool(retained: 256);
 
     // Throttle at the hard limit. _throttleLock protects _throttleTcs only; waiters check their condition and register
     // under it, wakers change the condition first and then swap the task out under it, so no wake-up is lost.
@@ -74,7 +91,7 @@ internal sealed partial class CommittedItemList
     {
         while (true)
         {
-            await _pushSignal.WaitAsync().ConfigureAwait(false);
+            await _pushSignal.WaitOneAsync().ConfigureAwait(false);
             if (_shutdown is not null) return;
             try
             {
@@ -93,7 +110,7 @@ internal sealed partial class CommittedItemList
                         {
                             // Both wake-ups set _pushWake; a set with nobody waiting stays set, so neither is lost
                             // between the check above and this wait (a stale one costs a look, nothing else).
-                            await _pushWake.WaitAsync().ConfigureAwait(false);
+                            await _pushWake.WaitOneAsync().ConfigureAwait(false);
                             continue;
                         }
                         if (!cur.Gathered)
@@ -183,13 +200,13 @@ internal sealed partial class CommittedItemList
         if (_pool.TryRentCached(CheckpointHeader.Size) is { } cached)
         {
             if (had) SetSpare(t); // still being prepared: it will serve a later switch
-            return new CilContext(cached, pooled: true);
+            return RentContext(cached, pooled: true);
         }
         var header = _pool.Reserve.TryTakePush(CheckpointHeader.Size);
         if (header is not null)
         {
             if (had) SetSpare(t); // still being prepared (allocator failing or stalled): it will serve a later switch
-            return new CilContext(header, pooled: true);
+            return RentContext(header, pooled: true);
         }
         // Every push slot is out, which needs MaxPushesInFlight emergency pushes still completing; the spare is our
         // only way forward, so wait for it (it waits for the pool, which those completions refill).
@@ -202,7 +219,7 @@ internal sealed partial class CommittedItemList
     /// </summary>
     /// <remarks>A ready spare is a value (no task is allocated for it); one being prepared wraps its task.</remarks>
     private ValueTask<CilContext> NextSpare() =>
-        _pool.TryRentCached(CheckpointHeader.Size) is { } cached ? new ValueTask<CilContext>(new CilContext(cached, pooled: true)) : new ValueTask<CilContext>(PrepareSpareAsync());
+        _pool.TryRentCached(CheckpointHeader.Size) is { } cached ? new ValueTask<CilContext>(RentContext(cached, pooled: true)) : new ValueTask<CilContext>(PrepareSpareAsync());
 
     private void SetSpare(ValueTask<CilContext> spare)
     {
@@ -217,8 +234,8 @@ internal sealed partial class CommittedItemList
         while (true)
         {
             var header = _pool.TryRent(CheckpointHeader.Size);
-            if (header is not null) return new CilContext(header, pooled: true);
-            if (_shutdown is not null || _stopping) return new CilContext(new byte[CheckpointHeader.Size], pooled: false);
+            if (header is not null) return RentContext(header, pooled: true);
+            if (_shutdown is not null || _stopping) return RentContext(new byte[CheckpointHeader.Size], pooled: false);
             // Why we wait: the pool is at its budget or the allocator failed; completions return buffers.
             await Task.WhenAny(_pool.WaitForReturnAsync(), Task.Delay(10)).ConfigureAwait(false);
         }
@@ -292,8 +309,10 @@ internal sealed partial class CommittedItemList
             ctx.Previous = null;
             ctx.DurableTimestamp = Stopwatch.GetTimestamp();
             ctx.Durable.TrySetResult();
+            CompleteWaiters(ctx.Sequence);
             _pushWake.Set();
             _ail.CheckpointCompleted();
+            if (prev is not null) Recycle(prev);
         }
         catch (Exception e)
         {
@@ -304,6 +323,47 @@ internal sealed partial class CommittedItemList
             ctx.CommitWritten.TrySetException(err);
             ctx.Durable.TrySetException(err);
             _pushWake.Set();
+        }
+    }
+
+    /// <summary>A context for the next switch around <paramref name="header"/>: a recycled one if any, else a new one.</summary>
+    private CilContext RentContext(byte[] header, bool pooled)
+    {
+        CilContext? ctx = null;
+        lock (_freeContextsLock)
+        {
+            if (_freeContextCount > 0)
+            {
+                ctx = _freeContexts[--_freeContextCount];
+                _freeContexts[_freeContextCount] = null;
+            }
+        }
+        if (ctx is null)
+        {
+            Interlocked.Increment(ref ContextsCreated);
+            return new CilContext(header, pooled);
+        }
+        ctx.Reset(header, pooled);
+        return ctx;
+    }
+
+    /// <summary>
+    /// Keeps <paramref name="ctx"/> for reuse (a context and its region list cost about a kilobyte a checkpoint when
+    /// made anew). Called by the push of its successor once that one is durable: by then the context is durable, its
+    /// vectors and header are given back, nothing links to it (the successor just dropped its <c>Previous</c>, the AIL
+    /// dropped it when it became durable) and no push step waits on it any more.
+    /// </summary>
+    /// <remarks>
+    /// Readers that took it before may still hold it: a force or a status read that walked the chain from the current
+    /// context moments ago. They only read its sequence and counters and then re-check against the durable sequence
+    /// (forces wait by sequence, on <see cref="DurabilityWaiter"/>s, never on a context), so a reused context costs them
+    /// at most a second look; a force that counts itself on it after reuse makes one gather wait up to its window.
+    /// </remarks>
+    private void Recycle(CilContext ctx)
+    {
+        lock (_freeContextsLock)
+        {
+            if (_freeContextCount < _freeContexts.Length) _freeContexts[_freeContextCount++] = ctx;
         }
     }
 
@@ -327,20 +387,28 @@ internal sealed partial class CommittedItemList
     // ---------------------------------------------------------------------------------------------------------------
 
     /// <summary>Completes once checkpoint <paramref name="sequence"/> and every earlier one are durable.</summary>
-    /// <remarks>Its state machine is pooled: a force that waits (every commit round's) allocates nothing of its own.</remarks>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask ForceAsync(ulong sequence, CancellationToken cancellationToken)
+    /// <remarks>
+    /// A force that has to wait registers a pooled <see cref="DurabilityWaiter"/> (the push completes it once the sequence
+    /// is durable), so a waiting force without a cancellation token allocates nothing: no task, no completion source, no
+    /// state machine. One with a token waits for the same waiter through a task.
+    /// </remarks>
+    public ValueTask ForceAsync(ulong sequence, CancellationToken cancellationToken)
     {
         while (true)
         {
-            if (sequence <= Volatile.Read(ref _durableSeq)) return;
-            ThrowIfShutdown();
+            if (sequence <= Volatile.Read(ref _durableSeq)) return default;
+            if (Volatile.Read(ref _shutdown) is not null) return ValueTask.FromException(ShutdownException());
             var cur = Volatile.Read(ref _current);
             if (sequence > cur.Sequence)
-                throw new ArgumentOutOfRangeException(nameof(sequence), sequence, $"checkpoint sequence {sequence} has not been issued yet (current is {cur.Sequence})");
+            {
+                // Confirmed under the lock: a context read just as it was reused reads a sequence of 0.
+                ulong current = ReadCurrent().Sequence;
+                if (sequence <= current) continue;
+                return ValueTask.FromException(new ArgumentOutOfRangeException(nameof(sequence), sequence, $"checkpoint sequence {sequence} has not been issued yet (current is {current})"));
+            }
             CilContext? ctx = cur;
             while (ctx is not null && ctx.Sequence > sequence) ctx = ctx.Previous;
-            if (ctx is null || ctx.Sequence != sequence) continue; // completed meanwhile: re-check the durable sequence
+            if (ctx is null || ctx.Sequence != sequence) continue; // completed (or reused) meanwhile: re-check the durable sequence
             if (ReferenceEquals(ctx, cur) && cur.IsEmpty)
             {
                 // Nothing was committed into it: everything committed so far is in the sequences before it.
@@ -348,20 +416,105 @@ internal sealed partial class CommittedItemList
                 continue;
             }
             Interlocked.Increment(ref _counters.Forces);
+            // For the gather window only (see GatherAsync). A context recycled since it was read above (durable, two
+            // checkpoints ago) may count one forcer too many: its gather then waits at most the window.
             Interlocked.Increment(ref ctx.Forcers);
+            var waiter = RegisterWaiter(sequence);
+            if (waiter is null) continue; // durable or shut down meanwhile: the checks above answer
             RequestPush(sequence);
-            // Why we wait: the push writes the context and forces its commit record; Durable completes then.
-            if (cancellationToken.CanBeCanceled) await ctx.Durable.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
-            else await ctx.Durable.Task.ConfigureAwait(false);
-            return;
+            // Why we wait: the push writes the context and forces its commit record; the waiter completes then.
+            var wait = new ValueTask(waiter, waiter.Version);
+            return cancellationToken.CanBeCanceled ? new ValueTask(wait.AsTask().WaitAsync(cancellationToken)) : wait;
+        }
+    }
+
+    /// <summary>
+    /// Registers a waiter for <paramref name="sequence"/>; null when it is durable or the journal is shut down by now.
+    /// </summary>
+    /// <remarks>
+    /// The push publishes the durable sequence before it takes the waiter list (<see cref="CompleteWaiters"/>), and the
+    /// shutdown publishes its error before it does (<see cref="FailWaiters"/>); a registration checks both under the
+    /// same lock, so either it sees them or its waiter is on the list they take.
+    /// </remarks>
+    private DurabilityWaiter? RegisterWaiter(ulong sequence)
+    {
+        lock (_waitersLock)
+        {
+            if (sequence <= Volatile.Read(ref _durableSeq) || Volatile.Read(ref _shutdown) is not null) return null;
+            var w = _waiterPool.Get();
+            w.Sequence = sequence;
+            w.Next = _waiters;
+            _waiters = w;
+            return w;
+        }
+    }
+
+    /// <summary>Completes every waiter of a sequence at or below <paramref name="durable"/> (after it is published).</summary>
+    private void CompleteWaiters(ulong durable)
+    {
+        DurabilityWaiter? done = null;
+        lock (_waitersLock)
+        {
+            DurabilityWaiter? keep = null;
+            for (var w = _waiters; w is not null;)
+            {
+                var next = w.Next;
+                if (w.Sequence <= durable) { w.Next = done; done = w; }
+                else { w.Next = keep; keep = w; }
+                w = next;
+            }
+            _waiters = keep;
+        }
+        while (done is not null)
+        {
+            var next = done.Next; // read first: a completed waiter may be taken again at once
+            done.Next = null;
+            done.Complete(null);
+            done = next;
+        }
+    }
+
+    /// <summary>Fails every waiter with <paramref name="error"/> (after the shutdown error is published).</summary>
+    private void FailWaiters(Exception error)
+    {
+        DurabilityWaiter? all;
+        lock (_waitersLock)
+        {
+            all = _waiters;
+            _waiters = null;
+        }
+        while (all is not null)
+        {
+            var next = all.Next;
+            all.Next = null;
+            all.Complete(error);
+            all = next;
+        }
+    }
+
+    /// <summary>
+    /// The current context's sequence and whether it is empty, read together under the shared context lock (the context
+    /// cannot be switched out, let alone reused, meanwhile). For the rare paths that must not see a stale context.
+    /// </summary>
+    private (ulong Sequence, bool Empty) ReadCurrent()
+    {
+        _ctxLock.EnterReadLock();
+        try
+        {
+            var cur = _current;
+            return (cur.Sequence, cur.IsEmpty);
+        }
+        finally
+        {
+            _ctxLock.ExitReadLock();
         }
     }
 
     /// <summary>Forces everything committed so far; returns the sequence that is now durable.</summary>
     public async ValueTask<ulong> ForceAllAsync(CancellationToken cancellationToken)
     {
-        var cur = Volatile.Read(ref _current);
-        ulong seq = cur.IsEmpty ? cur.Sequence - 1 : cur.Sequence;
+        var (current, empty) = ReadCurrent();
+        ulong seq = empty ? current - 1 : current;
         if (seq == 0 || seq <= Volatile.Read(ref _durableSeq)) return Math.Max(seq, 0);
         await ForceAsync(seq, cancellationToken).ConfigureAwait(false);
         return seq;
@@ -420,6 +573,7 @@ internal sealed partial class CommittedItemList
         WakeThrottled();
         var err = error as JournalException ?? new JournalException($"journal shut down: {error.Message}", error);
         for (var c = Volatile.Read(ref _current); c is not null; c = c.Previous) c.Durable.TrySetException(err);
+        FailWaiters(err);
         _space.Fail(err);
         _pushSignal.Set();
         _pushWake.Set();
@@ -438,8 +592,14 @@ internal sealed partial class CommittedItemList
 
     public void ThrowIfShutdown()
     {
-        var e = Volatile.Read(ref _shutdown);
-        if (e is not null) throw e as JournalException ?? new JournalException($"journal shut down: {e.Message}", e);
+        if (Volatile.Read(ref _shutdown) is not null) throw ShutdownException();
+    }
+
+    /// <summary>The error to fail with once shut down.</summary>
+    private JournalException ShutdownException()
+    {
+        var e = Volatile.Read(ref _shutdown)!;
+        return e as JournalException ?? new JournalException($"journal shut down: {e.Message}", e);
     }
 
     /// <summary>Stops the push loop after the last checkpoint completed.</summary>

@@ -70,6 +70,17 @@ internal struct LazyCompletion
         }
     }
 
+    /// <summary>
+    /// Makes it pending again, for an owner that is reused. Only when nobody can reach the owner any more: a waiter still
+    /// holding a task from before keeps that task (already completed), and is not affected.
+    /// </summary>
+    public void Reset()
+    {
+        _source = null;
+        _error = null;
+        Volatile.Write(ref _state, Pending);
+    }
+
     /// <summary>Its status, for diagnostics. Allocates nothing.</summary>
     public TaskStatus Status => Volatile.Read(ref _state) switch
     {
