@@ -75,6 +75,9 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
     private readonly ChangeTracker _changes;
     private CommitPipeline _pipeline = null!;
     private WriteBackKicker? _kicker;
+
+    /// <summary>Metadata write-back rounds started by commits (journal mode) since open; for tests.</summary>
+    internal long WriteBackRounds => _kicker?.Rounds ?? 0;
     private int _closed;
 
     // The metadata journal (null only while the store is being opened). Persistent snapshots in journal mode commit

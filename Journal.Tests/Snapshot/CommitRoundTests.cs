@@ -29,6 +29,26 @@ public sealed class CommitRoundTests
     }
 
     [Fact]
+    public async Task Segments_are_written_home_while_writes_go_on_and_the_write_back_loop_ends_at_close()
+    {
+        // Commits that leave a segment with 64 entries not yet home ask the write-back loop for a round; requests keep
+        // being served while writes go on (a lost wake-up would leave the second wait below to the watchdog), and the
+        // close ends the loop (it would hang otherwise).
+        var p = new TestDeviceProvider();
+        var store = await CreateMemoryStoreAsync(p, 1024 * 8L);
+        await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+        for (int c = 0; c < 200; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 3));
+        await Journal.Tests.Cil.CommitPathTests.WaitUntil(() => store.WriteBackRounds > 0, "no write-back round after 200 first writes");
+        long rounds = store.WriteBackRounds;
+        for (int c = 200; c < 400; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 8, 3));
+        await Journal.Tests.Cil.CommitPathTests.WaitUntil(() => store.WriteBackRounds > rounds, "no write-back round after 200 more first writes");
+        await store.CloseAsync().AsTask().WaitAsync(Watchdog);
+        await using var again = await ReopenAsync(p);
+        var snap = again.GetSnapshot("s");
+        for (int c = 0; c < 400; c += 37) Assert.Equal(new byte[8 * 512], await ReadAsync(snap, c * 8L, 8));
+    }
+
+    [Fact]
     public async Task A_round_many_times_larger_than_the_log_commits_in_transactions_that_fit()
     {
         // 512-byte chunks: 32 exceptions per metadata area, so a batch touches many segments for little memory.

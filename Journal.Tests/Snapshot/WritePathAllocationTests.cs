@@ -27,8 +27,12 @@ public sealed class WritePathAllocationTests(ITestOutputHelper output)
         }
         output.WriteLine($"first writes: {perFirst:F1} B/write; overwrites: {perOver:F1} B/write");
         // A first write allocates nothing of its own (pooled exceptions, plans, rounds, completions; pooled state
-        // machines); what remains is shared: per commit round, per journal checkpoint and per 256-entry metadata segment.
-        Assert.True(perFirst < 128, $"{perFirst:F1} bytes allocated per first write");
+        // machines), and neither do its commit round and journal checkpoint (reused contexts, pooled force waiters).
+        // What remains is the new exception's own metadata, kept while the snapshot lives: its run in the exception
+        // table (24 bytes; the table grows by pages, so growth leaves no garbage) and its share of the table's buckets,
+        // and its 16-byte entry in a metadata segment until the segment is home. 79 bytes a write before the
+        // checkpoints were made allocation-free.
+        Assert.True(perFirst < 64, $"{perFirst:F1} bytes allocated per first write");
         Assert.True(perOver < 16, $"{perOver:F1} bytes allocated per overwrite");
     }
 

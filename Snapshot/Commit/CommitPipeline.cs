@@ -24,7 +24,7 @@ namespace Snapshot.Commit;
 /// gathers exceptions and flushes its COW data. Steps 1 and 2 run for one round at a time, in round order, so the
 /// commit order is the journal's sequence order, and a durable round implies every earlier one is. At most
 /// <see cref="MaxRoundsWaiting"/> rounds wait for durability at once.</para>
-/// <para>Locking: <c>_lock</c> (a leaf monitor) protects the queues, the stop flag, the round pool and the statistics;
+/// <para>Locking: <c>_lock</c> (a leaf monitor) protects the queues, the stop flag, the round pool, the free durability slots and the statistics;
 /// held for a few instructions, never across an await, and nothing is taken under it. Two loops live as long as the
 /// pipeline: the pump (steps 1 and 2, one round at a time) and the completer (step 3, rounds in order). Waits and why:
 /// the pump waits for work, for a free durability slot (the oldest waiting round completes; it holds nothing anyone else
@@ -50,7 +50,8 @@ internal sealed class CommitPipeline
     private readonly Stack<CommitRound> _free = new();
     private readonly AsyncAutoSignal _work = new();      // the pump's: exceptions were queued (or stop)
     private readonly AsyncAutoSignal _committed = new(); // the completer's: a round was committed (or stop)
-    private readonly SemaphoreSlim _waitingSlots = new(MaxRoundsWaiting, MaxRoundsWaiting);
+    private readonly AsyncAutoSignal _slotFreed = new(); // the pump's: a round completed and gave back its slot
+    private int _freeSlots = MaxRoundsWaiting;           // durability slots not taken (under _lock)
     private readonly Task _pump, _completer;
     private bool _stopping;
     private long _nextRound;
@@ -152,8 +153,9 @@ internal sealed class CommitPipeline
                 continue;
             }
             // Why we wait: at most MaxRoundsWaiting rounds wait for durability; the oldest frees a slot when its
-            // force completes. The pump holds nothing another thread needs meanwhile.
-            await _waitingSlots.WaitAsync().ConfigureAwait(false);
+            // force completes. The pump holds nothing another thread needs meanwhile. (A counter and the pump's own
+            // signal, not a semaphore: a semaphore's asynchronous wait allocates a node each time it waits.)
+            while (!TryTakeSlot()) await _slotFreed.WaitAsync().ConfigureAwait(false);
             ulong ticket = 0;
             Exception? commitError = null;
             try
@@ -184,6 +186,17 @@ internal sealed class CommitPipeline
             }
             lock (_lock) _waiting.Enqueue((round, durable, commitError));
             _committed.Set();
+        }
+    }
+
+    /// <summary>Takes a durability slot if one is free (the pump's).</summary>
+    private bool TryTakeSlot()
+    {
+        lock (_lock)
+        {
+            if (_freeSlots == 0) return false;
+            _freeSlots--;
+            return true;
         }
     }
 
@@ -364,8 +377,9 @@ internal sealed class CommitPipeline
         {
             round.Reset();
             if (_free.Count < MaxRoundsWaiting + 2) _free.Push(round);
+            _freeSlots++;
         }
-        _waitingSlots.Release();
+        _slotFreed.Set();
     }
 
     /// <summary>Counters since open.</summary>

@@ -27,7 +27,13 @@ internal sealed class ExceptionTable
         public int Next; // next run in the bucket chain, -1 ends
     }
 
-    private Run[] _runs = new Run[16];
+    // The runs, in pages of PageRuns (24 KiB, under the large-object threshold). The first page starts at 16 runs and
+    // doubles up to a whole page (a small table stays small); then the table grows a page at a time, so an insert never
+    // copies the runs before it and growth leaves no garbage (a doubled array left the old one behind: about as many
+    // bytes again as the table holds, in the large-object heap once past 85 KB).
+    private const int PageShift = 10, PageRuns = 1 << PageShift, PageMask = PageRuns - 1, FirstRuns = 16;
+    private Run[][] _pages = [new Run[FirstRuns]];
+    private int _pageCount = 1;
     private int _runCount;
     private int[] _buckets = NewBuckets(16);
     private long _count;
@@ -45,7 +51,8 @@ internal sealed class ExceptionTable
     /// <summary>Forgets every exception.</summary>
     public void Clear()
     {
-        _runs = new Run[16];
+        _pages = [new Run[FirstRuns]];
+        _pageCount = 1;
         _runCount = 0;
         _buckets = NewBuckets(16);
         _count = 0;
@@ -54,19 +61,22 @@ internal sealed class ExceptionTable
     /// <summary>Runs (table entries) used to hold them.</summary>
     public int RunCount => _runCount;
 
+    private ref Run At(int i) => ref _pages[i >> PageShift][i & PageMask];
+
     private int Bucket(ulong old) => (int)(((old >> ConsecutiveBits) * 0x9E3779B97F4A7C15UL) >> 32) & (_buckets.Length - 1);
 
     /// <summary>Finds the COW chunk holding origin chunk <paramref name="old"/>.</summary>
     public bool TryLookup(ulong old, out ulong newChunk)
     {
-        for (int i = _buckets[Bucket(old)]; i >= 0; i = _runs[i].Next)
+        for (int i = _buckets[Bucket(old)]; i >= 0;)
         {
-            ref Run r = ref _runs[i];
+            ref Run r = ref At(i);
             if (old >= r.Old && old < r.Old + (ulong)r.Count)
             {
                 newChunk = r.New + (old - r.Old);
                 return true;
             }
+            i = r.Next;
         }
         newChunk = 0;
         return false;
@@ -82,9 +92,10 @@ internal sealed class ExceptionTable
             throw new InvalidOperationException($"exception table: chunk {old} already maps to {existing}, cannot map it to {newChunk}");
         _count++;
         ulong group = old >> ConsecutiveBits;
-        for (int i = _buckets[Bucket(old)]; i >= 0; i = _runs[i].Next)
+        for (int i = _buckets[Bucket(old)]; i >= 0;)
         {
-            ref Run r = ref _runs[i];
+            ref Run r = ref At(i);
+            i = r.Next;
             if (r.Old >> ConsecutiveBits != group || r.Count >= GroupSize) continue;
             if (old == r.Old + (ulong)r.Count && newChunk == r.New + (ulong)r.Count)
             {
@@ -99,11 +110,22 @@ internal sealed class ExceptionTable
                 return;
             }
         }
-        if (_runCount == _runs.Length) Array.Resize(ref _runs, _runs.Length * 2);
+        if (_runCount == (_pageCount - 1) * PageRuns + _pages[_pageCount - 1].Length) Grow();
         if (_runCount >= _buckets.Length * 2) Rehash(_buckets.Length * 4);
         int b = Bucket(old);
-        _runs[_runCount] = new Run { Old = old, New = newChunk, Count = 1, Next = _buckets[b] };
+        At(_runCount) = new Run { Old = old, New = newChunk, Count = 1, Next = _buckets[b] };
         _buckets[b] = _runCount++;
+    }
+
+    private void Grow()
+    {
+        if (_pages[0].Length < PageRuns)
+        {
+            Array.Resize(ref _pages[0], _pages[0].Length * 2);
+            return;
+        }
+        if (_pageCount == _pages.Length) Array.Resize(ref _pages, _pages.Length * 2); // the directory: 8 bytes a page
+        _pages[_pageCount++] = new Run[PageRuns];
     }
 
     private void Rehash(int buckets)
@@ -111,8 +133,9 @@ internal sealed class ExceptionTable
         _buckets = NewBuckets(buckets);
         for (int i = 0; i < _runCount; i++)
         {
-            int b = Bucket(_runs[i].Old);
-            _runs[i].Next = _buckets[b];
+            ref Run r = ref At(i);
+            int b = Bucket(r.Old);
+            r.Next = _buckets[b];
             _buckets[b] = i;
         }
     }
@@ -124,7 +147,7 @@ internal sealed class ExceptionTable
     public void CopyRunsTo(List<(ulong Old, int Count)> into)
     {
         into.EnsureCapacity(into.Count + _runCount);
-        for (int i = 0; i < _runCount; i++) into.Add((_runs[i].Old, _runs[i].Count));
+        for (int i = 0; i < _runCount; i++) into.Add((At(i).Old, At(i).Count));
     }
 
     /// <summary>Every exception, ordered by old chunk (for tests and tools).</summary>
@@ -132,7 +155,10 @@ internal sealed class ExceptionTable
     {
         var list = new List<(ulong, ulong)>((int)Math.Min(_count, int.MaxValue));
         for (int i = 0; i < _runCount; i++)
-            for (int k = 0; k < _runs[i].Count; k++) list.Add((_runs[i].Old + (ulong)k, _runs[i].New + (ulong)k));
+        {
+            ref Run r = ref At(i);
+            for (int k = 0; k < r.Count; k++) list.Add((r.Old + (ulong)k, r.New + (ulong)k));
+        }
         list.Sort();
         return list;
     }

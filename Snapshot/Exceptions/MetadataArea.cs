@@ -15,7 +15,7 @@ internal sealed class MetadataArea
         Index = index;
         Chunk = chunk;
         Capacity = capacity;
-        Entries = new DiskException[(int)Math.Min(capacity, 64)];
+        Entries = new DiskException[(int)Math.Min(capacity, 256)]; // a whole area for 4 KiB chunks: it fills in order, so growing it only made garbage
     }
 
     /// <summary>Area number.</summary>

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using Journal;
 using Journal.Format;
@@ -89,8 +90,8 @@ internal sealed class AreaSegmentItem : LogItem
         // appended so far is in a durable checkpoint. The I/O runs without it, so a committer appending the next entries
         // never waits for this write-back's flushes (entries are append-only: the copy stays exactly what it was).
         if (!Lock.Wait(0)) return false; // a committer holds it: the AIL retries later
-        int from, to;
-        byte[]? buf = null;
+        int from, to, bytes = 0;
+        byte[]? buf = null; // from the shared array pool: a write-back every few rounds allocates nothing
         long sector = 0;
         try
         {
@@ -102,8 +103,12 @@ internal sealed class AreaSegmentItem : LogItem
             {
                 const int perSector = BlockDevice.SectorSize / DiskException.Size;
                 int s0 = from / perSector, s1 = (to + perSector - 1) / perSector;
-                buf = new byte[(s1 - s0) * BlockDevice.SectorSize];
+                bytes = (s1 - s0) * BlockDevice.SectorSize;
+                buf = ArrayPool<byte>.Shared.Rent(bytes);
                 for (int i = s0 * perSector; i < to; i++) Entries[i].Write(buf.AsSpan((i - s0 * perSector) * DiskException.Size, DiskException.Size));
+                // The rest of the last sector stays zero, as on create (a pooled buffer holds old bytes): a zero entry ends
+                // the table for a reader of the dm format.
+                buf.AsSpan((to - s0 * perSector) * DiskException.Size, bytes - (to - s0 * perSector) * DiskException.Size).Clear();
                 sector = Store.SegmentHomeSector(Segment) + s0;
             }
         }
@@ -113,7 +118,8 @@ internal sealed class AreaSegmentItem : LogItem
         }
         if (buf is not null)
         {
-            await Store.Cow.WriteAsync(sector, buf, cancellationToken).ConfigureAwait(false);
+            try { await Store.Cow.WriteAsync(sector, buf.AsMemory(0, bytes), cancellationToken).ConfigureAwait(false); }
+            finally { ArrayPool<byte>.Shared.Return(buf); }
             // The entries must be durable before the home-LSN slot claims them (a flush shared with other
             // write-backs and data flushes of this COW file).
             await Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);

@@ -1,4 +1,5 @@
 using Journal;
+using Snapshot.Sync;
 
 namespace Snapshot.Metadata;
 
@@ -9,7 +10,12 @@ namespace Snapshot.Metadata;
 /// round at a time writes home every durable item (<see cref="MetadataJournal.WriteBackAsync"/>), and requests that
 /// arrive during a round start one more.
 /// </summary>
-/// <remarks>Locking: <c>_lock</c> protects the running round and the follow-up flag; held for a few instructions.</remarks>
+/// <remarks>
+/// The rounds run on one loop that the first request starts and <see cref="DrainAsync"/> ends (at close, once nothing
+/// commits any more), waiting for requests on its own signal between rounds: a request allocates nothing (a task
+/// started per round cost three objects, every few commit rounds). Locking: <c>_lock</c> protects the loop's start and
+/// the stop flag; held for a few instructions.
+/// </remarks>
 internal sealed class WriteBackKicker
 {
     /// <summary>Entries not yet home in one segment that trigger a write-back round (1 KiB of entries).</summary>
@@ -17,18 +23,13 @@ internal sealed class WriteBackKicker
 
     private readonly MetadataJournal _journal;
     private readonly object _lock = new();
-    private Task? _running;
-    private bool _again;
+    private readonly AsyncAutoSignal _requested = new(); // the loop's: a round was asked for (or stop)
+    private Task? _loop;
+    private bool _stopping;
     private long _rounds;
     private Exception? _lastError;
 
-    private readonly Func<Task> _run;
-
-    public WriteBackKicker(MetadataJournal journal)
-    {
-        _journal = journal;
-        _run = RunAsync;
-    }
+    public WriteBackKicker(MetadataJournal journal) => _journal = journal;
 
     /// <summary>Rounds run.</summary>
     public long Rounds => Interlocked.Read(ref _rounds);
@@ -41,15 +42,19 @@ internal sealed class WriteBackKicker
     {
         lock (_lock)
         {
-            if (_running is not null) { _again = true; return; }
-            _running = Task.Run(_run);
+            if (_stopping) return;
+            _loop ??= Task.Run(LoopAsync);
         }
+        _requested.Set();
     }
 
-    private async Task RunAsync()
+    private async Task LoopAsync()
     {
         while (true)
         {
+            // Why we wait: for a request (a set left by one that came during the last round starts the next at once).
+            await _requested.WaitAsync().ConfigureAwait(false);
+            lock (_lock) { if (_stopping) return; }
             try
             {
                 await _journal.WriteBackAsync().ConfigureAwait(false);
@@ -59,23 +64,20 @@ internal sealed class WriteBackKicker
             {
                 Volatile.Write(ref _lastError, e);
             }
-            lock (_lock)
-            {
-                if (!_again) { _running = null; return; }
-                _again = false;
-            }
         }
     }
 
-    /// <summary>Waits for the running round (before the journal is closed).</summary>
+    /// <summary>Waits for the running round and ends the loop (before the journal is closed; later requests are ignored).</summary>
     public async Task DrainAsync()
     {
-        while (true)
+        Task? loop;
+        lock (_lock)
         {
-            Task? t;
-            lock (_lock) { t = _running; _again = false; }
-            if (t is null) return;
-            await t.ConfigureAwait(false);
+            _stopping = true;
+            loop = _loop;
         }
+        if (loop is null) return;
+        _requested.Set();
+        await loop.ConfigureAwait(false);
     }
 }

@@ -4,8 +4,8 @@ namespace Snapshot.Sync;
 
 /// <summary>
 /// An auto-reset signal for one waiter at a time that allocates nothing: <see cref="Set"/> wakes the waiter, or, when
-/// nobody waits, leaves the signal set so the next <see cref="WaitAsync"/> returns at once. For the long-running loops
-/// of the commit pipeline, which wait for work between rounds, and for the NBD server's reader, sender and workers.
+/// nobody waits, leaves the signal set so the next <see cref="WaitAsync"/> returns at once. For long-running loops that
+/// wait for work: the commit pipeline's, the metadata write-back's, the NBD server's reader, sender and workers.
 /// <see cref="Set"/> never runs the waiter's code inline, so it may be called under a lock.
 /// </summary>
 /// <remarks>
