@@ -41,6 +41,58 @@ public sealed class CheckpointReuseTests
     }
 
     [Fact]
+    public async Task A_context_is_not_reused_while_its_own_push_still_runs()
+    {
+        // Once a checkpoint's Durable completes, its successor's push can finish first and give the context up. The hook
+        // holds a push right there (every 8th checkpoint, 40 times, up to 20 ms: a preempted thread) while committers
+        // that do not force keep checkpoints going. Reused under its push, the context would take a new sequence and
+        // the push would then complete the waiters of that sequence, before it was durable.
+        var logDev = new GatedDevice(new MemoryBlockDevice(LogIntegrationTests.Blocks, "log")) { AsyncFlushes = true };
+        var j = MetadataJournal.Create(new LogRegion(logDev, 0, LogIntegrationTests.Blocks), LogIntegrationTests.RealOptions());
+        var home = new TestHome();
+        long seen = 0, held = 0, reused = 0, early = 0;
+        j.Cil.AfterDurableForTests = c =>
+        {
+            if (Interlocked.Increment(ref seen) % 8 != 0 || Interlocked.Increment(ref held) > 40) return;
+            ulong before = c.Sequence;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (clock.ElapsedMilliseconds < 20)
+            {
+                if (c.Sequence != before) { Interlocked.Increment(ref reused); return; }
+                Thread.Sleep(1);
+            }
+        };
+        using var stop = new CancellationTokenSource();
+        var others = Enumerable.Range(10, 4).Select(t => Task.Run(async () =>
+        {
+            var item = new TestItem(home, (ulong)t);
+            for (int i = 0; !stop.IsCancellationRequested; i++) { await CommitAsync(j, item, i); await Task.Yield(); }
+        })).ToArray();
+        var pusher = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested) { j.Cil.RequestPush(j.CurrentSequence); await Task.Delay(1); }
+        });
+        var forcers = Enumerable.Range(0, 4).Select(t => Task.Run(async () =>
+        {
+            var item = new TestItem(home, (ulong)t);
+            for (int i = 0; Interlocked.Read(ref held) < 40 || i < 300; i++)
+            {
+                ulong seq = await CommitAsync(j, item, i);
+                await j.ForceAsync(seq);
+                if (j.DurableSequence < seq) Interlocked.Increment(ref early);
+            }
+        })).ToArray();
+        await Task.WhenAll(forcers).Within(j);
+        stop.Cancel();
+        await Task.WhenAll(others).Within(j);
+        await pusher.WaitAsync(Watchdog);
+        j.Cil.AfterDurableForTests = null;
+        Assert.Equal(0, Interlocked.Read(ref reused));
+        Assert.Equal(0, Interlocked.Read(ref early));
+        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
+    }
+
+    [Fact]
     public async Task A_waiting_force_fails_when_the_journal_shuts_down()
     {
         var (j, sink) = Create();
@@ -55,6 +107,25 @@ public sealed class CheckpointReuseTests
         Assert.Contains("device gone", e.Message);
         gate.SetResult();
         await Assert.ThrowsAsync<JournalException>(() => j.ForceAsync(seq).AsTask().WaitAsync(Watchdog));
+    }
+
+    [Fact]
+    public async Task Reading_a_force_before_it_completes_throws_and_harms_no_other_force()
+    {
+        // A caller's misuse of the value task (its result read before it completed) must not hand the still-registered
+        // waiter back to the pool: the next force would take it and link it twice.
+        var (j, sink) = Create();
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        sink.FlushGate = gate.Task;
+        ulong seq = await CommitAsync(j, new TestItem(new TestHome(), 1), 1);
+        var misused = j.ForceAsync(seq);
+        Assert.Throws<InvalidOperationException>(() => misused.GetAwaiter().GetResult());
+        var other = j.ForceAsync(seq).AsTask();
+        gate.SetResult();
+        await other.WaitAsync(Watchdog);
+        for (int i = 2; i < 20; i++) await j.ForceAsync(await CommitAsync(j, new TestItem(new TestHome(), 1), i)).AsTask().WaitAsync(Watchdog);
+        Assert.Null(j.Cil.ShutdownError);
+        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
     }
 
     [Fact]

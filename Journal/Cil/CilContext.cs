@@ -27,6 +27,7 @@ internal sealed class CilContext
     internal long Reserved;                  // log space taken from transactions: SpaceUsed + context overhead
     internal int OverheadPaid;               // 1 once a committer paid the checkpoint's fixed overhead
     internal int ItemCount;
+    internal int RecycleRefs;                // pushes still using it once switched out: its own, its successor's (Recycle)
     internal int Forcers;                    // ForceAsync calls that waited for this context (the gather expects them back)
     internal bool Gathered;                  // the push already gave this context its gather window (push loop only)
     internal long DurableTimestamp;          // Stopwatch timestamp of Durable's completion
@@ -63,7 +64,7 @@ internal sealed class CilContext
         Previous = null;
         Head = Tail = null;
         SpaceUsed = Reserved = 0;
-        OverheadPaid = ItemCount = Forcers = RegionCount = 0;
+        OverheadPaid = ItemCount = Forcers = RegionCount = RecycleRefs = 0;
         Gathered = false;
         DurableTimestamp = 0;
         PayloadBytes = 0;

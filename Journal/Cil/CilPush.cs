@@ -270,8 +270,17 @@ internal sealed partial class CommittedItemList
     }
 
     /// <summary>Steps 4 and 5 of a push, for one detached context.</summary>
+    /// <remarks>
+    /// The context is reused only once both this push and its successor's are done with it (see <see cref="Recycle"/>):
+    /// two references, one given back at the end of this method and one by the successor's push once it is durable. Once
+    /// <c>Durable</c> completes, the successor may finish before this method does; without this method's own reference it
+    /// could recycle the context under it, and the waiters completed below would be those of the reused context's new
+    /// sequence, before it was durable.
+    /// </remarks>
     private async Task WriteCheckpointAsync(CilContext ctx)
     {
+        Volatile.Write(ref ctx.RecycleRefs, 2);
+        ulong sequence = ctx.Sequence;
         bool slotHeld = true;
         try
         {
@@ -305,25 +314,40 @@ internal sealed partial class CommittedItemList
 
             _ail.InsertCheckpoint(ctx);
             FreeVectors(ctx);
-            Volatile.Write(ref _durableSeq, ctx.Sequence);
+            Volatile.Write(ref _durableSeq, sequence);
             ctx.Previous = null;
             ctx.DurableTimestamp = Stopwatch.GetTimestamp();
             ctx.Durable.TrySetResult();
-            CompleteWaiters(ctx.Sequence);
+            AfterDurableForTests?.Invoke(ctx);
+            CompleteWaiters(sequence);
             _pushWake.Set();
             _ail.CheckpointCompleted();
-            if (prev is not null) Recycle(prev);
+            if (prev is not null) ReleaseContext(prev);
         }
         catch (Exception e)
         {
             if (slotHeld) _pushSlots.Release();
-            var err = e as JournalException ?? new JournalException($"journal shut down: writing checkpoint {ctx.Sequence} failed: {e.Message}", e);
+            var err = e as JournalException ?? new JournalException($"journal shut down: writing checkpoint {sequence} failed: {e.Message}", e);
             Shutdown(err);
             ctx.StartWritten.TrySetException(err);
             ctx.CommitWritten.TrySetException(err);
             ctx.Durable.TrySetException(err);
             _pushWake.Set();
         }
+        finally
+        {
+            // A failed push's context keeps its other reference (its successor fails too) and goes to the collector.
+            ReleaseContext(ctx);
+        }
+    }
+
+    /// <summary>Called between a checkpoint's <c>Durable</c> completion and the completion of its waiters; tests only.</summary>
+    internal Action<CilContext>? AfterDurableForTests;
+
+    /// <summary>Gives back one of a context's two references (its own push's, its successor's); the last one recycles it.</summary>
+    private void ReleaseContext(CilContext ctx)
+    {
+        if (Interlocked.Decrement(ref ctx.RecycleRefs) == 0) Recycle(ctx);
     }
 
     /// <summary>A context for the next switch around <paramref name="header"/>: a recycled one if any, else a new one.</summary>
@@ -349,9 +373,9 @@ internal sealed partial class CommittedItemList
 
     /// <summary>
     /// Keeps <paramref name="ctx"/> for reuse (a context and its region list cost about a kilobyte a checkpoint when
-    /// made anew). Called by the push of its successor once that one is durable: by then the context is durable, its
-    /// vectors and header are given back, nothing links to it (the successor just dropped its <c>Previous</c>, the AIL
-    /// dropped it when it became durable) and no push step waits on it any more.
+    /// made anew). Called when both its own push and its successor's have ended (<see cref="ReleaseContext"/>): by then
+    /// the context is durable, its vectors and header are given back, nothing links to it (the successor dropped its
+    /// <c>Previous</c>, the AIL dropped it when it became durable), no push step waits on it and none still uses it.
     /// </summary>
     /// <remarks>
     /// Readers that took it before may still hold it: a force or a status read that walked the chain from the current

@@ -39,8 +39,14 @@ internal sealed class DurabilityWaiter : IValueTaskSource
     }
 
     /// <summary>Ends this use: rethrows a failure, resets the source and returns it to its pool.</summary>
+    /// <remarks>
+    /// Only a completed use ends: a value task awaited twice (a stale token) or read before it completed throws without
+    /// touching the waiter, which is still registered (returning it would link it twice).
+    /// </remarks>
     public void GetResult(short token)
     {
+        if (_core.GetStatus(token) == ValueTaskSourceStatus.Pending)
+            throw new InvalidOperationException("a force's result was read before the force completed");
         try
         {
             _core.GetResult(token);
