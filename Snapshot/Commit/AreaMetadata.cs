@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
 using Journal.Storage;
 using Snapshot.Exceptions;
 using Snapshot.Format;
@@ -19,6 +21,7 @@ internal sealed class AreaMetadata : CowMetadata
     private readonly object _lock = new();
     private readonly Dictionary<long, MetadataArea> _areas = new();
     private MetadataArea _current;
+    private readonly List<(long Sector, byte[] Data, int Bytes)> _writes = new(); // CommitAsync's own (one round at a time)
 
     public AreaMetadata(PersistentExceptionStore store, MetadataArea current)
     {
@@ -33,9 +36,15 @@ internal sealed class AreaMetadata : CowMetadata
     public override long EntryCount { get { lock (_lock) return _current.Index * _store.Layout.ExceptionsPerArea + _current.Count; } }
 
     /// <summary>Appends the entries, writes every area they changed home and flushes: durable when it returns.</summary>
+    /// <remarks>
+    /// One call at a time (the pipeline commits one round at a time). The area images come from the shared array pool
+    /// and its state machine from a pool, so a commit allocates nothing but a new area's entries.
+    /// </remarks>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask CommitAsync(List<PendingException> items, CancellationToken cancellationToken)
     {
-        List<(long Sector, byte[] Data)> writes = [];
+        var writes = _writes;
+        writes.Clear();
         var layout = _store.Layout;
         lock (_lock)
         {
@@ -58,16 +67,27 @@ internal sealed class AreaMetadata : CowMetadata
                     bool whole = layout.ChunkBytes <= WholeAreaWriteLimit;
                     int firstSector = whole ? 0 : area.HomeCount / perSector;
                     int endSector = whole ? layout.ChunkSectors : (area.Count + perSector - 1) / perSector;
-                    var data = new byte[(endSector - firstSector) * BlockDevice.SectorSize];
+                    int bytes = (endSector - firstSector) * BlockDevice.SectorSize;
+                    var data = ArrayPool<byte>.Shared.Rent(bytes);
+                    int formatted = (area.Count - firstSector * perSector) * DiskException.Size;
                     area.Format(firstSector * perSector, area.Count, data);
-                    writes.Add((layout.ChunkToSector(area.Chunk) + firstSector, data));
+                    data.AsSpan(formatted, bytes - formatted).Clear(); // the rest of the area reads as zeros (a zero entry ends it)
+                    writes.Add((layout.ChunkToSector(area.Chunk) + firstSector, data, bytes));
                     area.HomeCount = area.Count;
                 }
                 if (area.IsFull && area != _current) (done ??= []).Add(area.Index);
             }
             if (done is not null) foreach (long i in done) _areas.Remove(i);
         }
-        foreach (var (sector, data) in writes) await _store.Cow.WriteAsync(sector, data, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            foreach (var (sector, data, bytes) in writes) await _store.Cow.WriteAsync(sector, data.AsMemory(0, bytes), cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            foreach (var (_, data, _) in writes) ArrayPool<byte>.Shared.Return(data);
+            writes.Clear();
+        }
         await _store.Cow.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 

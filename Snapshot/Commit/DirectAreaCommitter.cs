@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Snapshot.Exceptions;
 
 namespace Snapshot.Commit;
@@ -10,6 +11,8 @@ namespace Snapshot.Commit;
 internal sealed class DirectAreaCommitter : IMetadataCommitter
 {
     private long _writes;
+    private ValueTask[] _commits = new ValueTask[8];
+    private bool[] _started = new bool[8];
 
     public string Name => "direct-area";
 
@@ -19,19 +22,33 @@ internal sealed class DirectAreaCommitter : IMetadataCommitter
 
     public CowMetadata Attach(PersistentExceptionStore store, MetadataArea current) => new AreaMetadata(store, current);
 
+    /// <remarks>Not thread-safe: the pipeline calls it for one round at a time (the array of commits is its own).</remarks>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<ulong> CommitAsync(CommitRound round, CancellationToken cancellationToken)
     {
-        var commits = new List<(CommitRound.Group Group, Task Task)>(round.GroupCount);
-        for (int i = 0; i < round.GroupCount; i++)
+        int n = round.GroupCount;
+        if (_commits.Length < n)
+        {
+            _commits = new ValueTask[Math.Max(n, _commits.Length * 2)];
+            _started = new bool[_commits.Length];
+        }
+        for (int i = 0; i < n; i++)
         {
             var g = round.Groups[i];
-            if (g.Error is not null || !g.Store.IsValid || g.Items.Count == 0) continue;
-            commits.Add((g, ((AreaMetadata)g.Store.Metadata).CommitAsync(g.Items, cancellationToken).AsTask()));
+            _commits[i] = default;
+            _started[i] = g.Error is null && g.Store.IsValid && g.Items.Count > 0;
+            if (!_started[i]) continue;
+            try { _commits[i] = ((AreaMetadata)g.Store.Metadata).CommitAsync(g.Items, cancellationToken); }
+            catch (Exception e) { _commits[i] = ValueTask.FromException(e); }
         }
-        foreach (var (g, task) in commits)
+        for (int i = 0; i < n; i++)
         {
-            try { await task.ConfigureAwait(false); }
+            if (!_started[i]) continue;
+            var g = round.Groups[i];
+            // Why we wait: this file's area writes and flush, started above with the others'.
+            try { await _commits[i].ConfigureAwait(false); }
             catch (Exception e) { g.Error = e; }
+            finally { _commits[i] = default; }
             Interlocked.Increment(ref _writes);
         }
         return 0; // durable already
