@@ -92,13 +92,19 @@ public sealed class CheckpointReuseTests
         await j.CloseAsync().AsTask().WaitAsync(Watchdog);
     }
 
-    [Fact]
-    public async Task A_waiting_force_fails_when_the_journal_shuts_down()
+    /// <summary>A journal on a memory sink whose flushes wait for the returned gate, and a commit of sequence 1 in it.</summary>
+    private static async Task<(MetadataJournal Journal, TaskCompletionSource Gate, ulong Sequence)> CommittedWithFlushHeldAsync()
     {
         var (j, sink) = Create();
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         sink.FlushGate = gate.Task;
-        ulong seq = await CommitAsync(j, new TestItem(new TestHome(), 1), 1);
+        return (j, gate, await CommitAsync(j, new TestItem(new TestHome(), 1), 1));
+    }
+
+    [Fact]
+    public async Task A_waiting_force_fails_when_the_journal_shuts_down()
+    {
+        var (j, gate, seq) = await CommittedWithFlushHeldAsync();
         var force = j.ForceAsync(seq).AsTask();
         await CommitPathTests.WaitUntil(() => j.Cil.DescribeState().Contains("committed=RanToCompletion"), "the checkpoint's commit record was not written");
         Assert.False(force.IsCompleted);
@@ -114,10 +120,7 @@ public sealed class CheckpointReuseTests
     {
         // A caller's misuse of the value task (its result read before it completed) must not hand the still-registered
         // waiter back to the pool: the next force would take it and link it twice.
-        var (j, sink) = Create();
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        sink.FlushGate = gate.Task;
-        ulong seq = await CommitAsync(j, new TestItem(new TestHome(), 1), 1);
+        var (j, gate, seq) = await CommittedWithFlushHeldAsync();
         var misused = j.ForceAsync(seq);
         Assert.Throws<InvalidOperationException>(() => misused.GetAwaiter().GetResult());
         var other = j.ForceAsync(seq).AsTask();
@@ -131,10 +134,7 @@ public sealed class CheckpointReuseTests
     [Fact]
     public async Task A_cancelled_force_leaves_the_other_forces_of_its_sequence_waiting()
     {
-        var (j, sink) = Create();
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        sink.FlushGate = gate.Task;
-        ulong seq = await CommitAsync(j, new TestItem(new TestHome(), 1), 1);
+        var (j, gate, seq) = await CommittedWithFlushHeldAsync();
         using var cts = new CancellationTokenSource();
         var cancellable = j.ForceAsync(seq, cts.Token).AsTask();
         var plain = j.ForceAsync(seq).AsTask();
