@@ -111,8 +111,9 @@ public sealed class CheckpointReuseTests
         j.Cil.Shutdown(new IOException("device gone"));
         var e = await Assert.ThrowsAsync<JournalException>(() => force.WaitAsync(Watchdog));
         Assert.Contains("device gone", e.Message);
+        // (Released, the held flush completes: the checkpoint is then on the device, and a later force of it may
+        // succeed, since it is durable; what mattered is that the waiting force did not wait for that.)
         gate.SetResult();
-        await Assert.ThrowsAsync<JournalException>(() => j.ForceAsync(seq).AsTask().WaitAsync(Watchdog));
     }
 
     [Fact]
