@@ -408,7 +408,8 @@ public sealed class MetadataJournal : IAsyncDisposable, IDisposable
     /// <summary>
     /// Completes once checkpoint <paramref name="sequence"/> (as returned by <see cref="Transaction.Commit"/>) and every
     /// earlier one are on stable storage. A sequence already durable returns at once without I/O; concurrent forces
-    /// share one device flush.
+    /// share one device flush. A force that waits allocates nothing: its value task is backed by a pooled source, so
+    /// await it once (or call <see cref="ValueTask.AsTask"/> once), as with any value task.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The sequence has not been issued yet.</exception>
     public ValueTask ForceAsync(ulong sequence, CancellationToken cancellationToken = default)
