@@ -55,6 +55,34 @@ public sealed class SharedFlushTests : IDisposable
     }
 
     [Fact]
+    public async Task A_flush_counts_as_carrying_for_a_write_back_only_when_it_began_after_it_and_qualified()
+    {
+        bool shares = TempSharesFlushes();
+        using var log = FileBlockDevice.Create(_dir.File("log"), 64);
+        using var cow = FileBlockDevice.Create(_dir.File("cow"), 64);
+        cow.Write(8, new byte[512]);
+        cow.WriteBack();
+        long begun = log.FlushesBegun;
+        Assert.False(log.HasCarriedSince(begun)); // nothing has begun since
+        log.Flush();                              // plain Flush, as the journal's log writer calls it
+        Assert.Equal(shares, log.HasCarriedSince(begun));
+        Assert.Equal(begun + 1, log.FlushesBegun);
+        // An asynchronous flush counts the same way.
+        begun = log.FlushesBegun;
+        await log.FlushAsync().AsTask().WaitAsync(Watchdog);
+        Assert.Equal(shares, log.HasCarriedSince(begun));
+        // A carrier that grew does not qualify as it begins: its flush (with a journal commit) carries nothing.
+        log.Extend(128);
+        begun = log.FlushesBegun;
+        log.Flush();
+        Assert.False(log.HasCarriedSince(begun));
+        // Its next flush does again.
+        begun = log.FlushesBegun;
+        log.Flush();
+        Assert.Equal(shares, log.HasCarriedSince(begun));
+    }
+
+    [Fact]
     public void A_reopened_file_shares_only_after_its_first_own_flush_and_never_when_read_only()
     {
         bool shares = TempSharesFlushes();
@@ -181,15 +209,19 @@ public sealed class SharedFlushTests : IDisposable
             // A round holds the exceptions queued since the last one: usually both files', sometimes one file's (the
             // pump can take a round between the two exceptions of a copy). Each file in a round is flushed or rides.
             Assert.InRange(flushes + writeBacks, rounds, 2 * rounds);
+            long carried = after.CarriedRounds - before.CarriedRounds;
             if (shares)
             {
-                // No file ever grew, so every round made its files durable with one fdatasync.
-                Assert.Equal(rounds, flushes);
+                // No file ever grew, so every round made its files durable with one device flush: a COW file's
+                // fdatasync, or the previous round's log force (the log shares the file system).
+                Assert.Equal(rounds, flushes + carried);
+                Assert.True(carried > 0, $"no round rode a log force in {rounds} rounds");
                 Assert.True(writeBacks > rounds / 2, $"{writeBacks} write-backs in {rounds} rounds");
             }
             else
             {
                 Assert.Equal(0, writeBacks);
+                Assert.Equal(0, carried);
             }
             await store.CloseAsync().AsTask().WaitAsync(Watchdog);
             store = await SnapshotStore.OpenAsync(folder).AsTask().WaitAsync(Watchdog);

@@ -151,6 +151,38 @@ public abstract class BlockDevice : IDisposable
     }
 
     /// <summary>
+    /// Flushes of this device begun so far (a count that only grows). Read it after the write-backs a caller wants
+    /// covered have returned, and pass it to <see cref="HasCarriedSince"/> once a flush it did not issue itself (a
+    /// journal's log force) has completed. 0 for a device that never shares a flush.
+    /// </summary>
+    public virtual long FlushesBegun => Interlocked.Read(ref _flushesBegun);
+
+    /// <summary>
+    /// True when a flush of this device that began after <see cref="FlushesBegun"/> read <paramref name="begun"/> has
+    /// completed and carried (it qualified as a carrier as it began, see <see cref="FlushAsCarrier"/>): every
+    /// <see cref="WriteBack"/> of a device that <see cref="CanFlushThrough"/> this one, completed before that read, is
+    /// durable. False by default.
+    /// </summary>
+    public virtual bool HasCarriedSince(long begun) => Interlocked.Read(ref _carriedBegun) > begun;
+
+    /// <summary>For a device that shares flushes: numbers a flush as it begins (before it decides whether it carries).</summary>
+    protected long BeginFlush() => Interlocked.Increment(ref _flushesBegun);
+
+    /// <summary>For a device that shares flushes: the flush numbered <paramref name="begun"/> completed and carried.</summary>
+    protected void Carried(long begun)
+    {
+        long seen = Interlocked.Read(ref _carriedBegun);
+        while (begun > seen)
+        {
+            long was = Interlocked.CompareExchange(ref _carriedBegun, begun, seen);
+            if (was == seen) break;
+            seen = was;
+        }
+    }
+
+    private long _flushesBegun, _carriedBegun;
+
+    /// <summary>
     /// True when a <see cref="Flush"/> of <paramref name="carrier"/> makes durable every write of this device that a
     /// <see cref="WriteBack"/> completed before that flush began: both sit on one storage device whose flush covers
     /// whatever it holds, and a write of this device changes nothing but its data (no growth since this device's own

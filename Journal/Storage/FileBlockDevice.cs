@@ -639,6 +639,14 @@ public sealed class FileBlockDevice : BlockDevice
         ThrowIfWritesLost();
         // Read before the fdatasync, which covers every growth finished before it; recorded only once it succeeded.
         long growth = Interlocked.Read(ref _growth);
+        // A file that shares flushes sends its own pages first (sync_file_range), so the fdatasync below is little more
+        // than the device flush, and the flush is numbered only then: another device's write-back that completes while
+        // these pages are being written is still covered when a caller reads FlushesBegun after it (see
+        // BlockDevice.HasCarriedSince). Numbered before it decides whether it carries, so a write-back that completed
+        // before that read is covered by any flush numbered above it.
+        if (_flushDomain != 0 && Volatile.Read(ref TestFailNextSync) == 0) CheckWriteBack(NativeFile.WriteBack(_handle, wait: true));
+        long begun = BeginFlush();
+        bool carries = CanFlushThrough(this);
         try
         {
             errno = TakeTestFailure();
@@ -665,6 +673,7 @@ public sealed class FileBlockDevice : BlockDevice
             }
         }
         if (errno != 0) throw WriteBackFailed("fdatasync", errno);
+        if (carries) Carried(begun);
     }
 
     /// <inheritdoc/>

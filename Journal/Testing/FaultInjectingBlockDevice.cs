@@ -175,6 +175,12 @@ public sealed class FaultInjectingBlockDevice : BlockDevice
         return Inner.CanFlushThrough(carrier is FaultInjectingBlockDevice f ? f.Inner : carrier);
     }
 
+    /// <summary>The inner device's (a flush this device failed never reached it).</summary>
+    public override long FlushesBegun => Inner.FlushesBegun;
+
+    /// <summary>The inner device's.</summary>
+    public override bool HasCarriedSince(long begun) => Inner.HasCarriedSince(begun);
+
     /// <summary>The inner device's, unless a <see cref="FaultOps.StartWriteBack"/> rule fails it (counted as a flush error).</summary>
     public override void StartWriteBack()
     {

@@ -108,18 +108,21 @@ public sealed class RecordingBlockDevice : BlockDevice
     /// </summary>
     protected override bool FlushAsCarrierCore()
     {
+        long begun = BeginFlush();
         long growth = Interlocked.Read(ref _growth);
         bool carries = _sharesFlushes && !IsReadOnly && Interlocked.Read(ref _flushedGrowth) == growth;
         int issuedAt = Log.Count;
         Inner.Flush();
         Log.RecordFlush(DeviceId, issuedAt, carries);
         Flushed(growth);
+        if (carries) Carried(begun);
         return carries;
     }
 
     /// <inheritdoc/>
     protected override async ValueTask FlushCoreAsync(CancellationToken cancellationToken)
     {
+        long begun = BeginFlush();
         long growth = Interlocked.Read(ref _growth);
         // It carries other devices' write-backs only when it qualifies itself as it begins (no uncovered growth).
         bool carries = _sharesFlushes && Interlocked.Read(ref _flushedGrowth) == growth;
@@ -127,6 +130,7 @@ public sealed class RecordingBlockDevice : BlockDevice
         await Inner.FlushAsync(cancellationToken).ConfigureAwait(false);
         Log.RecordFlush(DeviceId, issuedAt, carries);
         Flushed(growth);
+        if (carries) Carried(begun);
     }
 
     private void Flushed(long growth) => RaiseTo(ref _flushedGrowth, growth);
