@@ -74,6 +74,9 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
     private readonly DataPath _dataPath;
     private readonly ChangeTracker _changes;
     private CommitPipeline _pipeline = null!;
+
+    /// <summary>The store's commit pipeline (tests and the benchmark).</summary>
+    internal CommitPipeline Pipeline => _pipeline;
     private WriteBackKicker? _kicker;
 
     /// <summary>Metadata write-back rounds started by commits (journal mode) since open; for tests.</summary>
@@ -158,7 +161,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
         if (_options.MetadataMode == MetadataMode.Journal)
         {
             _kicker = new WriteBackKicker(_journal!);
-            committer = new JournalCommitter(_journal!, _kicker);
+            committer = new JournalCommitter(_journal!, _kicker, _logDevice);
         }
         else
         {

@@ -23,7 +23,7 @@ public sealed class SharedFlushFailureTests
 
     private static async Task<Setup> StoreWithThreeSharingSnapshotsAsync()
     {
-        var p = new TestDeviceProvider { Log = new WriteLog(), CowFilesShareFlushes = true };
+        var p = new TestDeviceProvider { Log = new WriteLog(), FilesShareFlushes = true };
         var cow = new Dictionary<string, FaultInjectingBlockDevice>(StringComparer.Ordinal);
         p.Wrap = (path, d) => path.EndsWith(SnapshotStore.CowExtension, StringComparison.Ordinal)
             ? cow[Path.GetFileNameWithoutExtension(path)] = new FaultInjectingBlockDevice(d)
@@ -128,7 +128,7 @@ public sealed class SharedFlushFailureTests
     public async Task A_carrier_that_grew_after_it_was_chosen_carries_nothing_and_the_riders_flush_on_their_own()
     {
         var log = new WriteLog();
-        var p = new TestDeviceProvider { Log = log, CowFilesShareFlushes = true };
+        var p = new TestDeviceProvider { Log = log, FilesShareFlushes = true };
         var cow = new Dictionary<string, GrowingCow>(StringComparer.Ordinal);
         p.Wrap = (path, d) => path.EndsWith(SnapshotStore.CowExtension, StringComparison.Ordinal)
             ? cow[Path.GetFileNameWithoutExtension(path)] = new GrowingCow((RecordingBlockDevice)d)

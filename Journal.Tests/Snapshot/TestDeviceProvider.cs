@@ -23,10 +23,11 @@ internal sealed class TestDeviceProvider : IDeviceProvider
     public WriteLog? Log { get; init; }
 
     /// <summary>
-    /// With <see cref="Log"/>: the COW files are recorded as sharing device flushes (like files on one ext4 file
-    /// system), so commit rounds write them back and flush the storage device once, and the crash states follow that.
+    /// With <see cref="Log"/>: the COW files and the journal's log are recorded as sharing device flushes (like files on
+    /// one ext4 file system), so commit rounds write the COW files back and flush the storage device once (a COW file's
+    /// flush, or the previous round's log force), and the crash states follow that.
     /// </summary>
-    public bool CowFilesShareFlushes { get; init; }
+    public bool FilesShareFlushes { get; init; }
 
     /// <summary>Optional wrapper applied to every device handed out (path, device) -> device.</summary>
     public Func<string, BlockDevice, BlockDevice>? Wrap { get; set; }
@@ -68,7 +69,8 @@ internal sealed class TestDeviceProvider : IDeviceProvider
             if (Log is not null)
             {
                 var rec = new RecordingBlockDevice(handle, Log, path, leaveOpen: false,
-                    sharesFlushes: CowFilesShareFlushes && path.EndsWith(SnapshotStore.CowExtension, StringComparison.Ordinal));
+                    sharesFlushes: FilesShareFlushes && (path.EndsWith(SnapshotStore.CowExtension, StringComparison.Ordinal)
+                        || Path.GetFileName(path) == SnapshotStore.JournalFileName));
                 DeviceIds[path] = rec.DeviceId;
                 handle = rec;
             }

@@ -16,6 +16,9 @@ internal sealed class DirectAreaCommitter : IMetadataCommitter
 
     public string Name => "direct-area";
 
+    /// <summary>None: each commit writes and flushes the areas before it returns.</summary>
+    public Journal.Storage.BlockDevice? FlushCarrier => null;
+
     public long DurabilityWaits => Interlocked.Read(ref _writes);
 
     public long Transactions => Interlocked.Read(ref _writes);

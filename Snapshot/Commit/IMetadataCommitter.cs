@@ -1,3 +1,4 @@
+using Journal.Storage;
 using Snapshot.Exceptions;
 
 namespace Snapshot.Commit;
@@ -29,6 +30,14 @@ internal interface IMetadataCommitter
 
     /// <summary>Completes when the round that returned <paramref name="ticket"/> (and every earlier one) is durable.</summary>
     ValueTask WaitDurableAsync(ulong ticket, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The device whose flush makes a committed round durable (the journal's log), or null when there is none (the
+    /// direct-area commit writes and flushes the areas itself). The pipeline writes the next round's COW data back
+    /// before it asks for a round's force, so that the force's one device flush also makes that data durable when every
+    /// COW file of the round can ride it (<see cref="BlockDevice.CanFlushThrough"/>).
+    /// </summary>
+    BlockDevice? FlushCarrier { get; }
 
     /// <summary>Log forces (or durable area writes) issued, for status.</summary>
     long DurabilityWaits { get; }

@@ -34,13 +34,17 @@ internal sealed class JournalCommitter : IMetadataCommitter
     private readonly List<AreaSegmentItem> _held = new();
     private long _forces, _transactions;
 
-    public JournalCommitter(MetadataJournal journal, WriteBackKicker kicker)
+    public JournalCommitter(MetadataJournal journal, WriteBackKicker kicker, Journal.Storage.BlockDevice log)
     {
         _journal = journal;
         _kicker = kicker;
+        FlushCarrier = log;
     }
 
     public string Name => "journal";
+
+    /// <summary>The log's device: a log force ends with its flush.</summary>
+    public Journal.Storage.BlockDevice? FlushCarrier { get; }
 
     public long DurabilityWaits => Interlocked.Read(ref _forces);
 

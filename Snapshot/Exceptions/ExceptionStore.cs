@@ -36,6 +36,12 @@ internal abstract class ExceptionStore : IDisposable
         TotalSectors = CapacityChunks * layout.ChunkSectors;
         GrowthSectors = Math.Max(layout.ChunkSectors, (growthSectors + layout.ChunkSectors - 1) / layout.ChunkSectors * layout.ChunkSectors);
         _dataFlush = new GroupFlush(ct => Cow.FlushAsync(ct));
+        // Every copy starts its own write-back as soon as it is in the page cache. Copies land in new chunks taken in
+        // order, so the writes go to the disk in file order while the round gathers, and the round's own write-back
+        // (before the flush that makes them durable, see CommitPipeline) finds them written or under way: 77 µs a
+        // round instead of 278 with 1 snapshot in journal-bench cow. Origin writes stay with the page cache (random,
+        // they would compete with the copies' reads).
+        if (cow is FileBlockDevice file) file.EagerWriteBackBytes = 1;
     }
 
     /// <summary>The COW device.</summary>

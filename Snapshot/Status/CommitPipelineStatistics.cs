@@ -17,8 +17,11 @@ namespace Snapshot;
 /// <param name="FlushTime">Total time rounds spent making their COW data durable (step 1; one round at a time).</param>
 /// <param name="CommitTime">Total time rounds spent committing their exceptions, up to handing the force on (step 2; one
 /// round at a time, after its step 1).</param>
+/// <param name="CarriedRounds">Rounds whose COW data was made durable by the previous round's log force: written back
+/// to the device before that force began, so its one device flush covered both (no COW flush of their own; their files
+/// are counted in <paramref name="CowWriteBacks"/>).</param>
 public sealed record CommitPipelineStatistics(string Committer, long Rounds, long Exceptions, long CowFlushes, long Transactions, long DurabilityWaits,
-    long LargestRound, TimeSpan WaitTime, long FailedRounds, long CowWriteBacks, TimeSpan FlushTime, TimeSpan CommitTime)
+    long LargestRound, TimeSpan WaitTime, long FailedRounds, long CowWriteBacks, TimeSpan FlushTime, TimeSpan CommitTime, long CarriedRounds)
 {
     /// <summary>Exceptions per round on average.</summary>
     public double ExceptionsPerRound => Rounds == 0 ? 0 : (double)Exceptions / Rounds;

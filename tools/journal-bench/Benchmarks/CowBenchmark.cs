@@ -343,6 +343,7 @@ internal static class CowBenchmark
         ["flushes_per_write"] = Math.Round(x.FlushesPerWrite, 3),
         ["cow_flushes"] = x.Commit.CowFlushes,
         ["cow_write_backs"] = x.Commit.CowWriteBacks,
+        ["carried_rounds"] = x.Commit.CarriedRounds,
         ["log_forces"] = x.Commit.DurabilityWaits,
         ["log_device_flushes"] = x.LogDeviceFlushes,
         ["origin_flushes"] = x.OriginFlushes,
