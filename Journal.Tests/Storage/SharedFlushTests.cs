@@ -80,6 +80,14 @@ public sealed class SharedFlushTests : IDisposable
         begun = log.FlushesBegun;
         log.Flush();
         Assert.Equal(shares, log.HasCarriedSince(begun));
+        // The number is taken before the fdatasync: a flush already running when a caller reads the count is not one
+        // that began after it.
+        begun = log.FlushesBegun;
+        long inside = -1;
+        log.TestInsideSync = () => inside = log.FlushesBegun;
+        log.Flush();
+        log.TestInsideSync = null;
+        Assert.Equal(begun + 1, inside);
     }
 
     [Fact]

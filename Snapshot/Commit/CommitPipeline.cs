@@ -42,8 +42,8 @@ namespace Snapshot.Commit;
 /// held for a few instructions, never across an await, and nothing is taken under it. Two loops live as long as the
 /// pipeline: the pump (steps 1 and 2, one round at a time) and the completer (step 3, rounds in order). Waits and why:
 /// the pump waits for work, for a free durability slot (the oldest waiting round completes; it holds nothing anyone else
-/// needs; a held round takes a slot but every other taken slot belongs to a round whose force was asked for, so one
-/// frees), for a held round's force (its flush depends on nothing the pump holds), for the COW flushes (blocking its own thread for the write-backs and the carrier's flush, a lone file's
+/// needs; a held round's force is asked for before the pump waits for a slot, so every round holding one has had its
+/// force asked for, and one frees), for a held round's force (its flush depends on nothing the pump holds), for the COW flushes (blocking its own thread for the write-backs and the carrier's flush, a lone file's
 /// flush, or the riders' own flushes when the carrier did not carry, holding nothing) and for the commit (which takes the journal's log space and the segment locks, see
 /// <see cref="JournalCommitter"/>); the completer waits for a committed round and for its force. Nothing in here ever enters the store's I/O
 /// gate or takes its state lock, so a writer that holds the gate while it waits for its exceptions cannot block a
@@ -180,10 +180,19 @@ internal sealed class CommitPipeline
                 continue;
             }
             // Why we wait: at most MaxRoundsWaiting rounds wait for durability; the oldest frees a slot when its
-            // force completes. The pump holds nothing another thread needs meanwhile: a held round takes one slot and
-            // every other round taking one has had its force asked for, so one always frees. (A counter and the pump's
+            // force completes. The pump holds nothing another thread needs meanwhile: a held round's force is asked
+            // for before the wait, so every round holding a slot has had its force asked for, and one always frees. (A counter and the pump's
             // own signal, not a semaphore: a semaphore's asynchronous wait allocates a node each time it waits.)
-            while (!TryTakeSlot()) await _slotFreed.WaitAsync().ConfigureAwait(false);
+            if (!TryTakeSlot())
+            {
+                // A held round would wait through the slot wait for nothing: its force goes out now.
+                if (held is not null)
+                {
+                    ForceAndQueue(held, heldTicket, null);
+                    held = null;
+                }
+                while (!TryTakeSlot()) await _slotFreed.WaitAsync().ConfigureAwait(false);
+            }
             ulong ticket = 0;
             Exception? commitError = null;
             try
@@ -217,9 +226,10 @@ internal sealed class CommitPipeline
                 ForceAndQueue(held, heldTicket, null);
                 held = null;
             }
-            if (commitError is null && ticket != 0 && _committer.FlushCarrier is not null)
+            if (commitError is null && ticket != 0 && _committer.FlushCarrier is { } carrier && CanRide(round, carrier))
             {
-                // Held until the next round is written back (or there is none): its force then carries that data.
+                // Held until the next round is written back (or there is none): its force then carries that data. Held
+                // only where the store's files can ride the log's flush (this round's files stand for the next's).
                 held = round;
                 heldTicket = ticket;
                 AfterHoldForTests?.Invoke();
@@ -271,9 +281,7 @@ internal sealed class CommitPipeline
     private async ValueTask<bool> CarryAsync(CommitRound round, CommitRound held, ulong ticket)
     {
         BlockDevice? carrier = _committer.FlushCarrier;
-        bool rides = carrier is not null && carrier.CanFlushThrough(carrier);
-        for (int i = 0; rides && i < round.GroupCount; i++) rides = round.Groups[i].Store.Cow.CanFlushThrough(carrier!);
-        if (!rides)
+        if (carrier is null || !CanRide(round, carrier))
         {
             ForceAndQueue(held, ticket, null);
             return false;
@@ -289,29 +297,48 @@ internal sealed class CommitPipeline
         }
         ValueTask durable = default;
         Exception? error = null;
-        try { durable = _committer.WaitDurableAsync(ticket, CancellationToken.None); }
-        catch (Exception e) { error = e; }
-        for (int i = 0; i < round.GroupCount; i++)
-        {
-            if (round.Groups[i].Error is not null) continue;
-            try { round.Groups[i].Store.Cow.WriteBack(); }
-            catch (Exception e) { round.Groups[i].Error = e; }
-        }
-        long begun = carrier!.FlushesBegun;
-        if (error is null)
+        bool asked = false, carried = false;
+        try
         {
             try
             {
-                // Why we wait: the held round's force. The pump has nothing else to do: this round's data is durable only
-                // once a flush that began after its write-backs is done.
-                await durable.ConfigureAwait(false);
+                durable = _committer.WaitDurableAsync(ticket, CancellationToken.None);
+                asked = true;
             }
             catch (Exception e)
             {
                 error = e;
             }
+            for (int i = 0; i < round.GroupCount; i++)
+            {
+                if (round.Groups[i].Error is not null) continue;
+                try { round.Groups[i].Store.Cow.WriteBack(); }
+                catch (Exception e) { round.Groups[i].Error = e; }
+            }
+            // Read only now that every write-back has returned (see BlockDevice.HasCarriedSince).
+            long begun = carrier.FlushesBegun;
+            if (asked)
+            {
+                asked = false;
+                // Why we wait: the held round's force. The pump has nothing else to do: this round's data is durable
+                // only once a flush that began after its write-backs is done.
+                try { await durable.ConfigureAwait(false); }
+                catch (Exception e) { error = e; }
+            }
+            carried = error is null && carrier.HasCarriedSince(begun);
         }
-        bool carried = error is null && carrier.HasCarriedSince(begun);
+        catch (Exception e)
+        {
+            // Only a device's own failure gets here (its flush count or its answer): the round then flushes its own
+            // data, and the held round is completed all the same (its force awaited once, as a pooled one must be).
+            if (asked)
+            {
+                try { await durable.ConfigureAwait(false); }
+                catch (Exception forced) { error ??= forced; }
+            }
+            error ??= e;
+            carried = false;
+        }
         bool inline;
         lock (_lock)
         {
@@ -331,6 +358,19 @@ internal sealed class CommitPipeline
         if (inline) Complete(held, error);
         else _committed.Set();
         return carried;
+    }
+
+    /// <summary>
+    /// True when the flush of <paramref name="carrier"/> (the log's device) can carry every COW file of
+    /// <paramref name="round"/>: the carrier qualifies itself, and each file can ride it (same file system, fully
+    /// written, not grown since its own last flush).
+    /// </summary>
+    private static bool CanRide(CommitRound round, BlockDevice carrier)
+    {
+        if (!carrier.CanFlushThrough(carrier)) return false;
+        for (int i = 0; i < round.GroupCount; i++)
+            if (!round.Groups[i].Store.Cow.CanFlushThrough(carrier)) return false;
+        return true;
     }
 
     /// <summary>

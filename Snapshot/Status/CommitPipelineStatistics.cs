@@ -14,7 +14,8 @@ namespace Snapshot;
 /// <param name="CowWriteBacks">COW files whose copies in a round were written back to the device and made durable by
 /// the flush of another COW file on the same file system (one device flush for the round's files), instead of their
 /// own flush.</param>
-/// <param name="FlushTime">Total time rounds spent making their COW data durable (step 1; one round at a time).</param>
+/// <param name="FlushTime">Total time rounds spent making their COW data durable (step 1; one round at a time). For a
+/// round that rode the previous round's log force, its write-backs and the wait for that force.</param>
 /// <param name="CommitTime">Total time rounds spent committing their exceptions, up to handing the force on (step 2; one
 /// round at a time, after its step 1).</param>
 /// <param name="CarriedRounds">Rounds whose COW data was made durable by the previous round's log force: written back
