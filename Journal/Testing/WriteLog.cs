@@ -298,8 +298,9 @@ public sealed class WriteLog
 
     /// <summary>
     /// The crash states of the log, in point order: at each chosen point, the state that keeps every issued write,
-    /// then (when anything is in flight) the state that loses every write in flight, then deterministic variants that
-    /// keep a prefix of the in-flight writes and tear the next one, or keep a random subset, tear one, and apply the
+    /// then (when anything is in flight) the state that loses every write in flight, then (when more than one device has
+    /// writes in flight) the states that keep only one device's in-flight writes or lose only one device's, then
+    /// deterministic variants that keep a prefix of the in-flight writes and tear the next one, or keep a random subset, tear one, and apply the
     /// survivors in a shuffled order. See <see cref="CrashStateOptions"/> for the points and the caps.
     /// Images are built lazily by <see cref="CrashState.Image(int)"/>.
     /// </summary>
@@ -387,8 +388,15 @@ public sealed class WriteLog
         yield return new CrashState(this, point, count, variant++, "every write in flight lost", after, frontiers, inFlight,
             allLost, null, null);
 
-        var random = new Random(unchecked(options.Seed * 1_000_003 + point * 7_919 + 17));
         var seen = new HashSet<string> { Signature(new CrashState.Fate[n], null), Signature(allLost, null) };
+        foreach (var (fates, kind) in DeviceVariants(inFlight))
+        {
+            if (variant >= options.MaxVariantsPerPoint) yield break;
+            if (!seen.Add(Signature(fates, null))) continue;
+            yield return new CrashState(this, point, count, variant++, kind, after, frontiers, inFlight, fates, null, null);
+        }
+
+        var random = new Random(unchecked(options.Seed * 1_000_003 + point * 7_919 + 17));
         var tearable = Enumerable.Range(0, n).Where(i => inFlight[i].Kind == WriteLogEntryKind.Write && inFlight[i].SectorCount > 1).ToArray();
         for (int attempt = 0; variant < options.MaxVariantsPerPoint && attempt < 4 * options.MaxVariantsPerPoint; attempt++)
         {
@@ -424,6 +432,42 @@ public sealed class WriteLog
             }
             if (!seen.Add(Signature(fates, torn))) continue;
             yield return new CrashState(this, point, count, variant++, kind, after, frontiers, inFlight, fates, torn, order);
+        }
+    }
+
+    /// <summary>
+    /// The states that split the in-flight writes by device, when more than one device has writes in flight (the
+    /// states an ordering bug between files loses data in: one file's writes landed, another's did not). First, for
+    /// each device, from the one whose last in-flight write is the latest: only that device's in-flight writes kept
+    /// (typically the metadata written last, without the data it points at). Then, for each device, from the one whose
+    /// first in-flight write is the earliest: only that device's in-flight writes lost, every other device's kept.
+    /// </summary>
+    private static IEnumerable<(CrashState.Fate[] Fates, string Kind)> DeviceVariants(WriteLogEntry[] inFlight)
+    {
+        var first = new Dictionary<int, int>();
+        var last = new Dictionary<int, int>();
+        var names = new Dictionary<int, string>();
+        for (int i = 0; i < inFlight.Length; i++)
+        {
+            int d = inFlight[i].DeviceId;
+            first.TryAdd(d, i);
+            last[d] = i;
+            names[d] = $"{inFlight[i].DeviceName}[{d}]";
+        }
+        if (first.Count < 2) yield break;
+        foreach (int d in last.Keys.OrderByDescending(d => last[d]))
+        {
+            var fates = new CrashState.Fate[inFlight.Length];
+            for (int i = 0; i < fates.Length; i++)
+                if (inFlight[i].DeviceId != d) fates[i] = CrashState.Fate.Lost;
+            yield return (fates, $"only {names[d]}'s in-flight writes kept");
+        }
+        foreach (int d in first.Keys.OrderBy(d => first[d]))
+        {
+            var fates = new CrashState.Fate[inFlight.Length];
+            for (int i = 0; i < fates.Length; i++)
+                if (inFlight[i].DeviceId == d) fates[i] = CrashState.Fate.Lost;
+            yield return (fates, $"only {names[d]}'s in-flight writes lost");
         }
     }
 
