@@ -26,18 +26,17 @@ namespace Snapshot.Commit;
 /// <see cref="MaxRoundsWaiting"/> rounds wait for durability at once.</para>
 /// <para><b>One flush a round</b> (journal mode, when the COW files and the log share the storage device's flushes,
 /// <see cref="BlockDevice.CanFlushThrough"/>): the pump holds a committed round instead of asking for its force at
-/// once. When the next round is taken, its COW files' write-backs are started, the held round's force is asked for, and
-/// the pump waits for the write-backs, reads the log device's <see cref="BlockDevice.FlushesBegun"/>, and waits for the
-/// force. The log's flush is numbered after its own pages are written (see <see cref="FileBlockDevice"/>), so when <see
-/// cref="BlockDevice.HasCarriedSince"/> says a flush numbered later has completed, that one flush made both the held
-/// round's checkpoint and the new round's copies durable, and the new round skips step 1's flush (it is
-/// <i>carried</i>). Otherwise (the log flush began first, or another force had already flushed it) the new round
+/// once. When the next round is taken, its COW data is written back (every file's write-back started, then each
+/// waited for), the pump reads the log device's <see cref="BlockDevice.FlushesBegun"/>, asks for the held round's force
+/// and waits for it. When <see cref="BlockDevice.HasCarriedSince"/> then says a flush numbered later has completed,
+/// that one flush made both the held round's checkpoint and the new round's copies durable, and the new round skips
+/// step 1's flush (it is <i>carried</i>). Otherwise (another force had already flushed the held round) the new round
 /// flushes its own data as above. Either way the copies are durable before the round's metadata is committed, and the
-/// held round completes (on the pump, when the completer has nothing earlier) once its force returns. A held round's
-/// force is asked for as soon as the next round's write-backs are started (not waited for); with no next round queued,
-/// at once. Where the files cannot ride (another file system, a file that grew), nothing is held and rounds run as
-/// before. This halves the device flushes a round costs (0.38 to 0.21 a write in <c>journal-bench cow</c>), at the
-/// price of serialising the held round's force after the write-back start.</para>
+/// held round completes (on the pump, when the completer has nothing earlier) once its force returns. With no next
+/// round queued, a held round's force is asked for at once. Where the files cannot ride (another file system, a file
+/// that grew), nothing is held and rounds run as before. This halves the device flushes a round costs (0.38 to 0.20-0.22
+/// a write in <c>journal-bench cow</c>), at the price of serialising the held round's force after the next round's
+/// write-back.</para>
 /// <para>Locking: <c>_lock</c> (a leaf monitor) protects the queues, the stop flag, the round pool, the free durability slots, the count of rounds handed to the completer and the statistics;
 /// held for a few instructions, never across an await, and nothing is taken under it. Two loops live as long as the
 /// pipeline: the pump (steps 1 and 2, one round at a time) and the completer (step 3, rounds in order). Waits and why:
