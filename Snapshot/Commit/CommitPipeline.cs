@@ -40,7 +40,9 @@ namespace Snapshot.Commit;
 /// <para>Locking: <c>_lock</c> (a leaf monitor) protects the queues, the stop flag, the round pool, the free durability slots, the count of rounds handed to the completer and the statistics;
 /// held for a few instructions, never across an await, and nothing is taken under it. Two loops live as long as the
 /// pipeline: the pump (steps 1 and 2, one round at a time) and the completer (step 3, rounds in order). Waits and why:
-/// the pump waits for work, for a free durability slot (the oldest waiting round completes; it holds nothing anyone else
+/// the pump waits for work, for the runs of origin writes announced before it took a round (<see cref="Expect"/>: each
+/// arrives once its copies are queued or before it waits for anything a round provides, so this wait needs nothing the
+/// pump holds back), for a free durability slot (the oldest waiting round completes; it holds nothing anyone else
 /// needs; a held round's force is asked for before the pump waits for a slot, so every round holding one has had its
 /// force asked for, and one frees), for a held round's force (its flush depends on nothing the pump holds), for the COW flushes (blocking its own thread for the write-backs and the carrier's flush, a lone file's
 /// flush, or the riders' own flushes when the carrier did not carry, holding nothing) and for the commit (which takes the journal's log space and the segment locks, see
@@ -75,6 +77,13 @@ internal sealed class CommitPipeline
     // Statistics (under _lock).
     private long _rounds, _exceptions, _cowFlushes, _cowWriteBacks, _largest, _roundTicks, _failedRounds, _flushTicks, _commitTicks, _carriedRounds;
     private int _queuedToCompleter; // rounds handed to the completer and not yet completed (under _lock)
+
+    // Runs expected to queue their copies soon (see Expect), under _lock: those announced before the pump's current wait
+    // for them (_expectedOld, epochs below _expectEpoch) and those announced since (_expectedNew).
+    private long _expectEpoch;
+    private int _expectedOld, _expectedNew;
+    private readonly AsyncAutoSignal _arrived = new(); // the pump's: the last run it waits for arrived
+    private long _expectWaits;                         // statistics: rounds that waited for expected runs (under _lock)
 
     public CommitPipeline(IMetadataCommitter committer)
     {
@@ -123,6 +132,44 @@ internal sealed class CommitPipeline
         if (any) _work.Set();
     }
 
+    /// <summary>
+    /// Announces a run of an origin write whose copies are about to be queued (a run of a request cut into several runs
+    /// copied in parallel): the next round waits for it, so that one round takes every run of the request instead of
+    /// one round per run as they arrive (like a block layer's plug). Returns the epoch to pass to <see cref="Arrived"/>,
+    /// which the run must call exactly once: when its copies are queued, or before it waits for anything or gives up.
+    /// </summary>
+    /// <remarks>
+    /// The pump waits only for runs announced before it started waiting, so a stream of new requests cannot hold a round
+    /// back for longer than the runs already under way take to copy. A run must not wait for anything a round provides
+    /// (throttle room, another writer's exception, the I/O gate) before it has arrived: the pump would wait for it.
+    /// </remarks>
+    public long Expect()
+    {
+        lock (_lock)
+        {
+            _expectedNew++;
+            return _expectEpoch;
+        }
+    }
+
+    /// <summary>A run announced by <see cref="Expect"/> (with the epoch it returned) has queued its copies, or will not.</summary>
+    public void Arrived(long epoch)
+    {
+        bool wake = false;
+        lock (_lock)
+        {
+            if (epoch < _expectEpoch)
+            {
+                if (--_expectedOld == 0) wake = true;
+            }
+            else
+            {
+                _expectedNew--;
+            }
+        }
+        if (wake) _arrived.Set();
+    }
+
     /// <summary>Adds <paramref name="pe"/> to the round being gathered. Under <c>_lock</c>.</summary>
     private void AddLocked(PendingException pe)
     {
@@ -150,20 +197,45 @@ internal sealed class CommitPipeline
         // so that the force's flush carries it (see "One flush a round"). Only the pump touches these.
         CommitRound? held = null;
         ulong heldTicket = 0;
+        bool waitedForRuns = false; // the round about to be taken has waited for expected runs once: it waits no more
         while (true)
         {
             CommitRound round;
-            bool empty;
+            bool empty, expecting = false;
             lock (_lock)
             {
                 empty = _collecting.Items.Count == 0;
                 if (empty && _stopping && held is null) return;
                 round = _collecting;
-                if (!empty)
+                if (!empty && !waitedForRuns && _expectedNew > 0 && _expectedOld == 0)
+                {
+                    // Runs under way will queue their copies soon: this round waits for those announced so far.
+                    _expectedOld = _expectedNew;
+                    _expectedNew = 0;
+                    _expectEpoch++;
+                    _expectWaits++;
+                    expecting = true;
+                }
+                else if (!empty)
                 {
                     _collecting = _free.Count > 0 ? _free.Pop() : new CommitRound();
                     round.Number = ++_nextRound;
+                    waitedForRuns = false;
                 }
+            }
+            if (expecting)
+            {
+                // Why we wait: for the runs announced before now to queue their copies (Expect). Each arrives once its
+                // copies are written, or before it waits for anything itself, so this wait needs nothing the pump holds
+                // back. A held round's force waits with it: the round taken next rides it all the same.
+                while (true)
+                {
+                    lock (_lock)
+                        if (_expectedOld == 0) break;
+                    await _arrived.WaitAsync().ConfigureAwait(false);
+                }
+                waitedForRuns = true;
+                continue;
             }
             if (empty)
             {

@@ -62,6 +62,9 @@ internal sealed class CopyEngine
     /// <summary>Most chunks in one run: a run is read in one request of at most <see cref="MaxRunBytes"/>.</summary>
     public int MaxRunChunks => (int)Math.Max(1, MaxRunBytes / _layout.ChunkBytes);
 
+    /// <summary>The commit pipeline the copies are queued to.</summary>
+    public CommitPipeline Pipeline => _pipeline;
+
     /// <summary>Plans run since open.</summary>
     public long Jobs => Interlocked.Read(ref _jobs);
 
@@ -109,6 +112,7 @@ internal sealed class CopyEngine
             // crash never finds one snapshot's copy of a chunk committed and another's not.
             for (int i = 0; i < pending.Count; i++) MarkForCommit(pending[i]);
             _pipeline.EnqueueMarked(pending);
+            Arrive(plan);
             ArrayPool<byte>.Shared.Return(buffer);
             buffer = null;
             _completion.CopiesWritten(inFlight);
@@ -116,11 +120,21 @@ internal sealed class CopyEngine
         }
         catch
         {
+            Arrive(plan); // before the plan goes back to its pool, and before any wait in CompleteAsync
             if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
             if (inFlight > 0) _completion.CopiesWritten(inFlight);
             await CompleteAsync(plan).ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>Reports <paramref name="plan"/>'s run to the commit pipeline as arrived, if it was expected (once).</summary>
+    private void Arrive(CopyPlan plan)
+    {
+        long epoch = plan.Expected;
+        if (epoch < 0) return;
+        plan.Expected = -1;
+        _pipeline.Arrived(epoch);
     }
 
     /// <summary>

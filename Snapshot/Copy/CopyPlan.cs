@@ -23,6 +23,12 @@ internal sealed class CopyPlan
     /// <summary>Throttle slots held for this plan (released once, at completion).</summary>
     public int Slots;
 
+    /// <summary>
+    /// The epoch of the commit pipeline's expectation of this run (<c>CommitPipeline.Expect</c>), or -1: the copy
+    /// engine reports the run as arrived once its copies are queued, or when the copy fails before that.
+    /// </summary>
+    public long Expected = -1;
+
     /// <summary>Chunks in the run.</summary>
     public int ChunkCount => (int)(LastChunk - FirstChunk + 1);
 
@@ -31,6 +37,7 @@ internal sealed class CopyPlan
         FirstChunk = LastChunk = 0;
         Pending.Clear();
         Slots = 0;
+        Expected = -1;
     }
 
     /// <inheritdoc/>

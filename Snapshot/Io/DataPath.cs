@@ -324,8 +324,24 @@ internal sealed class DataPath : ICopyCompletion
     /// One run of a multi-run origin write, started on the thread pool (its own method, so the closure is made only for
     /// such writes and not on every write's path).
     /// </summary>
-    private Task StartRun(ulong first, ulong last, long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken) =>
-        Task.Run(() => WriteRunAsync(first, last, sector, data, cancellationToken, admitted: null, fua: fua).AsTask(), CancellationToken.None);
+    /// <remarks>
+    /// The run is announced to the commit pipeline here, on the caller's thread, before it starts
+    /// (<see cref="Snapshot.Commit.CommitPipeline.Expect"/>): a round then waits for the runs of the request under way and takes all
+    /// their copies, one round for the request instead of one per run as each arrives.
+    /// </remarks>
+    private Task StartRun(ulong first, ulong last, long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken)
+    {
+        long expected = _engine.Pipeline.Expect();
+        try
+        {
+            return Task.Run(() => WriteRunAsync(first, last, sector, data, cancellationToken, admitted: null, fua: fua, expected: expected).AsTask(), CancellationToken.None);
+        }
+        catch
+        {
+            _engine.Pipeline.Arrived(expected);
+            throw;
+        }
+    }
 
     /// <summary>
     /// Starts an origin write of at most one chunk and returns once it is <i>admitted</i> — past the copy throttle, its
@@ -404,92 +420,130 @@ internal sealed class DataPath : ICopyCompletion
     /// The write must be durable when it returns: the caller flushes the origin afterwards, and a chunk redirected into
     /// an unfinished merge's snapshot is flushed here (its COW file is not the origin).
     /// </param>
+    /// <param name="expected">
+    /// The commit pipeline's epoch for this run when it was announced (<see cref="Snapshot.Commit.CommitPipeline.Expect"/>), else -1.
+    /// The run then arrives exactly once, since the next round waits for it: its copy plan takes the expectation (the
+    /// copy engine arrives once the copies are queued), or the run arrives itself before any wait (the throttle,
+    /// another writer's exception, tracked reads, the I/O gate, an invalidation) and on every other way out.
+    /// </param>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     internal async ValueTask WriteRunAsync(ulong first, ulong last, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken,
-        TaskCompletionSource? admitted, bool merge = false, bool fua = false)
+        TaskCompletionSource? admitted, bool merge = false, bool fua = false, long expected = -1)
     {
-        // What a copy of this run may defer (0: nothing; see StoreOptions.DeferCopiedWrites).
-        int deferBytes = _deferWrites && !merge && !fua && admitted is null && data.Length <= MaxDeferredWriteBytes ? data.Length : 0;
-        int wantSlots = 0;
-        Task? wait = null;
-        while (true)
+        try
         {
-            // Every wait happens here, at the top, holding nothing. What is waited for: room under the in-flight
-            // copy bound, another writer's pending exception for a chunk of the run, or snapshot reads of the old data.
-            if (merge && (wantSlots > 0 || wait is not null))
-                throw new InvalidOperationException($"merge write of chunk {first} would wait while holding the gate");
-            if (wantSlots > 0 || wait is not null) await WaitHoldingNothingAsync(wantSlots, wait, cancellationToken).ConfigureAwait(false);
-            wantSlots = 0;
-            wait = null;
-            _store.ThrowIfClosed();
-            if (!merge) await _gate.EnterSharedAsync().ConfigureAwait(false);
-            bool handedOff = false; // the gate's shared hold went to a deferred write's completion
-            try
+            // What a copy of this run may defer (0: nothing; see StoreOptions.DeferCopiedWrites).
+            int deferBytes = _deferWrites && !merge && !fua && admitted is null && data.Length <= MaxDeferredWriteBytes ? data.Length : 0;
+            int wantSlots = 0;
+            Task? wait = null;
+            while (true)
             {
-                while (true) // within one hold of the gate: after our own copies, look again without letting a snapshot in between
+                // Every wait happens here, at the top, holding nothing. What is waited for: room under the in-flight
+                // copy bound, another writer's pending exception for a chunk of the run, or snapshot reads of the old data.
+                if (merge && (wantSlots > 0 || wait is not null))
+                    throw new InvalidOperationException($"merge write of chunk {first} would wait while holding the gate");
+                if (wantSlots > 0 || wait is not null)
                 {
-                    CopyPlan? plan = null;
-                    DeferredWrite? deferred = null;
-                    List<SnapshotState>? full = null;
-                    SnapshotState? redirectTo = null;
-                    ulong redirectChunk = 0;
-                    Look look;
-                    lock (_stateLock)
-                        look = LookLocked(first, last, merge, deferBytes, ref plan, ref deferred, ref full, ref redirectTo, ref redirectChunk, ref wantSlots, ref wait);
-                    switch (look)
+                    Arrive(ref expected);
+                    await WaitHoldingNothingAsync(wantSlots, wait, cancellationToken).ConfigureAwait(false);
+                }
+                wantSlots = 0;
+                wait = null;
+                _store.ThrowIfClosed();
+                if (!merge)
+                {
+                    ValueTask enter = _gate.EnterSharedAsync();
+                    if (!enter.IsCompleted) Arrive(ref expected); // waiting for a snapshot operation, which waits for rounds
+                    await enter.ConfigureAwait(false);
+                }
+                bool handedOff = false; // the gate's shared hold went to a deferred write's completion
+                try
+                {
+                    while (true) // within one hold of the gate: after our own copies, look again without letting a snapshot in between
                     {
-                        case Look.Split:
-                            break;
-                        case Look.Full:
-                            if (_cowFullPolicy == CowFullPolicy.FailWrite) throw new CowFullException(full![0].CowPath, full[0].Name, first);
-                            foreach (var s in full!) await _catalog.InvalidateAsync(s, InvalidReasonCode.CowFull).ConfigureAwait(false);
-                            continue; // look again (the full snapshots are skipped now)
-                        case Look.Redirect:
-                            admitted?.TrySetResult();
-                            await redirectTo!.Store!.Cow.WriteAsync(CowSector(redirectChunk, first, sector), data, cancellationToken).ConfigureAwait(false);
-                            if (_writeThrough || fua) await redirectTo.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
-                            return;
-                        case Look.Wait:
-                            break;
-                        case Look.Copy:
-                            admitted?.TrySetResult();
-                            // A copy once claimed runs to its end whatever the caller's token says; cancellation is
-                            // honoured at the waits, where nothing is held.
-                            if (deferred is not null)
-                            {
-                                await StartDeferredAsync(deferred, plan!, sector, data).ConfigureAwait(false);
-                                handedOff = true;
+                        CopyPlan? plan = null;
+                        DeferredWrite? deferred = null;
+                        List<SnapshotState>? full = null;
+                        SnapshotState? redirectTo = null;
+                        ulong redirectChunk = 0;
+                        Look look;
+                        lock (_stateLock)
+                            look = LookLocked(first, last, merge, deferBytes, ref plan, ref deferred, ref full, ref redirectTo, ref redirectChunk, ref wantSlots, ref wait);
+                        switch (look)
+                        {
+                            case Look.Split:
+                                break;
+                            case Look.Full:
+                                if (_cowFullPolicy == CowFullPolicy.FailWrite) throw new CowFullException(full![0].CowPath, full[0].Name, first);
+                                Arrive(ref expected);
+                                foreach (var s in full!) await _catalog.InvalidateAsync(s, InvalidReasonCode.CowFull).ConfigureAwait(false);
+                                continue; // look again (the full snapshots are skipped now)
+                            case Look.Redirect:
+                                Arrive(ref expected);
+                                admitted?.TrySetResult();
+                                await redirectTo!.Store!.Cow.WriteAsync(CowSector(redirectChunk, first, sector), data, cancellationToken).ConfigureAwait(false);
+                                if (_writeThrough || fua) await redirectTo.Store.FlushDataAsync(cancellationToken).ConfigureAwait(false);
                                 return;
-                            }
-                            await _engine.RunOriginCopyAsync(plan!).ConfigureAwait(false);
-                            continue; // look again: the copies are complete now
-                        default:
-                            admitted?.TrySetResult();
-                            await _origin.WriteAsync(sector, data, cancellationToken).ConfigureAwait(false);
-                            return;
+                            case Look.Wait:
+                                break;
+                            case Look.Copy:
+                                admitted?.TrySetResult();
+                                // The plan takes the expectation: the copy engine reports the run once its copies are queued.
+                                plan!.Expected = expected;
+                                expected = -1;
+                                // A copy once claimed runs to its end whatever the caller's token says; cancellation is
+                                // honoured at the waits, where nothing is held.
+                                if (deferred is not null)
+                                {
+                                    await StartDeferredAsync(deferred, plan!, sector, data).ConfigureAwait(false);
+                                    handedOff = true;
+                                    return;
+                                }
+                                await _engine.RunOriginCopyAsync(plan!).ConfigureAwait(false);
+                                continue; // look again: the copies are complete now
+                            default:
+                                Arrive(ref expected);
+                                admitted?.TrySetResult();
+                                await _origin.WriteAsync(sector, data, cancellationToken).ConfigureAwait(false);
+                                return;
+                        }
+                        break; // Wait or Split: leave the gate
                     }
-                    break; // Wait or Split: leave the gate
                 }
-            }
-            finally
-            {
-                if (!merge && !handedOff) _gate.ExitShared();
-            }
-            if (wait is null && wantSlots == 0)
-            {
-                // Split: an unfinished merge redirects chunk by chunk.
-                long s = sector;
-                long end = sector + (data.Length >> BlockDevice.SectorShift);
-                for (ulong c = first; c <= last; c++)
+                finally
                 {
-                    long chunkEnd = Math.Min(end, (long)(c + 1) << _layout.ChunkShift);
-                    int off = (int)((s - sector) << BlockDevice.SectorShift);
-                    await WriteRunAsync(c, c, s, data.Slice(off, (int)((chunkEnd - s) << BlockDevice.SectorShift)), cancellationToken, admitted, merge, fua).ConfigureAwait(false);
-                    s = chunkEnd;
+                    if (!merge && !handedOff) _gate.ExitShared();
                 }
-                return;
+                if (wait is null && wantSlots == 0)
+                {
+                    // Split: an unfinished merge redirects chunk by chunk.
+                    Arrive(ref expected);
+                    long s = sector;
+                    long end = sector + (data.Length >> BlockDevice.SectorShift);
+                    for (ulong c = first; c <= last; c++)
+                    {
+                        long chunkEnd = Math.Min(end, (long)(c + 1) << _layout.ChunkShift);
+                        int off = (int)((s - sector) << BlockDevice.SectorShift);
+                        await WriteRunAsync(c, c, s, data.Slice(off, (int)((chunkEnd - s) << BlockDevice.SectorShift)), cancellationToken, admitted, merge, fua).ConfigureAwait(false);
+                        s = chunkEnd;
+                    }
+                    return;
+                }
             }
         }
+        finally
+        {
+            // Any other way out (an error, a cancelled wait) before the copies were queued.
+            Arrive(ref expected);
+        }
+    }
+
+    /// <summary>Reports an announced run (<paramref name="expected"/> its epoch, -1 when none) as arrived, once.</summary>
+    private void Arrive(ref long expected)
+    {
+        if (expected < 0) return;
+        _engine.Pipeline.Arrived(expected);
+        expected = -1;
     }
 
     /// <summary>
