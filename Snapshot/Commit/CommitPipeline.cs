@@ -654,7 +654,7 @@ internal sealed class CommitPipeline
             lock (_lock)
                 return new CommitPipelineStatistics(_committer.Name, _rounds, _exceptions, _cowFlushes, _committer.Transactions, _committer.DurabilityWaits, _largest,
                     TimeSpan.FromSeconds((double)_roundTicks / Stopwatch.Frequency), _failedRounds, _cowWriteBacks,
-                    TimeSpan.FromSeconds((double)_flushTicks / Stopwatch.Frequency), TimeSpan.FromSeconds((double)_commitTicks / Stopwatch.Frequency), _carriedRounds);
+                    TimeSpan.FromSeconds((double)_flushTicks / Stopwatch.Frequency), TimeSpan.FromSeconds((double)_commitTicks / Stopwatch.Frequency), _carriedRounds, _expectWaits);
         }
     }
 

@@ -41,6 +41,7 @@ public static class SnapshotMetrics
         Stores.CreateCounter(m, "snapshot.commit.cow_flushes", "{flush}", "COW file flushes issued by commit rounds.", s => s.CommitStatistics.CowFlushes);
         Stores.CreateCounter(m, "snapshot.commit.cow_write_backs", "{file}", "COW files whose copies a round made durable by another COW file's flush (one device flush for them all).", s => s.CommitStatistics.CowWriteBacks);
         Stores.CreateCounter(m, "snapshot.commit.carried_rounds", "{round}", "Commit rounds whose COW data the previous round's log force made durable (written back before its flush began: one device flush for both).", s => s.CommitStatistics.CarriedRounds);
+        Stores.CreateCounter(m, "snapshot.commit.run_waits", "{round}", "Commit rounds that first waited for the announced runs of origin writes under way, to take all their copies.", s => s.CommitStatistics.RunWaits);
         Stores.CreateCounter(m, "snapshot.commit.log_forces", "{force}", "Log forces (or durable area writes) issued by commit rounds.", s => s.CommitStatistics.DurabilityWaits);
         Stores.CreateUpDownCounter(m, "snapshot.snapshots.count", "{snapshot}", "Snapshots, by state.", "snapshot.state",
             ("valid", s => s.Catalog.Snapshots.Count(x => x.IsValid)), ("invalid", s => s.Catalog.Snapshots.Count(x => !x.IsValid)));

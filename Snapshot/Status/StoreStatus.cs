@@ -126,6 +126,7 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
                 w.WriteNumber("cow_flushes", c.CowFlushes);
                 w.WriteNumber("cow_write_backs", c.CowWriteBacks);
                 w.WriteNumber("carried_rounds", c.CarriedRounds);
+                w.WriteNumber("run_waits", c.RunWaits);
                 w.WriteNumber("transactions", c.Transactions);
                 w.WriteNumber("log_forces", c.DurabilityWaits);
                 w.WriteNumber("wait_ms", Math.Round(c.WaitTime.TotalMilliseconds, 3));
@@ -154,7 +155,7 @@ public sealed record StoreStatus(string Folder, long OriginSectors, int ChunkSec
         sb.Append("  ").Append(PendingPool).Append('\n');
         sb.Append("  ").Append(CopyJobPool).Append('\n');
         if (Commits is { } c)
-            sb.Append(CultureInfo.InvariantCulture, $"  commit rounds {c.Rounds} ({c.Exceptions} exceptions, {c.ExceptionsPerRound:F1} a round, {c.CowFlushes} COW flushes, {c.CowWriteBacks} COW write-backs, {c.CarriedRounds} carried by a log force, {c.DurabilityWaits} log forces)\n");
+            sb.Append(CultureInfo.InvariantCulture, $"  commit rounds {c.Rounds} ({c.Exceptions} exceptions, {c.ExceptionsPerRound:F1} a round, {c.CowFlushes} COW flushes, {c.CowWriteBacks} COW write-backs, {c.CarriedRounds} carried by a log force, {c.RunWaits} waited for runs, {c.DurabilityWaits} log forces)\n");
         return sb.ToString();
     }
 }

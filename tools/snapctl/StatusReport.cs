@@ -17,7 +17,7 @@ internal sealed record StatusReport(
         long MetadataSectors, long Exceptions, string? InvalidReason, bool Merging, string? MergeFailure);
     public sealed record CopyInfo(int Bound, int InFlight, int PeakInFlight, long ThrottleWaits, long DeferredWrites, int DeferredWritesPending);
     public sealed record CommitInfo(string Committer, long Rounds, long Exceptions, double ExceptionsPerRound, long LargestRound, long CowFlushes,
-        long CowWriteBacks, long Transactions, long LogForces, double WaitMs, double FlushMs, double CommitMs, double AverageRoundMs, long FailedRounds, long CarriedRounds);
+        long CowWriteBacks, long Transactions, long LogForces, double WaitMs, double FlushMs, double CommitMs, double AverageRoundMs, long FailedRounds, long CarriedRounds, long RunWaits);
 
     public static StatusReport From(StoreStatus s) => new(
         s.Folder,
@@ -28,7 +28,7 @@ internal sealed record StatusReport(
         new CopyInfo(s.CopyBound, s.CopiesInFlight, s.PeakCopiesInFlight, s.ThrottleWaits, s.DeferredWrites, s.DeferredWritesPending),
         s.Commits is { } c
             ? new CommitInfo(c.Committer, c.Rounds, c.Exceptions, Math.Round(c.ExceptionsPerRound, 2), c.LargestRound, c.CowFlushes, c.CowWriteBacks, c.Transactions,
-                c.DurabilityWaits, Math.Round(c.WaitTime.TotalMilliseconds, 3), Math.Round(c.FlushTime.TotalMilliseconds, 3), Math.Round(c.CommitTime.TotalMilliseconds, 3), Math.Round(c.AverageRoundWait.TotalMilliseconds, 3), c.FailedRounds, c.CarriedRounds)
+                c.DurabilityWaits, Math.Round(c.WaitTime.TotalMilliseconds, 3), Math.Round(c.FlushTime.TotalMilliseconds, 3), Math.Round(c.CommitTime.TotalMilliseconds, 3), Math.Round(c.AverageRoundWait.TotalMilliseconds, 3), c.FailedRounds, c.CarriedRounds, c.RunWaits)
             : null);
 
     /// <summary>dmsetup-style lines: the origin, then each snapshot.</summary>

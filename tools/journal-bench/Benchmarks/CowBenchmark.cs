@@ -344,6 +344,7 @@ internal static class CowBenchmark
         ["cow_flushes"] = x.Commit.CowFlushes,
         ["cow_write_backs"] = x.Commit.CowWriteBacks,
         ["carried_rounds"] = x.Commit.CarriedRounds,
+        ["run_waits"] = x.Commit.RunWaits,
         ["log_forces"] = x.Commit.DurabilityWaits,
         ["log_device_flushes"] = x.LogDeviceFlushes,
         ["origin_flushes"] = x.OriginFlushes,

@@ -186,7 +186,7 @@ internal static class CowSequentialBenchmark
             sb.Append('\n').Append(Table(["side", "MiB", "requests", "seconds", "flush s", "MB/s", "store/side"], table));
             var x = r.Store;
             sb.Append(CultureInfo.InvariantCulture,
-                $"store: request p50 {F(x.Latency.QuantileMicros(0.5), 0)} µs, p99 {F(x.Latency.QuantileMicros(0.99), 0)} µs; {F(x.Commit.Rounds)} commit rounds, {F(x.Commit.ExceptionsPerRound, 1)} exceptions/round, ");
+                $"store: request p50 {F(x.Latency.QuantileMicros(0.5), 0)} µs, p99 {F(x.Latency.QuantileMicros(0.99), 0)} µs; {F(x.Commit.Rounds)} commit rounds, {F(x.Commit.ExceptionsPerRound, 1)} exceptions/round ({F(x.Commit.RunWaits)} waited for runs, {F(x.Commit.CarriedRounds)} carried), ");
             sb.Append(CultureInfo.InvariantCulture,
                 $"{F(x.Commit.CowFlushes)} COW flushes, {F(x.Commit.DurabilityWaits)} log forces, {F(x.OriginFlushes)} origin flushes ({F(x.FlushesPerWrite, 2)} per request); ");
             sb.Append(CultureInfo.InvariantCulture,
@@ -230,6 +230,8 @@ internal static class CowSequentialBenchmark
                 ["exceptions_per_round"] = Math.Round(x.Commit.ExceptionsPerRound, 2),
                 ["cow_flushes"] = x.Commit.CowFlushes,
                 ["cow_write_backs"] = x.Commit.CowWriteBacks,
+                ["carried_rounds"] = x.Commit.CarriedRounds,
+                ["run_waits"] = x.Commit.RunWaits,
                 ["round_flush_us"] = Math.Round(x.Commit.FlushMicrosPerRound, 1),
                 ["round_commit_us"] = Math.Round(x.Commit.CommitMicrosPerRound, 1),
                 ["average_round_wait_ms"] = Math.Round(x.Commit.AverageRoundWaitMs, 3),

@@ -25,13 +25,15 @@ internal sealed record CowStoreSetup(int Snapshots, long OriginSectors, int Chun
 
 /// <summary>Commit-pipeline counters over the timed part (differences of <see cref="SnapshotStore.CommitStatistics"/>).</summary>
 internal readonly record struct CommitDelta(string Committer, long Rounds, long Exceptions, long CowFlushes, long Transactions, long DurabilityWaits,
-    long LargestRound, TimeSpan WaitTime, long FailedRounds, long CowWriteBacks, TimeSpan FlushTime, TimeSpan CommitTime, long CarriedRounds)
+    long LargestRound, TimeSpan WaitTime, long FailedRounds, long CowWriteBacks, TimeSpan FlushTime, TimeSpan CommitTime, long CarriedRounds,
+    long RunWaits)
 {
     public static CommitDelta Between(CommitPipelineStatistics before, CommitPipelineStatistics after) => new(after.Committer,
         after.Rounds - before.Rounds, after.Exceptions - before.Exceptions, after.CowFlushes - before.CowFlushes,
         after.Transactions - before.Transactions, after.DurabilityWaits - before.DurabilityWaits, after.LargestRound,
         after.WaitTime - before.WaitTime, after.FailedRounds - before.FailedRounds, after.CowWriteBacks - before.CowWriteBacks,
-        after.FlushTime - before.FlushTime, after.CommitTime - before.CommitTime, after.CarriedRounds - before.CarriedRounds);
+        after.FlushTime - before.FlushTime, after.CommitTime - before.CommitTime, after.CarriedRounds - before.CarriedRounds,
+        after.RunWaits - before.RunWaits);
 
     /// <summary>Mean time of a round's step 1 (COW data durable), in µs.</summary>
     public double FlushMicrosPerRound => Rounds == 0 ? 0 : FlushTime.TotalMicroseconds / Rounds;
