@@ -9,7 +9,8 @@ public sealed class CrashStateOptions
     /// <summary>
     /// States per crash point, counting the one that keeps every issued write (always first) and the one that loses
     /// every write in flight (second, when anything is in flight), then the per-device ones (only one device's in-flight
-    /// writes kept, or only one device's lost; when more than one device has writes in flight) before the random ones.
+    /// writes kept, or only one device's lost; when more than one device has writes in flight), first, alternating with the
+    /// random ones.
     /// At least 1.
     /// </summary>
     public int MaxVariantsPerPoint { get; init; } = 4;

@@ -299,8 +299,8 @@ public sealed class WriteLog
     /// <summary>
     /// The crash states of the log, in point order: at each chosen point, the state that keeps every issued write,
     /// then (when anything is in flight) the state that loses every write in flight, then (when more than one device has
-    /// writes in flight) the states that keep only one device's in-flight writes or lose only one device's, then
-    /// deterministic variants that keep a prefix of the in-flight writes and tear the next one, or keep a random subset, tear one, and apply the
+    /// writes in flight) the states that keep only one device's in-flight writes or lose only one device's, alternating
+    /// with deterministic variants that keep a prefix of the in-flight writes and tear the next one, or keep a random subset, tear one, and apply the
     /// survivors in a shuffled order. See <see cref="CrashStateOptions"/> for the points and the caps.
     /// Images are built lazily by <see cref="CrashState.Image(int)"/>.
     /// </summary>
@@ -389,10 +389,13 @@ public sealed class WriteLog
             allLost, null, null);
 
         var seen = new HashSet<string> { Signature(new CrashState.Fate[n], null), Signature(allLost, null) };
-        foreach (var (fates, kind) in DeviceVariants(inFlight))
+        // The per-device states alternate with the random ones (first one of each), so that a small cap keeps both
+        // the state an ordering bug between files shows in and torn writes.
+        var deviceStates = DeviceVariants(inFlight).Where(v => seen.Add(Signature(v.Fates, null))).ToList();
+        int nextDevice = 0;
+        if (nextDevice < deviceStates.Count && variant < options.MaxVariantsPerPoint)
         {
-            if (variant >= options.MaxVariantsPerPoint) yield break;
-            if (!seen.Add(Signature(fates, null))) continue;
+            var (fates, kind) = deviceStates[nextDevice++];
             yield return new CrashState(this, point, count, variant++, kind, after, frontiers, inFlight, fates, null, null);
         }
 
@@ -432,6 +435,16 @@ public sealed class WriteLog
             }
             if (!seen.Add(Signature(fates, torn))) continue;
             yield return new CrashState(this, point, count, variant++, kind, after, frontiers, inFlight, fates, torn, order);
+            if (nextDevice < deviceStates.Count && variant < options.MaxVariantsPerPoint)
+            {
+                var (deviceFates, deviceKind) = deviceStates[nextDevice++];
+                yield return new CrashState(this, point, count, variant++, deviceKind, after, frontiers, inFlight, deviceFates, null, null);
+            }
+        }
+        while (nextDevice < deviceStates.Count && variant < options.MaxVariantsPerPoint)
+        {
+            var (fates, kind) = deviceStates[nextDevice++];
+            yield return new CrashState(this, point, count, variant++, kind, after, frontiers, inFlight, fates, null, null);
         }
     }
 
