@@ -114,6 +114,47 @@ public sealed class RequestRoundTests
         }
     }
 
+    // A writer W holds the gate shared with its copy written but not yet queued; a snapshot create waits for the gate
+    // exclusively; a 1 MiB request's four runs are announced and block on the gate. Once W's copy is queued, the round
+    // must not wait for the runs (they wait for the create, which waits for W, which waits for the round).
+    [Fact]
+    public async Task Runs_blocked_on_the_gate_behind_a_snapshot_create_do_not_hold_back_the_round_it_waits_for()
+    {
+        HeldWriteDevice? cow = null;
+        var p = new TestDeviceProvider
+        {
+            Wrap = (path, d) => path.EndsWith(SnapshotStore.CowExtension, StringComparison.Ordinal) ? cow = new HeldWriteDevice(d) : d,
+        };
+        var store = await CreateMemoryStoreAsync(p, 2 * RequestSectors, Chunk);
+        try
+        {
+            await WriteAsync(store.Origin, 0, Pattern(0, 2 * RequestSectors, 1));
+            await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+            var cowS = cow!;
+            const long Other = 300; // in the second MiB
+            var held = cowS.HoldNextWrite();
+            var other = WriteAsync(store.Origin, Other * Chunk, Pattern(Other * Chunk, Chunk, 3));
+            await held.WaitAsync(Watchdog);
+            var create = store.CreateSnapshotAsync("t").AsTask();
+            // The create waits for the gate, which the other writer holds shared until its copy's round.
+            await Task.Delay(200);
+            Assert.False(create.IsCompleted);
+            var request = store.Origin.WriteAsync(0, Pattern(0, RequestSectors, 2)).AsTask();
+            // The request's runs queue up behind the create at the gate (a delay: nothing to observe it by).
+            await Task.Delay(200);
+            cowS.Release();
+            await other.WaitAsync(Watchdog);
+            await create.WaitAsync(Watchdog);
+            await request.WaitAsync(Watchdog);
+            Assert.Equal(Pattern(0, RequestSectors, 2), await ReadAsync(store.Origin, 0, RequestSectors));
+            Assert.Equal(Pattern(0, RequestSectors, 1), await ReadAsync(store.GetSnapshot("s"), 0, RequestSectors));
+        }
+        finally
+        {
+            await store.CloseAsync().AsTask().WaitAsync(Watchdog);
+        }
+    }
+
     /// <summary>Holds the next asynchronous write (once armed) until released.</summary>
     private sealed class HeldWriteDevice(BlockDevice inner) : ForwardingDevice(inner)
     {

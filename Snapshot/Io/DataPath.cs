@@ -288,6 +288,12 @@ internal sealed class DataPath : ICopyCompletion
             // pool: the file device completes a read from the page cache inline, so runs started on this thread would
             // copy one after another (measured in docs/benchmarks.md: 1 MiB sequential requests, +32%).
             var running = new List<Task>(4);
+            // The first runs (as many as go at once) are all announced before any starts, so that a round cannot take
+            // the first run's copies before the others are announced (the caller may be preempted between starts).
+            // Later runs are announced as each starts.
+            var announced = new long[(int)Math.Min(running.Capacity, last / runChunks - first / runChunks + 1)];
+            for (int i = 0; i < announced.Length; i++) announced[i] = _engine.Pipeline.Expect();
+            int started = 0;
             long s = sector;
             try
             {
@@ -297,7 +303,9 @@ internal sealed class DataPath : ICopyCompletion
                     long runEnd = Math.Min(end, ((c / runChunks + 1) * runChunks) << _layout.ChunkShift);
                     int off = (int)((s - sector) << BlockDevice.SectorShift);
                     int len = (int)((runEnd - s) << BlockDevice.SectorShift);
-                    running.Add(StartRun((ulong)c, (ulong)((runEnd - 1) >> _layout.ChunkShift), s, data.Slice(off, len), fua, cancellationToken));
+                    long expected = started < announced.Length ? announced[started] : _engine.Pipeline.Expect();
+                    started++;
+                    running.Add(StartRun((ulong)c, (ulong)((runEnd - 1) >> _layout.ChunkShift), s, data.Slice(off, len), fua, expected, cancellationToken));
                     if (running.Count == running.Capacity)
                     {
                         var done = await Task.WhenAny(running).ConfigureAwait(false);
@@ -309,6 +317,8 @@ internal sealed class DataPath : ICopyCompletion
             }
             catch
             {
+                // Announced runs that never started arrive now (the round waits for them).
+                for (int i = started; i < announced.Length; i++) _engine.Pipeline.Arrived(announced[i]);
                 // Why we wait: the other runs still read the caller's buffer; the write returns (failed) only once
                 // none does. Their own errors are dropped: the first one is reported.
                 try { await Task.WhenAll(running).ConfigureAwait(false); }
@@ -325,13 +335,12 @@ internal sealed class DataPath : ICopyCompletion
     /// such writes and not on every write's path).
     /// </summary>
     /// <remarks>
-    /// The run is announced to the commit pipeline here, on the caller's thread, before it starts
-    /// (<see cref="Snapshot.Commit.CommitPipeline.Expect"/>): a round then waits for the runs of the request under way and takes all
-    /// their copies, one round for the request instead of one per run as each arrives.
+    /// The run was announced to the commit pipeline by the caller, before it starts (<paramref name="expected"/>, see
+    /// <see cref="Snapshot.Commit.CommitPipeline.Expect"/>): a round then waits for the runs of the request under way and
+    /// takes all their copies, one round for the request instead of one per run as each arrives.
     /// </remarks>
-    private Task StartRun(ulong first, ulong last, long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken)
+    private Task StartRun(ulong first, ulong last, long sector, ReadOnlyMemory<byte> data, bool fua, long expected, CancellationToken cancellationToken)
     {
-        long expected = _engine.Pipeline.Expect();
         try
         {
             return Task.Run(() => WriteRunAsync(first, last, sector, data, cancellationToken, admitted: null, fua: fua, expected: expected).AsTask(), CancellationToken.None);
