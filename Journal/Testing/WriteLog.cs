@@ -300,7 +300,8 @@ public sealed class WriteLog
     /// The crash states of the log, in point order: at each chosen point, the state that keeps every issued write,
     /// then (when anything is in flight) the state that loses every write in flight, then (when more than one device has
     /// writes in flight) the states that keep only one device's in-flight writes or lose only one device's, alternating
-    /// with deterministic variants that keep a prefix of the in-flight writes and tear the next one, or keep a random subset, tear one, and apply the
+    /// with deterministic variants that keep a prefix of the in-flight writes and tear the next one, or keep a random
+    /// subset, tear one, and apply the
     /// survivors in a shuffled order. See <see cref="CrashStateOptions"/> for the points and the caps.
     /// Images are built lazily by <see cref="CrashState.Image(int)"/>.
     /// </summary>
@@ -394,10 +395,7 @@ public sealed class WriteLog
         var deviceStates = DeviceVariants(inFlight).Where(v => seen.Add(Signature(v.Fates, null))).ToList();
         int nextDevice = 0;
         if (nextDevice < deviceStates.Count && variant < options.MaxVariantsPerPoint)
-        {
-            var (fates, kind) = deviceStates[nextDevice++];
-            yield return new CrashState(this, point, count, variant++, kind, after, frontiers, inFlight, fates, null, null);
-        }
+            yield return DeviceState(deviceStates[nextDevice++], point, count, variant++, after, frontiers, inFlight);
 
         var random = new Random(unchecked(options.Seed * 1_000_003 + point * 7_919 + 17));
         var tearable = Enumerable.Range(0, n).Where(i => inFlight[i].Kind == WriteLogEntryKind.Write && inFlight[i].SectorCount > 1).ToArray();
@@ -436,17 +434,15 @@ public sealed class WriteLog
             if (!seen.Add(Signature(fates, torn))) continue;
             yield return new CrashState(this, point, count, variant++, kind, after, frontiers, inFlight, fates, torn, order);
             if (nextDevice < deviceStates.Count && variant < options.MaxVariantsPerPoint)
-            {
-                var (deviceFates, deviceKind) = deviceStates[nextDevice++];
-                yield return new CrashState(this, point, count, variant++, deviceKind, after, frontiers, inFlight, deviceFates, null, null);
-            }
+                yield return DeviceState(deviceStates[nextDevice++], point, count, variant++, after, frontiers, inFlight);
         }
         while (nextDevice < deviceStates.Count && variant < options.MaxVariantsPerPoint)
-        {
-            var (fates, kind) = deviceStates[nextDevice++];
-            yield return new CrashState(this, point, count, variant++, kind, after, frontiers, inFlight, fates, null, null);
-        }
+            yield return DeviceState(deviceStates[nextDevice++], point, count, variant++, after, frontiers, inFlight);
     }
+
+    private CrashState DeviceState((CrashState.Fate[] Fates, string Kind) state, int point, int count, int variant, string after,
+        int[] frontiers, WriteLogEntry[] inFlight) =>
+        new(this, point, count, variant, state.Kind, after, frontiers, inFlight, state.Fates, null, null);
 
     /// <summary>
     /// The states that split the in-flight writes by device, when more than one device has writes in flight (the
