@@ -7,10 +7,11 @@ namespace Journal.Tests.Snapshot;
 
 /// <summary>
 /// An origin write cut into runs copied in parallel announces its runs to the commit pipeline
-/// (<c>CommitPipeline.Expect</c>): the next round waits for them and takes all their copies, so a request costs one
-/// round, not one per run as each arrives. A run that has to wait for something a round provides arrives first (the
-/// pump would otherwise wait for it while it waits for the pump). Every wait here, the store's close included, is
-/// under the watchdog: with that rule broken, the store cannot close either.
+/// (<c>CommitPipeline.Expect</c>): a round that holds copies of the request waits for its other runs and takes all their
+/// copies, so a request costs one round, not one per run as each arrives; a round that holds none waits for none. A run
+/// that has to wait for something a round provides arrives first (the pump would otherwise wait for it while it waits
+/// for the pump). Every wait here, the store's close included, is under the watchdog: with that rule broken, the store
+/// cannot close either.
 /// </summary>
 public sealed class RequestRoundTests
 {
@@ -152,6 +153,83 @@ public sealed class RequestRoundTests
         finally
         {
             await store.CloseAsync().AsTask().WaitAsync(Watchdog);
+        }
+    }
+
+    // A 1 MiB request's four runs are announced and then held in their reads of the origin, before any queues a copy. A
+    // one-chunk write elsewhere must be committed meanwhile: its round holds none of the request's copies, so it does
+    // not wait for the request's runs. A pipeline that waited for every announced run in the store would leave that
+    // write to the watchdog. Once released, the request still costs one round.
+    [Fact]
+    public async Task A_round_that_holds_none_of_a_requests_copies_does_not_wait_for_its_runs()
+    {
+        HeldReadDevice? origin = null;
+        var p = new TestDeviceProvider
+        {
+            Wrap = (path, d) => path.EndsWith(SnapshotStore.OriginFileName, StringComparison.Ordinal) ? origin = new HeldReadDevice(d) : d,
+        };
+        var store = await CreateMemoryStoreAsync(p, 2 * RequestSectors, Chunk);
+        try
+        {
+            await WriteAsync(store.Origin, 0, Pattern(0, 2 * RequestSectors, 1));
+            await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+            var held = origin!.HoldReadsBelow(RequestSectors, count: RequestSectors / Chunk / 64);
+            var request = WriteAsync(store.Origin, 0, Pattern(0, RequestSectors, 2));
+            await held.WaitAsync(Watchdog); // all four runs are in their origin reads
+            var before = store.CommitStatistics;
+            const long Other = 300; // in the second MiB
+            await WriteAsync(store.Origin, Other * Chunk, Pattern(Other * Chunk, Chunk, 3)).WaitAsync(Watchdog);
+            var between = store.CommitStatistics;
+            Assert.Equal(1, between.Exceptions - before.Exceptions);
+            Assert.False(request.IsCompleted);
+            origin.Release();
+            await request.WaitAsync(Watchdog);
+            var after = store.CommitStatistics;
+            Assert.Equal(RequestSectors / Chunk, after.Exceptions - between.Exceptions);
+            Assert.Equal(1, after.Rounds - between.Rounds);
+            Assert.Equal(Pattern(0, RequestSectors, 2), await ReadAsync(store.Origin, 0, RequestSectors));
+            var snap = await ReadAsync(store.GetSnapshot("s"), 0, 2 * RequestSectors);
+            Assert.Equal(Pattern(0, 2 * RequestSectors, 1), snap);
+        }
+        finally
+        {
+            origin?.Release();
+            await store.CloseAsync().AsTask().WaitAsync(Watchdog);
+        }
+    }
+
+    /// <summary>Holds asynchronous reads that start below a sector (once armed) until released.</summary>
+    private sealed class HeldReadDevice(BlockDevice inner) : ForwardingDevice(inner)
+    {
+        private TaskCompletionSource? _reached;
+        private readonly TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private long _below = -1;
+        private int _toReach;
+
+        /// <summary>Arms the hold; the task completes once <paramref name="count"/> reads are held.</summary>
+        public Task HoldReadsBelow(long sector, int count)
+        {
+            _reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _toReach = count;
+            Volatile.Write(ref _below, sector);
+            return _reached.Task;
+        }
+
+        public void Release()
+        {
+            Volatile.Write(ref _below, -1);
+            _release.TrySetResult();
+        }
+
+        protected override async ValueTask ReadCoreAsync(long sector, Memory<byte> buffer, CancellationToken cancellationToken)
+        {
+            if (sector < Volatile.Read(ref _below))
+            {
+                if (Interlocked.Decrement(ref _toReach) == 0) _reached!.SetResult();
+                // Why we wait: the test holds the request's runs in their reads, before they queue copies; it releases them.
+                await _release.Task.ConfigureAwait(false);
+            }
+            Inner.Read(sector, buffer.Span);
         }
     }
 

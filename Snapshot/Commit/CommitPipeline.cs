@@ -78,10 +78,8 @@ internal sealed class CommitPipeline
     private long _rounds, _exceptions, _cowFlushes, _cowWriteBacks, _largest, _roundTicks, _failedRounds, _flushTicks, _commitTicks, _carriedRounds;
     private int _queuedToCompleter; // rounds handed to the completer and not yet completed (under _lock)
 
-    // Runs expected to queue their copies soon (see Expect), under _lock: those announced before the pump's current wait
-    // for them (_expectedOld, epochs below _expectEpoch) and those announced since (_expectedNew).
-    private long _expectEpoch;
-    private int _expectedOld, _expectedNew;
+    // Runs the pump waits for (Expect): the sum of Waited over the plugs of the round it is about to take, under _lock.
+    private int _waitingForRuns;
     private readonly AsyncAutoSignal _arrived = new(); // the pump's: the last run it waits for arrived
     private long _expectWaits;                         // statistics: rounds that waited for expected runs (under _lock)
 
@@ -114,11 +112,13 @@ internal sealed class CommitPipeline
     /// <summary>
     /// Queues every exception of <paramref name="items"/> marked <see cref="PendingException.Queued"/>, all into the same
     /// round and one unit (one copy's exceptions, one per snapshot, are committed together or not at all: a round is one
-    /// journal transaction unless it does not fit the log, and then it is cut between units). Never waits.
+    /// journal transaction unless it does not fit the log, and then it is cut between units). Never waits. The run that
+    /// copied them arrives here (<paramref name="run"/>, when it was announced), under the same lock: a round that takes
+    /// these copies waits for the request's other runs.
     /// </summary>
-    public void EnqueueMarked(List<PendingException> items)
+    public void EnqueueMarked(List<PendingException> items, RunTicket run = default)
     {
-        bool any = false;
+        bool any = false, wake;
         lock (_lock)
         {
             foreach (var pe in items)
@@ -127,47 +127,89 @@ internal sealed class CommitPipeline
                 AddLocked(pe);
                 any = true;
             }
-            if (any) _collecting.UnitEnds.Add(_collecting.Items.Count);
+            if (any)
+            {
+                _collecting.UnitEnds.Add(_collecting.Items.Count);
+                var plug = run.Plug;
+                if (plug is not null && plug.Round != _nextRound)
+                {
+                    plug.Round = _nextRound;
+                    _collecting.Plugs.Add(plug);
+                }
+            }
+            wake = ArrivedLocked(run);
         }
         if (any) _work.Set();
+        if (wake) _arrived.Set();
     }
 
     /// <summary>
-    /// Announces a run of an origin write whose copies are about to be queued (a run of a request cut into several runs
-    /// copied in parallel): the next round waits for it, so that one round takes every run of the request instead of
-    /// one round per run as they arrive (like a block layer's plug). Returns the epoch to pass to <see cref="Arrived"/>,
-    /// which the run must call exactly once: when its copies are queued, or before it waits for anything or gives up.
+    /// Begins an origin write cut into several runs copied in parallel; each run is then announced with
+    /// <see cref="Expect"/> before it starts. Like a block layer's plug: a round that holds copies of the request waits
+    /// for its runs announced so far and takes all their copies, one round for the request instead of one per run as
+    /// they arrive. A round that holds none of the request's copies does not wait for it.
+    /// </summary>
+    public RequestPlug BeginRequest() => new();
+
+    /// <summary>
+    /// Announces a run of <paramref name="plug"/>'s request whose copies are about to be queued. The ticket must reach
+    /// the pipeline exactly once: with the run's copies (<see cref="EnqueueMarked"/>), or through <see cref="Arrived"/>
+    /// before the run waits for anything or gives up.
     /// </summary>
     /// <remarks>
-    /// The pump waits only for runs announced before it started waiting, so a stream of new requests cannot hold a round
+    /// The pump waits only for runs announced before it started waiting, so a stream of new runs cannot hold a round
     /// back for longer than the runs already under way take to copy. A run must not wait for anything a round provides
-    /// (throttle room, another writer's exception, the I/O gate) before it has arrived: the pump would wait for it.
+    /// (throttle room, another writer's exception, the I/O gate) before it has arrived: the pump may wait for it.
     /// </remarks>
-    public long Expect()
+    public RunTicket Expect(RequestPlug plug)
     {
         lock (_lock)
         {
-            _expectedNew++;
-            return _expectEpoch;
+            plug.Announced++;
+            return new RunTicket(plug, plug.Epoch);
         }
     }
 
-    /// <summary>A run announced by <see cref="Expect"/> (with the epoch it returned) has queued its copies, or will not.</summary>
-    public void Arrived(long epoch)
+    /// <summary>An announced run (<paramref name="run"/>, its ticket) will not queue copies, or has queued them elsewhere.</summary>
+    public void Arrived(RunTicket run)
     {
-        bool wake = false;
-        lock (_lock)
-        {
-            if (epoch < _expectEpoch)
-            {
-                if (--_expectedOld == 0) wake = true;
-            }
-            else
-            {
-                _expectedNew--;
-            }
-        }
+        if (!run.Pending) return;
+        bool wake;
+        lock (_lock) wake = ArrivedLocked(run);
         if (wake) _arrived.Set();
+    }
+
+    /// <summary>Counts <paramref name="run"/> as arrived; true when it was the last run the pump waits for. Under <c>_lock</c>.</summary>
+    private bool ArrivedLocked(RunTicket run)
+    {
+        var plug = run.Plug;
+        if (plug is null) return false;
+        if (run.Epoch < plug.Epoch)
+        {
+            plug.Waited--;
+            return --_waitingForRuns == 0;
+        }
+        plug.Announced--;
+        return false;
+    }
+
+    /// <summary>
+    /// Before <paramref name="round"/> is taken: the runs it waits for, those announced so far by the requests it holds
+    /// copies of. True when there are any (the pump then waits until <c>_waitingForRuns</c> is 0). Under <c>_lock</c>.
+    /// </summary>
+    private bool WaitForRunsLocked(CommitRound round)
+    {
+        Debug.Assert(_waitingForRuns == 0, "the pump waits for one round's runs at a time");
+        foreach (var plug in round.Plugs)
+        {
+            if (plug.Announced == 0) continue;
+            Debug.Assert(plug.Waited == 0);
+            plug.Waited = plug.Announced;
+            plug.Announced = 0;
+            plug.Epoch++;
+            _waitingForRuns += plug.Waited;
+        }
+        return _waitingForRuns > 0;
     }
 
     /// <summary>Adds <paramref name="pe"/> to the round being gathered. Under <c>_lock</c>.</summary>
@@ -207,12 +249,9 @@ internal sealed class CommitPipeline
                 empty = _collecting.Items.Count == 0;
                 if (empty && _stopping && held is null) return;
                 round = _collecting;
-                if (!empty && !waitedForRuns && _expectedNew > 0 && _expectedOld == 0)
+                if (!empty && !waitedForRuns && WaitForRunsLocked(round))
                 {
-                    // Runs under way will queue their copies soon: this round waits for those announced so far.
-                    _expectedOld = _expectedNew;
-                    _expectedNew = 0;
-                    _expectEpoch++;
+                    // Runs of requests this round holds copies of will queue theirs soon: it waits for those announced so far.
                     _expectWaits++;
                     expecting = true;
                 }
@@ -225,13 +264,14 @@ internal sealed class CommitPipeline
             }
             if (expecting)
             {
-                // Why we wait: for the runs announced before now to queue their copies (Expect). Each arrives once its
-                // copies are written, or before it waits for anything itself, so this wait needs nothing the pump holds
-                // back. A held round's force waits with it: the round taken next rides it all the same.
+                // Why we wait: for the runs announced before now, of requests this round holds copies of, to queue theirs
+                // (Expect). Each arrives once its copies are written, or before it waits for anything itself, so this
+                // wait needs nothing the pump holds back. A held round's force waits with it: the round taken next rides
+                // it all the same.
                 while (true)
                 {
                     lock (_lock)
-                        if (_expectedOld == 0) break;
+                        if (_waitingForRuns == 0) break;
                     await _arrived.WaitAsync().ConfigureAwait(false);
                 }
                 waitedForRuns = true;

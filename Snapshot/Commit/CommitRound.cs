@@ -34,6 +34,12 @@ internal sealed class CommitRound
     /// <summary>The index in <see cref="Groups"/> of each exception of <see cref="Items"/> (after <see cref="GroupByFile"/>).</summary>
     public readonly List<int> GroupOf = new();
 
+    /// <summary>
+    /// While the round is gathered: the requests cut into runs that queued copies into it (each once). Before it is
+    /// taken, the round waits for their runs announced so far (<see cref="CommitPipeline.Expect"/>).
+    /// </summary>
+    public readonly List<RequestPlug> Plugs = new();
+
     /// <summary>Round number (1, 2, ...).</summary>
     public long Number;
 
@@ -83,6 +89,7 @@ internal sealed class CommitRound
         Items.Clear();
         UnitEnds.Clear();
         GroupOf.Clear();
+        Plugs.Clear();
         for (int i = 0; i < _groupCount; i++)
         {
             _groups[i].Items.Clear();

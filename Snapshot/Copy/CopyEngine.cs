@@ -111,8 +111,8 @@ internal sealed class CopyEngine
             // The plan's exceptions (every snapshot's copy of every chunk of the run) go into one round together: a
             // crash never finds one snapshot's copy of a chunk committed and another's not.
             for (int i = 0; i < pending.Count; i++) MarkForCommit(pending[i]);
-            _pipeline.EnqueueMarked(pending);
-            Arrive(plan);
+            _pipeline.EnqueueMarked(pending, plan.Expected);
+            plan.Expected = default;
             ArrayPool<byte>.Shared.Return(buffer);
             buffer = null;
             _completion.CopiesWritten(inFlight);
@@ -131,10 +131,9 @@ internal sealed class CopyEngine
     /// <summary>Reports <paramref name="plan"/>'s run to the commit pipeline as arrived, if it was expected (once).</summary>
     private void Arrive(CopyPlan plan)
     {
-        long epoch = plan.Expected;
-        if (epoch < 0) return;
-        plan.Expected = -1;
-        _pipeline.Arrived(epoch);
+        var run = plan.Expected;
+        plan.Expected = default;
+        _pipeline.Arrived(run);
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using Snapshot.Commit;
 using Snapshot.Exceptions;
 
 namespace Snapshot.Copy;
@@ -24,10 +25,10 @@ internal sealed class CopyPlan
     public int Slots;
 
     /// <summary>
-    /// The epoch of the commit pipeline's expectation of this run (<c>CommitPipeline.Expect</c>), or -1: the copy
-    /// engine reports the run as arrived once its copies are queued, or when the copy fails before that.
+    /// The run's ticket when it was announced to the commit pipeline (<c>CommitPipeline.Expect</c>), else none: the
+    /// copy engine hands it in with the copies it queues, or reports the run as arrived when the copy fails before that.
     /// </summary>
-    public long Expected = -1;
+    public RunTicket Expected;
 
     /// <summary>Chunks in the run.</summary>
     public int ChunkCount => (int)(LastChunk - FirstChunk + 1);
@@ -37,7 +38,7 @@ internal sealed class CopyPlan
         FirstChunk = LastChunk = 0;
         Pending.Clear();
         Slots = 0;
-        Expected = -1;
+        Expected = default;
     }
 
     /// <inheritdoc/>

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Journal;
 using Journal.Storage;
+using Snapshot.Commit;
 using Snapshot.Copy;
 using Snapshot.Diagnostics;
 using Snapshot.Exceptions;
@@ -291,8 +292,9 @@ internal sealed class DataPath : ICopyCompletion
             // The first runs (as many as go at once) are all announced before any starts, so that a round cannot take
             // the first run's copies before the others are announced (the caller may be preempted between starts).
             // Later runs are announced as each starts.
-            var announced = new long[(int)Math.Min(running.Capacity, last / runChunks - first / runChunks + 1)];
-            for (int i = 0; i < announced.Length; i++) announced[i] = _engine.Pipeline.Expect();
+            var plug = _engine.Pipeline.BeginRequest();
+            var announced = new RunTicket[(int)Math.Min(running.Capacity, last / runChunks - first / runChunks + 1)];
+            for (int i = 0; i < announced.Length; i++) announced[i] = _engine.Pipeline.Expect(plug);
             int started = 0;
             long s = sector;
             try
@@ -303,7 +305,7 @@ internal sealed class DataPath : ICopyCompletion
                     long runEnd = Math.Min(end, ((c / runChunks + 1) * runChunks) << _layout.ChunkShift);
                     int off = (int)((s - sector) << BlockDevice.SectorShift);
                     int len = (int)((runEnd - s) << BlockDevice.SectorShift);
-                    long expected = started < announced.Length ? announced[started] : _engine.Pipeline.Expect();
+                    var expected = started < announced.Length ? announced[started] : _engine.Pipeline.Expect(plug);
                     started++;
                     running.Add(StartRun((ulong)c, (ulong)((runEnd - 1) >> _layout.ChunkShift), s, data.Slice(off, len), fua, expected, cancellationToken));
                     if (running.Count == running.Capacity)
@@ -339,7 +341,7 @@ internal sealed class DataPath : ICopyCompletion
     /// <see cref="Snapshot.Commit.CommitPipeline.Expect"/>): a round then waits for the runs of the request under way and
     /// takes all their copies, one round for the request instead of one per run as each arrives.
     /// </remarks>
-    private Task StartRun(ulong first, ulong last, long sector, ReadOnlyMemory<byte> data, bool fua, long expected, CancellationToken cancellationToken)
+    private Task StartRun(ulong first, ulong last, long sector, ReadOnlyMemory<byte> data, bool fua, RunTicket expected, CancellationToken cancellationToken)
     {
         try
         {
@@ -430,14 +432,14 @@ internal sealed class DataPath : ICopyCompletion
     /// an unfinished merge's snapshot is flushed here (its COW file is not the origin).
     /// </param>
     /// <param name="expected">
-    /// The commit pipeline's epoch for this run when it was announced (<see cref="Snapshot.Commit.CommitPipeline.Expect"/>), else -1.
+    /// The run's ticket when it was announced to the commit pipeline (<see cref="Snapshot.Commit.CommitPipeline.Expect"/>), else none.
     /// The run then arrives exactly once, since the next round waits for it: its copy plan takes the expectation (the
     /// copy engine arrives once the copies are queued), or the run arrives itself before any wait (the throttle,
     /// another writer's exception, tracked reads, the I/O gate, an invalidation) and on every other way out.
     /// </param>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     internal async ValueTask WriteRunAsync(ulong first, ulong last, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken,
-        TaskCompletionSource? admitted, bool merge = false, bool fua = false, long expected = -1)
+        TaskCompletionSource? admitted, bool merge = false, bool fua = false, RunTicket expected = default)
     {
         try
         {
@@ -499,7 +501,7 @@ internal sealed class DataPath : ICopyCompletion
                                 admitted?.TrySetResult();
                                 // The plan takes the expectation: the copy engine reports the run once its copies are queued.
                                 plan!.Expected = expected;
-                                expected = -1;
+                                expected = default;
                                 // A copy once claimed runs to its end whatever the caller's token says; cancellation is
                                 // honoured at the waits, where nothing is held.
                                 if (deferred is not null)
@@ -547,12 +549,11 @@ internal sealed class DataPath : ICopyCompletion
         }
     }
 
-    /// <summary>Reports an announced run (<paramref name="expected"/> its epoch, -1 when none) as arrived, once.</summary>
-    private void Arrive(ref long expected)
+    /// <summary>Reports an announced run (<paramref name="expected"/> its ticket, none when not announced) as arrived, once.</summary>
+    private void Arrive(ref RunTicket expected)
     {
-        if (expected < 0) return;
         _engine.Pipeline.Arrived(expected);
-        expected = -1;
+        expected = default;
     }
 
     /// <summary>

@@ -21,8 +21,8 @@ namespace Snapshot;
 /// <param name="CarriedRounds">Rounds whose COW data was made durable by the previous round's log force: written back
 /// to the device before that force began, so its one device flush covered both (no COW flush of their own; their files
 /// are counted in <paramref name="CowWriteBacks"/>).</param>
-/// <param name="RunWaits">Rounds that first waited for the runs of origin writes under way (a request cut into runs
-/// copied in parallel announces them), so that one round took all their copies.</param>
+/// <param name="RunWaits">Rounds that first waited for the other runs of origin writes they held copies of (a request
+/// cut into runs copied in parallel announces them), so that one round took all their copies.</param>
 public sealed record CommitPipelineStatistics(string Committer, long Rounds, long Exceptions, long CowFlushes, long Transactions, long DurabilityWaits,
     long LargestRound, TimeSpan WaitTime, long FailedRounds, long CowWriteBacks, TimeSpan FlushTime, TimeSpan CommitTime, long CarriedRounds,
     long RunWaits)
