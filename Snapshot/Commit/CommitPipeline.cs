@@ -40,7 +40,7 @@ namespace Snapshot.Commit;
 /// <para>Locking: <c>_lock</c> (a leaf monitor) protects the queues, the stop flag, the round pool, the free durability slots, the count of rounds handed to the completer and the statistics;
 /// held for a few instructions, never across an await, and nothing is taken under it. Two loops live as long as the
 /// pipeline: the pump (steps 1 and 2, one round at a time) and the completer (step 3, rounds in order). Waits and why:
-/// the pump waits for work, for the runs of origin writes announced before it took a round (<see cref="Expect"/>: each
+/// the pump waits for work, for the runs announced before it took a round of the requests the round holds copies of (<see cref="Expect"/>: each
 /// arrives once its copies are queued or before it waits for anything a round provides, so this wait needs nothing the
 /// pump holds back), for a free durability slot (the oldest waiting round completes; it holds nothing anyone else
 /// needs; a held round's force is asked for before the pump waits for a slot, so every round holding one has had its

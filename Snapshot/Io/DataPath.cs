@@ -432,10 +432,11 @@ internal sealed class DataPath : ICopyCompletion
     /// an unfinished merge's snapshot is flushed here (its COW file is not the origin).
     /// </param>
     /// <param name="expected">
-    /// The run's ticket when it was announced to the commit pipeline (<see cref="Snapshot.Commit.CommitPipeline.Expect"/>), else none.
-    /// The run then arrives exactly once, since the next round waits for it: its copy plan takes the expectation (the
-    /// copy engine arrives once the copies are queued), or the run arrives itself before any wait (the throttle,
-    /// another writer's exception, tracked reads, the I/O gate, an invalidation) and on every other way out.
+    /// The run's ticket when it was announced to the commit pipeline (<see cref="Snapshot.Commit.CommitPipeline.Expect"/>),
+    /// else none. The run then arrives exactly once, since a round that holds copies of its request may wait for it: its
+    /// copy plan takes the ticket (the copy engine hands it in with the copies it queues), or the run arrives itself
+    /// before any wait (the throttle, another writer's exception, tracked reads, the I/O gate, an invalidation) and on
+    /// every other way out.
     /// </param>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     internal async ValueTask WriteRunAsync(ulong first, ulong last, long sector, ReadOnlyMemory<byte> data, CancellationToken cancellationToken,
