@@ -80,18 +80,11 @@ public sealed class RequestRoundTests
         // starts (its COW write is held): the second run finds that chunk pending and waits for it, the other runs
         // queue their copies. The round must not wait for the second run: the held copy is released only once the
         // other runs are committed, and the second run's wait ends only after that copy's own round.
-        HeldWriteDevice? cow = null;
-        var p = new TestDeviceProvider
-        {
-            Wrap = (path, d) => path.EndsWith(SnapshotStore.CowExtension, StringComparison.Ordinal) ? cow = new HeldWriteDevice(d) : d,
-        };
-        var store = await CreateMemoryStoreAsync(p, RequestSectors, Chunk);
+        var (store, cow) = await CreateWithSnapshotAsync(RequestSectors, SnapshotStore.CowExtension, d => new HeldWriteDevice(d));
         try
         {
-            await WriteAsync(store.Origin, 0, Pattern(0, RequestSectors, 1));
-            await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
             const long Contended = 64 + 5; // in the second run (chunks 64..127)
-            var held = cow!.HoldNextWrite();
+            var held = cow.HoldNextWrite();
             var other = WriteAsync(store.Origin, Contended * Chunk, Pattern(Contended * Chunk, Chunk, 3));
             await held.WaitAsync(Watchdog);
             var before = store.CommitStatistics;
@@ -121,17 +114,9 @@ public sealed class RequestRoundTests
     [Fact]
     public async Task Runs_blocked_on_the_gate_behind_a_snapshot_create_do_not_hold_back_the_round_it_waits_for()
     {
-        HeldWriteDevice? cow = null;
-        var p = new TestDeviceProvider
-        {
-            Wrap = (path, d) => path.EndsWith(SnapshotStore.CowExtension, StringComparison.Ordinal) ? cow = new HeldWriteDevice(d) : d,
-        };
-        var store = await CreateMemoryStoreAsync(p, 2 * RequestSectors, Chunk);
+        var (store, cowS) = await CreateWithSnapshotAsync(2 * RequestSectors, SnapshotStore.CowExtension, d => new HeldWriteDevice(d));
         try
         {
-            await WriteAsync(store.Origin, 0, Pattern(0, 2 * RequestSectors, 1));
-            await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
-            var cowS = cow!;
             const long Other = 300; // in the second MiB
             var held = cowS.HoldNextWrite();
             var other = WriteAsync(store.Origin, Other * Chunk, Pattern(Other * Chunk, Chunk, 3));
@@ -163,17 +148,10 @@ public sealed class RequestRoundTests
     [Fact]
     public async Task A_round_that_holds_none_of_a_requests_copies_does_not_wait_for_its_runs()
     {
-        HeldReadDevice? origin = null;
-        var p = new TestDeviceProvider
-        {
-            Wrap = (path, d) => path.EndsWith(SnapshotStore.OriginFileName, StringComparison.Ordinal) ? origin = new HeldReadDevice(d) : d,
-        };
-        var store = await CreateMemoryStoreAsync(p, 2 * RequestSectors, Chunk);
+        var (store, origin) = await CreateWithSnapshotAsync(2 * RequestSectors, SnapshotStore.OriginFileName, d => new HeldReadDevice(d));
         try
         {
-            await WriteAsync(store.Origin, 0, Pattern(0, 2 * RequestSectors, 1));
-            await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
-            var held = origin!.HoldReadsBelow(RequestSectors, count: RequestSectors / Chunk / 64);
+            var held = origin.HoldReadsBelow(RequestSectors, count: RequestSectors / Chunk / 64);
             var request = WriteAsync(store.Origin, 0, Pattern(0, RequestSectors, 2));
             await held.WaitAsync(Watchdog); // all four runs are in their origin reads
             var before = store.CommitStatistics;
@@ -193,9 +171,27 @@ public sealed class RequestRoundTests
         }
         finally
         {
-            origin?.Release();
+            origin.Release();
             await store.CloseAsync().AsTask().WaitAsync(Watchdog);
         }
+    }
+
+    /// <summary>
+    /// A store of <paramref name="sectors"/> origin sectors written with pattern 1, and snapshot "s" of it; the device
+    /// whose path ends with <paramref name="suffix"/> is wrapped by <paramref name="wrap"/> and returned.
+    /// </summary>
+    private static async Task<(SnapshotStore Store, T Device)> CreateWithSnapshotAsync<T>(int sectors, string suffix, Func<BlockDevice, T> wrap)
+        where T : BlockDevice
+    {
+        T? device = null;
+        var p = new TestDeviceProvider
+        {
+            Wrap = (path, d) => path.EndsWith(suffix, StringComparison.Ordinal) ? device = wrap(d) : d,
+        };
+        var store = await CreateMemoryStoreAsync(p, sectors, Chunk);
+        await WriteAsync(store.Origin, 0, Pattern(0, sectors, 1));
+        await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+        return (store, device ?? throw new InvalidOperationException($"no device ending with {suffix} was opened"));
     }
 
     /// <summary>Holds asynchronous reads that start below a sector (once armed) until released.</summary>
