@@ -143,6 +143,12 @@ internal sealed class CommitPipeline
         if (wake) _arrived.Set();
     }
 
+    /// <summary>Runs the pump is waiting for now (0 when it is not waiting for runs). For tests.</summary>
+    internal int RunsWaitedFor
+    {
+        get { lock (_lock) return _waitingForRuns; }
+    }
+
     /// <summary>
     /// Begins an origin write cut into several runs copied in parallel; each run is then announced with
     /// <see cref="Expect"/> before it starts. Like a block layer's plug: a round that holds copies of the request waits
