@@ -18,7 +18,10 @@ internal sealed class RequestPlug
     /// <summary>Advanced each time the pump begins to wait for this request's runs.</summary>
     internal long Epoch;
 
-    /// <summary>The rounds taken when a run of the request last queued copies: it is then in that round's plugs.</summary>
+    /// <summary>
+    /// The number of rounds taken when a run of the request last queued copies: the request is in the plugs of the round
+    /// gathered then (registered once per round).
+    /// </summary>
     internal long Round = -1;
 }
 
