@@ -64,7 +64,10 @@ public sealed class RequestPlugStressTests
             await Task.WhenAll(tasks).WaitAsync(Watchdog);
             await store.FlushAsync().AsTask().WaitAsync(Watchdog);
             Assert.Equal(0, store.Pipeline.RunsWaitedFor);
-            Assert.True(store.CommitStatistics.RunWaits > 0, "no round waited for runs: the mix did not exercise the plugs");
+            // Under a copy bound of one run, runs mostly wait for room, and arrive before they wait: rounds may then never
+            // wait for runs (in about one run in eight here). With the default bound they do, every time.
+            if (maxInFlight == StoreOptions.DefaultMaxInFlightCopies)
+                Assert.True(store.CommitStatistics.RunWaits > 0, "no round waited for runs: the mix did not exercise the plugs");
             Assert.Equal(Pattern(0, (int)OriginSectors, 1), await ReadAsync(store.GetSnapshot("s0"), 0, (int)OriginSectors));
         }
         finally
@@ -90,8 +93,13 @@ public sealed class RequestPlugStressTests
                 int sectors = 1024 + rnd.Next(3072);
                 long at = rnd.Next((int)(OriginSectors - sectors));
                 var data = Pattern(at, sectors, 2 + i);
-                // A write the close overtakes fails (the store is closed); that is the point, not an error here.
-                tasks.Add(Task.Run(async () => { try { await store.Origin.WriteAsync(at, data); } catch (Exception) { } }));
+                // A write the close overtakes fails with the store closed; that is the point, not an error here. Any
+                // other failure is.
+                tasks.Add(Task.Run(async () =>
+                {
+                    try { await store.Origin.WriteAsync(at, data); }
+                    catch (Exception e) when (e is JournalException or ObjectDisposedException or OperationCanceledException) { }
+                }));
             }
             await Task.Delay(rnd.Next(3));
             await store.CloseAsync().AsTask().WaitAsync(Watchdog);
@@ -105,11 +113,9 @@ public sealed class RequestPlugStressTests
     [InlineData(true)]
     public async Task Origin_reads_failing_in_the_middle_of_runs_leave_no_run_waited_for(bool deferWrites)
     {
-        var (store, origin) = await CreateWithFlakyOriginAsync(deferWrites);
+        var (store, origin) = await CreateWithSnapshotAsync((int)OriginSectors, SnapshotStore.OriginFileName, d => new FlakyReadDevice(d), deferWrites: deferWrites);
         try
         {
-            await WriteAsync(store.Origin, 0, Pattern(0, (int)OriginSectors, 1));
-            await store.CreateSnapshotAsync("s0").AsTask().WaitAsync(Watchdog);
             origin.Armed = true;
             var rnd = new Random(7);
             var tasks = new List<Task>();
@@ -138,17 +144,6 @@ public sealed class RequestPlugStressTests
         {
             await store.CloseAsync().AsTask().WaitAsync(Watchdog);
         }
-    }
-
-    private static async Task<(SnapshotStore Store, FlakyReadDevice Origin)> CreateWithFlakyOriginAsync(bool deferWrites)
-    {
-        FlakyReadDevice? origin = null;
-        var p = new TestDeviceProvider
-        {
-            Wrap = (path, d) => path.EndsWith(SnapshotStore.OriginFileName, StringComparison.Ordinal) ? origin = new FlakyReadDevice(d) : d,
-        };
-        var store = await CreateMemoryStoreAsync(p, OriginSectors, 8, deferWrites: deferWrites);
-        return (store, origin ?? throw new InvalidOperationException("the origin was not opened"));
     }
 
     /// <summary>Once armed, fails every third asynchronous read (after a yield, so that runs are under way).</summary>

@@ -176,24 +176,6 @@ public sealed class RequestRoundTests
         }
     }
 
-    /// <summary>
-    /// A store of <paramref name="sectors"/> origin sectors written with pattern 1, and snapshot "s" of it; the device
-    /// whose path ends with <paramref name="suffix"/> is wrapped by <paramref name="wrap"/> and returned.
-    /// </summary>
-    private static async Task<(SnapshotStore Store, T Device)> CreateWithSnapshotAsync<T>(int sectors, string suffix, Func<BlockDevice, T> wrap)
-        where T : BlockDevice
-    {
-        T? device = null;
-        var p = new TestDeviceProvider
-        {
-            Wrap = (path, d) => path.EndsWith(suffix, StringComparison.Ordinal) ? device = wrap(d) : d,
-        };
-        var store = await CreateMemoryStoreAsync(p, sectors, Chunk);
-        await WriteAsync(store.Origin, 0, Pattern(0, sectors, 1));
-        await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
-        return (store, device ?? throw new InvalidOperationException($"no device ending with {suffix} was opened"));
-    }
-
     /// <summary>Holds asynchronous reads that start below a sector (once armed) until released.</summary>
     private sealed class HeldReadDevice(BlockDevice inner) : ForwardingDevice(inner)
     {

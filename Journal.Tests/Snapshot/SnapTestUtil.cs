@@ -46,6 +46,25 @@ internal static class SnapTestUtil
         return await SnapshotStore.CreateAsync(Folder, o).AsTask().WaitAsync(Watchdog);
     }
 
+    /// <summary>
+    /// A memory store of <paramref name="sectors"/> origin sectors written with pattern 1, and snapshot "s" of it; the
+    /// device whose path ends with <paramref name="suffix"/> (the last one opened by then) is wrapped by
+    /// <paramref name="wrap"/> and returned.
+    /// </summary>
+    public static async Task<(SnapshotStore Store, T Device)> CreateWithSnapshotAsync<T>(int sectors, string suffix,
+        Func<global::Journal.Storage.BlockDevice, T> wrap, int chunkSectors = 8, bool deferWrites = false) where T : global::Journal.Storage.BlockDevice
+    {
+        T? device = null;
+        var p = new TestDeviceProvider
+        {
+            Wrap = (path, d) => path.EndsWith(suffix, StringComparison.Ordinal) ? device = wrap(d) : d,
+        };
+        var store = await CreateMemoryStoreAsync(p, sectors, chunkSectors, deferWrites: deferWrites);
+        await WriteAsync(store.Origin, 0, Pattern(0, sectors, 1));
+        await store.CreateSnapshotAsync("s").AsTask().WaitAsync(Watchdog);
+        return (store, device ?? throw new InvalidOperationException($"no device ending with {suffix} was opened"));
+    }
+
     public static Task<SnapshotStore> ReopenAsync(TestDeviceProvider p, int maxInFlight = StoreOptions.DefaultMaxInFlightCopies) =>
         SnapshotStore.OpenAsync(Folder, p.Options(new StoreOptions { MaxInFlightCopies = maxInFlight })).AsTask().WaitAsync(Watchdog);
 }
