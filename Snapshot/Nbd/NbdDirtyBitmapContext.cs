@@ -1,4 +1,5 @@
 using System.Buffers;
+using Journal;
 using Journal.Storage;
 using Snapshot.Changes;
 
@@ -11,9 +12,19 @@ namespace Snapshot.Nbd;
 /// (<see cref="SnapshotStore.GetChangedExtentsAsync"/>, cached while nothing it depends on changes), so its cost grows
 /// with the number of exceptions, not with the size of the volume; a range is found by binary search.
 /// </summary>
-/// <remarks>A snapshot deleted, invalidated or merged since the context was selected makes BLOCK_STATUS fail (the map's
-/// error), never answer "clean". Stateless apart from its name: safe for the concurrent requests of a connection.</remarks>
-internal sealed class NbdDirtyBitmapContext(string snapshot) : INbdMetaContext
+/// <remarks>
+/// <para>The context is bound to the snapshot <i>as selected</i> (its <see cref="SnapshotState"/>, which has a store-wide
+/// unique id), not to its name. A snapshot deleted, invalidated or merged since the context was selected makes
+/// BLOCK_STATUS fail (the map's error, or EINVAL naming the deleted snapshot), never answer "clean" — and so does a
+/// different snapshot created since under the same name: its changes are not the ones the client asked for.</para>
+/// <para>Why the check after the map is enough: the map is asked for by name, and names are unique among the snapshots in
+/// the list; a deleted snapshot never comes back. So if the selected snapshot is still in the list (not deleted) once the
+/// map is returned, it was in the list the whole time since it was selected, and the name the map resolved named it. The
+/// same holds for the snapshot export the map is taken against. <c>Deleted</c> is read under the store's state lock, for
+/// one field, nothing waits under it.</para>
+/// <para>Stateless apart from the snapshot it is bound to: safe for the concurrent requests of a connection.</para>
+/// </remarks>
+internal sealed class NbdDirtyBitmapContext(SnapshotState snapshot) : INbdMetaContext
 {
     /// <summary>The namespace and leaf prefix.</summary>
     public const string Prefix = "qemu:dirty-bitmap:";
@@ -21,8 +32,11 @@ internal sealed class NbdDirtyBitmapContext(string snapshot) : INbdMetaContext
     /// <summary>qemu's flag for a dirty extent.</summary>
     public const uint Dirty = 1;
 
-    /// <summary>The snapshot the bitmap counts changes from.</summary>
-    public string Snapshot { get; } = snapshot;
+    /// <summary>The snapshot the bitmap counts changes from, as it was when the context was offered.</summary>
+    internal SnapshotState State { get; } = snapshot;
+
+    /// <summary>The name of the snapshot the bitmap counts changes from.</summary>
+    public string Snapshot => State.Name;
 
     public string Name => Prefix + Snapshot;
 
@@ -30,8 +44,10 @@ internal sealed class NbdDirtyBitmapContext(string snapshot) : INbdMetaContext
 
     public async ValueTask<int> DescribeAsync(StoreVolume volume, long offset, uint length, (uint Length, uint Flags)[] extents, int max, CancellationToken cancellationToken)
     {
+        ThrowIfGone(volume); // a replaced snapshot's map is not computed at all
         // Why we wait: the map (from the cache, or computed: see ChangeTracker). The worker holds nothing of the store.
         var map = await volume.Store.GetChangedExtentsAsync(Snapshot, volume.IsOrigin ? null : volume.Name, cancellationToken).ConfigureAwait(false);
+        ThrowIfGone(volume); // the map named the selected snapshots only if they are still there (see the remarks)
         var stretches = ArrayPool<ChangeStretch>.Shared.Rent(max);
         try
         {
@@ -45,6 +61,33 @@ internal sealed class NbdDirtyBitmapContext(string snapshot) : INbdMetaContext
         }
     }
 
+    /// <summary>
+    /// Throws <see cref="JournalArgumentException"/> (EINVAL, as for a snapshot deleted without a successor) when the
+    /// selected snapshot, or the snapshot export's own snapshot, has been deleted or merged since the selection, whether
+    /// or not a snapshot of the same name exists now.
+    /// </summary>
+    private void ThrowIfGone(StoreVolume volume)
+    {
+        var store = volume.Store;
+        var export = (volume as SnapshotVolume)?.State;
+        bool selectedGone, exportGone;
+        lock (store.StateLock)
+        {
+            selectedGone = State.Deleted;
+            exportGone = export is not null && export.Deleted;
+        }
+        if (selectedGone) throw Gone(store, State);
+        if (exportGone) throw Gone(store, export!);
+    }
+
+    private static JournalArgumentException Gone(SnapshotStore store, SnapshotState st)
+    {
+        bool reused = store.Catalog.Snapshots.Any(s => s.Name == st.Name);
+        return new JournalArgumentException(reused
+            ? $"{st.CowPath}: no snapshot named '{st.Name}' as selected (id {st.Id}): it was deleted, and the snapshot of that name now is another one; select the context again"
+            : $"{st.CowPath}: no snapshot named '{st.Name}' (it was deleted)");
+    }
+
     /// <inheritdoc/>
-    public override string ToString() => $"NbdDirtyBitmapContext({Name})";
+    public override string ToString() => $"NbdDirtyBitmapContext({Name}, id {State.Id})";
 }

@@ -64,10 +64,16 @@ internal static class NbdMetaContexts
     public static IReadOnlyList<INbdMetaContext> For(StoreVolume volume)
     {
         var list = new List<INbdMetaContext> { BaseAllocationContext.Instance };
-        foreach (var s in volume.Store.GetStatus().Snapshots) // creation order: the ones before B are older
+        var store = volume.Store;
+        // Each bitmap is bound to the snapshot itself, not its name (NbdDirtyBitmapContext). The state lock is held to
+        // read the list and each snapshot's validity together: in-memory work, nothing waits under it.
+        lock (store.StateLock)
         {
-            if (!volume.IsOrigin && s.Name == volume.Name) break;
-            if (s.IsValid && !s.Merging) list.Add(new NbdDirtyBitmapContext(s.Name));
+            foreach (var s in store.Catalog.SnapshotsUnsafe) // creation order: the ones before B are older
+            {
+                if (!volume.IsOrigin && s.Name == volume.Name) break;
+                if (s.IsValid && !s.Merging) list.Add(new NbdDirtyBitmapContext(s));
+            }
         }
         return list;
     }
