@@ -43,6 +43,9 @@ internal static partial class NativeFile
     [LibraryImport("libc", EntryPoint = "statvfs", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static unsafe partial int StatVfs(string path, byte* buffer);
 
+    [LibraryImport("libc", EntryPoint = "fstatvfs", SetLastError = true)]
+    private static unsafe partial int FStatVfs(int fd, byte* buffer);
+
     [LibraryImport("libc", EntryPoint = "access", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int Access(string path, int mode);
 
@@ -65,7 +68,8 @@ internal static partial class NativeFile
 
     private const int AT_FDCWD = -100;
     private const uint STATX_TYPE = 0x1, STATX_INO = 0x100;
-    private const int FALLOC_FL_KEEP_SIZE = 1;
+    private const int FALLOC_FL_KEEP_SIZE = 1, FALLOC_FL_PUNCH_HOLE = 2;
+    private const uint STATX_SIZE = 0x200, STATX_BLOCKS = 0x400;
     private const ulong ST_RDONLY = 1;
 
     /// <summary>What a path names, from <c>statx</c> (following symbolic links).</summary>
@@ -116,7 +120,7 @@ internal static partial class NativeFile
     /// FALLOC_FL_KEEP_SIZE): later writes and growth inside it cannot fail for lack of space. Returns 0, ENOSPC,
     /// EOPNOTSUPP (the file system cannot), or another errno. Off Linux: EOPNOTSUPP.
     /// </summary>
-    internal static int Reserve(SafeFileHandle handle, long bytes)
+    internal static unsafe int Reserve(SafeFileHandle handle, long bytes)
     {
         if (!IsLinux) return EOPNOTSUPP;
         bool added = false;
@@ -124,11 +128,33 @@ internal static partial class NativeFile
         {
             handle.DangerousAddRef(ref added);
             int fd = (int)handle.DangerousGetHandle();
+            // Short of space, fallocate fails only after taking the blocks it could (ext4 keeps them): a reservation
+            // that cannot be had must take nothing, or merely opening a store would fill the file system. So it is not
+            // tried when the free space is plainly short, and a failed one gives back what it took past the file's end
+            // (a reservation lies past it: the file's own blocks are written data).
+            byte* buf = stackalloc byte[256];
+            long size = -1;
+            if (StatX(fd, "", AT_EMPTY_PATH, STATX_SIZE | STATX_BLOCKS, buf) == 0)
+            {
+                size = *(long*)(buf + 40);
+                long allocated = *(long*)(buf + 48) * 512;
+                if (FStatVfs(fd, buf) == 0)
+                {
+                    ulong free = *(ulong*)(buf + 8) * *(ulong*)(buf + 32);
+                    if (bytes - allocated > 0 && (ulong)(bytes - allocated) > free) return ENOSPC;
+                }
+            }
             while (true)
             {
                 if (FAllocate(fd, FALLOC_FL_KEEP_SIZE, 0, bytes) == 0) return 0;
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno != EINTR) return errno;
+                if (errno == EINTR) continue;
+                if (size >= 0 && bytes > size)
+                {
+                    while (FAllocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, size, bytes - size) != 0
+                        && Marshal.GetLastPInvokeError() == EINTR) { }
+                }
+                return errno;
             }
         }
         finally

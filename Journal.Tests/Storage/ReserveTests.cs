@@ -1,0 +1,56 @@
+using Journal.Storage;
+using Journal.Tests.Campaign;
+using Snapshot;
+
+namespace Journal.Tests.Storage;
+
+/// <summary>
+/// A reservation the file system cannot give takes nothing: a failed fallocate keeps the blocks it took (ext4), so
+/// an open that reserves a COW file's space again, or a reservation asked of a nearly full file system, must leave
+/// the free space as it found it.
+/// </summary>
+public sealed class ReserveTests
+{
+    /// <summary>Slack for the file system's own metadata between two readings of the free space.</summary>
+    private const long Slack = 1 << 20;
+
+    [Fact]
+    public async Task A_reservation_larger_than_the_free_space_fails_as_device_full_and_takes_nothing()
+    {
+        using var fs = await LoopMountedFileSystem.CreateAsync(megabytes: 32);
+        string path = Path.Combine(fs.MountPoint, "dev");
+        using var dev = FileBlockDevice.Create(path, 2048);
+        long before = fs.AvailableBytes;
+        long asked = (before + (8L << 20)) / 512;
+        var e = Assert.Throws<DeviceFullException>(() => dev.Reserve(asked));
+        Assert.Contains(path, e.Message);
+        Assert.True(fs.AvailableBytes >= before - Slack, $"free space fell from {before} to {fs.AvailableBytes} bytes");
+        // What fits is still reserved.
+        Assert.True(dev.Reserve(8192)); // 4 MiB: 3 MiB past the file's 1 MiB
+        Assert.True(fs.AvailableBytes < before - (1L << 20), "a reservation that fits took no space");
+    }
+
+    [Fact]
+    public async Task Opening_a_copied_store_whose_COW_reservation_does_not_fit_leaves_the_free_space_alone()
+    {
+        using var fs = await LoopMountedFileSystem.CreateAsync(megabytes: 96);
+        string original = Path.Combine(fs.MountPoint, "st");
+        await using (var store = await SnapshotStore.CreateAsync(original, new StoreOptions { OriginSectors = 16384, LogBlocks = 2048 }))
+        {
+            await store.CreateSnapshotAsync("s1", new SnapshotOptions { CowSectors = 40L << 11 });
+            await store.Origin.WriteAsync(0, new byte[65536]);
+        }
+        // A copy holds the files' data but not the blocks reserved past their ends; there is no room for 40 MiB more.
+        string copy = Path.Combine(fs.MountPoint, "st2");
+        Directory.CreateDirectory(copy);
+        foreach (var f in Directory.GetFiles(original)) File.Copy(f, Path.Combine(copy, Path.GetFileName(f)));
+        long before = fs.AvailableBytes;
+        Assert.True(before < 40L << 20, $"the test needs less than 40 MiB free, has {before}");
+        await using (var store = await SnapshotStore.OpenAsync(copy))
+        {
+            Assert.True(fs.AvailableBytes >= before - Slack, $"open took {before - fs.AvailableBytes} bytes of {before} free");
+            Assert.True(store.GetStatus().Snapshots.Single().IsValid);
+        }
+        Assert.True(fs.AvailableBytes >= before - Slack, $"free space fell from {before} to {fs.AvailableBytes} bytes");
+    }
+}
