@@ -427,6 +427,7 @@ internal sealed class NbdConnection
                 {
                     r.Extents.Clear();
                     r.Fail(NbdProtocol.EINVAL, "BLOCK_STATUS at the end of the export");
+                    LogFailure(r);
                     return;
                 }
                 extents[0] = (one, 0);
