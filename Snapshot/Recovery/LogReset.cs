@@ -64,6 +64,8 @@ public static class LogReset
         string sbPath = Path.Combine(folder, SnapshotStore.SuperblockFileName);
         string logPath = Path.Combine(folder, SnapshotStore.JournalFileName);
         if (!provider.Exists(sbPath)) throw new StoreNotFoundException(folder, sbPath);
+        RefuseSymbolicLink(sbPath);
+        RefuseSymbolicLink(logPath);
         using var folderLock = write ? provider.Lock(folder) : null;
         using var sbDev = provider.Open(sbPath);
 
@@ -84,12 +86,12 @@ public static class LogReset
             if (!provider.Exists(logPath)) unreadable = $"{logPath}: missing";
             else
             {
-                logDev = provider.Open(logPath);
+                logDev = OpenLog(provider, logPath);
                 log = JournalRecovery.Scan(StoreRecovery.RegionOf(logDev));
                 StoreLogItems.Validate(log, sb);
             }
         }
-        catch (JournalException e)
+        catch (JournalException e) when (e is not RefusedLogException)
         {
             log = null;
             unreadable = e.Message;
@@ -242,6 +244,39 @@ public static class LogReset
             // written is left as it is (the store never reads an invalid snapshot's COW file).
         }
     }
+
+    /// <summary>
+    /// Refuses a store file that is a symbolic link: a reset rewrites the log (and may rewrite <c>store.sb</c>), and must
+    /// never write through a link into a file the store did not make.
+    /// </summary>
+    private static void RefuseSymbolicLink(string path)
+    {
+        if (new FileInfo(path).LinkTarget is { } target)
+            throw new DeviceOpenException(path, DeviceOpenError.NotRegularFile,
+                $"is a symbolic link (to {target}); a reset rewrites only the store's own files, so nothing was changed");
+    }
+
+    /// <summary>
+    /// Opens the journal for reading and writing. A log that cannot be opened (permission denied, in use, not a regular
+    /// file) is refused before anything is written: it is not an unreadable log, and treating it as one would mark
+    /// every snapshot invalid and then fail to rewrite it.
+    /// </summary>
+    private static BlockDevice OpenLog(IDeviceProvider provider, string logPath)
+    {
+        try
+        {
+            return provider.Open(logPath);
+        }
+        catch (DeviceOpenException e) when (e.Error is not (DeviceOpenError.Missing or DeviceOpenError.BadLength))
+        {
+            throw new RefusedLogException(logPath, e.Error == DeviceOpenError.Other ? DeviceOpenError.AccessDenied : e.Error,
+                $"cannot be opened for reading and writing ({e.Message[(logPath.Length + 2)..]}); a reset rewrites it, so nothing was changed", e);
+        }
+    }
+
+    /// <summary>A log <see cref="OpenLog"/> could not open: the reset is refused (a log that is merely unreadable is not).</summary>
+    private sealed class RefusedLogException(string path, DeviceOpenError error, string problem, Exception inner)
+        : DeviceOpenException(path, error, problem, inner);
 
     /// <summary>The journal device, recreated at <paramref name="sectors"/> when it is missing or too small.</summary>
     private static BlockDevice RecreateIfNeeded(IDeviceProvider provider, string logPath, BlockDevice? logDev, long sectors)
