@@ -546,7 +546,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
                     {
                         _catalog.DisposeSnapshotStores();
                         foreach (var s in snaps)
-                            if (s.Kind == SnapshotKind.Transient) _catalog.RemoveOwnCowFile(s.CowPath, s.Id, allowDamaged: false);
+                            if (s.Kind == SnapshotKind.Transient) _catalog.RemoveOwnCowFile(s.CowPath, s.Id, allowDamaged: false, CowHeader.KindTransient);
                         _origin.Dispose();
                         _logDevice.Dispose();
                         _sbDevice.Dispose();

@@ -150,7 +150,7 @@ internal sealed class SnapshotCatalog
             {
                 // Case 11 (StoreRecovery, docs/snapshot.md): a transient snapshot's exceptions were only in memory: after
                 // a close (or crash) it has no contents.
-                RemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: false);
+                RemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: false, CowHeader.KindTransient);
                 if (st.IsValid)
                 {
                     st.InvalidCode = InvalidReasonCode.TransientLost;
@@ -304,12 +304,16 @@ internal sealed class SnapshotCatalog
     /// Removes the COW file of snapshot <paramref name="snapshotId"/> only if this store made it: its header carries this
     /// store's id and that snapshot id. With <paramref name="allowDamaged"/> (an explicit delete of a snapshot the
     /// superblock lists) a file with no good header at all is removed too; a file whose header names another store or
-    /// another snapshot never is. Returns true when the file is gone.
+    /// another snapshot never is. With <paramref name="kind"/> (a transient snapshot's file, removed because its contents
+    /// were only in memory) the header must also say that kind: a superblock that calls a persistent snapshot's file
+    /// transient does not get it removed. Returns true when the file is gone.
     /// </summary>
-    public bool RemoveOwnCowFile(string path, ulong snapshotId, bool allowDamaged)
+    public bool RemoveOwnCowFile(string path, ulong snapshotId, bool allowDamaged, uint? kind = null)
     {
         if (!_store.Provider.Exists(path)) return true;
-        bool remove = ReadCowIdentity(path) is { } id ? id.StoreId == StoreId && id.SnapshotId == snapshotId : allowDamaged;
+        bool remove = ReadCowIdentity(path) is { } id
+            ? id.StoreId == StoreId && id.SnapshotId == snapshotId && (kind is null || id.Kind == kind)
+            : allowDamaged;
         if (remove) _store.Provider.Delete(path);
         return remove;
     }

@@ -1,0 +1,43 @@
+using Journal.Storage;
+using Journal.Tests.Tools;
+using Snapshot;
+using Snapshot.Format;
+
+namespace Journal.Tests.Snapshot;
+
+/// <summary>
+/// A superblock that passes its checksums but says something its files contradict must not cost a file: the store
+/// removes a transient snapshot's COW file at open (its contents were only in memory), but only a file whose own
+/// header says it is transient.
+/// </summary>
+public sealed class CraftedSuperblockTests
+{
+    [Fact]
+    public async Task A_superblock_that_calls_a_persistent_snapshot_transient_does_not_get_its_COW_file_removed()
+    {
+        using var dir = new TempFolder();
+        string folder = dir["store"];
+        await using (var store = await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 2048, LogBlocks = 2048 }))
+        {
+            await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)7, 4096).ToArray());
+            await store.CreateSnapshotAsync("s");
+            await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)9, 4096).ToArray());
+        }
+        string cow = Path.Combine(folder, "s.cow");
+        var cowBytes = File.ReadAllBytes(cow);
+        using (var sbDev = FileBlockDevice.Open(Path.Combine(folder, SnapshotStore.SuperblockFileName)))
+        {
+            var sb = Superblock.Read(sbDev);
+            var rec = Assert.Single(sb.Snapshots);
+            (sb with { Generation = sb.Generation + 1, Snapshots = [rec with { Kind = SnapshotKindCode.Transient }] }).Write(sbDev);
+        }
+
+        await using (var store = await SnapshotStore.OpenAsync(folder))
+        {
+            var status = Assert.Single(store.GetStatus().Snapshots);
+            Assert.False(status.IsValid);
+        }
+        Assert.True(File.Exists(cow), "the persistent snapshot's COW file was removed");
+        Assert.Equal(cowBytes, File.ReadAllBytes(cow));
+    }
+}
