@@ -623,6 +623,9 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
     /// <summary>Same as <see cref="CloseAsync"/>.</summary>
     public ValueTask DisposeAsync() => CloseAsync();
 
+    /// <summary>Whether the store is closed (set by a close once it holds the gate exclusively).</summary>
+    internal bool IsClosed => Volatile.Read(ref _closed) != 0;
+
     internal void ThrowIfClosed()
     {
         if (Volatile.Read(ref _closed) != 0) throw new JournalException($"{Folder}: store is closed");

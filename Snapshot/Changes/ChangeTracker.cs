@@ -149,6 +149,12 @@ internal sealed class ChangeTracker
         if (st.WrittenDurable) return;
         // Why we wait: a snapshot create, delete or merge holds the gate; the superblock commit needs it held (shared).
         await _store.Gate.EnterSharedAsync().ConfigureAwait(false);
+        if (_store.IsClosed)
+        {
+            // A close held the gate while we waited: its devices are gone.
+            _store.Gate.ExitShared();
+            _store.ThrowIfClosed();
+        }
         try
         {
             TaskCompletionSource? mine = null;

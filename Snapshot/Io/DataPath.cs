@@ -236,7 +236,7 @@ internal sealed class DataPath : ICopyCompletion
         }
         if (Volatile.Read(ref _lostCount) > 0) ThrowIfLost(firstChunk, lastChunk);
         // Inside the gate, so that a merge (which holds it exclusively) never runs under a read.
-        await _gate.EnterSharedAsync().ConfigureAwait(false);
+        await EnterOpenAsync().ConfigureAwait(false);
         try
         {
             var m = _catalog.MergingUnsafe;
@@ -467,6 +467,7 @@ internal sealed class DataPath : ICopyCompletion
                     ValueTask enter = _gate.EnterSharedAsync();
                     if (!enter.IsCompleted) Arrive(ref expected); // waiting for a snapshot operation, which waits for rounds
                     await enter.ConfigureAwait(false);
+                    LeaveIfClosed();
                 }
                 bool handedOff = false; // the gate's shared hold went to a deferred write's completion
                 try
@@ -548,6 +549,26 @@ internal sealed class DataPath : ICopyCompletion
             // Any other way out (an error, a cancelled wait) before the copies were queued.
             Arrive(ref expected);
         }
+    }
+
+    /// <summary>
+    /// Enters the I/O gate shared for a request. A close holds the gate exclusively while it disposes the store's
+    /// devices, so a request that waited behind it finds the store closed once in: it leaves the gate and fails with
+    /// the store's "closed" error instead of touching the disposed devices.
+    /// </summary>
+    private async ValueTask EnterOpenAsync()
+    {
+        // Why we wait: a snapshot create, delete, merge or close holds the gate; each finishes on its own I/O.
+        await _gate.EnterSharedAsync().ConfigureAwait(false);
+        LeaveIfClosed();
+    }
+
+    /// <summary>Leaves the gate (held shared) and throws when the store was closed while the caller waited for it.</summary>
+    private void LeaveIfClosed()
+    {
+        if (!_store.IsClosed) return;
+        _gate.ExitShared();
+        _store.ThrowIfClosed();
     }
 
     /// <summary>Reports an announced run (<paramref name="expected"/> its ticket, none when not announced) as arrived, once.</summary>
@@ -1094,7 +1115,7 @@ internal sealed class DataPath : ICopyCompletion
                 wait = null;
             }
             _store.ThrowIfClosed();
-            await _gate.EnterSharedAsync().ConfigureAwait(false);
+            await EnterOpenAsync().ConfigureAwait(false);
             try
             {
                 ulong newChunk = 0;
@@ -1156,7 +1177,7 @@ internal sealed class DataPath : ICopyCompletion
             wantSlots = 0;
             wait = null;
             _store.ThrowIfClosed();
-            await _gate.EnterSharedAsync().ConfigureAwait(false);
+            await EnterOpenAsync().ConfigureAwait(false);
             try
             {
                 PendingException? pe = null;
