@@ -29,7 +29,8 @@ internal sealed class NbdHarness : IAsyncDisposable
 
     public static async Task<NbdHarness> StartAsync(long originBytes = 16 << 20, int chunkBytes = 4096, bool readOnly = false,
         int maxRequestsInFlight = NbdServerOptions.DefaultMaxRequestsInFlight, long maxBytesInFlight = NbdServerOptions.DefaultMaxBytesInFlight,
-        int maxConnections = 256, Journal.Tests.Snapshot.TestDeviceProvider? devices = null)
+        int maxConnections = 256, Journal.Tests.Snapshot.TestDeviceProvider? devices = null,
+        long maxServerBytesInFlight = NbdServerOptions.DefaultMaxServerBytesInFlight, TimeSpan? stalledClientTimeout = null)
     {
         var folder = new TempFolder();
         var log = new CollectingLoggerProvider();
@@ -45,6 +46,8 @@ internal sealed class NbdHarness : IAsyncDisposable
             MaxRequestsInFlight = maxRequestsInFlight,
             MaxBytesInFlight = maxBytesInFlight,
             MaxConnections = maxConnections,
+            MaxServerBytesInFlight = maxServerBytesInFlight,
+            StalledClientTimeout = stalledClientTimeout ?? TimeSpan.FromSeconds(30),
             ShutdownGrace = TimeSpan.FromSeconds(2),
             LoggerFactory = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Debug).AddProvider(log)),
         });

@@ -253,11 +253,15 @@ internal sealed class NbdConnection
 
             uint error = Check(export, type, flags, offset, length, out string? message);
             bool payload = type == NbdProtocol.CmdWrite;
-            long charge = error == 0 && type is NbdProtocol.CmdRead or NbdProtocol.CmdWrite ? length : 0;
+            // Charged: the size of the buffer the request gets (a READ's for its data, a WRITE's for its payload).
+            long charge = error == 0 && type is NbdProtocol.CmdRead or NbdProtocol.CmdWrite ? NbdBufferPool.ClassBytes(length) : 0;
             // Why we wait: the connection is at its in-flight bound; until its replies go out the socket is not read.
-            if (!await Budget.AcquireAsync(charge, _stopRequested).ConfigureAwait(false))
+            if (!await Budget.AcquireAsync(charge, _stopRequested).ConfigureAwait(false)) return _stopReason ?? "stopped";
+            // Why we wait: the server is at its byte bound for all connections; room comes back as others' replies go
+            // out. Held: this connection's own request slot, nothing another connection needs (NbdServerBudget).
+            if (charge > 0 && !await _server.Room.AcquireAsync(charge, ct).ConfigureAwait(false))
             {
-                if (payload) return _stopReason ?? "stopped";
+                Budget.Release(charge);
                 return _stopReason ?? "stopped";
             }
             var r = RentRequest();
@@ -275,7 +279,9 @@ internal sealed class NbdConnection
                     if (error == 0)
                     {
                         r.Buffer = _server.Buffers.Rent((int)length);
+                        Volatile.Write(ref _payloadSince, Environment.TickCount64);
                         complete = await ReceiveAsync(r.Buffer.AsMemory(NbdBufferPool.Headroom, (int)length), ct).ConfigureAwait(false) == length;
+                        Volatile.Write(ref _payloadSince, 0);
                     }
                     else
                     {
@@ -489,11 +495,55 @@ internal sealed class NbdConnection
         long charged = r.Charged;
         r.Reset();
         lock (_free) _free.Push(r);
+        _server.Room.Release(charged);
         Budget.Release(charged);
         lock (_drainLock)
         {
             if (_drained is not null && Budget.Requests == 0) _drained.TrySetResult();
         }
+    }
+
+    /// <summary>
+    /// A WRITE's data has been written (or failed): its buffer and bytes are given back now, before its reply is queued,
+    /// so a client that does not read its replies holds no write data. The request itself stays in flight until its
+    /// reply is sent.
+    /// </summary>
+    internal void PayloadDone(NbdRequest r)
+    {
+        if (r.Buffer is { } b) _server.Buffers.Return(b);
+        r.Buffer = null;
+        long charged = r.Charged;
+        r.Charged = 0;
+        _server.Room.Release(charged);
+        Budget.ReleaseBytes(charged);
+    }
+
+    // Since when (Environment.TickCount64) the reader has been receiving a WRITE's payload; 0 when it is not.
+    private long _payloadSince;
+
+    /// <summary>
+    /// How long the client has been holding up this connection's buffers: the longer of the send under way (a reply it
+    /// does not take) and the WRITE payload being received (data it does not send); zero when neither.
+    /// </summary>
+    internal TimeSpan StalledFor()
+    {
+        long now = Environment.TickCount64;
+        long since = Math.Min(Since(Sender.SendingSince), Since(Volatile.Read(ref _payloadSince)));
+        return since == long.MaxValue ? TimeSpan.Zero : TimeSpan.FromMilliseconds(now - since);
+
+        static long Since(long t) => t == 0 ? long.MaxValue : t;
+    }
+
+    /// <summary>
+    /// Disconnects the client now without waiting (it held buffer room too long): stops reading and closes the socket,
+    /// so its replies are dropped and its buffers given back as its requests finish. False if it was already done.
+    /// </summary>
+    internal bool Disconnect(string reason)
+    {
+        if (Interlocked.Exchange(ref _aborted, 1) != 0) return false;
+        StopReading(reason);
+        CloseSocket();
+        return true;
     }
 
     /// <summary>The sender could not write to the socket: the client is gone; replies from now on are dropped.</summary>

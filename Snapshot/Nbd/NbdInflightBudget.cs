@@ -15,6 +15,8 @@ namespace Snapshot.Nbd;
 /// holding only their own request's range lock, and the sender needs only the socket. So a client that pushes requests
 /// faster than it reads replies (or never reads them) stalls only itself, with at most its bound of memory, while every
 /// other client and the store's snapshot create, delete and merge go on.</para>
+/// <para>The server's own bound on all connections' bytes together (<see cref="NbdServerBudget"/>) is taken after this
+/// one, with the same rule.</para>
 /// <para>A request of the largest size (<see cref="NbdServerOptions.MaxRequestBytes"/>) always fits an empty budget
 /// (the options require it), so the reader always makes progress once its earlier requests are answered.</para>
 /// <para>Locking: <c>_lock</c> protects the counters; held for a few instructions; nothing waits under it.</para>
@@ -41,6 +43,9 @@ internal sealed class NbdInflightBudget
 
     /// <summary>The byte bound.</summary>
     public long MaxBytes { get; }
+
+    /// <summary>Payload bytes in flight now.</summary>
+    public long Bytes { get { lock (_lock) return _bytes; } }
 
     /// <summary>Requests in flight now.</summary>
     public int Requests { get { lock (_lock) return _requests; } }
@@ -89,6 +94,22 @@ internal sealed class NbdInflightBudget
         lock (_lock)
         {
             _requests--;
+            _bytes -= bytes;
+            wake = _readerWaiting;
+            _readerWaiting = false;
+        }
+        if (wake) _readerSignal.Set();
+    }
+
+    /// <summary>
+    /// Gives back <paramref name="bytes"/> of a request that stays in flight (a WRITE whose data is written and whose
+    /// buffer is returned before its reply is sent); wakes the reader if it waits.
+    /// </summary>
+    public void ReleaseBytes(long bytes)
+    {
+        bool wake;
+        lock (_lock)
+        {
             _bytes -= bytes;
             wake = _readerWaiting;
             _readerWaiting = false;

@@ -67,6 +67,10 @@ internal static partial class NbdLog
         Message = "export {Export}: disconnecting {Count} connections ({Reason})")]
     public static partial void Disconnecting(ILogger logger, string export, int count, string reason);
 
+    [LoggerMessage(EventId = NbdEventIds.StalledClientDisconnected, EventName = "StalledClientDisconnected", Level = LogLevel.Warning,
+        Message = "connection #{Id}: disconnecting: its client took no reply and sent no data for {Seconds} s while other connections waited for buffer room ({Bytes} bytes held)")]
+    public static partial void StalledClient(ILogger logger, long id, double seconds, long bytes);
+
     [LoggerMessage(EventId = NbdEventIds.InternalError, EventName = "InternalError", Level = LogLevel.Error,
         Message = "connection #{Id}: internal error: {Type}: {Message}")]
     public static partial void InternalError(ILogger logger, long id, string type, string message);
@@ -122,4 +126,10 @@ public static class NbdEventIds
 
     /// <summary>Error: a request failed in a way the server does not expect; the connection is closed.</summary>
     public const int InternalError = 2115;
+
+    /// <summary>
+    /// Warning: a connection was disconnected because it held buffer room other connections waited for and its client had
+    /// taken no reply (or sent no WRITE data) for <see cref="NbdServerOptions.StalledClientTimeout"/>.
+    /// </summary>
+    public const int StalledClientDisconnected = 2116;
 }

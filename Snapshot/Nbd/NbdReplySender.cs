@@ -192,14 +192,22 @@ internal sealed class NbdReplySender
         await SendAsync(b.AsMemory(start, NbdBufferPool.Headroom - start + (int)r.Length)).ConfigureAwait(false);
     }
 
+    // Since when (Environment.TickCount64) a send has been under way; 0 when none is.
+    private long _sendingSince;
+
+    /// <summary>When the send under way started (<see cref="Environment.TickCount64"/>), or 0 when none is.</summary>
+    public long SendingSince => Volatile.Read(ref _sendingSince);
+
     private async ValueTask SendAsync(ReadOnlyMemory<byte> data)
     {
         if (Broken) return;
+        Volatile.Write(ref _sendingSince, Environment.TickCount64);
         try
         {
             while (data.Length > 0)
             {
-                // Why we wait: the client reads slowly (or not at all); only this connection waits.
+                // Why we wait: the client reads slowly (or not at all); only this connection waits (and, past the
+                // server's stalled-client timeout while others wait for buffer room, it is disconnected).
                 int n = await _socket.SendAsync(data, SocketFlags.None).ConfigureAwait(false);
                 data = data[n..];
             }
@@ -213,6 +221,10 @@ internal sealed class NbdReplySender
                 _broken = true;
             }
             if (first) _connection.OnSendFailed(e);
+        }
+        finally
+        {
+            Volatile.Write(ref _sendingSince, 0);
         }
     }
 

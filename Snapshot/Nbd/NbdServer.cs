@@ -42,6 +42,7 @@ public sealed class NbdServer : IAsyncDisposable
     private long _nextId;
     private long _accepted;
     private long _refused;
+    private long _stalledDisconnects;
     private bool _stopping;
     private Task? _stopped;
 
@@ -51,8 +52,11 @@ public sealed class NbdServer : IAsyncDisposable
         Options = options;
         Logger = options.LoggerFactory.CreateLogger("nbd");
         Registry = new NbdExportRegistry(store, options.ReadOnly);
-        long retained = Math.Clamp(options.MaxBytesInFlight * 2, 64L << 20, 512L << 20);
+        // The pool keeps at most what the server may have in flight (and at most 512 MiB): arrays past it go back to the
+        // garbage collector when their requests end.
+        long retained = Math.Min(Math.Clamp(options.MaxBytesInFlight * 2, 64L << 20, 512L << 20), options.MaxServerBytesInFlight);
         Buffers = new NbdBufferPool(retained);
+        Room = new NbdServerBudget(options.MaxServerBytesInFlight, options.StalledClientTimeout, this);
     }
 
     /// <summary>The options in force.</summary>
@@ -107,6 +111,12 @@ public sealed class NbdServer : IAsyncDisposable
     internal NbdExportRegistry Registry { get; }
 
     internal NbdBufferPool Buffers { get; }
+
+    /// <summary>The payload bytes of all connections together (<see cref="NbdServerOptions.MaxServerBytesInFlight"/>).</summary>
+    internal NbdServerBudget Room { get; }
+
+    /// <summary>Connections disconnected because their clients held room others waited for (<see cref="DisconnectStalledClients"/>).</summary>
+    internal long StalledDisconnects => Interlocked.Read(ref _stalledDisconnects);
 
     /// <summary>Requests served, by operation (read by the <c>Snapshot</c> meter).</summary>
     internal NbdCounters Counters { get; } = new();
@@ -239,6 +249,26 @@ public sealed class NbdServer : IAsyncDisposable
         Interlocked.Increment(ref _accepted);
         NbdLog.Opened(Logger, connection.Id, peer);
         connection.Start();
+    }
+
+    /// <summary>
+    /// Called by a reader that waited <paramref name="timeout"/> for room under the server's byte bound: disconnects every
+    /// connection that holds room and whose client has not finished taking a reply, or delivering a WRITE's payload, for
+    /// that long (<see cref="NbdServerBudget"/>, "why waiting ends"). Does not wait: the connections end on their own and
+    /// give their room back as their replies are dropped.
+    /// </summary>
+    internal void DisconnectStalledClients(TimeSpan timeout)
+    {
+        NbdConnection[] open;
+        lock (_lock) open = _connections.ToArray();
+        foreach (var c in open)
+        {
+            if (c.Budget.Bytes == 0 || c.StalledFor() < timeout) continue;
+            if (!c.Disconnect($"disconnected by the server: its client took no reply and sent no data for {timeout.TotalSeconds:0.#} s while other connections waited for buffer room"))
+                continue;
+            Interlocked.Increment(ref _stalledDisconnects);
+            NbdLog.StalledClient(Logger, c.Id, timeout.TotalSeconds, c.Budget.Bytes);
+        }
     }
 
     internal void OnConnectionEnded(NbdConnection connection)

@@ -6,7 +6,8 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Snapshot.Nbd;
 
 /// <summary>
-/// Options of an <see cref="NbdServer"/>: where it listens, how much one connection may have in flight, and limits.
+/// Options of an <see cref="NbdServer"/>: where it listens, how much one connection and all of them may have in flight, and
+/// limits.
 /// Validated by <see cref="Validate"/> (the server calls it); <see cref="ToString"/> shows every field.
 /// </summary>
 public sealed class NbdServerOptions
@@ -16,6 +17,9 @@ public sealed class NbdServerOptions
 
     /// <summary>Default bound on payload bytes (write data received, read data to send) in flight on one connection: 64 MiB.</summary>
     public const long DefaultMaxBytesInFlight = 64L << 20;
+
+    /// <summary>Default bound on payload bytes in flight on all connections together: 256 MiB.</summary>
+    public const long DefaultMaxServerBytesInFlight = 256L << 20;
 
     /// <summary>The largest READ or WRITE the server accepts, and the maximum block size it advertises: 32 MiB.</summary>
     public const int MaxRequestBytes = 32 << 20;
@@ -45,6 +49,21 @@ public sealed class NbdServerOptions
     /// </summary>
     public long MaxBytesInFlight { get; init; } = DefaultMaxBytesInFlight;
 
+    /// <summary>
+    /// Most payload bytes all connections together have in flight (the server's buffer memory): a request that would pass
+    /// it waits, its connection's socket not read, until other requests give room back (a read's reply sent, a write's
+    /// data written). At least <see cref="MaxRequestBytes"/>. Default 256 MiB. A request is charged the size of the
+    /// buffer it gets (its length rounded up to a power of two, at least 4 KiB).
+    /// </summary>
+    public long MaxServerBytesInFlight { get; init; } = DefaultMaxServerBytesInFlight;
+
+    /// <summary>
+    /// While requests wait for room under <see cref="MaxServerBytesInFlight"/>, a connection that holds room and whose
+    /// client has not taken a reply (a send to it has not finished) or not delivered a WRITE's payload for this long is
+    /// disconnected, which gives its room back: a client that stops reading cannot keep everyone else waiting. Default 30 s.
+    /// </summary>
+    public TimeSpan StalledClientTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Time a client has to finish the handshake before its connection is closed. Default 60 s.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
@@ -72,11 +91,14 @@ public sealed class NbdServerOptions
         if (MaxRequestsInFlight < 1) throw new SnapshotArgumentException($"nbd server: in-flight request bound {MaxRequestsInFlight} must be at least 1");
         if (MaxBytesInFlight < MaxRequestBytes)
             throw new SnapshotArgumentException($"nbd server: in-flight byte bound {MaxBytesInFlight} must be at least {MaxRequestBytes} (one largest request)");
+        if (MaxServerBytesInFlight < MaxRequestBytes)
+            throw new SnapshotArgumentException($"nbd server: server-wide in-flight byte bound {MaxServerBytesInFlight} must be at least {MaxRequestBytes} (one largest request)");
+        if (StalledClientTimeout <= TimeSpan.Zero) throw new SnapshotArgumentException("nbd server: stalled-client timeout must be positive");
         if (HandshakeTimeout <= TimeSpan.Zero) throw new SnapshotArgumentException("nbd server: handshake timeout must be positive");
         if (ShutdownGrace < TimeSpan.Zero) throw new SnapshotArgumentException("nbd server: shutdown grace must not be negative");
     }
 
     /// <inheritdoc/>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"NbdServerOptions(unix [{string.Join(", ", UnixSockets)}], tcp [{string.Join(", ", TcpEndpoints)}], read-only {ReadOnly}, max connections {MaxConnections}, in flight per connection {MaxRequestsInFlight} requests / {MaxBytesInFlight} bytes, handshake timeout {HandshakeTimeout.TotalSeconds} s, shutdown grace {ShutdownGrace.TotalSeconds} s)");
+        $"NbdServerOptions(unix [{string.Join(", ", UnixSockets)}], tcp [{string.Join(", ", TcpEndpoints)}], read-only {ReadOnly}, max connections {MaxConnections}, in flight per connection {MaxRequestsInFlight} requests / {MaxBytesInFlight} bytes, in flight on all connections {MaxServerBytesInFlight} bytes, stalled-client timeout {StalledClientTimeout.TotalSeconds} s, handshake timeout {HandshakeTimeout.TotalSeconds} s, shutdown grace {ShutdownGrace.TotalSeconds} s)");
 }

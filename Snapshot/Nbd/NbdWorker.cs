@@ -194,6 +194,9 @@ internal sealed class NbdWorker
         }
         finally
         {
+            // The data is written (or failed): its buffer and bytes go back now, not when a client that may not read
+            // takes the reply.
+            _c.PayloadDone(r);
             // The reply is queued while the gate is still held: a write a snapshot holds is answered before the
             // snapshot's create returns; one it does not hold is answered after.
             _c.Sender.Enqueue(r);

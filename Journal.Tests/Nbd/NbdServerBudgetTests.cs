@@ -1,0 +1,98 @@
+using System.Net.Sockets;
+using Snapshot.Nbd;
+using static Snapshot.Nbd.NbdProtocol;
+
+namespace Journal.Tests.Nbd;
+
+/// <summary>
+/// The server-wide bound on payload bytes in flight (<see cref="NbdServerOptions.MaxServerBytesInFlight"/>): many
+/// connections that pipeline large reads and never read a reply keep the server's accounted bytes, and the buffers it
+/// allocates, within the bound, while a well-behaved client is still served; clients that hold room while others wait
+/// are disconnected after the stalled-client timeout, and their buffers come back.
+/// </summary>
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+public sealed class NbdServerBudgetTests
+{
+    private static byte[] Pattern(int n, int seed)
+    {
+        var b = new byte[n];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+
+    [Fact]
+    public async Task Many_connections_pipelining_large_reads_without_reading_replies_stay_within_the_server_budget_and_others_are_served()
+    {
+        const long Budget = 96L << 20;  // three 32 MiB reads
+        const int Stuck = 12;           // each may have 64 MiB in flight on its own: 768 MiB without the server bound
+        await using var h = await NbdHarness.StartAsync(originBytes: 64 << 20, maxServerBytesInFlight: Budget,
+            stalledClientTimeout: TimeSpan.FromSeconds(1));
+        var stuck = new List<RawNbdClient>();
+        var pushing = new List<Task>();
+        for (int i = 0; i < Stuck; i++)
+        {
+            var c = await h.OpenAsync();
+            c.Socket.ReceiveBufferSize = 4096;
+            stuck.Add(c);
+            pushing.Add(Task.Run(async () =>
+            {
+                try
+                {
+                    for (int k = 0; k < 64; k++) await c.SendRequestAsync(CmdRead, (ulong)(k % 2) << 25, 32 << 20, watchdog: false);
+                }
+                catch (Exception e) when (e is SocketException or ObjectDisposedException or OperationCanceledException) { }
+            }));
+        }
+        await NbdHarness.EventuallyAsync(() => h.Server.Room.Waits > 0 || h.Server.Buffers.InUseBytes > Budget,
+            "a connection waiting for room under the server's bound");
+        Assert.InRange(h.Server.Buffers.InUseBytes, 0, Budget);
+
+        // A well-behaved client is served meanwhile (the stalled clients holding the room are disconnected after 1 s).
+        await using (var good = await h.OpenAsync())
+        {
+            for (int i = 0; i < 5; i++)
+            {
+                await good.WriteAsync((ulong)i << 16, Pattern(65536, i)).WaitAsync(RawNbdClient.Watchdog);
+                Assert.Equal(Pattern(65536, i), await good.ReadAsync((ulong)i << 16, 65536).WaitAsync(RawNbdClient.Watchdog));
+                Assert.InRange(h.Server.Room.Bytes, 0, Budget);
+            }
+        }
+        Assert.True(h.Server.StalledDisconnects > 0, "no stalled client was disconnected");
+        Assert.True(h.Log.Contains("disconnecting: its client took no reply"), "the disconnection was not logged");
+
+        foreach (var c in stuck) c.Socket.Dispose();
+        await Task.WhenAll(pushing).WaitAsync(RawNbdClient.Watchdog);
+        await NbdHarness.EventuallyAsync(() => h.Server.ConnectionCount == 0, "the stuck connections closing");
+
+        // The counters: what was accounted never passed the bound, and neither did the buffers lent out at once (besides
+        // payload buffers the pool lends only a 64 KiB scratch per connection dropping a refused WRITE's data: none here);
+        // everything came back, and the pool keeps at most the bound.
+        Assert.InRange(h.Server.Room.PeakBytes, 32L << 20, Budget);
+        Assert.InRange(h.Server.Buffers.PeakInUseBytes, 32L << 20, Budget);
+        Assert.Equal(0, h.Server.Room.Bytes);
+        Assert.Equal(0, h.Server.Buffers.InUseBytes);
+        Assert.InRange(h.Server.Buffers.RetainedBytes, 0, Budget);
+    }
+
+    [Fact]
+    public async Task Writes_give_their_buffers_back_once_written_even_when_the_client_reads_no_reply()
+    {
+        const long Budget = 32L << 20;
+        await using var h = await NbdHarness.StartAsync(originBytes: 64 << 20, maxServerBytesInFlight: Budget);
+        await using var stuck = await h.OpenAsync();
+        stuck.Socket.ReceiveBufferSize = 4096;
+        var block = Pattern(1 << 20, 9);
+        // A 16 MiB READ whose reply the client does not take holds the sender, so no reply goes out after it; then 48 MiB
+        // of writes, more than the server's bound (and within the connection's 64 requests). Each write's buffer comes back once its data is written, not when its
+        // reply is sent, so they all go through.
+        await stuck.SendRequestAsync(CmdRead, 0, 16 << 20).WaitAsync(RawNbdClient.Watchdog);
+        for (int i = 0; i < 48; i++) await stuck.SendRequestAsync(CmdWrite, (ulong)i << 20, 1 << 20, block).WaitAsync(RawNbdClient.Watchdog);
+        await NbdHarness.EventuallyAsync(() => h.Server.Counters.Writes == 48 && h.Server.Room.Bytes == 16 << 20, "every write done and its bytes given back");
+        Assert.InRange(h.Server.Room.PeakBytes, 17 << 20, Budget);
+        var first = await stuck.ReadReplyAsync().WaitAsync(RawNbdClient.Watchdog);
+        Assert.Equal(16 << 20, first.Data!.Length);
+        for (int i = 0; i < 48; i++) Assert.Equal(0u, (await stuck.ReadReplyAsync().WaitAsync(RawNbdClient.Watchdog)).Error);
+        await NbdHarness.EventuallyAsync(() => h.Server.Room.Bytes == 0, "the read's bytes given back");
+        Assert.Equal(0, h.Server.StalledDisconnects);
+    }
+}
