@@ -129,9 +129,13 @@ public class UnwritableFolderTests
     }
 
     [Theory]
-    [InlineData("delete")]
-    [InlineData("merge")]
-    public void Delete_and_merge_in_a_folder_that_refuses_removal_change_nothing(string command)
+    [InlineData("delete", "+i", false)]
+    [InlineData("merge", "+i", false)]
+    [InlineData("delete", "+a", false)]
+    [InlineData("merge", "+a", false)]
+    [InlineData("delete", "+i", true)]
+    [InlineData("delete", "+a", true)]
+    public void Delete_and_merge_in_a_folder_that_refuses_removal_change_nothing(string command, string flag, bool onFile)
     {
         using var dir = new TempFolder();
         var store = dir["store"];
@@ -139,20 +143,23 @@ public class UnwritableFolderTests
         Ok(ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "1", "--length", "1M"));
         Ok(ToolRunner.SnapCtl("snapshot", "create", store, "s"));
         Ok(ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "2", "--length", "64K"));
-        // Immutable: no entry of the folder can be created or removed, not even by root (as a folder without write
-        // permission is for everyone else). The files themselves stay writable.
-        Chattr("+i", store);
+        // An immutable folder: no entry of it can be created or removed, not even by root (as a folder without write
+        // permission is for everyone else); an append-only one: entries can be made, not removed. An immutable or
+        // append-only file cannot be removed from any folder.
+        string target = onFile ? Path.Combine(store, "s.cow") : store;
+        Chattr(flag, target);
         try
         {
             var r = ToolRunner.SnapCtl("snapshot", command, store, "s");
-            Assert.Equal(2, r.ExitCode);
+            // A file that may not be opened for writing stops the open itself (exit 66), before any change.
+            Assert.Equal(onFile ? 66 : 2, r.ExitCode);
             var line = Assert.Single(r.ErrorLines);
             Assert.Contains("s.cow", line);
             Assert.Contains("nothing was changed", line);
         }
         finally
         {
-            Chattr("-i", store);
+            Chattr(flag.Replace('+', '-'), target);
         }
         var status = ToolRunner.SnapCtl("status", store);
         Ok(status);
@@ -163,5 +170,73 @@ public class UnwritableFolderTests
         Assert.All(ToolRunner.SnapCtl("read", store, "--snapshot", "s", "--offset", "0", "--length", "64K").Raw, b => Assert.Equal(1, b));
         Ok(ToolRunner.SnapCtl("snapshot", command, store, "s"));
         Assert.False(File.Exists(Path.Combine(store, "s.cow")));
+    }
+}
+
+/// <summary>A delete removes the snapshot's COW file only when it is a regular file: never what a user put in its place.</summary>
+public class SpecialCowFileTests
+{
+    [Theory]
+    [InlineData("fifo")]
+    [InlineData("symlink")]
+    public void Delete_leaves_a_FIFO_or_a_symbolic_link_found_in_place_of_the_COW_file(string kind)
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        Assert.Equal(0, ToolRunner.SnapCtl("init", store, "--origin-size", "1M").ExitCode);
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "s").ExitCode);
+        string cow = Path.Combine(store, "s.cow");
+        File.Delete(cow);
+        string victim = dir["victim.bin"];
+        File.WriteAllText(victim, "user data");
+        if (kind == "fifo")
+        {
+            var p = System.Diagnostics.Process.Start("mkfifo", [cow])!;
+            p.WaitForExit(30_000);
+            Assert.Equal(0, p.ExitCode);
+        }
+        else File.CreateSymbolicLink(cow, victim);
+
+        var r = ToolRunner.SnapCtl("snapshot", "delete", store, "s");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.True(new FileInfo(cow).Exists || new FileInfo(cow).LinkTarget is not null, $"the {kind} was removed");
+        Assert.Equal(kind == "fifo" ? null : victim, new FileInfo(cow).LinkTarget);
+        Assert.Equal("user data", File.ReadAllText(victim));
+        Assert.DoesNotContain("s:", ToolRunner.SnapCtl("status", store).Stdout);
+    }
+
+    [Fact]
+    public void A_leftover_COW_file_that_cannot_be_removed_does_not_stop_the_open()
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        Assert.Equal(0, ToolRunner.SnapCtl("init", store, "--origin-size", "1M").ExitCode);
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "s").ExitCode);
+        string cow = Path.Combine(store, "s.cow");
+        string aside = dir["s.cow.aside"];
+        File.Copy(cow, aside);
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "delete", store, "s").ExitCode);
+        // What a delete interrupted after its commit leaves: the store's own file, no longer listed.
+        File.Copy(aside, cow);
+        Chattr("+a", store); // an append-only folder: the file can be read and written, not removed
+        try
+        {
+            var r = ToolRunner.SnapCtl("status", store);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            Assert.True(File.Exists(cow));
+        }
+        finally
+        {
+            Chattr("-a", store);
+        }
+        Assert.Equal(0, ToolRunner.SnapCtl("status", store).ExitCode);
+        Assert.False(File.Exists(cow), "the next open did not remove the leftover");
+    }
+
+    private static void Chattr(string flag, string path)
+    {
+        var p = System.Diagnostics.Process.Start("chattr", [flag, path])!;
+        p.WaitForExit(30_000);
+        Assert.True(p.ExitCode == 0, $"chattr {flag} {path} failed (exit {p.ExitCode}): the test needs an ext4-like file system and root");
     }
 }

@@ -368,6 +368,18 @@ public sealed class FileBlockDevice : BlockDevice
         return errno == 0 ? null : NativeFile.Describe(errno);
     }
 
+    /// <summary>
+    /// Null when the file <paramref name="path"/> can be removed as far as the system says beforehand (its folder may
+    /// be changed, is not append-only, and the file is neither immutable nor append-only); else why not.
+    /// </summary>
+    public static string? WhyFileIsNotRemovable(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return WhyFolderIsNotWritable(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path)) ?? "/") is { } why
+            ? why
+            : NativeFile.WhyNotRemovable(path);
+    }
+
     /// <summary>Makes the entries of <paramref name="directory"/> durable (fsync of the folder: new and renamed names).</summary>
     /// <exception cref="BlockDeviceException">The fsync failed.</exception>
     public static void SyncDirectory(string directory)

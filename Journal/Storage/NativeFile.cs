@@ -191,6 +191,40 @@ internal static partial class NativeFile
     private const uint SYNC_FILE_RANGE_WAIT_BEFORE = 1, SYNC_FILE_RANGE_WRITE = 2, SYNC_FILE_RANGE_WAIT_AFTER = 4;
     private const nuint FS_IOC_GETFLAGS = 0x80086601;
     private const int FS_JOURNAL_DATA_FL = 0x4000;
+    private const int FS_IMMUTABLE_FL = 0x10, FS_APPEND_FL = 0x20;
+    private const int O_NONBLOCK = 0x800, O_NOFOLLOW = 0x20000;
+
+    /// <summary>
+    /// Why the directory entry <paramref name="path"/> cannot be removed although its folder passes
+    /// <see cref="CanModifyDirectory"/>: the folder is append-only, or the file is immutable or append-only (chattr +a,
+    /// +i: unlink fails with EPERM). Null when nothing says so (or the flags cannot be read: not Linux, no such file,
+    /// a file system without them). A symbolic link's own entry is looked at, not its target.
+    /// </summary>
+    internal static string? WhyNotRemovable(string path)
+    {
+        if (!IsLinux) return null;
+        string folder = Path.GetDirectoryName(Path.GetFullPath(path)) ?? "/";
+        if (InodeFlags(folder) is { } d && (d & FS_APPEND_FL) != 0) return $"{folder}: the folder is append-only (chattr +a): no file in it can be removed";
+        if (InodeFlags(path) is { } f && (f & (FS_IMMUTABLE_FL | FS_APPEND_FL)) != 0)
+            return $"the file is {((f & FS_IMMUTABLE_FL) != 0 ? "immutable (chattr +i)" : "append-only (chattr +a)")}";
+        return null;
+    }
+
+    /// <summary>The inode flags (FS_IOC_GETFLAGS) of <paramref name="path"/>, not following a final symbolic link; null when unknown.</summary>
+    private static unsafe int? InodeFlags(string path)
+    {
+        int fd = Open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) return null;
+        try
+        {
+            int flags = 0;
+            return Ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 ? flags : null;
+        }
+        finally
+        {
+            Close(fd);
+        }
+    }
     private const int AT_EMPTY_PATH = 0x1000;
 
     /// <summary>

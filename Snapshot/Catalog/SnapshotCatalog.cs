@@ -165,6 +165,16 @@ internal sealed class SnapshotCatalog
             {
                 OpenCowFile(st, rec, originChunks, ref rewrite);
             }
+            catch (DeviceOpenException e) when (e.Error is DeviceOpenError.AccessDenied or DeviceOpenError.InUse)
+            {
+                // The file is there but may not be opened (permissions, an immutable or append-only file, another
+                // holder): nothing says it is damaged, and invalidating would cost the snapshot for good. The open is
+                // refused instead, with nothing changed.
+                st.Store?.Dispose();
+                foreach (var other in states) other.Store?.Dispose();
+                throw new DeviceOpenException(st.CowPath, e.Error,
+                    $"COW file of snapshot '{st.Name}' cannot be opened ({e.Message[(e.Message.IndexOf(": ", StringComparison.Ordinal) + 2)..]}); the store was not opened and nothing was changed", e);
+            }
             catch (Exception e) when (!st.Merging && e is IOException or JournalException)
             {
                 // Case 10: one damaged, truncated or missing COW file costs that snapshot alone: it is invalidated
@@ -192,7 +202,7 @@ internal sealed class SnapshotCatalog
         {
             if (owned.Contains(Path.GetFullPath(f))) continue;
             if (StoreId != 0 && ReadCowIdentity(f) is { } id && id.StoreId == StoreId && !listed.Contains(id.SnapshotId))
-                RemoveOwnCowFile(f, id.SnapshotId, allowDamaged: false);
+                TryRemoveOwnCowFile(f, id.SnapshotId, allowDamaged: false);
             else if (IsUnwrittenCowFile(f))
                 _store.Provider.Delete(f); // a create stopped before it wrote the header: the file holds nothing at all
         }
@@ -306,11 +316,14 @@ internal sealed class SnapshotCatalog
     /// superblock lists) a file with no good header at all is removed too; a file whose header names another store or
     /// another snapshot never is. With <paramref name="kind"/> (a transient snapshot's file, removed because its contents
     /// were only in memory) the header must also say that kind: a superblock that calls a persistent snapshot's file
-    /// transient does not get it removed. Returns true when the file is gone.
+    /// transient does not get it removed. Anything but a regular file (a symbolic link, a FIFO, a device) is never removed.
+    /// Returns true when the file is gone.
     /// </summary>
     public bool RemoveOwnCowFile(string path, ulong snapshotId, bool allowDamaged, uint? kind = null)
     {
         if (!_store.Provider.Exists(path)) return true;
+        // Never a symbolic link, FIFO, device or socket put where a COW file should be: the store makes regular files only.
+        if (Recovery.RegularFile.WhatElse(path) is not null || new FileInfo(path).LinkTarget is not null) return false;
         bool remove = ReadCowIdentity(path) is { } id
             ? id.StoreId == StoreId && id.SnapshotId == snapshotId && (kind is null || id.Kind == kind)
             : allowDamaged;
@@ -520,6 +533,8 @@ internal sealed class SnapshotCatalog
     {
         if (_store.Provider.WhyNotWritable(_store.Folder) is { } why)
             throw new JournalException($"{st.CowPath}: snapshot '{st.Name}' cannot be removed: {_store.Folder}: {why}; nothing was changed");
+        if (_store.Provider.Exists(st.CowPath) && _store.Provider.WhyNotRemovable(st.CowPath) is { } whyFile)
+            throw new JournalException($"{st.CowPath}: snapshot '{st.Name}' cannot be removed: {whyFile}; nothing was changed");
     }
 
     /// <summary>The snapshot named <paramref name="name"/>, or a one-line error naming its COW file. Under the state lock.</summary>
@@ -542,7 +557,25 @@ internal sealed class SnapshotCatalog
         await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
         if (st.Store is PersistentExceptionStore ps) ps.MarkDeleted();
         if (st.Store is not null) lock (_stateLock) _graveyard.Add(st.Store);
-        RemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: true);
+        // The snapshot is gone (committed); a file that cannot be removed now (RequireRemovable checked what can be
+        // checked beforehand) is left to the next open's sweep, which removes it then.
+        TryRemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: true);
+    }
+
+    /// <summary>
+    /// <see cref="RemoveOwnCowFile"/> where a failure must not fail the caller (the change is already committed, or an
+    /// open's sweep of leftovers): the file stays, and one warning says so.
+    /// </summary>
+    private void TryRemoveOwnCowFile(string path, ulong snapshotId, bool allowDamaged)
+    {
+        try
+        {
+            RemoveOwnCowFile(path, snapshotId, allowDamaged);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            SnapshotLog.CowFileNotRemoved(_store.Logger, _store.Folder, path, e.Message);
+        }
     }
 
     public void DisposeSnapshotStores()

@@ -44,6 +44,10 @@ internal static partial class SnapshotLog
     [LoggerMessage(EventId = SnapshotEventIds.GrowthAheadFailed, EventName = "GrowthAheadFailed", Level = LogLevel.Warning,
         Message = "store {Store}: snapshot '{Snapshot}': growing its COW file ahead of its copies failed (a copy that needs the space grows the file itself, and gets the error if it fails again): {Error}")]
     public static partial void GrowthAheadFailed(ILogger logger, string store, string snapshot, string error);
+
+    [LoggerMessage(EventId = SnapshotEventIds.CowFileNotRemoved, EventName = "CowFileNotRemoved", Level = LogLevel.Warning,
+        Message = "store {Store}: {File}: this COW file of a deleted snapshot could not be removed ({Error}); the next open tries again")]
+    public static partial void CowFileNotRemoved(ILogger logger, string store, string file, string error);
 }
 
 /// <summary>The event ids of the snapshot store's log messages (docs/metrics.md lists them with their level and meaning).</summary>
@@ -81,4 +85,10 @@ public static class SnapshotEventIds
     /// grows the file itself. Once per failure: no growth ahead is tried again until a copy's own growth succeeds.
     /// </summary>
     public const int GrowthAheadFailed = 2008;
+
+    /// <summary>
+    /// Warning: the COW file of a snapshot no longer listed (deleted, merged, or left by an interrupted change) could
+    /// not be removed; the snapshot is gone all the same, and the next open tries again.
+    /// </summary>
+    public const int CowFileNotRemoved = 2009;
 }

@@ -175,6 +175,8 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
 
     public string? WhyNotWritable(string folder) => FileBlockDevice.WhyFolderIsNotWritable(folder);
 
+    public string? WhyNotRemovable(string path) => FileBlockDevice.WhyFileIsNotRemovable(path);
+
     public bool IsEmptyOrMissing(string folder) =>
         !Directory.Exists(folder) || !Directory.EnumerateFileSystemEntries(folder).Any();
 

@@ -32,6 +32,13 @@ internal interface IDeviceProvider
     /// </summary>
     string? WhyNotWritable(string folder);
 
+    /// <summary>
+    /// Null when the file <paramref name="path"/> can be removed as far as can be told beforehand (its folder may be
+    /// changed, and neither it nor the file forbids removal); else why not. Checked before a change that ends in
+    /// removing the file is committed.
+    /// </summary>
+    string? WhyNotRemovable(string path) => WhyNotWritable(Path.GetDirectoryName(Path.GetFullPath(path)) ?? "/");
+
     /// <summary>True when <paramref name="folder"/> does not exist or holds nothing at all.</summary>
     bool IsEmptyOrMissing(string folder);
 
