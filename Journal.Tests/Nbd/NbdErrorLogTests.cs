@@ -1,10 +1,11 @@
+using System.Text;
 using static Snapshot.Nbd.NbdProtocol;
 
 namespace Journal.Tests.Nbd;
 
 /// <summary>
 /// Every error reply is also one log line and one count of <c>nbd.request.errors</c>, including the ones decided deep in
-/// a command (not only by the checks before it runs).
+/// a command (not only by the checks before it runs); text a client supplies reaches the log escaped and cut short.
 /// </summary>
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class NbdErrorLogTests
@@ -28,5 +29,42 @@ public sealed class NbdErrorLogTests
         // A zero-length query inside the export is answered (one extent), not an error.
         Assert.Equal(0u, (await c.RoundTripAsync(CmdBlockStatus, 0, 0)).Error);
         Assert.Equal(errorsBefore + 1, h.Server.Counters.Errors);
+    }
+
+    [Fact]
+    public async Task Client_supplied_names_reach_the_log_with_control_characters_escaped_and_cut_to_256_characters()
+    {
+        await using var h = await NbdHarness.StartAsync();
+        // A forged log line (no colon, so it is also a metadata query without a namespace), a terminal escape, a Unicode
+        // line separator, and 1000 more characters.
+        string forged = "x\rfake\r\n12.00.00.000 info nbd[6] connection #1 closed\u001b[2J\u2028end" + new string('A', 1000);
+
+        // Refused with a reply (GO), a metadata query with no namespace, and EXPORT_NAME, which ends the handshake.
+        await using (var c = await h.ConnectAsync())
+        {
+            await c.ReadGreetingAsync();
+            await c.SendClientFlagsAsync(ClientFixedNewstyle | ClientNoZeroes);
+            await c.SendOptionAsync(OptGo, RawNbdClient.InfoData(forged));
+            Assert.Equal(RepErrUnknown, (await c.ReadOptionReplyAsync()).Type);
+            await c.SendOptionAsync(OptStructuredReply, []);
+            Assert.Equal(RepAck, (await c.ReadOptionReplyAsync()).Type);
+            await c.SendOptionAsync(OptListMetaContext, RawNbdClient.MetaData("origin", forged));
+            Assert.Equal(RepErrInvalid, (await c.ReadOptionReplyAsync()).Type);
+            await c.SendOptionAsync(OptExportName, Encoding.UTF8.GetBytes(forged));
+            Assert.True(await c.ServerClosesAsync());
+        }
+        await NbdHarness.EventuallyAsync(() => h.Log.Count("closed: handshake failed") == 1, "the connection's close line");
+
+        var lines = h.Log.Lines.Select(l => l.Text).Where(t => t.Contains("fake", StringComparison.Ordinal)).ToList();
+        Assert.True(lines.Count >= 4, string.Join("\n", lines)); // GO refused, query refused, handshake failed, closed
+        foreach (var line in lines)
+        {
+            Assert.DoesNotContain(line, ch => char.IsControl(ch) || ch is '\u2028' or '\u2029');
+            Assert.Contains("x\\rfake\\r\\n12.00.00.000", line);
+            Assert.Contains("\\x1b[2J\\u{2028}end", line);
+            Assert.Contains($"...[cut: {forged.Length} characters]", line);
+            Assert.DoesNotContain(new string('A', 300), line);
+            Assert.True(line.Length < 1000, $"a line of {line.Length} characters");
+        }
     }
 }

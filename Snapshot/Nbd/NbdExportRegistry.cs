@@ -57,12 +57,13 @@ internal sealed class NbdExportRegistry
     public NbdExport? Resolve(string requested, out string? error)
     {
         string name = Canonical(requested);
+        string quoted = NbdLogText.Client(name); // the client's text, for the messages (logged, and sent back)
         error = null;
         lock (_lock)
         {
             if (_closing.Contains(name))
             {
-                error = $"export '{name}' is being deleted or merged";
+                error = $"export '{quoted}' is being deleted or merged";
                 return null;
             }
         }
@@ -72,17 +73,17 @@ internal sealed class NbdExportRegistry
         StoreVolume? volume = status is null ? null : _store.Snapshots.FirstOrDefault(v => v.Name == name);
         if (status is null || volume is null)
         {
-            error = $"no export named '{name}' (exports: origin and the store's snapshots)";
+            error = $"no export named '{quoted}' (exports: origin and the store's snapshots)";
             return null;
         }
         if (!status.IsValid)
         {
-            error = $"snapshot '{name}' is invalid: {status.InvalidReason}";
+            error = $"snapshot '{quoted}' is invalid: {status.InvalidReason}";
             return null;
         }
         if (status.Merging)
         {
-            error = $"snapshot '{name}' is being merged into the origin";
+            error = $"snapshot '{quoted}' is being merged into the origin";
             return null;
         }
         return new NbdExport(name, volume, SnapshotDescription(status), _readOnly, LocksOf(volume));

@@ -122,7 +122,7 @@ internal sealed class NbdHandshake
         string name = Encoding.UTF8.GetString(data);
         var export = _c.Server.Registry.Resolve(name, out string? error);
         if (export is null || !_c.Server.Registry.TryOpen(export, _c))
-            return Fail($"EXPORT_NAME '{name}': {error ?? "export is being deleted or merged"} (EXPORT_NAME cannot be refused with a reply)");
+            return Fail($"EXPORT_NAME '{NbdLogText.Client(name)}': {error ?? "export is being deleted or merged"} (EXPORT_NAME cannot be refused with a reply)");
         Session.Export = export;
         Session.TransmissionFlags = Session.FlagsFor(export);
         if (Session.MetaExport != export.Name) Session.Contexts.Clear();
@@ -256,7 +256,7 @@ internal sealed class NbdHandshake
         {
             if (!NbdMetaContexts.IsWellFormed(q))
             {
-                await ErrorAsync(option, NbdProtocol.RepErrInvalid, $"query '{q}' has no namespace (namespace:leaf)", ct).ConfigureAwait(false);
+                await ErrorAsync(option, NbdProtocol.RepErrInvalid, $"query '{NbdLogText.Client(q)}' has no namespace (namespace:leaf)", ct).ConfigureAwait(false);
                 return;
             }
         }

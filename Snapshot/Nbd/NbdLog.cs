@@ -4,6 +4,8 @@ namespace Snapshot.Nbd;
 
 /// <summary>
 /// Every line the NBD server logs: one line per event, never a stack trace (exceptions are logged by their message).
+/// Free text (reasons, messages) passes through <see cref="NbdLogText.Escape"/>, so no control character reaches the log;
+/// text from clients is quoted into messages through <see cref="NbdLogText.Client"/> (escaped and cut to 256 characters).
 /// </summary>
 internal static partial class NbdLog
 {
@@ -25,23 +27,33 @@ internal static partial class NbdLog
 
     [LoggerMessage(EventId = NbdEventIds.HandshakeFailed, EventName = "HandshakeFailed", Level = LogLevel.Warning,
         Message = "connection #{Id}: handshake failed: {Reason}")]
-    public static partial void HandshakeFailed(ILogger logger, long id, string reason);
+    private static partial void HandshakeFailedCore(ILogger logger, long id, string reason);
+
+    public static void HandshakeFailed(ILogger logger, long id, string reason) => HandshakeFailedCore(logger, id, NbdLogText.Escape(reason));
 
     [LoggerMessage(EventId = NbdEventIds.ConnectionClosed, EventName = "ConnectionClosed", Level = LogLevel.Information,
         Message = "connection #{Id} closed: {Reason} ({Requests} requests)")]
-    public static partial void Closed(ILogger logger, long id, string reason, long requests);
+    private static partial void ClosedCore(ILogger logger, long id, string reason, long requests);
+
+    public static void Closed(ILogger logger, long id, string reason, long requests) => ClosedCore(logger, id, NbdLogText.Escape(reason), requests);
 
     [LoggerMessage(EventId = NbdEventIds.ProtocolError, EventName = "ProtocolError", Level = LogLevel.Warning,
         Message = "connection #{Id}: protocol error: {Reason}; closing the connection")]
-    public static partial void ProtocolError(ILogger logger, long id, string reason);
+    private static partial void ProtocolErrorCore(ILogger logger, long id, string reason);
+
+    public static void ProtocolError(ILogger logger, long id, string reason) => ProtocolErrorCore(logger, id, NbdLogText.Escape(reason));
 
     [LoggerMessage(EventId = NbdEventIds.RequestFailed, EventName = "RequestFailed", Level = LogLevel.Warning,
         Message = "connection #{Id} ({Export}): {Request}: {Error}: {Message}")]
-    public static partial void RequestFailed(ILogger logger, long id, string export, string request, string error, string message);
+    private static partial void RequestFailedCore(ILogger logger, long id, string export, string request, string error, string message);
+
+    public static void RequestFailed(ILogger logger, long id, string export, string request, string error, string message) => RequestFailedCore(logger, id, NbdLogText.Escape(export), request, error, NbdLogText.Escape(message));
 
     [LoggerMessage(EventId = NbdEventIds.OptionRefused, EventName = "OptionRefused", Level = LogLevel.Warning,
         Message = "connection #{Id}: {Option} refused ({Reply}): {Message}")]
-    public static partial void OptionRefused(ILogger logger, long id, string option, string reply, string message);
+    private static partial void OptionRefusedCore(ILogger logger, long id, string option, string reply, string message);
+
+    public static void OptionRefused(ILogger logger, long id, string option, string reply, string message) => OptionRefusedCore(logger, id, option, reply, NbdLogText.Escape(message));
 
     [LoggerMessage(EventId = NbdEventIds.OptionUnsupported, EventName = "OptionUnsupported", Level = LogLevel.Debug,
         Message = "connection #{Id}: {Option} not supported")]
@@ -49,7 +61,9 @@ internal static partial class NbdLog
 
     [LoggerMessage(EventId = NbdEventIds.RepliesNotTaken, EventName = "RepliesNotTaken", Level = LogLevel.Information,
         Message = "connection #{Id}: client stopped taking replies: {Message}")]
-    public static partial void SendFailed(ILogger logger, long id, string message);
+    private static partial void SendFailedCore(ILogger logger, long id, string message);
+
+    public static void SendFailed(ILogger logger, long id, string message) => SendFailedCore(logger, id, NbdLogText.Escape(message));
 
     [LoggerMessage(EventId = NbdEventIds.Stopping, EventName = "Stopping", Level = LogLevel.Information,
         Message = "stopping: no new connections; finishing {Connections} connections' requests in flight")]
@@ -73,7 +87,9 @@ internal static partial class NbdLog
 
     [LoggerMessage(EventId = NbdEventIds.InternalError, EventName = "InternalError", Level = LogLevel.Error,
         Message = "connection #{Id}: internal error: {Type}: {Message}")]
-    public static partial void InternalError(ILogger logger, long id, string type, string message);
+    private static partial void InternalErrorCore(ILogger logger, long id, string type, string message);
+
+    public static void InternalError(ILogger logger, long id, string type, string message) => InternalErrorCore(logger, id, type, NbdLogText.Escape(message));
 }
 
 /// <summary>The event ids of the NBD server's log (category <c>nbd</c>), documented in docs/metrics.md.</summary>
