@@ -40,4 +40,32 @@ public sealed class CraftedSuperblockTests
         Assert.True(File.Exists(cow), "the persistent snapshot's COW file was removed");
         Assert.Equal(cowBytes, File.ReadAllBytes(cow));
     }
+
+    [Fact]
+    public async Task An_area_whose_terminator_is_followed_by_entries_in_its_sector_makes_the_snapshot_invalid_not_silently_shorter()
+    {
+        using var dir = new TempFolder();
+        string folder = dir["store"];
+        await using (var store = await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 2048, LogBlocks = 2048 }))
+        {
+            await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)7, 8 * 4096).ToArray());
+            await store.CreateSnapshotAsync("s");
+            await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)9, 8 * 4096).ToArray()); // 8 exceptions, one area sector
+        }
+        // Entry 3's new_chunk zeroed: a reader that stopped there would lose entries 3..7 and read the origin's 9s.
+        string cow = Path.Combine(folder, "s.cow");
+        using (var f = new FileStream(cow, FileMode.Open, FileAccess.ReadWrite))
+        {
+            f.Position = (long)new CowLayout(8).AreaChunk(0) * 4096 + 3 * DiskException.Size + 8;
+            f.Write(new byte[8]);
+        }
+
+        await using (var store = await SnapshotStore.OpenAsync(folder))
+        {
+            var status = Assert.Single(store.GetStatus().Snapshots);
+            Assert.False(status.IsValid);
+            Assert.Contains("the terminator (new_chunk 0) is followed by an entry in the same sector", status.InvalidReason);
+            await Assert.ThrowsAsync<SnapshotInvalidException>(async () => await store.Snapshots.Single().ReadAsync(24, new byte[4096]));
+        }
+    }
 }

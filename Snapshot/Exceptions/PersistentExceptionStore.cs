@@ -264,8 +264,20 @@ internal sealed class PersistentExceptionStore : ExceptionStore
                 {
                     var e = DiskException.Read(piece.AsSpan(i));
                     long index = (off + i) / DiskException.Size;
-                    if (e.IsTerminator) { terminated = true; break; }
                     long entryOffset = areaSector * BlockDevice.SectorSize + off + i;
+                    if (e.IsTerminator)
+                    {
+                        // The rest of the terminator's sector must be zeros: a sector is written whole, so entries after
+                        // the terminator in the same sector are damage, not a write the crash cut short (those start in
+                        // a later sector, and are ignored as dm-snapshot ignores them).
+                        int sectorEnd = (i / BlockDevice.SectorSize + 1) * BlockDevice.SectorSize;
+                        int stray = piece.AsSpan(i + DiskException.Size, sectorEnd - i - DiskException.Size).IndexOfAnyExcept((byte)0);
+                        if (stray >= 0)
+                            throw new StoreCorruptionException(Cow.Name, entryOffset, $"area {area} entry {index}: the terminator (new_chunk 0) is followed by an entry in the same sector",
+                                "zeros after the terminator", $"a non-zero byte {DiskException.Size + stray} bytes after it");
+                        terminated = true;
+                        break;
+                    }
                     string where = $"area {area} entry {index}";
                     if (e.NewChunk >= (ulong)fileChunks || Layout.IsMetadataChunk(e.NewChunk))
                         throw new StoreCorruptionException(Cow.Name, entryOffset, $"{where}: new_chunk is not a data chunk of the file",
