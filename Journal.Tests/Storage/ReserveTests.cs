@@ -53,4 +53,25 @@ public sealed class ReserveTests
         }
         Assert.True(fs.AvailableBytes >= before - Slack, $"free space fell from {before} to {fs.AvailableBytes} bytes");
     }
+
+    [Fact]
+    public async Task A_snapshot_deleted_while_the_store_stays_open_gives_its_space_back_at_once()
+    {
+        using var fs = await LoopMountedFileSystem.CreateAsync(megabytes: 96);
+        string folder = Path.Combine(fs.MountPoint, "st");
+        await using var store = await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 16 << 11, LogBlocks = 2048 });
+        await store.Origin.WriteAsync(0, new byte[16 << 20]);
+        await store.FlushAsync();
+        long before = fs.AvailableBytes;
+        for (int round = 0; round < 3; round++)
+        {
+            // A COW file of 16 MiB, reserved and then written in full by first writes of the whole origin.
+            await store.CreateSnapshotAsync("s");
+            await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)(round + 1), 16 << 20).ToArray());
+            await store.FlushAsync();
+            Assert.True(fs.AvailableBytes < before - (15L << 20), $"round {round}: the snapshot took {before - fs.AvailableBytes} bytes");
+            await store.DeleteSnapshotAsync("s");
+            Assert.True(fs.AvailableBytes >= before - (2L << 20), $"round {round}: {before - fs.AvailableBytes} bytes still taken after the delete");
+        }
+    }
 }

@@ -68,6 +68,13 @@ public abstract class BlockDevice : IDisposable
     /// <exception cref="DeviceFullException">There is not that much space.</exception>
     public virtual bool Reserve(long sectors) => false;
 
+    /// <summary>
+    /// Gives the device's storage back (its size stays; it then reads as zeros): for a device whose file was removed
+    /// while it is still open, so that its space is freed now rather than when the last handle closes. Returns false
+    /// when the device cannot (memory devices, file systems without hole punching).
+    /// </summary>
+    public virtual bool DiscardAll() => false;
+
     /// <summary>Counters of the operations issued through this device object.</summary>
     public DeviceCounters Counters => new(
         Interlocked.Read(ref _reads), Interlocked.Read(ref _bytesRead),

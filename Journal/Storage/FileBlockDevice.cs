@@ -345,6 +345,14 @@ public sealed class FileBlockDevice : BlockDevice
         return false;
     }
 
+    /// <inheritdoc/>
+    /// <remarks>fallocate with FALLOC_FL_PUNCH_HOLE over the whole file.</remarks>
+    public override bool DiscardAll()
+    {
+        if (_readOnly) return false;
+        return NativeFile.PunchHole(_handle, 0, Length) == 0;
+    }
+
     /// <summary>
     /// The (device, inode) pair naming the file <paramref name="path"/> refers to (symbolic links followed), or null
     /// when it does not exist or the system does not say: two paths with the same identity are the same file.

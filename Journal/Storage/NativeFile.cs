@@ -163,6 +163,29 @@ internal static partial class NativeFile
         }
     }
 
+    /// <summary>Frees the blocks of [<paramref name="offset"/>, +<paramref name="length"/>) (a hole; the size stays). Returns 0 or the errno; EOPNOTSUPP off Linux.</summary>
+    internal static int PunchHole(SafeFileHandle handle, long offset, long length)
+    {
+        if (!IsLinux) return EOPNOTSUPP;
+        if (length <= 0) return 0;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            int fd = (int)handle.DangerousGetHandle();
+            while (true)
+            {
+                if (FAllocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0) return 0;
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno != EINTR) return errno;
+            }
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
     /// <summary>
     /// Bytes an unprivileged writer can still allocate on the file system holding <paramref name="path"/>, and whether
     /// it is mounted read-only; null when unknown (off Linux, or statvfs failed).

@@ -559,22 +559,29 @@ internal sealed class SnapshotCatalog
         if (st.Store is not null) lock (_stateLock) _graveyard.Add(st.Store);
         // The snapshot is gone (committed); a file that cannot be removed now (RequireRemovable checked what can be
         // checked beforehand) is left to the next open's sweep, which removes it then.
-        TryRemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: true);
+        if (TryRemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: true) && st.Store is not null)
+        {
+            // Its device stays open until the store closes (a write-back or a changed-block map started before the
+            // delete may still use it), so the removed file's space would stay taken as long as the store runs: given
+            // back now, the file then reading as zeros to whoever still has it.
+            st.Store.Cow.DiscardAll();
+        }
     }
 
     /// <summary>
     /// <see cref="RemoveOwnCowFile"/> where a failure must not fail the caller (the change is already committed, or an
-    /// open's sweep of leftovers): the file stays, and one warning says so.
+    /// open's sweep of leftovers): the file stays, and one warning says so. True when the file is gone.
     /// </summary>
-    private void TryRemoveOwnCowFile(string path, ulong snapshotId, bool allowDamaged)
+    private bool TryRemoveOwnCowFile(string path, ulong snapshotId, bool allowDamaged)
     {
         try
         {
-            RemoveOwnCowFile(path, snapshotId, allowDamaged);
+            return RemoveOwnCowFile(path, snapshotId, allowDamaged);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             SnapshotLog.CowFileNotRemoved(_store.Logger, _store.Folder, path, e.Message);
+            return false;
         }
     }
 
