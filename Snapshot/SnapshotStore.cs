@@ -308,7 +308,10 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
             var sb = Superblock.Read(sbDev);
             var origin = provider.Open(Path.Combine(folder, OriginFileName));
             opened.Add(origin);
-            if (origin.SectorCount < sb.OriginSectors)
+            // The store makes the origin at exactly the superblock's size and never resizes it: a file of another size
+            // means a superblock or an origin that is not this store's (a smaller size would have snapshots' chunks
+            // past the origin's end read as damage and invalidated for good).
+            if (origin.SectorCount != sb.OriginSectors)
                 throw new JournalException($"{origin.Name}: origin is {origin.SectorCount} sectors, the superblock says {sb.OriginSectors}");
             var log = provider.Open(Path.Combine(folder, JournalFileName));
             opened.Add(log);

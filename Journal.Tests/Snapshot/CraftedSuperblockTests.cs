@@ -68,4 +68,33 @@ public sealed class CraftedSuperblockTests
             await Assert.ThrowsAsync<SnapshotInvalidException>(async () => await store.Snapshots.Single().ReadAsync(24, new byte[4096]));
         }
     }
+
+    [Fact]
+    public async Task A_superblock_whose_origin_size_is_not_the_origin_files_is_refused_and_changes_nothing()
+    {
+        using var dir = new TempFolder();
+        string folder = dir["store"];
+        await using (var store = await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 2048, LogBlocks = 2048 }))
+        {
+            await store.CreateSnapshotAsync("s");
+            await store.Origin.WriteAsync(1024 + 8, Enumerable.Repeat((byte)9, 4096).ToArray()); // an exception past the half
+        }
+        string sbPath = Path.Combine(folder, SnapshotStore.SuperblockFileName);
+        var original = File.ReadAllBytes(sbPath);
+        foreach (long sectors in new long[] { 1024, 4096 })
+        {
+            using (var sbDev = FileBlockDevice.Open(sbPath))
+            {
+                var sb = Superblock.Read(sbDev);
+                (sb with { Generation = sb.Generation + 1, OriginSectors = sectors }).Write(sbDev);
+            }
+            var crafted = File.ReadAllBytes(sbPath);
+            var e = await Assert.ThrowsAnyAsync<JournalException>(async () => await SnapshotStore.OpenAsync(folder));
+            Assert.Equal($"{Path.Combine(folder, SnapshotStore.OriginFileName)}: origin is 2048 sectors, the superblock says {sectors}", e.Message);
+            Assert.Equal(crafted, File.ReadAllBytes(sbPath));
+            File.WriteAllBytes(sbPath, original);
+        }
+        await using (var store = await SnapshotStore.OpenAsync(folder))
+            Assert.True(Assert.Single(store.GetStatus().Snapshots).IsValid);
+    }
 }
