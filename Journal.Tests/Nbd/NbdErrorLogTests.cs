@@ -5,7 +5,8 @@ namespace Journal.Tests.Nbd;
 
 /// <summary>
 /// Every error reply is also one log line and one count of <c>nbd.request.errors</c>, including the ones decided deep in
-/// a command (not only by the checks before it runs); text a client supplies reaches the log escaped and cut short.
+/// a command (not only by the checks before it runs) — up to 10 a connection, past which they are counted, not logged;
+/// text a client supplies reaches the log escaped and cut short.
 /// </summary>
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class NbdErrorLogTests
@@ -66,5 +67,35 @@ public sealed class NbdErrorLogTests
             Assert.DoesNotContain(new string('A', 300), line);
             Assert.True(line.Length < 1000, $"a line of {line.Length} characters");
         }
+    }
+
+    [Fact]
+    public async Task A_connection_logs_its_first_ten_errors_then_counts_the_rest_and_sums_them_up_when_it_closes()
+    {
+        const int Bad = 2000;
+        await using var h = await NbdHarness.StartAsync();
+        long errorsBefore = h.Server.Counters.Errors;
+        await using (var c = await h.OpenAsync())
+        {
+            // Unaligned READs (EINVAL each), pipelined 200 at a time, every reply read.
+            for (int batch = 0; batch < Bad / 200; batch++)
+            {
+                for (int i = 0; i < 200; i++) await c.SendRequestAsync(CmdRead, 1, 512);
+                for (int i = 0; i < 200; i++) Assert.Equal(EINVAL, (await c.ReadReplyAsync().WaitAsync(RawNbdClient.Watchdog)).Error);
+            }
+            Assert.Equal(errorsBefore + Bad, h.Server.Counters.Errors); // every one counted
+            await c.DisconnectAsync();
+        }
+        await NbdHarness.EventuallyAsync(() => h.Log.Contains("closed: client disconnected"), "the close line");
+
+        Assert.Equal(10, h.Log.Count("READ of 512 bytes at offset 1: EINVAL"));
+        Assert.Equal(1, h.Log.Count("10 errors logged; further errors of this connection are counted but not logged"));
+        Assert.Equal(1, h.Log.Count($"{Bad - 10} more errors were not logged ({Bad} in all)"));
+        Assert.True(h.Log.Lines.Count < 30, $"{h.Log.Lines.Count} log lines for one connection's {Bad} bad requests");
+
+        // The limit is per connection: another one's errors are logged again.
+        await using (var c = await h.OpenAsync())
+            Assert.Equal(EINVAL, (await c.RoundTripAsync(CmdRead, 1, 512)).Error);
+        Assert.Equal(11, h.Log.Count("READ of 512 bytes at offset 1: EINVAL"));
     }
 }

@@ -161,6 +161,8 @@ internal sealed class NbdConnection
             CloseSocket();
             if (Session.Export is { } export) _server.Registry.Close(export, this);
             _server.OnConnectionEnded(this);
+            long errors = ErrorReplies;
+            if (errors > LoggedErrorsPerConnection) NbdLog.ErrorsSummary(_log, Id, errors - LoggedErrorsPerConnection, errors);
             NbdLog.Closed(_log, Id, reason, RequestCount);
             _stopReading.Dispose();
         }
@@ -553,11 +555,34 @@ internal sealed class NbdConnection
         StopReading("client stopped taking replies");
     }
 
-    /// <summary>Logs a failed request (one line).</summary>
+    /// <summary>Error lines one connection logs; past them its errors are counted, not logged.</summary>
+    internal const int LoggedErrorsPerConnection = 10;
+
+    // Error replies of this connection (refused options and failed requests); interlocked (reader and workers).
+    private long _errorReplies;
+
+    /// <summary>Error replies this connection has had (refused options and failed requests).</summary>
+    public long ErrorReplies => Interlocked.Read(ref _errorReplies);
+
+    /// <summary>
+    /// Counts an error reply of this connection; true while it is one of the first <see cref="LoggedErrorsPerConnection"/>,
+    /// which are logged. The first one past them logs one line saying the rest are counted but not logged, and the
+    /// connection's close logs how many were not (<see cref="RunAsync"/>): one client cannot turn its bad requests into
+    /// as many log lines, and the counters stay exact.
+    /// </summary>
+    internal bool CountError()
+    {
+        long n = Interlocked.Increment(ref _errorReplies);
+        if (n <= LoggedErrorsPerConnection) return true;
+        if (n == LoggedErrorsPerConnection + 1) NbdLog.ErrorsNotLogged(_log, Id, LoggedErrorsPerConnection);
+        return false;
+    }
+
+    /// <summary>Counts a failed request, and logs it (one line) unless the connection is past its logged errors.</summary>
     internal void LogFailure(NbdRequest r)
     {
         _server.Counters.Error();
-        NbdLog.RequestFailed(_log, Id, Export?.Name ?? "-", r.Describe(), ErrorName(r.Error), r.ErrorMessage ?? "");
+        if (CountError()) NbdLog.RequestFailed(_log, Id, Export?.Name ?? "-", r.Describe(), ErrorName(r.Error), r.ErrorMessage ?? "");
     }
 
     /// <summary>The NBD error for an exception from the store, and its one-line message.</summary>

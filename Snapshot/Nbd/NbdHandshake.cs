@@ -362,7 +362,7 @@ internal sealed class NbdHandshake
             NbdProtocol.RepErrUnsup => "NBD_REP_ERR_UNSUP",
             _ => $"reply 0x{reply:x8}",
         };
-        NbdLog.OptionRefused(_c.Log, _c.Id, NbdProtocol.OptionName(option), replyName, message);
+        if (_c.CountError()) NbdLog.OptionRefused(_c.Log, _c.Id, NbdProtocol.OptionName(option), replyName, message);
         var bytes = Encoding.UTF8.GetBytes(message);
         await ReplyAsync(option, reply, bytes.AsMemory(0, Math.Min(bytes.Length, NbdProtocol.MaxStringBytes)), ct).ConfigureAwait(false);
     }

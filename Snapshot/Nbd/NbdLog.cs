@@ -6,6 +6,7 @@ namespace Snapshot.Nbd;
 /// Every line the NBD server logs: one line per event, never a stack trace (exceptions are logged by their message).
 /// Free text (reasons, messages) passes through <see cref="NbdLogText.Escape"/>, so no control character reaches the log;
 /// text from clients is quoted into messages through <see cref="NbdLogText.Client"/> (escaped and cut to 256 characters).
+/// The generated methods of such lines end in <c>Core</c>; callers use the wrapper of the same name without it, which escapes.
 /// </summary>
 internal static partial class NbdLog
 {
@@ -27,31 +28,31 @@ internal static partial class NbdLog
 
     [LoggerMessage(EventId = NbdEventIds.HandshakeFailed, EventName = "HandshakeFailed", Level = LogLevel.Warning,
         Message = "connection #{Id}: handshake failed: {Reason}")]
-    private static partial void HandshakeFailedCore(ILogger logger, long id, string reason);
+    public static partial void HandshakeFailedCore(ILogger logger, long id, string reason);
 
     public static void HandshakeFailed(ILogger logger, long id, string reason) => HandshakeFailedCore(logger, id, NbdLogText.Escape(reason));
 
     [LoggerMessage(EventId = NbdEventIds.ConnectionClosed, EventName = "ConnectionClosed", Level = LogLevel.Information,
         Message = "connection #{Id} closed: {Reason} ({Requests} requests)")]
-    private static partial void ClosedCore(ILogger logger, long id, string reason, long requests);
+    public static partial void ClosedCore(ILogger logger, long id, string reason, long requests);
 
     public static void Closed(ILogger logger, long id, string reason, long requests) => ClosedCore(logger, id, NbdLogText.Escape(reason), requests);
 
     [LoggerMessage(EventId = NbdEventIds.ProtocolError, EventName = "ProtocolError", Level = LogLevel.Warning,
         Message = "connection #{Id}: protocol error: {Reason}; closing the connection")]
-    private static partial void ProtocolErrorCore(ILogger logger, long id, string reason);
+    public static partial void ProtocolErrorCore(ILogger logger, long id, string reason);
 
     public static void ProtocolError(ILogger logger, long id, string reason) => ProtocolErrorCore(logger, id, NbdLogText.Escape(reason));
 
     [LoggerMessage(EventId = NbdEventIds.RequestFailed, EventName = "RequestFailed", Level = LogLevel.Warning,
         Message = "connection #{Id} ({Export}): {Request}: {Error}: {Message}")]
-    private static partial void RequestFailedCore(ILogger logger, long id, string export, string request, string error, string message);
+    public static partial void RequestFailedCore(ILogger logger, long id, string export, string request, string error, string message);
 
     public static void RequestFailed(ILogger logger, long id, string export, string request, string error, string message) => RequestFailedCore(logger, id, NbdLogText.Escape(export), request, error, NbdLogText.Escape(message));
 
     [LoggerMessage(EventId = NbdEventIds.OptionRefused, EventName = "OptionRefused", Level = LogLevel.Warning,
         Message = "connection #{Id}: {Option} refused ({Reply}): {Message}")]
-    private static partial void OptionRefusedCore(ILogger logger, long id, string option, string reply, string message);
+    public static partial void OptionRefusedCore(ILogger logger, long id, string option, string reply, string message);
 
     public static void OptionRefused(ILogger logger, long id, string option, string reply, string message) => OptionRefusedCore(logger, id, option, reply, NbdLogText.Escape(message));
 
@@ -61,7 +62,7 @@ internal static partial class NbdLog
 
     [LoggerMessage(EventId = NbdEventIds.RepliesNotTaken, EventName = "RepliesNotTaken", Level = LogLevel.Information,
         Message = "connection #{Id}: client stopped taking replies: {Message}")]
-    private static partial void SendFailedCore(ILogger logger, long id, string message);
+    public static partial void SendFailedCore(ILogger logger, long id, string message);
 
     public static void SendFailed(ILogger logger, long id, string message) => SendFailedCore(logger, id, NbdLogText.Escape(message));
 
@@ -85,9 +86,17 @@ internal static partial class NbdLog
         Message = "connection #{Id}: disconnecting: its client took no reply and sent no data for {Seconds} s while other connections waited for buffer room ({Bytes} bytes held)")]
     public static partial void StalledClient(ILogger logger, long id, double seconds, long bytes);
 
+    [LoggerMessage(EventId = NbdEventIds.ErrorsNotLogged, EventName = "ErrorsNotLogged", Level = LogLevel.Warning,
+        Message = "connection #{Id}: {Logged} errors logged; further errors of this connection are counted but not logged")]
+    public static partial void ErrorsNotLogged(ILogger logger, long id, int logged);
+
+    [LoggerMessage(EventId = NbdEventIds.ErrorsSummary, EventName = "ErrorsSummary", Level = LogLevel.Warning,
+        Message = "connection #{Id}: {NotLogged} more errors were not logged ({Total} in all)")]
+    public static partial void ErrorsSummary(ILogger logger, long id, long notLogged, long total);
+
     [LoggerMessage(EventId = NbdEventIds.InternalError, EventName = "InternalError", Level = LogLevel.Error,
         Message = "connection #{Id}: internal error: {Type}: {Message}")]
-    private static partial void InternalErrorCore(ILogger logger, long id, string type, string message);
+    public static partial void InternalErrorCore(ILogger logger, long id, string type, string message);
 
     public static void InternalError(ILogger logger, long id, string type, string message) => InternalErrorCore(logger, id, type, NbdLogText.Escape(message));
 }
@@ -148,4 +157,13 @@ public static class NbdEventIds
     /// taken no reply (or sent no WRITE data) for <see cref="NbdServerOptions.StalledClientTimeout"/>.
     /// </summary>
     public const int StalledClientDisconnected = 2116;
+
+    /// <summary>
+    /// Warning: a connection's error replies passed the number logged per connection (10); the rest are counted
+    /// (<c>nbd.request.errors</c>) but not logged, and <see cref="ErrorsSummary"/> gives their number when it closes.
+    /// </summary>
+    public const int ErrorsNotLogged = 2117;
+
+    /// <summary>Warning: at a connection's close, how many of its error replies were not logged, and its total.</summary>
+    public const int ErrorsSummary = 2118;
 }
