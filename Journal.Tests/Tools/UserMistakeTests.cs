@@ -27,6 +27,22 @@ public class UserMistakeTests
         Ok(ToolRunner.SnapCtl("init", empty, "--origin-size", "1M"));
     }
 
+    [Fact]
+    public void Init_leaves_a_users_folder_named_like_a_leftover_of_an_interrupted_init()
+    {
+        using var dir = new TempFolder();
+        var store = dir["st2"];
+        // A folder of the user's, under the name an interrupted init's staging folder has, holding a file with a store
+        // file's name: nothing marks it as made by a create.
+        string mine = dir[".st2.creating-deadbeef"];
+        Directory.CreateDirectory(mine);
+        File.WriteAllText(Path.Combine(mine, "origin.img"), "user data");
+        Ok(ToolRunner.SnapCtl("init", store, "--origin-size", "1M"));
+        Assert.Equal("user data", File.ReadAllText(Path.Combine(mine, "origin.img")));
+        Ok(ToolRunner.SnapCtl("status", store));
+        Assert.DoesNotContain(Directory.GetFiles(store), f => Path.GetFileName(f).StartsWith(".snapshot-store", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("origin.img")]
     [InlineData("journal.log")]

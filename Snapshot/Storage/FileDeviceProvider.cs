@@ -163,7 +163,9 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
 
     // Creating a store: built in a hidden sibling folder and renamed into place (rename(2) is atomic, and replaces an
     // empty target folder), so the target path holds either nothing or a whole store. A staging folder left by a killed
-    // create is removed by the next create of the same store, if it holds only store files.
+    // create is removed by the next create of the same store if it is empty, or if it holds the staging mark (a file
+    // written first, naming the folder) and otherwise only store files: a folder a user made under such a name, even
+    // one holding files with store names, is never removed.
 
     /// <summary>Names the files a store folder holds; staging folders holding anything else are never removed.</summary>
     private static readonly HashSet<string> StoreFiles = new(StringComparer.Ordinal)
@@ -172,6 +174,21 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
     };
 
     private const string StagingMarker = ".creating-";
+
+    /// <summary>The staging mark's file name, and the first line of its contents (the second is the folder's own path).</summary>
+    private const string StagingMarkFile = ".snapshot-store-staging", StagingMarkText = "snapshot store being created";
+
+    /// <summary>Whether <paramref name="staging"/> is a staging folder a create left: empty, or marked and holding store files only.</summary>
+    private static bool IsOwnStaging(string staging)
+    {
+        var entries = Directory.EnumerateFileSystemEntries(staging).ToArray();
+        if (entries.Length == 0) return true;
+        string mark = Path.Combine(staging, StagingMarkFile);
+        if (!File.Exists(mark) || new FileInfo(mark).LinkTarget is not null || new FileInfo(mark).Length > 4096) return false;
+        if (File.ReadAllText(mark) != $"{StagingMarkText}\n{Path.GetFullPath(staging)}\n") return false;
+        return entries.All(e => new FileInfo(e).LinkTarget is null && File.Exists(e)
+            && (StoreFiles.Contains(Path.GetFileName(e)) || Path.GetFileName(e) == StagingMarkFile));
+    }
 
     public string? WhyNotWritable(string folder) => FileBlockDevice.WhyFolderIsNotWritable(folder);
 
@@ -195,10 +212,11 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
         if (!Directory.Exists(parent)) throw new DeviceOpenException(full, DeviceOpenError.Missing, $"directory {parent} does not exist");
         string prefix = "." + name + StagingMarker;
         foreach (var stale in Directory.EnumerateDirectories(parent, prefix + "*"))
-            if (Directory.EnumerateFileSystemEntries(stale).All(e => File.Exists(e) && StoreFiles.Contains(Path.GetFileName(e))))
+            if (new DirectoryInfo(stale).LinkTarget is null && IsOwnStaging(stale))
                 Directory.Delete(stale, recursive: true);
         string staging = Path.Combine(parent, prefix + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(staging);
+        File.WriteAllText(Path.Combine(staging, StagingMarkFile), $"{StagingMarkText}\n{Path.GetFullPath(staging)}\n");
         return staging;
     }
 
@@ -206,6 +224,7 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
     {
         if (staging == folder) return;
         string full = Path.GetFullPath(folder);
+        File.Delete(Path.Combine(staging, StagingMarkFile)); // the store's folder holds the store's files only
         // rename(2) replaces an empty folder and fails on a non-empty one, so a folder filled meanwhile is never lost.
         if (Directory.Exists(full) && !Directory.EnumerateFileSystemEntries(full).Any()) Directory.Delete(full);
         try
@@ -222,8 +241,7 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
     public void AbandonCreate(string staging)
     {
         if (!Directory.Exists(staging)) return;
-        if (Directory.EnumerateFileSystemEntries(staging).All(e => File.Exists(e) && StoreFiles.Contains(Path.GetFileName(e))))
-            Directory.Delete(staging, recursive: true);
+        if (IsOwnStaging(staging)) Directory.Delete(staging, recursive: true);
     }
     private static int FlockRetrying(int fd, int operation)
     {
