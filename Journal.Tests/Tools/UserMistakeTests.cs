@@ -28,6 +28,37 @@ public class UserMistakeTests
     }
 
     [Fact]
+    public void A_store_whose_files_have_a_second_name_is_not_opened_until_they_have_one()
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        Ok(ToolRunner.SnapCtl("init", store, "--origin-size", "1M"));
+        Ok(ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "7", "--length", "64K"));
+        Ok(ToolRunner.SnapCtl("snapshot", "create", store, "s"));
+        // `cp -al store linked`: the same files under a second folder, which the first folder's lock does not guard.
+        var linked = dir["linked"];
+        Directory.CreateDirectory(linked);
+        foreach (var f in Directory.GetFiles(store))
+        {
+            var p = System.Diagnostics.Process.Start("ln", [f, Path.Combine(linked, Path.GetFileName(f))])!;
+            p.WaitForExit(30_000);
+            Assert.Equal(0, p.ExitCode);
+        }
+        var before = Directory.GetFiles(store).ToDictionary(f => f, File.ReadAllBytes);
+        foreach (var folder in new[] { linked, store })
+            foreach (var args in new[] { new[] { "write", folder, "--offset", "0", "--pattern", "9", "--length", "4K" }, ["status", folder] })
+            {
+                var r = ToolRunner.SnapCtl(args);
+                Assert.Equal(2, r.ExitCode);
+                Assert.Contains("names (hard links)", Assert.Single(r.ErrorLines));
+            }
+        foreach (var (file, bytes) in before) Assert.Equal(bytes, File.ReadAllBytes(file));
+        Directory.Delete(linked, recursive: true);
+        Ok(ToolRunner.SnapCtl("status", store));
+        Assert.All(ToolRunner.SnapCtl("read", store, "--snapshot", "s", "--offset", "0", "--length", "4K").Raw, b => Assert.Equal(7, b));
+    }
+
+    [Fact]
     public void Init_leaves_a_users_folder_named_like_a_leftover_of_an_interrupted_init()
     {
         using var dir = new TempFolder();

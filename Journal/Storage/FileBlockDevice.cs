@@ -345,6 +345,9 @@ public sealed class FileBlockDevice : BlockDevice
         return false;
     }
 
+    /// <summary>How many names (hard links) the file has now; null when the system does not say.</summary>
+    public long? LinkCount => NativeFile.LinkCount(_handle);
+
     /// <inheritdoc/>
     /// <remarks>fallocate with FALLOC_FL_PUNCH_HOLE over the whole file.</remarks>
     public override bool DiscardAll()

@@ -69,7 +69,7 @@ internal static partial class NativeFile
     private const int AT_FDCWD = -100;
     private const uint STATX_TYPE = 0x1, STATX_INO = 0x100;
     private const int FALLOC_FL_KEEP_SIZE = 1, FALLOC_FL_PUNCH_HOLE = 2;
-    private const uint STATX_SIZE = 0x200, STATX_BLOCKS = 0x400;
+    private const uint STATX_SIZE = 0x200, STATX_BLOCKS = 0x400, STATX_NLINK = 0x4;
     private const ulong ST_RDONLY = 1;
 
     /// <summary>What a path names, from <c>statx</c> (following symbolic links).</summary>
@@ -342,6 +342,24 @@ internal static partial class NativeFile
             handle.DangerousAddRef(ref added);
             int flags = 0;
             return Ioctl((int)handle.DangerousGetHandle(), FS_IOC_GETFLAGS, &flags) == 0 && (flags & FS_JOURNAL_DATA_FL) != 0;
+        }
+        finally
+        {
+            if (added) handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>The number of names (hard links) an open file has; null when the system does not say.</summary>
+    internal static unsafe long? LinkCount(SafeFileHandle handle)
+    {
+        if (!IsLinux) return null;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            byte* buf = stackalloc byte[256];
+            if (StatX((int)handle.DangerousGetHandle(), "", AT_EMPTY_PATH, STATX_NLINK, buf) != 0) return null;
+            return *(uint*)(buf + 16);
         }
         finally
         {

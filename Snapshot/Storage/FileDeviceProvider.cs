@@ -58,7 +58,22 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
 
     public BlockDevice Create(string path, long sectors) => Eager(FileBlockDevice.Create(path, sectors));
 
-    public BlockDevice Open(string path) => Eager(FileBlockDevice.Open(path));
+    /// <remarks>
+    /// A file with more than one name (a hard link, as <c>cp -al</c> makes) is refused: the folder lock guards one
+    /// folder, so a second folder holding the same files could be opened as a store at the same time and both would
+    /// write them.
+    /// </remarks>
+    public BlockDevice Open(string path)
+    {
+        var device = FileBlockDevice.Open(path);
+        if (device.LinkCount is > 1 and var links)
+        {
+            device.Dispose();
+            throw new DeviceOpenException(path, DeviceOpenError.InUse,
+                $"the file has {links} names (hard links): another folder may use it as its own, so it is not opened; give it a single name (copy it instead of linking)");
+        }
+        return Eager(device);
+    }
 
     /// <summary>
     /// The store's files start the write-back of every write of at least this size at once
