@@ -97,4 +97,49 @@ public sealed class CraftedSuperblockTests
         await using (var store = await SnapshotStore.OpenAsync(folder))
             Assert.True(Assert.Single(store.GetStatus().Snapshots).IsValid);
     }
+
+    [Fact]
+    public async Task A_superblock_with_a_non_zero_reserved_field_is_refused()
+    {
+        using var dir = new TempFolder();
+        string folder = dir["store"];
+        await (await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 2048, LogBlocks = 2048 })).DisposeAsync();
+        string sbPath = Path.Combine(folder, SnapshotStore.SuperblockFileName);
+        var bytes = File.ReadAllBytes(sbPath);
+        // Both copies: offset 40 set, the checksum (offset 44, CRC-32C of the copy with it zeroed) made good again.
+        for (int copy = 0; copy < 2; copy++)
+        {
+            var b = bytes.AsSpan(copy * Superblock.CopyBytes, Superblock.CopyBytes);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[40..], 1);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[44..], 0);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[44..], System.IO.Hashing.Crc32.HashToUInt32(System.IO.Hashing.Crc32ParameterSet.Crc32C, b));
+        }
+        File.WriteAllBytes(sbPath, bytes);
+        var e = await Assert.ThrowsAnyAsync<JournalException>(async () => await SnapshotStore.OpenAsync(folder));
+        Assert.Contains("the reserved field at offset 40 is 0x00000001, expected 0", e.Message);
+    }
+
+    [Fact]
+    public async Task A_superblock_that_gives_a_COW_file_a_size_smaller_than_it_uses_makes_the_snapshot_invalid()
+    {
+        using var dir = new TempFolder();
+        string folder = dir["store"];
+        await using (var store = await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 2048, LogBlocks = 2048 }))
+        {
+            await store.CreateSnapshotAsync("s");
+            await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)9, 40 * 4096).ToArray());
+        }
+        using (var sbDev = FileBlockDevice.Open(Path.Combine(folder, SnapshotStore.SuperblockFileName)))
+        {
+            var sb = Superblock.Read(sbDev);
+            var rec = Assert.Single(sb.Snapshots);
+            (sb with { Generation = sb.Generation + 1, Snapshots = [rec with { CowSectors = 16 * 8 }] }).Write(sbDev);
+        }
+        await using (var store = await SnapshotStore.OpenAsync(folder))
+        {
+            var status = Assert.Single(store.GetStatus().Snapshots);
+            Assert.False(status.IsValid);
+            Assert.Contains("the file uses chunks past the COW size the superblock gives it", status.InvalidReason);
+        }
+    }
 }

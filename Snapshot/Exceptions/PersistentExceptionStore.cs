@@ -303,6 +303,9 @@ internal sealed class PersistentExceptionStore : ExceptionStore
             if (terminated) break;
             area++;
         }
+        if (maxNew >= (ulong)CapacityChunks)
+            throw new StoreCorruptionException(Cow.Name, 0, "the file uses chunks past the COW size the superblock gives it",
+                $"chunks below {CapacityChunks} ({TotalSectors} sectors)", $"chunk {maxNew}");
         current.HomeCount = current.Count;
         Metadata = _committer.Attach(this, current);
         lock (_metaLock)

@@ -157,6 +157,9 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
         if (crc != stored) { problem = $"checksum 0x{stored:x8}, computed 0x{crc:x8}"; return null; }
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(b[4..]);
         if (version != Version) { problem = $"version {version}, expected {Version}"; return null; }
+        uint reserved = BinaryPrimitives.ReadUInt32LittleEndian(b[40..]);
+        if (reserved != 0)
+            throw new Journal.JournalException($"{file}: superblock generation {BinaryPrimitives.ReadUInt64LittleEndian(b[8..])} is not valid: the reserved field at offset 40 is 0x{reserved:x8}, expected 0");
         int count = BinaryPrimitives.ReadInt32LittleEndian(b[28..]);
         if (count is < 0 or > MaxSnapshots) { problem = $"snapshot count {count}"; return null; }
         var list = new List<SnapshotRecord>(count);
