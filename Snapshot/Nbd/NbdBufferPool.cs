@@ -23,6 +23,7 @@ internal sealed class NbdBufferPool
     private long _allocated;
     private long _inUse;    // payload bytes (size classes) of the arrays lent out
     private long _peakInUse;
+    private long _dropped;  // bytes of arrays given up to the garbage collector since the last TakeDropped
 
     public NbdBufferPool(long maxRetainedBytes)
     {
@@ -83,10 +84,34 @@ internal sealed class NbdBufferPool
         if (Interlocked.Add(ref _retained, payload) > MaxRetainedBytes)
         {
             Interlocked.Add(ref _retained, -payload);
+            Interlocked.Add(ref _dropped, buffer.Length);
             return;
         }
         var stack = _classes[shift - MinShift];
         lock (stack) stack.Push(buffer);
+    }
+
+    /// <summary>Bytes of arrays given up to the garbage collector (past <see cref="MaxRetainedBytes"/>) since the last <see cref="Trim"/>.</summary>
+    public long DroppedBytes => Interlocked.Read(ref _dropped);
+
+    /// <summary>
+    /// Drops every array kept for reuse (after a burst, with no client left). Returns the bytes given up to the garbage
+    /// collector since the last call, these included.
+    /// </summary>
+    public long Trim()
+    {
+        foreach (var stack in _classes)
+        {
+            lock (stack)
+            {
+                while (stack.TryPop(out var b))
+                {
+                    Interlocked.Add(ref _retained, -(b.Length - Headroom));
+                    Interlocked.Add(ref _dropped, b.Length);
+                }
+            }
+        }
+        return Interlocked.Exchange(ref _dropped, 0);
     }
 
     private void Lent(long bytes)

@@ -273,7 +273,35 @@ public sealed class NbdServer : IAsyncDisposable
 
     internal void OnConnectionEnded(NbdConnection connection)
     {
-        lock (_lock) _connections.Remove(connection);
+        bool last;
+        lock (_lock)
+        {
+            _connections.Remove(connection);
+            last = _connections.Count == 0;
+        }
+        if (last) GiveMemoryBack();
+    }
+
+    /// <summary>Buffer bytes given up at once that are worth a collection to return them to the system.</summary>
+    private const long GiveBackThreshold = 32L << 20;
+
+    private long _lastGiveBack;
+
+    /// <summary>
+    /// The last client is gone. If the clients had more buffers in flight than the pool keeps (32 MiB or more of arrays
+    /// were given up to the garbage collector since the last time), the pool's arrays are dropped too and a full
+    /// compacting collection on a pool thread returns the memory to the system, at most once every 10 s. Without it the
+    /// arrays, large objects, would stay in the process until the collector next runs, which an idle server does not
+    /// make it do. A server whose load fits the pool keeps it (its next clients allocate nothing).
+    /// </summary>
+    private void GiveMemoryBack()
+    {
+        long now = Environment.TickCount64;
+        long last = Interlocked.Read(ref _lastGiveBack);
+        if (Buffers.DroppedBytes < GiveBackThreshold || (last != 0 && now - last < 10_000)) return;
+        if (Interlocked.CompareExchange(ref _lastGiveBack, now, last) != last) return;
+        Buffers.Trim();
+        _ = Task.Run(() => GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true));
     }
 
     /// <summary>

@@ -20,19 +20,31 @@ namespace Snapshot.Nbd;
 /// disconnect every connection that holds room and whose socket has not finished a send (or a payload receive) for
 /// that long (<see cref="NbdServer.DisconnectStalledClients"/>); closing the socket drops its replies and returns its
 /// buffers. A well-behaved client is never disconnected for this, and nothing is disconnected while nobody waits.</para>
-/// <para>Waiters are woken all at once when room is given back, and each takes what fits (a small request does not
-/// queue behind a large one).</para>
-/// <para>Locking: <c>_lock</c> protects the counters and the wake-up source; held for a few instructions; nothing waits
-/// under it and nothing else is taken under it.</para>
+/// <para><b>Who gets room first.</b> Room given back goes to the waiters smallest request first (the same size: the one
+/// that came first), as long as the smallest fits; a new request that fits the free room takes it at once (every waiter
+/// wants more than is free). So a client doing small I/O is not queued behind large reads of clients that stopped
+/// reading, which would each take room only to park it; a large request waits while smaller ones keep the server full,
+/// which happens only under the bound's pressure.</para>
+/// <para>Locking: <c>_lock</c> protects the counters and the waiter list; held for a few instructions (a scan of at most
+/// one waiter per connection); nothing waits under it and nothing else is taken under it. A grant completes the waiter's
+/// task under it; its continuation runs elsewhere.</para>
 /// </remarks>
 internal sealed class NbdServerBudget
 {
     private readonly object _lock = new();
     private readonly NbdServer? _server;
+    private readonly List<Waiter> _waiters = new(); // at most one per connection (its reader)
     private long _bytes;
     private long _peakBytes;
     private long _waits;
-    private TaskCompletionSource? _freed; // completed (and cleared) when bytes are given back while someone waits
+    private long _sequence;
+
+    private sealed class Waiter(long bytes, long sequence)
+    {
+        public readonly long Bytes = bytes;
+        public readonly long Sequence = sequence;
+        public readonly TaskCompletionSource Granted = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
 
     public NbdServerBudget(long maxBytes, TimeSpan stalledTimeout, NbdServer? server)
     {
@@ -57,54 +69,82 @@ internal sealed class NbdServerBudget
     public long Waits { get { lock (_lock) return _waits; } }
 
     /// <summary>
-    /// Takes <paramref name="bytes"/>; waits, holding nothing another connection needs, while they do not fit. Returns
-    /// false when <paramref name="stop"/> is cancelled first (nothing taken).
+    /// Takes <paramref name="bytes"/>; waits, holding nothing another connection needs, while they do not fit (or smaller
+    /// requests wait before it). Returns false when <paramref name="stop"/> is cancelled first (nothing taken).
     /// </summary>
     public async ValueTask<bool> AcquireAsync(long bytes, CancellationToken stop)
     {
-        long waitStarted = 0;
+        lock (_lock)
+        {
+            // Every waiter wants more than is free (grants run whenever room comes back), so a request that fits is
+            // smaller than all of them: it goes first.
+            if (TryTakeLocked(bytes)) return true;
+        }
+        var w = new Waiter(bytes, Interlocked.Increment(ref _sequence));
+        lock (_lock)
+        {
+            if (TryTakeLocked(bytes)) return true;
+            _waiters.Add(w);
+            _waits++;
+        }
+        long waitStarted = Environment.TickCount64;
         while (true)
         {
-            Task freed;
-            lock (_lock)
+            long left = (long)StalledTimeout.TotalMilliseconds - (Environment.TickCount64 - waitStarted);
+            if (left > 0)
             {
-                if (_bytes + bytes <= MaxBytes)
+                // Why we wait: the server is at its byte bound; room comes back as other requests' replies are sent or
+                // their writes done, or when a stalled client is disconnected. Nothing another connection needs is held
+                // (see the remarks).
+                await Task.WhenAny(w.Granted.Task, Task.Delay(TimeSpan.FromMilliseconds(left), stop)).ConfigureAwait(false);
+            }
+            if (w.Granted.Task.IsCompleted) return true;
+            if (stop.IsCancellationRequested)
+            {
+                lock (_lock)
                 {
-                    _bytes += bytes;
-                    if (_bytes > _peakBytes) _peakBytes = _bytes;
-                    return true;
+                    if (_waiters.Remove(w)) return false;
                 }
-                if (waitStarted == 0) _waits++;
-                freed = (_freed ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+                Release(bytes); // granted just now: give it back
+                return false;
             }
-            if (stop.IsCancellationRequested) return false;
-            long now = Environment.TickCount64;
-            if (waitStarted == 0) waitStarted = now;
-            long left = (long)StalledTimeout.TotalMilliseconds - (now - waitStarted);
-            if (left <= 0)
+            if (Environment.TickCount64 - waitStarted >= (long)StalledTimeout.TotalMilliseconds)
             {
-                // Waited the whole timeout: the room is held by connections whose clients do not take it back.
+                // Waited the whole timeout: the room is held by connections whose clients do not give it back.
                 _server?.DisconnectStalledClients(StalledTimeout);
-                waitStarted = now;
-                left = (long)StalledTimeout.TotalMilliseconds;
+                waitStarted = Environment.TickCount64;
             }
-            // Why we wait: the server is at its byte bound; room comes back as other requests' replies are sent or their
-            // writes done, or when a stalled client is disconnected. Nothing another connection needs is held (remarks).
-            await Task.WhenAny(freed, Task.Delay(TimeSpan.FromMilliseconds(left), stop)).ConfigureAwait(false);
         }
     }
 
-    /// <summary>Gives back <paramref name="bytes"/> and wakes every waiter.</summary>
+    /// <summary>Gives back <paramref name="bytes"/> and grants waiters what now fits, smallest first.</summary>
     public void Release(long bytes)
     {
         if (bytes == 0) return;
-        TaskCompletionSource? wake;
         lock (_lock)
         {
             _bytes -= bytes;
-            wake = _freed;
-            _freed = null;
+            while (_waiters.Count > 0)
+            {
+                int best = 0;
+                for (int i = 1; i < _waiters.Count; i++)
+                {
+                    var (a, b) = (_waiters[i], _waiters[best]);
+                    if (a.Bytes < b.Bytes || (a.Bytes == b.Bytes && a.Sequence < b.Sequence)) best = i;
+                }
+                var w = _waiters[best];
+                if (!TryTakeLocked(w.Bytes)) break;
+                _waiters.RemoveAt(best);
+                w.Granted.TrySetResult(); // its continuation runs elsewhere (RunContinuationsAsynchronously)
+            }
         }
-        wake?.TrySetResult();
+    }
+
+    private bool TryTakeLocked(long bytes)
+    {
+        if (_bytes + bytes > MaxBytes) return false;
+        _bytes += bytes;
+        if (_bytes > _peakBytes) _peakBytes = _bytes;
+        return true;
     }
 }
