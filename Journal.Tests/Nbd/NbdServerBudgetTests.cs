@@ -95,4 +95,20 @@ public sealed class NbdServerBudgetTests
         await NbdHarness.EventuallyAsync(() => h.Server.Room.Bytes == 0, "the read's bytes given back");
         Assert.Equal(0, h.Server.StalledDisconnects);
     }
+
+    [Fact]
+    public void The_server_bound_must_hold_one_largest_request_and_the_stalled_timeout_must_be_positive()
+    {
+        NbdServerOptions Options(long bytes, double seconds) => new()
+        {
+            UnixSockets = ["/tmp/x.sock"], MaxServerBytesInFlight = bytes, StalledClientTimeout = TimeSpan.FromSeconds(seconds),
+        };
+        Options(NbdServerOptions.MaxRequestBytes, 1).Validate();
+        Assert.Equal(256L << 20, new NbdServerOptions().MaxServerBytesInFlight);
+        Assert.Equal(TimeSpan.FromSeconds(30), new NbdServerOptions().StalledClientTimeout);
+        var small = Assert.Throws<global::Snapshot.SnapshotArgumentException>(() => Options(NbdServerOptions.MaxRequestBytes - 512, 1).Validate());
+        Assert.Contains("server-wide in-flight byte bound", small.Message);
+        Assert.Throws<global::Snapshot.SnapshotArgumentException>(() => Options(NbdServerOptions.MaxRequestBytes, 0).Validate());
+        Assert.Contains("in flight on all connections 33554432 bytes, stalled-client timeout 1 s", Options(NbdServerOptions.MaxRequestBytes, 1).ToString());
+    }
 }
