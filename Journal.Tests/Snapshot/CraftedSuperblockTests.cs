@@ -120,7 +120,7 @@ public sealed class CraftedSuperblockTests
     }
 
     [Fact]
-    public async Task A_superblock_that_gives_a_COW_file_a_size_smaller_than_it_uses_makes_the_snapshot_invalid()
+    public async Task A_superblock_that_gives_a_COW_file_a_size_smaller_than_it_uses_is_refused_and_changes_nothing()
     {
         using var dir = new TempFolder();
         string folder = dir["store"];
@@ -129,17 +129,20 @@ public sealed class CraftedSuperblockTests
             await store.CreateSnapshotAsync("s");
             await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)9, 40 * 4096).ToArray());
         }
-        using (var sbDev = FileBlockDevice.Open(Path.Combine(folder, SnapshotStore.SuperblockFileName)))
+        string sbPath = Path.Combine(folder, SnapshotStore.SuperblockFileName);
+        var original = File.ReadAllBytes(sbPath);
+        using (var sbDev = FileBlockDevice.Open(sbPath))
         {
             var sb = Superblock.Read(sbDev);
             var rec = Assert.Single(sb.Snapshots);
             (sb with { Generation = sb.Generation + 1, Snapshots = [rec with { CowSectors = 16 * 8 }] }).Write(sbDev);
         }
+        var crafted = File.ReadAllBytes(sbPath);
+        var e = await Assert.ThrowsAnyAsync<JournalException>(async () => await SnapshotStore.OpenAsync(folder));
+        Assert.Contains("the file uses chunks past the COW size the superblock gives it (128 sectors); the store was not opened and nothing was changed", e.Message);
+        Assert.Equal(crafted, File.ReadAllBytes(sbPath));
+        File.WriteAllBytes(sbPath, original);
         await using (var store = await SnapshotStore.OpenAsync(folder))
-        {
-            var status = Assert.Single(store.GetStatus().Snapshots);
-            Assert.False(status.IsValid);
-            Assert.Contains("the file uses chunks past the COW size the superblock gives it", status.InvalidReason);
-        }
+            Assert.True(Assert.Single(store.GetStatus().Snapshots).IsValid);
     }
 }

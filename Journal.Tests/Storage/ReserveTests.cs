@@ -1,5 +1,6 @@
 using Journal.Storage;
 using Journal.Tests.Campaign;
+using Journal.Tests.Tools;
 using Snapshot;
 
 namespace Journal.Tests.Storage;
@@ -55,7 +56,26 @@ public sealed class ReserveTests
     }
 
     [Fact]
-    public async Task A_snapshot_deleted_while_the_store_stays_open_gives_its_space_back_at_once()
+    public async Task A_reservation_that_fallocate_refuses_gives_back_what_it_took()
+    {
+        using var fs = await LoopMountedFileSystem.CreateAsync(megabytes: 32);
+        string path = Path.Combine(fs.MountPoint, "dev");
+        using var dev = FileBlockDevice.Create(path, 2048);
+        long before = fs.AvailableBytes;
+        NativeFile.TestSkipReserveCheck = true; // past the free-space check, so fallocate itself fails part way
+        try
+        {
+            Assert.Throws<DeviceFullException>(() => dev.Reserve((before + (8L << 20)) / 512));
+        }
+        finally
+        {
+            NativeFile.TestSkipReserveCheck = false;
+        }
+        Assert.True(fs.AvailableBytes >= before - Slack, $"free space fell from {before} to {fs.AvailableBytes} bytes");
+    }
+
+    [Fact]
+    public async Task A_snapshot_deleted_while_the_store_stays_open_gives_its_space_and_reservation_back_at_once()
     {
         using var fs = await LoopMountedFileSystem.CreateAsync(megabytes: 96);
         string folder = Path.Combine(fs.MountPoint, "st");
@@ -65,13 +85,30 @@ public sealed class ReserveTests
         long before = fs.AvailableBytes;
         for (int round = 0; round < 3; round++)
         {
-            // A COW file of 16 MiB, reserved and then written in full by first writes of the whole origin.
-            await store.CreateSnapshotAsync("s");
-            await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)(round + 1), 16 << 20).ToArray());
+            // A COW file of 32 MiB, reserved in full; 4 MiB of it written by first writes.
+            await store.CreateSnapshotAsync("s", new SnapshotOptions { CowSectors = 32 << 11 });
+            await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)(round + 1), 4 << 20).ToArray());
             await store.FlushAsync();
-            Assert.True(fs.AvailableBytes < before - (15L << 20), $"round {round}: the snapshot took {before - fs.AvailableBytes} bytes");
+            Assert.True(fs.AvailableBytes < before - (31L << 20), $"round {round}: the snapshot took {before - fs.AvailableBytes} bytes");
             await store.DeleteSnapshotAsync("s");
             Assert.True(fs.AvailableBytes >= before - (2L << 20), $"round {round}: {before - fs.AvailableBytes} bytes still taken after the delete");
         }
+    }
+
+    [Fact]
+    public async Task A_deleted_snapshots_file_that_its_user_moved_elsewhere_keeps_its_data()
+    {
+        using var dir = new TempFolder();
+        string folder = dir["st"];
+        await using var store = await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 2048, LogBlocks = 2048 });
+        await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)7, 65536).ToArray());
+        await store.CreateSnapshotAsync("s");
+        await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)9, 65536).ToArray());
+        await store.FlushAsync();
+        string kept = dir["kept.cow"];
+        File.Move(Path.Combine(folder, "s.cow"), kept);
+        var bytes = File.ReadAllBytes(kept);
+        await store.DeleteSnapshotAsync("s");
+        Assert.Equal(bytes, File.ReadAllBytes(kept));
     }
 }

@@ -59,6 +59,36 @@ public class UserMistakeTests
     }
 
     [Fact]
+    public void An_init_that_cannot_put_the_store_in_place_leaves_nothing_behind()
+    {
+        using var dir = new TempFolder();
+        var store = dir["st3"];
+        Directory.CreateDirectory(store);
+        Chattr("+i", store); // an empty folder that cannot be replaced
+        try
+        {
+            var r = ToolRunner.SnapCtl("init", store, "--origin-size", "1M");
+            Assert.Equal(2, r.ExitCode);
+            Assert.Contains("cannot put the new store in place", Assert.Single(r.ErrorLines));
+        }
+        finally
+        {
+            Chattr("-i", store);
+        }
+        Assert.Equal([store], Directory.GetDirectories(dir.Path));
+        Ok(ToolRunner.SnapCtl("init", store, "--origin-size", "1M"));
+        Assert.Equal([store], Directory.GetDirectories(dir.Path));
+        Assert.DoesNotContain(Directory.GetFiles(store), f => Path.GetFileName(f).StartsWith(".snapshot-store", StringComparison.Ordinal));
+    }
+
+    private static void Chattr(string flag, string path)
+    {
+        var p = System.Diagnostics.Process.Start("chattr", [flag, path])!;
+        p.WaitForExit(30_000);
+        Assert.True(p.ExitCode == 0, $"chattr {flag} {path} failed (exit {p.ExitCode}): the test needs an ext4-like file system and root");
+    }
+
+    [Fact]
     public void Init_leaves_a_users_folder_named_like_a_leftover_of_an_interrupted_init()
     {
         using var dir = new TempFolder();
@@ -285,5 +315,61 @@ public class SpecialCowFileTests
         var p = System.Diagnostics.Process.Start("chattr", [flag, path])!;
         p.WaitForExit(30_000);
         Assert.True(p.ExitCode == 0, $"chattr {flag} {path} failed (exit {p.ExitCode}): the test needs an ext4-like file system and root");
+    }
+
+    [Fact]
+    public void The_open_leaves_an_unlisted_symbolic_link_to_zeros_and_a_zero_file_it_cannot_remove()
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        Assert.Equal(0, ToolRunner.SnapCtl("init", store, "--origin-size", "1M").ExitCode);
+        string zeros = dir["zeros.bin"];
+        File.WriteAllBytes(zeros, new byte[1 << 20]);
+        string link = Path.Combine(store, "backup.cow");
+        File.CreateSymbolicLink(link, zeros);
+        string leftover = Path.Combine(store, "x.cow");
+        File.WriteAllBytes(leftover, new byte[65536]); // what a create stopped before its header leaves
+        Chattr("+a", store);
+        try
+        {
+            var r = ToolRunner.SnapCtl("status", store);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            Assert.True(File.Exists(leftover));
+        }
+        finally
+        {
+            Chattr("-a", store);
+        }
+        Assert.Equal(0, ToolRunner.SnapCtl("status", store).ExitCode);
+        Assert.False(File.Exists(leftover), "the next open did not remove the leftover");
+        Assert.Equal(zeros, new FileInfo(link).LinkTarget);
+        Assert.Equal(1 << 20, new FileInfo(zeros).Length);
+    }
+
+    [Fact]
+    public void Delete_of_an_invalid_snapshot_refuses_an_immutable_COW_file_up_front()
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        Assert.Equal(0, ToolRunner.SnapCtl("init", store, "--origin-size", "1M").ExitCode);
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "s", "--cow-size", "64K").ExitCode);
+        // More first writes than the COW file holds: the snapshot is invalidated (COW full); its file is not opened again.
+        Assert.Equal(0, ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "3", "--length", "1M").ExitCode);
+        Assert.Contains("Invalid", ToolRunner.SnapCtl("status", store).Stdout);
+        string cow = Path.Combine(store, "s.cow");
+        Chattr("+i", cow);
+        try
+        {
+            var r = ToolRunner.SnapCtl("snapshot", "delete", store, "s");
+            Assert.Equal(2, r.ExitCode);
+            Assert.Contains("the file is immutable (chattr +i); nothing was changed", Assert.Single(r.ErrorLines));
+        }
+        finally
+        {
+            Chattr("-i", cow);
+        }
+        Assert.Contains("s: ", ToolRunner.SnapCtl("status", store).Stdout);
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "delete", store, "s").ExitCode);
+        Assert.False(File.Exists(cow));
     }
 }

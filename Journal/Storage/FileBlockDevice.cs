@@ -349,11 +349,11 @@ public sealed class FileBlockDevice : BlockDevice
     public long? LinkCount => NativeFile.LinkCount(_handle);
 
     /// <inheritdoc/>
-    /// <remarks>fallocate with FALLOC_FL_PUNCH_HOLE over the whole file.</remarks>
+    /// <remarks>fallocate with FALLOC_FL_PUNCH_HOLE over the whole file, then a same-size truncate for the blocks reserved past its end.</remarks>
     public override bool DiscardAll()
     {
         if (_readOnly) return false;
-        return NativeFile.PunchHole(_handle, 0, Length) == 0;
+        return NativeFile.DiscardAll(_handle, Length) == 0;
     }
 
     /// <summary>

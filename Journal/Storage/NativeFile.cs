@@ -43,6 +43,16 @@ internal static partial class NativeFile
     [LibraryImport("libc", EntryPoint = "statvfs", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static unsafe partial int StatVfs(string path, byte* buffer);
 
+    [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
+    private static partial int FTruncate(int fd, long length);
+
+    /// <summary>
+    /// Tests only: skip <see cref="Reserve"/>'s free-space check, so that a reservation larger than the free space
+    /// reaches fallocate and fails there. Per thread; false (the default): checked.
+    /// </summary>
+    [ThreadStatic]
+    internal static bool TestSkipReserveCheck;
+
     [LibraryImport("libc", EntryPoint = "fstatvfs", SetLastError = true)]
     private static unsafe partial int FStatVfs(int fd, byte* buffer);
 
@@ -131,14 +141,15 @@ internal static partial class NativeFile
             // Short of space, fallocate fails only after taking the blocks it could (ext4 keeps them): a reservation
             // that cannot be had must take nothing, or merely opening a store would fill the file system. So it is not
             // tried when the free space is plainly short, and a failed one gives back what it took past the file's end
-            // (a reservation lies past it: the file's own blocks are written data).
+            // with a same-size truncate (a reservation lies past it: the file's own blocks are written data; a hole
+            // punched past the end would free nothing on ext4).
             byte* buf = stackalloc byte[256];
             long size = -1;
             if (StatX(fd, "", AT_EMPTY_PATH, STATX_SIZE | STATX_BLOCKS, buf) == 0)
             {
                 size = *(long*)(buf + 40);
                 long allocated = *(long*)(buf + 48) * 512;
-                if (FStatVfs(fd, buf) == 0)
+                if (!TestSkipReserveCheck && FStatVfs(fd, buf) == 0)
                 {
                     ulong free = *(ulong*)(buf + 8) * *(ulong*)(buf + 32);
                     if (bytes - allocated > 0 && (ulong)(bytes - allocated) > free) return ENOSPC;
@@ -149,11 +160,7 @@ internal static partial class NativeFile
                 if (FAllocate(fd, FALLOC_FL_KEEP_SIZE, 0, bytes) == 0) return 0;
                 int errno = Marshal.GetLastPInvokeError();
                 if (errno == EINTR) continue;
-                if (size >= 0 && bytes > size)
-                {
-                    while (FAllocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, size, bytes - size) != 0
-                        && Marshal.GetLastPInvokeError() == EINTR) { }
-                }
+                if (size >= 0 && bytes > size) DropPastEnd(fd, size);
                 return errno;
             }
         }
@@ -163,26 +170,43 @@ internal static partial class NativeFile
         }
     }
 
-    /// <summary>Frees the blocks of [<paramref name="offset"/>, +<paramref name="length"/>) (a hole; the size stays). Returns 0 or the errno; EOPNOTSUPP off Linux.</summary>
-    internal static int PunchHole(SafeFileHandle handle, long offset, long length)
+    /// <summary>
+    /// Frees every block of the file, those past its end (a reservation) too, keeping its size: a hole punched over
+    /// [0, size), then a truncate to the same size, which drops the blocks kept past the end (a punch there frees
+    /// nothing on ext4). Returns 0 or the errno; EOPNOTSUPP off Linux.
+    /// </summary>
+    internal static int DiscardAll(SafeFileHandle handle, long size)
     {
         if (!IsLinux) return EOPNOTSUPP;
-        if (length <= 0) return 0;
         bool added = false;
         try
         {
             handle.DangerousAddRef(ref added);
             int fd = (int)handle.DangerousGetHandle();
-            while (true)
+            int errno = 0;
+            while (size > 0 && FAllocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, size) != 0)
             {
-                if (FAllocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0) return 0;
-                int errno = Marshal.GetLastPInvokeError();
-                if (errno != EINTR) return errno;
+                errno = Marshal.GetLastPInvokeError();
+                if (errno != EINTR) break;
+                errno = 0;
             }
+            int drop = DropPastEnd(fd, size);
+            return errno != 0 ? errno : drop;
         }
         finally
         {
             if (added) handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>Drops the blocks kept past the end of a file of <paramref name="size"/> bytes (a same-size truncate). Returns 0 or the errno.</summary>
+    private static int DropPastEnd(int fd, long size)
+    {
+        while (true)
+        {
+            if (FTruncate(fd, size) == 0) return 0;
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno != EINTR) return errno;
         }
     }
 
@@ -215,7 +239,10 @@ internal static partial class NativeFile
     private const nuint FS_IOC_GETFLAGS = 0x80086601;
     private const int FS_JOURNAL_DATA_FL = 0x4000;
     private const int FS_IMMUTABLE_FL = 0x10, FS_APPEND_FL = 0x20;
-    private const int O_NONBLOCK = 0x800, O_NOFOLLOW = 0x20000;
+    private const int O_NONBLOCK = 0x800;
+
+    /// <summary>O_NOFOLLOW: 0x20000 on x86 and most others, 0x8000 on ARM.</summary>
+    private static readonly int O_NOFOLLOW = RuntimeInformation.ProcessArchitecture is Architecture.Arm64 or Architecture.Arm ? 0x8000 : 0x20000;
 
     /// <summary>
     /// Why the directory entry <paramref name="path"/> cannot be removed although its folder passes

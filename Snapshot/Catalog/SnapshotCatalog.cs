@@ -173,7 +173,14 @@ internal sealed class SnapshotCatalog
                 st.Store?.Dispose();
                 foreach (var other in states) other.Store?.Dispose();
                 throw new DeviceOpenException(st.CowPath, e.Error,
-                    $"COW file of snapshot '{st.Name}' cannot be opened ({e.Message[(e.Message.IndexOf(": ", StringComparison.Ordinal) + 2)..]}); the store was not opened and nothing was changed", e);
+                    $"COW file of snapshot '{st.Name}' cannot be opened ({e.Message[Math.Min(e.Message.Length, e.Path.Length + 2)..]}); the store was not opened and nothing was changed", e);
+            }
+            catch (PersistentExceptionStore.SizeMismatchException)
+            {
+                // The file is intact and the superblock disagrees with it: refused, so that neither costs the other.
+                st.Store?.Dispose();
+                foreach (var other in states) other.Store?.Dispose();
+                throw;
             }
             catch (Exception e) when (!st.Merging && e is IOException or JournalException)
             {
@@ -203,8 +210,12 @@ internal sealed class SnapshotCatalog
             if (owned.Contains(Path.GetFullPath(f))) continue;
             if (StoreId != 0 && ReadCowIdentity(f) is { } id && id.StoreId == StoreId && !listed.Contains(id.SnapshotId))
                 TryRemoveOwnCowFile(f, id.SnapshotId, allowDamaged: false);
-            else if (IsUnwrittenCowFile(f))
-                _store.Provider.Delete(f); // a create stopped before it wrote the header: the file holds nothing at all
+            else if (IsPlainFile(f) && IsUnwrittenCowFile(f))
+            {
+                // A create stopped before it wrote the header: the file holds nothing at all.
+                try { _store.Provider.Delete(f); }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { SnapshotLog.CowFileNotRemoved(_store.Logger, _store.Folder, f, e.Message); }
+            }
         }
         if (rewrite) await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
     }
@@ -323,13 +334,16 @@ internal sealed class SnapshotCatalog
     {
         if (!_store.Provider.Exists(path)) return true;
         // Never a symbolic link, FIFO, device or socket put where a COW file should be: the store makes regular files only.
-        if (Recovery.RegularFile.WhatElse(path) is not null || new FileInfo(path).LinkTarget is not null) return false;
+        if (!IsPlainFile(path)) return false;
         bool remove = ReadCowIdentity(path) is { } id
             ? id.StoreId == StoreId && id.SnapshotId == snapshotId && (kind is null || id.Kind == kind)
             : allowDamaged;
         if (remove) _store.Provider.Delete(path);
         return remove;
     }
+
+    /// <summary>A regular file, not a symbolic link (nor a FIFO, device or socket): the only kind of file the store makes.</summary>
+    private static bool IsPlainFile(string path) => Recovery.RegularFile.WhatElse(path) is null && new FileInfo(path).LinkTarget is null;
 
     private long GrowthSectors => Math.Max(_store.Options.CowGrowthBytes / BlockDevice.SectorSize, 2048);
 
@@ -559,12 +573,14 @@ internal sealed class SnapshotCatalog
         if (st.Store is not null) lock (_stateLock) _graveyard.Add(st.Store);
         // The snapshot is gone (committed); a file that cannot be removed now (RequireRemovable checked what can be
         // checked beforehand) is left to the next open's sweep, which removes it then.
-        if (TryRemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: true) && st.Store is not null)
+        TryRemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: true);
+        if (st.Store?.Cow is FileBlockDevice { LinkCount: 0 } removed)
         {
             // Its device stays open until the store closes (a write-back or a changed-block map started before the
             // delete may still use it), so the removed file's space would stay taken as long as the store runs: given
-            // back now, the file then reading as zeros to whoever still has it.
-            st.Store.Cow.DiscardAll();
+            // back now, the file then reading as zeros to whoever still has it. Only when the open file has no name
+            // left: one moved or linked elsewhere by its user keeps its data.
+            removed.DiscardAll();
         }
     }
 

@@ -304,8 +304,8 @@ internal sealed class PersistentExceptionStore : ExceptionStore
             area++;
         }
         if (maxNew >= (ulong)CapacityChunks)
-            throw new StoreCorruptionException(Cow.Name, 0, "the file uses chunks past the COW size the superblock gives it",
-                $"chunks below {CapacityChunks} ({TotalSectors} sectors)", $"chunk {maxNew}");
+            throw new SizeMismatchException(Cow.Name, $"the file uses chunks past the COW size the superblock gives it ({TotalSectors} sectors); the store was not opened and nothing was changed",
+                $"chunks below {CapacityChunks}", $"chunk {maxNew}");
         current.HomeCount = current.Count;
         Metadata = _committer.Attach(this, current);
         lock (_metaLock)
@@ -316,6 +316,13 @@ internal sealed class PersistentExceptionStore : ExceptionStore
                 if (!Layout.IsMetadataChunk(c) && !used[(int)c]) _holes.Push(c);
         }
     }
+
+    /// <summary>
+    /// The COW file and the superblock disagree about its size: neither is known to be the damaged one, so the store is
+    /// not opened (a snapshot invalidated for it would be lost for good).
+    /// </summary>
+    internal sealed class SizeMismatchException(string file, string problem, string expected, string actual)
+        : JournalException($"{file}: {problem} (expected {expected}, found {actual})");
 
     /// <summary>Data chunks below the next free chunk that are free (allocated once, never committed).</summary>
     public int HoleCount { get { lock (_metaLock) return _holes.Count; } }

@@ -200,10 +200,15 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
         if (entries.Length == 0) return true;
         string mark = Path.Combine(staging, StagingMarkFile);
         if (!File.Exists(mark) || new FileInfo(mark).LinkTarget is not null || new FileInfo(mark).Length > 4096) return false;
-        if (File.ReadAllText(mark) != $"{StagingMarkText}\n{Path.GetFullPath(staging)}\n") return false;
-        return entries.All(e => new FileInfo(e).LinkTarget is null && File.Exists(e)
-            && (StoreFiles.Contains(Path.GetFileName(e)) || Path.GetFileName(e) == StagingMarkFile));
+        // Written first and not flushed: after a power loss it may read short or empty, never as anything else.
+        if (!$"{StagingMarkText}\n{Path.GetFullPath(staging)}\n".StartsWith(File.ReadAllText(mark), StringComparison.Ordinal)) return false;
+        return HoldsStoreFilesOnly(entries);
     }
+
+    /// <summary>Every entry a regular file with a store file's name, or the staging mark.</summary>
+    private static bool HoldsStoreFilesOnly(IEnumerable<string> entries) =>
+        entries.All(e => new FileInfo(e).LinkTarget is null && File.Exists(e)
+            && (StoreFiles.Contains(Path.GetFileName(e)) || Path.GetFileName(e) == StagingMarkFile));
 
     public string? WhyNotWritable(string folder) => FileBlockDevice.WhyFolderIsNotWritable(folder);
 
@@ -239,24 +244,27 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
     {
         if (staging == folder) return;
         string full = Path.GetFullPath(folder);
-        File.Delete(Path.Combine(staging, StagingMarkFile)); // the store's folder holds the store's files only
         // rename(2) replaces an empty folder and fails on a non-empty one, so a folder filled meanwhile is never lost.
-        if (Directory.Exists(full) && !Directory.EnumerateFileSystemEntries(full).Any()) Directory.Delete(full);
         try
         {
+            if (Directory.Exists(full) && !Directory.EnumerateFileSystemEntries(full).Any()) Directory.Delete(full);
             Directory.Move(staging, full);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new JournalException($"{full}: cannot put the new store in place: {e.Message.ReplaceLineEndings(" ")}", e);
         }
         FileBlockDevice.SyncDirectory(Path.GetDirectoryName(full)!); // the rename is durable once the parent folder is
+        // The mark goes once the store is in place (a crash before this leaves it in the store's folder, where nothing
+        // reads it; removed before the rename, a failed rename would leave a staging folder no later create removes).
+        File.Delete(Path.Combine(full, StagingMarkFile));
     }
 
     public void AbandonCreate(string staging)
     {
         if (!Directory.Exists(staging)) return;
-        if (IsOwnStaging(staging)) Directory.Delete(staging, recursive: true);
+        // This process made the folder: it goes if it holds nothing but what the create put there.
+        if (HoldsStoreFilesOnly(Directory.EnumerateFileSystemEntries(staging))) Directory.Delete(staging, recursive: true);
     }
     private static int FlockRetrying(int fd, int operation)
     {
