@@ -244,66 +244,81 @@ internal sealed class ChangeTracker
             else if (m is not null) m.Complete.CopyRunsTo(runsB);
         }
 
-        var setA = ChunkRuns.FromRuns(runsA);
-        var setB = ChunkRuns.FromRuns(runsB);
-        long considered = (long)setA.Chunks + (long)setB.Chunks;
-        long entriesRead = 0, metadataBytes = 0, compared = 0, comparedBytes = 0;
-        ChunkRuns result;
-        if (b is null)
+        try
         {
-            result = m is null ? setA : ChunkRuns.Union(setA, setB);
-        }
-        else
-        {
-            result = ChunkRuns.SymmetricExcept(setA, setB);
-            var both = ChunkRuns.Intersect(setA, setB);
-            if (both.Chunks > 0)
+            var setA = ChunkRuns.FromRuns(runsA);
+            var setB = ChunkRuns.FromRuns(runsB);
+            long considered = (long)setA.Chunks + (long)setB.Chunks;
+            long entriesRead = 0, metadataBytes = 0, compared = 0, comparedBytes = 0;
+            ChunkRuns result;
+            if (b is null)
             {
-                ChunkRuns ambiguous = both;
-                // Why we wait (here and below): reads of B's marks, of A's metadata up to the mark, and of both views for
-                // the comparison. Nothing is held; the snapshots are checked again at the end.
-                var marks = await GetMarksAsync(b, cancellationToken).ConfigureAwait(false);
-                if (marks is not null && a.Store is PersistentExceptionStore psA)
+                result = m is null ? setA : ChunkRuns.Union(setA, setB);
+            }
+            else
+            {
+                result = ChunkRuns.SymmetricExcept(setA, setB);
+                var both = ChunkRuns.Intersect(setA, setB);
+                if (both.Chunks > 0)
                 {
-                    long n = marks.CountOf(a.Id)
-                        ?? throw new ChangeTrackingException($"{b.CowPath}: the creation marks of snapshot '{b.Name}' do not list '{a.Name}' (id {a.Id}), which is older and valid; the table does not match the store");
-                    long now = psA.Metadata.EntryCount;
-                    if (n > now)
-                        throw new ChangeTrackingException($"{b.CowPath}: the creation marks of snapshot '{b.Name}' count {n} exceptions of '{a.Name}', whose COW file {a.CowPath} has {now}");
-                    var (prefix, bytes) = await EntryOrderReader.ReadAsync(psA, n, _store.OriginSectors / _store.ChunkSectors, cancellationToken).ConfigureAwait(false);
-                    entriesRead = n;
-                    metadataBytes = bytes;
-                    var before = ChunkRuns.FromChunks(prefix);
-                    if (ChunkRuns.Except(before, setA).Chunks > 0)
-                        throw new ChangeTrackingException($"{a.CowPath}: exception entries of snapshot '{a.Name}' name chunks its exception table does not hold");
-                    result = ChunkRuns.Union(result, ChunkRuns.Intersect(both, before));
-                    ambiguous = ChunkRuns.Except(both, before);
-                    if (!key.AWritten && !key.BWritten) ambiguous = ChunkRuns.Empty; // case 4: equal
-                }
-                if (ambiguous.Chunks > 0)
-                {
-                    var (differ, bytesCompared) = await CompareAsync(a, b, ambiguous, cancellationToken).ConfigureAwait(false);
-                    compared = (long)ambiguous.Chunks;
-                    comparedBytes = bytesCompared;
-                    result = ChunkRuns.Union(result, differ);
+                    ChunkRuns ambiguous = both;
+                    // Why we wait (here and below): reads of B's marks, of A's metadata up to the mark, and of both views for
+                    // the comparison. Nothing is held; the snapshots are checked again at the end.
+                    var marks = await GetMarksAsync(b, cancellationToken).ConfigureAwait(false);
+                    if (marks is not null && a.Store is PersistentExceptionStore psA)
+                    {
+                        long n = marks.CountOf(a.Id)
+                            ?? throw new ChangeTrackingException($"{b.CowPath}: the creation marks of snapshot '{b.Name}' do not list '{a.Name}' (id {a.Id}), which is older and valid; the table does not match the store");
+                        long now = psA.Metadata.EntryCount;
+                        if (n > now)
+                            throw new ChangeTrackingException($"{b.CowPath}: the creation marks of snapshot '{b.Name}' count {n} exceptions of '{a.Name}', whose COW file {a.CowPath} has {now}");
+                        var (prefix, bytes) = await EntryOrderReader.ReadAsync(psA, n, _store.OriginSectors / _store.ChunkSectors, cancellationToken).ConfigureAwait(false);
+                        entriesRead = n;
+                        metadataBytes = bytes;
+                        var before = ChunkRuns.FromChunks(prefix);
+                        if (ChunkRuns.Except(before, setA).Chunks > 0)
+                            throw new ChangeTrackingException($"{a.CowPath}: exception entries of snapshot '{a.Name}' name chunks its exception table does not hold");
+                        result = ChunkRuns.Union(result, ChunkRuns.Intersect(both, before));
+                        ambiguous = ChunkRuns.Except(both, before);
+                        if (!key.AWritten && !key.BWritten) ambiguous = ChunkRuns.Empty; // case 4: equal
+                    }
+                    if (ambiguous.Chunks > 0)
+                    {
+                        var (differ, bytesCompared) = await CompareAsync(a, b, ambiguous, cancellationToken).ConfigureAwait(false);
+                        compared = (long)ambiguous.Chunks;
+                        comparedBytes = bytesCompared;
+                        result = ChunkRuns.Union(result, differ);
+                    }
                 }
             }
-        }
 
-        lock (_store.StateLock)
-        {
-            // Deleted, invalidated or merged while the map was computed: an error, like at the start.
-            RecheckLocked(a);
-            if (b is not null) RecheckLocked(b);
+            lock (_store.StateLock)
+            {
+                // Deleted, invalidated or merged while the map was computed: an error, like at the start.
+                RecheckLocked(a);
+                if (b is not null) RecheckLocked(b);
+            }
+            var map = new ChangedExtents(a.Name, b?.Name ?? "origin", _store.OriginSectors, _store.ChunkSectors, result,
+                new ChangeMapCost(considered, entriesRead, metadataBytes, compared, comparedBytes), key.AWritten, key.BWritten);
+            lock (_lock)
+            {
+                _maps.AddFirst((key, map));
+                while (_maps.Count > CachedMaps) _maps.RemoveLast();
+            }
+            return map;
         }
-        var map = new ChangedExtents(a.Name, b?.Name ?? "origin", _store.OriginSectors, _store.ChunkSectors, result,
-            new ChangeMapCost(considered, entriesRead, metadataBytes, compared, comparedBytes), key.AWritten, key.BWritten);
-        lock (_lock)
+        catch (Exception e) when (e is not OperationCanceledException)
         {
-            _maps.AddFirst((key, map));
-            while (_maps.Count > CachedMaps) _maps.RemoveLast();
+            // A read that failed because the store was closed, or a snapshot deleted (its file given back: it reads as
+            // zeros) or invalidated while the map was computed, is reported as that, not as damage.
+            _store.ThrowIfClosed();
+            lock (_store.StateLock)
+            {
+                RecheckLocked(a);
+                if (b is not null) RecheckLocked(b);
+            }
+            throw;
         }
-        return map;
     }
 
     /// <summary>The snapshot named <paramref name="name"/>, usable for a map. Under the state lock.</summary>

@@ -1,0 +1,64 @@
+using Journal.Storage;
+using Journal.Tests.Snapshot;
+using Journal.Tests.Storage;
+using Snapshot;
+using static Journal.Tests.Snapshot.SnapTestUtil;
+
+namespace Journal.Tests.Changes;
+
+/// <summary>
+/// A snapshot deleted while a changed-block map reads its metadata (its file given back, so it reads as zeros) makes
+/// the map fail as "deleted", the error it gives when asked after the delete, never as damage in the COW file.
+/// </summary>
+public class ChangeMapDeleteRaceTests
+{
+    /// <summary>Once armed, every read waits for <see cref="Release"/> and then returns zeros (a discarded file).</summary>
+    private sealed class DiscardedOnRelease(BlockDevice inner) : ForwardingDevice(inner)
+    {
+        public volatile bool Armed;
+        public int Blocked;
+        public readonly ManualResetEventSlim Release = new(false);
+
+        protected override void ReadCore(long sector, Span<byte> buffer)
+        {
+            if (!Armed)
+            {
+                Inner.Read(sector, buffer);
+                return;
+            }
+            Interlocked.Increment(ref Blocked);
+            Assert.True(Release.Wait(Watchdog), "never released");
+            buffer.Clear();
+        }
+    }
+
+    [Fact]
+    public async Task A_map_whose_older_snapshot_is_deleted_while_it_reads_reports_the_delete()
+    {
+        DiscardedOnRelease? aCow = null;
+        var p = new TestDeviceProvider();
+        p.Wrap = (path, dev) => path.EndsWith("a.cow", StringComparison.Ordinal) && aCow is null ? aCow = new DiscardedOnRelease(dev) : dev;
+        var store = await CreateMemoryStoreAsync(p, 8 * 4096);
+        await store.CreateSnapshotAsync("a").AsTask().WaitAsync(Watchdog);
+        for (int c = 0; c < 600; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 1, 1));
+        await store.Journal!.WriteBackAsync().AsTask().WaitAsync(Watchdog); // a's entries home: the map reads them there
+        await store.CreateSnapshotAsync("b").AsTask().WaitAsync(Watchdog);
+        for (int c = 0; c < 600; c++) await WriteAsync(store.Origin, c * 8L, Pattern(c * 8L, 1, 2));
+        Assert.NotNull(aCow);
+
+        aCow!.Armed = true;
+        var map = Task.Run(() => store.GetChangedExtentsAsync("a", "b").AsTask());
+        var deadline = DateTime.UtcNow + Watchdog;
+        while (Volatile.Read(ref aCow.Blocked) == 0)
+        {
+            Assert.False(map.IsCompleted, "the map read nothing of a's COW file");
+            Assert.True(DateTime.UtcNow < deadline, "the map never read a's COW file");
+            await Task.Delay(1);
+        }
+        await store.DeleteSnapshotAsync("a").AsTask().WaitAsync(Watchdog);
+        aCow.Release.Set();
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => map.WaitAsync(Watchdog));
+        Assert.Contains("no snapshot named 'a' (it was deleted)", e.Message);
+        await store.DisposeAsync();
+    }
+}
