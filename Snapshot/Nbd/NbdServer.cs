@@ -266,8 +266,8 @@ public sealed class NbdServer : IAsyncDisposable
             if (c.Budget.Bytes == 0 || c.StalledFor() < timeout) continue;
             if (!c.Disconnect($"disconnected by the server: its client took no reply and sent no data for {timeout.TotalSeconds:0.#} s while other connections waited for buffer room"))
                 continue;
-            Interlocked.Increment(ref _stalledDisconnects);
             NbdLog.StalledClient(Logger, c.Id, timeout.TotalSeconds, c.Budget.Bytes);
+            Interlocked.Increment(ref _stalledDisconnects);
         }
     }
 

@@ -25,6 +25,10 @@ namespace Snapshot.Nbd;
 /// wants more than is free). So a client doing small I/O is not queued behind large reads of clients that stopped
 /// reading, which would each take room only to park it; a large request waits while smaller ones keep the server full,
 /// which happens only under the bound's pressure.</para>
+/// <para><b>A reserve for small requests.</b> Requests of more than <see cref="SmallRequestBytes"/> may fill the bound only
+/// up to <see cref="Reserve"/> below it (an eighth of it, less if that would leave no room for one largest request), so
+/// large reads that clients park by not reading their replies cannot take the last of it: a client doing I/O of 1 MiB
+/// or less is served at once, not only once the stalled clients have been disconnected.</para>
 /// <para>Locking: <c>_lock</c> protects the counters and the waiter list; held for a few instructions (a scan of at most
 /// one waiter per connection); nothing waits under it and nothing else is taken under it. A grant completes the waiter's
 /// task under it; its continuation runs elsewhere.</para>
@@ -46,15 +50,22 @@ internal sealed class NbdServerBudget
         public readonly TaskCompletionSource Granted = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
+    /// <summary>Requests of at most this many bytes may use the <see cref="Reserve"/>.</summary>
+    public const long SmallRequestBytes = 1L << 20;
+
     public NbdServerBudget(long maxBytes, TimeSpan stalledTimeout, NbdServer? server)
     {
         MaxBytes = maxBytes;
+        Reserve = Math.Max(0, Math.Min(maxBytes / 8, maxBytes - NbdServerOptions.MaxRequestBytes));
         StalledTimeout = stalledTimeout;
         _server = server;
     }
 
     /// <summary>The byte bound.</summary>
     public long MaxBytes { get; }
+
+    /// <summary>The top of the bound only requests of at most <see cref="SmallRequestBytes"/> may use.</summary>
+    public long Reserve { get; }
 
     /// <summary>How long a reader waits before stalled clients are disconnected.</summary>
     public TimeSpan StalledTimeout { get; }
@@ -76,8 +87,8 @@ internal sealed class NbdServerBudget
     {
         lock (_lock)
         {
-            // Every waiter wants more than is free (grants run whenever room comes back), so a request that fits is
-            // smaller than all of them: it goes first.
+            // No waiter fits (grants run whenever room comes back), and a request that fits is smaller than all of
+            // them (a larger one would fit too, the reserve only lowering the limit for larger ones): it goes first.
             if (TryTakeLocked(bytes)) return true;
         }
         var w = new Waiter(bytes, Interlocked.Increment(ref _sequence));
@@ -142,7 +153,7 @@ internal sealed class NbdServerBudget
 
     private bool TryTakeLocked(long bytes)
     {
-        if (_bytes + bytes > MaxBytes) return false;
+        if (_bytes + bytes > (bytes <= SmallRequestBytes ? MaxBytes : MaxBytes - Reserve)) return false;
         _bytes += bytes;
         if (_bytes > _peakBytes) _peakBytes = _bytes;
         return true;
