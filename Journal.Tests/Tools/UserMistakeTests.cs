@@ -64,7 +64,7 @@ public class UserMistakeTests
         using var dir = new TempFolder();
         var store = dir["st3"];
         Directory.CreateDirectory(store);
-        Chattr("+i", store); // an empty folder that cannot be replaced
+        FileFlags.Chattr("+i", store); // an empty folder that cannot be replaced
         try
         {
             var r = ToolRunner.SnapCtl("init", store, "--origin-size", "1M");
@@ -73,7 +73,7 @@ public class UserMistakeTests
         }
         finally
         {
-            Chattr("-i", store);
+            FileFlags.Chattr("-i", store);
         }
         Assert.Equal([store], Directory.GetDirectories(dir.Path));
         Ok(ToolRunner.SnapCtl("init", store, "--origin-size", "1M"));
@@ -81,12 +81,6 @@ public class UserMistakeTests
         Assert.DoesNotContain(Directory.GetFiles(store), f => Path.GetFileName(f).StartsWith(".snapshot-store", StringComparison.Ordinal));
     }
 
-    private static void Chattr(string flag, string path)
-    {
-        var p = System.Diagnostics.Process.Start("chattr", [flag, path])!;
-        p.WaitForExit(30_000);
-        Assert.True(p.ExitCode == 0, $"chattr {flag} {path} failed (exit {p.ExitCode}): the test needs an ext4-like file system and root");
-    }
 
     [Fact]
     public void Init_leaves_a_users_folder_named_like_a_leftover_of_an_interrupted_init()
@@ -198,12 +192,6 @@ public class UnwritableFolderTests
 {
     private static void Ok(ToolResult r) => Assert.True(r.ExitCode == 0, r.ToString());
 
-    private static void Chattr(string flag, string path)
-    {
-        var p = System.Diagnostics.Process.Start("chattr", [flag, path])!;
-        p.WaitForExit(30_000);
-        Assert.True(p.ExitCode == 0, $"chattr {flag} {path} failed (exit {p.ExitCode}): the test needs an ext4-like file system and root");
-    }
 
     [Theory]
     [InlineData("delete", "+i", false)]
@@ -224,7 +212,7 @@ public class UnwritableFolderTests
         // permission is for everyone else); an append-only one: entries can be made, not removed. An immutable or
         // append-only file cannot be removed from any folder.
         string target = onFile ? Path.Combine(store, "s.cow") : store;
-        Chattr(flag, target);
+        FileFlags.Chattr(flag, target);
         try
         {
             var r = ToolRunner.SnapCtl("snapshot", command, store, "s");
@@ -236,7 +224,7 @@ public class UnwritableFolderTests
         }
         finally
         {
-            Chattr(flag.Replace('+', '-'), target);
+            FileFlags.Chattr(flag.Replace('+', '-'), target);
         }
         var status = ToolRunner.SnapCtl("status", store);
         Ok(status);
@@ -295,7 +283,7 @@ public class SpecialCowFileTests
         Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "delete", store, "s").ExitCode);
         // What a delete interrupted after its commit leaves: the store's own file, no longer listed.
         File.Copy(aside, cow);
-        Chattr("+a", store); // an append-only folder: the file can be read and written, not removed
+        FileFlags.Chattr("+a", store); // an append-only folder: the file can be read and written, not removed
         try
         {
             var r = ToolRunner.SnapCtl("status", store);
@@ -304,18 +292,12 @@ public class SpecialCowFileTests
         }
         finally
         {
-            Chattr("-a", store);
+            FileFlags.Chattr("-a", store);
         }
         Assert.Equal(0, ToolRunner.SnapCtl("status", store).ExitCode);
         Assert.False(File.Exists(cow), "the next open did not remove the leftover");
     }
 
-    private static void Chattr(string flag, string path)
-    {
-        var p = System.Diagnostics.Process.Start("chattr", [flag, path])!;
-        p.WaitForExit(30_000);
-        Assert.True(p.ExitCode == 0, $"chattr {flag} {path} failed (exit {p.ExitCode}): the test needs an ext4-like file system and root");
-    }
 
     [Fact]
     public void The_open_leaves_an_unlisted_symbolic_link_to_zeros_and_a_zero_file_it_cannot_remove()
@@ -329,7 +311,7 @@ public class SpecialCowFileTests
         File.CreateSymbolicLink(link, zeros);
         string leftover = Path.Combine(store, "x.cow");
         File.WriteAllBytes(leftover, new byte[65536]); // what a create stopped before its header leaves
-        Chattr("+a", store);
+        FileFlags.Chattr("+a", store);
         try
         {
             var r = ToolRunner.SnapCtl("status", store);
@@ -338,7 +320,7 @@ public class SpecialCowFileTests
         }
         finally
         {
-            Chattr("-a", store);
+            FileFlags.Chattr("-a", store);
         }
         Assert.Equal(0, ToolRunner.SnapCtl("status", store).ExitCode);
         Assert.False(File.Exists(leftover), "the next open did not remove the leftover");
@@ -357,7 +339,7 @@ public class SpecialCowFileTests
         Assert.Equal(0, ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "3", "--length", "1M").ExitCode);
         Assert.Contains("Invalid", ToolRunner.SnapCtl("status", store).Stdout);
         string cow = Path.Combine(store, "s.cow");
-        Chattr("+i", cow);
+        FileFlags.Chattr("+i", cow);
         try
         {
             var r = ToolRunner.SnapCtl("snapshot", "delete", store, "s");
@@ -366,7 +348,7 @@ public class SpecialCowFileTests
         }
         finally
         {
-            Chattr("-i", cow);
+            FileFlags.Chattr("-i", cow);
         }
         Assert.Contains("s: ", ToolRunner.SnapCtl("status", store).Stdout);
         Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "delete", store, "s").ExitCode);

@@ -19,12 +19,6 @@ public class ZeroLogRefusalTests
         return store;
     }
 
-    private static void Chattr(string flag, string path)
-    {
-        var p = System.Diagnostics.Process.Start("chattr", [flag, path])!;
-        p.WaitForExit(30_000);
-        Assert.True(p.ExitCode == 0, $"chattr {flag} {path} failed (exit {p.ExitCode}): the test needs an ext4-like file system and root");
-    }
 
     private static void AssertSnapshotValid(string store)
     {
@@ -71,7 +65,7 @@ public class ZeroLogRefusalTests
         string log = Path.Combine(store, "journal.log");
         Ok(ToolRunner.JReplay("check", store));
         var sb = File.ReadAllBytes(Path.Combine(store, "store.sb"));
-        Chattr("+i", log);
+        FileFlags.Chattr("+i", log);
         try
         {
             foreach (var args in new[] { new[] { "zero-log", store }, ["zero-log", store, "--force"] })
@@ -84,7 +78,7 @@ public class ZeroLogRefusalTests
         }
         finally
         {
-            Chattr("-i", log);
+            FileFlags.Chattr("-i", log);
         }
         AssertSnapshotValid(store);
     }
