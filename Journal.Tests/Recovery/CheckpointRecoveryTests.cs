@@ -177,6 +177,30 @@ public sealed class CheckpointRecoveryTests
         { "item region length", 32 + 16, 0x07, "region 0 length", "(expected 7, found 64)" },
     };
 
+    [Fact]
+    public async Task A_record_whose_tail_LSN_has_cycle_zero_is_refused_though_its_crc_is_good()
+    {
+        var (j, log) = NewJournal();
+        var home = new TestHome();
+        for (ulong i = 1; i <= 4; i++)
+        {
+            await CommitAsync(j, new TestItem(home, i), 1);
+            await j.ForceAllAsync().AsTask().WaitAsync(Watchdog); // each checkpoint attested by the records after it
+        }
+        var image = log.ToArray();
+        var start = JournalRecovery.Scan(new LogRegion(MemoryBlockDevice.FromImage(image, "log"), 0, Blocks)).Checkpoints[0].StartLsn;
+        // A record in the middle of the log whose tail LSN says 0:0 (no cycle is 0), sealed again with a good CRC.
+        int at = (int)(start.Block * LogFormat.BlockSize);
+        var h = RecordHeader.Read(image.AsSpan(at, LogFormat.BlockSize));
+        var record = image.AsSpan(at, h.RecordBlocks * LogFormat.BlockSize);
+        RecordCodec.Unstamp(record[LogFormat.BlockSize..], h);
+        h.TailLsn = Lsn.Zero;
+        RecordCodec.Seal(record, ref h);
+        var e = Assert.Throws<CorruptionException>(() => JournalRecovery.Scan(new LogRegion(MemoryBlockDevice.FromImage(image, "log"), 0, Blocks)));
+        Assert.Contains("record tail LSN out of range", e.Message);
+        await j.CloseAsync().AsTask().WaitAsync(Watchdog);
+    }
+
     [Theory]
     [MemberData(nameof(Corruptions))]
     public async Task A_checkpoint_with_a_valid_crc_but_inconsistent_contents_is_refused_naming_log_block_lsn_expected_and_found(

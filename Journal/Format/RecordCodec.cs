@@ -87,7 +87,7 @@ internal static class RecordCodec
             return new("record of this kind carries ops", "0", h.OpCount.ToString(CultureInfo.InvariantCulture));
         if (h.Kind == RecordKind.Unmount && h.Length != 0)
             return new("unmount record has a payload", "0", h.Length.ToString(CultureInfo.InvariantCulture));
-        if (h.TailLsn > h.Lsn || h.TailLsn.Block >= logBlocks)
+        if (h.TailLsn > h.Lsn || h.TailLsn.Block >= logBlocks || h.TailLsn.Cycle == 0) // cycles start at 1
             return new("record tail LSN out of range", "<= " + h.Lsn, h.TailLsn.ToString());
         if (h.DurableLsn >= h.Lsn || (!h.DurableLsn.IsZero && h.DurableLsn.Block >= logBlocks))
             return new("record durable LSN out of range", "< " + h.Lsn, h.DurableLsn.ToString());
