@@ -30,7 +30,8 @@ internal sealed class NbdHarness : IAsyncDisposable
     public static async Task<NbdHarness> StartAsync(long originBytes = 16 << 20, int chunkBytes = 4096, bool readOnly = false,
         int maxRequestsInFlight = NbdServerOptions.DefaultMaxRequestsInFlight, long maxBytesInFlight = NbdServerOptions.DefaultMaxBytesInFlight,
         int maxConnections = 256, Journal.Tests.Snapshot.TestDeviceProvider? devices = null,
-        long maxServerBytesInFlight = NbdServerOptions.DefaultMaxServerBytesInFlight, TimeSpan? stalledClientTimeout = null)
+        long maxServerBytesInFlight = NbdServerOptions.DefaultMaxServerBytesInFlight, TimeSpan? stalledClientTimeout = null,
+        int? maxNegotiatingConnections = null, TimeSpan? handshakeTimeout = null)
     {
         var folder = new TempFolder();
         var log = new CollectingLoggerProvider();
@@ -46,6 +47,8 @@ internal sealed class NbdHarness : IAsyncDisposable
             MaxRequestsInFlight = maxRequestsInFlight,
             MaxBytesInFlight = maxBytesInFlight,
             MaxConnections = maxConnections,
+            MaxNegotiatingConnections = maxNegotiatingConnections,
+            HandshakeTimeout = handshakeTimeout ?? TimeSpan.FromSeconds(10),
             MaxServerBytesInFlight = maxServerBytesInFlight,
             StalledClientTimeout = stalledClientTimeout ?? TimeSpan.FromSeconds(30),
             ShutdownGrace = TimeSpan.FromSeconds(2),

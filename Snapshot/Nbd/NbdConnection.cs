@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Globalization;
 using System.Net.Sockets;
 using Journal;
 using Journal.Storage;
@@ -90,6 +91,12 @@ internal sealed class NbdConnection
     /// <summary>The logger.</summary>
     public ILogger Log => _log;
 
+    /// <summary>Its place among the server's connections still negotiating; null once it has left them. The server's lock protects it.</summary>
+    internal LinkedListNode<NbdConnection>? Negotiating { get; set; }
+
+    /// <summary>When it was accepted (<see cref="Environment.TickCount64"/>).</summary>
+    internal long AcceptedAt { get; } = Environment.TickCount64;
+
     /// <summary>Requests received in the transmission phase.</summary>
     public long RequestCount => Interlocked.Read(ref _requests);
 
@@ -139,17 +146,19 @@ internal sealed class NbdConnection
                     return;
                 }
                 handshakeDone = true;
+                _server.OnNegotiated(this);
             }
             reason = await TransmitAsync().ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
-            reason = _stopReason ?? (handshakeDone ? "closed" : $"handshake not finished within {_server.Options.HandshakeTimeout.TotalSeconds:0} s");
+            reason = _stopReason ?? (handshakeDone ? "closed" : string.Create(CultureInfo.InvariantCulture, $"handshake not finished within {_server.Options.HandshakeTimeout.TotalSeconds:0.###} s"));
             if (!handshakeDone && _stopReason is null) NbdLog.HandshakeFailed(_log, Id, reason);
         }
         catch (Exception e) when (IsConnectionError(e))
         {
-            reason = handshakeDone ? $"client vanished: {OneLine(e)}" : $"client vanished during the handshake: {OneLine(e)}";
+            reason = Volatile.Read(ref _aborted) != 0 && _stopReason is not null ? _stopReason
+                : handshakeDone ? $"client vanished: {OneLine(e)}" : $"client vanished during the handshake: {OneLine(e)}";
         }
         catch (Exception e)
         {

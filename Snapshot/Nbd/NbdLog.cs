@@ -22,6 +22,10 @@ internal static partial class NbdLog
         Message = "connection from {Peer} refused: the server already has {Max} connections")]
     public static partial void RefusedLimit(ILogger logger, string peer, int max);
 
+    [LoggerMessage(EventId = NbdEventIds.NegotiationMadeRoom, EventName = "NegotiationMadeRoom", Level = LogLevel.Warning,
+        Message = "connection #{Id} from {Peer}: closed after {Seconds} s of negotiation to make room for a new connection: {Max} connections were negotiating")]
+    public static partial void MadeRoom(ILogger logger, long id, string peer, double seconds, int max);
+
     [LoggerMessage(EventId = NbdEventIds.ExportNegotiated, EventName = "ExportNegotiated", Level = LogLevel.Information,
         Message = "connection #{Id}: export {Export} ({Size} bytes{ReadOnly}), {Replies} replies{Contexts}")]
     public static partial void Negotiated(ILogger logger, long id, string export, long size, string readOnly, string replies, string contexts);
@@ -166,4 +170,10 @@ public static class NbdEventIds
 
     /// <summary>Warning: at a connection's close, how many of its error replies were not logged, and its total.</summary>
     public const int ErrorsSummary = 2118;
+
+    /// <summary>
+    /// Warning: a connection still negotiating was closed to make room for a new one, because
+    /// <see cref="NbdServerOptions.NegotiatingBound"/> connections were negotiating; it was the one negotiating longest.
+    /// </summary>
+    public const int NegotiationMadeRoom = 2119;
 }

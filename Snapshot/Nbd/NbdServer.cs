@@ -25,8 +25,9 @@ namespace Snapshot.Nbd;
 /// before it is called, and a reply is sent only after its write returned), hence NBD_FLAG_CAN_MULTI_CONN; FUA is the
 /// store's per-write forced unit access (<see cref="WriteFlags.Fua"/>: the device the write went to is flushed, shared
 /// with concurrent writers).</para>
-/// <para>Locking: <c>_lock</c> protects the connection set, the listeners and the stopping flag; never held across an
-/// await. The write gate (<see cref="WriteGate"/>) is shared by origin writes and exclusive for snapshot creation; see
+/// <para>Locking: <c>_lock</c> protects the connection set, the list of connections still negotiating (and each one's
+/// place in it, <see cref="NbdConnection.Negotiating"/>), the listeners and the stopping flag; never held across an
+/// await, and no socket is closed or log line written while holding it. The write gate (<see cref="WriteGate"/>) is shared by origin writes and exclusive for snapshot creation; see
 /// <see cref="NbdWorker"/> for the order in which a request takes what it holds.</para>
 /// </remarks>
 public sealed class NbdServer : IAsyncDisposable
@@ -34,6 +35,8 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly SnapshotStore _store;
     private readonly object _lock = new();
     private readonly HashSet<NbdConnection> _connections = new();
+    // Of _connections, those still negotiating, in the order they arrived (the first has negotiated longest).
+    private readonly LinkedList<NbdConnection> _negotiating = new();
     private readonly List<Socket> _listeners = new();
     private readonly List<string> _unixPaths = new();
     private readonly List<Task> _acceptLoops = new();
@@ -73,6 +76,9 @@ public sealed class NbdServer : IAsyncDisposable
 
     /// <summary>Connections open now (negotiating or transmitting).</summary>
     public int ConnectionCount { get { lock (_lock) return _connections.Count; } }
+
+    /// <summary>Connections open now that have not chosen an export yet (at most <see cref="NbdServerOptions.NegotiatingBound"/>).</summary>
+    internal int NegotiatingCount { get { lock (_lock) return _negotiating.Count; } }
 
     /// <summary>Connections accepted since start.</summary>
     public long ConnectionsAccepted => Interlocked.Read(ref _accepted);
@@ -231,13 +237,32 @@ public sealed class NbdServer : IAsyncDisposable
             return;
         }
         NbdConnection? connection = null;
+        NbdConnection? makeRoom = null;
+        int negotiating = Options.NegotiatingBound;
         lock (_lock)
         {
-            if (!_stopping && _connections.Count < Options.MaxConnections)
+            if (!_stopping)
             {
-                connection = new NbdConnection(this, client, ++_nextId, peer);
-                _connections.Add(connection);
+                // Rule: at most NegotiatingBound connections negotiate. A newcomer over it is taken and the connection that
+                // has negotiated longest leaves (so connections that send nothing cannot keep clients out by holding the
+                // places, even by reconnecting at once), also when MaxConnections are open.
+                if (_negotiating.Count >= negotiating) makeRoom = _negotiating.First!.Value;
+                if (makeRoom is not null || _connections.Count < Options.MaxConnections)
+                {
+                    // The one leaving stays in _connections until its task ends (StopAsync waits for it), but its socket is
+                    // closed below, before this one starts: it holds no place meanwhile.
+                    if (makeRoom is not null) LeaveNegotiating(makeRoom);
+                    connection = new NbdConnection(this, client, ++_nextId, peer);
+                    _connections.Add(connection);
+                    connection.Negotiating = _negotiating.AddLast(connection);
+                }
             }
+        }
+        if (makeRoom is not null)
+        {
+            double seconds = Math.Round((Environment.TickCount64 - makeRoom.AcceptedAt) / 1000.0, 3);
+            if (makeRoom.Disconnect(string.Create(CultureInfo.InvariantCulture, $"closed by the server after {seconds:0.###} s of negotiation to make room for a new connection ({negotiating} connections were negotiating)")))
+                NbdLog.MadeRoom(Logger, makeRoom.Id, makeRoom.Peer, seconds, negotiating);
         }
         if (connection is null)
         {
@@ -271,11 +296,28 @@ public sealed class NbdServer : IAsyncDisposable
         }
     }
 
+    /// <summary>The connection chose its export: it no longer counts toward <see cref="NbdServerOptions.NegotiatingBound"/>.</summary>
+    internal void OnNegotiated(NbdConnection connection)
+    {
+        lock (_lock) LeaveNegotiating(connection);
+    }
+
+    // Under _lock.
+    private void LeaveNegotiating(NbdConnection connection)
+    {
+        if (connection.Negotiating is { } node)
+        {
+            _negotiating.Remove(node);
+            connection.Negotiating = null;
+        }
+    }
+
     internal void OnConnectionEnded(NbdConnection connection)
     {
         bool last;
         lock (_lock)
         {
+            LeaveNegotiating(connection);
             _connections.Remove(connection);
             last = _connections.Count == 0;
         }

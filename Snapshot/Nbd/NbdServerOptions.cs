@@ -37,6 +37,18 @@ public sealed class NbdServerOptions
     public int MaxConnections { get; init; } = 256;
 
     /// <summary>
+    /// Most connections still negotiating (connected, no export chosen yet), part of <see cref="MaxConnections"/>. A
+    /// connection that arrives when this many negotiate is taken, and the one that has negotiated longest is closed to
+    /// make room, with a log line: connections that connect and send nothing hold at most this many places, and a client
+    /// arriving meanwhile is not refused. Null (the default): a quarter of <see cref="MaxConnections"/>, at least 1
+    /// (<see cref="NegotiatingBound"/>).
+    /// </summary>
+    public int? MaxNegotiatingConnections { get; init; }
+
+    /// <summary>The bound in force on connections still negotiating: <see cref="MaxNegotiatingConnections"/> or its default.</summary>
+    public int NegotiatingBound => MaxNegotiatingConnections ?? Math.Max(1, MaxConnections / 4);
+
+    /// <summary>
     /// Most requests one connection has in flight (received, not yet replied to). At the bound the server stops reading
     /// that socket. Default 64.
     /// </summary>
@@ -64,8 +76,8 @@ public sealed class NbdServerOptions
     /// </summary>
     public TimeSpan StalledClientTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>Time a client has to finish the handshake before its connection is closed. Default 60 s.</summary>
-    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>Time a client has to finish the handshake before its connection is closed. Default 10 s.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>
     /// On shutdown, how long replies already computed may take to reach clients that do not read them before their
@@ -88,6 +100,8 @@ public sealed class NbdServerOptions
                 throw new SnapshotArgumentException($"{p}: unix socket path is too long (at most 107 bytes)");
         }
         if (MaxConnections < 1) throw new SnapshotArgumentException($"nbd server: --max-connections {MaxConnections} must be at least 1");
+        if (MaxNegotiatingConnections is { } negotiating && (negotiating < 1 || negotiating > MaxConnections))
+            throw new SnapshotArgumentException($"nbd server: negotiating-connection bound {negotiating} must be at least 1 and at most --max-connections {MaxConnections}");
         if (MaxRequestsInFlight < 1) throw new SnapshotArgumentException($"nbd server: in-flight request bound {MaxRequestsInFlight} must be at least 1");
         if (MaxBytesInFlight < MaxRequestBytes)
             throw new SnapshotArgumentException($"nbd server: in-flight byte bound {MaxBytesInFlight} must be at least {MaxRequestBytes} (one largest request)");
@@ -100,5 +114,5 @@ public sealed class NbdServerOptions
 
     /// <inheritdoc/>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"NbdServerOptions(unix [{string.Join(", ", UnixSockets)}], tcp [{string.Join(", ", TcpEndpoints)}], read-only {ReadOnly}, max connections {MaxConnections}, in flight per connection {MaxRequestsInFlight} requests / {MaxBytesInFlight} bytes, in flight on all connections {MaxServerBytesInFlight} bytes, stalled-client timeout {StalledClientTimeout.TotalSeconds} s, handshake timeout {HandshakeTimeout.TotalSeconds} s, shutdown grace {ShutdownGrace.TotalSeconds} s)");
+        $"NbdServerOptions(unix [{string.Join(", ", UnixSockets)}], tcp [{string.Join(", ", TcpEndpoints)}], read-only {ReadOnly}, max connections {MaxConnections}, negotiating at most {NegotiatingBound}{(MaxNegotiatingConnections is null ? " (a quarter)" : "")}, in flight per connection {MaxRequestsInFlight} requests / {MaxBytesInFlight} bytes, in flight on all connections {MaxServerBytesInFlight} bytes, stalled-client timeout {StalledClientTimeout.TotalSeconds} s, handshake timeout {HandshakeTimeout.TotalSeconds} s, shutdown grace {ShutdownGrace.TotalSeconds} s)");
 }
