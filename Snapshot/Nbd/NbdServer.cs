@@ -27,8 +27,9 @@ namespace Snapshot.Nbd;
 /// with concurrent writers).</para>
 /// <para>Locking: <c>_lock</c> protects the connection set, the list of connections still negotiating (and each one's
 /// place in it, <see cref="NbdConnection.Negotiating"/>), the listeners and the stopping flag; never held across an
-/// await, and no socket is closed or log line written while holding it. The write gate (<see cref="WriteGate"/>) is shared by origin writes and exclusive for snapshot creation; see
-/// <see cref="NbdWorker"/> for the order in which a request takes what it holds.</para>
+/// await, and no socket is closed or log line written while holding it. The write gate (<see cref="WriteGate"/>) is
+/// shared by origin writes and exclusive for snapshot creation; see <see cref="NbdWorker"/> for the order in which a
+/// request takes what it holds.</para>
 /// </remarks>
 public sealed class NbdServer : IAsyncDisposable
 {
@@ -249,8 +250,8 @@ public sealed class NbdServer : IAsyncDisposable
                 if (_negotiating.Count >= negotiating) makeRoom = _negotiating.First!.Value;
                 if (makeRoom is not null || _connections.Count < Options.MaxConnections)
                 {
-                    // The one leaving stays in _connections until its task ends (StopAsync waits for it), but its socket is
-                    // closed below, before this one starts: it holds no place meanwhile.
+                    // The one leaving stays in _connections until its task ends (StopAsync waits for it); its socket is
+                    // closed below, before this one starts.
                     if (makeRoom is not null) LeaveNegotiating(makeRoom);
                     connection = new NbdConnection(this, client, ++_nextId, peer);
                     _connections.Add(connection);
