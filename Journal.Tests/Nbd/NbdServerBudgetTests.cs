@@ -79,6 +79,38 @@ public sealed class NbdServerBudgetTests
     }
 
     [Fact]
+    public async Task A_client_that_takes_its_large_replies_slowly_but_steadily_is_not_disconnected_while_others_wait()
+    {
+        const long Budget = 64L << 20; // one 32 MiB read of the slow client's two fits (large requests leave the top eighth)
+        await using var h = await NbdHarness.StartAsync(originBytes: 64 << 20, maxServerBytesInFlight: Budget,
+            stalledClientTimeout: TimeSpan.FromSeconds(1));
+        var slow = await h.OpenAsync();
+        slow.Socket.ReceiveBufferSize = 4096;
+        for (int k = 0; k < 2; k++) await slow.SendRequestAsync(CmdRead, (ulong)k << 25, 32 << 20, watchdog: false);
+        await NbdHarness.EventuallyAsync(() => h.Server.Room.Bytes >= 32L << 20 && h.Server.Room.Waits > 0, "the slow client's reads holding the room");
+
+        // Another client waits for room for a large read, far longer than the timeout, while the slow one takes its
+        // replies at about 10 MB/s: each 32 MiB reply takes some 3 s to go out, but it is never stalled.
+        var waiting = await h.OpenAsync();
+        var large = waiting.ReadAsync(0, 32 << 20);
+        long taken = 0;
+        var chunk = new byte[1 << 20];
+        var deadline = DateTime.UtcNow + RawNbdClient.Watchdog;
+        while (taken < 2L * (32 << 20))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"took only {taken} bytes");
+            int n = await slow.Socket.ReceiveAsync(chunk.AsMemory(), SocketFlags.None).AsTask().WaitAsync(RawNbdClient.Watchdog);
+            Assert.True(n > 0, $"the server closed the slow client after {taken} bytes");
+            taken += n;
+            await Task.Delay(n * 100 / chunk.Length);
+        }
+        Assert.Equal(32 << 20, (await large.WaitAsync(RawNbdClient.Watchdog)).Length);
+        Assert.Equal(0, h.Server.StalledDisconnects);
+        slow.Socket.Dispose();
+        await waiting.DisposeAsync();
+    }
+
+    [Fact]
     public async Task Writes_give_their_buffers_back_once_written_even_when_the_client_reads_no_reply()
     {
         const long Budget = 32L << 20;

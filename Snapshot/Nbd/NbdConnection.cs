@@ -529,12 +529,20 @@ internal sealed class NbdConnection
         Budget.ReleaseBytes(charged);
     }
 
-    // Since when (Environment.TickCount64) the reader has been receiving a WRITE's payload; 0 when it is not.
+    // Since when (Environment.TickCount64) the reader has been receiving a WRITE's payload without progress: set when it
+    // starts and again each time bytes of it arrive; 0 when it is not receiving one.
     private long _payloadSince;
 
+    /// <summary>Bytes arrived: a payload under way made progress (a client sending slowly is not stalled).</summary>
+    private void Progressed()
+    {
+        if (Volatile.Read(ref _payloadSince) != 0) Volatile.Write(ref _payloadSince, Environment.TickCount64);
+    }
+
     /// <summary>
-    /// How long the client has been holding up this connection's buffers: the longer of the send under way (a reply it
-    /// does not take) and the WRITE payload being received (data it does not send); zero when neither.
+    /// How long the client has been holding up this connection's buffers without progress: the longer of the send under
+    /// way (a reply it does not take) and the WRITE payload being received (data it does not send), each counted from its
+    /// start or its last progress; zero when neither.
     /// </summary>
     internal TimeSpan StalledFor()
     {
@@ -648,6 +656,7 @@ internal sealed class NbdConnection
                 int n = await _socket.ReceiveAsync(dest[done..], SocketFlags.None, ct).ConfigureAwait(false);
                 if (n == 0) return done;
                 done += n;
+                Progressed();
             }
             else
             {
@@ -655,6 +664,7 @@ internal sealed class NbdConnection
                 // Why we wait: for the client's bytes.
                 int n = await _socket.ReceiveAsync(_rx.AsMemory(), SocketFlags.None, ct).ConfigureAwait(false);
                 if (n == 0) return done;
+                Progressed();
                 int take = Math.Min(n, want);
                 _rx.AsMemory(0, take).CopyTo(dest[done..]);
                 done += take;

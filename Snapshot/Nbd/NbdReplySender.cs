@@ -192,10 +192,17 @@ internal sealed class NbdReplySender
         await SendAsync(b.AsMemory(start, NbdBufferPool.Headroom - start + (int)r.Length)).ConfigureAwait(false);
     }
 
-    // Since when (Environment.TickCount64) a send has been under way; 0 when none is.
+    // Since when (Environment.TickCount64) a send has been under way without progress: set when it starts and again each
+    // time a piece of it has gone out; 0 when none is.
     private long _sendingSince;
 
-    /// <summary>When the send under way started (<see cref="Environment.TickCount64"/>), or 0 when none is.</summary>
+    /// <summary>Most bytes handed to the socket in one call: a large reply goes in pieces, each one progress.</summary>
+    private const int SendPieceBytes = 256 * 1024;
+
+    /// <summary>
+    /// Since when the send under way has made no progress (<see cref="Environment.TickCount64"/>: its start, or the last
+    /// piece that went out), or 0 when none is. A client that takes its replies, however slowly, keeps this recent.
+    /// </summary>
     public long SendingSince => Volatile.Read(ref _sendingSince);
 
     private async ValueTask SendAsync(ReadOnlyMemory<byte> data)
@@ -208,8 +215,9 @@ internal sealed class NbdReplySender
             {
                 // Why we wait: the client reads slowly (or not at all); only this connection waits (and, past the
                 // server's stalled-client timeout while others wait for buffer room, it is disconnected).
-                int n = await _socket.SendAsync(data, SocketFlags.None).ConfigureAwait(false);
+                int n = await _socket.SendAsync(data[..Math.Min(data.Length, SendPieceBytes)], SocketFlags.None).ConfigureAwait(false);
                 data = data[n..];
+                if (n > 0) Volatile.Write(ref _sendingSince, Environment.TickCount64);
             }
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException or IOException)
