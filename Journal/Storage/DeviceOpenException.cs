@@ -12,10 +12,14 @@ public class DeviceOpenException : JournalException
     {
         Path = path;
         Error = error;
+        Problem = problem;
     }
 
     /// <summary>The full path of the file.</summary>
     public string Path { get; }
+
+    /// <summary>What went wrong, without the path (the message is the path, ": ", and this).</summary>
+    public string Problem { get; }
 
     /// <summary>The kind of failure, for callers that map it to an exit code or a retry.</summary>
     public DeviceOpenError Error { get; }

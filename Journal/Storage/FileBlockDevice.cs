@@ -380,15 +380,13 @@ public sealed class FileBlockDevice : BlockDevice
     }
 
     /// <summary>
-    /// Null when the file <paramref name="path"/> can be removed as far as the system says beforehand (its folder may
-    /// be changed, is not append-only, and the file is neither immutable nor append-only); else why not.
+    /// Beyond <see cref="WhyFolderIsNotWritable"/> (checked apart): null when nothing else forbids removing the file
+    /// <paramref name="path"/> (its folder is not append-only, the file neither immutable nor append-only); else why.
     /// </summary>
     public static string? WhyFileIsNotRemovable(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        return WhyFolderIsNotWritable(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path)) ?? "/") is { } why
-            ? why
-            : NativeFile.WhyNotRemovable(path);
+        return NativeFile.WhyNotRemovable(path);
     }
 
     /// <summary>Makes the entries of <paramref name="directory"/> durable (fsync of the folder: new and renamed names).</summary>

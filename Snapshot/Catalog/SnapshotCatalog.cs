@@ -165,21 +165,17 @@ internal sealed class SnapshotCatalog
             {
                 OpenCowFile(st, rec, originChunks, ref rewrite);
             }
-            catch (DeviceOpenException e) when (e.Error is DeviceOpenError.AccessDenied or DeviceOpenError.InUse)
+            catch (JournalException e) when (e is DeviceOpenException { Error: DeviceOpenError.AccessDenied or DeviceOpenError.InUse }
+                or PersistentExceptionStore.SizeMismatchException)
             {
-                // The file is there but may not be opened (permissions, an immutable or append-only file, another
-                // holder): nothing says it is damaged, and invalidating would cost the snapshot for good. The open is
-                // refused instead, with nothing changed.
+                // Nothing says the file is damaged: it is there but may not be opened (permissions, an immutable or
+                // append-only file, another holder), or it is intact and the superblock disagrees with its size.
+                // Invalidating would cost the snapshot for good; the open is refused instead, with nothing changed.
                 st.Store?.Dispose();
                 foreach (var other in states) other.Store?.Dispose();
-                throw new DeviceOpenException(st.CowPath, e.Error,
-                    $"COW file of snapshot '{st.Name}' cannot be opened ({e.Message[Math.Min(e.Message.Length, e.Path.Length + 2)..]}); the store was not opened and nothing was changed", e);
-            }
-            catch (PersistentExceptionStore.SizeMismatchException)
-            {
-                // The file is intact and the superblock disagrees with it: refused, so that neither costs the other.
-                st.Store?.Dispose();
-                foreach (var other in states) other.Store?.Dispose();
+                if (e is DeviceOpenException d)
+                    throw new DeviceOpenException(st.CowPath, d.Error,
+                        $"COW file of snapshot '{st.Name}' cannot be opened ({d.Problem}); the store was not opened and nothing was changed", e);
                 throw;
             }
             catch (Exception e) when (!st.Merging && e is IOException or JournalException)
@@ -209,13 +205,9 @@ internal sealed class SnapshotCatalog
         {
             if (owned.Contains(Path.GetFullPath(f))) continue;
             if (StoreId != 0 && ReadCowIdentity(f) is { } id && id.StoreId == StoreId && !listed.Contains(id.SnapshotId))
-                TryRemoveOwnCowFile(f, id.SnapshotId, allowDamaged: false);
+                TryRemove(f, () => RemoveOwnCowFile(f, id.SnapshotId, allowDamaged: false));
             else if (IsPlainFile(f) && IsUnwrittenCowFile(f))
-            {
-                // A create stopped before it wrote the header: the file holds nothing at all.
-                try { _store.Provider.Delete(f); }
-                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { SnapshotLog.CowFileNotRemoved(_store.Logger, _store.Folder, f, e.Message); }
-            }
+                TryRemove(f, () => _store.Provider.Delete(f)); // a create stopped before it wrote the header: the file holds nothing at all
         }
         if (rewrite) await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
     }
@@ -573,7 +565,7 @@ internal sealed class SnapshotCatalog
         if (st.Store is not null) lock (_stateLock) _graveyard.Add(st.Store);
         // The snapshot is gone (committed); a file that cannot be removed now (RequireRemovable checked what can be
         // checked beforehand) is left to the next open's sweep, which removes it then.
-        TryRemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: true);
+        TryRemove(st.CowPath, () => RemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: true));
         if (st.Store?.Cow is FileBlockDevice { LinkCount: 0 } removed)
         {
             // Its device stays open until the store closes (a write-back or a changed-block map started before the
@@ -585,19 +577,18 @@ internal sealed class SnapshotCatalog
     }
 
     /// <summary>
-    /// <see cref="RemoveOwnCowFile"/> where a failure must not fail the caller (the change is already committed, or an
-    /// open's sweep of leftovers): the file stays, and one warning says so. True when the file is gone.
+    /// Removes a COW file where a failure must not fail the caller (the change is already committed, or an open's
+    /// sweep of leftovers): the file stays, and one warning says so.
     /// </summary>
-    private bool TryRemoveOwnCowFile(string path, ulong snapshotId, bool allowDamaged)
+    private void TryRemove(string path, Action remove)
     {
         try
         {
-            return RemoveOwnCowFile(path, snapshotId, allowDamaged);
+            remove();
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             SnapshotLog.CowFileNotRemoved(_store.Logger, _store.Folder, path, e.Message);
-            return false;
         }
     }
 

@@ -270,7 +270,7 @@ public static class LogReset
         catch (DeviceOpenException e) when (e.Error is not (DeviceOpenError.Missing or DeviceOpenError.BadLength))
         {
             throw new RefusedLogException(logPath, e.Error == DeviceOpenError.Other ? DeviceOpenError.AccessDenied : e.Error,
-                $"cannot be opened for reading and writing ({e.Message[Math.Min(e.Message.Length, e.Path.Length + 2)..]}); a reset rewrites it, so nothing was changed", e);
+                $"cannot be opened for reading and writing ({e.Problem}); a reset rewrites it, so nothing was changed", e);
         }
     }
 

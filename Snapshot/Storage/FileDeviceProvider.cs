@@ -201,9 +201,12 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
         string mark = Path.Combine(staging, StagingMarkFile);
         if (!File.Exists(mark) || new FileInfo(mark).LinkTarget is not null || new FileInfo(mark).Length > 4096) return false;
         // Written first and not flushed: after a power loss it may read short or empty, never as anything else.
-        if (!$"{StagingMarkText}\n{Path.GetFullPath(staging)}\n".StartsWith(File.ReadAllText(mark), StringComparison.Ordinal)) return false;
+        if (!MarkText(staging).StartsWith(File.ReadAllText(mark), StringComparison.Ordinal)) return false;
         return HoldsStoreFilesOnly(entries);
     }
+
+    /// <summary>What the staging mark of <paramref name="staging"/> holds.</summary>
+    private static string MarkText(string staging) => $"{StagingMarkText}\n{Path.GetFullPath(staging)}\n";
 
     /// <summary>Every entry a regular file with a store file's name, or the staging mark.</summary>
     private static bool HoldsStoreFilesOnly(IEnumerable<string> entries) =>
@@ -236,7 +239,7 @@ internal sealed partial class FileDeviceProvider : IDeviceProvider
                 Directory.Delete(stale, recursive: true);
         string staging = Path.Combine(parent, prefix + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(staging);
-        File.WriteAllText(Path.Combine(staging, StagingMarkFile), $"{StagingMarkText}\n{Path.GetFullPath(staging)}\n");
+        File.WriteAllText(Path.Combine(staging, StagingMarkFile), MarkText(staging));
         return staging;
     }
 

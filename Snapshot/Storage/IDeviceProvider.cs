@@ -33,11 +33,11 @@ internal interface IDeviceProvider
     string? WhyNotWritable(string folder);
 
     /// <summary>
-    /// Null when the file <paramref name="path"/> can be removed as far as can be told beforehand (its folder may be
-    /// changed, and neither it nor the file forbids removal); else why not. Checked before a change that ends in
-    /// removing the file is committed.
+    /// Beyond <see cref="WhyNotWritable"/> of its folder (checked apart): null when nothing else forbids removing the file
+    /// <paramref name="path"/> (an append-only folder, an immutable or append-only file); else why. Checked before a
+    /// change that ends in removing the file is committed. Memory devices: nothing does.
     /// </summary>
-    string? WhyNotRemovable(string path) => WhyNotWritable(Path.GetDirectoryName(Path.GetFullPath(path)) ?? "/");
+    string? WhyNotRemovable(string path) => null;
 
     /// <summary>True when <paramref name="folder"/> does not exist or holds nothing at all.</summary>
     bool IsEmptyOrMissing(string folder);
