@@ -41,6 +41,15 @@ internal sealed class SnapshotState
     /// <summary>The on-disk reason code matching <see cref="InvalidReason"/>.</summary>
     public InvalidReasonCode InvalidCode;
 
+    /// <summary>
+    /// True when the open found the COW file missing or unreadable and kept the snapshot (the default
+    /// <see cref="CowUnreadablePolicy.KeepSnapshot"/>): <see cref="InvalidReason"/> says why, and the snapshot is not
+    /// read, but nothing was committed: its superblock record stays valid, and the next open with the file back finds it
+    /// whole. The origin refuses writes meanwhile (a write would need a copy into the file). Set before the store is in
+    /// use, never changed after (the snapshot leaves only by a delete).
+    /// </summary>
+    public bool Unavailable;
+
     /// <summary>The invalidation's I/O (header and superblock), started once; later callers await the same task.</summary>
     public Task? Invalidation;
 
@@ -80,11 +89,12 @@ internal sealed class SnapshotState
 
     public SnapshotRecord ToRecord() => new(Id, CowSectors,
         Kind == SnapshotKind.Persistent ? SnapshotKindCode.Persistent : SnapshotKindCode.Transient,
-        !IsValid ? SnapshotStateCode.Invalid : Merging ? SnapshotStateCode.Merging : SnapshotStateCode.Valid, InvalidCode, Name)
+        Unavailable ? SnapshotStateCode.Valid : !IsValid ? SnapshotStateCode.Invalid : Merging ? SnapshotStateCode.Merging : SnapshotStateCode.Valid,
+        Unavailable ? InvalidReasonCode.None : InvalidCode, Name)
     {
         Flags = Written ? SnapshotRecordFlags.Written : SnapshotRecordFlags.None,
     };
 
     /// <inheritdoc/>
-    public override string ToString() => $"SnapshotState({Name}, id {Id}, {Kind}, {(IsValid ? "valid" : "invalid: " + InvalidReason)}, {Complete}, {Pending.Count} pending)";
+    public override string ToString() => $"SnapshotState({Name}, id {Id}, {Kind}, {(IsValid ? "valid" : (Unavailable ? "unavailable: " : "invalid: ") + InvalidReason)}, {Complete}, {Pending.Count} pending)";
 }

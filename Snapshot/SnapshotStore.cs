@@ -343,6 +343,12 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
     /// <summary>True when the store was opened read-only (<see cref="StoreOptions.ReadOnly"/>).</summary>
     public bool IsReadOnly => _overlay is not null;
 
+    /// <summary>
+    /// True while a snapshot is unavailable (<see cref="CowUnreadablePolicy.KeepSnapshot"/>): origin writes and merges are
+    /// refused with <see cref="SnapshotUnavailableException"/>, and the NBD server serves the origin read-only.
+    /// </summary>
+    public bool OriginRefusesWrites => _catalog.Unavailable is not null;
+
     /// <summary>Refuses <paramref name="what"/> on a store opened read-only.</summary>
     internal void ThrowIfReadOnly(string what)
     {
@@ -356,7 +362,8 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
     /// </summary>
     private void OpenJournal(CancellationToken cancellationToken)
     {
-        var recovered = StoreRecovery.Open(_provider, _sbDevice, _logDevice, _layout, CowPathOf, _options.LoggerFactory, Folder, cancellationToken);
+        var recovered = StoreRecovery.Open(_provider, _sbDevice, _logDevice, _layout, CowPathOf, _options.LoggerFactory, Folder,
+            _options.CowUnreadablePolicy == CowUnreadablePolicy.KeepSnapshot, cancellationToken);
         _journal = recovered.Journal;
         RecoveryReport = recovered.Report;
         LogClean = recovered.Report.Clean;
@@ -588,6 +595,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
     internal ValueTask OriginWriteAsync(long sector, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken)
     {
         ThrowIfReadOnly("writing");
+        _catalog.ThrowIfUnavailable("writing the origin");
         return _dataPath.OriginWriteAsync(sector, data, fua, cancellationToken);
     }
 

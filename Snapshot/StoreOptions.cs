@@ -106,6 +106,13 @@ public sealed class StoreOptions
     public int PoolReserve { get; init; } = 16;
 
     /// <summary>
+    /// What the open does with a snapshot whose COW file is missing or does not read back (bad header, bad metadata,
+    /// truncated). Default <see cref="CowUnreadablePolicy.KeepSnapshot"/>: nothing is committed, the snapshot shows as
+    /// unavailable and the origin refuses writes until the file is back or the snapshot is deleted.
+    /// </summary>
+    public CowUnreadablePolicy CowUnreadablePolicy { get; init; } = CowUnreadablePolicy.KeepSnapshot;
+
+    /// <summary>
     /// Open the store read-only (per open): its files are only read (the store's lock is taken shared, which works on a
     /// read-only file system), a journal that needs replay is replayed in memory only, and writes, snapshot changes and
     /// merges are refused with <see cref="StoreReadOnlyException"/>. Closing writes nothing.
@@ -184,7 +191,7 @@ public sealed class StoreOptions
 
     /// <inheritdoc/>
     public override string ToString() =>
-        $"StoreOptions(origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {LogBlocks} blocks, in-flight copies {(MaxInFlightCopies == 0 ? "unlimited" : MaxInFlightCopies)}, pending copies {(MaxPendingCopies == 0 ? "default" : MaxPendingCopies)}, write-through {WriteThrough}, defer copied writes {DeferCopiedWrites}, thread-pool minimum {MinThreadPoolThreads}, COW growth {CowGrowthBytes} bytes, pool reserve {PoolReserve}, COW full: {CowFullPolicy}, read-only {ReadOnly})";
+        $"StoreOptions(origin {OriginSectors} sectors, chunk {ChunkSectors} sectors, log {LogBlocks} blocks, in-flight copies {(MaxInFlightCopies == 0 ? "unlimited" : MaxInFlightCopies)}, pending copies {(MaxPendingCopies == 0 ? "default" : MaxPendingCopies)}, write-through {WriteThrough}, defer copied writes {DeferCopiedWrites}, thread-pool minimum {MinThreadPoolThreads}, COW growth {CowGrowthBytes} bytes, pool reserve {PoolReserve}, COW full: {CowFullPolicy}, COW unreadable: {CowUnreadablePolicy}, read-only {ReadOnly})";
 }
 
 /// <summary>What a write that needs a copy does when a snapshot's COW file is full (<see cref="StoreOptions.CowFullPolicy"/>).</summary>
@@ -195,6 +202,29 @@ public enum CowFullPolicy
 
     /// <summary>The write fails with <see cref="CowFullException"/>; the snapshot stays valid and nothing is written.</summary>
     FailWrite,
+}
+
+/// <summary>
+/// What opening a store does with a snapshot whose COW file is missing or does not read back
+/// (<see cref="StoreOptions.CowUnreadablePolicy"/>). A snapshot being merged is never dropped: its loss refuses the open.
+/// </summary>
+public enum CowUnreadablePolicy
+{
+    /// <summary>
+    /// The snapshot is kept and nothing is committed: status shows it <c>Unavailable</c> with the reason, reading it fails
+    /// with <see cref="SnapshotInvalidException"/>, and origin writes and merges fail with
+    /// <see cref="SnapshotUnavailableException"/> (each would need a copy into the file). The origin and the other
+    /// snapshots read as before; new snapshots can be made. Restoring the file and reopening brings the snapshot back
+    /// whole; deleting the snapshot gives the origin back its writes.
+    /// </summary>
+    KeepSnapshot,
+
+    /// <summary>
+    /// The snapshot is invalidated for good (recorded in the superblock, "COW file is missing" or "COW file is damaged")
+    /// and the origin opens for writing without it: availability first, as dm-snapshot invalidates a snapshot it cannot
+    /// use. A file restored later is not read again.
+    /// </summary>
+    InvalidateSnapshot,
 }
 
 /// <summary>How persistent exception metadata reaches disk.</summary>

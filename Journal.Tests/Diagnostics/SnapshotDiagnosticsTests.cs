@@ -105,7 +105,7 @@ public sealed class SnapshotDiagnosticsTests
     }
 
     [Fact]
-    public async Task A_missing_cow_file_is_logged_with_the_snapshot_and_the_reason_and_counted_invalid()
+    public async Task A_missing_cow_file_is_logged_with_the_snapshot_and_the_reason_and_counted_unavailable_or_invalid()
     {
         using var folder = new TempFolder();
         string path = folder["store"];
@@ -120,13 +120,31 @@ public sealed class SnapshotDiagnosticsTests
         var again = await SnapshotStore.OpenAsync(path, new StoreOptions { LoggerFactory = log }).AsTask().WaitAsync(Watchdog);
         await using (again)
         {
+            Assert.Empty(log.WithId(SnapshotEventIds.Invalidated));
+            var unavailable = Assert.Single(log.WithId(SnapshotEventIds.Unavailable));
+            Assert.Equal(LogLevel.Warning, unavailable.Level);
+            Assert.Contains("'gone'", unavailable.Message);
+            Assert.Contains("missing", unavailable.Message);
+            using var reader = new MeterReader(SnapshotMetrics.MeterName, SnapshotMetrics.StoreTag, path);
+            var m = reader.Collect();
+            Assert.Equal(1, Single(m, "snapshot.snapshots.count", "snapshot.state", "unavailable"));
+            Assert.Equal(0, Single(m, "snapshot.snapshots.count", "snapshot.state", "invalid"));
+            Assert.Equal(1, Single(m, "snapshot.snapshots.count", "snapshot.state", "valid"));
+        }
+
+        log = new ListLogger();
+        var dropping = await SnapshotStore.OpenAsync(path, new StoreOptions { LoggerFactory = log, CowUnreadablePolicy = CowUnreadablePolicy.InvalidateSnapshot })
+            .AsTask().WaitAsync(Watchdog);
+        await using (dropping)
+        {
+            Assert.Empty(log.WithId(SnapshotEventIds.Unavailable));
             var invalid = Assert.Single(log.WithId(SnapshotEventIds.Invalidated));
             Assert.Contains("'gone'", invalid.Message);
             Assert.Contains("missing", invalid.Message);
             using var reader = new MeterReader(SnapshotMetrics.MeterName, SnapshotMetrics.StoreTag, path);
             var m = reader.Collect();
+            Assert.Equal(0, Single(m, "snapshot.snapshots.count", "snapshot.state", "unavailable"));
             Assert.Equal(1, Single(m, "snapshot.snapshots.count", "snapshot.state", "invalid"));
-            Assert.Equal(1, Single(m, "snapshot.snapshots.count", "snapshot.state", "valid"));
         }
     }
 

@@ -42,7 +42,7 @@ public sealed class CraftedSuperblockTests
     }
 
     [Fact]
-    public async Task An_area_whose_terminator_is_followed_by_entries_in_its_sector_makes_the_snapshot_invalid_not_silently_shorter()
+    public async Task An_area_whose_terminator_is_followed_by_entries_in_its_sector_makes_the_snapshot_unavailable_not_silently_shorter()
     {
         using var dir = new TempFolder();
         string folder = dir["store"];
@@ -64,8 +64,9 @@ public sealed class CraftedSuperblockTests
         {
             var status = Assert.Single(store.GetStatus().Snapshots);
             Assert.False(status.IsValid);
+            Assert.True(status.Unavailable);
             Assert.Contains("the terminator (new_chunk 0) is followed by an entry in the same sector", status.InvalidReason);
-            await Assert.ThrowsAsync<SnapshotInvalidException>(async () => await store.Snapshots.Single().ReadAsync(24, new byte[4096]));
+            await Assert.ThrowsAsync<SnapshotUnavailableException>(async () => await store.Snapshots.Single().ReadAsync(24, new byte[4096]));
         }
     }
 

@@ -257,7 +257,7 @@ public class SnapCtlTests
     }
 
     [Fact]
-    public void A_damaged_cow_header_invalidates_the_snapshot_and_status_names_the_offset()
+    public void A_damaged_cow_header_makes_the_snapshot_unavailable_and_status_names_the_offset()
     {
         using var dir = new TempFolder();
         var store = Init(dir);
@@ -267,7 +267,7 @@ public class SnapCtlTests
         var r = ToolRunner.SnapCtl("status", store);
         Ok(r);
         var line = Assert.Single(r.Stdout.Split('\n'), l => l.StartsWith("s1:", StringComparison.Ordinal));
-        Assert.Contains("Invalid (COW file is damaged: ", line);
+        Assert.Contains("Unavailable (COW file is damaged: ", line);
         Assert.Contains("offset 0: not a persistent COW file: bad magic (expected 0x70416e53 (\"SnAp\"), found 0x4b4e554a)", line);
         var read = ToolRunner.SnapCtl("read", store, "--snapshot", "s1", "--offset", "0", "--length", "512");
         Assert.Equal(2, read.ExitCode);

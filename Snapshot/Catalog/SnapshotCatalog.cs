@@ -47,6 +47,11 @@ internal sealed class SnapshotCatalog
     private readonly SnapshotStore _store;
     private readonly object _stateLock = new();
     private SnapshotState[] _snapshots = [];
+
+    // A snapshot kept unavailable at open (CowUnreadablePolicy.KeepSnapshot), or null: while there is one, origin writes
+    // and merges are refused. Set by the open's load, before the store is in use, and recomputed by a delete (gate held
+    // exclusively, so no origin write is running); read without a lock on the origin write path.
+    private volatile SnapshotState? _unavailable;
     private Superblock _superblock;
 
     // The snapshot whose merge into the origin is unfinished, or null (at most one). Written under _stateLock while the
@@ -110,10 +115,23 @@ internal sealed class SnapshotCatalog
             {
                 var usage = s.Store?.Usage ?? new StoreUsage(0, s.CowSectors, 0);
                 list.Add(new SnapshotStatus(s.Name, s.Kind, s.IsValid, usage.SectorsAllocated, usage.TotalSectors, usage.MetadataSectors,
-                    s.Complete.Count, s.InvalidReason) { Merging = s.Merging, MergeFailure = s.MergeFailure });
+                    s.Complete.Count, s.InvalidReason) { Merging = s.Merging, MergeFailure = s.MergeFailure, Unavailable = s.Unavailable });
             }
         }
         return list;
+    }
+
+    /// <summary>
+    /// A snapshot kept unavailable at open, or null. While there is one, <see cref="ThrowIfUnavailable"/> refuses every
+    /// change of the origin: it would need a copy into a COW file that is not there (<see cref="SnapshotUnavailableException"/>,
+    /// nothing changed).
+    /// </summary>
+    public SnapshotState? Unavailable => _unavailable;
+
+    /// <summary>See <see cref="ThrowIfUnavailable"/>.</summary>
+    public void ThrowIfUnavailable(string what)
+    {
+        if (_unavailable is { } u) throw SnapshotUnavailableException.Refusing(u.CowPath, u.Name, u.InvalidReason!, what);
     }
 
     /// <summary>The snapshot named <paramref name="name"/>; throws <see cref="JournalArgumentException"/> if there is none.</summary>
@@ -180,21 +198,32 @@ internal sealed class SnapshotCatalog
             }
             catch (Exception e) when (!st.Merging && e is IOException or JournalException)
             {
-                // Case 10: one damaged, truncated or missing COW file costs that snapshot alone: it is invalidated
-                // (recorded in the superblock, so the origin may change without it from now on), and the origin and the
-                // other snapshots open. A snapshot being merged is the exception: the origin reads through it, so its
-                // loss is an error.
+                // Case 10: one damaged, truncated or missing COW file costs the origin's writes, not the snapshot: by
+                // default the snapshot is kept unavailable and nothing is committed (the file may come back: a mistaken
+                // move, a restore from backup), and the origin refuses writes meanwhile, since each would need a copy
+                // into the file. With CowUnreadablePolicy.InvalidateSnapshot the snapshot is invalidated instead
+                // (recorded in the superblock, so the origin may change without it from now on). Either way the origin
+                // and the other snapshots open. A snapshot being merged is the exception: the origin reads through it,
+                // so its loss is an error.
                 st.Store?.Dispose();
                 st.Store = null;
                 st.Complete.Clear();
-                var code = e is DeviceOpenException { Error: DeviceOpenError.Missing } ? InvalidReasonCode.CowMissing : InvalidReasonCode.CowDamaged;
+                bool missing = e is DeviceOpenException { Error: DeviceOpenError.Missing };
+                var code = missing ? InvalidReasonCode.CowMissing : InvalidReasonCode.CowDamaged;
                 st.InvalidCode = code;
-                st.InvalidReason = $"{SnapshotStore.ReasonText(code)}: {ErrorText(e)}";
+                st.InvalidReason = missing ? SnapshotStore.ReasonText(code) : $"{SnapshotStore.ReasonText(code)}: {ErrorText(e)}";
+                if (_store.Options.CowUnreadablePolicy == CowUnreadablePolicy.KeepSnapshot)
+                {
+                    st.Unavailable = true;
+                    SnapshotLog.Unavailable(_store.Logger, _store.Folder, st.Name, st.InvalidReason);
+                    continue;
+                }
                 rewrite = true;
             }
             if (!st.IsValid) SnapshotLog.Invalidated(_store.Logger, _store.Folder, st.Name, st.InvalidReason!);
         }
         lock (_stateLock) _snapshots = states.ToArray();
+        _unavailable = states.FirstOrDefault(s => s.Unavailable);
         // Case 12, the sweep: COW files no snapshot owns, left by a create or delete that a crash interrupted. Only files
         // whose header carries this store's id (and a snapshot id the superblock does not list) are removed; anything
         // else is left alone. The superblock here is the newest the store has (a fallback to an older copy is refused
@@ -559,6 +588,7 @@ internal sealed class SnapshotCatalog
             st.Deleted = true;
             st.Merging = false;
             if (_merging == st) _merging = null;
+            _unavailable = _snapshots.FirstOrDefault(s => s.Unavailable);
         }
         await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
         if (st.Store is PersistentExceptionStore ps) ps.MarkDeleted();
@@ -653,6 +683,7 @@ internal sealed class SnapshotCatalog
             SnapshotState st;
             bool starting;
             lock (_stateLock) st = FindLocked(name);
+            ThrowIfUnavailable(st.Unavailable ? "merging it" : "a merge into the origin");
             RequireRemovable(st); // the merge ends in the delete: refused before the origin changes, not at the end
             lock (_stateLock)
             {

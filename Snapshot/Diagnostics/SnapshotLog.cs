@@ -48,6 +48,10 @@ internal static partial class SnapshotLog
     [LoggerMessage(EventId = SnapshotEventIds.CowFileNotRemoved, EventName = "CowFileNotRemoved", Level = LogLevel.Warning,
         Message = "store {Store}: {File}: this COW file of a deleted snapshot could not be removed ({Error}); the next open tries again")]
     public static partial void CowFileNotRemoved(ILogger logger, string store, string file, string error);
+
+    [LoggerMessage(EventId = SnapshotEventIds.Unavailable, EventName = "SnapshotUnavailable", Level = LogLevel.Warning,
+        Message = "store {Store}: snapshot '{Snapshot}' is unavailable: {Reason}; nothing was committed: the origin refuses writes until the file is restored and the store reopened, or the snapshot is deleted")]
+    public static partial void Unavailable(ILogger logger, string store, string snapshot, string reason);
 }
 
 /// <summary>The event ids of the snapshot store's log messages (docs/metrics.md lists them with their level and meaning).</summary>
@@ -91,4 +95,11 @@ public static class SnapshotEventIds
     /// not be removed; the snapshot is gone all the same, and the next open tries again.
     /// </summary>
     public const int CowFileNotRemoved = 2009;
+
+    /// <summary>
+    /// Warning: at open, a snapshot's COW file was missing or did not read back, and the snapshot was kept
+    /// (<see cref="CowUnreadablePolicy.KeepSnapshot"/>): nothing was committed, and the origin refuses writes until the
+    /// file is restored and the store reopened, or the snapshot is deleted.
+    /// </summary>
+    public const int Unavailable = 2010;
 }

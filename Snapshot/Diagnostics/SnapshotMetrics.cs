@@ -44,7 +44,8 @@ public static class SnapshotMetrics
         Stores.CreateCounter(m, "snapshot.commit.run_waits", "{round}", "Commit rounds that first waited for the announced runs of origin writes under way, to take all their copies.", s => s.CommitStatistics.RunWaits);
         Stores.CreateCounter(m, "snapshot.commit.log_forces", "{force}", "Log forces (or durable area writes) issued by commit rounds.", s => s.CommitStatistics.DurabilityWaits);
         Stores.CreateUpDownCounter(m, "snapshot.snapshots.count", "{snapshot}", "Snapshots, by state.", "snapshot.state",
-            ("valid", s => s.Catalog.Snapshots.Count(x => x.IsValid)), ("invalid", s => s.Catalog.Snapshots.Count(x => !x.IsValid)));
+            ("valid", s => s.Catalog.Snapshots.Count(x => x.IsValid)), ("invalid", s => s.Catalog.Snapshots.Count(x => !x.IsValid && !x.Unavailable)),
+            ("unavailable", s => s.Catalog.Snapshots.Count(x => x.Unavailable)));
         Stores.CreateUpDownCounter(m, "snapshot.pool.usage", "{object}", "Pooled objects out (pending exceptions and copy plans).", "snapshot.pool",
             ("pending_exceptions", s => s.DataPath.PendingPool.Statistics.InUse), ("copy_plans", s => s.DataPath.PlanPool.Statistics.InUse));
         Stores.CreateUpDownCounter(m, "snapshot.pool.emergency.count", "{object}", "Emergency objects out (beyond the pool's budget).", "snapshot.pool",

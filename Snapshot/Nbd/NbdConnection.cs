@@ -609,6 +609,7 @@ internal sealed class NbdConnection
         return e switch
         {
             OperationCanceledException => (NbdProtocol.ESHUTDOWN, "the server is shutting down"),
+            SnapshotUnavailableException => (NbdProtocol.EPERM, m),
             ObjectDisposedException => (NbdProtocol.ESHUTDOWN, "the store is closed"),
             IOException io when io.HResult == 28 || m.Contains("no space", StringComparison.OrdinalIgnoreCase) => (NbdProtocol.ENOSPC, m),
             JournalException j when m.EndsWith("store is closed", StringComparison.Ordinal) => (NbdProtocol.ESHUTDOWN, m),

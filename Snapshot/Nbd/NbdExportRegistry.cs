@@ -68,7 +68,7 @@ internal sealed class NbdExportRegistry
             }
         }
         if (name == "origin")
-            return new NbdExport(name, _store.Origin, OriginDescription(), _readOnly, LocksOf(_store.Origin));
+            return new NbdExport(name, _store.Origin, OriginDescription(), _readOnly || _store.OriginRefusesWrites, LocksOf(_store.Origin));
         var status = _store.GetStatus().Snapshots.FirstOrDefault(s => s.Name == name);
         StoreVolume? volume = status is null ? null : _store.Snapshots.FirstOrDefault(v => v.Name == name);
         if (status is null || volume is null)

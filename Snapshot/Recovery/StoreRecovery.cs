@@ -45,7 +45,10 @@ namespace Snapshot.Recovery;
 /// (and whose COW file exists with a valid header) are applied at their fixed positions, skipping those the home-LSN
 /// slots already reflect. Segments of other snapshots have no home and are skipped: a segment is logged only after the
 /// superblock naming its snapshot was committed, and ids are never reused, so a snapshot created and deleted within
-/// the replayed part has its segments skipped, and a reused name never receives an earlier snapshot's segments.</item>
+/// the replayed part has its segments skipped, and a reused name never receives an earlier snapshot's segments. A
+/// listed snapshot whose COW file is missing while the log holds segments of it refuses the open here, before the
+/// completion or the log can move (the file, restored, would lack them), unless the open invalidates such snapshots
+/// (<see cref="CowUnreadablePolicy.InvalidateSnapshot"/>).</item>
 /// <item><b>Completion.</b> Replayed COW files are flushed, then their home-LSN slots stamped and flushed; if a
 /// superblock copy was applied, the replayed superblock is written home (next generation, <c>home_lsn</c> = the copy's
 /// LSN) and flushed. Replaying again (a crash during or after recovery) skips what the homes hold and gives the same
@@ -77,7 +80,8 @@ public static class StoreRecovery
     /// <paramref name="cowPathOf"/> gives for snapshot names.
     /// </summary>
     internal static Outcome Open(IDeviceProvider provider, BlockDevice sbDevice, BlockDevice logDevice, CowLayout layout,
-        Func<string, string> cowPathOf, ILoggerFactory? loggerFactory = null, string? name = null, CancellationToken cancellationToken = default)
+        Func<string, string> cowPathOf, ILoggerFactory? loggerFactory = null, string? name = null, bool keepUnreadable = false,
+        CancellationToken cancellationToken = default)
     {
         long start = Stopwatch.GetTimestamp();
         // Case 1: the home superblock.
@@ -123,6 +127,17 @@ public static class StoreRecovery
         // Case 7: replay 2, the segments of the listed snapshots.
         var segTypes = new[] { AreaSegmentItem.Type };
         JournalRecovery.Replay(log, new Dictionary<ushort, IItemRecoveryHandler> { [AreaSegmentItem.Type] = areas }, segTypes, cancellationToken);
+        if (keepUnreadable && areas.MissingFiles.Count > 0)
+        {
+            // Case 7, a missing file: its segments in the log have no home. Kept (the default), the snapshot would come
+            // back without them if the file were restored, reading the origin's new data where it holds old data; so
+            // the open is refused here, before the log can move past them, and nothing is lost yet.
+            var (id, path) = areas.MissingFiles.First();
+            throw new DeviceOpenException(path, DeviceOpenError.Missing,
+                $"COW file of snapshot '{listed[id].Name}' is missing, and the journal holds metadata of it not yet written to the file; " +
+                "the store was not opened and nothing was changed (restore the file and open the store again, or replay with " +
+                "the snapshot dropped: jreplay replay --invalidate-unreadable)");
+        }
 
         // Case 8: completion, before the log can move.
         areas.Complete();
@@ -196,6 +211,14 @@ public static class StoreRecovery
         RunAsync(folder, new StoreOptions(), cancellationToken);
 
     /// <summary>
+    /// <see cref="ReplayAsync(string, CancellationToken)"/> with <paramref name="cowUnreadable"/> deciding what happens to
+    /// a snapshot whose COW file is missing or unreadable (<see cref="StoreOptions.CowUnreadablePolicy"/>):
+    /// <see cref="CowUnreadablePolicy.InvalidateSnapshot"/> drops such a snapshot for good and lets the replay finish.
+    /// </summary>
+    public static Task<StoreRecoveryReport> ReplayAsync(string folder, CowUnreadablePolicy cowUnreadable, CancellationToken cancellationToken = default) =>
+        RunAsync(folder, new StoreOptions { CowUnreadablePolicy = cowUnreadable }, cancellationToken);
+
+    /// <summary>
     /// Runs exactly what <see cref="ReplayAsync(string, CancellationToken)"/> runs (the store's whole open and clean
     /// close) with every write kept in memory and forgotten: the folder is not changed, and the check accepts and
     /// refuses exactly what a replay would, with the same error. The store's lock is taken for the duration (a store
@@ -204,12 +227,20 @@ public static class StoreRecovery
     public static Task<StoreRecoveryReport> CheckAsync(string folder, CancellationToken cancellationToken = default) =>
         CheckAsync(folder, ReadOnlyOverlayProvider.OverFiles(), cancellationToken);
 
+    /// <summary>
+    /// <see cref="CheckAsync(string, CancellationToken)"/> of what <see cref="ReplayAsync(string, CowUnreadablePolicy, CancellationToken)"/>
+    /// with the same <paramref name="cowUnreadable"/> would do.
+    /// </summary>
+    public static Task<StoreRecoveryReport> CheckAsync(string folder, CowUnreadablePolicy cowUnreadable, CancellationToken cancellationToken = default) =>
+        CheckAsync(folder, ReadOnlyOverlayProvider.OverFiles(), cancellationToken, cowUnreadable);
+
     /// <summary><see cref="CheckAsync(string, CancellationToken)"/> over any provider's files (tests use memory devices).</summary>
-    internal static async Task<StoreRecoveryReport> CheckAsync(string folder, ReadOnlyOverlayProvider overlay, CancellationToken cancellationToken)
+    internal static async Task<StoreRecoveryReport> CheckAsync(string folder, ReadOnlyOverlayProvider overlay, CancellationToken cancellationToken,
+        CowUnreadablePolicy cowUnreadable = CowUnreadablePolicy.KeepSnapshot)
     {
         try
         {
-            return await RunAsync(folder, new StoreOptions { DeviceProvider = overlay }, cancellationToken).ConfigureAwait(false);
+            return await RunAsync(folder, new StoreOptions { DeviceProvider = overlay, CowUnreadablePolicy = cowUnreadable }, cancellationToken).ConfigureAwait(false);
         }
         finally
         {

@@ -37,11 +37,18 @@ public sealed record SnapshotStatus(string Name, SnapshotKind Kind, bool IsValid
     /// <summary>Why the last merge attempt failed, or null.</summary>
     public string? MergeFailure { get; init; }
 
-    /// <summary>The dmsetup-style status word: <c>Invalid</c>, <c>Merge failed</c>, <c>Merging</c> or <c>Valid</c>.</summary>
-    public string Status => !IsValid ? "Invalid" : MergeFailure is not null ? "Merge failed" : Merging ? "Merging" : "Valid";
+    /// <summary>
+    /// True when the open found the COW file missing or unreadable and kept the snapshot
+    /// (<see cref="CowUnreadablePolicy.KeepSnapshot"/>; <see cref="IsValid"/> is false, <see cref="InvalidReason"/> says
+    /// why): nothing was committed, and the origin refuses writes until the file is back or the snapshot is deleted.
+    /// </summary>
+    public bool Unavailable { get; init; }
 
-    /// <summary>The dmsetup status text: <c>allocated/total metadata</c>, or <c>Invalid</c>, or <c>Merge failed</c>.</summary>
-    public string DmStatus => !IsValid ? "Invalid"
+    /// <summary>The dmsetup-style status word: <c>Unavailable</c>, <c>Invalid</c>, <c>Merge failed</c>, <c>Merging</c> or <c>Valid</c>.</summary>
+    public string Status => Unavailable ? "Unavailable" : !IsValid ? "Invalid" : MergeFailure is not null ? "Merge failed" : Merging ? "Merging" : "Valid";
+
+    /// <summary>The dmsetup status text: <c>allocated/total metadata</c>, or <c>Unavailable</c>, <c>Invalid</c> or <c>Merge failed</c>.</summary>
+    public string DmStatus => Unavailable ? "Unavailable" : !IsValid ? "Invalid"
         : MergeFailure is not null ? "Merge failed"
         : string.Create(CultureInfo.InvariantCulture, $"{SectorsAllocated}/{TotalSectors} {MetadataSectors}");
 

@@ -1,3 +1,4 @@
+using Snapshot;
 using System.CommandLine;
 using Journal.Recovery;
 using Journal.Tools;
@@ -68,9 +69,10 @@ internal static class CheckCommand
     /// What a replay would find, changing nothing: for a store folder the store's own recovery on a read-only overlay,
     /// for a bare log a scan and the store's item decoders. The log is named <paramref name="logPath"/> (as given).
     /// </summary>
-    public static async Task<LogState> ReadStateAsync(string path, string logPath, bool isStore, CancellationToken ct)
+    public static async Task<LogState> ReadStateAsync(string path, string logPath, bool isStore, CancellationToken ct,
+        CowUnreadablePolicy cowUnreadable = CowUnreadablePolicy.KeepSnapshot)
     {
-        if (isStore) return LogState.From(await StoreRecovery.CheckAsync(path, ct).ConfigureAwait(false)) with { LogPath = logPath };
+        if (isStore) return LogState.From(await StoreRecovery.CheckAsync(path, cowUnreadable, ct).ConfigureAwait(false)) with { LogPath = logPath };
         using var input = LogInput.Open(path);
         return LogState.From(input.Scan()) with { LogPath = logPath };
     }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Journal.Tools;
+using Snapshot;
 using Snapshot.Recovery;
 
 namespace JReplay;
@@ -20,17 +21,23 @@ internal static class ReplayCommand
         var path = CommonOptions.Path("path", "A snapshot store folder (or, with --dry-run, a bare log file).");
         var dryRun = new Option<bool>("--dry-run") { Description = "Say what would be replayed; change nothing." };
         var json = CommonOptions.Json();
-        var command = new Command("replay", "Recover in place: replay every complete checkpoint, then mark the log clean.") { path, dryRun, json };
-        command.SetAction((r, ct) => RunAsync(console, r.GetValue(path)!, r.GetValue(dryRun), r.GetValue(json), ct));
+        var invalidate = new Option<bool>("--invalidate-unreadable")
+        {
+            Description = "Invalidate for good any snapshot whose COW file is missing or unreadable, so the replay can finish " +
+                "(without it such a replay is refused and nothing is changed, so the file can be restored first).",
+        };
+        var command = new Command("replay", "Recover in place: replay every complete checkpoint, then mark the log clean.") { path, dryRun, invalidate, json };
+        command.SetAction((r, ct) => RunAsync(console, r.GetValue(path)!, r.GetValue(dryRun), r.GetValue(json),
+            r.GetValue(invalidate) ? CowUnreadablePolicy.InvalidateSnapshot : CowUnreadablePolicy.KeepSnapshot, ct));
         return command;
     }
 
-    private static async Task<int> RunAsync(ToolConsole console, string path, bool dryRun, bool json, CancellationToken ct)
+    private static async Task<int> RunAsync(ToolConsole console, string path, bool dryRun, bool json, CowUnreadablePolicy cowUnreadable, CancellationToken ct)
     {
         string logPath = LogInput.CheckPath(path, out bool isStore);
         if (dryRun || !isStore)
         {
-            var state = await CheckCommand.ReadStateAsync(path, logPath, isStore, ct).ConfigureAwait(false);
+            var state = await CheckCommand.ReadStateAsync(path, logPath, isStore, ct, cowUnreadable).ConfigureAwait(false);
             if (!dryRun && !state.Clean)
                 throw new UsageException($"{path}: a bare log file can be checked, printed and dry-run; replay needs its store folder, where the items' home locations are");
             string what = state.Clean
@@ -40,7 +47,7 @@ internal static class ReplayCommand
             return ExitCodes.Success;
         }
 
-        var report = await ProgressBar.SpinAsync(console, $"replaying {logPath}", () => StoreRecovery.ReplayAsync(path, ct)).ConfigureAwait(false);
+        var report = await ProgressBar.SpinAsync(console, $"replaying {logPath}", () => StoreRecovery.ReplayAsync(path, cowUnreadable, ct)).ConfigureAwait(false);
         var before = LogState.From(report) with { LogPath = logPath };
         using (var input = LogInput.Open(path))
         {

@@ -14,7 +14,7 @@ internal sealed record StatusReport(
     public sealed record OriginInfo(long Sectors, int ChunkSectors);
     public sealed record LogInfo(bool Clean);
     public sealed record SnapshotInfo(string Name, string Kind, string Status, bool Valid, long SectorsAllocated, long TotalSectors,
-        long MetadataSectors, long Exceptions, string? InvalidReason, bool Merging, string? MergeFailure);
+        long MetadataSectors, long Exceptions, string? InvalidReason, bool Merging, string? MergeFailure, bool Unavailable);
     public sealed record CopyInfo(int Bound, int InFlight, int PeakInFlight, long ThrottleWaits, long DeferredWrites, int DeferredWritesPending);
     public sealed record CommitInfo(string Committer, long Rounds, long Exceptions, double ExceptionsPerRound, long LargestRound, long CowFlushes,
         long CowWriteBacks, long Transactions, long LogForces, double WaitMs, double FlushMs, double CommitMs, double AverageRoundMs, long FailedRounds, long CarriedRounds, long RunWaits);
@@ -24,7 +24,7 @@ internal sealed record StatusReport(
         new OriginInfo(s.OriginSectors, s.ChunkSectors),
         new LogInfo(s.LogClean),
         s.Snapshots.Select(x => new SnapshotInfo(x.Name, x.Kind == SnapshotKind.Persistent ? "persistent" : "transient", x.DmStatus, x.IsValid,
-            x.SectorsAllocated, x.TotalSectors, x.MetadataSectors, x.Exceptions, x.InvalidReason, x.Merging, x.MergeFailure)).ToArray(),
+            x.SectorsAllocated, x.TotalSectors, x.MetadataSectors, x.Exceptions, x.InvalidReason, x.Merging, x.MergeFailure, x.Unavailable)).ToArray(),
         new CopyInfo(s.CopyBound, s.CopiesInFlight, s.PeakCopiesInFlight, s.ThrottleWaits, s.DeferredWrites, s.DeferredWritesPending),
         s.Commits is { } c
             ? new CommitInfo(c.Committer, c.Rounds, c.Exceptions, Math.Round(c.ExceptionsPerRound, 2), c.LargestRound, c.CowFlushes, c.CowWriteBacks, c.Transactions,
@@ -38,7 +38,8 @@ internal sealed record StatusReport(
         foreach (var x in s.Snapshots)
         {
             string line = string.Create(CultureInfo.InvariantCulture, $"{x.Name}: 0 {s.OriginSectors} snapshot {x.DmStatus}");
-            if (x.InvalidReason is not null) line += $" ({x.InvalidReason})";
+            if (x.Unavailable) line += $" ({x.InvalidReason}; nothing was committed: the origin refuses writes until the file is restored and the store reopened, or the snapshot is deleted)";
+            else if (x.InvalidReason is not null) line += $" ({x.InvalidReason})";
             if (x.MergeFailure is not null) line += $" ({x.MergeFailure}; the origin reads as {x.Name} until 'snapshot merge' finishes)";
             else if (x.Merging) line += $" (merge into the origin unfinished: the origin reads as {x.Name} until 'snapshot merge' finishes)";
             yield return line;
