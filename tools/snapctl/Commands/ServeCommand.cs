@@ -13,7 +13,7 @@ using Snapshot.Nbd;
 namespace SnapCtl.Commands;
 
 /// <summary>
-/// <c>snapctl serve &lt;store&gt; (--socket &lt;path&gt; | --listen &lt;host:port&gt;) [--read-only] [--max-connections &lt;n&gt;]</c>:
+/// <c>snapctl serve &lt;store&gt; (--socket &lt;path&gt; | --listen &lt;host:port&gt;) [--read-only] [--defer-writes] [limits]</c>:
 /// serves the origin and every snapshot over NBD until SIGINT or SIGTERM, and answers the other snapctl commands on
 /// the store's control socket meanwhile.
 /// </summary>
@@ -43,16 +43,54 @@ internal static class ServeCommand
             DefaultValueFactory = _ => 256,
             HelpName = "n",
         };
+        var maxNegotiating = new Option<int?>("--max-negotiating")
+        {
+            Description = "Most connections still negotiating (past it the one negotiating longest is closed; default a quarter of --max-connections).",
+            HelpName = "n",
+        };
+        var handshakeTimeout = new Option<double>("--handshake-timeout")
+        {
+            Description = "Seconds a client has to finish the handshake.",
+            DefaultValueFactory = _ => 10,
+            HelpName = "seconds",
+        };
+        var maxRequests = new Option<int>("--max-requests-per-connection")
+        {
+            Description = "Most requests one connection has in flight (at the bound its socket is not read).",
+            DefaultValueFactory = _ => NbdServerOptions.DefaultMaxRequestsInFlight,
+            HelpName = "n",
+        };
+        var maxBytes = CommonOptions.Size("--max-bytes-per-connection",
+            "Most payload bytes one connection has in flight (at least 32M, one largest request).", NbdServerOptions.DefaultMaxBytesInFlight);
+        var maxServerBytes = CommonOptions.Size("--max-bytes-in-flight",
+            "Most payload bytes all connections together have in flight: the server's buffer memory (at least 32M).", NbdServerOptions.DefaultMaxServerBytesInFlight);
+        var stalledTimeout = new Option<double>("--stalled-client-timeout")
+        {
+            Description = "While requests wait for buffer room, seconds without progress (a reply not taken, a write's data not sent) after which a connection holding room is closed.",
+            DefaultValueFactory = _ => 30,
+            HelpName = "seconds",
+        };
         var command = new Command("serve",
             "Serve the origin and every snapshot as NBD exports (origin, or the empty name, and each snapshot's name) until SIGINT/SIGTERM. " +
             "While it runs, 'snapshot create|delete|merge' and 'status' on the store go to this process.")
         {
-            store, socket, listen, readOnly, maxConnections, deferWrites,
+            store, socket, listen, readOnly, maxConnections, deferWrites, maxNegotiating, handshakeTimeout, maxRequests, maxBytes, maxServerBytes, stalledTimeout,
         };
-        command.SetAction(r => RunAsync(console, r.GetValue(store)!, r.GetValue(socket), r.GetValue(listen), r.GetValue(readOnly), r.GetValue(maxConnections),
-            r.GetValue(deferWrites)));
+        command.SetAction(r => RunAsync(console, r.GetValue(store)!, r.GetValue(socket), r.GetValue(listen), r.GetValue(readOnly), r.GetValue(deferWrites),
+            new ServeLimits(r.GetValue(maxConnections), r.GetValue(maxNegotiating), Seconds("--handshake-timeout", r.GetValue(handshakeTimeout)),
+                r.GetValue(maxRequests), r.GetValue(maxBytes), r.GetValue(maxServerBytes), Seconds("--stalled-client-timeout", r.GetValue(stalledTimeout)))));
         return command;
     }
+
+    /// <summary>The server's limits as the options gave them (checked by <see cref="NbdServerOptions.Validate"/>, exit 64).</summary>
+    private sealed record ServeLimits(int MaxConnections, int? MaxNegotiating, TimeSpan HandshakeTimeout, int MaxRequestsPerConnection,
+        long MaxBytesPerConnection, long MaxBytesInFlight, TimeSpan StalledClientTimeout);
+
+    /// <summary>A timeout option in seconds: positive and at most a day; anything else is a usage error.</summary>
+    private static TimeSpan Seconds(string option, double seconds) =>
+        double.IsFinite(seconds) && seconds > 0 && seconds <= 86_400
+            ? TimeSpan.FromSeconds(seconds)
+            : throw new UsageException(string.Create(CultureInfo.InvariantCulture, $"{option}: {seconds} must be more than 0 and at most 86400 seconds"));
 
     /// <summary>Parses <c>--listen</c>: "host:port", ":port", "port", "[v6]:port"; the host defaults to loopback.</summary>
     public static IPEndPoint ParseListen(string text)
@@ -85,13 +123,29 @@ internal static class ServeCommand
         return new IPEndPoint(address, p);
     }
 
-    private static async Task<int> RunAsync(ToolConsole console, string store, string? socketPath, string? listen, bool readOnly, int maxConnections,
-        bool deferWrites = false)
+    private static async Task<int> RunAsync(ToolConsole console, string store, string? socketPath, string? listen, bool readOnly, bool deferWrites,
+        ServeLimits limits)
     {
         if (OperatingSystem.IsWindows()) throw new ToolException(ExitCodes.Failure, "serve needs Unix sockets and signals (Linux)");
         if (socketPath is null && listen is null) throw new UsageException("serve: give --socket <path> or --listen <host:port> (or both)");
-        if (maxConnections < 1) throw new UsageException($"--max-connections: {maxConnections} must be at least 1");
+        if (limits.MaxConnections < 1) throw new UsageException($"--max-connections: {limits.MaxConnections} must be at least 1");
         var tcp = listen is null ? [] : new[] { ParseListen(listen) };
+        NbdServerOptions ServerOptions(ILoggerFactory logTo) => new()
+        {
+            UnixSockets = socketPath is null ? [] : [socketPath],
+            TcpEndpoints = tcp,
+            ReadOnly = readOnly,
+            MaxConnections = limits.MaxConnections,
+            MaxNegotiatingConnections = limits.MaxNegotiating,
+            HandshakeTimeout = limits.HandshakeTimeout,
+            MaxRequestsInFlight = limits.MaxRequestsPerConnection,
+            MaxBytesInFlight = limits.MaxBytesPerConnection,
+            MaxServerBytesInFlight = limits.MaxBytesInFlight,
+            StalledClientTimeout = limits.StalledClientTimeout,
+            LoggerFactory = logTo,
+        };
+        // Every limit checked before the store is opened (a bad value is a usage error, exit 64, with nothing opened).
+        ServerOptions(Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).Validate();
         StoreCommands.RequireStore(store);
 
         using var loggerFactory = LoggerFactory.Create(b => b
@@ -115,14 +169,7 @@ internal static class ServeCommand
         ControlServer? control = null;
         try
         {
-            server = await NbdServer.StartAsync(s, new NbdServerOptions
-            {
-                UnixSockets = socketPath is null ? [] : [socketPath],
-                TcpEndpoints = tcp,
-                ReadOnly = readOnly,
-                MaxConnections = maxConnections,
-                LoggerFactory = loggerFactory,
-            }).ConfigureAwait(false);
+            server = await NbdServer.StartAsync(s, ServerOptions(loggerFactory)).ConfigureAwait(false);
             control = ControlServer.Start(server, store, log);
             log.LogInformation("serving store {Store}: exports origin{Snapshots}{ReadOnly}; control socket {Control}", store,
                 string.Concat(s.Snapshots.Select(v => ", " + v.Name)), readOnly ? " (read-only)" : "", control.Path);
