@@ -98,4 +98,25 @@ public sealed class NbdErrorLogTests
             Assert.Equal(EINVAL, (await c.RoundTripAsync(CmdRead, 1, 512)).Error);
         Assert.Equal(11, h.Log.Count("READ of 512 bytes at offset 1: EINVAL"));
     }
+
+    [Fact]
+    public async Task Unsupported_options_repeated_in_a_handshake_log_ten_lines_then_are_counted()
+    {
+        const int Options = 200;
+        await using var h = await NbdHarness.StartAsync();
+        await using (var c = await h.ConnectAsync())
+        {
+            await c.ReadGreetingAsync();
+            await c.SendClientFlagsAsync(ClientFixedNewstyle | ClientNoZeroes);
+            for (int i = 0; i < Options; i++)
+            {
+                await c.SendOptionAsync(0x7f00, []);
+                Assert.Equal(RepErrUnsup, (await c.ReadOptionReplyAsync()).Type);
+            }
+            await c.SendOptionAsync(OptAbort, []);
+        }
+        await NbdHarness.EventuallyAsync(() => h.Log.Contains("more errors were not logged"), "the connection's summary line");
+        Assert.Equal(10, h.Log.Count("not supported"));
+        Assert.True(h.Log.Contains($"{Options - 10} more errors were not logged ({Options} in all)"), string.Join("\n", h.Log.Lines.Select(l => l.Text)));
+    }
 }

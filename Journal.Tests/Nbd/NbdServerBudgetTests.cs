@@ -147,4 +147,26 @@ public sealed class NbdServerBudgetTests
         Assert.Throws<global::Snapshot.SnapshotArgumentException>(() => Options(NbdServerOptions.MaxRequestBytes, 0).Validate());
         Assert.Contains("in flight on all connections 33554432 bytes, stalled-client timeout 1 s", Options(NbdServerOptions.MaxRequestBytes, 1).ToString());
     }
+
+    [Fact]
+    public async Task A_wait_that_is_granted_leaves_no_timer_armed()
+    {
+        // A long stalled-client timeout: a wait's timer, if it outlived the grant, would stay armed for ten minutes.
+        var budget = new NbdServerBudget(64L << 20, TimeSpan.FromMinutes(10), server: null);
+        for (int i = 0; i < 64; i++) // filled to the bound in requests small enough to use its reserve
+            Assert.True(await budget.AcquireAsync(1L << 20, CancellationToken.None).AsTask().WaitAsync(RawNbdClient.Watchdog));
+        Assert.Equal(64L << 20, budget.Bytes);
+        const int Waits = 5000;
+        long before = Timer.ActiveCount;
+        for (int i = 0; i < Waits; i++)
+        {
+            var wait = budget.AcquireAsync(4096, CancellationToken.None); // the budget is full: this waits
+            Assert.False(wait.IsCompleted);
+            budget.Release(4096);                                        // room for it: granted
+            Assert.True(await wait.AsTask().WaitAsync(RawNbdClient.Watchdog));
+        }
+        Assert.Equal(Waits, budget.Waits);
+        long armed = Timer.ActiveCount - before;
+        Assert.True(armed < Waits / 2, $"{armed} timers still armed after {Waits} granted waits");
+    }
 }

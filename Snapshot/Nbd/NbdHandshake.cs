@@ -103,7 +103,8 @@ internal sealed class NbdHandshake
                     await MetaContextAsync(option, data, ct).ConfigureAwait(false);
                     break;
                 default: // Rule 8.
-                    NbdLog.OptionUnsupported(_c.Log, _c.Id, NbdProtocol.OptionName(option));
+                    // Counted with the connection's errors: a client repeating options it is refused logs 10 lines, not one a time.
+                    if (_c.CountError()) NbdLog.OptionUnsupported(_c.Log, _c.Id, NbdProtocol.OptionName(option));
                     await ReplyAsync(option, NbdProtocol.RepErrUnsup, Encoding.UTF8.GetBytes($"{NbdProtocol.OptionName(option)} is not supported"), ct).ConfigureAwait(false);
                     break;
             }

@@ -106,8 +106,16 @@ internal sealed class NbdServerBudget
             {
                 // Why we wait: the server is at its byte bound; room comes back as other requests' replies are sent or
                 // their writes done, or when a stalled client is disconnected. Nothing another connection needs is held
-                // (see the remarks).
-                await Task.WhenAny(w.Granted.Task, Task.Delay(TimeSpan.FromMilliseconds(left), stop)).ConfigureAwait(false);
+                // (see the remarks). WaitAsync drops its timer when the grant comes first (a Task.Delay beside it would
+                // stay armed for the rest of the timeout, one per wait).
+                try
+                {
+                    await w.Granted.Task.WaitAsync(TimeSpan.FromMilliseconds(left), stop).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is TimeoutException or OperationCanceledException)
+                {
+                    // Checked below: granted meanwhile, stopped, or the timeout reached.
+                }
             }
             if (w.Granted.Task.IsCompleted) return true;
             if (stop.IsCancellationRequested)
