@@ -211,9 +211,9 @@ public enum CowFullPolicy
 public enum CowUnreadablePolicy
 {
     /// <summary>
-    /// The snapshot is kept and nothing is committed: status shows it <c>Unavailable</c> with the reason, reading it fails
-    /// with <see cref="SnapshotInvalidException"/>, and origin writes and merges fail with
-    /// <see cref="SnapshotUnavailableException"/> (each would need a copy into the file). The origin and the other
+    /// The snapshot is kept and nothing is committed: status shows it <c>Unavailable</c> with the reason, and reading it,
+    /// origin writes and merges fail with <see cref="SnapshotUnavailableException"/> (each of the last two would need a
+    /// copy into the file). The origin and the other
     /// snapshots read as before; new snapshots can be made. Restoring the file and reopening brings the snapshot back
     /// whole; deleting the snapshot gives the origin back its writes.
     /// </summary>

@@ -65,4 +65,78 @@ public class MissingCowRecoveryTests
         Assert.Equal(contents.Origin, ToolRunner.SnapCtl("read", store, "--offset", "0", "--length", "1M").Raw);
         Assert.Equal(0, ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "0x55", "--length", "4K").ExitCode);
     }
+
+    public static TheoryData<string, string> Damages => new()
+    {
+        { "cut short", "is damaged: 128 sectors long, and the journal's metadata of it reaches sector" },
+        { "header only", "is damaged: 8 sectors long, and the journal's metadata of it reaches sector" },
+        { "empty", "is damaged: 0 bytes long, shorter than its header" },
+        { "bad magic", "is damaged: offset 0: not a persistent COW file: bad magic" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Damages))]
+    public async Task A_crashed_store_whose_cow_file_is_damaged_is_not_opened_until_the_file_is_back(string damage, string problem)
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        var contents = await CrashedStore.CreateAsync(store);
+        string cow = Path.Combine(store, "s.cow");
+        var intact = File.ReadAllBytes(cow);
+        switch (damage)
+        {
+            case "cut short": File.WriteAllBytes(cow, intact.AsSpan(0, 128 * 512).ToArray()); break;
+            case "header only": File.WriteAllBytes(cow, intact.AsSpan(0, 4096).ToArray()); break;
+            case "empty": File.WriteAllBytes(cow, []); break;
+            default: File.WriteAllBytes(cow, [.. "JUNK"u8, .. intact.AsSpan(4)]); break;
+        }
+        var before = CrashedStore.Files(store);
+
+        foreach (var r in new[]
+                 {
+                     ToolRunner.SnapCtl("status", store),
+                     ToolRunner.JReplay("check", store),
+                     ToolRunner.JReplay("replay", store),
+                 })
+        {
+            Assert.True(r.ExitCode == 2, r.ToString());
+            var line = Assert.Single(r.ErrorLines);
+            Assert.Contains($"{cow}: COW file of snapshot 's' {problem}", line);
+            Assert.Contains("the journal holds metadata of it not yet written to the file; the store was not opened and nothing was changed", line);
+        }
+        var after = CrashedStore.Files(store);
+        foreach (var (name, bytes) in before) Assert.True(bytes.AsSpan().SequenceEqual(after[name]), $"{name} changed");
+
+        File.WriteAllBytes(cow, intact);
+        var read = ToolRunner.SnapCtl("read", store, "--snapshot", "s", "--offset", "0", "--length", "1M");
+        Assert.True(read.ExitCode == 0, read.ToString());
+        Assert.Equal(contents.SnapshotS, read.Raw);
+    }
+
+    [Theory]
+    [MemberData(nameof(Damages))]
+    public async Task Replay_with_invalidate_unreadable_drops_a_snapshot_whose_cow_file_is_damaged(string damage, string problem)
+    {
+        _ = problem;
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        var contents = await CrashedStore.CreateAsync(store);
+        string cow = Path.Combine(store, "s.cow");
+        var intact = File.ReadAllBytes(cow);
+        switch (damage)
+        {
+            case "cut short": File.WriteAllBytes(cow, intact.AsSpan(0, 128 * 512).ToArray()); break;
+            case "header only": File.WriteAllBytes(cow, intact.AsSpan(0, 4096).ToArray()); break;
+            case "empty": File.WriteAllBytes(cow, []); break;
+            default: File.WriteAllBytes(cow, [.. "JUNK"u8, .. intact.AsSpan(4)]); break;
+        }
+
+        var replay = ToolRunner.JReplay("replay", store, "--invalidate-unreadable");
+        Assert.True(replay.ExitCode == 0, replay.ToString());
+        var status = ToolRunner.SnapCtl("status", store);
+        Assert.True(status.ExitCode == 0, status.ToString());
+        Assert.Contains("s: 0 2048 snapshot Invalid (COW file is damaged", status.Stdout);
+        Assert.Equal(contents.Origin, ToolRunner.SnapCtl("read", store, "--offset", "0", "--length", "1M").Raw);
+        Assert.Equal(0, ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "0x55", "--length", "4K").ExitCode);
+    }
 }

@@ -78,7 +78,7 @@ internal sealed class NbdExportRegistry
         }
         if (!status.IsValid)
         {
-            error = $"snapshot '{quoted}' is invalid: {status.InvalidReason}";
+            error = $"snapshot '{quoted}' is {(status.Unavailable ? "unavailable" : "invalid")}: {status.InvalidReason}";
             return null;
         }
         if (status.Merging)

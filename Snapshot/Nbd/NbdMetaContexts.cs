@@ -92,7 +92,7 @@ internal static class NbdMetaContexts
         for (int i = 0; i < all.Count; i++) if (all[i].Name == name) at = i;
         if (at < 0) return null;
         var s = all[at];
-        if (!s.IsValid) return $"{query}: snapshot '{name}' is invalid ({s.InvalidReason})";
+        if (!s.IsValid) return $"{query}: snapshot '{name}' is {(s.Unavailable ? "unavailable" : "invalid")} ({s.InvalidReason})";
         if (s.Merging) return $"{query}: snapshot '{name}' is being merged into the origin";
         if (!volume.IsOrigin)
         {

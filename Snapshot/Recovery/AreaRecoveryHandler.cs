@@ -21,8 +21,8 @@ namespace Snapshot.Recovery;
 /// <list type="number">
 /// <item><b>No home.</b> The snapshot is not listed as valid and persistent by the superblock as replayed from the log
 /// (deleted, invalid, transient), its COW file is gone, or its COW header is marked invalid: <see cref="HasHome"/> is
-/// false and the journal skips the copy. A listed snapshot whose file is gone is noted (<see cref="MissingFiles"/>):
-/// unless the open invalidates such snapshots, it refuses before the journal opens for writing.</item>
+/// false and the journal skips the copy. (A listed snapshot whose file is missing, unreadable or
+/// cut short was refused, or given no home, before replay: case 6b of <see cref="StoreRecovery"/>.)</item>
 /// <item><b>Home LSN.</b> The segment's home-LSN slot names this segment with an LSN at or above the copy's (or a copy
 /// at or above it was applied in this replay): the journal skips it.</item>
 /// <item><b>Apply.</b> Otherwise the entries are written at their fixed positions in the area (read-modify-write of
@@ -71,13 +71,6 @@ internal sealed class AreaRecoveryHandler : IItemRecoveryHandler, IDisposable
         foreach (var c in checkpoints) _sequences[c.StartLsn] = c.Sequence;
     }
 
-    /// <summary>
-    /// The listed snapshots (valid or merging, persistent) whose COW file is missing while the log holds segments of
-    /// theirs (by snapshot id): those segments had no home and were skipped, so the file, if it came back, would lack
-    /// them.
-    /// </summary>
-    public Dictionary<ulong, string> MissingFiles { get; } = new();
-
     /// <summary>Segment copies applied.</summary>
     public long Applied { get; private set; }
 
@@ -89,7 +82,6 @@ internal sealed class AreaRecoveryHandler : IItemRecoveryHandler, IDisposable
         if (_targets.TryGetValue(snapshotId, out var t)) return t;
         t = null;
         string? path = _cowPathOfValidSnapshot(snapshotId);
-        if (path is not null && !_provider.Exists(path)) MissingFiles[snapshotId] = path;
         if (path is not null && _provider.Exists(path))
         {
             var cow = _provider.Open(path);

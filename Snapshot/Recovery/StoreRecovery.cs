@@ -118,26 +118,32 @@ public static class StoreRecovery
         var replayed = sbHandler.Current;
 
         var listed = Listed(replayed);
-        using var areas = new AreaRecoveryHandler(provider, layout, replayed.OriginSectors,
-            id => listed.TryGetValue(id, out var r) ? cowPathOf(r.Name) : null, log.Name, log.Checkpoints);
 
         // Case 6: every segment of a listed snapshot lies inside its COW size, before any is applied.
         CheckSegmentBounds(log, listed, layout);
 
+        // Case 6b: the COW file of every listed snapshot with segments in the log is there, its header reads back, and it
+        // is long enough for them (a file grows, and its growth is durable, before a copy or a segment lands in it).
+        // One that is not cannot take them: kept (the default), the snapshot would come back without them once a good
+        // file were restored, reading the origin's new data where it holds old data; so the open is refused here,
+        // before anything is applied or the log can move past them, and nothing is lost yet. With InvalidateSnapshot
+        // the snapshot's segments have no home, and the open invalidates it (case 10).
+        var unusable = UnusableCowFiles(provider, log, listed, layout, cowPathOf);
+        if (keepUnreadable && unusable.Count > 0)
+        {
+            var (id, (path, problem)) = unusable.First();
+            string what = $"COW file of snapshot '{listed[id].Name}' {problem}, and the journal holds metadata of it not yet written to the file; " +
+                "the store was not opened and nothing was changed (restore the file and open the store again, or replay with " +
+                "the snapshot dropped: jreplay replay --invalidate-unreadable)";
+            if (problem == MissingProblem) throw new DeviceOpenException(path, DeviceOpenError.Missing, what);
+            throw new JournalException($"{path}: {what}");
+        }
+        using var areas = new AreaRecoveryHandler(provider, layout, replayed.OriginSectors,
+            id => listed.TryGetValue(id, out var r) && !unusable.ContainsKey(id) ? cowPathOf(r.Name) : null, log.Name, log.Checkpoints);
+
         // Case 7: replay 2, the segments of the listed snapshots.
         var segTypes = new[] { AreaSegmentItem.Type };
         JournalRecovery.Replay(log, new Dictionary<ushort, IItemRecoveryHandler> { [AreaSegmentItem.Type] = areas }, segTypes, cancellationToken);
-        if (keepUnreadable && areas.MissingFiles.Count > 0)
-        {
-            // Case 7, a missing file: its segments in the log have no home. Kept (the default), the snapshot would come
-            // back without them if the file were restored, reading the origin's new data where it holds old data; so
-            // the open is refused here, before the log can move past them, and nothing is lost yet.
-            var (id, path) = areas.MissingFiles.First();
-            throw new DeviceOpenException(path, DeviceOpenError.Missing,
-                $"COW file of snapshot '{listed[id].Name}' is missing, and the journal holds metadata of it not yet written to the file; " +
-                "the store was not opened and nothing was changed (restore the file and open the store again, or replay with " +
-                "the snapshot dropped: jreplay replay --invalidate-unreadable)");
-        }
 
         // Case 8: completion, before the log can move.
         areas.Complete();
@@ -154,6 +160,66 @@ public static class StoreRecovery
     internal static Dictionary<ulong, SnapshotRecord> Listed(Superblock replayed) => replayed.Snapshots
         .Where(r => r.Kind == SnapshotKindCode.Persistent && r.State is SnapshotStateCode.Valid or SnapshotStateCode.Merging)
         .ToDictionary(r => r.Id);
+
+    private const string MissingProblem = "is missing";
+
+    /// <summary>
+    /// Case 6b: the listed persistent snapshots whose logged segments cannot be applied to their COW file, by id, with
+    /// the file and the problem: the file is missing, its header does not read back, or it is shorter than a segment's
+    /// area or an entry's data chunk. (A file that may not be opened is not among them: its open throws, refusing the
+    /// store with nothing changed, as at case 10.)
+    /// </summary>
+    internal static Dictionary<ulong, (string Path, string Problem)> UnusableCowFiles(IDeviceProvider provider, RecoveredLog log,
+        IReadOnlyDictionary<ulong, SnapshotRecord> listed, CowLayout layout, Func<string, string> cowPathOf)
+    {
+        // The sectors each snapshot's logged segments need: their areas, and the data chunks their entries name.
+        long segmentsPerArea = layout.ExceptionsPerArea / Exceptions.PersistentExceptionStore.SegmentEntriesFor(layout);
+        var need = new Dictionary<ulong, long>();
+        foreach (var c in log.Checkpoints)
+            foreach (var item in c.Items)
+            {
+                if (item.ItemType != AreaSegmentItem.Type) continue;
+                var (id, segment) = AreaSegmentItem.SplitId(item.ItemId);
+                if (!listed.ContainsKey(id)) continue;
+                ulong last = layout.AreaChunk(segment / segmentsPerArea);
+                var region = item.Regions[0].Span;
+                var h = SegmentLogHeader.TryRead(region, int.MaxValue, out _)!.Value;
+                for (int i = 0; i < h.Count; i++)
+                    last = Math.Max(last, DiskException.Read(region.Slice(SegmentLogHeader.Size + i * DiskException.Size)).NewChunk);
+                long sectors = layout.ChunkToSector(last + 1);
+                need[id] = Math.Max(need.GetValueOrDefault(id), sectors);
+            }
+        var unusable = new Dictionary<ulong, (string, string)>();
+        foreach (var (id, sectors) in need)
+        {
+            string path = cowPathOf(listed[id].Name);
+            if (!provider.Exists(path))
+            {
+                unusable[id] = (path, MissingProblem);
+                continue;
+            }
+            try
+            {
+                using var cow = provider.Open(path);
+                var chunk0 = new byte[(CowHeader.UsedBytes(layout.ChunkSectors) + BlockDevice.SectorSize - 1) / BlockDevice.SectorSize * BlockDevice.SectorSize];
+                if (cow.SectorCount * BlockDevice.SectorSize < chunk0.Length)
+                {
+                    unusable[id] = (path, string.Create(CultureInfo.InvariantCulture, $"is damaged: {cow.SectorCount * BlockDevice.SectorSize} bytes long, shorter than its header"));
+                    continue;
+                }
+                cow.Read(0, chunk0);
+                var header = CowHeader.Read(chunk0, path, layout.ChunkSectors, id);
+                if (header.IsValid && cow.SectorCount < sectors)
+                    unusable[id] = (path, string.Create(CultureInfo.InvariantCulture,
+                        $"is damaged: {cow.SectorCount} sectors long, and the journal's metadata of it reaches sector {sectors} (the file was cut short)"));
+            }
+            catch (JournalException e) when (e is not DeviceOpenException { Error: DeviceOpenError.AccessDenied or DeviceOpenError.InUse })
+            {
+                unusable[id] = (path, "is damaged: " + e.Message.ReplaceLineEndings(" ").Replace(path + ": ", "", StringComparison.Ordinal));
+            }
+        }
+        return unusable;
+    }
 
     /// <summary>
     /// Case 6: every logged segment of a snapshot in <paramref name="listed"/>, and every data chunk its entries name,
