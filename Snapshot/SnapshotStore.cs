@@ -320,6 +320,9 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
             await Task.Run(() => store.OpenJournal(cancellationToken), cancellationToken).ConfigureAwait(false);
             store.StartPipeline();
             await store._catalog.LoadSnapshotsAsync(cancellationToken).ConfigureAwait(false);
+            // After a crash the last session's files changed with no stamp at its close: copies taken then are told
+            // apart from now on.
+            if (!store.IsReadOnly && !store.LogClean) await store._catalog.AdvanceCowStampAsync(cancellationToken).ConfigureAwait(false);
             return store.Started();
         }
         catch
@@ -533,6 +536,9 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
                 // A deferred write that failed after it returned: everything else is flushed, but the close reports it.
                 _dataPath.ThrowIfDeferredFailed();
                 flushed = true;
+                // Copies of the COW files taken while the store was open are told apart from the files from now on, if
+                // the files changed meanwhile (a session that wrote nothing to them leaves every copy current).
+                if (!IsReadOnly && _catalog.CowBytesWritten > 0) await _catalog.AdvanceCowStampAsync(cancellationToken).ConfigureAwait(false);
             }
             finally
             {

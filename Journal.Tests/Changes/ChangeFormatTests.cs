@@ -126,7 +126,7 @@ public class ChangeFormatTests
         reserved[120] = 1;
         BinaryPrimitives.WriteUInt32LittleEndian(reserved.AsSpan(84), 0);
         CowHeader.SetMarks(reserved, 0, 0); // recomputes the checksum over the changed byte
-        Assert.Contains("offset 120: a reserved COW header byte (112..127) is not zero", Assert.Throws<StoreCorruptionException>(() => CowHeader.Read(reserved, "x.cow", 8, 7, 42)).Message);
+        Assert.Contains("offset 120: a reserved COW header byte (116..127) is not zero", Assert.Throws<StoreCorruptionException>(() => CowHeader.Read(reserved, "x.cow", 8, 7, 42)).Message);
     }
 
     [Fact]

@@ -137,6 +137,9 @@ public class ChangeMapSemanticsTests
         // A damaged table: the snapshot still reads, its map against an older snapshot is an error naming the file.
         var damaged = (byte[])good.Clone();
         damaged[2 * 4096 + 16] ^= 0x40;
+        // The store's stamp moved on since the good copy was taken (the reopen above wrote b's header): the copy gets the
+        // current stamp, or it would be refused as an older copy of the file.
+        CowHeader.SetStamp(damaged, System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(p.Backing(cowB).ToArray().AsSpan(CowHeader.StampOffset)));
         p.Replace(cowB, MemoryBlockDevice.FromImage(damaged, cowB));
         store = await ReopenAsync(p);
         Assert.Equal(images["b"], await ReadAsync(store.GetSnapshot("b"), 0, OriginSectors));

@@ -1,3 +1,4 @@
+using Journal.Testing;
 using Journal.Storage;
 using Journal.Tests.Tools;
 using Snapshot;
@@ -100,24 +101,39 @@ public sealed class CraftedSuperblockTests
     }
 
     [Fact]
-    public async Task A_superblock_with_a_non_zero_reserved_field_is_refused()
+    public async Task A_superblock_whose_cow_stamp_is_ahead_of_the_files_makes_them_older_copies_and_loses_nothing()
     {
         using var dir = new TempFolder();
         string folder = dir["store"];
-        await (await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 2048, LogBlocks = 2048 })).DisposeAsync();
+        await using (var store = await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 2048, LogBlocks = 2048 }))
+        {
+            await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)7, 8 * 4096).ToArray());
+            await store.CreateSnapshotAsync("s");
+            await store.Origin.WriteAsync(0, Enumerable.Repeat((byte)9, 8 * 4096).ToArray());
+        }
         string sbPath = Path.Combine(folder, SnapshotStore.SuperblockFileName);
         var bytes = File.ReadAllBytes(sbPath);
-        // Both copies: offset 40 set, the checksum (offset 44, CRC-32C of the copy with it zeroed) made good again.
+        var sb = Superblock.ReadHome(MemoryBlockDevice.FromImage(bytes, sbPath)).Current;
+        Assert.NotEqual(0u, sb.CowStamp); // the close stamped the file it wrote to
+        // Both copies: the stamp (offset 40) moved two ahead, the checksum (offset 44) made good again.
         for (int copy = 0; copy < 2; copy++)
         {
             var b = bytes.AsSpan(copy * Superblock.CopyBytes, Superblock.CopyBytes);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[40..], 1);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[40..], sb.CowStamp + 2);
             System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[44..], 0);
             System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[44..], System.IO.Hashing.Crc32.HashToUInt32(System.IO.Hashing.Crc32ParameterSet.Crc32C, b));
         }
         File.WriteAllBytes(sbPath, bytes);
-        var e = await Assert.ThrowsAnyAsync<JournalException>(async () => await SnapshotStore.OpenAsync(folder));
-        Assert.Contains("the reserved field at offset 40 is 0x00000001, expected 0", e.Message);
+        var cowBefore = File.ReadAllBytes(Path.Combine(folder, "s.cow"));
+
+        await using (var store = await SnapshotStore.OpenAsync(folder))
+        {
+            var status = Assert.Single(store.GetStatus().Snapshots);
+            Assert.True(status.Unavailable);
+            Assert.Contains("it is an older copy of the file", status.InvalidReason);
+            await Assert.ThrowsAsync<SnapshotUnavailableException>(async () => await store.Origin.WriteAsync(0, new byte[4096]));
+        }
+        Assert.Equal(cowBefore, File.ReadAllBytes(Path.Combine(folder, "s.cow")));
     }
 
     [Fact]

@@ -141,6 +141,33 @@ public class DamagedCowTests
         await s.Origin.WriteAsync(0, new byte[4096]);
     }
 
+    [Fact]
+    public void An_older_copy_of_a_cow_file_put_back_is_told_apart_and_the_snapshot_kept_unavailable()
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        string cow = Build(store);
+        var backup = File.ReadAllBytes(cow);                       // a copy of the closed store's file
+        Ok(ToolRunner.SnapCtl("write", store, "--offset", "512K", "--pattern", "0x33", "--length", "256K")); // copies into bad.cow
+        var current = File.ReadAllBytes(cow);
+        Ok(ToolRunner.SnapCtl("status", store));                    // a session that changes no COW file leaves every copy current
+        Assert.Equal(current, File.ReadAllBytes(cow));
+
+        // The backup put back lacks the copies of [512K, 768K): read through it, the snapshot would show the origin's 0x33.
+        File.WriteAllBytes(cow, backup);
+        var status = ToolRunner.SnapCtl("status", store);
+        Ok(status);
+        Assert.Contains("bad: 0 2048 snapshot Unavailable (COW file is damaged: offset 112: it is an older copy of the file", status.Stdout);
+        var write = ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "0x44", "--length", "4K");
+        Assert.Equal(2, write.ExitCode);
+        Assert.Equal(backup, File.ReadAllBytes(cow));
+
+        // The current file put back, everything is there.
+        File.WriteAllBytes(cow, current);
+        Assert.All(ToolRunner.SnapCtl("read", store, "--snapshot", "bad", "--offset", "0", "--length", "1M").Raw, b => Assert.Equal(0x11, b));
+        Ok(ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "0x44", "--length", "4K"));
+    }
+
     /// <summary>A store with snapshots "bad" and "good" of an origin of 0x11, the origin's first 64 KiB then 0x22; returns bad's COW file.</summary>
     private static string Build(string store)
     {

@@ -274,8 +274,8 @@ public class JReplayStoreTests
         using var dir = new TempFolder();
         var store = dir["store"];
         var contents = await CrashedStore.CreateAsync(store, clean: true);
-        var before = CrashedStore.Files(store);
         string statusBefore = ToolRunner.SnapCtl("status", store).Stdout;
+        var before = CrashedStore.Files(store);
 
         var done = ToolRunner.JReplay("zero-log", store, "--force");
         Assert.Equal(0, done.ExitCode);

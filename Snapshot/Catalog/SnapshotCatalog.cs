@@ -247,6 +247,16 @@ internal sealed class SnapshotCatalog
         if (!_store.Provider.Exists(st.CowPath))
             throw new DeviceOpenException(st.CowPath, DeviceOpenError.Missing, $"COW file of snapshot '{st.Name}' is missing");
         var store = PersistentExceptionStore.Open(_store.Provider, st.CowPath, _store.Layout, rec.CowSectors, GrowthSectors, rec.Id, StoreId, out var header, _store.Committer);
+        uint storeStamp = _superblock.CowStamp;
+        if (header.IsValid && CowHeader.IsOlderCopy(header.Stamp, storeStamp))
+        {
+            // An earlier copy of the file (a backup put back): it lacks the exceptions made since, and would read the
+            // origin's new data where the snapshot holds old data. Damage, as case 10 treats it (kept unavailable by
+            // default: the current file may still come back).
+            store.Dispose();
+            throw new StoreCorruptionException(st.CowPath, CowHeader.StampOffset, "it is an older copy of the file (its stamp is behind the store's)",
+                $"stamp {storeStamp} or {CowHeader.NextStamp(storeStamp)}", header.Stamp.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
         ReportGrowthAheadFailures(store, st.Name);
         st.Store = store;
         // Stores made before COW space was reserved at create get their reservation now. Short of space, the store
@@ -407,6 +417,35 @@ internal sealed class SnapshotCatalog
         await journal.ForceAsync(sequence, CancellationToken.None).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Advances the COW stamp (<see cref="Superblock.CowStamp"/>): every available persistent COW file's header gets the
+    /// next stamp and is flushed, then the superblock naming it is committed and forced. A copy of a COW file taken
+    /// before this then carries an earlier stamp and is told apart from the current file at open (an older copy put back
+    /// would read the origin's new data where the snapshot holds old data). Called by a clean close when the COW files
+    /// changed since open, and by an open that replayed the journal (the crashed session's files changed with no stamp),
+    /// both with no I/O running. Not while a snapshot is unavailable: its file, restored,
+    /// would be behind through no fault of its own (nothing changes the origin meanwhile, so it cannot fall behind).
+    /// </summary>
+    public async ValueTask AdvanceCowStampAsync(CancellationToken cancellationToken)
+    {
+        if (_unavailable is not null) return;
+        PersistentExceptionStore[] files;
+        uint next;
+        lock (_stateLock)
+        {
+            files = _snapshots.Where(s => s.IsValid && !s.Deleted).Select(s => s.Store).OfType<PersistentExceptionStore>().ToArray();
+            if (files.Length == 0) return;
+            next = CowHeader.NextStamp(_superblock.CowStamp);
+        }
+        // Every file first (a crash before the commit leaves them one ahead, which an open accepts), then the superblock.
+        foreach (var f in files) await f.StampAsync(next, cancellationToken).ConfigureAwait(false);
+        lock (_stateLock) _superblock = _superblock with { CowStamp = next };
+        await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The COW stamp the superblock names now.</summary>
+    public uint CowStamp { get { lock (_stateLock) return _superblock.CowStamp; } }
+
     /// <summary>The superblock log item (tests inspect its home writes).</summary>
     public SuperblockItem SuperblockLogItem => _sbItem;
 
@@ -501,7 +540,9 @@ internal sealed class SnapshotCatalog
         {
             if (persistent)
             {
-                store = PersistentExceptionStore.Create(_store.Provider, st.CowPath, _store.Layout, cowSectors, GrowthSectors, st.Id, StoreId, _store.Committer);
+                uint stamp;
+                lock (_stateLock) stamp = _superblock.CowStamp;
+                store = PersistentExceptionStore.Create(_store.Provider, st.CowPath, _store.Layout, cowSectors, GrowthSectors, st.Id, StoreId, _store.Committer, stamp);
             }
             else
             {

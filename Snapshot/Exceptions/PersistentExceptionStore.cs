@@ -93,6 +93,28 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     /// <summary>Stops every segment of this store from writing home (the snapshot was deleted).</summary>
     public void MarkDeleted() => Metadata.MarkDeleted();
 
+    /// <summary>
+    /// Writes <paramref name="stamp"/> into the header (<see cref="CowHeader.Stamp"/>) and flushes the file: the store's
+    /// open and clean close stamp every available COW file before they commit the superblock naming the stamp.
+    /// </summary>
+    public async ValueTask StampAsync(uint stamp, CancellationToken cancellationToken)
+    {
+        // A format-1 header has no stamp field under its checksum: it stays as it is (and is never found stale).
+        if (BinaryPrimitives.ReadUInt32LittleEndian(_chunk0.AsSpan(68)) != CowHeader.StoreVersion) return;
+        // Waiting for an invalidation or a home-LSN stamp; the holder takes nothing else.
+        await _headerLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            CowHeader.SetStamp(_chunk0, stamp);
+            await Cow.WriteAsync(0, _chunk0.AsMemory(0, BlockDevice.SectorSize), cancellationToken).ConfigureAwait(false);
+            await Cow.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _headerLock.Release();
+        }
+    }
+
     /// <summary>Records in chunk 0 that segment <paramref name="segment"/>'s home reflects <paramref name="lsn"/> (one sector write, not flushed).</summary>
     public async ValueTask StampHomeLsnAsync(long segment, Lsn lsn, CancellationToken cancellationToken)
     {
@@ -126,7 +148,8 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     public static long MinimumSectors(int chunkSectors) => 2L * chunkSectors;
 
     /// <summary>Creates a new COW file: header (valid) and a zeroed first area, flushed.</summary>
-    public static PersistentExceptionStore Create(IDeviceProvider provider, string path, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, ulong storeId, IMetadataCommitter committer)
+    public static PersistentExceptionStore Create(IDeviceProvider provider, string path, CowLayout layout, long totalSectors, long growthSectors, ulong snapshotId, ulong storeId, IMetadataCommitter committer,
+        uint stamp = 0)
     {
         long total = totalSectors / layout.ChunkSectors * layout.ChunkSectors;
         long initial = Math.Min(total, Math.Max(growthSectors, 3L * layout.ChunkSectors));
@@ -135,7 +158,7 @@ internal sealed class PersistentExceptionStore : ExceptionStore
         var s = new PersistentExceptionStore(dev, layout, totalSectors, growthSectors, snapshotId, committer);
         try
         {
-            CowHeader.New(layout.ChunkSectors, snapshotId, storeId).Write(s._chunk0);
+            CowHeader.New(layout.ChunkSectors, snapshotId, storeId, stamp: stamp).Write(s._chunk0);
             dev.Write(0, s._chunk0);
             dev.Flush();
             return s;

@@ -26,7 +26,9 @@ namespace Snapshot.Format;
 ///     96     4  le32 kind         1 persistent, 2 transient
 ///    100     4  le32 marks count  entries in the creation-marks table (0 without a table)
 ///    104     8  le64 marks chunk  first chunk of the creation-marks table (ChangeMarks): 2, or 0 = no table
-///    112    16  zero
+///    112     4  le32 stamp        the superblock's cow_stamp when this header was last stamped (at create, open and
+///                                 clean close): a header behind the superblock is an older copy of the file; 0 = none
+///    116    12  zero
 ///    128  16*n  home-LSN slots    { le64 area + 1 (0 = empty), le64 LSN }, see HomeLsnSlots
 /// </code>
 /// <para>The creation marks (changed-block tracking, <c>Snapshot/Changes/ChangeMarks.cs</c>) are a small table the store
@@ -51,6 +53,24 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
 
     /// <summary>Entries in the creation-marks table (0 without one).</summary>
     public uint MarksCount { get; init; }
+
+    /// <summary>The store's COW stamp when the header was last stamped (<see cref="Superblock.CowStamp"/>); 0 = none.</summary>
+    public uint Stamp { get; init; }
+
+    /// <summary>Offset of the stamp.</summary>
+    public const int StampOffset = 112;
+
+    /// <summary>The stamp after <paramref name="stamp"/> (0 is skipped: it means none).</summary>
+    public static uint NextStamp(uint stamp) => stamp == uint.MaxValue ? 1 : stamp + 1;
+
+    /// <summary>
+    /// True when a header stamped <paramref name="headerStamp"/> is an older copy of its file than the store
+    /// (<see cref="Superblock.CowStamp"/> <paramref name="storeStamp"/>) expects: the store stamps every available file with
+    /// the next stamp before it commits the superblock naming it, so a current file carries the store's stamp or, after a
+    /// crash between the two, the next one. 0 on either side means no stamp yet: nothing to compare.
+    /// </summary>
+    public static bool IsOlderCopy(uint headerStamp, uint storeStamp) =>
+        headerStamp != 0 && storeStamp != 0 && headerStamp != storeStamp && headerStamp != NextStamp(storeStamp);
 
     /// <summary>Offset of the marks count.</summary>
     public const int MarksCountOffset = 100;
@@ -98,8 +118,8 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
     public static int UsedBytes(int chunkSectors) => SlotsOffset + 16 * SlotsFor(chunkSectors);
 
     /// <summary>A fresh header for a new, valid snapshot of store <paramref name="storeId"/>.</summary>
-    public static CowHeader New(int chunkSectors, ulong snapshotId, ulong storeId, uint kind = KindPersistent) =>
-        new(SnapMagic, 1, DiskVersion, (uint)chunkSectors, snapshotId, (uint)SlotsFor(chunkSectors)) { StoreId = storeId, Kind = kind };
+    public static CowHeader New(int chunkSectors, ulong snapshotId, ulong storeId, uint kind = KindPersistent, uint stamp = 0) =>
+        new(SnapMagic, 1, DiskVersion, (uint)chunkSectors, snapshotId, (uint)SlotsFor(chunkSectors)) { StoreId = storeId, Kind = kind, Stamp = stamp };
 
     /// <summary>True when the snapshot is usable.</summary>
     public bool IsValid => Valid != 0;
@@ -120,7 +140,18 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
         BinaryPrimitives.WriteUInt32LittleEndian(dst[96..], Kind);
         BinaryPrimitives.WriteUInt32LittleEndian(dst[MarksCountOffset..], MarksCount);
         BinaryPrimitives.WriteUInt64LittleEndian(dst[MarksChunkOffset..], MarksChunk);
+        BinaryPrimitives.WriteUInt32LittleEndian(dst[StampOffset..], Stamp);
         BinaryPrimitives.WriteUInt32LittleEndian(dst[84..], StoreFieldsCrc(dst, StoreVersion));
+    }
+
+    /// <summary>
+    /// Sets the stamp of the format-2 header in <paramref name="chunk0"/> and its checksum; every other byte stays as it
+    /// is.
+    /// </summary>
+    public static void SetStamp(Span<byte> chunk0, uint stamp)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(chunk0[StampOffset..], stamp);
+        BinaryPrimitives.WriteUInt32LittleEndian(chunk0[84..], StoreFieldsCrc(chunk0, StoreVersion));
     }
 
     /// <summary>
@@ -202,6 +233,7 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
             throw new StoreCorruptionException(file, 80, "the COW header has the wrong number of home-LSN slots", SlotsFor(expectedChunkSectors).ToString(), slots.ToString());
         ulong marksChunk = 0;
         uint marksCount = 0;
+        uint stamp = 0;
         if (storeVersion == StoreVersion)
         {
             // Checked as a create writes them: no table (both zero), or the table at the first data chunk with at most
@@ -213,10 +245,11 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
             if (!none && !table)
                 throw new StoreCorruptionException(file, MarksChunkOffset, $"the COW header names a creation-marks table at chunk {marksChunk} with {marksCount} entries (offset {MarksCountOffset})",
                     $"none (both 0) or chunk {CowLayout.FirstDataChunk} with at most {Changes.ChangeMarks.MaxEntries} entries", $"chunk {marksChunk}, {marksCount} entries");
-            if (src.Slice(112, Size - 112).IndexOfAnyExcept((byte)0) is int at and >= 0)
-                throw new StoreCorruptionException(file, 112 + at, "a reserved COW header byte (112..127) is not zero", "0", src[112 + at].ToString());
+            stamp = BinaryPrimitives.ReadUInt32LittleEndian(src[StampOffset..]);
+            if (src.Slice(StampOffset + 4, Size - StampOffset - 4).IndexOfAnyExcept((byte)0) is int at and >= 0)
+                throw new StoreCorruptionException(file, StampOffset + 4 + at, "a reserved COW header byte (116..127) is not zero", "0", src[StampOffset + 4 + at].ToString());
         }
-        return new CowHeader(magic, valid, version, chunk, id, slots) { StoreId = storeId, Kind = kind, MarksChunk = marksChunk, MarksCount = marksCount };
+        return new CowHeader(magic, valid, version, chunk, id, slots) { StoreId = storeId, Kind = kind, MarksChunk = marksChunk, MarksCount = marksCount, Stamp = stamp };
     }
 
     /// <inheritdoc/>

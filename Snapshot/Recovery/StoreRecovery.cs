@@ -128,7 +128,7 @@ public static class StoreRecovery
         // file were restored, reading the origin's new data where it holds old data; so the open is refused here,
         // before anything is applied or the log can move past them, and nothing is lost yet. With InvalidateSnapshot
         // the snapshot's segments have no home, and the open invalidates it (case 10).
-        var unusable = UnusableCowFiles(provider, log, listed, layout, cowPathOf);
+        var unusable = UnusableCowFiles(provider, log, listed, layout, cowPathOf, replayed.CowStamp);
         if (keepUnreadable && unusable.Count > 0)
         {
             var (id, (path, problem)) = unusable.First();
@@ -165,12 +165,13 @@ public static class StoreRecovery
 
     /// <summary>
     /// Case 6b: the listed persistent snapshots whose logged segments cannot be applied to their COW file, by id, with
-    /// the file and the problem: the file is missing, its header does not read back, or it is shorter than a segment's
+    /// the file and the problem: the file is missing, its header does not read back or is an older copy (its stamp behind
+    /// the superblock's), or it is shorter than a segment's
     /// area or an entry's data chunk. (A file that may not be opened is not among them: its open throws, refusing the
     /// store with nothing changed, as at case 10.)
     /// </summary>
     internal static Dictionary<ulong, (string Path, string Problem)> UnusableCowFiles(IDeviceProvider provider, RecoveredLog log,
-        IReadOnlyDictionary<ulong, SnapshotRecord> listed, CowLayout layout, Func<string, string> cowPathOf)
+        IReadOnlyDictionary<ulong, SnapshotRecord> listed, CowLayout layout, Func<string, string> cowPathOf, uint cowStamp)
     {
         // The sectors each snapshot's logged segments need: their areas, and the data chunks their entries name.
         long segmentsPerArea = layout.ExceptionsPerArea / Exceptions.PersistentExceptionStore.SegmentEntriesFor(layout);
@@ -209,7 +210,10 @@ public static class StoreRecovery
                 }
                 cow.Read(0, chunk0);
                 var header = CowHeader.Read(chunk0, path, layout.ChunkSectors, id);
-                if (header.IsValid && cow.SectorCount < sectors)
+                if (header.IsValid && CowHeader.IsOlderCopy(header.Stamp, cowStamp))
+                    unusable[id] = (path, string.Create(CultureInfo.InvariantCulture,
+                        $"is an older copy of the file (its stamp {header.Stamp} is behind the store's {cowStamp})"));
+                else if (header.IsValid && cow.SectorCount < sectors)
                     unusable[id] = (path, string.Create(CultureInfo.InvariantCulture,
                         $"is damaged: {cow.SectorCount} sectors long, and the journal's metadata of it reaches sector {sectors} (the file was cut short)"));
             }
