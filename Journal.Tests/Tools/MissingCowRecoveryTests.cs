@@ -83,13 +83,7 @@ public class MissingCowRecoveryTests
         var contents = await CrashedStore.CreateAsync(store);
         string cow = Path.Combine(store, "s.cow");
         var intact = File.ReadAllBytes(cow);
-        switch (damage)
-        {
-            case "cut short": File.WriteAllBytes(cow, intact.AsSpan(0, 128 * 512).ToArray()); break;
-            case "header only": File.WriteAllBytes(cow, intact.AsSpan(0, 4096).ToArray()); break;
-            case "empty": File.WriteAllBytes(cow, []); break;
-            default: File.WriteAllBytes(cow, [.. "JUNK"u8, .. intact.AsSpan(4)]); break;
-        }
+        Damage(cow, damage, intact);
         var before = CrashedStore.Files(store);
 
         foreach (var r in new[]
@@ -123,13 +117,7 @@ public class MissingCowRecoveryTests
         var contents = await CrashedStore.CreateAsync(store);
         string cow = Path.Combine(store, "s.cow");
         var intact = File.ReadAllBytes(cow);
-        switch (damage)
-        {
-            case "cut short": File.WriteAllBytes(cow, intact.AsSpan(0, 128 * 512).ToArray()); break;
-            case "header only": File.WriteAllBytes(cow, intact.AsSpan(0, 4096).ToArray()); break;
-            case "empty": File.WriteAllBytes(cow, []); break;
-            default: File.WriteAllBytes(cow, [.. "JUNK"u8, .. intact.AsSpan(4)]); break;
-        }
+        Damage(cow, damage, intact);
 
         var replay = ToolRunner.JReplay("replay", store, "--invalidate-unreadable");
         Assert.True(replay.ExitCode == 0, replay.ToString());
@@ -138,5 +126,17 @@ public class MissingCowRecoveryTests
         Assert.Contains("s: 0 2048 snapshot Invalid (COW file is damaged", status.Stdout);
         Assert.Equal(contents.Origin, ToolRunner.SnapCtl("read", store, "--offset", "0", "--length", "1M").Raw);
         Assert.Equal(0, ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "0x55", "--length", "4K").ExitCode);
+    }
+
+    /// <summary>Writes <paramref name="cow"/> as <paramref name="damage"/> leaves the good file <paramref name="intact"/>.</summary>
+    private static void Damage(string cow, string damage, byte[] intact)
+    {
+        switch (damage)
+        {
+            case "cut short": File.WriteAllBytes(cow, intact.AsSpan(0, 128 * 512).ToArray()); break;
+            case "header only": File.WriteAllBytes(cow, intact.AsSpan(0, 4096).ToArray()); break;
+            case "empty": File.WriteAllBytes(cow, []); break;
+            default: File.WriteAllBytes(cow, [.. "JUNK"u8, .. intact.AsSpan(4)]); break;
+        }
     }
 }
