@@ -17,6 +17,7 @@ public class DamagedCowTests
         { "truncated", "COW file is damaged" },
         { "header", "COW file is damaged" },
         { "area", "COW file is damaged" },
+        { "directory", "COW file is damaged: is a directory" },
     };
 
     [Theory]
@@ -62,6 +63,7 @@ public class DamagedCowTests
 
         // The file restored, the snapshot is back whole, and the origin writes again.
         if (File.Exists(cow)) File.Delete(cow);
+        if (Directory.Exists(cow)) Directory.Delete(cow);
         File.WriteAllBytes(cow, intact);
         var back = ToolRunner.SnapCtl("status", store);
         Ok(back);
@@ -184,6 +186,7 @@ public class DamagedCowTests
         switch (damage)
         {
             case "deleted": File.Delete(cow); break;
+            case "directory": File.Delete(cow); Directory.CreateDirectory(cow); break;
             case "truncated": using (var f = File.OpenWrite(cow)) f.SetLength(0); break;
             case "header": Patch(cow, 72, 0xff); break;               // the snapshot id, under the header checksum
             default: Patch(cow, 4096 + 15, 0x7f); break;             // area 0, entry 0: new_chunk far past the end of the file

@@ -245,7 +245,11 @@ internal sealed class SnapshotCatalog
     private void OpenCowFile(SnapshotState st, SnapshotRecord rec, long originChunks, ref bool rewrite)
     {
         if (!_store.Provider.Exists(st.CowPath))
+        {
+            // A folder in the file's place is not a missing file (a FIFO or device is refused by the open below).
+            if (Directory.Exists(st.CowPath)) throw new JournalException($"{st.CowPath}: is a directory, not a COW file");
             throw new DeviceOpenException(st.CowPath, DeviceOpenError.Missing, $"COW file of snapshot '{st.Name}' is missing");
+        }
         var store = PersistentExceptionStore.Open(_store.Provider, st.CowPath, _store.Layout, rec.CowSectors, GrowthSectors, rec.Id, StoreId, out var header, _store.Committer);
         uint storeStamp = _superblock.CowStamp;
         if (header.IsValid && CowHeader.IsOlderCopy(header.Stamp, storeStamp))
