@@ -42,6 +42,12 @@ internal sealed class SnapshotState
     public InvalidReasonCode InvalidCode;
 
     /// <summary>
+    /// The stamp the COW file's header carries (<see cref="Format.SnapshotRecord.CowStamp"/>); changed only by the
+    /// catalog's stamp step, under the state lock, with no I/O running.
+    /// </summary>
+    public uint CowStamp;
+
+    /// <summary>
     /// True when the open found the COW file missing or unreadable and kept the snapshot (the default
     /// <see cref="CowUnreadablePolicy.KeepSnapshot"/>): <see cref="InvalidReason"/> says why, and the snapshot is not
     /// read, but nothing was committed: its superblock record stays valid, and the next open with the file back finds it
@@ -93,6 +99,7 @@ internal sealed class SnapshotState
         Unavailable ? InvalidReasonCode.None : InvalidCode, Name)
     {
         Flags = Written ? SnapshotRecordFlags.Written : SnapshotRecordFlags.None,
+        CowStamp = CowStamp,
     };
 
     /// <inheritdoc/>

@@ -322,7 +322,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
             await store._catalog.LoadSnapshotsAsync(cancellationToken).ConfigureAwait(false);
             // After a crash the last session's files changed with no stamp at its close: copies taken then are told
             // apart from now on.
-            if (!store.IsReadOnly && !store.LogClean) await store._catalog.AdvanceCowStampAsync(cancellationToken).ConfigureAwait(false);
+            if (!store.IsReadOnly && !store.LogClean) await store._catalog.AdvanceCowStampsAsync(everyFile: true, cancellationToken).ConfigureAwait(false);
             return store.Started();
         }
         catch
@@ -536,9 +536,9 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
                 // A deferred write that failed after it returned: everything else is flushed, but the close reports it.
                 _dataPath.ThrowIfDeferredFailed();
                 flushed = true;
-                // Copies of the COW files taken while the store was open are told apart from the files from now on, if
-                // the files changed meanwhile (a session that wrote nothing to them leaves every copy current).
-                if (!IsReadOnly && _catalog.CowBytesWritten > 0) await _catalog.AdvanceCowStampAsync(cancellationToken).ConfigureAwait(false);
+                // Copies of the COW files taken before are told apart from the files from now on, for the files that
+                // changed in this session (a file that did not change leaves every copy of it current).
+                if (!IsReadOnly) await _catalog.AdvanceCowStampsAsync(everyFile: false, cancellationToken).ConfigureAwait(false);
             }
             finally
             {

@@ -130,16 +130,22 @@ public class ChangeFormatTests
     }
 
     [Fact]
-    public void The_written_flag_rides_in_the_kind_field_and_unknown_flags_are_refused()
+    public void The_written_flag_and_the_cow_stamp_ride_in_the_kind_field()
     {
         var rec = new SnapshotRecord(3, 64, SnapshotKindCode.Persistent, SnapshotStateCode.Valid, InvalidReasonCode.None, "s") { Flags = SnapshotRecordFlags.Written };
         var b = new byte[SnapshotRecord.Size];
         rec.Write(b);
         Assert.Equal(0x0001_0001u, BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(16)));
         Assert.Equal(rec, SnapshotRecord.Read(b, "store.sb", 0));
+        // Bits 17..31: the COW stamp (15 bits).
+        var stamped = rec with { CowStamp = CowHeader.MaxStamp };
+        stamped.Write(b);
+        Assert.Equal(0xffff_0001u, BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(16)));
+        Assert.Equal(stamped, SnapshotRecord.Read(b, "store.sb", 0));
         BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(16), 0x0002_0001u);
-        var e = Assert.Throws<JournalException>(() => SnapshotRecord.Read(b, "store.sb", 0));
-        Assert.Contains("unknown flags 0x0002", e.Message);
+        Assert.Equal(1u, SnapshotRecord.Read(b, "store.sb", 0).CowStamp);
+        Assert.Equal(SnapshotRecordFlags.None, SnapshotRecord.Read(b, "store.sb", 0).Flags);
+        Assert.Equal(1u, CowHeader.NextStamp(CowHeader.MaxStamp));
         BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(16), 0x0001_0003u);
         Assert.Contains("kind 3", Assert.Throws<JournalException>(() => SnapshotRecord.Read(b, "store.sb", 0)).Message);
     }

@@ -101,7 +101,28 @@ public sealed class CraftedSuperblockTests
     }
 
     [Fact]
-    public async Task A_superblock_whose_cow_stamp_is_ahead_of_the_files_makes_them_older_copies_and_loses_nothing()
+    public async Task A_superblock_with_a_non_zero_reserved_field_is_refused()
+    {
+        using var dir = new TempFolder();
+        string folder = dir["store"];
+        await (await SnapshotStore.CreateAsync(folder, new StoreOptions { OriginSectors = 2048, LogBlocks = 2048 })).DisposeAsync();
+        string sbPath = Path.Combine(folder, SnapshotStore.SuperblockFileName);
+        var bytes = File.ReadAllBytes(sbPath);
+        // Both copies: offset 40 set, the checksum (offset 44, CRC-32C of the copy with it zeroed) made good again.
+        for (int copy = 0; copy < 2; copy++)
+        {
+            var b = bytes.AsSpan(copy * Superblock.CopyBytes, Superblock.CopyBytes);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[40..], 1);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[44..], 0);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[44..], System.IO.Hashing.Crc32.HashToUInt32(System.IO.Hashing.Crc32ParameterSet.Crc32C, b));
+        }
+        File.WriteAllBytes(sbPath, bytes);
+        var e = await Assert.ThrowsAnyAsync<JournalException>(async () => await SnapshotStore.OpenAsync(folder));
+        Assert.Contains("the reserved field at offset 40 is 0x00000001, expected 0", e.Message);
+    }
+
+    [Fact]
+    public async Task A_superblock_whose_cow_stamp_is_ahead_of_the_file_makes_it_an_older_copy_and_loses_nothing()
     {
         using var dir = new TempFolder();
         string folder = dir["store"];
@@ -114,12 +135,15 @@ public sealed class CraftedSuperblockTests
         string sbPath = Path.Combine(folder, SnapshotStore.SuperblockFileName);
         var bytes = File.ReadAllBytes(sbPath);
         var sb = Superblock.ReadHome(MemoryBlockDevice.FromImage(bytes, sbPath)).Current;
-        Assert.NotEqual(0u, sb.CowStamp); // the close stamped the file it wrote to
-        // Both copies: the stamp (offset 40) moved two ahead, the checksum (offset 44) made good again.
+        uint stamp = Assert.Single(sb.Snapshots).CowStamp;
+        Assert.Equal(2u, stamp); // 1 at create, 2 at the close (the file was written to)
+        // Both copies: the record's stamp (bits 17..31 of its kind field, offset 64 + 16) moved two ahead, the checksum
+        // (offset 44) made good again.
         for (int copy = 0; copy < 2; copy++)
         {
             var b = bytes.AsSpan(copy * Superblock.CopyBytes, Superblock.CopyBytes);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[40..], sb.CowStamp + 2);
+            uint kind = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(b[80..]);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[80..], kind & 0x1ffff | (stamp + 2) << 17);
             System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[44..], 0);
             System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b[44..], System.IO.Hashing.Crc32.HashToUInt32(System.IO.Hashing.Crc32ParameterSet.Crc32C, b));
         }

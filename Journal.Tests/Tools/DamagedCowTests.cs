@@ -170,6 +170,46 @@ public class DamagedCowTests
         Ok(ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "0x44", "--length", "4K"));
     }
 
+    [Fact]
+    public void A_copy_of_a_file_that_did_not_change_stays_current_while_other_files_change()
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        string cow = Build(store);
+        var backup = File.ReadAllBytes(cow);
+        // Sessions that change other COW files only: a write into snapshot "good", a new snapshot.
+        Ok(ToolRunner.SnapCtl("write", store, "--snapshot", "good", "--offset", "0", "--pattern", "0x55", "--length", "64K"));
+        Ok(ToolRunner.SnapCtl("snapshot", "create", store, "later"));
+        Assert.Equal(backup, File.ReadAllBytes(cow));
+
+        File.WriteAllBytes(cow, backup);
+        var status = ToolRunner.SnapCtl("status", store);
+        Ok(status);
+        Assert.DoesNotContain("Unavailable", status.Stdout);
+        Assert.All(ToolRunner.SnapCtl("read", store, "--snapshot", "bad", "--offset", "0", "--length", "1M").Raw, b => Assert.Equal(0x11, b));
+    }
+
+    [Fact]
+    public void Files_that_change_while_a_snapshot_is_unavailable_are_stamped_and_the_unavailable_file_keeps_its_stamp()
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        string bad = Build(store);
+        string good = Path.Combine(store, "good.cow");
+        var goodBackup = File.ReadAllBytes(good);
+        File.Move(bad, dir["bad.aside"]);
+        // While "bad" is unavailable, "good" is written to: its copy taken before is now an older copy.
+        Ok(ToolRunner.SnapCtl("write", store, "--snapshot", "good", "--offset", "0", "--pattern", "0x77", "--length", "4K"));
+
+        File.Move(dir["bad.aside"], bad);
+        File.WriteAllBytes(good, goodBackup);
+        var status = ToolRunner.SnapCtl("status", store);
+        Ok(status);
+        Assert.Contains("good: 0 2048 snapshot Unavailable (COW file is damaged: offset 112: it is an older copy of the file", status.Stdout);
+        Assert.DoesNotContain("bad: 0 2048 snapshot Unavailable", status.Stdout);
+        Assert.All(ToolRunner.SnapCtl("read", store, "--snapshot", "bad", "--offset", "0", "--length", "1M").Raw, b => Assert.Equal(0x11, b));
+    }
+
     /// <summary>A store with snapshots "bad" and "good" of an origin of 0x11, the origin's first 64 KiB then 0x22; returns bad's COW file.</summary>
     private static string Build(string store)
     {

@@ -149,7 +149,7 @@ internal sealed class SnapshotCatalog
         foreach (var rec in sb.Snapshots)
         {
             var kind = rec.Kind == SnapshotKindCode.Persistent ? SnapshotKind.Persistent : SnapshotKind.Transient;
-            var st = new SnapshotState(rec.Name, rec.Id, kind, rec.CowSectors, _store.CowPathOf(rec.Name));
+            var st = new SnapshotState(rec.Name, rec.Id, kind, rec.CowSectors, _store.CowPathOf(rec.Name)) { CowStamp = rec.CowStamp };
             st.Volume = new SnapshotVolume(_store, st, sb.OriginSectors);
             st.Written = st.WrittenDurable = (rec.Flags & SnapshotRecordFlags.Written) != 0; // changed-block tracking
             states.Add(st);
@@ -251,14 +251,14 @@ internal sealed class SnapshotCatalog
             throw new DeviceOpenException(st.CowPath, DeviceOpenError.Missing, $"COW file of snapshot '{st.Name}' is missing");
         }
         var store = PersistentExceptionStore.Open(_store.Provider, st.CowPath, _store.Layout, rec.CowSectors, GrowthSectors, rec.Id, StoreId, out var header, _store.Committer);
-        uint storeStamp = _superblock.CowStamp;
+        uint storeStamp = st.CowStamp;
         if (header.IsValid && CowHeader.IsOlderCopy(header.Stamp, storeStamp))
         {
             // An earlier copy of the file (a backup put back): it lacks the exceptions made since, and would read the
             // origin's new data where the snapshot holds old data. Damage, as case 10 treats it (kept unavailable by
             // default: the current file may still come back).
             store.Dispose();
-            throw new StoreCorruptionException(st.CowPath, CowHeader.StampOffset, "it is an older copy of the file (its stamp is behind the store's)",
+            throw new StoreCorruptionException(st.CowPath, CowHeader.StampOffset, "it is an older copy of the file (its stamp is behind the store's record of it)",
                 $"stamp {storeStamp} or {CowHeader.NextStamp(storeStamp)}", header.Stamp.ToString(System.Globalization.CultureInfo.InvariantCulture));
         }
         ReportGrowthAheadFailures(store, st.Name);
@@ -422,33 +422,32 @@ internal sealed class SnapshotCatalog
     }
 
     /// <summary>
-    /// Advances the COW stamp (<see cref="Superblock.CowStamp"/>): every available persistent COW file's header gets the
-    /// next stamp and is flushed, then the superblock naming it is committed and forced. A copy of a COW file taken
-    /// before this then carries an earlier stamp and is told apart from the current file at open (an older copy put back
-    /// would read the origin's new data where the snapshot holds old data). Called by a clean close when the COW files
-    /// changed since open, and by an open that replayed the journal (the crashed session's files changed with no stamp),
-    /// both with no I/O running. Not while a snapshot is unavailable: its file, restored,
-    /// would be behind through no fault of its own (nothing changes the origin meanwhile, so it cannot fall behind).
+    /// Advances the COW stamps (<see cref="SnapshotRecord.CowStamp"/>) of the available persistent snapshots whose COW
+    /// file changed in this session (<paramref name="everyFile"/>: of all of them): each file's header gets its next
+    /// stamp and is flushed, then the superblock naming the stamps is committed and forced. A copy of a file taken before
+    /// then carries an earlier stamp and is told apart from the current file at open (an older copy put back would read
+    /// the origin's new data where the snapshot holds old data); a file that did not change keeps its stamp, so a copy of
+    /// it stays current. Called by a clean close (the files written to since open), and by an open that replayed the
+    /// journal (every file: which ones the crashed session changed is not known), both with no I/O running. An
+    /// unavailable snapshot's file is not there to stamp: its record keeps its stamp, which the file put back still
+    /// carries.
     /// </summary>
-    public async ValueTask AdvanceCowStampAsync(CancellationToken cancellationToken)
+    public async ValueTask AdvanceCowStampsAsync(bool everyFile, CancellationToken cancellationToken)
     {
-        if (_unavailable is not null) return;
-        PersistentExceptionStore[] files;
-        uint next;
+        List<(SnapshotState State, PersistentExceptionStore File, uint Next)> files;
         lock (_stateLock)
         {
-            files = _snapshots.Where(s => s.IsValid && !s.Deleted).Select(s => s.Store).OfType<PersistentExceptionStore>().ToArray();
-            if (files.Length == 0) return;
-            next = CowHeader.NextStamp(_superblock.CowStamp);
+            files = _snapshots.Where(s => s.IsValid && !s.Deleted && s.Store is PersistentExceptionStore ps && (everyFile || ps.Cow.Counters.BytesWritten > 0))
+                .Select(s => (s, (PersistentExceptionStore)s.Store!, CowHeader.NextStamp(s.CowStamp))).ToList();
         }
-        // Every file first (a crash before the commit leaves them one ahead, which an open accepts), then the superblock.
-        foreach (var f in files) await f.StampAsync(next, cancellationToken).ConfigureAwait(false);
-        lock (_stateLock) _superblock = _superblock with { CowStamp = next };
+        if (files.Count == 0) return;
+        // Every file first (a crash before the commit leaves it one ahead, which an open accepts), then the superblock.
+        foreach (var (_, file, next) in files) await file.StampAsync(next, cancellationToken).ConfigureAwait(false);
+        lock (_stateLock)
+            foreach (var (st, file, next) in files)
+                if (file.HasStamp) st.CowStamp = next;
         await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
     }
-
-    /// <summary>The COW stamp the superblock names now.</summary>
-    public uint CowStamp { get { lock (_stateLock) return _superblock.CowStamp; } }
 
     /// <summary>The superblock log item (tests inspect its home writes).</summary>
     public SuperblockItem SuperblockLogItem => _sbItem;
@@ -544,9 +543,9 @@ internal sealed class SnapshotCatalog
         {
             if (persistent)
             {
-                uint stamp;
-                lock (_stateLock) stamp = _superblock.CowStamp;
-                store = PersistentExceptionStore.Create(_store.Provider, st.CowPath, _store.Layout, cowSectors, GrowthSectors, st.Id, StoreId, _store.Committer, stamp);
+                // The first stamp: the record committed below names it.
+                st.CowStamp = 1;
+                store = PersistentExceptionStore.Create(_store.Provider, st.CowPath, _store.Layout, cowSectors, GrowthSectors, st.Id, StoreId, _store.Committer, st.CowStamp);
             }
             else
             {

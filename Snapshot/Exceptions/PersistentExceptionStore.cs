@@ -99,8 +99,8 @@ internal sealed class PersistentExceptionStore : ExceptionStore
     /// </summary>
     public async ValueTask StampAsync(uint stamp, CancellationToken cancellationToken)
     {
-        // A format-1 header has no stamp field under its checksum: it stays as it is (and is never found stale).
-        if (BinaryPrimitives.ReadUInt32LittleEndian(_chunk0.AsSpan(68)) != CowHeader.StoreVersion) return;
+        // A format-1 header has no stamp field under its checksum: it stays as it is (and is never found an older copy).
+        if (!HasStamp) return;
         // Waiting for an invalidation or a home-LSN stamp; the holder takes nothing else.
         await _headerLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -114,6 +114,9 @@ internal sealed class PersistentExceptionStore : ExceptionStore
             _headerLock.Release();
         }
     }
+
+    /// <summary>True when the header has a stamp field (store format 2; <see cref="StampAsync"/> does nothing otherwise).</summary>
+    public bool HasStamp => BinaryPrimitives.ReadUInt32LittleEndian(_chunk0.AsSpan(68)) == CowHeader.StoreVersion;
 
     /// <summary>Records in chunk 0 that segment <paramref name="segment"/>'s home reflects <paramref name="lsn"/> (one sector write, not flushed).</summary>
     public async ValueTask StampHomeLsnAsync(long segment, Lsn lsn, CancellationToken cancellationToken)

@@ -26,8 +26,9 @@ namespace Snapshot.Format;
 ///     96     4  le32 kind         1 persistent, 2 transient
 ///    100     4  le32 marks count  entries in the creation-marks table (0 without a table)
 ///    104     8  le64 marks chunk  first chunk of the creation-marks table (ChangeMarks): 2, or 0 = no table
-///    112     4  le32 stamp        the superblock's cow_stamp when this header was last stamped (at create, open and
-///                                 clean close): a header behind the superblock is an older copy of the file; 0 = none
+///    112     4  le32 stamp        the stamp the superblock's record of the snapshot names (SnapshotRecord.CowStamp, at
+///                                 most 0x7fff), advanced when the file changed in a session: a header behind the record
+///                                 is an older copy of the file; 0 = none
 ///    116    12  zero
 ///    128  16*n  home-LSN slots    { le64 area + 1 (0 = empty), le64 LSN }, see HomeLsnSlots
 /// </code>
@@ -54,19 +55,22 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
     /// <summary>Entries in the creation-marks table (0 without one).</summary>
     public uint MarksCount { get; init; }
 
-    /// <summary>The store's COW stamp when the header was last stamped (<see cref="Superblock.CowStamp"/>); 0 = none.</summary>
+    /// <summary>The store's COW stamp when the header was last stamped (<see cref="SnapshotRecord.CowStamp"/>); 0 = none.</summary>
     public uint Stamp { get; init; }
 
     /// <summary>Offset of the stamp.</summary>
     public const int StampOffset = 112;
 
-    /// <summary>The stamp after <paramref name="stamp"/> (0 is skipped: it means none).</summary>
-    public static uint NextStamp(uint stamp) => stamp == uint.MaxValue ? 1 : stamp + 1;
+    /// <summary>Largest stamp: the superblock record keeps it in 15 bits (<see cref="SnapshotRecord.CowStamp"/>).</summary>
+    public const uint MaxStamp = 0x7fff;
+
+    /// <summary>The stamp after <paramref name="stamp"/> (after <see cref="MaxStamp"/> comes 1: 0 means none).</summary>
+    public static uint NextStamp(uint stamp) => stamp >= MaxStamp ? 1 : stamp + 1;
 
     /// <summary>
-    /// True when a header stamped <paramref name="headerStamp"/> is an older copy of its file than the store
-    /// (<see cref="Superblock.CowStamp"/> <paramref name="storeStamp"/>) expects: the store stamps every available file with
-    /// the next stamp before it commits the superblock naming it, so a current file carries the store's stamp or, after a
+    /// True when a header stamped <paramref name="headerStamp"/> is an older copy of its file than the store's record of
+    /// it (<see cref="SnapshotRecord.CowStamp"/> <paramref name="storeStamp"/>) expects: the store stamps a file with the
+    /// next stamp before it commits the superblock naming it, so a current file carries the record's stamp or, after a
     /// crash between the two, the next one. 0 on either side means no stamp yet: nothing to compare.
     /// </summary>
     public static bool IsOlderCopy(uint headerStamp, uint storeStamp) =>

@@ -56,8 +56,9 @@ internal enum InvalidReasonCode : uint
 /// offset size field
 ///      0    8 le64 id             unique within the store, never reused
 ///      8    8 le64 cow_sectors    configured COW size (total_sectors in status)
-///     16    4 le32 kind           bits 0..15: 1 persistent, 2 transient; bits 16..31: flags (SnapshotRecordFlags:
-///                                 bit 16 written); every other bit zero
+///     16    4 le32 kind           bits 0..15: 1 persistent, 2 transient; bit 16: flag written (SnapshotRecordFlags);
+///                                 bits 17..31: COW stamp, the stamp the COW file's header carries (CowHeader, offset
+///                                 112; 0 = none)
 ///     20    4 le32 state          1 valid, 2 invalid, 3 merging (valid, a merge into the origin is unfinished)
 ///     24    4 le32 name_length    bytes of UTF-8, 1..64
 ///     28    4 le32 reason         why invalid: 0 none, 1 COW full, 2 I/O error, 3 transient lost at close, 4 header says invalid, 5 journal reset, 6 COW file missing, 7 COW file damaged
@@ -69,8 +70,18 @@ internal readonly record struct SnapshotRecord(ulong Id, long CowSectors, Snapsh
     /// <summary>Bytes on disk.</summary>
     public const int Size = 96;
 
-    /// <summary>Flags kept in the upper 16 bits of the kind field.</summary>
+    /// <summary>Flags kept in bit 16 of the kind field.</summary>
     public SnapshotRecordFlags Flags { get; init; }
+
+    /// <summary>
+    /// The stamp the snapshot's COW file header carries (<see cref="CowHeader.Stamp"/>, at most
+    /// <see cref="CowHeader.MaxStamp"/>; 0 = none), in bits 17..31 of the kind field: a header behind it is an older copy
+    /// of the file.
+    /// </summary>
+    public uint CowStamp { get; init; }
+
+    /// <summary>The stamp's place in the kind field.</summary>
+    private const int StampShift = 17;
 
     /// <summary>Every flag this version knows; a record with another bit set is refused.</summary>
     public const SnapshotRecordFlags KnownFlags = SnapshotRecordFlags.Written;
@@ -86,7 +97,7 @@ internal readonly record struct SnapshotRecord(ulong Id, long CowSectors, Snapsh
         dst[..Size].Clear();
         BinaryPrimitives.WriteUInt64LittleEndian(dst, Id);
         BinaryPrimitives.WriteInt64LittleEndian(dst[8..], CowSectors);
-        BinaryPrimitives.WriteUInt32LittleEndian(dst[16..], (uint)Kind | (uint)Flags << FlagShift);
+        BinaryPrimitives.WriteUInt32LittleEndian(dst[16..], (uint)Kind | (uint)Flags << FlagShift | (CowStamp & CowHeader.MaxStamp) << StampShift);
         BinaryPrimitives.WriteUInt32LittleEndian(dst[20..], (uint)State);
         int n = Encoding.UTF8.GetBytes(Name, dst.Slice(32, MaxNameBytes));
         BinaryPrimitives.WriteUInt32LittleEndian(dst[24..], (uint)n);
@@ -99,12 +110,11 @@ internal readonly record struct SnapshotRecord(ulong Id, long CowSectors, Snapsh
         long cow = BinaryPrimitives.ReadInt64LittleEndian(src[8..]);
         uint kindField = BinaryPrimitives.ReadUInt32LittleEndian(src[16..]);
         uint kind = kindField & 0xffff;
-        uint flags = kindField >> FlagShift;
+        uint flags = kindField >> FlagShift & 1;
+        uint stamp = kindField >> StampShift;
         uint state = BinaryPrimitives.ReadUInt32LittleEndian(src[20..]);
         uint len = BinaryPrimitives.ReadUInt32LittleEndian(src[24..]);
         uint reason = BinaryPrimitives.ReadUInt32LittleEndian(src[28..]);
-        if ((flags & ~(uint)KnownFlags) != 0)
-            throw new Journal.JournalException($"{file}: snapshot record {index} is malformed (kind field 0x{kindField:x8}: unknown flags 0x{flags & ~(uint)KnownFlags:x4})");
         if (kind is not (1 or 2) || state is not (1 or 2 or 3) || len is 0 or > MaxNameBytes || reason > (uint)InvalidReasonCode.CowDamaged || cow <= 0)
             throw new Journal.JournalException($"{file}: snapshot record {index} is malformed (kind {kind}, state {state}, name length {len}, reason {reason}, cow sectors {cow})");
         var nameBytes = src.Slice(32, (int)len);
@@ -119,7 +129,7 @@ internal readonly record struct SnapshotRecord(ulong Id, long CowSectors, Snapsh
         }
         if (src.Slice(32 + (int)len, MaxNameBytes - (int)len).IndexOfAnyExcept((byte)0) >= 0)
             throw new Journal.JournalException($"{file}: snapshot record {index}: bytes after the {len}-byte name are not zero");
-        return new SnapshotRecord(id, cow, (SnapshotKindCode)kind, (SnapshotStateCode)state, (InvalidReasonCode)reason, name) { Flags = (SnapshotRecordFlags)flags };
+        return new SnapshotRecord(id, cow, (SnapshotKindCode)kind, (SnapshotStateCode)state, (InvalidReasonCode)reason, name) { Flags = (SnapshotRecordFlags)flags, CowStamp = stamp };
     }
 
     /// <summary>

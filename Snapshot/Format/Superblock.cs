@@ -25,9 +25,7 @@ namespace Snapshot.Format;
 ///     24    4 le32 chunk_sectors
 ///     28    4 le32 snapshot_count at most 64
 ///     32    8 le64 next_snapshot_id
-///     40    4 le32 cow_stamp      the stamp every available COW file's header carries (CowHeader, offset 112),
-///                                 advanced at each open and clean close; a header behind it is an older copy of its
-///                                 file. 0 = none yet (a store made before the field existed, or without snapshots)
+///     40    4 le32 reserved       0
 ///     44    4 le32 crc32c         of the whole 8 KiB copy with this field as zero
 ///     48    8 le64 home_lsn       LSN of the checkpoint whose superblock item this copy reflects; 0 = none
 ///     56    8 le64 store_id       random, fixed at creation; every COW file's header carries it (0: a store made
@@ -56,12 +54,6 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
 
     /// <summary>The store's identity (random, fixed at creation); 0 for a store created before it existed.</summary>
     public ulong StoreId { get; init; }
-
-    /// <summary>
-    /// The stamp the COW files' headers carry (<see cref="CowHeader.Stamp"/>), advanced at each open and clean close while
-    /// every snapshot is available: a header carrying an earlier one is an older copy of its file. 0 = none yet.
-    /// </summary>
-    public uint CowStamp { get; init; }
 
     /// <summary>Largest COW size a record may give, in sectors (2^40: 512 TiB).</summary>
     public const long MaxCowSectors = 1L << 40;
@@ -141,7 +133,6 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
         BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(24), ChunkSectors);
         BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(28), Snapshots.Count);
         BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(32), NextSnapshotId);
-        BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(40), CowStamp);
         BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(48), HomeLsn);
         BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(56), StoreId);
         for (int i = 0; i < Snapshots.Count; i++) Snapshots[i].Write(b.AsSpan(HeaderBytes + i * SnapshotRecord.Size));
@@ -166,6 +157,9 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
         if (crc != stored) { problem = $"checksum 0x{stored:x8}, computed 0x{crc:x8}"; return null; }
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(b[4..]);
         if (version != Version) { problem = $"version {version}, expected {Version}"; return null; }
+        uint reserved = BinaryPrimitives.ReadUInt32LittleEndian(b[40..]);
+        if (reserved != 0)
+            throw new Journal.JournalException($"{file}: superblock generation {BinaryPrimitives.ReadUInt64LittleEndian(b[8..])} is not valid: the reserved field at offset 40 is 0x{reserved:x8}, expected 0");
         int count = BinaryPrimitives.ReadInt32LittleEndian(b[28..]);
         if (count is < 0 or > MaxSnapshots) { problem = $"snapshot count {count}"; return null; }
         var list = new List<SnapshotRecord>(count);
@@ -176,7 +170,6 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
         {
             HomeLsn = BinaryPrimitives.ReadUInt64LittleEndian(b[48..]),
             StoreId = BinaryPrimitives.ReadUInt64LittleEndian(b[56..]),
-            CowStamp = BinaryPrimitives.ReadUInt32LittleEndian(b[40..]),
         };
         if (sb.Check() is { } bad)
             throw new Journal.JournalException($"{file}: superblock generation {generation} is not valid: {bad}");

@@ -128,7 +128,7 @@ public static class StoreRecovery
         // file were restored, reading the origin's new data where it holds old data; so the open is refused here,
         // before anything is applied or the log can move past them, and nothing is lost yet. With InvalidateSnapshot
         // the snapshot's segments have no home, and the open invalidates it (case 10).
-        var unusable = UnusableCowFiles(provider, log, listed, layout, cowPathOf, replayed.CowStamp);
+        var unusable = UnusableCowFiles(provider, log, listed, layout, cowPathOf);
         if (keepUnreadable && unusable.Count > 0)
         {
             var (id, (path, problem)) = unusable.First();
@@ -171,7 +171,7 @@ public static class StoreRecovery
     /// store with nothing changed, as at case 10.)
     /// </summary>
     internal static Dictionary<ulong, (string Path, string Problem)> UnusableCowFiles(IDeviceProvider provider, RecoveredLog log,
-        IReadOnlyDictionary<ulong, SnapshotRecord> listed, CowLayout layout, Func<string, string> cowPathOf, uint cowStamp)
+        IReadOnlyDictionary<ulong, SnapshotRecord> listed, CowLayout layout, Func<string, string> cowPathOf)
     {
         // The sectors each snapshot's logged segments need: their areas, and the data chunks their entries name.
         long segmentsPerArea = layout.ExceptionsPerArea / Exceptions.PersistentExceptionStore.SegmentEntriesFor(layout);
@@ -210,9 +210,9 @@ public static class StoreRecovery
                 }
                 cow.Read(0, chunk0);
                 var header = CowHeader.Read(chunk0, path, layout.ChunkSectors, id);
-                if (header.IsValid && CowHeader.IsOlderCopy(header.Stamp, cowStamp))
+                if (header.IsValid && CowHeader.IsOlderCopy(header.Stamp, listed[id].CowStamp))
                     unusable[id] = (path, string.Create(CultureInfo.InvariantCulture,
-                        $"is an older copy of the file (its stamp {header.Stamp} is behind the store's {cowStamp})"));
+                        $"is an older copy of the file (its stamp {header.Stamp} is behind the store's record of it, {listed[id].CowStamp})"));
                 else if (header.IsValid && cow.SectorCount < sectors)
                     unusable[id] = (path, string.Create(CultureInfo.InvariantCulture,
                         $"is damaged: {cow.SectorCount} sectors long, and the journal's metadata of it reaches sector {sectors} (the file was cut short)"));
