@@ -76,6 +76,11 @@ internal sealed class SnapshotState
 
     public bool IsValid => InvalidReason is null;
 
+    /// <summary>The error for I/O to this snapshot when it is not valid: unavailable (kept at open) or invalid.</summary>
+    public Journal.JournalException NotValidError() => Unavailable
+        ? SnapshotUnavailableException.Reading(CowPath, Name, InvalidReason!)
+        : new SnapshotInvalidException(CowPath, Name, InvalidReason!);
+
     // ---- changed-block tracking (Snapshot/Changes/ChangeTracker.cs owns these) ----
 
     /// <summary>

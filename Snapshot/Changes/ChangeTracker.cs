@@ -335,7 +335,7 @@ internal sealed class ChangeTracker
         if (st.Deleted) throw new JournalArgumentException($"{st.CowPath}: no snapshot named '{st.Name}' (it was deleted)");
         if (st.Merging)
             throw new ChangeTrackingException($"{st.CowPath}: snapshot '{st.Name}' is being merged into the origin; its changes cannot be listed (run the merge again to finish it)");
-        if (!st.IsValid) throw st.Unavailable ? SnapshotUnavailableException.Reading(st.CowPath, st.Name, st.InvalidReason!) : new SnapshotInvalidException(st.CowPath, st.Name, st.InvalidReason!);
+        if (!st.IsValid) throw st.NotValidError();
     }
 
     /// <summary>

@@ -64,7 +64,7 @@ internal sealed class PersistentExceptionStore : ExceptionStore
         SnapshotId = snapshotId;
         _committer = committer;
         SegmentEntries = SegmentEntriesFor(layout);
-        _chunk0 = new byte[(CowHeader.UsedBytes(layout.ChunkSectors) + BlockDevice.SectorSize - 1) / BlockDevice.SectorSize * BlockDevice.SectorSize];
+        _chunk0 = new byte[CowHeader.UsedSectorBytes(layout.ChunkSectors)];
         Metadata = committer.Attach(this, NewArea(0));
     }
 

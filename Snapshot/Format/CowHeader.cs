@@ -121,6 +121,10 @@ internal readonly record struct CowHeader(uint Magic, uint Valid, uint Version, 
     /// <summary>Bytes of chunk 0 the store uses (header and slots).</summary>
     public static int UsedBytes(int chunkSectors) => SlotsOffset + 16 * SlotsFor(chunkSectors);
 
+    /// <summary>Bytes of chunk 0 the store reads and writes: <see cref="UsedBytes"/> in whole sectors.</summary>
+    public static int UsedSectorBytes(int chunkSectors) =>
+        (UsedBytes(chunkSectors) + Journal.Storage.BlockDevice.SectorSize - 1) / Journal.Storage.BlockDevice.SectorSize * Journal.Storage.BlockDevice.SectorSize;
+
     /// <summary>A fresh header for a new, valid snapshot of store <paramref name="storeId"/>.</summary>
     public static CowHeader New(int chunkSectors, ulong snapshotId, ulong storeId, uint kind = KindPersistent, uint stamp = 0) =>
         new(SnapMagic, 1, DiskVersion, (uint)chunkSectors, snapshotId, (uint)SlotsFor(chunkSectors)) { StoreId = storeId, Kind = kind, Stamp = stamp };

@@ -1257,7 +1257,7 @@ internal sealed class DataPath : ICopyCompletion
     {
         if (st.Deleted) throw new SnapshotArgumentException($"{st.CowPath}: snapshot '{st.Name}' has been deleted");
         if (st.Merging) throw new SnapshotArgumentException($"{st.CowPath}: snapshot '{st.Name}' is being merged into the origin; read the origin instead");
-        if (!st.IsValid) throw st.Unavailable ? SnapshotUnavailableException.Reading(st.CowPath, st.Name, st.InvalidReason!) : new SnapshotInvalidException(st.CowPath, st.Name, st.InvalidReason!);
+        if (!st.IsValid) throw st.NotValidError();
     }
 
     // ---- completion ---------------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ internal sealed class AreaRecoveryHandler : IItemRecoveryHandler, IDisposable
             var cow = _provider.Open(path);
             try
             {
-                var chunk0 = new byte[(CowHeader.UsedBytes(_layout.ChunkSectors) + BlockDevice.SectorSize - 1) / BlockDevice.SectorSize * BlockDevice.SectorSize];
+                var chunk0 = new byte[CowHeader.UsedSectorBytes(_layout.ChunkSectors)];
                 cow.Read(0, chunk0);
                 var header = CowHeader.Read(chunk0, path, _layout.ChunkSectors, snapshotId);
                 if (header.IsValid) t = new Target(cow, chunk0, (int)header.SlotCount);

@@ -40,15 +40,16 @@ namespace Snapshot.Recovery;
 /// checkpoint order; the newest wins.</item>
 /// <item><b>Segment bounds.</b> Every logged segment of a snapshot the replayed superblock lists as valid and
 /// persistent, and every data chunk its entries name, must lie inside that snapshot's configured COW size; checked for
-/// the whole log before any segment is applied (a damaged id must not grow a COW file without bound).</item>
+/// the whole log before any segment is applied (a damaged id must not grow a COW file without bound). Then each such
+/// snapshot's COW file must be there, read back, not be an older copy (its header stamp behind its record's) and reach
+/// as far as its segments do: otherwise the open is refused with nothing changed, or, when the open invalidates such
+/// snapshots (<see cref="CowUnreadablePolicy.InvalidateSnapshot"/>), its segments have no home (case 6b).</item>
 /// <item><b>Replay 2: the segments.</b> Segments of snapshots the replayed superblock lists as valid and persistent
 /// (and whose COW file exists with a valid header) are applied at their fixed positions, skipping those the home-LSN
 /// slots already reflect. Segments of other snapshots have no home and are skipped: a segment is logged only after the
 /// superblock naming its snapshot was committed, and ids are never reused, so a snapshot created and deleted within
 /// the replayed part has its segments skipped, and a reused name never receives an earlier snapshot's segments. A
-/// listed snapshot whose COW file is missing while the log holds segments of it refuses the open here, before the
-/// completion or the log can move (the file, restored, would lack them), unless the open invalidates such snapshots
-/// (<see cref="CowUnreadablePolicy.InvalidateSnapshot"/>).</item>
+/// listed snapshot whose COW file case 6b found unusable has no home here.</item>
 /// <item><b>Completion.</b> Replayed COW files are flushed, then their home-LSN slots stamped and flushed; if a
 /// superblock copy was applied, the replayed superblock is written home (next generation, <c>home_lsn</c> = the copy's
 /// LSN) and flushed. Replaying again (a crash during or after recovery) skips what the homes hold and gives the same
@@ -120,7 +121,7 @@ public static class StoreRecovery
         var listed = Listed(replayed);
 
         // Case 6: every segment of a listed snapshot lies inside its COW size, before any is applied.
-        CheckSegmentBounds(log, listed, layout);
+        var reach = CheckSegmentBounds(log, listed, layout);
 
         // Case 6b: the COW file of every listed snapshot with segments in the log is there, its header reads back, and it
         // is long enough for them (a file grows, and its growth is durable, before a copy or a segment lands in it).
@@ -128,7 +129,7 @@ public static class StoreRecovery
         // file were restored, reading the origin's new data where it holds old data; so the open is refused here,
         // before anything is applied or the log can move past them, and nothing is lost yet. With InvalidateSnapshot
         // the snapshot's segments have no home, and the open invalidates it (case 10).
-        var unusable = UnusableCowFiles(provider, log, listed, layout, cowPathOf);
+        var unusable = UnusableCowFiles(provider, reach, listed, layout, cowPathOf);
         if (keepUnreadable && unusable.Count > 0)
         {
             var (id, (path, problem)) = unusable.First();
@@ -166,32 +167,15 @@ public static class StoreRecovery
     /// <summary>
     /// Case 6b: the listed persistent snapshots whose logged segments cannot be applied to their COW file, by id, with
     /// the file and the problem: the file is missing, its header does not read back or is an older copy (its stamp behind
-    /// the superblock's), or it is shorter than a segment's
-    /// area or an entry's data chunk. (A file that may not be opened is not among them: its open throws, refusing the
-    /// store with nothing changed, as at case 10.)
+    /// its superblock record's), or it is shorter than <paramref name="reach"/> (what case 6 found the segments reach).
+    /// (A file that may not be opened is not among them: its open throws, refusing the store with nothing changed, as
+    /// at case 10.)
     /// </summary>
-    internal static Dictionary<ulong, (string Path, string Problem)> UnusableCowFiles(IDeviceProvider provider, RecoveredLog log,
+    internal static Dictionary<ulong, (string Path, string Problem)> UnusableCowFiles(IDeviceProvider provider, IReadOnlyDictionary<ulong, long> reach,
         IReadOnlyDictionary<ulong, SnapshotRecord> listed, CowLayout layout, Func<string, string> cowPathOf)
     {
-        // The sectors each snapshot's logged segments need: their areas, and the data chunks their entries name.
-        long segmentsPerArea = layout.ExceptionsPerArea / Exceptions.PersistentExceptionStore.SegmentEntriesFor(layout);
-        var need = new Dictionary<ulong, long>();
-        foreach (var c in log.Checkpoints)
-            foreach (var item in c.Items)
-            {
-                if (item.ItemType != AreaSegmentItem.Type) continue;
-                var (id, segment) = AreaSegmentItem.SplitId(item.ItemId);
-                if (!listed.ContainsKey(id)) continue;
-                ulong last = layout.AreaChunk(segment / segmentsPerArea);
-                var region = item.Regions[0].Span;
-                var h = SegmentLogHeader.TryRead(region, int.MaxValue, out _)!.Value;
-                for (int i = 0; i < h.Count; i++)
-                    last = Math.Max(last, DiskException.Read(region.Slice(SegmentLogHeader.Size + i * DiskException.Size)).NewChunk);
-                long sectors = layout.ChunkToSector(last + 1);
-                need[id] = Math.Max(need.GetValueOrDefault(id), sectors);
-            }
         var unusable = new Dictionary<ulong, (string, string)>();
-        foreach (var (id, sectors) in need)
+        foreach (var (id, sectors) in reach)
         {
             string path = cowPathOf(listed[id].Name);
             if (!provider.Exists(path))
@@ -202,7 +186,7 @@ public static class StoreRecovery
             try
             {
                 using var cow = provider.Open(path);
-                var chunk0 = new byte[(CowHeader.UsedBytes(layout.ChunkSectors) + BlockDevice.SectorSize - 1) / BlockDevice.SectorSize * BlockDevice.SectorSize];
+                var chunk0 = new byte[CowHeader.UsedSectorBytes(layout.ChunkSectors)];
                 if (cow.SectorCount * BlockDevice.SectorSize < chunk0.Length)
                 {
                     unusable[id] = (path, string.Create(CultureInfo.InvariantCulture, $"is damaged: {cow.SectorCount * BlockDevice.SectorSize} bytes long, shorter than its header"));
@@ -227,11 +211,13 @@ public static class StoreRecovery
 
     /// <summary>
     /// Case 6: every logged segment of a snapshot in <paramref name="listed"/>, and every data chunk its entries name,
-    /// lies inside the snapshot's configured COW size.
+    /// lies inside the snapshot's configured COW size. Returns, by snapshot id, the sectors of its COW file its logged
+    /// segments reach (their areas and their entries' data chunks), for case 6b.
     /// </summary>
-    internal static void CheckSegmentBounds(RecoveredLog log, IReadOnlyDictionary<ulong, SnapshotRecord> listed, CowLayout layout)
+    internal static Dictionary<ulong, long> CheckSegmentBounds(RecoveredLog log, IReadOnlyDictionary<ulong, SnapshotRecord> listed, CowLayout layout)
     {
         long segmentsPerArea = layout.ExceptionsPerArea / Exceptions.PersistentExceptionStore.SegmentEntriesFor(layout);
+        var reach = new Dictionary<ulong, long>();
         foreach (var c in log.Checkpoints)
             foreach (var item in c.Items)
             {
@@ -247,6 +233,7 @@ public static class StoreRecovery
                 // Case 3 checked the header; the entries' data chunks must lie inside the COW size too.
                 var region = item.Regions[0].Span;
                 var h = SegmentLogHeader.TryRead(region, int.MaxValue, out _)!.Value;
+                ulong last = area;
                 for (int i = 0; i < h.Count; i++)
                 {
                     var e = DiskException.Read(region.Slice(SegmentLogHeader.Size + i * DiskException.Size));
@@ -254,8 +241,11 @@ public static class StoreRecovery
                         throw new CorruptionException(log.Name, c.StartLsn.Block, c.StartLsn, string.Create(CultureInfo.InvariantCulture,
                             $"checkpoint {c.Sequence}: metadata segment {segment} of snapshot '{rec.Name}' (id {id}): entry {h.First + i}: new_chunk lies beyond its COW size"),
                             string.Create(CultureInfo.InvariantCulture, $"below {capacity}"), e.NewChunk.ToString(CultureInfo.InvariantCulture));
+                    last = Math.Max(last, e.NewChunk);
                 }
+                reach[id] = Math.Max(reach.GetValueOrDefault(id), layout.ChunkToSector(last + 1));
             }
+        return reach;
     }
 
     /// <summary>Case 2: the journal file as a log region; a file too small for the store's log is corruption naming it.</summary>
