@@ -103,7 +103,10 @@ public class CraftedStoreTests
         File.WriteAllBytes(Path.Combine(store, "image.cow"), image);
         Craft(store, sb => sb with { Snapshots = [] }); // as if the create of 'mine' never became durable
 
-        var r = ToolRunner.SnapCtl("status", store);
+        var r = ToolRunner.SnapCtl("status", store); // looks only: opened read-only, it removes nothing
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.True(File.Exists(Path.Combine(store, "stray.cow")));
+        r = ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "1", "--length", "4K");
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.Equal("not a COW file", File.ReadAllText(Path.Combine(store, "notes.cow")));
         Assert.True(File.Exists(Path.Combine(store, "theirs.cow")));

@@ -128,7 +128,7 @@ internal static class StoreCommands
     {
         RequireSectors("--offset", offset);
         RequireSectors("--length", length);
-        await using var s = await OpenAsync(console, store, readOnlyIfNeeded: true).ConfigureAwait(false);
+        await using var s = await OpenAsync(console, store, readOnly: true).ConfigureAwait(false);
         var volume = snapshot is null ? s.Origin : RequireSnapshot(s, store, snapshot);
         RequireInside(volume, offset, length);
 
@@ -167,7 +167,7 @@ internal static class StoreCommands
     public static async Task<int> StatusAsync(ToolConsole console, string store, bool json)
     {
         if (await Served(console, store, new("status", store, Json: json)) is { } served) return served;
-        await using var s = await OpenAsync(console, store, readOnlyIfNeeded: true).ConfigureAwait(false);
+        await using var s = await OpenAsync(console, store, readOnly: true).ConfigureAwait(false);
         var status = s.GetStatus();
         await s.CloseAsync().ConfigureAwait(false);
         if (json)
@@ -194,28 +194,27 @@ internal static class StoreCommands
     /// </summary>
     /// <param name="console">Where the notes go.</param>
     /// <param name="store">The store folder.</param>
-    /// <param name="readOnlyIfNeeded">
-    /// For commands that only read (status, read): on a read-only file system, open the store read-only instead of
-    /// failing (a journal that needs replay is then replayed in memory only; stderr says so).
+    /// <param name="readOnly">
+    /// For commands that only read (status, read, diff): open the store read-only, so that looking at a store changes
+    /// nothing in it, on a read-only file system too (shared lock; a journal that needs replay is replayed in memory
+    /// only, and stderr says so).
     /// </param>
     /// <param name="loggerFactory">Where the store and its journal log (null: nowhere).</param>
     /// <param name="deferCopiedWrites">Open with <see cref="StoreOptions.DeferCopiedWrites"/>.</param>
-    public static async Task<SnapshotStore> OpenAsync(ToolConsole console, string store, bool readOnlyIfNeeded = false,
+    public static async Task<SnapshotStore> OpenAsync(ToolConsole console, string store, bool readOnly = false,
         Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null, bool deferCopiedWrites = false)
     {
         RequireStore(store);
         SnapshotStore s;
-        try
+        if (readOnly)
         {
-            s = await SnapshotStore.OpenAsync(store, new StoreOptions { LoggerFactory = loggerFactory, DeferCopiedWrites = deferCopiedWrites }, console.Cancellation).ConfigureAwait(false);
-        }
-        catch (StoreReadOnlyException) when (readOnlyIfNeeded)
-        {
-            s = await SnapshotStore.OpenAsync(store, new StoreOptions { ReadOnly = true }, console.Cancellation).ConfigureAwait(false);
-            console.Error.WriteLine($"{console.Name}: {store}: read-only file system: the store was opened read-only" +
-                (s.LogClean ? "" : "; the journal was replayed in memory only (it still needs a replay where it can be written)"));
+            s = await SnapshotStore.OpenAsync(store, new StoreOptions { ReadOnly = true, LoggerFactory = loggerFactory }, console.Cancellation).ConfigureAwait(false);
+            if (!s.LogClean)
+                console.Error.WriteLine($"{console.Name}: {store}: the last close was not clean; the journal was replayed in memory only " +
+                    "(the store is unchanged: the next command that writes, or jreplay replay, replays it on disk)");
             return s;
         }
+        s = await SnapshotStore.OpenAsync(store, new StoreOptions { LoggerFactory = loggerFactory, DeferCopiedWrites = deferCopiedWrites }, console.Cancellation).ConfigureAwait(false);
         if (!s.LogClean)
             console.Error.WriteLine($"{console.Name}: {store}: the last close was not clean; the journal was replayed");
         return s;

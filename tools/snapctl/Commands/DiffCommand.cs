@@ -46,7 +46,7 @@ internal static class DiffCommand
         if (to == "origin") to = null;
         if (await StoreCommands.Served(console, store, new Control.ControlRequest("diff", store, from, To: to, Json: json)).ConfigureAwait(false) is { } served)
             return served;
-        await using var s = await StoreCommands.OpenAsync(console, store).ConfigureAwait(false);
+        await using var s = await StoreCommands.OpenAsync(console, store, readOnly: true).ConfigureAwait(false);
         var map = await ComputeAsync(s, store, from, to, console.Cancellation).ConfigureAwait(false);
         await s.CloseAsync().ConfigureAwait(false);
         Print(console, store, map, json);
