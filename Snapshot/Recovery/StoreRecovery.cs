@@ -43,7 +43,9 @@ namespace Snapshot.Recovery;
 /// the whole log before any segment is applied (a damaged id must not grow a COW file without bound). Then each such
 /// snapshot's COW file must be there, read back, not be an older copy (its header stamp behind its record's) and reach
 /// as far as its segments do: otherwise the open is refused with nothing changed, or, when the open invalidates such
-/// snapshots (<see cref="CowUnreadablePolicy.InvalidateSnapshot"/>), its segments have no home (case 6b).</item>
+/// snapshots (<see cref="CowUnreadablePolicy.InvalidateSnapshot"/>), its segments have no home (case 6b). The COW
+/// file of a snapshot whose merge is unfinished is checked the same way with or without segments, and the open refused
+/// under either policy when it is unusable: the origin reads through it.</item>
 /// <item><b>Replay 2: the segments.</b> Segments of snapshots the replayed superblock lists as valid and persistent
 /// (and whose COW file exists with a valid header) are applied at their fixed positions, skipping those the home-LSN
 /// slots already reflect. Segments of other snapshots have no home and are skipped: a segment is logged only after the
@@ -129,7 +131,21 @@ public static class StoreRecovery
         // file were restored, reading the origin's new data where it holds old data; so the open is refused here,
         // before anything is applied or the log can move past them, and nothing is lost yet. With InvalidateSnapshot
         // the snapshot's segments have no home, and the open invalidates it (case 10).
-        var unusable = UnusableCowFiles(provider, reach, listed, layout, cowPathOf);
+        // A snapshot whose merge into the origin is unfinished is checked whether or not the log holds segments of it:
+        // the origin reads through its file, so the open cannot go on without it under either policy, and is refused
+        // here rather than after the replay has rewritten the superblock and the log.
+        var checkedReach = new Dictionary<ulong, long>(reach);
+        foreach (var r in listed.Values)
+            if (r.State == SnapshotStateCode.Merging) checkedReach.TryAdd(r.Id, 0);
+        var unusable = UnusableCowFiles(provider, checkedReach, listed, layout, cowPathOf);
+        foreach (var (id, (path, problem)) in unusable)
+        {
+            if (listed[id].State != SnapshotStateCode.Merging) continue;
+            string what = $"COW file of snapshot '{listed[id].Name}' {problem}, and a merge of it into the origin is unfinished (the origin reads through it); " +
+                "the store was not opened and nothing was changed (restore the file and open the store again)";
+            if (problem == MissingProblem) throw new DeviceOpenException(path, DeviceOpenError.Missing, what);
+            throw new JournalException($"{path}: {what}");
+        }
         if (keepUnreadable && unusable.Count > 0)
         {
             var (id, (path, problem)) = unusable.First();
