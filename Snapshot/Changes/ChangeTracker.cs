@@ -214,6 +214,7 @@ internal sealed class ChangeTracker
         SnapshotState? b = null, m = null;
         var runsA = new List<(ulong, int)>();
         var runsB = new List<(ulong, int)>();
+        var pendingA = new List<ulong>();
         MapKey key;
         lock (_store.StateLock)
         {
@@ -226,12 +227,19 @@ internal sealed class ChangeTracker
             }
             var merging = _store.Catalog.MergingUnsafe;
             if (to is null && merging is not null) m = merging;
+            if (to is null && a.Pending.Count > 0)
+            {
+                // Copies of A in flight or waiting for their round: each one's origin write may already have returned
+                // (StoreOptions.DeferCopiedWrites returns before the round commits), so its chunk is changed now. The map
+                // is not cached: it moves as the rounds complete (when the chunk joins A's table, the same answer).
+                pendingA.AddRange(a.Pending.Keys);
+            }
             key = new MapKey(a.Id, a.Complete.Count, Interlocked.Read(ref a.UserWrites), a.Written,
                 b?.Id ?? 0, b?.Complete.Count ?? 0, b is null ? 0 : Interlocked.Read(ref b.UserWrites), b?.Written ?? false,
                 m?.Id ?? 0, m?.Complete.Count ?? 0);
             lock (_lock)
             {
-                for (var node = _maps.First; node is not null; node = node.Next)
+                for (var node = _maps.First; node is not null && pendingA.Count == 0; node = node.Next)
                 {
                     if (node.Value.Key != key) continue;
                     _maps.Remove(node);
@@ -251,9 +259,15 @@ internal sealed class ChangeTracker
             long considered = (long)setA.Chunks + (long)setB.Chunks;
             long entriesRead = 0, metadataBytes = 0, compared = 0, comparedBytes = 0;
             ChunkRuns result;
-            if (b is null)
+            if (b == a)
+            {
+                result = ChunkRuns.Empty; // a snapshot against itself: nothing changed
+            }
+            else if (b is null)
             {
                 result = m is null ? setA : ChunkRuns.Union(setA, setB);
+                if (pendingA.Count > 0)
+                    result = ChunkRuns.Union(result, ChunkRuns.FromChunks(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(pendingA)));
             }
             else
             {
@@ -265,10 +279,11 @@ internal sealed class ChangeTracker
                     // Why we wait (here and below): reads of B's marks, of A's metadata up to the mark, and of both views for
                     // the comparison. Nothing is held; the snapshots are checked again at the end.
                     var marks = await GetMarksAsync(b, cancellationToken).ConfigureAwait(false);
-                    if (marks is not null && a.Store is PersistentExceptionStore psA)
+                    // B's marks do not list A when A was unavailable while B was created (its COW file missing or
+                    // unreadable, put back since): which of A's exceptions came before B is then not known, and every
+                    // chunk both hold is compared (exact, and the one case that reads data for that reason).
+                    if (marks?.CountOf(a.Id) is { } n && a.Store is PersistentExceptionStore psA)
                     {
-                        long n = marks.CountOf(a.Id)
-                            ?? throw new ChangeTrackingException($"{b.CowPath}: the creation marks of snapshot '{b.Name}' do not list '{a.Name}' (id {a.Id}), which is older and valid; the table does not match the store");
                         long now = psA.Metadata.EntryCount;
                         if (n > now)
                             throw new ChangeTrackingException($"{b.CowPath}: the creation marks of snapshot '{b.Name}' count {n} exceptions of '{a.Name}', whose COW file {a.CowPath} has {now}");
@@ -300,10 +315,13 @@ internal sealed class ChangeTracker
             }
             var map = new ChangedExtents(a.Name, b?.Name ?? "origin", _store.OriginSectors, _store.ChunkSectors, result,
                 new ChangeMapCost(considered, entriesRead, metadataBytes, compared, comparedBytes), key.AWritten, key.BWritten);
-            lock (_lock)
+            if (pendingA.Count == 0)
             {
-                _maps.AddFirst((key, map));
-                while (_maps.Count > CachedMaps) _maps.RemoveLast();
+                lock (_lock)
+                {
+                    _maps.AddFirst((key, map));
+                    while (_maps.Count > CachedMaps) _maps.RemoveLast();
+                }
             }
             return map;
         }

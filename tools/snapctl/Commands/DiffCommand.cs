@@ -81,7 +81,7 @@ internal static class DiffCommand
             $"total: {map.Extents.Count} extents, {map.Chunks} chunks of {chunkBytes} bytes, {map.Bytes} bytes ({percent:0.##}% of {volumeBytes}) changed from {map.From} to {map.To}"));
         if (map.Cost.ChunksCompared > 0)
             w.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"total: {map.Cost.ChunksCompared} chunks held by both were compared by content ({map.Cost.BytesCompared} bytes read): {(map.FromWritten ? map.From : map.To)} was written by a user"));
+                $"total: {map.Cost.ChunksCompared} chunks held by both were compared by content ({map.Cost.BytesCompared} bytes read): {(map.FromWritten || map.ToWritten ? $"{(map.FromWritten ? map.From : map.To)} was written by a user" : $"{map.To} has no creation mark for {map.From}")}"));
         w.Flush();
     }
 
