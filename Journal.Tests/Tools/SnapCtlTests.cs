@@ -237,6 +237,21 @@ public class SnapCtlTests
         var r = ToolRunner.SnapCtl("snapshot", "create", store, "bad/name");
         Assert.Equal(64, r.ExitCode);
         Assert.Contains("path separator", r.Stderr);
+        // The commands that look a snapshot up say the same for a name no snapshot can have, before the store opens.
+        foreach (var args in new[]
+                 {
+                     new[] { "snapshot", "delete", store, "x/y" }, ["snapshot", "merge", store, "x/y"], ["diff", store, "x/y"],
+                     ["diff", store, "a", "x/y"], ["read", store, "--snapshot", "x/y", "--offset", "0", "--length", "4K"],
+                     ["write", store, "--snapshot", "x/y", "--offset", "0", "--pattern", "1", "--length", "4K"],
+                 })
+        {
+            r = ToolRunner.SnapCtl(args);
+            Assert.True(r.ExitCode == 64, r.ToString());
+            Assert.Equal("snapctl: snapshot name 'x/y' contains a path separator", Assert.Single(r.ErrorLines));
+        }
+        // A well-formed name that no snapshot has is a missing input.
+        r = ToolRunner.SnapCtl("snapshot", "delete", store, "nope");
+        Assert.True(r.ExitCode == 66, r.ToString());
     }
 
     [Fact]

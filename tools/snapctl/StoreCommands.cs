@@ -59,6 +59,7 @@ internal static class StoreCommands
 
     public static async Task<int> DeleteSnapshotAsync(ToolConsole console, string store, string name, bool force = false)
     {
+        RequireName(name);
         if (await Served(console, store, new("snapshot-delete", store, name, Force: force)) is { } served) return served;
         await using var s = await OpenAsync(console, store).ConfigureAwait(false);
         RequireSnapshot(s, store, name);
@@ -70,6 +71,7 @@ internal static class StoreCommands
 
     public static async Task<int> MergeSnapshotAsync(ToolConsole console, string store, string name, bool force = false)
     {
+        RequireName(name);
         if (await Served(console, store, new("snapshot-merge", store, name, Force: force)) is { } served) return served;
         await using var s = await OpenAsync(console, store).ConfigureAwait(false);
         RequireSnapshot(s, store, name);
@@ -87,6 +89,7 @@ internal static class StoreCommands
 
     public static async Task<int> WriteAsync(ToolConsole console, string store, string? snapshot, long offset, int? pattern, long length, string? input)
     {
+        if (snapshot is not null) RequireName(snapshot);
         RequireSectors("--offset", offset);
         if (input is not null)
         {
@@ -126,6 +129,7 @@ internal static class StoreCommands
 
     public static async Task<int> ReadAsync(ToolConsole console, string store, string? snapshot, long offset, long length, string? output)
     {
+        if (snapshot is not null) RequireName(snapshot);
         RequireSectors("--offset", offset);
         RequireSectors("--length", length);
         await using var s = await OpenAsync(console, store, readOnly: true).ConfigureAwait(false);
@@ -230,6 +234,15 @@ internal static class StoreCommands
         // The store's other files too: each is refused if it is not a regular file, before the store opens it.
         InputPaths.RequireRegular(Path.Combine(store, SnapshotStore.JournalFileName));
         InputPaths.RequireRegular(Path.Combine(store, SnapshotStore.OriginFileName));
+    }
+
+    /// <summary>
+    /// A snapshot name given on the command line must be one a create would take: anything else (a path separator, a
+    /// character outside the set) is a usage error (exit 64) found before the store opens, not a snapshot that is missing.
+    /// </summary>
+    internal static void RequireName(string name)
+    {
+        if (Snapshot.Format.SnapshotRecord.NameProblem(name) is { } problem) throw new UsageException(problem);
     }
 
     /// <summary>The snapshot named <paramref name="name"/>; a missing one is a missing input (exit 66).</summary>

@@ -44,6 +44,8 @@ internal static class DiffCommand
     private static async Task<int> RunAsync(ToolConsole console, string store, string from, string? to, bool json)
     {
         if (to == "origin") to = null;
+        StoreCommands.RequireName(from);
+        if (to is not null) StoreCommands.RequireName(to);
         if (await StoreCommands.Served(console, store, new Control.ControlRequest("diff", store, from, To: to, Json: json)).ConfigureAwait(false) is { } served)
             return served;
         await using var s = await StoreCommands.OpenAsync(console, store, readOnly: true).ConfigureAwait(false);
