@@ -226,11 +226,15 @@ internal sealed class CopyEngine
         while (i < pending.Count)
         {
             var first = pending[i];
+            bool ok = !first.Failed && first.NoSpace is null;
             int j = i;
+            // A stretch ends where a copy's state changes too: a copy whose file could not grow for it (no space) must
+            // not be written with the ones before it (its chunk lies past the file's end).
             while (j + 1 < pending.Count && ReferenceEquals(pending[j + 1].Snapshot, first.Snapshot)
-                && pending[j + 1].OldChunk == pending[j].OldChunk + 1 && pending[j + 1].NewChunk == pending[j].NewChunk + 1)
+                && pending[j + 1].OldChunk == pending[j].OldChunk + 1 && pending[j + 1].NewChunk == pending[j].NewChunk + 1
+                && (!pending[j + 1].Failed && pending[j + 1].NoSpace is null) == ok)
                 j++;
-            if (!first.Failed && first.NoSpace is null)
+            if (ok)
             {
                 int offset = (int)((first.OldChunk - plan.FirstChunk) * (ulong)chunkBytes);
                 int length = (int)((j - i + 1) * chunkBytes);
@@ -347,7 +351,7 @@ internal sealed class CopyEngine
     /// </summary>
     private DeviceFullException NoSpaceError(DeviceFullException e)
     {
-        var error = new DeviceFullException(e.Device, e.Sector, $"no space left on device for a copy-on-write copy; nothing was written (the snapshot keeps its data): {e.Message}", e);
+        var error = new DeviceFullException(e.Device, e.Sector, $"no space left on device for a copy-on-write copy; the origin chunks that needed it were not written (the snapshot keeps its data): {e.Message}", e);
         SnapshotLog.NoSpace(_logger, _storeName, error.Message);
         return error;
     }
