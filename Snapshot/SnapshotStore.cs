@@ -203,7 +203,7 @@ public sealed partial class SnapshotStore : IAsyncDisposable, IDisposable
             throw new JournalException($"{folder}: is not empty: a store is created in a new or empty folder (it would treat files there as its own)");
         long need = (options.OriginSectors + options.LogBlocks + Superblock.FileSectors) * BlockDevice.SectorSize;
         if (provider.AvailableBytes(folder) is { } free && free < need + CreateSlackBytes)
-            throw new DeviceFullException(folder, 0, $"not enough space for the store: it needs {need} bytes (origin {options.OriginSectors * BlockDevice.SectorSize}, log {(long)options.LogBlocks * BlockDevice.SectorSize}), the file system has {free}");
+            throw new DeviceFullException(folder, 0, $"not enough space for the store: it needs {need + CreateSlackBytes} bytes (origin {options.OriginSectors * BlockDevice.SectorSize}, log {(long)options.LogBlocks * BlockDevice.SectorSize}, superblock {Superblock.FileSectors * BlockDevice.SectorSize}, and {CreateSlackBytes} for the first COW files and the folder), the file system has {free}");
         string staging = provider.BeginCreate(folder);
         bool inPlace = staging == folder;
         SnapshotStore? store = null;

@@ -66,6 +66,26 @@ public class SnapshotStoreLifecycleTests
         Assert.False(Directory.Exists(folder));
     }
 
+    /// <summary>
+    /// Too little free space for a new store: refused before anything is written, and the figure it names is what it
+    /// compared with the free space (a free space above the stated need is never refused).
+    /// </summary>
+    [Fact]
+    public async Task A_create_without_space_names_the_whole_need_and_creates_nothing()
+    {
+        var p = new TestDeviceProvider();
+        var options = new StoreOptions { OriginSectors = 8 * 1024, ChunkSectors = 8, LogBlocks = 2048 };
+        long files = (8 * 1024 + 2048) * 512L; // origin and log
+        p.FreeBytes = files + (1 << 20); // enough for the files, short of the whole need
+        var e = await Assert.ThrowsAsync<global::Journal.Storage.DeviceFullException>(() => SnapshotStore.CreateAsync(Folder, p.Options(options)).AsTask());
+        var m = System.Text.RegularExpressions.Regex.Match(e.Message, @"it needs (\d+) bytes \(origin 4194304, log 1048576, superblock \d+, and 1048576 for the first COW files and the folder\), the file system has (\d+)$");
+        Assert.True(m.Success, e.Message);
+        Assert.True(long.Parse(m.Groups[1].Value) > long.Parse(m.Groups[2].Value), e.Message);
+        Assert.Empty(p.Paths);
+        p.FreeBytes = long.Parse(m.Groups[1].Value);
+        await using var store = await SnapshotStore.CreateAsync(Folder, p.Options(options)).AsTask().WaitAsync(Watchdog);
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(8)]

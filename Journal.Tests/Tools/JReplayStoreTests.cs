@@ -40,7 +40,7 @@ public class JReplayStoreTests
 
         var replay = ToolRunner.JReplay("replay", store);
         Assert.Equal(0, replay.ExitCode);
-        Assert.Matches(@"replayed \d+ checkpoints from tail .* item copies applied, \d+ already home, \d+ of snapshots no longer listed; the store was closed cleanly\n$", replay.Stdout);
+        Assert.Matches(@"replayed \d+ checkpoints from tail .* item copies applied, \d+ already home, \d+ skipped \(their snapshot is deleted, invalid or transient, or its COW file is gone\); the store was closed cleanly\n$", replay.Stdout);
         Assert.Equal(0, ToolRunner.JReplay("check", store).ExitCode);
         Assert.Equal(contents.Origin, ToolRunner.SnapCtl("read", store, "--offset", "0", "--length", "1M").Raw);
         Assert.Equal(contents.SnapshotS, ToolRunner.SnapCtl("read", store, "--snapshot", "s", "--offset", "0", "--length", "1M").Raw);

@@ -63,7 +63,7 @@ internal static class ReplayCommand
         else
         {
             string homeless = report.ItemsWithoutHome > 0
-                ? string.Create(CultureInfo.InvariantCulture, $", {report.ItemsWithoutHome} of snapshots no longer listed")
+                ? string.Create(CultureInfo.InvariantCulture, $", {report.ItemsWithoutHome} skipped (their snapshot is deleted, invalid or transient, or its COW file is gone)")
                 : "";
             text = string.Create(CultureInfo.InvariantCulture,
                 $"{logPath}: replayed {report.Checkpoints} checkpoints from tail {report.TailLsn} to head {report.HeadLsn}: {report.ItemsApplied} item copies applied, {report.ItemsSkipped} already home{homeless}; the store was closed cleanly");
