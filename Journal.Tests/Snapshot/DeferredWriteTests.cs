@@ -151,6 +151,8 @@ public class DeferredWriteTests
         var (store, _, gate, _) = setup;
         var held = await store.GetChangedExtentsAsync("s").AsTask().WaitAsync(Watchdog);
         Assert.Equal([new global::Snapshot.Changes.ChangedExtent(0, 8)], held.Extents);
+        var again = await store.GetChangedExtentsAsync("s").AsTask().WaitAsync(Watchdog); // the cached map, the copy laid over it
+        Assert.Equal(held.Extents, again.Extents);
         gate.TrySetResult();
         await store.FlushAsync().AsTask().WaitAsync(Watchdog);
         var after = await store.GetChangedExtentsAsync("s").AsTask().WaitAsync(Watchdog);

@@ -227,24 +227,22 @@ internal sealed class ChangeTracker
             }
             var merging = _store.Catalog.MergingUnsafe;
             if (to is null && merging is not null) m = merging;
-            if (to is null && a.Pending.Count > 0)
-            {
-                // Copies of A in flight or waiting for their round: each one's origin write may already have returned
-                // (StoreOptions.DeferCopiedWrites returns before the round commits), so its chunk is changed now. The map
-                // is not cached: it moves as the rounds complete (when the chunk joins A's table, the same answer).
-                pendingA.AddRange(a.Pending.Keys);
-            }
+            // Copies of A in flight or waiting for their round: each one's origin write may already have returned
+            // (StoreOptions.DeferCopiedWrites returns before the round commits), so its chunk is changed now. They are laid
+            // over the map (cached or not) at each call, outside the cache: they move as rounds complete, and a chunk that
+            // completes joins A's table, which changes the key.
+            if (to is null && a.Pending.Count > 0) pendingA.AddRange(a.Pending.Keys);
             key = new MapKey(a.Id, a.Complete.Count, Interlocked.Read(ref a.UserWrites), a.Written,
                 b?.Id ?? 0, b?.Complete.Count ?? 0, b is null ? 0 : Interlocked.Read(ref b.UserWrites), b?.Written ?? false,
                 m?.Id ?? 0, m?.Complete.Count ?? 0);
             lock (_lock)
             {
-                for (var node = _maps.First; node is not null && pendingA.Count == 0; node = node.Next)
+                for (var node = _maps.First; node is not null; node = node.Next)
                 {
                     if (node.Value.Key != key) continue;
                     _maps.Remove(node);
                     _maps.AddFirst(node);
-                    return node.Value.Map;
+                    return WithPending(node.Value.Map, pendingA);
                 }
             }
             a.Complete.CopyRunsTo(runsA);
@@ -266,8 +264,6 @@ internal sealed class ChangeTracker
             else if (b is null)
             {
                 result = m is null ? setA : ChunkRuns.Union(setA, setB);
-                if (pendingA.Count > 0)
-                    result = ChunkRuns.Union(result, ChunkRuns.FromChunks(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(pendingA)));
             }
             else
             {
@@ -315,15 +311,12 @@ internal sealed class ChangeTracker
             }
             var map = new ChangedExtents(a.Name, b?.Name ?? "origin", _store.OriginSectors, _store.ChunkSectors, result,
                 new ChangeMapCost(considered, entriesRead, metadataBytes, compared, comparedBytes), key.AWritten, key.BWritten);
-            if (pendingA.Count == 0)
+            lock (_lock)
             {
-                lock (_lock)
-                {
-                    _maps.AddFirst((key, map));
-                    while (_maps.Count > CachedMaps) _maps.RemoveLast();
-                }
+                _maps.AddFirst((key, map));
+                while (_maps.Count > CachedMaps) _maps.RemoveLast();
             }
-            return map;
+            return WithPending(map, pendingA);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -337,6 +330,14 @@ internal sealed class ChangeTracker
             }
             throw;
         }
+    }
+
+    /// <summary><paramref name="map"/> with the chunks of <paramref name="pending"/> (copies not yet committed) added.</summary>
+    private static ChangedExtents WithPending(ChangedExtents map, List<ulong> pending)
+    {
+        if (pending.Count == 0) return map;
+        var runs = ChunkRuns.Union(map.Runs, ChunkRuns.FromChunks(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(pending)));
+        return new ChangedExtents(map.From, map.To, map.VolumeSectors, map.ChunkSectors, runs, map.Cost, map.FromWritten, map.ToWritten);
     }
 
     /// <summary>The snapshot named <paramref name="name"/>, usable for a map. Under the state lock.</summary>
