@@ -82,4 +82,43 @@ public class GrowthNoSpaceTests
         Assert.Equal(s, await ReadAsync(store.GetSnapshot("s"), 0, sectors));
         Assert.True(store.GetStatus().Snapshots.Single(x => x.Name == "s").IsValid);
     }
+
+    /// <summary>
+    /// The same for a write into a writable snapshot whose chunk needs the file to grow: it fails with no space, for a
+    /// whole chunk and for part of one, and the snapshot stays valid with its data.
+    /// </summary>
+    [Fact]
+    public async Task A_write_into_a_snapshot_whose_file_cannot_grow_fails_and_the_snapshot_keeps_its_data()
+    {
+        const int sectors = 8 * 3072; // 12 MiB
+        var (store, cow) = await CreateWithSnapshotAsync(sectors, ".cow", d => new NoSpaceAbove(d) { LimitSectors = 2048 });
+        await using var _ = store;
+        var s = Pattern(0, sectors, 1);
+        var snap = store.GetSnapshot("s");
+        // Fill what the file holds without growing, chunk by chunk, until a write needs it to grow.
+        int chunk = 0;
+        Exception? failure = null;
+        for (; chunk < 3072 && failure is null; chunk++)
+        {
+            var data = Pattern(chunk * 8L, 8, 4);
+            try
+            {
+                await snap.WriteAsync(chunk * 8L, data).AsTask().WaitAsync(Watchdog);
+                data.CopyTo(s, chunk * 8 * 512);
+            }
+            catch (Exception e) { failure = e; }
+        }
+        Assert.Contains("no space left on device", Assert.IsType<DeviceFullException>(failure).Message);
+        // Part of a chunk too (its rest is copied from the origin first).
+        var part = Pattern(chunk * 8L + 1, 2, 5);
+        Assert.Contains("no space left on device", (await Assert.ThrowsAsync<DeviceFullException>(() => snap.WriteAsync(chunk * 8L + 1, part).AsTask().WaitAsync(Watchdog))).Message);
+        var status = store.GetStatus().Snapshots.Single(x => x.Name == "s");
+        Assert.True(status.IsValid, $"snapshot invalidated: {status.InvalidReason}");
+        Assert.Equal(s, await ReadAsync(snap, 0, sectors));
+
+        cow.Full = false;
+        await snap.WriteAsync(chunk * 8L + 1, part).AsTask().WaitAsync(Watchdog);
+        part.CopyTo(s, (chunk * 8 + 1) * 512);
+        Assert.Equal(s, await ReadAsync(snap, 0, sectors));
+    }
 }

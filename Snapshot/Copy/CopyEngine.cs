@@ -287,7 +287,12 @@ internal sealed class CopyEngine
         {
             await GrowAsync(pe).ConfigureAwait(false);
             long cowSector = _layout.ChunkToSector(pe.NewChunk);
-            if (data.Length == _layout.ChunkBytes)
+            if (pe.Failed || pe.NoSpace is not null)
+            {
+                // The file could not grow for the chunk (no space): nothing is written past its end; the write fails
+                // below with the no-space error and the snapshot keeps what it has.
+            }
+            else if (data.Length == _layout.ChunkBytes)
             {
                 await WriteCowAsync(pe, cowSector, data).ConfigureAwait(false);
             }
