@@ -50,7 +50,7 @@ public class GrowthNoSpaceTests
             catch (Exception e) { failure = e; }
         }
         var full = Assert.IsType<DeviceFullException>(failure);
-        Assert.Contains("no space left on device for a copy-on-write copy; the origin chunks that needed it were not written", full.Message);
+        Assert.Contains("no space left on device for a copy-on-write copy; the chunks that needed it were not written", full.Message);
         Assert.InRange(written, 1, 11);
         // The failed request: each chunk is the old data or the new, never a mixture (runs whose copies fit were written).
         var now = await ReadAsync(store.Origin, written * 2048L, 2048);

@@ -356,7 +356,7 @@ internal sealed class CopyEngine
     /// </summary>
     private DeviceFullException NoSpaceError(DeviceFullException e)
     {
-        var error = new DeviceFullException(e.Device, e.Sector, $"no space left on device for a copy-on-write copy; the origin chunks that needed it were not written (the snapshot keeps its data): {e.Message}", e);
+        var error = new DeviceFullException(e.Device, e.Sector, $"no space left on device for a copy-on-write copy; the chunks that needed it were not written (the snapshot keeps its data): {e.Message}", e);
         SnapshotLog.NoSpace(_logger, _storeName, error.Message);
         return error;
     }
