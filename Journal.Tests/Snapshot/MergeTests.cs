@@ -31,6 +31,23 @@ public sealed class MergeTests
             await ReadAsync(store.GetSnapshot("t0"), 0, (int)OriginSectors), await ReadAsync(store.GetSnapshot("t1"), 0, (int)OriginSectors));
     }
 
+    /// <summary>
+    /// A memory store on <paramref name="p"/> prepared by <see cref="PrepareAsync"/>, and a merge of s that failed part
+    /// way: the origin's writes fail from chunk 20 on (the merge goes in chunk order), then the fault is cleared. Returns
+    /// the views s, t0 and t1 showed, and the merge's error.
+    /// </summary>
+    private static async Task<(SnapshotStore Store, byte[] S, byte[] T0, byte[] T1, JournalException Failed)> FailedMergeAsync(TestDeviceProvider p)
+    {
+        FaultInjectingBlockDevice? originFaults = null;
+        p.Wrap = (path, d) => path.EndsWith("origin.img", StringComparison.Ordinal) ? originFaults = new FaultInjectingBlockDevice(d) : d;
+        var store = await CreateMemoryStoreAsync(p, OriginSectors);
+        var (_, s, t0, t1) = await PrepareAsync(store);
+        originFaults!.AddRule(FaultRule.Permanent(FaultOps.Write, firstSector: 160));
+        var failed = await Assert.ThrowsAsync<JournalException>(() => store.MergeSnapshotAsync("s").AsTask().WaitAsync(Watchdog));
+        originFaults.ClearFaults();
+        return (store, s, t0, t1, failed);
+    }
+
     private static async Task AssertViewsAsync(SnapshotStore store, byte[] origin, byte[] t0, byte[] t1, string when)
     {
         var gotOrigin = await ReadAsync(store.Origin, 0, (int)OriginSectors);
@@ -87,21 +104,13 @@ public sealed class MergeTests
     public async Task A_failed_merge_reports_Merge_failed_keeps_the_origin_reading_as_the_snapshot_and_finishes_when_run_again()
     {
         var p = new TestDeviceProvider();
-        FaultInjectingBlockDevice? originFaults = null;
-        p.Wrap = (path, d) => path.EndsWith("origin.img", StringComparison.Ordinal) ? originFaults = new FaultInjectingBlockDevice(d) : d;
-        var store = await CreateMemoryStoreAsync(p, OriginSectors);
-        var (_, s, t0, t1) = await PrepareAsync(store);
-
-        // The origin's writes fail from chunk 20 on: the merge (in chunk order) stops part way.
-        originFaults!.AddRule(FaultRule.Permanent(FaultOps.Write, firstSector: 160));
-        var failed = await Assert.ThrowsAsync<JournalException>(() => store.MergeSnapshotAsync("s").AsTask().WaitAsync(Watchdog));
+        var (store, s, t0, t1, failed) = await FailedMergeAsync(p);
         Assert.StartsWith("/mem/store/s.cow: merge of snapshot 's' into the origin failed: ", failed.Message);
         Assert.DoesNotContain('\n', failed.Message);
         var st = store.GetStatus().Snapshots.Single(x => x.Name == "s");
         Assert.Equal("Merge failed", st.DmStatus);
         Assert.True(st.Merging);
         Assert.Contains("\"merging\":true", store.GetStatus().ToJson());
-        originFaults.ClearFaults();
 
         // Meanwhile the origin reads as s; nothing else may change the snapshot list or use s directly.
         await AssertViewsAsync(store, s, t0, t1, "after the failed merge");
@@ -141,13 +150,7 @@ public sealed class MergeTests
     public async Task A_crashed_store_whose_merging_snapshot_file_is_missing_is_refused_before_the_replay(bool writtenBack)
     {
         var p = new TestDeviceProvider();
-        FaultInjectingBlockDevice? originFaults = null;
-        p.Wrap = (path, d) => path.EndsWith("origin.img", StringComparison.Ordinal) ? originFaults = new FaultInjectingBlockDevice(d) : d;
-        var store = await CreateMemoryStoreAsync(p, OriginSectors);
-        var (_, s, t0, t1) = await PrepareAsync(store);
-        originFaults!.AddRule(FaultRule.Permanent(FaultOps.Write, firstSector: 160));
-        await Assert.ThrowsAsync<JournalException>(() => store.MergeSnapshotAsync("s").AsTask().WaitAsync(Watchdog));
-        originFaults.ClearFaults();
+        var (store, s, t0, t1, _) = await FailedMergeAsync(p);
         if (writtenBack) await store.Journal!.WriteBackAsync();
         await WriteAsync(store.Origin, 240, Pattern(240, 8, 7)); // a copy into t0 and t1: segments in the log
         var expected = (byte[])s.Clone();
