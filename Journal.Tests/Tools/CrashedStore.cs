@@ -72,6 +72,13 @@ internal static class CrashedStore
     public static Dictionary<string, byte[]> Files(string folder) => Directory.EnumerateFiles(folder)
         .Where(f => Path.GetFileName(f) != "store.lock").ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
 
+    /// <summary>Asserts that <paramref name="after"/> holds the same files as <paramref name="before"/>, byte for byte.</summary>
+    public static void AssertSameFiles(Dictionary<string, byte[]> before, Dictionary<string, byte[]> after)
+    {
+        Assert.Equal(before.Keys.Order(), after.Keys.Order());
+        foreach (var (name, bytes) in before) Assert.True(bytes.AsSpan().SequenceEqual(after[name]), $"{name} changed");
+    }
+
     /// <summary>The checkpoints of the log file <paramref name="log"/>.</summary>
     public static IReadOnlyList<Checkpoint> Checkpoints(string log)
     {

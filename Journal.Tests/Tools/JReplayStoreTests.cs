@@ -34,9 +34,7 @@ public class JReplayStoreTests
         var dry = ToolRunner.JReplay("replay", store, "--dry-run");
         Assert.Equal(0, dry.ExitCode);
         Assert.Equal(check.Stdout.TrimEnd('\n') + "; dry run: nothing was changed\n", dry.Stdout);
-        var after = CrashedStore.Files(store);
-        Assert.Equal(before.Keys.Order(), after.Keys.Order());
-        foreach (var (name, bytes) in before) Assert.True(bytes.AsSpan().SequenceEqual(after[name]), $"{name} changed");
+        CrashedStore.AssertSameFiles(before, CrashedStore.Files(store));
 
         var replay = ToolRunner.JReplay("replay", store);
         Assert.Equal(0, replay.ExitCode);
@@ -83,8 +81,7 @@ public class JReplayStoreTests
             _ => $"sequence does not increase (expected > {cps[cps.Count / 2 - 1].Sequence}, found {cps[cps.Count / 2 - 1].Sequence})",
         }, results[0].ErrorLines[0]);
         // The failed replay changed nothing (the whole log is validated before anything is applied).
-        var after = CrashedStore.Files(store);
-        foreach (var (name, bytes) in before) Assert.True(bytes.AsSpan().SequenceEqual(after[name]), $"{name} changed");
+        CrashedStore.AssertSameFiles(before, CrashedStore.Files(store));
         // snapctl refuses the store with the same line.
         var status = ToolRunner.SnapCtl("status", store);
         Assert.Equal(2, status.ExitCode);
@@ -247,8 +244,7 @@ public class JReplayStoreTests
         Assert.StartsWith($"{Log(store)}: the journal is unreadable (", warn.Stdout);
         Assert.Contains("snapshot 's' is marked invalid: its exceptions may have been only in the unreadable journal", warn.Stdout);
         Assert.Equal([$"jreplay: {store}: nothing was changed: zero-log discards the journal; run it again with --force to do so"], warn.ErrorLines);
-        var unchanged = CrashedStore.Files(store);
-        foreach (var (name, bytes) in before) Assert.True(bytes.AsSpan().SequenceEqual(unchanged[name]), $"{name} changed");
+        CrashedStore.AssertSameFiles(before, CrashedStore.Files(store));
 
         // With --force: the store opens, the origin is intact, the snapshot says why it is invalid.
         var done = ToolRunner.JReplay("zero-log", store, "--force");

@@ -35,9 +35,7 @@ public class MissingCowRecoveryTests
             Assert.Contains($"{cow}: COW file of snapshot 's' is missing, and the journal holds metadata of it not yet written to the file", line);
             Assert.Contains("nothing was changed", line);
         }
-        var after = CrashedStore.Files(store);
-        Assert.Equal(before.Keys.Order(), after.Keys.Order());
-        foreach (var (name, bytes) in before) Assert.True(bytes.AsSpan().SequenceEqual(after[name]), $"{name} changed");
+        CrashedStore.AssertSameFiles(before, CrashedStore.Files(store));
 
         File.Move(aside, cow);
         var read = ToolRunner.SnapCtl("read", store, "--snapshot", "s", "--offset", "0", "--length", "1M");
@@ -98,8 +96,7 @@ public class MissingCowRecoveryTests
             Assert.Contains($"{cow}: COW file of snapshot 's' {problem}", line);
             Assert.Contains("the journal holds metadata of it not yet written to the file; the store was not opened and nothing was changed", line);
         }
-        var after = CrashedStore.Files(store);
-        foreach (var (name, bytes) in before) Assert.True(bytes.AsSpan().SequenceEqual(after[name]), $"{name} changed");
+        CrashedStore.AssertSameFiles(before, CrashedStore.Files(store));
 
         File.WriteAllBytes(cow, intact);
         var read = ToolRunner.SnapCtl("read", store, "--snapshot", "s", "--offset", "0", "--length", "1M");
