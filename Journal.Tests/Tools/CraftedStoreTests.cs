@@ -94,13 +94,21 @@ public class CraftedStoreTests
         File.Copy(Path.Combine(other, "theirs.cow"), Path.Combine(store, "theirs.cow"));
         Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "mine").ExitCode);
         File.Copy(Path.Combine(store, "mine.cow"), Path.Combine(store, "stray.cow"));
-        // A create stopped before it wrote the header leaves a file of zeros: it holds nothing, and it goes too.
+        // A create stopped before it wrote the header leaves a file of zeros beside its creation mark: it holds
+        // nothing, and it goes too (the mark with it).
         File.WriteAllBytes(Path.Combine(store, "killed.cow"), new byte[1 << 20]);
+        File.WriteAllBytes(CreationMark(store, "killed.cow"), []);
         File.WriteAllBytes(Path.Combine(store, "empty.cow"), []);
-        // A user's file that starts with zeros (as a disk image does) is not one.
+        File.WriteAllBytes(CreationMark(store, "empty.cow"), []);
+        // A user's file of zeros has no mark (a mark of another store's id is not this store's either): it stays.
+        File.WriteAllBytes(Path.Combine(store, "zeros.cow"), new byte[1 << 20]);
+        string othersMark = Path.Combine(store, $".zeros.cow.creating-{StoreIdOf(store) ^ 1:x16}");
+        File.WriteAllBytes(othersMark, []);
+        // A file that starts with zeros (as a disk image does) is not one, even beside a mark.
         var image = new byte[1 << 20];
         image[1024] = 0x53;
         File.WriteAllBytes(Path.Combine(store, "image.cow"), image);
+        File.WriteAllBytes(CreationMark(store, "image.cow"), []);
         Craft(store, sb => sb with { Snapshots = [] }); // as if the create of 'mine' never became durable
 
         var r = ToolRunner.SnapCtl("status", store); // looks only: opened read-only, it removes nothing
@@ -114,7 +122,41 @@ public class CraftedStoreTests
         Assert.False(File.Exists(Path.Combine(store, "stray.cow")));
         Assert.False(File.Exists(Path.Combine(store, "killed.cow")));
         Assert.False(File.Exists(Path.Combine(store, "empty.cow")));
+        Assert.Equal(new byte[1 << 20], File.ReadAllBytes(Path.Combine(store, "zeros.cow")));
+        Assert.True(File.Exists(othersMark));
         Assert.Equal(image, File.ReadAllBytes(Path.Combine(store, "image.cow")));
+        Assert.Empty(Directory.GetFiles(store, $"*.creating-{StoreIdOf(store):x16}"));
+    }
+
+    /// <summary>The store id in the newest superblock copy of <paramref name="store"/>.</summary>
+    internal static ulong StoreIdOf(string store)
+    {
+        ulong id = 0;
+        Craft(store, sb => { id = sb.StoreId; return sb; });
+        return id;
+    }
+
+    /// <summary>The creation mark a snapshot create of this store makes beside the COW file <paramref name="cowName"/>.</summary>
+    internal static string CreationMark(string store, string cowName) =>
+        Path.Combine(store, $".{cowName}.creating-{StoreIdOf(store):x16}");
+
+    [Fact]
+    public void A_create_leaves_no_creation_mark_whether_it_succeeds_or_fails()
+    {
+        using var dir = new TempFolder();
+        var store = Init(dir);
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "a").ExitCode);
+        // Refused after the mark was made: the COW size is far beyond what the file system has free.
+        var r = ToolRunner.SnapCtl("snapshot", "create", store, "b", "--cow-size", "1P");
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.False(File.Exists(Path.Combine(store, "b.cow")));
+        // A user's file where the COW file would go: refused, and the file stays as it was.
+        File.WriteAllBytes(Path.Combine(store, "c.cow"), new byte[4096]);
+        r = ToolRunner.SnapCtl("snapshot", "create", store, "c");
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Equal(new byte[4096], File.ReadAllBytes(Path.Combine(store, "c.cow")));
+        Assert.Equal(new[] { "a.cow", "c.cow", "journal.log", "origin.img", "store.sb" },
+            Directory.GetFiles(store).Select(f => Path.GetFileName(f)).Order(StringComparer.Ordinal).ToArray());
     }
 
     [Fact]

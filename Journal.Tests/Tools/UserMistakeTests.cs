@@ -312,7 +312,9 @@ public class SpecialCowFileTests
         string link = Path.Combine(store, "backup.cow");
         File.CreateSymbolicLink(link, zeros);
         string leftover = Path.Combine(store, "x.cow");
-        File.WriteAllBytes(leftover, new byte[65536]); // what a create stopped before its header leaves
+        File.WriteAllBytes(leftover, new byte[65536]); // what a create stopped before its header leaves, with its mark
+        string mark = CraftedStoreTests.CreationMark(store, "x.cow");
+        File.WriteAllBytes(mark, []);
         FileFlags.Chattr("+a", store);
         try
         {
@@ -326,6 +328,7 @@ public class SpecialCowFileTests
         }
         Assert.Equal(0, ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "1", "--length", "4K").ExitCode);
         Assert.False(File.Exists(leftover), "the next open did not remove the leftover");
+        Assert.False(File.Exists(mark), "the next open did not remove the creation mark");
         Assert.Equal(zeros, new FileInfo(link).LinkTarget);
         Assert.Equal(1 << 20, new FileInfo(zeros).Length);
     }

@@ -235,9 +235,12 @@ internal sealed class SnapshotCatalog
             if (owned.Contains(Path.GetFullPath(f))) continue;
             if (StoreId != 0 && ReadCowIdentity(f) is { } id && id.StoreId == StoreId && !listed.Contains(id.SnapshotId))
                 TryRemove(f, () => RemoveOwnCowFile(f, id.SnapshotId, allowDamaged: false));
-            else if (IsPlainFile(f) && IsUnwrittenCowFile(f))
+            else if (_store.Provider.Exists(CreationMarkPath(f)) && IsPlainFile(f) && IsUnwrittenCowFile(f))
                 TryRemove(f, () => _store.Provider.Delete(f)); // a create stopped before it wrote the header: the file holds nothing at all
         }
+        // Then the creation marks themselves (their names carry this store's id: only a create of this store makes them).
+        foreach (var mark in _store.Provider.List(_store.Folder, CreationMarkSuffix))
+            if (IsPlainFile(mark)) TryRemove(mark, () => _store.Provider.Delete(mark));
         if (rewrite) await CommitSuperblockAsync(cancellationToken).ConfigureAwait(false);
     }
 
@@ -325,20 +328,29 @@ internal sealed class SnapshotCatalog
         }
     }
 
-    /// <summary>Largest unlisted file <see cref="IsUnwrittenCowFile"/> reads through.</summary>
-    private const long UnwrittenCowFileLimitBytes = 64L << 20;
+    /// <summary>
+    /// How the name of a creation mark ends: <c>.creating-</c> and this store's id in 16 hex digits. A snapshot create
+    /// makes the empty file <c>.&lt;name&gt;.cow.creating-&lt;id&gt;</c> (durably) before the COW file, and removes it once the
+    /// COW file's header is flushed. A COW file that holds only zeros is removed at open only beside its mark: the mark
+    /// says this store made the file (a crash came between making it and writing its header); a user's file of the same
+    /// name and contents has no mark and is never removed.
+    /// </summary>
+    private string CreationMarkSuffix => string.Create(System.Globalization.CultureInfo.InvariantCulture, $".creating-{StoreId:x16}");
+
+    /// <summary>The creation mark of the COW file <paramref name="cowPath"/> (see <see cref="CreationMarkSuffix"/>).</summary>
+    private string CreationMarkPath(string cowPath) =>
+        Path.Combine(Path.GetDirectoryName(cowPath) ?? ".", "." + Path.GetFileName(cowPath) + CreationMarkSuffix);
 
     /// <summary>
-    /// True for a COW-named file that holds nothing but zeros (at most <see cref="UnwrittenCowFileLimitBytes"/>): what a
-    /// snapshot create leaves when it is stopped between creating its file and writing the header (the zero-fill comes
-    /// first). Removing it loses nothing; a file with any byte that is not zero is never taken for one.
+    /// True for a COW-named file that holds nothing but zeros: what a snapshot create leaves when it is stopped between
+    /// creating its file and writing the header (the zero-fill comes first). Asked only of a file beside its creation
+    /// mark; a file with any byte that is not zero is never taken for one.
     /// </summary>
     private bool IsUnwrittenCowFile(string path)
     {
         try
         {
             using var dev = _store.Provider.Open(path);
-            if (dev.Length > UnwrittenCowFileLimitBytes) return false;
             var piece = new byte[(int)Math.Min(dev.Length, 1 << 20)];
             for (long at = 0; at < dev.SectorCount;)
             {
@@ -538,6 +550,10 @@ internal sealed class SnapshotCatalog
     private ExceptionStore CreateCowFile(SnapshotState st, bool persistent, long cowSectors, bool preallocate)
     {
         if (_store.Provider.Exists(st.CowPath)) throw new JournalException($"{st.CowPath}: file already exists");
+        // The creation mark first (durable: made like a device), so that a crash before the header leaves a file the
+        // next open knows as this store's; removed below once the header is flushed, or with the file on failure.
+        string mark = CreationMarkPath(st.CowPath);
+        _store.Provider.Create(mark, 0).Dispose();
         ExceptionStore? store = null;
         try
         {
@@ -568,15 +584,22 @@ internal sealed class SnapshotCatalog
                 store.Cow.Extend(store.TotalSectors);
                 store.Cow.Flush();
             }
+            // The header is flushed: the file names its store from here on.
+            RemoveCreationMark(mark);
             return store;
         }
-        catch (Exception e) when (e is not DeviceOpenException { Error: DeviceOpenError.AlreadyExists })
+        catch (Exception e)
         {
             store?.Dispose();
-            _store.Provider.Delete(st.CowPath);
+            // A file that was there already (made meanwhile by someone else) is not the store's: it stays.
+            if (e is not DeviceOpenException { Error: DeviceOpenError.AlreadyExists }) _store.Provider.Delete(st.CowPath);
+            RemoveCreationMark(mark);
             throw;
         }
     }
+
+    /// <summary>Removes a creation mark; one that cannot be removed now is removed by the next open.</summary>
+    private void RemoveCreationMark(string mark) => TryRemove(mark, () => _store.Provider.Delete(mark));
 
     /// <summary>Deletes a snapshot and its COW file. I/O is quiesced for the duration (none is lost).</summary>
     public async ValueTask DeleteSnapshotAsync(string name, CancellationToken cancellationToken = default)
