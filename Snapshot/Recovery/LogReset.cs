@@ -294,7 +294,7 @@ public static class LogReset
 /// <param name="LogState">"clean" or what the readable log holds; null when it is unreadable.</param>
 /// <param name="Unreadable">Why the log is unreadable; null when it is readable.</param>
 /// <param name="Invalidated">Snapshots marked invalid: name and why.</param>
-/// <param name="UnlistedCowFiles">COW files no snapshot lists: the next open of the store removes them.</param>
+/// <param name="UnlistedCowFiles">COW files no snapshot lists: the next open of the store removes those the store made.</param>
 /// <param name="SuperblockNote">A damaged copy of <c>store.sb</c>, when there is one.</param>
 /// <param name="NewCycle">The cycle the new log starts at.</param>
 /// <param name="LogBlocks">Size of the new log in blocks.</param>
@@ -319,7 +319,7 @@ public sealed record LogResetPlan(string Folder, string LogPath, string? LogStat
         foreach (var (name, why) in Invalidated)
             yield return $"snapshot '{name}' is marked invalid: {why}";
         foreach (var f in UnlistedCowFiles)
-            yield return $"{f}: no snapshot lists this COW file; the next open of the store removes it";
+            yield return $"{f}: no snapshot lists this COW file; the next open of the store removes it if the store made it (its header names the store)";
         yield return Invalidated.Count == 0 && UnlistedCowFiles.Count == 0
             ? $"{Folder}: no snapshot loses anything; the origin is not changed"
             : UnlistedCowFiles.Count > 0
