@@ -130,6 +130,28 @@ public sealed class NbdHandshakeLimitTests
         await WriteAndReadBackAsync(h, 31);
     }
 
+    /// <summary>
+    /// A connection leaves the negotiating set before the reply that gives it its export goes out: a client that has
+    /// that reply is never closed to make room (it would see its first I/O fail). With a bound of one, each newcomer
+    /// closes whoever still negotiates.
+    /// </summary>
+    [Fact]
+    public async Task A_client_that_has_its_export_is_never_closed_to_make_room()
+    {
+        await using var h = await NbdHarness.StartAsync(maxNegotiatingConnections: 1);
+        for (int i = 0; i < 40; i++)
+        {
+            await NbdHarness.EventuallyAsync(() => h.Server.NegotiatingCount == 0, "the last newcomer gone");
+            await using var c = await h.OpenAsync();
+            Assert.Equal(0, h.Server.NegotiatingCount);
+            await using var newcomer = await h.ConnectAsync();
+            var data = Pattern(4096, i);
+            await c.WriteAsync(0, data).WaitAsync(RawNbdClient.Watchdog);
+            Assert.Equal(data, await c.ReadAsync(0, 4096).WaitAsync(RawNbdClient.Watchdog));
+        }
+        Assert.False(h.Log.Contains("to make room"));
+    }
+
     [Fact]
     public async Task A_connection_that_does_not_finish_its_handshake_in_time_is_closed()
     {

@@ -146,7 +146,6 @@ internal sealed class NbdConnection
                     return;
                 }
                 handshakeDone = true;
-                _server.OnNegotiated(this);
             }
             reason = await TransmitAsync().ConfigureAwait(false);
         }

@@ -124,6 +124,11 @@ internal sealed class NbdHandshake
         var export = _c.Server.Registry.Resolve(name, out string? error);
         if (export is null || !_c.Server.Registry.TryOpen(export, _c))
             return Fail($"EXPORT_NAME '{NbdLogText.Client(name)}': {error ?? "export is being deleted or merged"} (EXPORT_NAME cannot be refused with a reply)");
+        if (!_c.Server.TryEndNegotiation(_c))
+        {
+            _c.Server.Registry.Close(export, _c);
+            return Fail("closed to make room for a new connection before the export was given");
+        }
         Session.Export = export;
         Session.TransmissionFlags = Session.FlagsFor(export);
         if (Session.MetaExport != export.Name) Session.Contexts.Clear();
@@ -187,6 +192,11 @@ internal sealed class NbdHandshake
         {
             await ErrorAsync(option, NbdProtocol.RepErrUnknown, $"export '{export.Name}' is being deleted or merged", ct).ConfigureAwait(false);
             return false;
+        }
+        if (option == NbdProtocol.OptGo && !_c.Server.TryEndNegotiation(_c))
+        {
+            _c.Server.Registry.Close(export, _c);
+            return false; // closed to make room: the socket is gone, and the next read ends the handshake
         }
         ushort flags = Session.FlagsFor(export);
         try

@@ -297,10 +297,20 @@ public sealed class NbdServer : IAsyncDisposable
         }
     }
 
-    /// <summary>The connection chose its export: it no longer counts toward <see cref="NbdServerOptions.NegotiatingBound"/>.</summary>
-    internal void OnNegotiated(NbdConnection connection)
+    /// <summary>
+    /// The connection chose its export and is about to send the reply that starts transmission: it no longer counts
+    /// toward <see cref="NbdServerOptions.NegotiatingBound"/>, so it can no longer be closed to make room. Called before
+    /// that reply, not after it (a client that had its reply could otherwise be closed while the reply was being sent,
+    /// and see its first I/O fail). False when it was already chosen to make room: the handshake fails instead.
+    /// </summary>
+    internal bool TryEndNegotiation(NbdConnection connection)
     {
-        lock (_lock) LeaveNegotiating(connection);
+        lock (_lock)
+        {
+            if (connection.Negotiating is null) return false;
+            LeaveNegotiating(connection);
+            return true;
+        }
     }
 
     // Under _lock.
