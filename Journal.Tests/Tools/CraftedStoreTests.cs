@@ -19,14 +19,14 @@ public class CraftedStoreTests
     }
 
     /// <summary>Rewrites the newest superblock copy of <paramref name="store"/> through <paramref name="change"/>, with a good checksum.</summary>
-    internal static void Craft(string store, Func<Superblock, Superblock> change)
+    internal static void Craft(string store, Func<Superblock, Superblock> change, ulong? generation = null)
     {
         string path = Path.Combine(store, "store.sb");
         var bytes = File.ReadAllBytes(path);
         var a = Superblock.TryParse(bytes.AsSpan(0, Superblock.CopyBytes), path, out _);
         var b = Superblock.TryParse(bytes.AsSpan(Superblock.CopyBytes, Superblock.CopyBytes), path, out _);
         var newest = b is null || (a is not null && a.Generation >= b.Generation) ? a! : b;
-        var crafted = change(newest) with { Generation = newest.Generation + 1 };
+        var crafted = change(newest) with { Generation = generation ?? newest.Generation + 1 };
         crafted.ToBytes().CopyTo(bytes, (int)(crafted.Generation % 2) * Superblock.CopyBytes);
         File.WriteAllBytes(path, bytes);
     }
@@ -79,6 +79,72 @@ public class CraftedStoreTests
         Assert.Contains("not valid", r.Stderr);
         Assert.True(File.Exists(Path.Combine(store, "a.cow")));
         Assert.True(File.Exists(Path.Combine(store, "b.cow")));
+    }
+
+    [Theory]
+    [InlineData("generation")]
+    [InlineData("next id")]
+    [InlineData("home LSN")]
+    public void A_crafted_counter_that_would_wrap_or_skip_the_journal_is_refused_before_anything_changes(string what)
+    {
+        using var dir = new TempFolder();
+        var store = Init(dir);
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "a").ExitCode);
+        Craft(store, sb => what switch
+        {
+            // Past 2^24 a snapshot's log items would carry the ids of another's.
+            "next id" => sb with { NextSnapshotId = (1UL << 24) + 2 },
+            // A home LSN the journal never reached would make a replay skip the logged copies after it.
+            "home LSN" => sb with { HomeLsn = new Journal.Format.Lsn(1_000_000, 0).Value },
+            _ => sb,
+        },
+        // Near 2^64 the next change's generation would wrap below the other copy's, and the older copy would win.
+        generation: what == "generation" ? ulong.MaxValue - 3 : null);
+        var before = CrashedStore.Files(store);
+        foreach (var command in new[] { new[] { "status", store }, new[] { "write", store, "--offset", "0", "--pattern", "1", "--length", "4K" } })
+        {
+            var r = ToolRunner.SnapCtl(command);
+            Assert.Equal(2, r.ExitCode);
+            Assert.Contains("store.sb", r.Stderr);
+            Assert.Contains(what == "home LSN" ? "home LSN" : what == "next id" ? "next snapshot id" : "generation", r.Stderr);
+            Assert.DoesNotContain("   at ", r.Stderr);
+        }
+        CrashedStore.AssertSameFiles(before, CrashedStore.Files(store));
+    }
+
+    [Fact]
+    public void A_COW_home_LSN_slot_past_the_journal_is_refused_before_anything_changes()
+    {
+        using var dir = new TempFolder();
+        var store = Init(dir);
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "a").ExitCode);
+        Assert.Equal(0, ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "1", "--length", "64K").ExitCode);
+        string cow = Path.Combine(store, "a.cow");
+        var bytes = File.ReadAllBytes(cow);
+        Assert.NotEqual(0UL, BitConverter.ToUInt64(bytes, CowHeader.SlotsOffset)); // the close stamped slot 0
+        BitConverter.GetBytes(new Journal.Format.Lsn(1_000_000, 0).Value).CopyTo(bytes, CowHeader.SlotsOffset + 8);
+        File.WriteAllBytes(cow, bytes);
+        var before = CrashedStore.Files(store);
+        var r = ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "2", "--length", "4K");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("a.cow", r.Stderr);
+        Assert.Contains("home-LSN slot", r.Stderr);
+        CrashedStore.AssertSameFiles(before, CrashedStore.Files(store));
+    }
+
+    [Fact]
+    public void A_store_that_has_given_out_every_snapshot_id_refuses_a_create_and_keeps_working()
+    {
+        using var dir = new TempFolder();
+        var store = Init(dir);
+        Craft(store, sb => sb with { NextSnapshotId = (1UL << 24) - 1 }); // the largest id
+        Assert.Equal(0, ToolRunner.SnapCtl("snapshot", "create", store, "last").ExitCode);
+        var r = ToolRunner.SnapCtl("snapshot", "create", store, "more");
+        Assert.Equal(64, r.ExitCode);
+        Assert.Contains("every snapshot id", r.Stderr);
+        Assert.False(File.Exists(Path.Combine(store, "more.cow")));
+        Assert.Equal(0, ToolRunner.SnapCtl("write", store, "--offset", "0", "--pattern", "1", "--length", "4K").ExitCode);
+        Assert.Contains("last", ToolRunner.SnapCtl("status", store).Stdout);
     }
 
     [Fact]

@@ -484,6 +484,8 @@ internal sealed class SnapshotCatalog
         {
             CheckCanCreateLocked(name, path);
             id = _superblock.NextSnapshotId;
+            if (id > Superblock.MaxSnapshotId)
+                throw new SnapshotArgumentException($"{path}: the store has given out every snapshot id (1 to {Superblock.MaxSnapshotId}; ids are never reused), so no more snapshots can be created");
             _superblock = _superblock with { NextSnapshotId = id + 1 };
         }
         var kind = options.Persistent ? SnapshotKind.Persistent : SnapshotKind.Transient;

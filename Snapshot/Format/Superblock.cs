@@ -59,6 +59,19 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
     public const long MaxCowSectors = 1L << 40;
 
     /// <summary>
+    /// Largest snapshot id: a metadata segment's log item id holds the snapshot id above
+    /// <see cref="Metadata.AreaSegmentItem.SegmentBits"/> bits of segment number, so a larger id would share item ids with
+    /// a smaller one (2^24 - 1).
+    /// </summary>
+    public const ulong MaxSnapshotId = (1UL << (64 - Metadata.AreaSegmentItem.SegmentBits)) - 1;
+
+    /// <summary>
+    /// Largest generation a copy may carry (2^62): one is used per superblock change, so a store never comes near it; a
+    /// copy beyond it is crafted, and its next write would wrap past the other copy's.
+    /// </summary>
+    public const ulong MaxGeneration = 1UL << 62;
+
+    /// <summary>
     /// The checks a create applies, applied to a superblock read from disk: null when it passes, else the first
     /// problem found (the caller names the file and copy).
     /// </summary>
@@ -68,7 +81,8 @@ internal sealed record Superblock(ulong Generation, long OriginSectors, int Chun
             return $"chunk size {ChunkSectors} sectors is not a power of two from 1 to {StoreOptions.MaxChunkSectors}";
         if (OriginSectors <= 0 || OriginSectors % ChunkSectors != 0)
             return $"origin size {OriginSectors} sectors is not a positive whole number of {ChunkSectors}-sector chunks";
-        if (NextSnapshotId == 0) return "next snapshot id is 0";
+        if (Generation > MaxGeneration) return $"generation {Generation} is beyond {MaxGeneration} (a store uses one a change)";
+        if (NextSnapshotId == 0 || NextSnapshotId > MaxSnapshotId + 1) return $"next snapshot id {NextSnapshotId} is outside 1..{MaxSnapshotId + 1}";
         var ids = new HashSet<ulong>();
         var names = new HashSet<string>(StringComparer.Ordinal);
         int merging = 0;

@@ -98,6 +98,15 @@ public static class StoreRecovery
         // Case 3: every logged item decodes with the store's decoders.
         StoreLogItems.Validate(log, homeSb);
 
+        // Case 3b: a home LSN names a checkpoint the journal wrote, so it lies below the journal's end. One at or past
+        // it (a crafted or mismatched store.sb) would make the replay skip logged copies newer than the home: refused.
+        var logEnd = log.Log.NextLsn;
+        if (Lsn.FromValue(homeSb.HomeLsn) >= logEnd)
+            throw new CorruptionException(home.File, home.Good.Sector, Lsn.Zero,
+                $"superblock {home.Good.Label} claims a home LSN the journal never reached (the superblock and {log.Name} do not belong together); " +
+                "the store was not opened and nothing was changed",
+                $"below {logEnd}", Lsn.FromValue(homeSb.HomeLsn).ToString());
+
         // Case 4: a damaged copy of store.sb is acceptable only when the log brings the good one up to date.
         string? fallback = null;
         if (home.OtherMayBeNewer)
@@ -157,6 +166,21 @@ public static class StoreRecovery
         }
         using var areas = new AreaRecoveryHandler(provider, layout, replayed.OriginSectors,
             id => listed.TryGetValue(id, out var r) && !unusable.ContainsKey(id) ? cowPathOf(r.Name) : null, log.Name, log.Checkpoints);
+
+        // Case 6c: the home-LSN slots of every listed COW file lie below the journal's end too (case 3b), whether or not
+        // the log holds segments of it now: a slot past it would make a later replay skip that segment's newer copies.
+        foreach (var (id, r) in listed)
+        {
+            if (unusable.ContainsKey(id)) continue;
+            Lsn highest;
+            try { highest = areas.HighestSlotLsn(id); }
+            catch (JournalException) { continue; } // unreadable: the load reports it (case 10)
+            if (highest >= logEnd)
+                throw new CorruptionException(cowPathOf(r.Name), 0, Lsn.Zero,
+                    $"a home-LSN slot of snapshot '{r.Name}' claims an LSN the journal never reached (the file and {log.Name} do not belong together); " +
+                    "the store was not opened and nothing was changed",
+                    $"below {logEnd}", highest.ToString());
+        }
 
         // Case 7: replay 2, the segments of the listed snapshots.
         var segTypes = new[] { AreaSegmentItem.Type };
