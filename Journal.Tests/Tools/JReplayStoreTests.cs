@@ -112,6 +112,47 @@ public class JReplayStoreTests
         Assert.Equal(0, p.ExitCode);
     }
 
+    /// <summary>
+    /// A journal reached through a symbolic link is measured where the link leads (the store opens it there): every
+    /// command reads the same log, and a replay finishes instead of failing after it has changed the log.
+    /// </summary>
+    [Fact]
+    public async Task A_journal_behind_a_symbolic_link_is_read_where_the_link_leads()
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        await CrashedStore.CreateAsync(store);
+        string moved = dir["journal-elsewhere.log"];
+        File.Move(Log(store), moved);
+        File.CreateSymbolicLink(Log(store), moved);
+        var check = ToolRunner.JReplay("check", store);
+        Assert.True(check.ExitCode == 1, check.ToString()); // needs replay
+        var print = ToolRunner.JReplay("print", store);
+        Assert.True(print.ExitCode == 0, print.ToString());
+        var replay = ToolRunner.JReplay("replay", store);
+        Assert.True(replay.ExitCode == 0, replay.ToString());
+        check = ToolRunner.JReplay("check", store);
+        Assert.True(check.ExitCode == 0, check.ToString());
+    }
+
+    /// <summary>
+    /// A FIFO where a COW file belongs is the store's to judge, as <c>snapctl</c>'s open judges it (its snapshot is
+    /// unavailable, the file is never opened): the journal commands read the log and do not hang on it.
+    /// </summary>
+    [Fact]
+    public async Task A_FIFO_in_place_of_a_COW_file_does_not_stop_the_journal_commands()
+    {
+        using var dir = new TempFolder();
+        var store = dir["store"];
+        await CrashedStore.CreateAsync(store, clean: true);
+        MakeFifo(Path.Combine(store, "stray.cow"));
+        foreach (var args in new[] { new[] { "check", store }, ["print", store], ["replay", store, "--dry-run"] })
+        {
+            var r = Within(() => ToolRunner.JReplay(args));
+            Assert.True(r.ExitCode == 0, $"{string.Join(' ', args)}: {r}");
+        }
+    }
+
     [Theory]
     [InlineData("fifo")]
     [InlineData("directory")]

@@ -82,30 +82,28 @@ internal static class UnixSocketFile
         }
     }
 
-    /// <summary>True when <paramref name="path"/> exists and is not a socket (a regular file opens; a socket does not).</summary>
-    private static bool IsPlainFile(string path)
+    /// <summary>
+    /// Null when <paramref name="path"/> is a socket itself (not a symbolic link to one); otherwise what it is ("a
+    /// symbolic link", "a regular file", "a FIFO", ...). Found out without opening it: opening a FIFO blocks until a
+    /// writer comes.
+    /// </summary>
+    public static string? NotASocket(string path)
     {
-        try
+        if (new FileInfo(path).LinkTarget is not null) return "a symbolic link";
+        return Recovery.RegularFile.WhatElse(path) switch
         {
-            using var h = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            return true;
-        }
-        catch (IOException)
-        {
-            return false; // open(2) on a socket fails (ENXIO)
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return false;
-        }
+            "a socket" => null,
+            null => "a regular file",
+            var other => other,
+        };
     }
 
     private static void RemoveStale(string path)
     {
         if (Directory.Exists(path)) throw new JournalException($"{path}: is a directory, not a socket");
-        if (!File.Exists(path)) return;
+        if (!File.Exists(path) && new FileInfo(path).LinkTarget is null) return;
+        if (NotASocket(path) is { } what) throw new JournalException($"{path}: exists and is {what}, not a socket; not replacing it");
         if (IsLive(path)) throw new JournalException($"{path}: a server is already listening on this socket");
-        if (IsPlainFile(path)) throw new JournalException($"{path}: exists and is not a socket; not replacing it");
         File.Delete(path);
     }
 
@@ -114,7 +112,7 @@ internal static class UnixSocketFile
     {
         try
         {
-            if (File.Exists(path) && !IsPlainFile(path)) File.Delete(path);
+            if (File.Exists(path) && NotASocket(path) is null) File.Delete(path);
         }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }

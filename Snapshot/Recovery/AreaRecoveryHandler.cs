@@ -88,6 +88,10 @@ internal sealed class AreaRecoveryHandler : IItemRecoveryHandler, IDisposable
             try
             {
                 var chunk0 = new byte[CowHeader.UsedSectorBytes(_layout.ChunkSectors)];
+                if (cow.SectorCount * BlockDevice.SectorSize < chunk0.Length)
+                    throw new StoreCorruptionException(path, 0, string.Create(CultureInfo.InvariantCulture,
+                        $"the file is {cow.SectorCount * BlockDevice.SectorSize} bytes long, shorter than its header"), chunk0.Length.ToString(CultureInfo.InvariantCulture) + " bytes or more",
+                        (cow.SectorCount * BlockDevice.SectorSize).ToString(CultureInfo.InvariantCulture) + " bytes");
                 cow.Read(0, chunk0);
                 var header = CowHeader.Read(chunk0, path, _layout.ChunkSectors, snapshotId);
                 if (header.IsValid) t = new Target(cow, chunk0, (int)header.SlotCount);

@@ -43,7 +43,9 @@ internal sealed class LogInput : IDisposable
     public static LogInput Open(string path)
     {
         string logPath = CheckPath(path, out bool isStore);
-        long length = new FileInfo(logPath).Length;
+        // The size of the file the name leads to (a symbolic link's target), not of the name itself.
+        long length;
+        using (var h = File.OpenHandle(logPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite)) length = RandomAccess.GetLength(h);
         long minimum = (long)LogFormat.MinLogBlocks * LogFormat.BlockSize;
         if (length < minimum)
             throw new ToolException(ExitCodes.Failure,
@@ -54,7 +56,7 @@ internal sealed class LogInput : IDisposable
 
     /// <summary>
     /// Checks <paramref name="path"/> without opening anything that could block: for a store folder, every file the
-    /// store opens must be a regular file. Returns the log file.
+    /// store opens must be a regular file (the COW files are judged by the store's open). Returns the log file.
     /// </summary>
     public static string CheckPath(string path, out bool isStore)
     {
@@ -68,8 +70,9 @@ internal sealed class LogInput : IDisposable
                 throw new InputException($"{path}: is a directory but not a snapshot store (no {SnapshotStore.SuperblockFileName})");
             logPath = System.IO.Path.Combine(path, SnapshotStore.JournalFileName);
             if (!File.Exists(logPath) && !Directory.Exists(logPath)) throw new InputException($"{logPath}: not found: the store has no journal");
-            foreach (var f in new[] { sb, logPath, System.IO.Path.Combine(path, SnapshotStore.OriginFileName) }
-                         .Concat(Directory.EnumerateFileSystemEntries(path, "*" + SnapshotStore.CowExtension)))
+            // The COW files are the store's to judge: one that is not a regular file makes its snapshot unavailable (as
+            // an open by snapctl does), without being opened, and the rest of the store is replayed.
+            foreach (var f in new[] { sb, logPath, System.IO.Path.Combine(path, SnapshotStore.OriginFileName) })
                 InputPaths.RequireRegular(f);
         }
         InputPaths.RequireRegular(logPath);

@@ -22,7 +22,9 @@ internal static class ControlClient
     {
         if (OperatingSystem.IsWindows()) return null;
         string path = ControlProtocol.SocketPath(store);
-        if (!File.Exists(path)) return null;
+        // Anything but a socket at the name (a file, FIFO or link put there, or left) has no server behind it: the command
+        // runs offline, and the store's lock keeps it from a serving process all the same.
+        if (!File.Exists(path) || Snapshot.Nbd.UnixSocketFile.NotASocket(path) is not null) return null;
         var mode = File.GetUnixFileMode(path);
         if ((mode & ~(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute)) != 0)
             throw new ToolException(ExitCodes.Failure,
