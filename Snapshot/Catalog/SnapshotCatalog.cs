@@ -667,6 +667,9 @@ internal sealed class SnapshotCatalog
         TryRemove(st.CowPath, () => RemoveOwnCowFile(st.CowPath, st.Id, allowDamaged: true));
         if (st.Store?.Cow is FileBlockDevice { LinkCount: 0 } removed)
         {
+            // No growth ahead of the file from here on (one running finishes first): it would take a step of the
+            // space back after it is given back.
+            await st.Store.StopGrowingAheadAsync().ConfigureAwait(false);
             // Its device stays open until the store closes (a write-back or a changed-block map started before the
             // delete may still use it), so the removed file's space would stay taken as long as the store runs: given
             // back now, the file then reading as zeros to whoever still has it. Only when the open file has no name

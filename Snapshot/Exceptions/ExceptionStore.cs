@@ -245,6 +245,26 @@ internal abstract class ExceptionStore : IDisposable
     public abstract ValueTask InvalidateAsync(CancellationToken cancellationToken = default);
 
     /// <summary>Closes the device.</summary>
+    private int _stopGrowthStarted, _growthStopped; // StopGrowingAheadAsync: begun (exchange), and the flag claimed for good
+
+    /// <summary>
+    /// Ends growth ahead of the file for good, once one running has finished: a deleted snapshot's file has its space
+    /// given back next, and a growth after that would take a step of it again until the store closes. Why we wait: as
+    /// in <see cref="Dispose"/>, a growth ahead that is running ends within one step's I/O and a flush and takes no lock
+    /// the caller holds (the store's gate, held by a delete, is not among the grower's). Once only; later calls return.
+    /// </summary>
+    public async ValueTask StopGrowingAheadAsync()
+    {
+        if (Interlocked.Exchange(ref _stopGrowthStarted, 1) != 0) return;
+        try { _closing.Cancel(); } catch (ObjectDisposedException) { } // a grower waiting for the gate gives up
+        while (Interlocked.CompareExchange(ref _growingAhead, 1, 0) != 0)
+        {
+            try { await Volatile.Read(ref _growerDone).ConfigureAwait(false); } catch (Exception) { }
+            await Task.Yield();
+        }
+        Volatile.Write(ref _growthStopped, 1);
+    }
+
     public virtual void Dispose()
     {
         if (Interlocked.Exchange(ref _disposeStarted, 1) != 0) return; // once, even when called twice at once
@@ -252,11 +272,19 @@ internal abstract class ExceptionStore : IDisposable
         // Claims the grower's flag for good, so none starts after this. Why we wait: a growth ahead is running (one
         // still waiting for the gate gives up at once); it ends within one growth step's I/O and a flush, and takes no
         // lock the caller could hold (only _growLock, which no one holds across a call into the store). Between a
-        // grower's claim and its task being published the old (finished) task is seen, hence the loop.
-        while (Interlocked.CompareExchange(ref _growingAhead, 1, 0) != 0)
+        // grower's claim and its task being published the old (finished) task is seen, hence the loop. When
+        // StopGrowingAheadAsync began first, it claims the flag: wait for that instead (the same running growth).
+        if (Volatile.Read(ref _stopGrowthStarted) != 0)
         {
-            try { Volatile.Read(ref _growerDone).Wait(); } catch (AggregateException) { }
-            Thread.Yield();
+            while (Volatile.Read(ref _growthStopped) == 0) Thread.Sleep(1);
+        }
+        else
+        {
+            while (Interlocked.CompareExchange(ref _growingAhead, 1, 0) != 0)
+            {
+                try { Volatile.Read(ref _growerDone).Wait(); } catch (AggregateException) { }
+                Thread.Yield();
+            }
         }
         Cow.Dispose();
         _growLock.Dispose();
